@@ -12,6 +12,9 @@ import click
 
 # command name -> (module, attribute holding the click command)
 _COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("avel.cli.store", "info"),
+    "import": ("avel.cli.store", "import_"),
+    "export": ("avel.cli.store", "export"),
 }
 
 

@@ -1,0 +1,184 @@
+"""``avel info``, ``avel import``, ``avel export``: thin commands over avel.datasets."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.command("info")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--verify", is_flag=True, help="Also check every shard's sha256 and per-video checksums.")
+@click.option("--videos", "list_videos", is_flag=True, help="List the video ids.")
+def info(store: Path, as_json: bool, verify: bool, list_videos: bool) -> None:
+    """Show a store's streams, dims, sampling plans, provenance, videos and errors.
+
+    Exit code 1 when --verify finds a problem or the store cannot be read.
+    """
+    from avel.datasets.store import FeatureStore, StoreError
+
+    try:
+        st = FeatureStore(store)
+        summary = st.summary()
+        problems = st.verify(full=True) if verify else []
+    except StoreError as e:
+        _fail(str(e))
+    summary["verify_problems"] = problems if verify else None
+    if list_videos:
+        summary["video_ids"] = st.videos()
+    if as_json:
+        click.echo(json.dumps(summary, indent=1, sort_keys=True))
+    else:
+        click.echo(f"store    {summary['path']}")
+        click.echo(f"dataset  {summary['dataset']}   schema v{summary['schema_version']}")
+        click.echo(f"videos   {summary['videos']} in {summary['shards']} shards, "
+                   f"{summary['bytes'] / 2**20:.1f} MiB")
+        click.echo("streams")
+        for name, s in summary["streams"].items():
+            weights = s["weights_sha256"]
+            weights = "RANDOM WEIGHTS" if weights == "random" else weights[:16]
+            click.echo(f"  {name:<16} {s['extractor']:<20} shape {tuple(s['feature_shape'])} {s['dtype']}  "
+                       f"{s['videos']} videos / {s['rows']} rows")
+            click.echo(f"  {'':<16} {s['plan_text']}; weights {weights}")
+            if s.get("provenance"):
+                click.echo(f"  {'':<16} provenance {json.dumps(s['provenance'], sort_keys=True)}")
+        click.echo(f"errors   {summary['errors']} records, {len(summary['failed_videos'])} failed videos"
+                   + (f": {', '.join(summary['failed_videos'][:10])}" if summary["failed_videos"] else ""))
+        if summary["random_weight_streams"]:
+            click.echo(f"WARNING: streams {summary['random_weight_streams']} were extracted with RANDOM "
+                       f"weights (tests/demo only)", err=True)
+        if verify:
+            click.echo("verify   " + ("ok" if not problems else f"{len(problems)} problems"))
+            for p in problems:
+                click.echo(f"  {p}")
+        if list_videos:
+            for v in summary["video_ids"]:
+                click.echo(v)
+    if problems:
+        sys.exit(1)
+
+
+@click.group("import")
+def import_() -> None:
+    """Import published features (UnAV-100 .npy folders, AVE h5 files) into a store."""
+
+
+@import_.command("unav-npy")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "store", required=True, type=click.Path(path_type=Path), help="Store directory.")
+@click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="UnAV-100 annotation JSON: durations, and only annotated videos are imported.")
+@click.option("--stream", "streams", multiple=True,
+              help="Store stream(s) to import (i3d_rgb, i3d_flow, vggish, onepeace_video, onepeace_audio).")
+def import_unav(folder: Path, store: Path, annotations: Path | None, streams: tuple[str, ...]) -> None:
+    """Import <vid>_rgb.npy / _flow / _vggish / _one_peace_* files from FOLDER."""
+    from avel.datasets.interop import import_unav_npy
+    from avel.datasets.store import StoreError
+
+    ann = None
+    if annotations is not None:
+        from avel.datasets.unav100 import load_unav100
+        ann = load_unav100(annotations)
+    with tqdm(desc="import", unit="video", disable=None) as bar:
+        try:
+            report = import_unav_npy(folder, store, annotations=ann, streams=streams or None,
+                                     progress=lambda n: bar.update(n - bar.n))
+        except (StoreError, ValueError, FileNotFoundError) as e:
+            _fail(str(e))
+    click.echo(f"imported {report.videos} videos into {store} ({report.skipped_existing} already present)")
+    for p in report.problems:
+        click.echo(f"problem: {p}", err=True)
+    if report.problems:
+        sys.exit(1)
+
+
+@import_.command("ave-h5")
+@click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="AVE Annotations.txt (row order indexes the h5 rows).")
+@click.option("--visual", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="visual_feature.h5")
+@click.option("--audio", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="audio_feature.h5")
+@click.option("--out", "store", required=True, type=click.Path(path_type=Path), help="Store directory.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"]),
+              help="Stored dtype (the release's visual file is float64).")
+def import_ave(annotations: Path, visual: Path | None, audio: Path | None, store: Path, dtype: str) -> None:
+    """Import AVE visual_feature.h5 / audio_feature.h5 (key avadataset), one entry per video."""
+    from avel.datasets.ave import load_ave
+    from avel.datasets.interop import import_ave_h5
+    from avel.datasets.store import StoreError
+
+    if visual is None and audio is None:
+        raise click.UsageError("give --visual and/or --audio")
+    ann = load_ave(annotations)
+    with tqdm(total=len(ann), desc="import", unit="row", disable=None) as bar:
+        try:
+            report = import_ave_h5(ann, store, visual_h5=visual, audio_h5=audio, dtype=dtype,
+                                   progress=lambda n: bar.update(n - bar.n))
+        except (StoreError, ValueError) as e:
+            _fail(str(e))
+    click.echo(f"imported {report.videos} videos into {store} ({report.skipped_existing} already present)")
+    for p in report.problems:
+        click.echo(f"problem: {p}", err=True)
+    if report.problems:
+        sys.exit(1)
+
+
+@click.group("export")
+def export() -> None:
+    """Export a store to the formats legacy code reads."""
+
+
+@export.command("unav-npy")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--map", "mapping", multiple=True, metavar="STREAM=SUFFIX",
+              help="Stream to file suffix, e.g. i3d_rgb=_rgb (default: the release names).")
+def export_unav(store: Path, out: Path, mapping: tuple[str, ...]) -> None:
+    """Write <vid><suffix>.npy files, one per video and stream."""
+    from avel.datasets.interop import export_unav_npy
+    from avel.datasets.store import FeatureStore, StoreError
+
+    streams = None
+    if mapping:
+        try:
+            streams = dict(m.split("=", 1) for m in mapping)
+        except ValueError:
+            raise click.UsageError("--map takes STREAM=SUFFIX") from None
+    try:
+        st = FeatureStore(store)
+        with tqdm(total=len(st), desc="export", unit="video", disable=None) as bar:
+            n = export_unav_npy(st, out, streams=streams, progress=lambda k: bar.update(k - bar.n))
+    except (StoreError, KeyError) as e:
+        _fail(str(e))
+    click.echo(f"wrote {n} files to {out}")
+
+
+@export.command("ave-h5")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--visual-stream", default="vgg19", show_default=True)
+@click.option("--audio-stream", default="vggish", show_default=True)
+def export_ave(store: Path, annotations: Path, out: Path, visual_stream: str, audio_stream: str) -> None:
+    """Write visual_feature.h5 / audio_feature.h5 in Annotations.txt row order."""
+    from avel.datasets.ave import load_ave
+    from avel.datasets.interop import export_ave_h5
+    from avel.datasets.store import FeatureStore, StoreError
+
+    try:
+        st = FeatureStore(store)
+        paths = export_ave_h5(st, load_ave(annotations), out,
+                              visual_stream=visual_stream if visual_stream in st.streams else None,
+                              audio_stream=audio_stream if audio_stream in st.streams else None)
+    except StoreError as e:
+        _fail(str(e))
+    for p in paths:
+        click.echo(f"wrote {p}")
