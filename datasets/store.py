@@ -540,6 +540,8 @@ class _ShardIndex:
     crc32: dict[str, np.ndarray]
     padded: dict[str, np.ndarray]
     meta_json: list[str]
+    data: dict[str, h5py.Dataset]
+    position: dict[str, int]
 
 
 class VideoFeatures:
@@ -705,17 +707,19 @@ class FeatureStore:
         try:
             ids = [x.decode("utf-8") if isinstance(x, bytes) else x for x in f["videos/ids"][()]]
             meta = [x.decode("utf-8") if isinstance(x, bytes) else x for x in f["videos/meta_json"][()]]
-            offsets, crcs, padded = {}, {}, {}
+            offsets, crcs, padded, data = {}, {}, {}, {}
             for s in entry["streams"]:
                 g = f[f"streams/{s}"]
                 offsets[s] = g["offsets"][()]
                 crcs[s] = g["crc32"][()]
                 padded[s] = g["padded"][()]
+                data[s] = g["data"]
         except (KeyError, OSError) as e:
             raise StoreCorruptError(f"shard {path}: unreadable index ({e})") from e
         if ids != list(entry["videos"]):
             raise StoreCorruptError(f"shard {path}: video ids differ from the manifest")
-        return _ShardIndex(path, entry["size_bytes"], entry["sha256"], ids, offsets, crcs, padded, meta)
+        return _ShardIndex(path, entry["size_bytes"], entry["sha256"], ids, offsets, crcs, padded, meta, data,
+                           {v: i for i, v in enumerate(ids)})
 
     def _locate(self, video_id: str, stream: str) -> tuple[h5py.File, _ShardIndex, int]:
         if stream not in self.streams:
@@ -727,22 +731,14 @@ class FeatureStore:
             raise KeyError(f"video {video_id!r} has no stream {stream!r} in store {self.root}")
         f = self._shard_file(k)
         index = self._index[k]
-        return f, index, self._position(index, video_id)
-
-    @staticmethod
-    def _position(index: _ShardIndex, video_id: str) -> int:
-        pos = getattr(index, "_pos", None)
-        if pos is None:
-            pos = {v: i for i, v in enumerate(index.ids)}
-            index._pos = pos  # type: ignore[attr-defined]
-        return pos[video_id]
+        return f, index, index.position[video_id]
 
     def read(self, video_id: str, stream: str) -> np.ndarray:
         """Rows of one video and stream (``T x feature_shape``), CRC-checked."""
         f, index, i = self._locate(video_id, stream)
         a, b = int(index.offsets[stream][i]), int(index.offsets[stream][i + 1])
         try:
-            rows = f[f"streams/{stream}/data"][a:b]
+            rows = index.data[stream][a:b]
         except OSError as e:
             raise StoreCorruptError(f"shard {index.path}: cannot read {video_id!r}/{stream}: {e}") from e
         if b <= a or _crc32(rows) != int(index.crc32[stream][i]):
@@ -771,7 +767,7 @@ class FeatureStore:
             raise KeyError(f"video {video_id!r} is not in store {self.root}")
         self._shard_file(k)
         index = self._index[k]
-        return VideoMeta.from_json(index.meta_json[self._position(index, video_id)])
+        return VideoMeta.from_json(index.meta_json[index.position[video_id]])
 
     # -- integrity -------------------------------------------------------------------------------
     def verify(self, *, full: bool = True) -> list[str]:
