@@ -1,0 +1,173 @@
+"""Decode a video once for every requested sampling plan.
+
+Data flow::
+
+    file --decord VideoReader(width, height)--> frames at the native rate, resized at decode
+         --index selection per fps-----------> {fps: uint8 T_fps x H x W x 3}
+    file --decord AudioReader(16 kHz, mono)--> float32 N  (or an audio error, visual still ok)
+
+Frame selection for a target ``fps``: output frame ``k`` (time ``k / fps``) takes the last
+native frame whose presentation time is ``<= k / fps`` (nearest-previous, no interpolation),
+for ``k = 0 .. floor(duration_s * fps) - 1``. Presentation times come from the container
+when decord reports them (variable frame rate), else ``index / native_fps``; these times only
+pick frames, row times always come from the sampling plan. All frames of all plans are read
+in one sorted ``get_batch`` call.
+
+Resizing at decode: the short side is scaled to ``short_side`` (aspect kept, even sizes); the
+extractors' CPU preprocessing crops / resizes further. ``short_side=None`` keeps the native
+size. Frames narrower than 64 pixels are scaled up to 64 (a decord limitation).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from avel.datasets.store import VideoMeta
+
+
+class DecodeError(RuntimeError):
+    """A video (or its audio track) cannot be decoded."""
+
+
+@dataclass
+class DecodedVideo:
+    """Everything one video contributes to extraction.
+
+    Attributes:
+        frames: ``{fps: uint8 T x H x W x 3}`` for each requested rate.
+        audio: float32 mono waveform at ``sample_rate`` (None when there is no usable track).
+        audio_error: why ``audio`` is None.
+        meta: duration, native fps, frame count, audio rate, source path and size.
+    """
+
+    path: Path
+    frames: dict[float, np.ndarray] = field(default_factory=dict)
+    audio: np.ndarray | None = None
+    sample_rate: int | None = None
+    audio_error: str | None = None
+    meta: VideoMeta = field(default_factory=VideoMeta)
+
+
+# decord 0.6.0 copies resized frames with a row alignment that breaks below 64 pixels of
+# width ("DECORDArrayCopyFromTo: The size must exactly match"): decode at least this wide.
+_MIN_DECODE_WIDTH = 64
+
+
+def _resized_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """Decode size: short side to ``short_side`` (aspect kept, even), width >= 64."""
+    scale = 1.0 if short_side is None else short_side / min(width, height)
+    scale = max(scale, _MIN_DECODE_WIDTH / width)
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+def frame_indices_for_fps(times_s: np.ndarray, duration_s: float, fps: float) -> np.ndarray:
+    """Native frame index for each output frame at ``fps`` (nearest-previous rule)."""
+    n_out = max(1, int(math.floor(duration_s * fps + 1e-6)))
+    targets = np.arange(n_out) / fps
+    idx = np.searchsorted(times_s, targets + 1e-6, side="right") - 1
+    return np.clip(idx, 0, len(times_s) - 1)
+
+
+def decode_video(
+    path: str | os.PathLike,
+    *,
+    fps: Sequence[float] = (),
+    short_side: int | None = 256,
+    sample_rate: int | None = 16000,
+    max_frames: int = 200_000,
+) -> DecodedVideo:
+    """Decode ``path`` once for all requested frame rates and the audio track.
+
+    Args:
+        path: video file.
+        fps: frame rates the extractors' plans need (may be empty for audio-only jobs).
+        short_side: resize at decode so the short side has this many pixels (None: native).
+        sample_rate: audio rate (None: skip audio).
+        max_frames: refuse containers reporting more frames than this (a 20-minute video at
+            60 fps is 72,000; corrupt headers report billions).
+
+    Raises:
+        DecodeError: the file is missing, empty, not a video, or has no video track while
+            frames were requested. A missing or broken audio track is not an error here: it
+            is reported in ``audio_error`` so visual extractors still run.
+    """
+    import decord
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise DecodeError(f"{path}: cannot stat ({e.strerror})") from e
+    if size == 0:
+        raise DecodeError(f"{path}: empty file (0 bytes)")
+    out = DecodedVideo(path=path, meta=VideoMeta(source_path=str(path), source_size_bytes=size))
+    duration_s: float | None = None
+    if fps:
+        try:
+            probe = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        except Exception as e:  # decord raises DECORDError / RuntimeError subclasses
+            raise DecodeError(f"{path}: no decodable video stream ({type(e).__name__}: {_first_line(e)})") from e
+        n_native = len(probe)
+        native_fps = float(probe.get_avg_fps())
+        if n_native <= 0 or not math.isfinite(native_fps) or native_fps <= 0:
+            raise DecodeError(f"{path}: video stream reports {n_native} frames at {native_fps} fps")
+        if n_native > max_frames:
+            raise DecodeError(f"{path}: container reports {n_native} frames, more than max_frames={max_frames}")
+        height, width = probe[0].shape[:2]
+        try:
+            ts = probe.get_frame_timestamp(np.arange(n_native))[:, 0].astype(np.float64)
+            if not np.all(np.isfinite(ts)) or np.any(np.diff(ts) < 0):
+                raise ValueError("non-monotonic timestamps")
+            ts = ts - ts[0]
+        except Exception:
+            ts = np.arange(n_native) / native_fps
+        del probe
+        duration_s = float(ts[-1] + (ts[-1] / max(n_native - 1, 1) if n_native > 1 else 1.0 / native_fps))
+        out.meta.native_fps = native_fps
+        out.meta.num_frames = n_native
+        w, h = _resized_size(width, height, short_side)
+        try:
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
+        except Exception as e:
+            raise DecodeError(f"{path}: cannot reopen for decoding ({type(e).__name__}: {_first_line(e)})") from e
+        per_fps = {float(f): frame_indices_for_fps(ts, duration_s, float(f)) for f in fps}
+        needed = np.unique(np.concatenate(list(per_fps.values())))
+        try:
+            batch = reader.get_batch(needed.tolist()).asnumpy()  # K x H x W x 3 uint8
+        except Exception as e:
+            raise DecodeError(f"{path}: frame decoding failed ({type(e).__name__}: {_first_line(e)})") from e
+        del reader
+        if batch.shape[0] != len(needed):
+            raise DecodeError(f"{path}: decoded {batch.shape[0]} frames, expected {len(needed)}")
+        lookup = np.searchsorted(needed, np.arange(needed.max() + 1))
+        for f, idx in per_fps.items():
+            out.frames[f] = batch[lookup[idx]]
+    if sample_rate:
+        try:
+            ar = decord.AudioReader(str(path), ctx=decord.cpu(0), sample_rate=int(sample_rate), mono=True)
+            audio = ar[:].asnumpy().reshape(-1).astype(np.float32)
+            if audio.size == 0:
+                raise DecodeError("audio track is empty")
+            out.audio = audio
+            out.sample_rate = int(sample_rate)
+            out.meta.audio_sample_rate = int(sample_rate)
+            if duration_s is None:
+                duration_s = audio.size / sample_rate
+        except Exception as e:
+            out.audio_error = f"{path}: no usable audio track ({type(e).__name__}: {_first_line(e)})"
+            if not fps:
+                raise DecodeError(out.audio_error) from e
+    out.meta.duration_s = duration_s
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else ""

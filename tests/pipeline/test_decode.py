@@ -1,0 +1,78 @@
+"""One decode per video: frames per requested fps, audio at 16 kHz, clear errors."""
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from avel.pipeline.decode import DecodeError, decode_video, frame_indices_for_fps
+
+
+def _write(path, *, seconds=2.0, fps=25, w=96, h=64, sr=16000, audio=True):
+    c = av.open(str(path), "w")
+    vs = c.add_stream("libx264", rate=fps)
+    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+    if audio:
+        a = c.add_stream("aac", rate=sr)
+        a.layout = "mono"
+    for i in range(int(seconds * fps)):
+        img = np.full((h, w, 3), (i * 5) % 256, np.uint8)
+        for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            c.mux(p)
+    for p in vs.encode():
+        c.mux(p)
+    if audio:
+        x = (0.5 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+        for k in range(0, len(x), 1024):
+            fr = av.AudioFrame.from_ndarray(x[None, k:k + 1024], format="fltp", layout="mono")
+            fr.sample_rate = sr
+            for p in a.encode(fr):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    c.close()
+
+
+def test_frame_index_selection_nearest_previous():
+    times = np.arange(50) / 25.0  # 2 s at 25 fps
+    idx = frame_indices_for_fps(times, 2.0, 16.0)
+    assert len(idx) == 32
+    np.testing.assert_array_equal(idx[:5], [0, 1, 3, 4, 6])  # 0, .0625, .125, .1875, .25 s
+    assert frame_indices_for_fps(times, 2.0, 25.0).tolist() == list(range(50))
+
+
+def test_decode_once_for_two_rates_with_audio(tmp_path):
+    path = tmp_path / "clip with space.mp4"
+    _write(path)
+    d = decode_video(path, fps=[25, 16], short_side=32)  # 48 px wide: decoded at 64
+    assert d.frames[25.0].shape == (50, 42, 64, 3) and d.frames[25.0].dtype == np.uint8
+    assert d.frames[16.0].shape == (32, 42, 64, 3)
+    assert d.meta.num_frames == 50 and d.meta.native_fps == pytest.approx(25.0)
+    assert d.meta.duration_s == pytest.approx(2.0, abs=1e-3)
+    assert d.sample_rate == 16000 and abs(d.audio.size - 32000) <= 2048  # AAC frame padding
+    # grey level encodes the frame index: frame k of the 16 fps stream is native frame floor(k*25/16)
+    grey = d.frames[16.0][:, 20, 32, 0].astype(int)
+    expected = (np.floor(np.arange(32) * 25 / 16).astype(int) * 5) % 256
+    assert np.abs(grey - expected).max() <= 6  # lossy coding
+
+
+def test_missing_audio_is_reported_not_fatal(tmp_path):
+    path = tmp_path / "silent.mp4"
+    _write(path, audio=False)
+    d = decode_video(path, fps=[25])
+    assert d.audio is None and "no usable audio track" in d.audio_error
+    with pytest.raises(DecodeError, match="no usable audio track"):
+        decode_video(path, fps=[])
+
+
+def test_bad_files_raise_decode_error_naming_file(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(DecodeError, match="empty.mp4: empty file"):
+        decode_video(empty, fps=[25])
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 20)
+    with pytest.raises(DecodeError, match="notes.mp4: no decodable video stream"):
+        decode_video(text, fps=[25])
+    with pytest.raises(DecodeError, match="cannot stat"):
+        decode_video(tmp_path / "absent.mp4", fps=[25])
