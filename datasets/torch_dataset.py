@@ -139,7 +139,9 @@ class DenseFeatureDataset(Dataset):
         self.require_events = require_events
         self.max_crop_tries = max_crop_tries
         self.alignment_stats = AlignmentStats()
-        self._rng = random.Random(seed)
+        self.seed = 0 if seed is None else int(seed)
+        self.epoch = 0
+        self._rng = random.Random(self.seed)
         samples = annotations.subset(subset)
         missing = [s.video_id for s in samples
                    if not all(self.store.has(s.video_id, st) for st in self.streams)]
@@ -162,6 +164,10 @@ class DenseFeatureDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Random crops derive from (seed, epoch, index): reproducible in any worker and on resume."""
+        self.epoch = int(epoch)
 
     def _load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         arrays = {s: self.store.read(sample.video_id, s) for s in self.streams}
@@ -209,6 +215,7 @@ class DenseFeatureDataset(Dataset):
         segments, labels = self._segments(sample)
         offset = 0
         if self.training:
+            self._rng = random.Random(hash((self.seed, self.epoch, index)))
             a, b, keep = self._crop(visual.shape[0], segments)
             visual, audio = visual[a:b], audio[a:b]
             segments = np.clip(segments[keep] - a, 0, b - a)

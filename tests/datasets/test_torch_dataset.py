@@ -79,13 +79,20 @@ def test_segments_in_grid_units_and_missing_videos(store):
 def test_training_crop_keeps_events_and_limits_length(store):
     ds = DenseFeatureDataset(store, _annset({"same": 20}), subset="train", visual_streams=["rgb"],
                              audio_streams=["vggish"], max_seq_len=8, training=True, seed=0)
-    for _ in range(20):
+    offsets = set()
+    for epoch in range(20):
+        ds.set_epoch(epoch)
         item = ds[0]
+        offsets.add(item["offset_rows"])
         t = item["visual"].shape[0]
         assert t == 8
         assert len(item["segments"]) >= 1
         assert item["segments"].min() >= 0 and item["segments"].max() <= t
         assert 0 <= item["offset_rows"] <= 12
+    assert len(offsets) > 1  # crops vary across epochs
+    ds.set_epoch(3)
+    a = ds[0]["offset_rows"]
+    assert all(ds[0]["offset_rows"] == a for _ in range(3))  # ... and are reproducible within one
 
 
 def test_collate_pads_with_mask():

@@ -1,0 +1,1 @@
+"""Training application: config, trainer, tasks (dense localization, AVE)."""

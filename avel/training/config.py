@@ -1,0 +1,209 @@
+"""Typed training configuration: dataclasses loaded from YAML with strict keys.
+
+A config file mirrors :class:`TrainConfig`::
+
+    task: dense                 # dense (UnAV-100-like) | ave
+    seed: 0
+    model:
+      name: loco                # a name in avel.models.registry
+      options: {}               # the model's own config fields (dims come from the store)
+    data:
+      visual_streams: [onepeace_video]
+      audio_streams: [onepeace_audio]
+      max_seq_len: 256
+    optim:
+      epochs: 45
+      warmup_epochs: 5
+      lr: 1.0e-4
+
+Unknown keys are errors naming the file and the key path, so a typo never silently falls
+back to a default. The resolved config is saved in every checkpoint and in the run directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid."""
+
+
+@dataclass
+class ModelSection:
+    """Which model to build and its own options (see ``avel models info NAME``)."""
+
+    name: str = "unav"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """Streams and loading.
+
+    Args:
+        visual_streams / audio_streams: store streams concatenated per modality (dense task),
+            or exactly one each (AVE task).
+        max_seq_len: training crop length / minimum padded length (dense task).
+        crop_ratio: ActionFormer random truncation (None disables).
+        train_subset / val_subset / test_subset: annotation subsets.
+        num_workers: DataLoader workers (0: in-process).
+        ave_split: AVE split files, "standard" or "match" (CML).
+        extra_background_audio: AVE weak supervision: path to audio_feature_noisy.h5.
+        extra_background_visual: ... and its visual features when the user has them.
+    """
+
+    visual_streams: list[str] = field(default_factory=lambda: ["i3d_rgb", "i3d_flow"])
+    audio_streams: list[str] = field(default_factory=lambda: ["vggish"])
+    max_seq_len: int = 224
+    crop_ratio: list[float] | None = field(default_factory=lambda: [0.9, 1.0])
+    train_subset: str = "train"
+    val_subset: str = "validation"
+    test_subset: str = "test"
+    num_workers: int = 0
+    ave_split: str = "standard"
+    extra_background_audio: str | None = None
+    extra_background_visual: str | None = None
+
+
+@dataclass
+class OptimSection:
+    """AdamW with linear warmup then cosine decay (per step), EMA of weights, clipping.
+
+    Defaults are the UnAV-100 baseline's (../shared/reference/datasets-and-models.md).
+    """
+
+    epochs: int = 45
+    warmup_epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip_norm: float | None = 1.0
+    ema_decay: float | None = 0.999
+    eta_min_ratio: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the store and the annotation paths.
+
+    Args:
+        task: ``"dense"`` (UnAV-100-like localization, mAP) or ``"ave"`` (AVE segment
+            accuracy / CML).
+        seed: seeds python, numpy and torch.
+        device: ``"auto"`` (cuda when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        amp: mixed precision on CUDA (bf16 when supported, else fp16 with a grad scaler);
+            ignored on CPU.
+        eval_every_epochs: validation frequency; the best checkpoint is chosen on it.
+        log_every_steps: JSONL / TensorBoard logging frequency.
+        tensorboard: also write TensorBoard event files.
+    """
+
+    task: str = "dense"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    eval_every_epochs: int = 1
+    log_every_steps: int = 20
+    tensorboard: bool = True
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Any, where: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where or 'top level'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} in {where or 'top level'}; "
+                          f"expected some of {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        path = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, path, source)
+        else:
+            kwargs[key] = _check_type(value, hint, path, source)
+    return cls(**kwargs)
+
+
+def _check_type(value: Any, hint: Any, path: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, path, source)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{source}: {path}: invalid value {value!r}")
+    if hint is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {path} must be a list, got {value!r}")
+        return [_check_type(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {path} must be a mapping, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {path} must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {path} must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {path} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {path} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> TrainConfig:
+    cfg = _build(TrainConfig, data, "", source)
+    if cfg.task not in ("dense", "ave"):
+        raise ConfigError(f"{source}: task must be 'dense' or 'ave', got {cfg.task!r}")
+    return cfg
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Load a YAML config; ``overrides`` are dotted keys (``optim.epochs``) applied on top."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from e
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return config_from_dict(data, source=str(path))
