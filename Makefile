@@ -1,28 +1,24 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Both create (or reuse) the cached environment first; see scripts/ensure_env.sh.
+# Both create (or reuse) the cached environment first: scripts/ensure_env.sh prints its path
+# (default ~/.cache/avel/venv, override with AVEL_VENV=...).
 SHELL := /bin/bash
-VENV := $(shell scripts/ensure_env.sh)
-PY := $(VENV)/bin/python
-AVEL := $(VENV)/bin/avel
+.SHELLFLAGS := -eu -o pipefail -c
 DEMO_DIR ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: env test test-fast demo bench clean-demo
+.PHONY: env test test-fast demo bench
 
 env:
-	@echo "environment: $(VENV)"
+	@scripts/ensure_env.sh
 
 test:
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@venv="$$(scripts/ensure_env.sh)"; "$$venv/bin/python" -m pytest -q $(PYTEST_ARGS)
 
 test-fast:
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	@venv="$$(scripts/ensure_env.sh)"; "$$venv/bin/python" -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo:
-	$(PY) -m avel.cli.demo --out $(DEMO_DIR)
+	@venv="$$(scripts/ensure_env.sh)"; "$$venv/bin/avel" demo --out $(DEMO_DIR)
 
 bench:
-	$(PY) benchmarks/store_read_throughput.py
-
-clean-demo:
-	rm -rf $(DEMO_DIR)
+	@venv="$$(scripts/ensure_env.sh)"; "$$venv/bin/python" benchmarks/store_read_throughput.py
