@@ -1,0 +1,150 @@
+"""Training tasks: dense audio-visual event localization (UnAV-100-like) and AVE.
+
+A task turns a store + annotations into datasets, tells the model builder what the data
+dictates (input dims from the store manifest, classes from the annotations, sequence length),
+evaluates a model on a split and writes its predictions.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from avel.datasets.annotations import AnnotationSet
+from avel.datasets.store import FeatureStore
+from avel.datasets.torch_dataset import AveFeatureDataset, DenseFeatureDataset
+from avel.training.config import TrainConfig
+from avel.training.trainer import move_to
+
+
+class DenseTask:
+    """UnAV-100-style dense localization; selection metric: average mAP over tIoU 0.1:0.9."""
+
+    name = "dense"
+
+    def __init__(self, store: FeatureStore, annotations: AnnotationSet) -> None:
+        self.store = store
+        self.annotations = annotations
+
+    def build_datasets(self, cfg: TrainConfig) -> dict[str, Dataset]:
+        d = cfg.data
+        common = dict(visual_streams=d.visual_streams, audio_streams=d.audio_streams, max_seq_len=d.max_seq_len)
+        crop = tuple(d.crop_ratio) if d.crop_ratio else None
+        out = {"train": DenseFeatureDataset(self.store, self.annotations, subset=d.train_subset, training=True,
+                                            crop_ratio=crop, seed=cfg.seed, **common),
+               "validation": DenseFeatureDataset(self.store, self.annotations, subset=d.val_subset, **common)}
+        if self.annotations.subset(d.test_subset):
+            out["test"] = DenseFeatureDataset(self.store, self.annotations, subset=d.test_subset, **common)
+        return out
+
+    def model_options(self, cfg: TrainConfig, train_set: DenseFeatureDataset) -> dict[str, Any]:
+        return {"visual_dim": train_set.visual_dim, "audio_dim": train_set.audio_dim,
+                "num_classes": train_set.num_classes, "max_seq_len": cfg.data.max_seq_len}
+
+    def collate(self, dataset: DenseFeatureDataset):
+        return dataset.collate
+
+    def predict(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, list[dict]]:
+        """ActivityNet-style results: ``{video_id: [{"segment": [s, e], "label": id, "score": p}]}``."""
+        results: dict[str, list[dict]] = {}
+        for batch in loader:
+            batch = move_to(batch, device)
+            preds = model.predict(model(batch), batch)
+            for vid, dets in zip(batch["video_ids"], preds):
+                entries = results.setdefault(vid, [])
+                for start_s, end_s, label_id, score in dets:
+                    entries.append({"segment": [float(start_s), float(end_s)], "label": int(label_id),
+                                    "score": float(score)})
+        return results
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *,
+                 subset: str) -> tuple[dict[str, Any], Any]:
+        from avel.models.metrics.dense_map import evaluate_detection
+
+        results = self.predict(model, loader, device)
+        samples = self.annotations.subset(subset)
+        ground_truth = {s.video_id: [(g.start_s, g.end_s, g.label_id) for g in s.segments] for s in samples}
+        predictions = {vid: [(e["segment"][0], e["segment"][1], e["label"], e["score"]) for e in entries]
+                       for vid, entries in results.items()}
+        res = evaluate_detection(ground_truth, predictions, num_classes=self.annotations.num_classes)
+        metrics = {"score": float(res.average_map), "average_mAP": float(res.average_map)}
+        for t, m in zip(res.tiou_thresholds, res.map_per_threshold):
+            metrics[f"mAP@{t:.1f}"] = float(m)
+        payload = {"version": "avel", "results": {
+            vid: [{**e, "label": self.annotations.classes[e["label"]]} for e in entries]
+            for vid, entries in results.items()}}
+        return metrics, payload
+
+    def save_predictions(self, predictions: Any, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(predictions))
+        os.replace(tmp, path)
+
+
+class AveTask:
+    """AVE segment classification (fully / weakly supervised); metric: segment accuracy."""
+
+    name = "ave"
+
+    def __init__(self, store: FeatureStore, annotations: AnnotationSet) -> None:
+        self.store = store
+        self.annotations = annotations
+
+    def build_datasets(self, cfg: TrainConfig) -> dict[str, Dataset]:
+        d = cfg.data
+        if len(d.visual_streams) != 1 or len(d.audio_streams) != 1:
+            raise ValueError("the AVE task takes exactly one visual and one audio stream")
+        common = dict(visual_stream=d.visual_streams[0], audio_stream=d.audio_streams[0])
+        extra = None
+        if d.extra_background_audio:
+            import h5py
+            with h5py.File(d.extra_background_audio, "r") as f:
+                audio = f["avadataset"][()]
+            visual = None
+            if d.extra_background_visual:
+                with h5py.File(d.extra_background_visual, "r") as f:
+                    visual = f["avadataset"][()]
+            extra = (audio, visual)
+        out = {"train": AveFeatureDataset(self.store, self.annotations, subset=d.train_subset,
+                                          extra_background=extra, **common),
+               "validation": AveFeatureDataset(self.store, self.annotations, subset=d.val_subset, **common)}
+        if self.annotations.subset(d.test_subset):
+            out["test"] = AveFeatureDataset(self.store, self.annotations, subset=d.test_subset, **common)
+        return out
+
+    def model_options(self, cfg: TrainConfig, train_set: AveFeatureDataset) -> dict[str, Any]:
+        vspec = self.store.streams[cfg.data.visual_streams[0]]
+        aspec = self.store.streams[cfg.data.audio_streams[0]]
+        return {"visual_dim": vspec.feature_shape[-1], "audio_dim": aspec.feature_dim,
+                "num_classes": train_set.num_classes}
+
+    def collate(self, dataset: AveFeatureDataset):
+        return dataset.collate
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *,
+                 subset: str) -> tuple[dict[str, Any], Any]:
+        predictions: dict[str, list[int]] = {}
+        correct = total = 0
+        for batch in loader:
+            batch = move_to(batch, device)
+            pred = model.predict(model(batch), batch)  # B x 10 class ids
+            pred = torch.as_tensor(pred).cpu()
+            labels = batch["segment_labels"].cpu()
+            correct += int((pred == labels).sum())
+            total += labels.numel()
+            for sid, row in zip(batch["sample_ids"], pred.tolist()):
+                predictions[sid] = row
+        accuracy = correct / max(total, 1)
+        return {"score": accuracy, "segment_accuracy": accuracy, "segments": total}, {"segment_predictions":
+                                                                                       predictions}
+
+    def save_predictions(self, predictions: Any, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(predictions))
+        os.replace(tmp, path)
+
