@@ -171,3 +171,51 @@ def decode_video(
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:300] if text else ""
+
+
+class DecodeTimeout(DecodeError):
+    """Decoding did not finish within the per-video time limit (the worker was killed)."""
+
+
+def _decode_child(conn, path, kwargs) -> None:
+    try:
+        conn.send(("ok", decode_video(path, **kwargs)))
+    except BaseException as e:  # report every failure to the parent, never hang it
+        conn.send(("error", (type(e).__name__, str(e))))
+    finally:
+        conn.close()
+
+
+def decode_with_timeout(path: str | os.PathLike, *, timeout_s: float | None = 600.0, **kwargs) -> DecodedVideo:
+    """:func:`decode_video` in a forked child process that is killed after ``timeout_s``.
+
+    decord can loop forever holding the GIL when a container over-reports its frame count,
+    so a thread cannot interrupt it; a process can be killed. ``timeout_s=None`` decodes
+    in-process (no guard).
+    """
+    if timeout_s is None:
+        return decode_video(path, **kwargs)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_decode_child, args=(child, path, kwargs), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(timeout_s):
+            proc.kill()
+            raise DecodeTimeout(f"{path}: decoding took longer than {timeout_s:g} s; worker killed")
+        try:
+            status, payload = parent.recv()
+        except EOFError:
+            raise DecodeError(f"{path}: decoder process died (exit code {proc.exitcode})") from None
+    finally:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+        parent.close()
+    if status == "error":
+        name, message = payload
+        raise DecodeError(message if message.startswith(str(path)) else f"{path}: {name}: {message}")
+    return payload

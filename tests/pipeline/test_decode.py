@@ -84,3 +84,28 @@ def test_bad_files_raise_decode_error_naming_file(tmp_path):
         decode_video(text, fps=[25])
     with pytest.raises(DecodeError, match="cannot stat"):
         decode_video(tmp_path / "absent.mp4", fps=[25])
+
+
+def test_timeout_guard_kills_a_hanging_decode(tmp_path, monkeypatch):
+    import time
+
+    import avel.pipeline.decode as dec
+
+    path = tmp_path / "ok.mp4"
+    _write(path, seconds=1.0)
+    d = dec.decode_with_timeout(path, timeout_s=60, fps=[25])
+    assert d.frames[25.0].shape[0] == 25
+
+    def hang(*args, **kwargs):  # stands in for decord looping forever inside get_batch
+        while True:
+            time.sleep(1)
+
+    monkeypatch.setattr(dec, "decode_video", hang)
+    t0 = time.perf_counter()
+    with pytest.raises(dec.DecodeTimeout, match="ok.mp4: decoding took longer than 1 s"):
+        dec.decode_with_timeout(path, timeout_s=1, fps=[25])
+    assert time.perf_counter() - t0 < 10
+    monkeypatch.undo()
+    with pytest.raises(dec.DecodeError, match="empty file"):
+        (tmp_path / "e.mp4").write_bytes(b"")
+        dec.decode_with_timeout(tmp_path / "e.mp4", timeout_s=30, fps=[25])

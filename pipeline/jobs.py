@@ -1,0 +1,121 @@
+"""Which videos an extraction run must process, and which it must skip or refuse.
+
+``plan_jobs`` maps a dataset's video ids to files, then splits them into:
+
+* ``todo``: videos still lacking a requested stream in the store (the resume rule);
+* ``done``: videos whose requested streams are all committed (skipped);
+* ``previously_failed``: videos with an error record in ``errors.jsonl`` that are still
+  incomplete: skipped unless ``retry_failed`` (then they are in ``todo``);
+* ``rejected``: ids that cannot be processed safely (a file name that would escape the
+  store directory, duplicate ids, missing files), each with the reason; they are recorded
+  as errors, never silently dropped.
+"""
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from avel.datasets.annotations import AnnotationSet
+from avel.datasets.store import ERRORS, MANIFEST, FeatureStore
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    video_id: str
+    path: Path
+
+
+@dataclass
+class JobPlan:
+    todo: list[VideoJob] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    previously_failed: list[str] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)  # error records (video_id, path, stage, ...)
+
+
+def unsafe_id_reason(video_id: str) -> str | None:
+    """Why ``video_id`` cannot be used, or None when it is safe.
+
+    Ids are store keys, not paths, but users export them as file names; an id containing a
+    path separator component ``..``, an absolute path, NUL or control characters is refused.
+    Leading ``-`` / ``_``, spaces and unicode are fine (UnAV-100 has 1,336 such ids).
+    """
+    if not video_id:
+        return "empty video id"
+    if "\x00" in video_id or any(unicodedata.category(c) == "Cc" for c in video_id):
+        return "video id contains control characters"
+    if video_id.startswith("/") or os.path.isabs(video_id):
+        return "video id is an absolute path"
+    parts = video_id.replace("\\", "/").split("/")
+    if any(p in ("..", ".") for p in parts):
+        return "video id would escape the store directory ('..' or '.' component)"
+    return None
+
+
+def plan_jobs(
+    files: dict[str, Path],
+    *,
+    store_root: Path,
+    streams: Sequence[str],
+    retry_failed: bool = False,
+    missing: Iterable[str] = (),
+) -> JobPlan:
+    """Split ``files`` (``{video_id: path}``) into todo / done / failed / rejected."""
+    plan = JobPlan()
+    for vid in missing:
+        plan.rejected.append({"video_id": vid, "path": None, "stage": "list", "error_type": "MissingVideoFile",
+                              "message": f"no video file found for id {vid!r}"})
+    committed: dict[str, set[str]] = {s: set() for s in streams}
+    failed: set[str] = set()
+    if (store_root / MANIFEST).exists():
+        store = FeatureStore(store_root)
+        for s in streams:
+            if s in store.streams:
+                committed[s] = {v for v in store.videos() if store.has(v, s)}
+        if (store_root / ERRORS).exists():
+            failed = store.failed_videos()
+    for vid, path in files.items():
+        reason = unsafe_id_reason(vid)
+        if reason:
+            plan.rejected.append({"video_id": vid, "path": str(path), "stage": "list", "error_type": "UnsafeVideoId",
+                                  "message": reason})
+            continue
+        if all(vid in committed[s] for s in streams):
+            plan.done.append(vid)
+        elif vid in failed and not retry_failed:
+            plan.previously_failed.append(vid)
+        else:
+            plan.todo.append(VideoJob(vid, Path(path)))
+    return plan
+
+
+def dataset_files(dataset: str, *, videos_dir: Path, annotations: Path | None = None
+                  ) -> tuple[dict[str, Path], list[str], AnnotationSet | None]:
+    """``({video_id: path}, missing_ids, annotations)`` for a dataset.
+
+    ``unav100`` and ``ave`` map annotated ids to ``<videos_dir>/<id>.<ext>``; ``folder``
+    takes every video under ``videos_dir`` recursively.
+    """
+    if dataset == "folder":
+        from avel.datasets.folder import load_folder
+
+        ann = load_folder(videos_dir)
+        return {s.video_id: Path(s.extra["path"]) for s in ann}, [], ann
+    if annotations is None:
+        raise ValueError(f"--annotations is required for dataset {dataset!r}")
+    if dataset == "unav100":
+        from avel.datasets.unav100 import find_video_files, load_unav100
+
+        ann = load_unav100(annotations)
+    elif dataset == "ave":
+        from avel.datasets.ave import load_ave
+        from avel.datasets.unav100 import find_video_files
+
+        ann = load_ave(annotations)
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; expected unav100, ave or folder")
+    found, missing = find_video_files(ann.video_ids(), videos_dir)
+    return dict(found), list(missing), ann
