@@ -1,0 +1,1 @@
+"""avel.models.metrics: evaluation metrics (dense detection mAP, AVE accuracies)."""
