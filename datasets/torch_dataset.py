@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avel.datasets.annotations import AnnotationSet, Sample
+from avel.datasets.ave import segment_labels
 from avel.datasets.store import AlignmentError, FeatureStore, StoreError
 
 
@@ -331,11 +332,7 @@ class AveFeatureDataset(Dataset):
         return n + (0 if self.extra_audio is None else len(self.extra_audio))
 
     def segment_labels(self, sample: Sample) -> np.ndarray:
-        labels = np.full(self.num_segments, self.background_id, np.int64)
-        for seg in sample.segments:
-            t = np.arange(self.num_segments)
-            labels[(t >= seg.start_s) & (t < seg.end_s)] = seg.label_id
-        return labels
+        return segment_labels(sample, num_segments=self.num_segments, background_id=self.background_id)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self.samples)
