@@ -15,6 +15,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("avel.cli.store", "info"),
     "import": ("avel.cli.store", "import_"),
     "export": ("avel.cli.store", "export"),
+    "validate": ("avel.cli.validate", "validate"),
+    "models": ("avel.cli.models", "models"),
 }
 
 
