@@ -100,6 +100,7 @@ def decode_video(
     """
     import decord
 
+    decord.logging.set_level(decord.logging.QUIET)  # errors are raised and recorded, not printed
     path = Path(path)
     try:
         size = path.stat().st_size

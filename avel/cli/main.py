@@ -16,6 +16,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("avel.cli.store", "import_"),
     "export": ("avel.cli.store", "export"),
     "validate": ("avel.cli.validate", "validate"),
+    "extract": ("avel.cli.extract", "extract"),
     "models": ("avel.cli.models", "models"),
 }
 

@@ -1,0 +1,79 @@
+"""``avel extract``: videos -> feature store (thin wrapper over avel.pipeline.extract)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+
+def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise click.UsageError(f"{flag} takes NAME=VALUE, got {v!r}")
+        k, val = v.split("=", 1)
+        out[k] = val
+    return out
+
+
+@click.command("extract")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML file with any of the options below (flags override it).")
+@click.option("--dataset", type=click.Choice(["unav100", "ave", "folder"]))
+@click.option("--videos", type=click.Path(exists=True, file_okay=False), help="Video directory.")
+@click.option("--annotations", type=click.Path(exists=True, dir_okay=False), help="Annotation file (unav100, ave).")
+@click.option("--extractors", help="Comma-separated extractor names (see `avel extractors list`).")
+@click.option("--weights", multiple=True, metavar="NAME=PATH", help="Checkpoint of an extractor (repeatable).")
+@click.option("--random-weights", is_flag=True, default=None,
+              help="Allow random weights for extractors without --weights (tests and demos only).")
+@click.option("--preset", type=click.Choice(["full", "tiny"]), help="Extractor configuration preset.")
+@click.option("--out", type=click.Path(file_okay=False), help="Store directory (created or resumed).")
+@click.option("--runner", type=click.Choice(["local", "ray"]), help="Execution engine.")
+@click.option("--address", help="Ray cluster address (default: RAY_ADDRESS or an embedded local instance).")
+@click.option("--batch-size", type=int, help="Windows per device batch.")
+@click.option("--gpus-per-actor", type=float, help="GPU fraction per extractor actor (ray runner).")
+@click.option("--decode-timeout-s", type=float, help="Per-video decode time limit.")
+@click.option("--retry-failed", is_flag=True, default=None, help="Redo videos recorded in errors.jsonl.")
+@click.option("--device", help="Device of the local runner: auto, cpu, cuda, cuda:1 ...")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON only.")
+def extract(config_file: Path | None, as_json: bool, **flags) -> None:
+    """Extract features from a dataset's videos into a feature store.
+
+    Rerunning the same command resumes: committed videos are skipped. Failed videos are
+    recorded in STORE/errors.jsonl and skipped on rerun unless --retry-failed. Exit code 1
+    when any video failed.
+    """
+    from avel.pipeline.extract import ExtractConfig, run_extract
+
+    cfg = ExtractConfig.from_yaml(config_file) if config_file else ExtractConfig()
+    given = {k: v for k, v in flags.items() if v not in (None, ())}
+    if "extractors" in given:
+        given["extractors"] = [e.strip() for e in given["extractors"].split(",") if e.strip()]
+    if "weights" in given:
+        given["weights"] = {**cfg.weights, **_kv(given["weights"], "--weights")}
+    cfg = dataclasses.replace(cfg, **given)
+    bar = tqdm(unit="video", disable=None if not as_json else True, desc="extract")
+
+    def progress(report, total):
+        bar.total = total
+        bar.n = report.videos_ok + report.videos_failed + report.videos_skipped
+        bar.set_postfix(ok=report.videos_ok, failed=report.videos_failed,
+                        win_s=f"{report.windows / max(report.decode_s + report.extract_s, 1e-9):.1f}")
+        bar.refresh()
+
+    try:
+        result = run_extract(cfg, progress=progress)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        bar.close()
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2 if isinstance(e, ValueError) and "required" in str(e) else 1)
+    bar.close()
+    click.echo(json.dumps(result, indent=None if as_json else 1, default=str))
+    if result["videos_failed"]:
+        click.echo(f"{result['videos_failed']} video(s) failed; see {cfg.out}/errors.jsonl "
+                   f"(rerun with --retry-failed to redo them)", err=True)
+        sys.exit(1)

@@ -1,0 +1,140 @@
+"""``avel extract`` as a library function: dataset -> jobs -> extractors -> store.
+
+Every CLI flag is a field of :class:`ExtractConfig`, so a YAML file can hold the whole job
+(``--config``); flags given on the command line override the file. The configuration actually
+used is saved in the store manifest (``extra.extract_config``).
+
+Runners:
+
+* ``local``: one process, one video at a time (:func:`avel.pipeline.engine.run_sequential`).
+* ``ray``: the distributed pipeline (:mod:`avel.pipeline.ray_extract`): decode tasks on CPU
+  workers, a fixed actor pool per extractor batching windows across videos, one writer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from avel.datasets.store import StoreWriter, append_error
+from avel.pipeline.engine import RunReport, build_stream_extractors, run_sequential
+from avel.pipeline.jobs import dataset_files, plan_jobs
+
+
+@dataclass
+class ExtractConfig:
+    """One extraction job.
+
+    Args:
+        dataset: ``unav100`` | ``ave`` | ``folder``.
+        videos: video directory.
+        annotations: annotation file (unav100, ave).
+        extractors: registry names; each becomes a store stream of the same name.
+        weights: ``{extractor: checkpoint path}``.
+        random_weights: allow random weights for extractors without ``weights`` (tests, demo;
+            recorded as ``weights_sha256: random``).
+        preset: ``full`` (faithful) or ``tiny`` (tests, demo).
+        extractor_options: ``{extractor: {config field: value}}``.
+        out: store directory.
+        runner: ``local`` (default) or ``ray``.
+        address: Ray cluster address (None: start an embedded local instance).
+        batch_size: windows per device batch.
+        gpus_per_actor: fraction of a GPU per extractor actor (0: CPU).
+        actors_per_extractor: size of each extractor's fixed actor pool.
+        decode_workers: concurrent decode tasks.
+        decode_timeout_s: per-video decode limit (the worker is killed after it).
+        chunk_s: long videos are decoded and extracted in chunks of about this many seconds.
+        shard_max_videos: videos per committed shard.
+        retry_failed: redo videos recorded in errors.jsonl.
+        device: device of the local runner (``auto``: cuda when available).
+    """
+
+    dataset: str = "folder"
+    videos: str = ""
+    annotations: str | None = None
+    extractors: list[str] = field(default_factory=list)
+    weights: dict[str, str] = field(default_factory=dict)
+    random_weights: bool = False
+    preset: str = "full"
+    extractor_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    out: str = ""
+    runner: str = "local"
+    address: str | None = None
+    batch_size: int = 32
+    gpus_per_actor: float = 0.0
+    actors_per_extractor: int = 1
+    decode_workers: int = 1
+    decode_timeout_s: float = 600.0
+    chunk_s: float = 60.0
+    shard_max_videos: int = 256
+    retry_failed: bool = False
+    device: str = "auto"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ExtractConfig":
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+        return cls(**data)
+
+    def validate(self) -> None:
+        if self.dataset not in ("unav100", "ave", "folder"):
+            raise ValueError(f"dataset must be unav100, ave or folder, got {self.dataset!r}")
+        if not self.videos:
+            raise ValueError("videos (the video directory) is required")
+        if not self.out:
+            raise ValueError("out (the store directory) is required")
+        if not self.extractors:
+            raise ValueError("name at least one extractor (see `avel extractors list`)")
+        if self.runner not in ("ray", "local"):
+            raise ValueError(f"runner must be 'ray' or 'local', got {self.runner!r}")
+        unknown = sorted(set(self.weights) - set(self.extractors))
+        if unknown:
+            raise ValueError(f"weights given for extractors that are not requested: {unknown}")
+
+
+def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None] | None = None) -> dict[str, Any]:
+    """Run one extraction job; returns the final report (also written to ``STORE/report.json``)."""
+    import torch
+
+    cfg.validate()
+    files, missing, _ann = dataset_files(cfg.dataset, videos_dir=Path(cfg.videos),
+                                         annotations=Path(cfg.annotations) if cfg.annotations else None)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    extractors = build_stream_extractors(cfg.extractors, weights=cfg.weights, random_weights=cfg.random_weights,
+                                         preset=cfg.preset, device=device, overrides=cfg.extractor_options)
+    out = Path(cfg.out)
+    writer = StoreWriter(out, dataset=cfg.dataset, streams={se.stream: se.spec() for se in extractors},
+                         shard_max_videos=cfg.shard_max_videos,
+                         extra={"extract_config": dataclasses.asdict(cfg)})
+    plan = plan_jobs(files, store_root=out, streams=[se.stream for se in extractors],
+                     retry_failed=cfg.retry_failed, missing=missing)
+    for rec in plan.rejected:
+        append_error(out, rec)
+    total = len(plan.todo)
+    if cfg.runner == "local":
+        report = run_sequential(plan.todo, extractors, writer, batch_size=cfg.batch_size, device=device,
+                                decode_timeout_s=cfg.decode_timeout_s,
+                                progress=(lambda r: progress(r, total)) if progress else None)
+    else:
+        from avel.pipeline.ray_extract import run_ray
+
+        report = run_ray(plan.todo, cfg, extractors, writer,
+                         progress=(lambda r: progress(r, total)) if progress else None)
+    report.videos_skipped += len(plan.done) + len(plan.previously_failed)
+    report.videos_failed += len(plan.rejected)
+    report.failures = plan.rejected + report.failures
+    result = report.as_dict()
+    result.update({"store": str(out), "videos_total": len(files) + len(missing),
+                   "previously_failed_skipped": len(plan.previously_failed),
+                   "shards_written": len(writer.shards_written),
+                   "bytes_written": sum((out / "shards" / s).stat().st_size for s in writer.shards_written)})
+    (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
+    return result
