@@ -17,6 +17,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("avel.cli.store", "export"),
     "validate": ("avel.cli.validate", "validate"),
     "extract": ("avel.cli.extract", "extract"),
+    "synth": ("avel.cli.synth", "synth"),
     "models": ("avel.cli.models", "models"),
 }
 
