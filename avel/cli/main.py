@@ -18,6 +18,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("avel.cli.validate", "validate"),
     "extract": ("avel.cli.extract", "extract"),
     "synth": ("avel.cli.synth", "synth"),
+    "train": ("avel.cli.train", "train"),
     "models": ("avel.cli.models", "models"),
 }
 

@@ -120,8 +120,12 @@ class AveTask:
     def model_options(self, cfg: TrainConfig, train_set: AveFeatureDataset) -> dict[str, Any]:
         vspec = self.store.streams[cfg.data.visual_streams[0]]
         aspec = self.store.streams[cfg.data.audio_streams[0]]
-        return {"visual_dim": vspec.feature_shape[-1], "audio_dim": aspec.feature_dim,
-                "num_classes": train_set.num_classes}
+        if len(vspec.feature_shape) != 3:
+            raise ValueError(f"AVE visual stream {cfg.data.visual_streams[0]!r} must hold H x W x C region "
+                             f"features (VGG-19 pool5), got shape {vspec.feature_shape}")
+        h, w, c = vspec.feature_shape
+        return {"visual_dim": c, "num_regions": h * w, "audio_dim": aspec.feature_dim,
+                "num_classes": train_set.num_classes, "background_id": train_set.background_id}
 
     def collate(self, dataset: AveFeatureDataset):
         return dataset.collate

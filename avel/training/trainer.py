@@ -315,7 +315,7 @@ class Trainer:
             record: dict[str, Any] = {"kind": "epoch", **{f"train_{k}": v for k, v in train_losses.items()},
                                       "seconds": time.perf_counter() - t0}
             if self.epoch % self.cfg.eval_every_epochs == 0 or self.epoch == self.cfg.optim.epochs:
-                metrics = self.evaluate(self.cfg.data.val_subset)
+                metrics = self.evaluate("validation")
                 record.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
                 if metrics["score"] > self.best_score:
                     self.best_score, self.best_epoch = float(metrics["score"]), self.epoch
