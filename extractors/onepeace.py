@@ -1,0 +1,853 @@
+"""ONE-PEACE feature extractors: checkpoints, preprocessing and windowed extraction.
+
+Extractors (registry names), all 1536-d at full size:
+
+* ``onepeace_image`` (:class:`OnePeaceImageExtractor`): the pretrained image encoder on every frame
+  (256 x 256 bicubic, CLIP norm), L2-normalised projected CLS (or the CLS itself), averaged over
+  the frames of each window.
+* ``onepeace_audio`` (:class:`OnePeaceAudioExtractor`): the pretrained audio encoder on each
+  layer-normalised 1-s window of 16 kHz audio (hop 0.25 s), L2-normalised projected CLS.
+* ``onepeace_video_k400`` (:class:`OnePeaceVideoK400Extractor`): the Kinetics-400 fine-tuned video
+  model with temporal adapters on each 16-frame window (16 fps, stride 4), mean of the per-frame
+  CLS after the final LayerNorm, no projection -- how the UniAV / LoCo visual features
+  (``one_peace_video_finetune``) were made.
+
+Full-size models are built on the meta device and filled from the checkpoint; on CUDA the weights
+are cast to bf16 and the forward runs under autocast (``amp_dtype``), on CPU in fp32.
+
+Checkpoints (official files):
+
+* ``one-peace.pt`` -- fairseq checkpoint of the pretrained model; tensors in ``ckpt["model"]`` with keys
+  ``encoder_wrapper.*``, ``image_proj.*``, ``audio_proj.*`` (plus the text branch, the pretraining
+  decoder and buffers, which are skipped). Used by ``onepeace_image`` and ``onepeace_audio``.
+* ``onepeace_video_k400.pth`` -- mmaction checkpoint of the Kinetics-400 fine-tuned video model;
+  tensors in ``ckpt["state_dict"]`` with keys ``backbone.image_adapter.*``, ``backbone.encoder.*`` and
+  the class head ``cls_head.*`` (skipped). Used by ``onepeace_video_k400``.
+
+Loading safely: fairseq checkpoints pickle an ``argparse.Namespace`` (``ckpt["args"]``) and, in the
+hydra era, a config container that may reference fairseq/omegaconf classes; mmaction checkpoints
+pickle an mmcv ``meta`` dict. :func:`load_checkpoint_file` first tries ``torch.load(weights_only=True)``
+with ``argparse.Namespace`` allow-listed. If the pickle references anything else, it reloads with a
+restricted unpickler that resolves only the globals torch's weights-only loader allows (tensors,
+storages, dtypes, OrderedDict, numpy arrays/scalars) plus ``argparse.Namespace``; every other global
+becomes an inert placeholder object, so no code from the checkpoint runs and fairseq, omegaconf or
+mmcv need not be installed. The tensors are unaffected; the placeholders are only found in the
+metadata we never read.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from avel.datasets.sampling import SamplingPlan
+from avel.extractors.base import CheckpointReport, DecodeSpec, Extractor, ExtractorConfig
+from avel.extractors.weights import CheckpointMismatch, sha256_file
+from avel.extractors.onepeace_model import (
+    AUDIO_FEATURE_SPEC,
+    CLIP_MEAN,
+    CLIP_STD,
+    K400_MEAN_255,
+    K400_STD_255,
+    OnePeaceConfig,
+    OnePeaceModel,
+    OnePeaceVideoConfig,
+    OnePeaceVideoModel,
+)
+
+ONEPEACE_CKPT_NAME = "one-peace.pt"
+ONEPEACE_VIDEO_CKPT_NAME = "onepeace_video_k400.pth"
+
+
+class CheckpointError(CheckpointMismatch):
+    """A ONE-PEACE checkpoint does not match the module (or is not the expected kind of file).
+
+    A :class:`avel.extractors.weights.CheckpointMismatch` whose message also names the file read.
+    """
+
+    def __init__(self, message: str, *, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
+                 mismatched: Iterable[tuple[str, tuple[int, ...], tuple[int, ...]]] = ()) -> None:
+        super().__init__(message, missing=sorted(missing), unexpected=sorted(unexpected),
+                         mismatched=sorted(mismatched))
+
+
+# ---------------------------------------------------------------------------------------------
+# safe unpickling
+# ---------------------------------------------------------------------------------------------
+class _Opaque:
+    """Inert stand-in for a pickled global that is not allow-listed (config objects, enums, ...)."""
+
+    _qualname = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "_Opaque":
+        obj = object.__new__(cls)
+        obj.__dict__["_args"] = args
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["_state"] = state
+
+    # containers (dict / list subclasses such as config objects) are rebuilt item by item
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__.setdefault("_items", {})[key] = value
+
+    def append(self, value: Any) -> None:
+        self.__dict__.setdefault("_list", []).append(value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        self.__dict__.setdefault("_list", []).extend(values)
+
+    def __repr__(self) -> str:
+        return f"<unpickled placeholder for {self._qualname}>"
+
+
+def _allowed_globals() -> dict[str, Any]:
+    allowed: dict[str, Any] = {"argparse.Namespace": argparse.Namespace}
+    try:  # torch's own weights-only allow-list (tensor rebuild functions, dtypes, numpy, ...)
+        from torch import _weights_only_unpickler as wou
+
+        allowed.update(wou._get_allowed_globals())
+        allowed.update(wou._get_user_allowed_globals())
+    except (ImportError, AttributeError):  # pragma: no cover - older/newer torch layouts
+        import collections
+
+        import torch._utils as tu
+
+        allowed.update({
+            "collections.OrderedDict": collections.OrderedDict,
+            "torch._utils._rebuild_tensor_v2": tu._rebuild_tensor_v2,
+            "torch._utils._rebuild_parameter": tu._rebuild_parameter,
+            "torch.Size": torch.Size,
+        })
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    _allowed = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if _RestrictedUnpickler._allowed is None:
+            _RestrictedUnpickler._allowed = _allowed_globals()
+        key = f"{module}.{name}"
+        if key in self._allowed:
+            return self._allowed[key]
+        if module == "torch" and name.endswith("Storage"):
+            return getattr(torch, name)
+        return type(name, (_Opaque,), {"_qualname": key})
+
+
+class _RestrictedPickleModule:
+    """``pickle_module`` for ``torch.load`` that uses :class:`_RestrictedUnpickler`."""
+
+    Unpickler = _RestrictedUnpickler
+    load = staticmethod(lambda f, **kw: _RestrictedUnpickler(f, **kw).load())
+    __name__ = "avel_restricted_pickle"
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """Load a ``.pt`` / ``.pth`` checkpoint on the CPU without executing pickled code (see module doc).
+
+    Uses ``mmap=True`` when the file is a zip-format checkpoint, so a 16 GB file is not read in full.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    kwargs: dict[str, Any] = {"map_location": "cpu"}
+    if zipfile.is_zipfile(path):
+        kwargs["mmap"] = True
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError:
+        ckpt = torch.load(path, weights_only=False, pickle_module=_RestrictedPickleModule, **kwargs)
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    return dict(ckpt)
+
+
+# ---------------------------------------------------------------------------------------------
+# key selection and verification
+# ---------------------------------------------------------------------------------------------
+def _fmt_keys(keys: Iterable[str], limit: int = 20) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
+
+
+def compare_with_module(module: torch.nn.Module, state: Mapping[str, torch.Tensor],
+                        buffers: Mapping[str, torch.Tensor] | None = None
+                        ) -> tuple[list[str], list[str], list[tuple[str, tuple[int, ...], tuple[int, ...]]]]:
+    """(missing, unexpected, mismatched) keys of ``state`` relative to ``module.state_dict()``.
+
+    ``mismatched`` holds ``(key, model_shape, checkpoint_shape)``; an index buffer of ``buffers``
+    (e.g. ``rp_bucket``) whose values differ from the module's is listed there as
+    ``("<key> (values)", shape, shape)``.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [(k, tuple(own[k].shape), tuple(state[k].shape)) for k in sorted(set(own) & set(state))
+                  if tuple(state[k].shape) != tuple(own[k].shape)]
+    named_buffers = dict(module.named_buffers())
+    for name, value in sorted((buffers or {}).items()):
+        mine = named_buffers.get(name)
+        if mine is None:
+            continue
+        if tuple(value.shape) != tuple(mine.shape):
+            mismatched.append((name, tuple(mine.shape), tuple(value.shape)))
+        elif not torch.equal(value.cpu().long(), mine.cpu().long()):
+            mismatched.append((f"{name} (values)", tuple(mine.shape), tuple(value.shape)))
+    return missing, unexpected, mismatched
+
+
+def verify_and_load(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
+                    expected_file: str, buffers: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Check ``state`` against ``module`` (names and shapes) and load it with ``assign=True``.
+
+    Args:
+        module: the model; may live on the meta device (its tensors are then replaced).
+        state: selected checkpoint tensors, keyed like ``module.state_dict()``.
+        source: file name used in error messages.
+        expected_file: official checkpoint name used in error messages.
+        buffers: checkpoint copies of index buffers (name -> tensor) that must equal ours.
+
+    Raises:
+        CheckpointError: listing missing keys, unexpected keys, shape mismatches or buffer mismatches.
+    """
+    missing, unexpected, mismatched = compare_with_module(module, state, buffers)
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_fmt_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_fmt_keys(unexpected)}")
+    if mismatched:
+        problems.append("shape mismatches: " + "; ".join(
+            f"{k}: checkpoint {got} vs model {want}" for k, want, got in mismatched[:20]))
+    if problems:
+        raise CheckpointError(f"{source} does not match the model (expected the official {expected_file}): "
+                              + " | ".join(problems), missing=missing, unexpected=unexpected, mismatched=mismatched)
+    module.load_state_dict(dict(state), strict=True, assign=True)
+
+
+def _modal_prefix_skip(modalities: Iterable[str], with_projection: bool) -> re.Pattern:
+    """Checkpoint keys of parts we do not build (text, pretraining decoder, unused modality, projections)."""
+    unused = [m for m in ("text", "image", "audio") if m not in set(modalities)]
+    alternatives = [
+        r"decoder_wrapper\.", r"logit_scale$", r"decoder_\w+_embed\.", r"\w+_mask_token$", r"\w+_mask_head\.",
+        r"encoder_wrapper\.fusion_model\.version$",
+        r"encoder_wrapper\.audio_adapter\.mask_embedding$",
+        r"encoder_wrapper\.image_adapter\.position_idx$",
+        r"encoder_wrapper\.\w+_adapter\.rp_bucket$",
+    ]
+    for m in unused:
+        alternatives += [rf"{m}_proj\.", rf"encoder_wrapper\.{m}_adapter\.",
+                         rf"encoder_wrapper\.fusion_model\.layers\.\d+\.{m}_ffn\.",
+                         rf"encoder_wrapper\.fusion_model\.{m}_layer_norm\."]
+    if not with_projection:
+        alternatives.append(r"\w+_proj\.")
+    return re.compile("^(?:" + "|".join(alternatives) + ")")
+
+
+def select_onepeace_state(model_state: Mapping[str, Any], modalities: Iterable[str], *, with_projection: bool = True
+                          ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Pick the tensors of the image/audio encoders from a fairseq ``ckpt["model"]``.
+
+    Renames the legacy single table ``*_adapter.rel_pos_table.weight`` to
+    ``*_adapter.rel_pos_table_list.0.weight`` (as the reference's state-dict upgrade does). Keys of
+    the text branch, the pretraining decoder, ``logit_scale``, mask tokens and modalities that are not
+    built are skipped (and ``*_proj`` when ``with_projection`` is False); every other key is
+    returned, so unknown keys surface as 'unexpected'.
+
+    Returns:
+        (tensors keyed like :class:`OnePeaceModel`, index buffers ``rp_bucket`` keyed like its buffers).
+    """
+    modalities = tuple(modalities)
+    skip = _modal_prefix_skip(modalities, with_projection)
+    state: dict[str, torch.Tensor] = {}
+    buffers: dict[str, torch.Tensor] = {}
+    for key, value in model_state.items():
+        key = re.sub(r"^(encoder_wrapper\.\w+_adapter\.)rel_pos_table\.weight$", r"\1rel_pos_table_list.0.weight", key)
+        m = re.match(r"^encoder_wrapper\.(\w+)_adapter\.rp_bucket$", key)
+        if m and m.group(1) in modalities:
+            buffers[key] = value
+        if skip.match(key):
+            continue
+        state[key] = value
+    return state, buffers
+
+
+def select_video_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Pick the backbone tensors from the mmaction ``ckpt["state_dict"]`` of the K400 model.
+
+    Strips a ``module.`` (DataParallel) prefix carried by every key and the ``backbone.`` prefix,
+    skips ``cls_head.*``; ``image_adapter.rp_bucket`` is returned as an index buffer to compare.
+    """
+    state: dict[str, torch.Tensor] = {}
+    buffers: dict[str, torch.Tensor] = {}
+    if state_dict and all(str(k).startswith("module.") for k in state_dict):
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+    for key, value in state_dict.items():
+        if key.startswith("cls_head."):
+            continue
+        key = key[len("backbone."):] if key.startswith("backbone.") else key
+        if key.endswith("rp_bucket"):
+            buffers[key] = value
+            continue
+        state[key] = value
+    return state, buffers
+
+
+def load_onepeace(path: str | Path, cfg: OnePeaceConfig | None = None, *, device: str | torch.device = "cpu",
+                  dtype: torch.dtype | None = None) -> OnePeaceModel:
+    """Build :class:`OnePeaceModel` on the meta device and fill it from ``one-peace.pt``.
+
+    Args:
+        path: fairseq checkpoint (official file ``one-peace.pt``).
+        cfg: architecture; default :meth:`OnePeaceConfig.full`.
+        device: where the loaded model goes.
+        dtype: cast parameters to this dtype (default: keep the checkpoint's dtype).
+    """
+    cfg = cfg or OnePeaceConfig.full()
+    ckpt = load_checkpoint_file(path)
+    if "model" not in ckpt or not isinstance(ckpt["model"], Mapping):
+        raise CheckpointError(f"{path}: no 'model' dict in the checkpoint (top-level keys {sorted(map(str, ckpt))}); "
+                              f"expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}")
+    state, buffers = select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
+    with torch.device("meta"):
+        model = OnePeaceModel(cfg)
+    verify_and_load(model, state, source=str(path), expected_file=ONEPEACE_CKPT_NAME, buffers=buffers)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_onepeace_video(path: str | Path, cfg: OnePeaceVideoConfig | None = None, *,
+                        device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> OnePeaceVideoModel:
+    """Build :class:`OnePeaceVideoModel` on the meta device and fill it from ``onepeace_video_k400.pth``.
+
+    Accepts the mmaction layout (``ckpt["state_dict"]``, keys ``backbone.*``) and, for converted files,
+    a plain backbone state dict or ``ckpt["model"]``.
+    """
+    cfg = cfg or OnePeaceVideoConfig.full()
+    ckpt = load_checkpoint_file(path)
+    for container in ("state_dict", "model"):
+        if isinstance(ckpt.get(container), Mapping):
+            raw = ckpt[container]
+            break
+    else:
+        raw = ckpt
+    state, buffers = select_video_state(raw)
+    with torch.device("meta"):
+        model = OnePeaceVideoModel(cfg)
+    verify_and_load(model, state, source=str(path), expected_file=ONEPEACE_VIDEO_CKPT_NAME, buffers=buffers)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# preprocessing
+# ---------------------------------------------------------------------------------------------
+def _as_uint8_frames(frames: Any) -> torch.Tensor:
+    """``N x H x W x 3`` uint8 (numpy or torch) -> ``N x 3 x H x W`` uint8 tensor."""
+    t = torch.as_tensor(frames)
+    if t.dim() != 4 or t.shape[-1] != 3:
+        raise ValueError(f"expected RGB frames of shape N x H x W x 3, got {tuple(t.shape)}")
+    if t.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames, got {t.dtype}")
+    return t.permute(0, 3, 1, 2).contiguous()
+
+
+def preprocess_images(frames: Any, *, size: int = 256) -> torch.Tensor:
+    """ONE-PEACE image preprocessing: resize to ``size x size`` (bicubic, aspect not kept), CLIP norm.
+
+    Mirrors the reference ``Resize((S, S), BICUBIC)`` on a PIL image followed by ``ToTensor`` and
+    ``Normalize(CLIP mean/std)``: torch's antialiased uint8 bicubic resize follows PIL's filter
+    (within one grey level) and yields uint8 before scaling to [0, 1].
+
+    Args:
+        frames: ``N x H x W x 3`` uint8 RGB frames.
+        size: output side (256 for the released model).
+    Returns:
+        ``N x 3 x size x size`` float32.
+    """
+    x = _as_uint8_frames(frames)
+    if tuple(x.shape[-2:]) != (size, size):
+        if x.device.type == "cpu":
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
+                                                antialias=True)
+        else:  # uint8 antialiased resize is CPU-only; the float kernel skips PIL's per-pass clipping
+            x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bicubic", align_corners=False,
+                                                antialias=True).round_().clamp_(0, 255)
+    x = x.float() / 255.0
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def preprocess_video_k400(frames: Any, *, size: int = 256) -> torch.Tensor:
+    """Test-time preprocessing of the K400 model (mmaction ``Resize(-1, 256)``, ``CenterCrop(256)``).
+
+    Short side resized to ``size`` keeping the aspect ratio (new side ``int(side * size / short + 0.5)``,
+    bilinear without antialiasing on uint8, as OpenCV's ``INTER_LINEAR``), centre crop ``size x size``
+    (offset ``(side - size) // 2``), then normalised with mean (122.771, 116.746, 104.094) and std
+    (68.5, 66.632, 70.323) on the 0-255 scale.
+
+    Args:
+        frames: ``N x H x W x 3`` uint8 RGB frames.
+        size: short side and crop size (256).
+    Returns:
+        ``N x 3 x size x size`` float32.
+    """
+    x = _as_uint8_frames(frames)
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
+    if (new_h, new_w) != (h, w):
+        if x.device.type == "cpu":
+            x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        else:
+            x = torch.nn.functional.interpolate(x.float(), size=(new_h, new_w), mode="bilinear",
+                                                align_corners=False).round_().clamp_(0, 255)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    x = x[:, :, top:top + size, left:left + size].float()
+    mean = torch.tensor(K400_MEAN_255, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(K400_STD_255, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def normalize_waveform(wav: torch.Tensor) -> torch.Tensor:
+    """Layer-normalise each waveform over its samples (``F.layer_norm(wav, wav.shape)`` in the reference).
+
+    Args:
+        wav: ``N`` or ``B x N`` float samples.
+    Returns:
+        same shape, zero mean and unit variance per waveform (eps 1e-5).
+    """
+    wav = torch.as_tensor(wav, dtype=torch.float32)
+    return torch.nn.functional.layer_norm(wav, wav.shape[-1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# extraction runtime
+# ---------------------------------------------------------------------------------------------
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def resolve_amp_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``"auto"`` -> bf16 on CUDA, fp32 elsewhere; else one of ``bf16``, ``fp16``, ``fp32``."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be 'auto' or one of {sorted(_AMP_DTYPES)}, got {name!r}")
+    return _AMP_DTYPES[name]
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype):
+    """Autocast context for ``dtype`` on ``device`` (a no-op for fp32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# extractors
+# ---------------------------------------------------------------------------------------------
+_OUTPUTS = ("embedding", "cls")
+
+
+class _OnePeaceExtractor(Extractor):
+    """Shared loading and precision handling of the ONE-PEACE extractors.
+
+    The wrapped encoder is ``self.model`` (an :class:`OnePeaceModel` or :class:`OnePeaceVideoModel`);
+    checkpoint keys are matched against ``self.model`` in the official layout (no prefix).
+    """
+
+    model: torch.nn.Module
+
+    @classmethod
+    def _checkpoint_path(cls, path: str | Path | Mapping[str, str | Path]) -> Path:
+        name = cls.checkpoint_files["model"]
+        if isinstance(path, Mapping):
+            if "model" not in path:
+                raise FileNotFoundError(f"{cls.name}: checkpoint mapping needs the role 'model' (official file {name})")
+            path = path["model"]
+        path = Path(path)
+        if path.is_dir():
+            path = path / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{cls.name}: checkpoint {path} not found (expected the official file {name})")
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, device: str | torch.device = "cpu",
+                        preset: str = "full", **config: Any) -> "_OnePeaceExtractor":
+        """Ready eval module with verified official weights (see :func:`load_checkpoint_file`).
+
+        Args:
+            path: the official file (``checkpoint_files["model"]``), a directory holding it, or
+                ``{"model": path}``.
+            device: where the module lives. Weights are cast to the compute dtype of that device
+                (``amp_dtype``; bf16 on CUDA by default, fp32 on CPU).
+            preset: config preset (``"full"`` for the official weights).
+            **config: config field overrides.
+
+        Raises:
+            CheckpointError: missing / unexpected / mis-shaped keys (naming the official file).
+            FileNotFoundError: the file is missing.
+        """
+        cfg = cls.make_config(preset, **config)
+        file, module, state, buffers = cls._read_checkpoint(path, cfg)
+        verify_and_load(module.model, state, source=str(file), expected_file=cls.checkpoint_files["model"],
+                        buffers=buffers)
+        device = torch.device(device)
+        module.to(device=device, dtype=resolve_amp_dtype(cfg.amp_dtype, device))
+        module.weights_sha256 = sha256_file(file)
+        return module.eval()
+
+    @classmethod
+    def check_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, preset: str = "full",
+                         **config: Any) -> CheckpointReport:
+        """Keys and shapes of the checkpoint against the module, built on the meta device.
+
+        Same file handling and key selection as :meth:`from_checkpoint`; never raises for a
+        mismatch. Keys in the report are module keys (the official names under ``model.``).
+        """
+        cfg = cls.make_config(preset, **config)
+        file, module, state, buffers = cls._read_checkpoint(path, cfg)
+        missing, unexpected, mismatched = compare_with_module(module.model, state, buffers)
+        pre = "model."
+        return CheckpointReport(
+            extractor=cls.name, files={"model": file}, expected_files={"model": cls.checkpoint_files["model"]},
+            sha256={"model": sha256_file(file)}, missing=[pre + k for k in missing],
+            unexpected=[pre + k for k in unexpected], mismatched=[(pre + k, a, b) for k, a, b in mismatched],
+            state={pre + k: v for k, v in state.items()})
+
+    @classmethod
+    def _read_checkpoint(cls, path: str | Path | Mapping[str, str | Path], cfg: ExtractorConfig
+                         ) -> tuple[Path, "_OnePeaceExtractor", dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(file, module on the meta device, selected tensors, index buffers) for ``cfg``."""
+        file = cls._checkpoint_path(path)
+        with torch.device("meta"):
+            module = cls(cfg)
+        ckpt = load_checkpoint_file(file)
+        state, buffers = cls._select_state(ckpt, file, module)
+        return file, module, state, buffers
+
+    @classmethod
+    def _select_state(cls, ckpt: Mapping[str, Any], file: Path, module: "_OnePeaceExtractor"
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(tensors keyed like ``module.model``, checkpoint index buffers to compare) from the loaded file."""
+        raise NotImplementedError
+
+    def _compute_dtype(self, device: torch.device) -> torch.dtype:
+        param_dtype = next(self.model.parameters()).dtype
+        if param_dtype != torch.float32:
+            return param_dtype
+        return resolve_amp_dtype(self.config.amp_dtype, device)
+
+
+class _FairseqOnePeaceExtractor(_OnePeaceExtractor):
+    """Extractors whose weights come from the pretrained fairseq checkpoint ``one-peace.pt``."""
+
+    checkpoint_files = {"model": ONEPEACE_CKPT_NAME}
+
+    @classmethod
+    def _select_state(cls, ckpt, file, module):
+        if not isinstance(ckpt.get("model"), Mapping):
+            raise CheckpointError(f"{file}: no 'model' dict in the checkpoint (top-level keys "
+                                  f"{sorted(map(str, ckpt))}); expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}")
+        cfg = module.model.cfg
+        return select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
+
+
+def _check_output(output: str) -> None:
+    if output not in _OUTPUTS:
+        raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+
+
+@dataclass(frozen=True)
+class OnePeaceImageConfig(ExtractorConfig):
+    """Frame-wise ONE-PEACE image features pooled over each video window.
+
+    Args:
+        embed_dim, ffn_embed_dim, layers, attention_heads: transformer size (1536, 6144, 40, 24).
+        image_size: frames are resized to ``image_size x image_size`` (256, bicubic, CLIP norm).
+        pos_bucket_size: grid side of the learned absolute positions (16).
+        fps, window_frames, stride_frames: the sampling plan (UnAV-100: 16 fps, 16 / 4).
+        output: ``"embedding"`` = L2-normalised ``image_proj(CLS after image_layer_norm)`` (the
+            retrieval embedding); ``"cls"`` = the CLS token after ``image_layer_norm``.
+        frame_batch: frames per forward pass (memory bound on the device).
+        decode_short_side: optional CPU short-side resize before the device-side bicubic resize
+            (saves memory for large videos; ``None`` = decode at native size, exact preprocessing).
+        amp_dtype: compute precision: ``"auto"`` (bf16 on CUDA, fp32 on CPU), ``bf16``, ``fp16``, ``fp32``.
+
+    A window's feature is the mean of its frames' features (the mean of L2-normalised embeddings
+    is not re-normalised). This is our choice for a frame model on a window plan; the UniAV /
+    LoCo visual features come from the K400 video model (``onepeace_video_k400``).
+    """
+
+    embed_dim: int = 1536
+    ffn_embed_dim: int = 6144
+    layers: int = 40
+    attention_heads: int = 24
+    image_size: int = 256
+    pos_bucket_size: int = 16
+    fps: float = 16.0
+    window_frames: int = 16
+    stride_frames: int = 4
+    output: str = "embedding"
+    frame_batch: int = 64
+    decode_short_side: int | None = None
+    amp_dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_output(self.output)
+        if self.frame_batch < 1:
+            raise ValueError(f"frame_batch must be >= 1, got {self.frame_batch}")
+
+
+_TINY_ARCH = {"embed_dim": 64, "ffn_embed_dim": 128, "layers": 2, "attention_heads": 2}
+
+
+class OnePeaceImageExtractor(_FairseqOnePeaceExtractor):
+    """``onepeace_image``: ONE-PEACE image encoder on every frame, averaged per window.
+
+    ``preprocess``: ``B x T x H x W x 3`` uint8 -> ``B x T x 3 x S x S`` (bicubic to S = 256, CLIP
+    normalisation). ``forward``: -> ``B x 1536``.
+    """
+
+    name = "onepeace_image"
+    modality = "video"
+    config_cls = OnePeaceImageConfig
+    presets = {"full": {}, "tiny": {**_TINY_ARCH, "image_size": 64, "pos_bucket_size": 4, "window_frames": 4,
+                                    "stride_frames": 2, "frame_batch": 8}}
+
+    def __init__(self, config: OnePeaceImageConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.model = OnePeaceModel(OnePeaceConfig(
+            embed_dim=c.embed_dim, ffn_embed_dim=c.ffn_embed_dim, layers=c.layers, attention_heads=c.attention_heads,
+            modalities=("image",), image_size=c.image_size, pos_bucket_size=c.pos_bucket_size,
+            with_projection=c.output == "embedding"))
+
+    @property
+    def plan(self) -> SamplingPlan:
+        c = self.config
+        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
+
+    @property
+    def decode_spec(self) -> DecodeSpec:
+        return DecodeSpec("video", fps=self.config.fps, short_side=self.config.decode_short_side)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return (self.config.embed_dim,)
+
+    def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.dim() != 5 or batch.shape[-1] != 3:
+            raise ValueError(f"{self.name}: expected a batch of windows B x T x H x W x 3, got {tuple(batch.shape)}")
+        b, t = batch.shape[:2]
+        frames = preprocess_images(batch.flatten(0, 1), size=self.config.image_size)
+        return frames.view(b, t, *frames.shape[1:])
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """``B x T x 3 x S x S`` -> ``B x D``: per-frame features averaged over the T frames."""
+        b, t = frames.shape[:2]
+        flat = frames.flatten(0, 1)
+        dtype = self._compute_dtype(flat.device)
+        project = self.config.output == "embedding"
+        out = []
+        with autocast_for(flat.device, dtype):
+            for chunk in flat.split(self.config.frame_batch):
+                out.append(self.model.embed(chunk.to(dtype), modality="image", project=project,
+                                            normalize=project).float())
+        return torch.cat(out).view(b, t, -1).mean(dim=1)
+
+
+@dataclass(frozen=True)
+class OnePeaceAudioConfig(ExtractorConfig):
+    """ONE-PEACE audio features of 1-s windows every 0.25 s (UnAV-100 / UniAV / LoCo plan).
+
+    Args:
+        embed_dim, ffn_embed_dim, layers, attention_heads: transformer size (1536, 6144, 40, 24).
+        audio_feature_spec: conv stack (channels, kernel, stride) on the waveform.
+        audio_conv_pos_groups: groups of the conv positional embedding (16).
+        audio_rel_bucket_size, audio_max_positions: relative position buckets (512 over 1024).
+        sample_rate, window_s, hop_s: the sampling plan (16000 Hz, 1.0 s, 0.25 s).
+        output: ``"embedding"`` = L2-normalised ``audio_proj(CLS after audio_layer_norm)``
+            (the reference's ``extract_audio_features``); ``"cls"`` = CLS after ``audio_layer_norm``.
+        normalize: waveform layer norm per ``"window"`` (each window is one model input, as the
+            reference normalises each input clip) or ``"none"`` (the caller normalised already).
+        amp_dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU), ``bf16``, ``fp16``, ``fp32``.
+
+    Inputs shorter than one window are zero-padded (project convention, :func:`cut_audio_windows`);
+    the reference hub instead tiles clips shorter than 1 s.
+    """
+
+    embed_dim: int = 1536
+    ffn_embed_dim: int = 6144
+    layers: int = 40
+    attention_heads: int = 24
+    audio_feature_spec: tuple[tuple[int, int, int], ...] = AUDIO_FEATURE_SPEC
+    audio_conv_pos_groups: int = 16
+    audio_rel_bucket_size: int = 512
+    audio_max_positions: int = 1024
+    sample_rate: int = 16000
+    window_s: float = 1.0
+    hop_s: float = 0.25
+    output: str = "embedding"
+    normalize: str = "window"
+    amp_dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_output(self.output)
+        if self.normalize not in ("window", "none"):
+            raise ValueError(f"normalize must be 'window' or 'none', got {self.normalize!r}")
+        if self.sample_rate != 16000:
+            raise ValueError(f"ONE-PEACE audio expects 16 kHz input, got sample_rate {self.sample_rate}")
+        object.__setattr__(self, "audio_feature_spec", tuple(tuple(int(v) for v in s) for s in self.audio_feature_spec))
+
+
+class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor):
+    """``onepeace_audio``: ONE-PEACE audio encoder on each window.
+
+    ``preprocess``: ``B x N`` float samples -> layer-normalised ``B x N``. ``forward``: -> ``B x 1536``.
+    """
+
+    name = "onepeace_audio"
+    modality = "audio"
+    config_cls = OnePeaceAudioConfig
+    presets = {"full": {}, "tiny": {**_TINY_ARCH,
+                                    "audio_feature_spec": OnePeaceConfig.tiny().audio_feature_spec,
+                                    "audio_rel_bucket_size": 8, "audio_max_positions": 64}}
+
+    def __init__(self, config: OnePeaceAudioConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.model = OnePeaceModel(OnePeaceConfig(
+            embed_dim=c.embed_dim, ffn_embed_dim=c.ffn_embed_dim, layers=c.layers, attention_heads=c.attention_heads,
+            modalities=("audio",), audio_feature_spec=c.audio_feature_spec,
+            audio_conv_pos_groups=c.audio_conv_pos_groups, audio_rel_bucket_size=c.audio_rel_bucket_size,
+            audio_max_positions=c.audio_max_positions, with_projection=c.output == "embedding"))
+
+    @property
+    def plan(self) -> SamplingPlan:
+        c = self.config
+        return SamplingPlan.audio(sample_rate=c.sample_rate, window_s=c.window_s, hop_s=c.hop_s)
+
+    @property
+    def decode_spec(self) -> DecodeSpec:
+        return DecodeSpec("audio", sample_rate=self.config.sample_rate)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return (self.config.embed_dim,)
+
+    def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.dim() != 2 or not batch.is_floating_point():
+            raise ValueError(f"{self.name}: expected a float batch of windows B x N, got {tuple(batch.shape)} "
+                             f"{batch.dtype}")
+        batch = batch.float()
+        return normalize_waveform(batch) if self.config.normalize == "window" else batch
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """``B x N`` -> ``B x D``."""
+        dtype = self._compute_dtype(wav.device)
+        project = self.config.output == "embedding"
+        with autocast_for(wav.device, dtype):
+            return self.model.embed(wav.to(dtype), modality="audio", project=project, normalize=project).float()
+
+
+@dataclass(frozen=True)
+class OnePeaceVideoK400Config(ExtractorConfig):
+    """Features of the Kinetics-400 fine-tuned ONE-PEACE video model (UniAV / LoCo visual stream).
+
+    Args:
+        embed_dim, ffn_embed_dim, layers, attention_heads: transformer size (1536, 6144, 40, 24).
+        image_size: frame side (256); the decoder resizes the short side to it and centre-crops.
+        bucket_size: patch grid side (16 = 256 / 16).
+        adapter_ratio, adapter_scale: AIM adapters (0.25, 0.5).
+        fps, window_frames, stride_frames: the plan (16 fps, 16-frame windows, stride 4); a window is
+            one clip, so ``window_frames`` is also the model's number of frames.
+        amp_dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU), ``bf16``, ``fp16``, ``fp32``.
+
+    A window's feature is the mean over its frames of the CLS token after ``image_layer_norm``, no
+    projection (what the reference backbone hands to its I3D head; 1536-d).
+    """
+
+    embed_dim: int = 1536
+    ffn_embed_dim: int = 6144
+    layers: int = 40
+    attention_heads: int = 24
+    image_size: int = 256
+    bucket_size: int = 16
+    adapter_ratio: float = 0.25
+    adapter_scale: float = 0.5
+    fps: float = 16.0
+    window_frames: int = 16
+    stride_frames: int = 4
+    amp_dtype: str = "auto"
+
+
+class OnePeaceVideoK400Extractor(_OnePeaceExtractor):
+    """``onepeace_video_k400``: the K400 video model on each 16-frame window.
+
+    ``preprocess``: ``B x T x H x W x 3`` uint8 -> ``B x 3 x T x S x S`` (short side S, centre crop,
+    K400 normalisation; the decoder normally did the resize and crop). ``forward``: -> ``B x 1536``.
+    """
+
+    name = "onepeace_video_k400"
+    modality = "video"
+    config_cls = OnePeaceVideoK400Config
+    checkpoint_files = {"model": ONEPEACE_VIDEO_CKPT_NAME}
+    presets = {"full": {}, "tiny": {**_TINY_ARCH, "image_size": 64, "bucket_size": 4, "window_frames": 4,
+                                    "stride_frames": 2}}
+
+    def __init__(self, config: OnePeaceVideoK400Config) -> None:
+        super().__init__(config)
+        c = config
+        self.model = OnePeaceVideoModel(OnePeaceVideoConfig(
+            embed_dim=c.embed_dim, ffn_embed_dim=c.ffn_embed_dim, layers=c.layers, attention_heads=c.attention_heads,
+            num_frames=c.window_frames, image_size=c.image_size, bucket_size=c.bucket_size,
+            adapter_ratio=c.adapter_ratio, adapter_scale=c.adapter_scale))
+
+    @classmethod
+    def _select_state(cls, ckpt, file, module):
+        for container in ("state_dict", "model"):
+            if isinstance(ckpt.get(container), Mapping):
+                return select_video_state(ckpt[container])
+        return select_video_state(ckpt)
+
+    @property
+    def plan(self) -> SamplingPlan:
+        c = self.config
+        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
+
+    @property
+    def decode_spec(self) -> DecodeSpec:
+        return DecodeSpec("video", fps=self.config.fps, short_side=self.config.image_size,
+                          center_crop=self.config.image_size)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return (self.config.embed_dim,)
+
+    def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.dim() != 5 or batch.shape[-1] != 3:
+            raise ValueError(f"{self.name}: expected a batch of windows B x T x H x W x 3, got {tuple(batch.shape)}")
+        b, t = batch.shape[:2]
+        frames = preprocess_video_k400(batch.flatten(0, 1), size=self.config.image_size)  # (B*T) x 3 x S x S
+        return frames.view(b, t, *frames.shape[1:]).transpose(1, 2)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x T x S x S`` -> ``B x D``."""
+        dtype = self._compute_dtype(clips.device)
+        with autocast_for(clips.device, dtype):
+            return self.model(clips.to(dtype)).float()

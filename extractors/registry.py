@@ -1,0 +1,55 @@
+"""The extractor registry: name -> class, filled by one line per backbone in ``_REGISTRY``.
+
+Classes are imported lazily (``avel extractors list`` and ``get`` import only what they need),
+so a backbone with heavy imports costs nothing until it is used. To add a backbone, write
+``extractors/<file>.py`` with an :class:`avel.extractors.base.Extractor` subclass and add one
+line ``"name": ("avel.extractors.<file>", "ClassName")`` below (see docs/extractors.md).
+A name may also be registered at run time with :func:`register` (plugins, tests).
+"""
+from __future__ import annotations
+
+import importlib
+
+from avel.extractors.base import Extractor
+
+# name -> (module, class name)
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "i3d": ("avel.extractors.i3d", "I3DTwoStream"),
+    "i3d_rgb": ("avel.extractors.i3d", "I3DRgb"),
+    "i3d_flow": ("avel.extractors.i3d", "I3DFlow"),
+    "vggish": ("avel.extractors.vggish", "VGGishExtractor"),
+    "vgg19": ("avel.extractors.vgg19", "VGG19Extractor"),
+    "onepeace_image": ("avel.extractors.onepeace", "OnePeaceImageExtractor"),
+    "onepeace_audio": ("avel.extractors.onepeace", "OnePeaceAudioExtractor"),
+    "onepeace_video_k400": ("avel.extractors.onepeace", "OnePeaceVideoK400Extractor"),
+}
+
+_RUNTIME: dict[str, type[Extractor]] = {}
+
+
+def register(cls: type[Extractor]) -> type[Extractor]:
+    """Register ``cls`` under ``cls.name`` at run time (usable as a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Extractor)) or not cls.name:
+        raise TypeError(f"register needs an Extractor subclass with a non-empty name, got {cls!r}")
+    if cls.name in _REGISTRY or (cls.name in _RUNTIME and _RUNTIME[cls.name] is not cls):
+        raise ValueError(f"extractor name {cls.name!r} is already registered")
+    _RUNTIME[cls.name] = cls
+    return cls
+
+
+def list_extractors() -> list[str]:
+    """All registered extractor names, sorted."""
+    return sorted(set(_REGISTRY) | set(_RUNTIME))
+
+
+def get(name: str) -> type[Extractor]:
+    """The extractor class registered as ``name``."""
+    if name in _RUNTIME:
+        return _RUNTIME[name]
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown extractor {name!r}; registered: {', '.join(list_extractors())}")
+    module, attr = _REGISTRY[name]
+    cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Extractor)) or cls.name != name:
+        raise TypeError(f"registry entry {name!r} -> {module}.{attr} is not an Extractor named {name!r}")
+    return cls

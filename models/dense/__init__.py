@@ -1,0 +1,1 @@
+"""Dense (UnAV-100-style) audio-visual event detectors."""

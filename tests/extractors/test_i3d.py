@@ -1,0 +1,193 @@
+"""I3D: SAME padding, architecture size, key layouts, converters, preprocessing and tiny shapes."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import avel.extractors as E
+from avel.extractors.i3d import MaxPool3dSame, Unit3D, same_pad_amounts
+from avel.extractors.preprocess import flow_to_i3d
+from avel.extractors.weights import i3d_hassony_to_piergiaj, i3d_piergiaj_to_hassony
+
+# Inception blocks from the I3D paper / piergiaj code: (name, in_channels, [b0, b1a, b1b, b2a, b2b, b3b])
+BLOCKS = [("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]), ("Mixed_3c", 256, [128, 128, 192, 32, 96, 64]),
+          ("Mixed_4b", 480, [192, 96, 208, 16, 48, 64]), ("Mixed_4c", 512, [160, 112, 224, 24, 64, 64]),
+          ("Mixed_4d", 512, [128, 128, 256, 24, 64, 64]), ("Mixed_4e", 512, [112, 144, 288, 32, 64, 64]),
+          ("Mixed_4f", 528, [256, 160, 320, 32, 128, 128]), ("Mixed_5b", 832, [256, 160, 320, 32, 128, 128]),
+          ("Mixed_5c", 832, [384, 192, 384, 48, 128, 128])]
+STEM = [("Conv3d_1a_7x7", None, 64, 7), ("Conv3d_2b_1x1", 64, 64, 1), ("Conv3d_2c_3x3", 64, 192, 3)]
+
+
+def official_piergiaj_shapes(in_channels: int, num_classes: int = 400) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a piergiaj InceptionI3d checkpoint, written from the architecture table."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def unit(prefix: str, cin: int, cout: int, k: int) -> None:
+        shapes[f"{prefix}.conv3d.weight"] = (cout, cin, k, k, k)
+        for s in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{prefix}.bn.{s}"] = (cout,)
+
+    for name, cin, cout, k in STEM:
+        unit(name, cin or in_channels, cout, k)
+    for name, cin, c in BLOCKS:
+        assert c[0] + c[2] + c[4] + c[5] in (256, 480, 512, 528, 832, 1024)
+        unit(f"{name}.b0", cin, c[0], 1)
+        unit(f"{name}.b1a", cin, c[1], 1)
+        unit(f"{name}.b1b", c[1], c[2], 3)
+        unit(f"{name}.b2a", cin, c[3], 1)
+        unit(f"{name}.b2b", c[3], c[4], 3)
+        unit(f"{name}.b3b", cin, c[5], 1)
+    shapes["logits.conv3d.weight"] = (num_classes, 1024, 1, 1, 1)
+    shapes["logits.conv3d.bias"] = (num_classes,)
+    return shapes
+
+
+def param_count(shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(s) for k, s in shapes.items() if "running" not in k)
+
+
+@pytest.mark.parametrize("size,k,s", [(224, 7, 2), (225, 7, 2), (24, 7, 2), (13, 3, 2), (7, 3, 1), (6, 2, 2),
+                                      (5, 1, 1), (3, 3, 2)])
+def test_same_padding_matches_tf_rule(size, k, s):
+    front, back = same_pad_amounts(size, k, s)
+    out_tf = math.ceil(size / s)  # TF SAME output size
+    total = max((out_tf - 1) * s + k - size, 0)  # TF's definition of total padding
+    assert (front, back) == (total // 2, total - total // 2)
+    assert (size + front + back - k) // s + 1 == out_tf
+
+
+def test_unit3d_equals_conv_on_explicitly_padded_input():
+    torch.manual_seed(0)
+    unit = Unit3D(2, 3, (3, 7, 5), (2, 2, 1), batch_norm=False, relu=False).eval()
+    x = torch.randn(1, 2, 9, 12, 7)
+    # by hand: T 9 s2 k3 -> pad 2 (1,1); H 12 s2 k7 -> pad 5 (2,3); W 7 s1 k5 -> pad 4 (2,2)
+    ref = F.conv3d(F.pad(x, (2, 2, 2, 3, 1, 1)), unit.conv3d.weight, stride=(2, 2, 1))
+    out = unit(x)
+    assert out.shape == (1, 3, 5, 6, 7)
+    torch.testing.assert_close(out, ref)
+    pool = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+    y = torch.rand(1, 1, 2, 5, 6)
+    # H 5 s2 k3 -> 5 % 2 = 1 -> pad 2 (1,1); W 6 s2 k3 -> pad 1 (0,1)
+    torch.testing.assert_close(pool(y), F.max_pool3d(F.pad(y, (0, 1, 1, 1)), (1, 3, 3), (1, 2, 2)))
+
+
+def test_unit3d_batchnorm_hyperparameters():
+    u = Unit3D(2, 4)
+    assert u.conv3d.bias is None and u.bn.eps == 1e-3 and u.bn.momentum == 0.01
+    m = E.get("i3d_rgb").build(device="meta", bn_eps=1e-5)  # hassony2 / video_features setting
+    assert {b.eps for b in m.modules() if isinstance(b, torch.nn.BatchNorm3d)} == {1e-5}
+
+
+@pytest.mark.parametrize("name,in_ch", [("i3d_rgb", 3), ("i3d_flow", 2)])
+def test_full_stream_param_count_and_official_layout(name, in_ch):
+    m = E.get(name).build(device="meta")
+    stream = getattr(m, name.split("_")[1])
+    shapes = official_piergiaj_shapes(in_ch)
+    ours = {k: tuple(v.shape) for k, v in stream.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert ours == shapes
+    assert sum(p.numel() for p in stream.parameters()) == param_count(shapes)
+    assert 12.2e6 < param_count(official_piergiaj_shapes(3)) - 1024 * 400 - 400 < 12.4e6  # trunk ~12.3M
+    assert m.feature_shape == (1024,)
+
+
+def test_full_two_stream_includes_torchvision_raft_large():
+    from torchvision.models.optical_flow import raft_large
+
+    m = E.get("i3d").build(device="meta")
+    raft_params = sum(p.numel() for p in raft_large(weights=None).parameters())
+    expected = param_count(official_piergiaj_shapes(3)) + param_count(official_piergiaj_shapes(2)) + raft_params
+    assert sum(p.numel() for p in m.parameters()) == expected
+    assert m.feature_shape == (2048,) and m.context_frames == 1
+    assert m.plan.fps == 25 and m.plan.window_frames == 24 and m.plan.stride_frames == 8
+    assert m.decode_spec.short_side == 256 and m.decode_spec.center_crop is None
+
+
+def _synthetic(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {k: torch.rand(s, generator=g) for k, s in shapes.items()}
+
+
+def _hassony_keys_for(piergiaj_key: str) -> str:
+    """hassony2 naming written independently of the converter (video_features i3d_net)."""
+    parts = piergiaj_key.split(".")
+    tail = ("batch3d." + parts[-1]) if parts[-2] == "bn" else "conv3d." + parts[-1]
+    if parts[0] == "logits":
+        return "conv3d_0c_1x1." + tail
+    if parts[0].startswith("Conv3d"):
+        return parts[0].lower() + "." + tail
+    branch = {"b0": "branch_0", "b1a": "branch_1.0", "b1b": "branch_1.1", "b2a": "branch_2.0",
+              "b2b": "branch_2.1", "b3b": "branch_3.1"}[parts[1]]
+    return f"{parts[0].lower()}.{branch}.{tail}"
+
+
+def test_hassony_converter_on_synthetic_state_dict():
+    pier = _synthetic(official_piergiaj_shapes(3))
+    hassony = {_hassony_keys_for(k): v for k, v in pier.items()}
+    hassony["conv3d_1a_7x7.batch3d.num_batches_tracked"] = torch.tensor(5)
+    converted = i3d_hassony_to_piergiaj(hassony)
+    assert set(converted) == set(pier)
+    assert all(converted[k] is pier[k] for k in pier)
+    assert i3d_piergiaj_to_hassony(pier).keys() == {k for k in hassony if "num_batches" not in k}
+    with pytest.raises(KeyError, match="mixed_3b.branch_9"):
+        i3d_hassony_to_piergiaj({"mixed_3b.branch_9.conv3d.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("layout", ["piergiaj", "hassony"])
+def test_official_layouts_load_without_missing_or_unexpected(tmp_path, layout):
+    pier = _synthetic(official_piergiaj_shapes(3))
+    state = pier if layout == "piergiaj" else {_hassony_keys_for(k): v for k, v in pier.items()}
+    path = tmp_path / "rgb_imagenet.pt"
+    torch.save(state, path)
+    m = E.get("i3d_rgb").from_checkpoint(path)
+    assert torch.equal(m.rgb.Mixed_4e.b2b.bn.running_var, pier["Mixed_4e.b2b.bn.running_var"])
+    assert len(m.weights_sha256) == 64
+
+
+def test_flow_mapping_matches_video_features_quantisation():
+    flow = torch.tensor([0.0, 20.0, 25.0, -20.0, -30.0, 1.0, 0.1])
+    expected_q = torch.tensor([128.0, 256.0, 256.0, 0.0, 0.0, 134.0, 129.0])  # round(128 + 6.375 f) after clamp
+    torch.testing.assert_close(flow_to_i3d(flow), expected_q / 127.5 - 1)
+
+
+def test_tiny_extractors_shapes_and_two_stream_consistency(make_frames):
+    frames = make_frames(14, 128, 136)
+    rgb = E.get("i3d_rgb").random_init(preset="tiny", seed=1)
+    both = E.get("i3d").random_init(preset="tiny", seed=5)
+    both.rgb.load_state_dict(rgb.rgb.state_dict())
+    w_rgb = rgb.windows(frames)
+    w_both = both.windows(frames)
+    assert w_rgb.data.shape == (2, 8, 128, 136, 3) and w_both.data.shape == (2, 9, 128, 136, 3)
+    inp = both.preprocess(w_both.data)
+    assert inp["rgb"].shape == (2, 3, 8, 112, 112) and inp["flow"].shape == (2, 2, 8, 112, 112)
+    assert inp["rgb"].min() >= -1 and inp["rgb"].max() <= 1
+    # rgb: centre crop (offsets (128-112)//2 = 8 and (136-112)//2 = 12) scaled by x / 127.5 - 1
+    crop = w_both.data[0, :8, 8:120, 12:124].permute(3, 0, 1, 2).float() / 127.5 - 1
+    torch.testing.assert_close(inp["rgb"][0], crop)
+    out = both(inp)
+    assert out.shape == (2, 256)
+    torch.testing.assert_close(out[:, :128], rgb.extract(w_rgb.data))
+    with pytest.raises(ValueError, match="expected 9 frames"):
+        both.preprocess(w_rgb.data)
+
+
+def test_full_two_stream_official_files_check_ok(tmp_path):
+    from torchvision.models.optical_flow import raft_large
+
+    with torch.device("meta"):
+        raft_shapes = {k: tuple(v.shape) for k, v in raft_large(weights=None).state_dict().items()}
+    files = {"rgb_imagenet.pt": official_piergiaj_shapes(3), "flow_imagenet.pt": official_piergiaj_shapes(2),
+             "raft_large_C_T_SKHT_V1-0b8c9e55.pth": raft_shapes}
+    for fname, shapes in files.items():  # stride-0 views: tiny files with the official keys and shapes
+        torch.save({k: torch.zeros(()).expand(s) for k, s in shapes.items()}, tmp_path / fname)
+    report = E.get("i3d").check_checkpoint(tmp_path)
+    assert report.ok, report.error()
+    assert set(report.sha256) == {"rgb", "flow", "raft"} and report.weights_sha256.startswith("rgb=")
+    flow_shapes = dict(files["flow_imagenet.pt"])
+    flow_shapes["Conv3d_1a_7x7.conv3d.weight"] = (64, 3, 7, 7, 7)  # an RGB stem in the flow file
+    torch.save({k: torch.zeros(()).expand(s) for k, s in flow_shapes.items()}, tmp_path / "flow_imagenet.pt")
+    report = E.get("i3d").check_checkpoint(tmp_path)
+    assert not report.ok and report.mismatched == [("flow.Conv3d_1a_7x7.conv3d.weight", (64, 2, 7, 7, 7),
+                                                    (64, 3, 7, 7, 7))]
