@@ -21,6 +21,9 @@ _MODELS: dict[str, tuple[str, str, str, str]] = {
              "UnAV baseline (CVPR 2023): cross-modal pyramid + TDM, dense localization"),
     "ccnet": ("avel.models.dense.ccnet", "CcnetConfig", "CcnetDetector",
               "CCNet (AAAI 2025): CMCC pyramid + MTGC, dense localization"),
+    "agva": ("avel.models.ave.agva", "AgvaConfig", "AgvaNet", "AGVA baseline (ECCV 2018), AVE"),
+    "ccln": ("avel.models.ave.ccln", "CclnConfig", "CclnNet", "CCLN (TMM 2025), AVE fully/weakly/CML"),
+    "avlc": ("avel.models.ave.avlc", "AvlcConfig", "AvlcNet", "Long-term correlation net (TSGA+PTRF), AVE"),
     "loco": ("avel.models.dense.loco", "LocoConfig", "LocoDetector", "LoCo (AAAI 2025): LCC + CDP, dense"),
 }
 

@@ -19,6 +19,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("avel.cli.extract", "extract"),
     "synth": ("avel.cli.synth", "synth"),
     "train": ("avel.cli.train", "train"),
+    "demo": ("avel.cli.demo", "demo"),
     "models": ("avel.cli.models", "models"),
     "extractors": ("avel.cli.extractors", "extractors"),
     "weights": ("avel.cli.weights", "weights"),

@@ -71,7 +71,8 @@ class DenseTask:
         ground_truth = {s.video_id: [(g.start_s, g.end_s, g.label_id) for g in s.segments] for s in samples}
         predictions = {vid: [(e["segment"][0], e["segment"][1], e["label"], e["score"]) for e in entries]
                        for vid, entries in results.items()}
-        res = evaluate_detection(ground_truth, predictions, num_classes=self.annotations.num_classes)
+        res = evaluate_detection(ground_truth, predictions, num_classes=self.annotations.num_classes,
+                                 subset=list(ground_truth))
         metrics = {"score": float(res.average_map), "average_mAP": float(res.average_map)}
         for t, m in zip(res.tiou_thresholds, res.map_per_threshold):
             metrics[f"mAP@{t:.1f}"] = float(m)
