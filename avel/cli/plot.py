@@ -1,0 +1,100 @@
+"""``avel plot``: per-video timeline figures (and audio-visual similarity figures from a store)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import click
+
+
+def _file_stem(video_id: str) -> str:
+    from avel.datasets.interop import is_safe_video_id
+
+    return video_id if is_safe_video_id(video_id) else quote(video_id, safe="")
+
+
+@click.command("plot")
+@click.option("--predictions", "predictions_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Results JSON ({\"results\": {video_id: [{segment, label, score}]}}).")
+@click.option("--annotations", "annotations_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Annotation file (UnAV-100 JSON).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder for the PNG files.")
+@click.option("--videos", "video_ids", multiple=True,
+              help="Video id to plot; repeat the option for several (default: the first --limit videos of --split).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]),
+              help="Split whose videos are plotted when --videos is not given.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Number of videos plotted when --videos is not given.")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Predictions drawn per class (highest scores).")
+@click.option("--min-score", default=0.0, show_default=True, type=float, help="Predictions below are not drawn.")
+@click.option("--store", "store_path", type=click.Path(file_okay=False, path_type=Path),
+              help="Feature store: also draw the visual x audio cosine similarity of each video.")
+@click.option("--visual-stream", help="Visual stream of --store (features of a space shared with audio).")
+@click.option("--audio-stream", help="Audio stream of --store.")
+def plot(predictions_path: Path, annotations_path: Path, out_dir: Path, video_ids: tuple[str, ...], split: str,
+         limit: int, top_k: int, min_score: float, store_path: Path | None, visual_stream: str | None,
+         audio_stream: str | None) -> None:
+    """Write OUT/<video_id>.timeline.png (ground truth vs top predictions per class) for each video and,
+    with --store, OUT/<video_id>.similarity.png (cosine similarity of the visual and audio rows).
+
+    Exit code 0 when every figure was written, 1 when some video could not be plotted (each is
+    reported), 2 on usage errors.
+    """
+    from avel.datasets.unav100 import AnnotationError, load_unav100
+    from avel.models.metrics.results_io import ResultsFormatError, read_results
+    from avel.models.visualize import TimelinePlotConfig, plot_cross_similarity, plot_timeline
+
+    if store_path is not None and not (visual_stream and audio_stream):
+        raise click.UsageError("--store needs --visual-stream and --audio-stream")
+    if store_path is None and (visual_stream or audio_stream):
+        raise click.UsageError("--visual-stream / --audio-stream need --store")
+    try:
+        annotations = load_unav100(annotations_path)
+        results = read_results(predictions_path, classes=annotations.classes)
+    except (AnnotationError, ResultsFormatError, OSError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    samples = {s.video_id: s for s in annotations.samples}
+    if not video_ids:
+        video_ids = tuple(s.video_id for s in annotations.subset(split))[:limit]
+    store = None
+    if store_path is not None:
+        from avel.datasets.store import FeatureStore, StoreError
+
+        try:
+            store = FeatureStore(store_path)
+        except (StoreError, OSError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+    cfg = TimelinePlotConfig(top_k_per_class=top_k, min_score=min_score)
+    problems, written = [], 0
+    for vid in video_ids:
+        sample = samples.get(vid)
+        if sample is None and vid not in results.predictions:
+            problems.append(f"{vid}: not in {annotations_path} nor in {predictions_path}")
+            continue
+        gt = [(g.start_s, g.end_s, g.label_id) for g in sample.segments] if sample else []
+        stem = out_dir / _file_stem(vid)
+        plot_timeline(stem.with_name(stem.name + ".timeline.png"), ground_truth=gt,
+                      predictions=results.predictions.get(vid, []), classes=annotations.classes,
+                      duration_s=sample.duration_s if sample else None, title=vid, config=cfg)
+        written += 1
+        if store is not None:
+            try:
+                visual = store[vid][visual_stream]
+                audio = store[vid][audio_stream]
+                plot_cross_similarity(visual.reshape(len(visual), -1), audio.reshape(len(audio), -1),
+                                      stem.with_name(stem.name + ".similarity.png"),
+                                      visual_times_s=store.times(vid, visual_stream),
+                                      audio_times_s=store.times(vid, audio_stream),
+                                      title=f"{vid}: {visual_stream} x {audio_stream}")
+                written += 1
+            except (KeyError, ValueError, StoreError) as e:
+                problems.append(f"{vid}: similarity figure: {e}")
+    for p in problems:
+        click.echo(f"error: {p}", err=True)
+    click.echo(f"wrote {written} figure(s) to {out_dir}")
+    sys.exit(1 if problems else 0)

@@ -1,0 +1,373 @@
+"""Dense event localization mAP: the ActivityNet / UnAV detection protocol, vectorized in numpy.
+
+Protocol (ActivityNet ``Evaluation/eval_detection.py`` as adapted by UnAV ``libs/utils/metrics.py``):
+
+* Ground truth: per video, segments ``(start_s, end_s, label_id)``. Within a video, a segment whose
+  label equals, and whose start and end lie within ``duplicate_tol_s`` (1e-3 s) of, an earlier
+  *kept* segment is dropped (UnAV ``remove_duplicate_annotations``; ActivityNet keeps duplicates:
+  pass ``duplicate_tol_s=None``).
+* Classes entering the mean: exactly the classes with at least one ground-truth segment in the
+  evaluated videos. A class with ground truth but no prediction has AP 0 and counts in the mean;
+  predictions of a class without ground truth are ignored (reported in
+  :attr:`DetectionResult.num_predictions_ignored`).
+* Per class, predictions are ranked by score, descending. For each prediction in rank order and for
+  each tIoU threshold independently, the ground-truth segments of the same video and class are tried
+  in descending tIoU: the first one that is not yet matched at that threshold and whose tIoU is
+  ``>= threshold`` (a tIoU exactly at the threshold matches) becomes matched and the prediction is a
+  true positive; otherwise the prediction is a false positive. Predictions in a video without ground
+  truth of their class (including videos with no ground truth at all, e.g. outside ``subset``) are
+  false positives.
+* AP per class and threshold: precision/recall over the ranked list (recall denominator = number
+  of deduplicated ground-truth segments of the class), VOC 2011 all-points interpolation: recall
+  padded to ``[0, r, 1]``, precision to ``[0, p, 0]``, precision made monotone non-increasing from
+  the right, AP = sum over recall steps of step width x interpolated precision.
+* mAP per threshold = mean AP over the evaluated classes; average mAP = mean over thresholds.
+
+Ties (choices, deterministic where the reference is not):
+
+* Equal scores: the references sort with ``scores.argsort()[::-1]`` (numpy's default, unstable
+  quicksort: the order among equal scores is implementation-defined; for 16 or fewer predictions
+  it is reversed input order). Here the ranking is a *stable* descending sort
+  (``argsort(-score, kind="stable")``): equal scores keep their input order (video order of
+  ``predictions``, then row order). Results are identical to the reference whenever scores are
+  distinct.
+* Equal tIoU of one prediction with several ground-truth segments: the segment listed later (higher
+  index in the video's deduplicated ground truth of that class) is tried first, which is what the
+  reference's ``tiou.argsort()[::-1]`` does for the small per-video candidate lists.
+* A zero-length prediction and a zero-length ground-truth segment at the same place have union 0;
+  their tIoU is defined as 0 here (the reference computes NaN and, by accident of its comparison,
+  counts a match).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+DEFAULT_TIOU_THRESHOLDS = np.linspace(0.1, 0.9, 9)
+
+
+class DetectionInputError(ValueError):
+    """Ground truth or predictions are malformed; the message names the video and row."""
+
+
+@dataclass
+class DetectionResult:
+    """Outcome of :func:`evaluate_detection`.
+
+    Attributes:
+        tiou_thresholds: ``K`` thresholds, in the order given.
+        map_per_threshold: ``K`` mAP values (fractions in [0, 1], not percent).
+        average_map: mean of ``map_per_threshold``.
+        class_ids: ``C`` evaluated class ids (classes with ground truth), ascending.
+        ap: ``C x K`` average precision per evaluated class and threshold.
+        num_gt: ``C`` deduplicated ground-truth segments per evaluated class.
+        num_predictions: ``C`` predictions per evaluated class.
+        num_videos: videos with ground truth that were evaluated.
+        num_gt_total: deduplicated ground-truth segments over all evaluated classes.
+        num_gt_duplicates: ground-truth segments dropped as duplicates.
+        num_predictions_total: predictions read (all videos, all classes).
+        num_predictions_ignored: predictions of classes without ground truth (not scored).
+        num_predictions_no_gt_video: predictions in videos without any ground truth (false positives).
+        extra: free-form annotations added by callers (not filled here).
+    """
+
+    tiou_thresholds: np.ndarray
+    map_per_threshold: np.ndarray
+    average_map: float
+    class_ids: np.ndarray
+    ap: np.ndarray
+    num_gt: np.ndarray
+    num_predictions: np.ndarray
+    num_videos: int
+    num_gt_total: int
+    num_gt_duplicates: int
+    num_predictions_total: int
+    num_predictions_ignored: int
+    num_predictions_no_gt_video: int
+    extra: dict = field(default_factory=dict)
+
+    def map_at(self, tiou: float) -> float:
+        """mAP at threshold ``tiou`` (must be one of :attr:`tiou_thresholds`, to 1e-9)."""
+        hit = np.flatnonzero(np.abs(self.tiou_thresholds - tiou) < 1e-9)
+        if hit.size == 0:
+            raise KeyError(f"tIoU {tiou} was not evaluated; thresholds are {self.tiou_thresholds.tolist()}")
+        return float(self.map_per_threshold[hit[0]])
+
+    def to_dict(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """JSON-ready summary: mAP per threshold (keys ``"mAP@0.50"``), average, per-class APs, counts.
+
+        Args:
+            class_names: optional ``classes[label_id]`` list used to name the per-class rows.
+        """
+        per_class = []
+        for row, cid in enumerate(self.class_ids.tolist()):
+            entry: dict[str, Any] = {"label_id": int(cid)}
+            if class_names is not None:
+                entry["label"] = class_names[cid]
+            entry.update({"num_gt": int(self.num_gt[row]), "num_predictions": int(self.num_predictions[row]),
+                          "ap": [float(x) for x in self.ap[row]],
+                          "average_ap": float(self.ap[row].mean()) if self.ap.shape[1] else 0.0})
+            per_class.append(entry)
+        out: dict[str, Any] = {f"mAP@{t:.2f}": float(m) for t, m in zip(self.tiou_thresholds, self.map_per_threshold)}
+        out.update({
+            "average_mAP": float(self.average_map),
+            "tiou_thresholds": [float(t) for t in self.tiou_thresholds],
+            "num_classes": int(self.class_ids.size), "num_videos": self.num_videos,
+            "num_gt": self.num_gt_total, "num_gt_duplicates": self.num_gt_duplicates,
+            "num_predictions": self.num_predictions_total,
+            "num_predictions_ignored": self.num_predictions_ignored,
+            "num_predictions_no_gt_video": self.num_predictions_no_gt_video,
+            "per_class": per_class,
+        })
+        return out
+
+    def format_summary(self) -> str:
+        """Human-readable mAP table (percent), one line per threshold plus the average."""
+        lines = [f"tIoU {t:.2f}: mAP {100 * m:6.2f}" for t, m in zip(self.tiou_thresholds, self.map_per_threshold)]
+        lines.append(f"average mAP: {100 * self.average_map:.2f} over {self.class_ids.size} classes, "
+                     f"{self.num_videos} videos, {self.num_gt_total} ground-truth segments, "
+                     f"{self.num_predictions_total} predictions")
+        return "\n".join(lines)
+
+    def format_per_class(self, class_names: Sequence[str] | None = None) -> str:
+        """Per-class AP table (percent): id, name, #gt, #pred, AP per threshold, mean."""
+        head = "  id  " + f"{'class':<28}" + "   #gt  #pred " + " ".join(f"{t:5.2f}" for t in self.tiou_thresholds) + "   avg"
+        rows = [head]
+        for r, cid in enumerate(self.class_ids.tolist()):
+            name = class_names[cid] if class_names is not None else ""
+            aps = " ".join(f"{100 * a:5.1f}" for a in self.ap[r])
+            rows.append(f"{cid:4d}  {name[:28]:<28} {int(self.num_gt[r]):5d} {int(self.num_predictions[r]):6d} "
+                        f"{aps} {100 * self.ap[r].mean():5.1f}")
+        return "\n".join(rows)
+
+
+def segment_tiou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Temporal IoU between every prediction and every ground-truth segment.
+
+    Args:
+        pred: ``P x 2`` ``[start, end]``.
+        gt: ``G x 2`` ``[start, end]``.
+
+    Returns:
+        ``P x G`` tIoU; 0 where the union is 0.
+    """
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
+    gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
+    inter = (np.minimum(pred[:, None, 1], gt[None, :, 1]) - np.maximum(pred[:, None, 0], gt[None, :, 0])).clip(0)
+    union = (pred[:, None, 1] - pred[:, None, 0]) + (gt[None, :, 1] - gt[None, :, 0]) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
+    """VOC 2011 all-points interpolated AP of one ranked list.
+
+    Args:
+        precision: ``N`` precision after each ranked prediction.
+        recall: ``N`` recall after each ranked prediction (non-decreasing).
+    """
+    mprec = np.concatenate(([0.0], precision, [0.0]))
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mprec = np.maximum.accumulate(mprec[::-1])[::-1]
+    idx = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
+    return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
+
+
+def _rows(table: Any, *, width: int, video_id: str, what: str) -> np.ndarray:
+    """``table`` (rows of ``width`` numbers) as an ``N x width`` float64 array, checked."""
+    try:
+        arr = np.asarray(table, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DetectionInputError(f"{what} of video {video_id!r}: expected rows of {width} numbers ({exc})") from None
+    if arr.size == 0:
+        return np.zeros((0, width))
+    if arr.ndim != 2 or arr.shape[1] != width:
+        raise DetectionInputError(f"{what} of video {video_id!r}: expected an N x {width} table, got shape {arr.shape}")
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise DetectionInputError(f"{what} of video {video_id!r}, row {int(np.flatnonzero(bad)[0])}: non-finite value")
+    neg = arr[:, 1] < arr[:, 0]
+    if neg.any():
+        r = int(np.flatnonzero(neg)[0])
+        raise DetectionInputError(f"{what} of video {video_id!r}, row {r}: end {arr[r, 1]} < start {arr[r, 0]}")
+    lab = arr[:, 2]
+    if (lab != np.round(lab)).any() or (lab < 0).any():
+        r = int(np.flatnonzero((lab != np.round(lab)) | (lab < 0))[0])
+        raise DetectionInputError(f"{what} of video {video_id!r}, row {r}: label_id {lab[r]} is not a non-negative integer")
+    return arr
+
+
+def _dedup(gt: np.ndarray, tol: float) -> np.ndarray:
+    """Keep-mask of one video's ``G x 3`` ground truth: drop rows duplicating an earlier kept row."""
+    keep = np.ones(len(gt), dtype=bool)
+    for i in range(1, len(gt)):
+        prev = gt[:i][keep[:i]]
+        dup = ((np.abs(prev[:, 0] - gt[i, 0]) <= tol) & (np.abs(prev[:, 1] - gt[i, 1]) <= tol)
+               & (prev[:, 2] == gt[i, 2]))
+        keep[i] = not dup.any()
+    return keep
+
+
+def evaluate_detection(
+    ground_truth: Mapping[str, Any],
+    predictions: Mapping[str, Any],
+    *,
+    tiou_thresholds: Iterable[float] = DEFAULT_TIOU_THRESHOLDS,
+    subset: Iterable[str] | None = None,
+    num_classes: int | None = None,
+    duplicate_tol_s: float | None = 1e-3,
+) -> DetectionResult:
+    """Dense localization mAP (ActivityNet / UnAV protocol; see the module docstring).
+
+    Args:
+        ground_truth: ``{video_id: rows (start_s, end_s, label_id)}``; an array ``G x 3`` or a list of
+            triples per video. Videos may have no rows.
+        predictions: ``{video_id: rows (start_s, end_s, label_id, score)}``; ``P x 4`` per video. Every
+            prediction is scored, including those of videos absent from (or outside ``subset`` of)
+            ``ground_truth``, which are false positives, as in the reference.
+        tiou_thresholds: the ``K`` tIoU thresholds; default ``linspace(0.1, 0.9, 9)`` (UnAV-100).
+        subset: optional video ids; only their ground truth is evaluated (e.g. the test split).
+        num_classes: optional number of classes; a label_id ``>= num_classes`` is then an error.
+        duplicate_tol_s: tolerance (seconds) for dropping duplicate ground truth of the same label;
+            ``None`` keeps every segment (original ActivityNet behaviour).
+
+    Returns:
+        :class:`DetectionResult`.
+    """
+    thr = np.asarray(list(tiou_thresholds), dtype=np.float64).reshape(-1)  # K
+    if thr.size == 0 or not np.isfinite(thr).all():
+        raise ValueError(f"tiou_thresholds must be a non-empty list of finite numbers, got {thr.tolist()}")
+    K = thr.size
+
+    # ---- ground truth: flat arrays over (deduplicated) segments ------------------------------
+    if isinstance(subset, str):
+        raise TypeError("subset must be a collection of video ids, not a string")
+    keep_videos = None if subset is None else set(subset)
+    video_index: dict[str, int] = {}
+    gt_parts, gt_vid, n_dup = [], [], 0
+    for vid, table in ground_truth.items():
+        if keep_videos is not None and vid not in keep_videos:
+            continue
+        arr = _rows(table, width=3, video_id=vid, what="ground truth")
+        video_index[vid] = len(video_index)
+        if duplicate_tol_s is not None and len(arr) > 1:
+            keep = _dedup(arr, duplicate_tol_s)
+            n_dup += int((~keep).sum())
+            arr = arr[keep]
+        gt_parts.append(arr)
+        gt_vid.append(np.full(len(arr), video_index[vid], dtype=np.int64))
+    gt = np.concatenate(gt_parts) if gt_parts else np.zeros((0, 3))
+    gt_v = np.concatenate(gt_vid) if gt_vid else np.zeros(0, dtype=np.int64)
+    gt_c = gt[:, 2].astype(np.int64)
+    num_videos = int(len(np.unique(gt_v)))
+
+    # ---- predictions: flat arrays; videos unknown to the ground truth get fresh ids -----------
+    pr_parts, pr_vid = [], []
+    n_vid_known = len(video_index)
+    extra_videos: dict[str, int] = {}
+    for vid, table in predictions.items():
+        arr = _rows(table, width=4, video_id=vid, what="predictions")
+        if vid in video_index:
+            v = video_index[vid]
+        else:
+            v = extra_videos.setdefault(vid, n_vid_known + len(extra_videos))
+        pr_parts.append(arr)
+        pr_vid.append(np.full(len(arr), v, dtype=np.int64))
+    pr = np.concatenate(pr_parts) if pr_parts else np.zeros((0, 4))
+    pr_v = np.concatenate(pr_vid) if pr_vid else np.zeros(0, dtype=np.int64)
+    pr_c = pr[:, 2].astype(np.int64)
+    if num_classes is not None:
+        for name, labels in (("ground truth", gt_c), ("predictions", pr_c)):
+            if labels.size and labels.max() >= num_classes:
+                raise DetectionInputError(f"{name}: label_id {int(labels.max())} >= num_classes {num_classes}")
+    num_predictions_total = len(pr)
+    no_gt_video = int((pr_v >= n_vid_known).sum() + np.isin(pr_v, np.setdiff1d(np.arange(n_vid_known), gt_v)).sum())
+
+    class_ids = np.unique(gt_c)  # C evaluated classes
+    C = class_ids.size
+    scored = np.isin(pr_c, class_ids)
+    num_ignored = int((~scored).sum())
+    pr, pr_v, pr_c = pr[scored], pr_v[scored], pr_c[scored]
+    P = len(pr)
+
+    # rank: by class, then score descending (stable: ties keep input order)
+    order = np.lexsort((-pr[:, 3], pr_c))
+    pr, pr_v, pr_c = pr[order], pr_v[order], pr_c[order]
+
+    # ---- candidate ground truth of every prediction, padded to the largest (video, class) group ----
+    n_vid_all = n_vid_known + len(extra_videos)
+    gt_key = gt_c * n_vid_all + gt_v
+    pr_key = pr_c * n_vid_all + pr_v
+    gt_sort = np.argsort(gt_key, kind="stable")  # keeps within-group GT order
+    keys_sorted = gt_key[gt_sort]
+    lo = np.searchsorted(keys_sorted, pr_key, side="left")  # P
+    hi = np.searchsorted(keys_sorted, pr_key, side="right")
+    n_cand = hi - lo
+    G = int(n_cand.max()) if P else 0
+    tp = np.zeros((K, P), dtype=bool)
+    if G > 0:
+        slot = np.arange(G)
+        valid = slot[None, :] < n_cand[:, None]  # P x G
+        cand = np.where(valid, gt_sort[np.minimum(lo[:, None] + slot[None, :], len(gt_sort) - 1)], -1)  # P x G
+        inter = (np.minimum(pr[:, None, 1], gt[cand, 1]) - np.maximum(pr[:, None, 0], gt[cand, 0])).clip(0)
+        union = (pr[:, None, 1] - pr[:, None, 0]) + (gt[cand, 1] - gt[cand, 0]) - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tiou = np.where(valid & (union > 0), inter / np.where(union > 0, union, 1.0), 0.0)
+        tiou = np.where(valid, tiou, -np.inf)
+        # candidates in descending tIoU, ties: later ground truth first
+        rank = np.lexsort((-slot[None, :].repeat(P, 0), -tiou), axis=-1) if P else np.zeros((0, G), int)
+        cand = np.take_along_axis(cand, rank, axis=1)
+        tiou = np.take_along_axis(tiou, rank, axis=1)
+        # process the r-th ranked prediction of every (video, class) group at once: groups never
+        # share ground truth, so one step has no conflicts, and rank order within a group is kept.
+        # rank of each prediction within its (video, class) group; a stable sort keeps score order
+        by_group = np.argsort(pr_key, kind="stable")  # groups contiguous, score order inside kept
+        gk = pr_key[by_group]
+        starts = np.r_[0, np.flatnonzero(np.diff(gk) != 0) + 1]
+        first = np.zeros(P, dtype=np.int64)
+        first[starts] = starts
+        first = np.maximum.accumulate(first)
+        step_of = np.empty(P, dtype=np.int64)
+        step_of[by_group] = np.arange(P) - first
+        locked = np.zeros((K, len(gt) + 1), dtype=bool)  # last column: padding sink
+        has_cand = n_cand > 0
+        step_order = np.argsort(step_of, kind="stable")
+        bounds = np.searchsorted(step_of[step_order], np.arange(int(step_of.max()) + 2))
+        for r in range(int(step_of.max()) + 1):
+            sel = step_order[bounds[r]:bounds[r + 1]]
+            sel = sel[has_cand[sel]]
+            if sel.size == 0:
+                continue
+            c = cand[sel]  # S x G (global GT index, -1 padding)
+            ok = (tiou[sel][None, :, :] >= thr[:, None, None]) & ~locked[:, c]  # K x S x G
+            hit = ok.any(axis=2)  # K x S
+            j = ok.argmax(axis=2)  # K x S
+            tp[:, sel] = hit
+            kk, ss = np.nonzero(hit)
+            locked[kk, c[ss, j[kk, ss]]] = True
+
+    # ---- AP per class and threshold ------------------------------------------------------------
+    num_gt = np.bincount(np.searchsorted(class_ids, gt_c), minlength=C) if C else np.zeros(0, int)
+    cls_row = np.searchsorted(class_ids, pr_c)
+    num_pred = np.bincount(cls_row, minlength=C) if C else np.zeros(0, int)
+    ap = np.zeros((C, K))
+    bounds_c = np.r_[0, np.cumsum(num_pred)]
+    for row in range(C):
+        a, b = bounds_c[row], bounds_c[row + 1]
+        if a == b:
+            continue
+        tp_cum = np.cumsum(tp[:, a:b], axis=1, dtype=np.float64)  # K x Pc
+        fp_cum = np.cumsum(~tp[:, a:b], axis=1, dtype=np.float64)
+        recall = tp_cum / float(num_gt[row])
+        precision = tp_cum / (tp_cum + fp_cum)
+        for k in range(K):
+            ap[row, k] = interpolated_ap(precision[k], recall[k])
+
+    map_per_threshold = ap.mean(axis=0) if C else np.zeros(K)
+    return DetectionResult(
+        tiou_thresholds=thr, map_per_threshold=map_per_threshold, average_map=float(map_per_threshold.mean()),
+        class_ids=class_ids, ap=ap, num_gt=num_gt, num_predictions=num_pred, num_videos=num_videos,
+        num_gt_total=int(len(gt)), num_gt_duplicates=n_dup, num_predictions_total=num_predictions_total,
+        num_predictions_ignored=num_ignored, num_predictions_no_gt_video=no_gt_video)
