@@ -1,0 +1,113 @@
+"""One-epoch `avel train` smoke tests for every registered model, through the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from avel.cli.main import cli
+from avel.datasets.annotations import AnnotationSet, Sample, Segment
+from avel.datasets.ave import write_ave
+from avel.datasets.sampling import AVE_VGG19, AVE_VGGISH, UNAV100_I3D, UNAV100_VGGISH
+from avel.datasets.store import FeatureStore, StoreWriter, StreamSpec
+from avel.datasets.unav100 import write_unav100
+
+DENSE_SMALL = {
+    "unav": {"encoder": {"embed_dim": 16, "num_heads": 2}, "tdm": {"class_dim": 4}, "head": {"head_dim": 16}},
+    "ccnet": {"encoder": {"embed_dim": 16, "num_heads": 2}, "tdm": {"class_dim": 4}, "head": {"head_dim": 16}},
+    "loco": {"encoder": {"embed_dim": 16, "num_heads": 2}, "decoder": {"num_blocks": 1, "num_heads": 2},
+             "cdp": {"num_heads": 2}, "head": {"head_dim": 16}},
+}
+
+
+@pytest.fixture(scope="module")
+def dense_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dense")
+    rng = np.random.default_rng(0)
+    samples = []
+    specs = {"rgb": StreamSpec("i3d_rgb", UNAV100_I3D, (12,)), "vggish": StreamSpec("vggish", UNAV100_VGGISH, (8,))}
+    with StoreWriter(root / "store", dataset="unav100", streams=specs) as w:
+        for i in range(12):
+            n = int(rng.integers(20, 40))
+            dur = (n - 1) * 0.32 + 0.96
+            w.add(f"-v{i}", {"rgb": rng.standard_normal((n, 12)), "vggish": rng.standard_normal((n, 8))})
+            start = float(rng.uniform(0, dur / 2))
+            samples.append(Sample(f"-v{i}", f"-v{i}", dur, ["train", "train", "validation", "test"][i % 4],
+                                  [Segment(start, start + 2.0, ["b", "a", "c"][i % 3], i % 3)]))
+    write_unav100(AnnotationSet("unav100", ["b", "a", "c"], samples), root / "ann.json")
+    return root
+
+
+@pytest.mark.parametrize("model", ["unav", "ccnet", "loco"])
+def test_dense_models_train_one_epoch(dense_data, tmp_path, model):
+    cfg = {"task": "dense", "tensorboard": True, "model": {"name": model, "options": DENSE_SMALL[model]},
+           "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
+           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store",
+                                   str(dense_data / "store"), "--annotations", str(dense_data / "ann.json"),
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    assert summary["model"] == model and summary["best_epoch"] == 1
+    assert 0.0 <= summary["test"]["average_mAP"] <= 1.0
+    preds = json.loads((tmp_path / "run" / "predictions_test.json").read_text())
+    assert set(preds["results"]) <= {f"-v{i}" for i in range(3, 12, 4)}
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+    res = CliRunner().invoke(cli, ["eval", "--run", str(tmp_path / "run"), "--annotations",
+                                   str(dense_data / "ann.json"), "--split", "test", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout[res.stdout.index("{"):])["average_mAP"] == pytest.approx(
+        summary["test"]["average_mAP"], abs=1e-9)
+
+
+def test_train_refuses_to_overwrite_and_resumes(dense_data, tmp_path):
+    cfg = {"task": "dense", "tensorboard": False, "model": {"name": "unav", "options": DENSE_SMALL["unav"]},
+           "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
+           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(dense_data / "store"),
+            "--annotations", str(dense_data / "ann.json"), "--out", str(tmp_path / "run")]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 2 and "--resume" in again.output
+    more = CliRunner().invoke(cli, args + ["--resume", str(tmp_path / "run" / "last.pt"), "--set", "optim.epochs=2"])
+    assert more.exit_code == 0, more.output
+    assert json.loads(more.stdout[more.stdout.index("{"):])["best_epoch"] in (1, 2)
+    bad = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(dense_data / "store"),
+                                   "--annotations", str(dense_data / "ann.json"), "--out", str(tmp_path / "r2"),
+                                   "--set", "optim.epoch=2"])
+    assert bad.exit_code == 2 and "unknown key(s) ['epoch'] in optim" in bad.output
+
+
+@pytest.fixture(scope="module")
+def ave_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ave")
+    rng = np.random.default_rng(1)
+    specs = {"vgg19": StreamSpec("vgg19", AVE_VGG19, (7, 7, 16)), "vggish": StreamSpec("vggish", AVE_VGGISH, (8,))}
+    samples = []
+    with StoreWriter(root / "store", dataset="ave", streams=specs) as w:
+        for i in range(10):
+            w.add(f"yt{i}", {"vgg19": rng.random((10, 7, 7, 16)), "vggish": rng.standard_normal((10, 8))})
+            s = int(rng.integers(0, 8))
+            samples.append(Sample(f"row-{i:04d}", f"yt{i}", 10.0, ["train", "train", "validation", "test"][i % 4],
+                                  [Segment(float(s), float(s + 2), ["dog", "bell"][i % 2], i % 2)], {"row": i}))
+    write_ave(AnnotationSet("ave", ["dog", "bell"], samples, background_id=2), root)
+    return root
+
+
+@pytest.mark.parametrize("model", ["agva", "ccln", "avlc"])
+def test_ave_models_train_one_epoch(ave_data, tmp_path, model):
+    cfg = {"task": "ave", "tensorboard": False, "model": {"name": model, "options": {}},
+           "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"]},
+           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(ave_data / "store"),
+                                   "--annotations", str(ave_data / "Annotations.txt"), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    assert summary["test"]["segments"] == 20  # 2 test rows x 10 segments
+    assert 0.0 <= summary["test"]["segment_accuracy"] <= 1.0
