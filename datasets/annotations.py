@@ -14,6 +14,11 @@ from typing import Iterator
 SUBSETS = ("train", "validation", "test")
 
 
+class AnnotationError(ValueError):
+    """An annotation file cannot be loaded; the message names the file, the location
+    (``line 17``, ``database/<vid>/annotations[2]``) and what was expected."""
+
+
 @dataclass(frozen=True)
 class Segment:
     """One labelled event, ``[start_s, end_s)`` in seconds from the video start."""

@@ -1,116 +1,223 @@
 """AVE annotations: ``Annotations.txt``, the split files, per-segment labels, and a writer.
 
-``Annotations.txt`` rows are ``Category&VideoID&Quality&StartTime&EndTime`` (the release has
-a header line with exactly these names; the copy in many repos has none: both are accepted).
-One :class:`Sample` per ROW (``sample_id = "row-0000"``): 45 videos appear on several rows
-with different events, so extraction is per video but training is per row.
+``Annotations.txt`` rows are ``Category&VideoID&Quality&StartTime&EndTime``; the original
+release starts with a header line holding exactly these names, the copy in many repos (and
+the one in ``shared/data``) has none: a first line equal to the header (ignoring case and
+spaces) is skipped. Blank lines are skipped and do not count as rows. One :class:`Sample` per
+ROW (``sample_id = "row-0000"``, 0-based data row): 45 videos appear on 2-3 rows with
+different events, so extraction is per video but training and evaluation are per row.
 
-Classes: the 28 event classes in order of first appearance; ``background_id = 28`` (29
-classes counting background). ``classes`` holds the 28 event names only.
+Classes: the 28 event classes in order of first appearance (``Church bell`` ... ``Mandolin``);
+``background_id = 28``, so models have 29 outputs while ``classes`` holds the 28 event names
+only. ``classes=`` fixes another order (e.g. a synthetic set's own class list).
 
-Splits: ``{train,val,test}_order.h5`` (dataset ``order``: row indices); ``split="match"``
-uses ``*_order_match.h5`` (the cross-modal localization split).
+Splits: ``{train,val,test}_order.h5``, dataset ``order`` = row indices (``val`` becomes subset
+``"validation"``); ``split="match"`` reads ``*_order_match.h5``, the cross-modal localization
+(CML) split. Times are whole seconds in the release but any number is accepted.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import h5py
 import numpy as np
 
-from avel.datasets.annotations import AnnotationSet, Sample, Segment
-from avel.datasets.unav100 import AnnotationError
+from avel.datasets.annotations import AnnotationError, AnnotationSet, Sample, Segment
+
+__all__ = ["HEADER", "is_header", "NUM_SEGMENTS", "CLIP_DURATION_S", "BACKGROUND_ID", "SPLIT_SUFFIXES", "split_files",
+           "read_order", "load_ave", "segment_labels", "write_ave"]
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
 NUM_SEGMENTS = 10
 CLIP_DURATION_S = 10.0
-_SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}
+BACKGROUND_ID = 28
+SPLIT_SUFFIXES = {"standard": "_order.h5", "match": "_order_match.h5"}
+_SPLIT_STEMS = {"train": "train", "validation": "val", "test": "test"}  # subset -> file stem
+
+
+def is_header(line: str) -> bool:
+    """Whether ``line`` is the release's header line (case and spaces ignored)."""
+    return line.strip().replace(" ", "").lower() == HEADER.lower()
+
+
+def split_files(split_dir: str | os.PathLike, split: str = "standard") -> dict[str, Path]:
+    """``{subset: <split_dir>/<stem><suffix>}`` for ``split`` ``"standard"`` or ``"match"``."""
+    if split not in SPLIT_SUFFIXES:
+        raise ValueError(f"split must be one of {list(SPLIT_SUFFIXES)}, got {split!r}")
+    return {subset: Path(split_dir) / f"{stem}{SPLIT_SUFFIXES[split]}" for subset, stem in _SPLIT_STEMS.items()}
+
+
+def read_order(path: Path) -> np.ndarray:
+    """Row indices of one split file (dataset ``order``), as int64 ``(N,)``.
+
+    Raises:
+        AnnotationError: unreadable file, no ``order`` dataset, or non-integer values.
+    """
+    try:
+        with h5py.File(path, "r") as h:
+            if "order" not in h or not isinstance(h["order"], h5py.Dataset):
+                raise AnnotationError(f"{path}: order: no dataset 'order' (keys: {list(h.keys())})")
+            order = np.asarray(h["order"][()])
+    except OSError as e:
+        raise AnnotationError(f"{path}: file: cannot open as HDF5 ({e})") from e
+    if order.dtype.kind not in "iu":
+        if order.dtype.kind != "f" or not np.all(np.isfinite(order)) or np.any(order != np.round(order)):
+            raise AnnotationError(f"{path}: order: expected integer row indices, got dtype {order.dtype}")
+    return order.reshape(-1).astype(np.int64)
 
 
 def load_ave(annotations_path: str | os.PathLike, *, split_dir: str | os.PathLike | None = None,
-             split: str = "standard") -> AnnotationSet:
-    """Parse ``Annotations.txt`` (+ split files from ``split_dir``, default: its folder)."""
+             split: str = "standard", classes: Sequence[str] | None = None) -> AnnotationSet:
+    """Parse ``Annotations.txt`` and assign subsets from the split files.
+
+    Args:
+        annotations_path: the ``&``-separated annotation file.
+        split_dir: folder with the ``*_order*.h5`` files. Default: the folder of
+            ``annotations_path``, where the standard files are optional (all three absent:
+            every ``subset`` is None). When ``split_dir`` is given, ``split="match"``, or only
+            some files exist, all three are required.
+        split: ``"standard"`` (``*_order.h5``) or ``"match"`` (``*_order_match.h5``, CML).
+        classes: event class names fixing the label ids (default: order of first appearance).
+
+    Returns:
+        dataset ``"ave"``, ``background_id = len(classes)`` (28 for the release), samples in
+        row order with ``duration_s = 10``, ``extra = {"row", "quality", "line"}``.
+
+    Raises:
+        AnnotationError: the first bad line / split file, naming the file and line.
+    """
     path = Path(annotations_path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    files = split_files(split_dir if split_dir is not None else path.parent, split)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"{path}: file: cannot read: {e}") from e
+    names = list(classes) if classes is not None else []
     samples: list[Sample] = []
-    classes: list[str] = []
-    row = 0
+    first = True
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        if lineno == 1 and line.strip().replace(" ", "") == HEADER:
+        if first and is_header(line):
+            first = False
             continue
-        parts = line.rstrip("\r").split("&")
+        first = False
+        parts = line.strip().split("&")
         if len(parts) != 5:
-            raise AnnotationError(f"{path}: line {lineno}: expected 5 '&'-separated fields "
-                                  f"({HEADER}), got {len(parts)}")
-        category, vid, quality, start, end = parts
+            raise AnnotationError(f"{path}: line {lineno}: expected 5 '&'-separated fields ({HEADER}), "
+                                  f"got {len(parts)}")
+        category, vid, quality, start, end = (p.strip() for p in parts)
         try:
             start_s, end_s = float(start), float(end)
         except ValueError:
             raise AnnotationError(f"{path}: line {lineno}: StartTime/EndTime must be numbers, got "
                                   f"{start!r}, {end!r}") from None
-        if category not in classes:
-            classes.append(category)
+        if not category or not vid:
+            raise AnnotationError(f"{path}: line {lineno}: Category and VideoID must not be empty")
+        if category not in names:
+            if classes is not None:
+                raise AnnotationError(f"{path}: line {lineno}: category {category!r} is not in the given classes")
+            names.append(category)
+        row = len(samples)
         samples.append(Sample(f"row-{row:04d}", vid, CLIP_DURATION_S, None,
-                              [Segment(start_s, end_s, category, classes.index(category))],
+                              [Segment(start_s, end_s, category, names.index(category))],
                               {"row": row, "quality": quality, "line": lineno}))
-        row += 1
-    split_dir = Path(split_dir) if split_dir is not None else path.parent
-    suffix = {"standard": "_order.h5", "match": "_order_match.h5"}.get(split)
-    if suffix is None:
-        raise ValueError(f"split must be 'standard' or 'match', got {split!r}")
-    for subset, stem in _SPLIT_FILES.items():
-        f = split_dir / f"{stem}{suffix}"
+    present = [f.exists() for f in files.values()]
+    if split_dir is None and split == "standard" and not any(present):
+        return AnnotationSet("ave", names, samples, source=path, background_id=len(names))
+    for subset, f in files.items():
         if not f.exists():
-            continue
-        with h5py.File(f, "r") as h:
-            if "order" not in h:
-                raise AnnotationError(f"{f}: no dataset 'order' (keys: {list(h.keys())})")
-            order = np.asarray(h["order"][()]).reshape(-1)
+            expected = ", ".join(p.name for p in files.values())
+            raise AnnotationError(f"{f}: file: missing split file (expected {expected})")
+        order = read_order(f)
         bad = order[(order < 0) | (order >= len(samples))]
         if bad.size:
             raise AnnotationError(f"{f}: row indices {bad[:5].tolist()} outside 0..{len(samples) - 1}")
         for r in order.tolist():
-            if samples[r].subset not in (None, subset):
-                raise AnnotationError(f"{f}: row {r} is also in subset {samples[r].subset!r}")
+            if samples[r].subset is not None:
+                where = "twice in this file" if samples[r].subset == subset else f"also in subset {samples[r].subset!r}"
+                raise AnnotationError(f"{f}: order: row {r} is {where}")
             samples[r].subset = subset
-    return AnnotationSet("ave", classes, samples, source=path, background_id=len(classes))
+    return AnnotationSet("ave", names, samples, source=path, background_id=len(names))
 
 
-def segment_labels(sample: Sample, *, num_segments: int = NUM_SEGMENTS, background_id: int = 28) -> np.ndarray:
-    """Per-segment class ids: segment ``t`` covers ``[t, t+1)`` s and is labelled when
-    ``start <= t < end``, else background."""
-    labels = np.full(num_segments, background_id, np.int64)
+def segment_labels(sample: Sample, *, num_segments: int = NUM_SEGMENTS,
+                   background_id: int = BACKGROUND_ID) -> np.ndarray:
+    """Per-segment class ids ``(num_segments,)`` int64.
+
+    Segment ``t`` covers ``[t, t+1)`` s and takes an event's ``label_id`` when
+    ``start_s <= t < end_s``, else ``background_id`` (so ``[0, 0)`` labels nothing, as in
+    the release's ``labels_closs.h5``). Later segments of the sample win where events overlap.
+    """
+    labels = np.full(num_segments, background_id, np.int64)  # T
     t = np.arange(num_segments)
     for seg in sample.segments:
         labels[(t >= seg.start_s) & (t < seg.end_s)] = seg.label_id
     return labels
 
 
-def write_ave(annset: AnnotationSet, out_dir: str | os.PathLike) -> None:
-    """Write ``Annotations.txt`` (with the header line) and the split files.
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
-    The ``*_order_match.h5`` files repeat the standard split (for synthetic data every event
-    is usable for cross-modal localization; evaluation excludes full-length events itself).
+
+def _time(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def write_ave(annset: AnnotationSet, out_dir: str | os.PathLike) -> None:
+    """Write ``Annotations.txt`` (with the release's header line) and the split files
+    ``{train,val,test}_order.h5`` and ``*_order_match.h5`` (dataset ``order``, int64), each
+    atomically.
+
+    Rows are written in ``extra["row"]`` order (samples without it keep their position after
+    those with one), so the written row index of a sample is its index in that order. The
+    match split repeats the standard split: for synthetic data every row may serve cross-modal
+    localization, and the CML evaluation excludes full-length events itself.
+
+    Args:
+        annset: samples with exactly one segment each; ``subset`` None puts a row in no split.
+        out_dir: created if needed.
+
+    Note:
+        the format has no label ids: :func:`load_ave` numbers classes by first appearance
+        unless given ``classes=annset.classes``.
+
+    Raises:
+        ValueError: a sample the format cannot hold (not one segment, ``&`` or a newline in a
+            field, a label that does not match ``classes``), naming the sample.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = sorted(annset, key=lambda s: s.extra.get("row", 0))
+    rows = sorted(annset, key=lambda s: s.extra.get("row", float("inf")))
     lines = [HEADER]
     for s in rows:
         if len(s.segments) != 1:
-            raise ValueError(f"AVE rows carry exactly one event; sample {s.sample_id} has {len(s.segments)}")
+            raise ValueError(f"{out}: AVE rows carry exactly one event; sample {s.sample_id!r} has {len(s.segments)}")
         g = s.segments[0]
-        start = int(g.start_s) if float(g.start_s).is_integer() else g.start_s
-        end = int(g.end_s) if float(g.end_s).is_integer() else g.end_s
-        lines.append(f"{g.label}&{s.video_id}&{s.extra.get('quality', 'good')}&{start}&{end}")
-    tmp = out / ".Annotations.txt.tmp"
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "Annotations.txt")
-    for subset, stem in _SPLIT_FILES.items():
-        order = np.array([i for i, s in enumerate(rows) if s.subset == subset], np.int64)
-        for suffix in ("_order.h5", "_order_match.h5"):
-            with h5py.File(out / f"{stem}{suffix}", "w") as h:
+        quality = str(s.extra.get("quality", "good"))
+        for field, value in (("label", g.label), ("video_id", s.video_id), ("quality", quality)):
+            if not value or any(c in value for c in "&\r\n"):
+                raise ValueError(f"{out}: sample {s.sample_id!r}: {field} {value!r} is empty or holds '&' or a newline")
+        if annset.classes and (not 0 <= g.label_id < len(annset.classes) or annset.classes[g.label_id] != g.label):
+            raise ValueError(f"{out}: sample {s.sample_id!r}: label {g.label!r} with id {g.label_id} "
+                             f"does not match the class list")
+        lines.append(f"{g.label}&{s.video_id}&{quality}&{_time(g.start_s)}&{_time(g.end_s)}")
+    _write_atomic(out / "Annotations.txt", lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+
+    def h5_writer(order: np.ndarray):
+        def write(p: Path) -> None:
+            with h5py.File(p, "w") as h:
                 h.create_dataset("order", data=order)
+        return write
+
+    for subset in _SPLIT_STEMS:
+        order = np.array([i for i, s in enumerate(rows) if s.subset == subset], np.int64)
+        for split in SPLIT_SUFFIXES:
+            _write_atomic(split_files(out, split)[subset], h5_writer(order))

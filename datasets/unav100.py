@@ -6,101 +6,205 @@ Format (``unav100_annotations.json``)::
      "database": {video_id: {"duration": s, "subset": "train" | "validation" | "test",
                              "annotations": [{"segment": [start_s, end_s], "label": str, "label_id": int}]}}}
 
-Classes are ordered by ``label_id`` (the release's ids are NOT alphabetical). Video ids may
-start with ``-`` or ``_`` (1,336 of them): they are never passed where they could be read as
-options, and file lookup uses exact names.
+Classes are ordered by ``label_id`` (the release's ids are NOT alphabetical); every label must
+map to exactly one id and the ids must be ``0..C-1`` without gaps. Video ids may start with
+``-`` or ``_`` (1,336 of them): lookup compares exact directory entries, never globs, never
+passes an id where it could be read as an option, and never skips names starting with a dot.
+
+:func:`load_unav100` rejects files whose STRUCTURE is wrong (bad JSON, missing keys, wrong
+types, unknown subset, inconsistent label ids, a video id twice) with one
+:class:`AnnotationError`; it accepts semantically odd events (start >= end, past the
+duration, duplicates): :func:`avel.datasets.validate.validate` reports those, and all
+problems at once.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Iterable
 
-from avel.datasets.annotations import SUBSETS, AnnotationSet, Sample, Segment
+from avel.datasets.annotations import SUBSETS, AnnotationError, AnnotationSet, Sample, Segment
+
+__all__ = ["AnnotationError", "VIDEO_EXTENSIONS", "load_unav100", "write_unav100", "find_video_files",
+           "read_json_with_duplicates", "json_number", "json_type"]
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+VERSION = "unav100"
 
 
-class AnnotationError(ValueError):
-    """An annotation file cannot be loaded; the message names the file and the location."""
+class JsonObject(dict):
+    """A JSON object that remembers keys it saw more than once (``duplicate_keys``);
+    ``json`` itself silently keeps the last value, which would hide a repeated video id."""
+
+    duplicate_keys: list[str]
+
+
+def _object_pairs(pairs: list[tuple[str, object]]) -> JsonObject:
+    obj = JsonObject()
+    obj.duplicate_keys = []
+    for key, value in pairs:
+        if key in obj:
+            obj.duplicate_keys.append(key)
+        obj[key] = value
+    return obj
+
+
+def read_json_with_duplicates(path: Path):
+    """``json.loads`` of ``path`` whose objects are :class:`JsonObject` (raises
+    ``OSError``, ``UnicodeDecodeError`` or ``json.JSONDecodeError``)."""
+    return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_object_pairs)
+
+
+def json_type(x) -> str:
+    """The JSON name of ``x``'s type (for messages)."""
+    for t, name in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"), (int, "number"),
+                    (float, "number")):
+        if isinstance(x, t):
+            return name
+    return "null" if x is None else type(x).__name__
 
 
 def _fail(path: Path, where: str, message: str) -> AnnotationError:
     return AnnotationError(f"{path}: {where}: {message}")
 
 
+def json_number(x) -> float | None:
+    """``x`` as a finite float, or None when it is not a JSON number (bools excluded)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
 def load_unav100(path: str | os.PathLike) -> AnnotationSet:
-    """Parse the official UnAV-100 annotation JSON into an :class:`AnnotationSet`."""
+    """Parse the official UnAV-100 annotation JSON.
+
+    Args:
+        path: the JSON file (``unav100_annotations.json``).
+
+    Returns:
+        dataset ``"unav100"``: one :class:`Sample` per video (``sample_id == video_id``) in file
+        order, ``classes[label_id] == label``.
+
+    Raises:
+        AnnotationError: on the first structural problem, naming the file and the key path.
+    """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_with_duplicates(path)
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise _fail(path, "file", f"cannot read: {e}") from e
     database = data.get("database") if isinstance(data, dict) else None
     if not isinstance(database, dict):
-        raise _fail(path, "top level", 'expected an object with a "database" mapping')
+        raise _fail(path, "top level", 'expected an object {"version": ..., "database": {video_id: {...}}}')
+    if database.duplicate_keys:
+        raise _fail(path, f"database/{database.duplicate_keys[0]}", "video id appears more than once")
     names: dict[int, str] = {}
+    ids_of: dict[str, int] = {}
     samples: list[Sample] = []
     for vid, entry in database.items():
         where = f"database/{vid}"
+        if not vid:
+            raise _fail(path, where, "empty video id")
         if not isinstance(entry, dict):
-            raise _fail(path, where, "expected an object")
+            raise _fail(path, where, 'expected an object {"duration", "subset", "annotations"}')
         for key in ("duration", "subset", "annotations"):
             if key not in entry:
                 raise _fail(path, where, f"missing key {key!r}")
         if entry["subset"] not in SUBSETS:
-            raise _fail(path, f"{where}/subset", f"{entry['subset']!r} is not one of {SUBSETS}")
-        try:
-            duration = float(entry["duration"])
-        except (TypeError, ValueError):
-            raise _fail(path, f"{where}/duration", f"expected a number, got {entry['duration']!r}") from None
+            raise _fail(path, f"{where}/subset", f"expected one of {list(SUBSETS)}, got {entry['subset']!r}")
+        duration = json_number(entry["duration"])
+        if duration is None or duration <= 0:
+            raise _fail(path, f"{where}/duration", f"expected a positive number, got {entry['duration']!r}")
+        if not isinstance(entry["annotations"], list):
+            raise _fail(path, f"{where}/annotations", f"expected an array, got {json_type(entry['annotations'])}")
         segments = []
         for k, ann in enumerate(entry["annotations"]):
             w = f"{where}/annotations[{k}]"
-            try:
-                start, end = (float(x) for x in ann["segment"])
-                label, label_id = str(ann["label"]), int(ann["label_id"])
-            except (KeyError, TypeError, ValueError):
-                raise _fail(path, w, 'expected {"segment": [start_s, end_s], "label": str, "label_id": int}') from None
+            seg = ann.get("segment") if isinstance(ann, dict) else None
+            label = ann.get("label") if isinstance(ann, dict) else None
+            label_id = ann.get("label_id") if isinstance(ann, dict) else None
+            if not (isinstance(seg, list) and len(seg) == 2 and all(json_number(x) is not None for x in seg)
+                    and isinstance(label, str) and label
+                    and isinstance(label_id, int) and not isinstance(label_id, bool) and label_id >= 0):
+                raise _fail(path, w, 'expected {"segment": [start_s, end_s], "label": non-empty str, '
+                                     f'"label_id": int >= 0}}, got {ann!r}')
             if names.setdefault(label_id, label) != label:
                 raise _fail(path, w, f"label_id {label_id} is {label!r} here but {names[label_id]!r} elsewhere")
-            segments.append(Segment(start, end, label, label_id))
+            if ids_of.setdefault(label, label_id) != label_id:
+                raise _fail(path, w, f"label {label!r} has label_id {label_id} here but {ids_of[label]} elsewhere")
+            segments.append(Segment(float(seg[0]), float(seg[1]), label, label_id))
         samples.append(Sample(vid, vid, duration, entry["subset"], segments))
     ids = sorted(names)
     if ids != list(range(len(ids))):
-        raise _fail(path, "database", f"label_id values must be 0..C-1 without gaps, got {ids[:5]}...{ids[-5:]}")
-    by_label: dict[str, int] = {}
-    for i, name in names.items():
-        if by_label.setdefault(name, i) != i:
-            raise _fail(path, "database", f"label {name!r} has two label_ids ({by_label[name]} and {i})")
+        gaps = sorted(set(range(ids[-1] + 1)) - set(ids))
+        raise _fail(path, "database", f"label_id values must be 0..C-1 without gaps; missing {gaps[:10]}")
     return AnnotationSet("unav100", [names[i] for i in ids], samples, source=path)
 
 
 def write_unav100(annset: AnnotationSet, path: str | os.PathLike) -> None:
-    """Write ``annset`` in the official format (atomically: temp file + rename)."""
+    """Write ``annset`` in the official format, atomically (temp file in the same folder +
+    rename), so a reader never sees a half-written file.
+
+    Args:
+        annset: samples with a duration and a subset; one entry per sample, keyed by
+            ``video_id`` (which must therefore be unique); ``label_id`` must index ``classes``.
+        path: output JSON file; its folder must exist.
+
+    Raises:
+        ValueError: a sample that the format cannot hold, naming the sample.
+    """
     path = Path(path)
-    database = {}
+    database: dict[str, dict] = {}
     for s in annset:
+        if s.video_id in database:
+            raise ValueError(f"{path}: video id {s.video_id!r} appears on two samples; UnAV-100 has one per video")
+        if s.subset not in SUBSETS or s.duration_s is None:
+            raise ValueError(f"{path}: sample {s.sample_id!r} needs a subset in {list(SUBSETS)} and a duration, "
+                             f"got subset={s.subset!r}, duration_s={s.duration_s!r}")
+        for g in s.segments:
+            if not 0 <= g.label_id < len(annset.classes) or annset.classes[g.label_id] != g.label:
+                raise ValueError(f"{path}: sample {s.sample_id!r}: label {g.label!r} with id {g.label_id} "
+                                 f"does not match the class list")
         database[s.video_id] = {
             "duration": s.duration_s,
             "subset": s.subset,
             "annotations": [{"segment": [g.start_s, g.end_s], "label": g.label, "label_id": g.label_id}
                             for g in s.segments],
         }
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"version": "unav100", "database": database}), encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"version": VERSION, "database": database}), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def find_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
                      extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> tuple[dict[str, Path], list[str]]:
-    """Map ids to ``<video_dir>/<id><ext>`` (first extension that exists); returns (found, missing)."""
+    """Map each id to ``<video_dir>/<id><ext>``.
+
+    The directory is listed once and names are compared exactly (no globbing, so ids with
+    ``-``, ``_``, ``[`` or a leading ``.`` are safe); when several extensions exist the first in
+    ``extensions`` wins.
+
+    Args:
+        video_ids: ids to look up (duplicates are looked up once).
+        video_dir: flat folder of videos; a missing folder means every id is missing.
+        extensions: accepted extensions with their dot, in order of preference.
+
+    Returns:
+        ``(found, missing)``: ``found[id]`` is the path, ``missing`` the ids without a file, in
+        input order.
+    """
     video_dir = Path(video_dir)
-    present = {entry.name for entry in os.scandir(video_dir)} if video_dir.is_dir() else set()
+    present = {entry.name for entry in os.scandir(video_dir) if entry.is_file()} if video_dir.is_dir() else set()
     found: dict[str, Path] = {}
     missing: list[str] = []
-    for vid in video_ids:
+    for vid in dict.fromkeys(video_ids):
         for ext in extensions:
             if f"{vid}{ext}" in present:
                 found[vid] = video_dir / f"{vid}{ext}"

@@ -1,31 +1,54 @@
 """Validation of annotation files: report every problem at once.
 
-Loaders stop at the first fatal problem (:class:`~avel.datasets.unav100.AnnotationError`);
+Loaders stop at the first fatal problem (:class:`~avel.datasets.annotations.AnnotationError`);
 :func:`validate` keeps going and returns every :class:`Problem` it finds, each naming the file,
-the location (``line 17``, ``database/<vid>/annotations[2]``) and what was expected.
+the location (``line 17``, ``database/<vid>/annotations[2]/segment``, ``order[5]``) and what was
+expected. It also reports what loaders accept but what is surely wrong: events with
+``start >= end``, outside the video, or repeated.
+
+Checks:
+    UnAV-100: invalid JSON (line, column), missing / repeated keys, wrong types, unknown
+    subset, non-positive duration, ``start >= end``, start < 0 or end past the duration (by
+    more than :data:`DURATION_TOLERANCE_S`), duplicate events in a video, a label with
+    several ids or an id with several labels, ids not ``0..C-1``, missing video files.
+    AVE: field count, non-numeric or empty fields, ``start >= end``, an event outside the 10-s
+    clip, duplicate rows, and for both splits (``*_order.h5``, ``*_order_match.h5``) missing
+    files, missing ``order`` dataset, non-integer values, indices out of range, rows listed
+    twice; missing video files.
+    Folder: not a directory, no videos, two files for one id, empty files.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
-import numpy as np
+from avel.datasets.annotations import SUBSETS, AnnotationError
+from avel.datasets.ave import CLIP_DURATION_S, HEADER, SPLIT_SUFFIXES, is_header, read_order, split_files
+from avel.datasets.folder import DATASETS, video_files
+from avel.datasets.unav100 import (VIDEO_EXTENSIONS, JsonObject, json_number, find_video_files, json_type,
+                                   read_json_with_duplicates)
 
-from avel.datasets.annotations import SUBSETS
-from avel.datasets.ave import CLIP_DURATION_S, HEADER
-from avel.datasets.unav100 import VIDEO_EXTENSIONS, find_video_files
+__all__ = ["DURATION_TOLERANCE_S", "Problem", "validate"]
 
-DURATION_TOLERANCE_S = 0.5
-"""Segments may end up to this much after the annotated duration (rounding in the release)."""
+DURATION_TOLERANCE_S = 0.05
+"""An event may end this much after the annotated duration: durations in the release are
+rounded to 0.01 s, segment ends to 0.00001 s (the real file never exceeds its durations)."""
 
 
 @dataclass(frozen=True)
 class Problem:
+    """One problem of one file.
+
+    Args:
+        file: the file (or directory) it is in.
+        location: where in it: ``line 17``, ``database/<vid>/annotations[2]``, ``order[4]``,
+            ``file``, ``top level``.
+        message: what is wrong and what was expected.
+    """
+
     file: str
     location: str
     message: str
@@ -37,98 +60,131 @@ class Problem:
 def validate(dataset: str, annotations_path: str | os.PathLike | None = None, *,
              video_dir: str | os.PathLike | None = None,
              split_dir: str | os.PathLike | None = None) -> list[Problem]:
-    """All problems of an annotation file (and of its split files / videos when given)."""
+    """Every problem of an annotation file, its split files and its videos.
+
+    Args:
+        dataset: ``"unav100"`` | ``"ave"`` | ``"folder"``.
+        annotations_path: the annotation file; for ``folder`` the video directory when
+            ``video_dir`` is not given.
+        video_dir: when given, every annotated video must have a file ``<id><ext>`` there
+            (``folder``: the directory to check).
+        split_dir: AVE: folder of the split files. Default: next to ``annotations_path``,
+            where they are optional (none of the standard ones there: splits not checked).
+
+    Returns:
+        the problems in file order; empty when clean.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
+    if dataset == "folder":
+        root = video_dir if video_dir is not None else annotations_path
+        if root is None:
+            raise ValueError("folder dataset: give the video directory")
+        return _validate_folder(Path(root))
+    if annotations_path is None:
+        raise ValueError(f"{dataset}: the annotation file is required")
     if dataset == "unav100":
         return _validate_unav100(Path(annotations_path), video_dir)
-    if dataset == "ave":
-        return _validate_ave(Path(annotations_path), video_dir, split_dir)
-    if dataset == "folder":
-        return _validate_folder(Path(video_dir or annotations_path))
-    raise ValueError(f"unknown dataset {dataset!r}; expected unav100, ave or folder")
+    return _validate_ave(Path(annotations_path), video_dir, split_dir)
 
 
-def _number(x) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
+def _repeated(obj, f: str, where: str) -> list[Problem]:
+    keys = obj.duplicate_keys if isinstance(obj, JsonObject) else []
+    return [Problem(f, f"{where}/{k}" if where else k, "key appears more than once (JSON keeps only the last)")
+            for k in dict.fromkeys(keys)]
 
 
 def _validate_unav100(path: Path, video_dir) -> list[Problem]:
     f = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        return [Problem(f, "file", f"cannot read ({e.strerror})")]
-    try:
-        data = json.loads(text)
+        data = read_json_with_duplicates(path)
     except json.JSONDecodeError as e:
         return [Problem(f, f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}")]
+    except (OSError, UnicodeDecodeError) as e:
+        return [Problem(f, "file", f"cannot read: {e}")]
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
-        return [Problem(f, "top level", 'expected {"version": ..., "database": {video_id: {...}}}')]
-    problems: list[Problem] = []
+        return [Problem(f, "top level", 'expected an object {"version": "unav100", "database": {video_id: {...}}}')]
+    problems = _repeated(data, f, "")
+    if "version" not in data:
+        problems.append(Problem(f, "top level", "missing key 'version' (expected \"unav100\")"))
+    database = data["database"]
+    problems += _repeated(database, f, "database")
     names: dict[int, set[str]] = {}
     ids_of: dict[str, set[int]] = {}
-    for vid, entry in data["database"].items():
+    for vid, entry in database.items():
         where = f"database/{vid}"
+        if not vid or "/" in vid or "\0" in vid:
+            problems.append(Problem(f, where, f"video id {vid!r} cannot be a file name"))
         if not isinstance(entry, dict):
-            problems.append(Problem(f, where, "expected an object with duration, subset, annotations"))
+            problems.append(Problem(f, where, 'expected an object {"duration", "subset", "annotations"}'))
             continue
+        problems += _repeated(entry, f, where)
         for key in ("duration", "subset", "annotations"):
             if key not in entry:
                 problems.append(Problem(f, where, f"missing key {key!r}"))
-        duration = _number(entry.get("duration"))
+        duration = json_number(entry.get("duration"))
         if "duration" in entry and (duration is None or duration <= 0):
             problems.append(Problem(f, f"{where}/duration", f"expected a positive number, got {entry['duration']!r}"))
+            duration = None
         if "subset" in entry and entry["subset"] not in SUBSETS:
-            problems.append(Problem(f, f"{where}/subset", f"{entry['subset']!r} is not one of {list(SUBSETS)}"))
+            problems.append(Problem(f, f"{where}/subset", f"expected one of {list(SUBSETS)}, got {entry['subset']!r}"))
         anns = entry.get("annotations", [])
         if not isinstance(anns, list):
-            problems.append(Problem(f, f"{where}/annotations", "expected a list"))
+            problems.append(Problem(f, f"{where}/annotations", f"expected an array, got {json_type(anns)}"))
             continue
-        seen = Counter()
+        first_of: dict[tuple, int] = {}
         for k, ann in enumerate(anns):
             w = f"{where}/annotations[{k}]"
             if not isinstance(ann, dict):
-                problems.append(Problem(f, w, "expected an object"))
+                problems.append(Problem(f, w, 'expected an object {"segment", "label", "label_id"}'))
                 continue
+            problems += _repeated(ann, f, w)
+            for key in ("segment", "label", "label_id"):
+                if key not in ann:
+                    problems.append(Problem(f, w, f"missing key {key!r}"))
             seg, label, label_id = ann.get("segment"), ann.get("label"), ann.get("label_id")
-            if not (isinstance(seg, list) and len(seg) == 2 and all(_number(x) is not None for x in seg)):
+            if "segment" in ann and not (isinstance(seg, list) and len(seg) == 2
+                                         and all(json_number(x) is not None for x in seg)):
                 problems.append(Problem(f, f"{w}/segment", f"expected [start_s, end_s] numbers, got {seg!r}"))
-                seg = None
-            if not isinstance(label, str) or not label:
-                problems.append(Problem(f, f"{w}/label", f"expected a class name, got {label!r}"))
-            if isinstance(label_id, bool) or not isinstance(label_id, int) or label_id < 0:
-                problems.append(Problem(f, f"{w}/label_id", f"expected a non-negative integer, got {label_id!r}"))
-                label_id = None
-            if isinstance(label, str) and label_id is not None:
+            if "label" in ann and (not isinstance(label, str) or not label):
+                problems.append(Problem(f, f"{w}/label", f"expected a non-empty class name, got {label!r}"))
+            if "label_id" in ann and (isinstance(label_id, bool) or not isinstance(label_id, int) or label_id < 0):
+                problems.append(Problem(f, f"{w}/label_id", f"expected an integer >= 0, got {label_id!r}"))
+            label_ok = isinstance(label, str) and bool(label)
+            id_ok = isinstance(label_id, int) and not isinstance(label_id, bool) and label_id >= 0
+            if label_ok and id_ok:
                 names.setdefault(label_id, set()).add(label)
                 ids_of.setdefault(label, set()).add(label_id)
-            if seg is not None:
-                start, end = float(seg[0]), float(seg[1])
-                if start >= end:
-                    problems.append(Problem(f, f"{w}/segment", f"start {start:g} >= end {end:g}"))
-                if start < 0:
-                    problems.append(Problem(f, f"{w}/segment", f"start {start:g} < 0"))
-                if duration is not None and end > duration + DURATION_TOLERANCE_S:
-                    problems.append(Problem(f, f"{w}/segment", f"end {end:g} after the duration {duration:g} s "
-                                                               f"(tolerance {DURATION_TOLERANCE_S} s)"))
-                key = (round(start, 6), round(end, 6), label)
-                seen[key] += 1
-                if seen[key] == 2:
-                    problems.append(Problem(f, w, f"duplicate event {label!r} [{start:g}, {end:g}]"))
-        if video_dir is not None:
-            _, missing = find_video_files([vid], video_dir)
-            if missing:
-                problems.append(Problem(f, where, f"no video file {vid}{{{','.join(VIDEO_EXTENSIONS)}}} in {video_dir}"))
+            if not (isinstance(seg, list) and len(seg) == 2 and all(json_number(x) is not None for x in seg)):
+                continue
+            start, end = float(seg[0]), float(seg[1])
+            if start >= end:
+                problems.append(Problem(f, f"{w}/segment", f"start {start:g} >= end {end:g} (expected start < end)"))
+            if start < 0:
+                problems.append(Problem(f, f"{w}/segment", f"start {start:g} < 0"))
+            if duration is not None and end > duration + DURATION_TOLERANCE_S:
+                problems.append(Problem(f, f"{w}/segment", f"end {end:g} after the duration {duration:g} s "
+                                                           f"(tolerance {DURATION_TOLERANCE_S} s)"))
+            key = (round(start, 6), round(end, 6), label if label_ok else None)
+            if key in first_of:
+                problems.append(Problem(f, w, f"duplicate event {label!r} [{start:g}, {end:g}] "
+                                              f"(same as annotations[{first_of[key]}])"))
+            first_of.setdefault(key, k)
     for label_id, labels in sorted(names.items()):
         if len(labels) > 1:
-            problems.append(Problem(f, "database", f"label_id {label_id} is used for several labels {sorted(labels)}"))
+            problems.append(Problem(f, "database", f"label_id {label_id} is used for several labels {sorted(labels)} "
+                                                   "(expected one label per id)"))
     for label, ids in sorted(ids_of.items()):
         if len(ids) > 1:
-            problems.append(Problem(f, "database", f"label {label!r} has several label_ids {sorted(ids)}"))
+            problems.append(Problem(f, "database", f"label {label!r} has several label_ids {sorted(ids)} "
+                                                   "(expected one id per label)"))
     if names and sorted(names) != list(range(max(names) + 1)):
         gaps = sorted(set(range(max(names) + 1)) - set(names))
         problems.append(Problem(f, "database", f"label_id values must be 0..C-1 without gaps; missing {gaps[:10]}"))
+    if video_dir is not None:
+        _, missing = find_video_files(list(database), video_dir)
+        exts = ",".join(VIDEO_EXTENSIONS)
+        problems += [Problem(f, f"database/{vid}", f"no video file {vid}{{{exts}}} in {video_dir}") for vid in missing]
     return problems
 
 
@@ -136,66 +192,83 @@ def _validate_ave(path: Path, video_dir, split_dir) -> list[Problem]:
     f = str(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        return [Problem(f, "file", f"cannot read ({e.strerror})")]
+    except (OSError, UnicodeDecodeError) as e:
+        return [Problem(f, "file", f"cannot read: {e}")]
     problems: list[Problem] = []
-    rows: list[tuple[int, str, str, float, float]] = []
-    seen: dict[tuple, int] = {}
+    n_rows = 0
+    line_of_vid: dict[str, int] = {}
+    first_line: dict[tuple, int] = {}
+    first = True
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        if lineno == 1 and line.strip().replace(" ", "") == HEADER:
-            continue
-        parts = line.rstrip("\r").split("&")
         loc = f"line {lineno}"
+        if is_header(line):
+            if not first:
+                problems.append(Problem(f, loc, "header line allowed only as the first line"))
+            first = False
+            continue
+        first = False
+        n_rows += 1  # every non-blank data line is a row, even a broken one (split indices count them)
+        parts = [p.strip() for p in line.strip().split("&")]
         if len(parts) != 5:
             problems.append(Problem(f, loc, f"expected 5 '&'-separated fields ({HEADER}), got {len(parts)}"))
             continue
-        category, vid, _quality, start, end = parts
+        category, vid, quality, start, end = parts
+        for name, value in (("Category", category), ("VideoID", vid), ("Quality", quality)):
+            if not value:
+                problems.append(Problem(f, loc, f"empty {name}"))
+        if vid:
+            line_of_vid.setdefault(vid, lineno)
         try:
             start_s, end_s = float(start), float(end)
         except ValueError:
             problems.append(Problem(f, loc, f"StartTime/EndTime must be numbers, got {start!r}, {end!r}"))
             continue
-        if not category:
-            problems.append(Problem(f, loc, "empty Category"))
-        if not vid:
-            problems.append(Problem(f, loc, "empty VideoID"))
         if start_s >= end_s:
             problems.append(Problem(f, loc, f"start {start_s:g} >= end {end_s:g}"))
         if start_s < 0 or end_s > CLIP_DURATION_S:
-            problems.append(Problem(f, loc, f"segment [{start_s:g}, {end_s:g}] outside the {CLIP_DURATION_S:g}-s clip"))
+            problems.append(Problem(f, loc, f"segment [{start_s:g}, {end_s:g}] outside the {CLIP_DURATION_S:g}-s "
+                                            f"clip (expected 0 <= start < end <= {CLIP_DURATION_S:g})"))
         key = (category, vid, start_s, end_s)
-        if key in seen:
-            problems.append(Problem(f, loc, f"duplicate of line {seen[key]}"))
-        seen.setdefault(key, lineno)
-        rows.append((lineno, category, vid, start_s, end_s))
-        if video_dir is not None:
-            _, missing = find_video_files([vid], video_dir)
-            if missing:
-                problems.append(Problem(f, loc, f"no video file for {vid!r} in {video_dir}"))
-    split_dir = Path(split_dir) if split_dir is not None else path.parent
-    owner: dict[int, str] = {}
-    for stem in ("train", "val", "test"):
-        sf = split_dir / f"{stem}_order.h5"
-        if not sf.exists():
+        if key in first_line:
+            problems.append(Problem(f, loc, f"duplicate of line {first_line[key]}"))
+        first_line.setdefault(key, lineno)
+    problems += _validate_splits(path, split_dir, n_rows)
+    if video_dir is not None:
+        _, missing = find_video_files(list(line_of_vid), video_dir)
+        problems += [Problem(f, f"line {line_of_vid[vid]}", f"no video file for {vid!r} in {video_dir}")
+                     for vid in missing]
+    return problems
+
+
+def _validate_splits(path: Path, split_dir, n_rows: int) -> list[Problem]:
+    """Split files of both splits. A split none of whose files exist is skipped, except the
+    standard split when ``split_dir`` was given explicitly; a partial split is a problem."""
+    problems: list[Problem] = []
+    for split in SPLIT_SUFFIXES:
+        files = split_files(split_dir if split_dir is not None else path.parent, split)
+        if not any(p.exists() for p in files.values()) and (split == "match" or split_dir is None):
             continue
-        try:
-            with h5py.File(sf, "r") as h:
-                if "order" not in h:
-                    problems.append(Problem(str(sf), "file", f"no dataset 'order' (keys {list(h.keys())})"))
-                    continue
-                order = np.asarray(h["order"][()]).reshape(-1)
-        except OSError as e:
-            problems.append(Problem(str(sf), "file", f"cannot open as HDF5 ({e})"))
-            continue
-        for r in order.tolist():
-            if not 0 <= r < len(rows):
-                problems.append(Problem(str(sf), f"order[{r}]", f"row index {r} outside 0..{len(rows) - 1}"))
-            elif r in owner:
-                problems.append(Problem(str(sf), f"row {r}", f"also in {owner[r]}"))
-            else:
-                owner[r] = sf.name
+        owner: dict[int, str] = {}
+        for sf in files.values():
+            if not sf.exists():
+                problems.append(Problem(str(sf), "file", f"missing split file (the {split} split needs "
+                                                         f"{', '.join(p.name for p in files.values())})"))
+                continue
+            try:
+                order = read_order(sf)
+            except AnnotationError as e:
+                location, _, message = str(e).removeprefix(f"{sf}: ").partition(": ")
+                problems.append(Problem(str(sf), location, message))
+                continue
+            for i, r in enumerate(order.tolist()):
+                if not 0 <= r < n_rows:
+                    problems.append(Problem(str(sf), f"order[{i}]", f"row index {r} outside 0..{n_rows - 1}"))
+                elif r in owner:
+                    problems.append(Problem(str(sf), f"order[{i}]", f"row {r} is also in {owner[r]}"))
+                else:
+                    owner[r] = sf.name
     return problems
 
 
@@ -204,19 +277,18 @@ def _validate_folder(root: Path) -> list[Problem]:
         return [Problem(str(root), "directory", "not a directory")]
     problems = []
     seen: dict[str, Path] = {}
-    count = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            p = Path(dirpath) / name
-            if p.suffix.lower() not in VIDEO_EXTENSIONS:
-                continue
-            count += 1
-            vid = p.relative_to(root).with_suffix("").as_posix()
-            if vid in seen:
-                problems.append(Problem(str(p), "file", f"same video id {vid!r} as {seen[vid]}"))
-            seen[vid] = p
-            if p.stat().st_size == 0:
-                problems.append(Problem(str(p), "file", "empty file (0 bytes)"))
-    if count == 0:
+    found = video_files(root)
+    for vid, p in found:
+        if vid in seen:
+            problems.append(Problem(str(p), "file", f"same video id {vid!r} as {seen[vid]} (expected one file per id)"))
+        seen.setdefault(vid, p)
+        if p.stat().st_size == 0:
+            problems.append(Problem(str(p), "file", "empty file (0 bytes)"))
+    if not found:
         problems.append(Problem(str(root), "directory", f"no video files ({', '.join(VIDEO_EXTENSIONS)})"))
     return problems
+
+
+def count_by_file(problems: list[Problem]) -> Counter:
+    """Number of problems per file (for summaries)."""
+    return Counter(p.file for p in problems)

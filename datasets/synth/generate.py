@@ -332,15 +332,17 @@ def annotation_set(cfg: SynthConfig, sigs: list[ClassSignature], plans: list[Vid
             segs = [Segment(o.start_s, o.end_s, sigs[o.class_index].name, label_of[o.class_index]) for o in events]
             samples.append(Sample(p.video_id, p.video_id, p.duration_s, p.subset, segs))
         return AnnotationSet("unav100", names, samples)
+    # AVE files carry no label ids: readers number classes by first appearance in row order,
+    # so the generator does the same (classes that never occur are appended after them).
+    rows = [(p, o) for p in plans for o in p.occurrences if o.labelled]
+    order = list(dict.fromkeys(sigs[o.class_index].name for _, o in rows))
+    order += [n for n in names if n not in order]
     samples = []
-    row = 0
-    for p in plans:
-        for o in (o for o in p.occurrences if o.labelled):
-            seg = Segment(o.start_s, o.end_s, sigs[o.class_index].name, label_of[o.class_index])
-            samples.append(Sample(f"row-{row:04d}", p.video_id, 10.0, p.subset, [seg],
-                                  {"row": row, "quality": "good"}))
-            row += 1
-    return AnnotationSet("ave", names, samples, background_id=len(names))
+    for row, (p, o) in enumerate(rows):
+        name = sigs[o.class_index].name
+        seg = Segment(o.start_s, o.end_s, name, order.index(name))
+        samples.append(Sample(f"row-{row:04d}", p.video_id, 10.0, p.subset, [seg], {"row": row, "quality": "good"}))
+    return AnnotationSet("ave", order, samples, background_id=len(order))
 
 
 def generate(cfg: SynthConfig, out_dir: str | os.PathLike, *, workers: int = 1,

@@ -122,6 +122,8 @@ def test_ave_format_via_cli(tmp_path):
     assert res.exit_code == 0, res.output
     ann = load_ave(tmp_path / "Annotations.txt")
     assert len(ann.video_ids()) == 6 and ann.background_id == ann.num_classes
+    meta = json.loads((tmp_path / "synth.json").read_text())
+    assert meta["label_ids"] == {c: ann.classes.index(c) for c in meta["label_ids"] if c in ann.classes}
     for s in ann:
         (seg,) = s.segments
         assert float(seg.start_s).is_integer() and float(seg.end_s).is_integer() and 0 <= seg.start_s < seg.end_s <= 10
