@@ -36,7 +36,14 @@ if [[ ! -f "$venv/.avel-deps" || "$(cat "$venv/.avel-deps")" != "$deps_hash" ]];
     echo "$deps_hash" > "$venv/.avel-deps"
 fi
 
-"$venv/bin/python" -m pip install --quiet --no-deps -e "$repo" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
+log="$(mktemp)"
+if ! "$venv/bin/python" -m pip install --quiet --no-deps -e "$repo" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "editable install of $repo failed" >&2
+    exit 1
+fi
+rm -f "$log"
 "$venv/bin/python" -c "import avel.datasets, avel.extractors, avel.models, avel.pipeline, avel.cli" >&2
 echo "$want" > "$venv/.avel-stamp"
 echo "$venv"
