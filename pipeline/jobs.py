@@ -66,8 +66,10 @@ def plan_jobs(
     """Split ``files`` (``{video_id: path}``) into todo / done / failed / rejected."""
     plan = JobPlan()
     for vid in missing:
-        plan.rejected.append({"video_id": vid, "path": None, "stage": "list", "error_type": "MissingVideoFile",
-                              "message": f"no video file found for id {vid!r}"})
+        reason = unsafe_id_reason(vid)
+        plan.rejected.append({"video_id": vid, "path": None, "stage": "list",
+                              "error_type": "UnsafeVideoId" if reason else "MissingVideoFile",
+                              "message": reason or f"no video file found for id {vid!r}"})
     committed: dict[str, set[str]] = {s: set() for s in streams}
     failed: set[str] = set()
     if (store_root / MANIFEST).exists():
