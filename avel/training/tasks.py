@@ -133,20 +133,33 @@ class AveTask:
 
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *,
                  subset: str) -> tuple[dict[str, Any], Any]:
-        predictions: dict[str, list[int]] = {}
-        correct = total = 0
+        """Segment accuracy (fully / weakly supervised: background counted as a class) or, for
+        models in the CML setting, A2V / V2A exact-window accuracy (score: their mean)."""
+        from avel.models.metrics.ave import cml_accuracy, segment_accuracy
+
+        seg_preds, seg_labels, sample_ids = [], [], []
+        distances, masks = [], []
         for batch in loader:
             batch = move_to(batch, device)
-            pred = model.predict(model(batch), batch)  # B x 10 class ids
-            pred = torch.as_tensor(pred).cpu()
+            pred = model.predict(model(batch), batch)
             labels = batch["segment_labels"].cpu()
-            correct += int((pred == labels).sum())
-            total += labels.numel()
-            for sid, row in zip(batch["sample_ids"], pred.tolist()):
-                predictions[sid] = row
-        accuracy = correct / max(total, 1)
-        return {"score": accuracy, "segment_accuracy": accuracy, "segments": total}, {"segment_predictions":
-                                                                                       predictions}
+            sample_ids += batch["sample_ids"]
+            if isinstance(pred, dict):  # CML: distances between every visual and audio segment
+                distances.append(torch.as_tensor(pred["distances"]).cpu())
+                masks.append(labels != self.annotations.background_id)
+            else:
+                seg_preds.append(torch.as_tensor(pred).cpu())
+                seg_labels.append(labels)
+        if distances:
+            res = cml_accuracy(torch.cat(distances), torch.cat(masks))
+            metrics = {"score": res.average, "a2v_accuracy": res.a2v, "v2a_accuracy": res.v2a,
+                       "cml_videos": res.num_videos, "cml_excluded": res.num_excluded}
+            return metrics, {"cml": metrics, "sample_ids": sample_ids}
+        pred, labels = torch.cat(seg_preds), torch.cat(seg_labels)
+        accuracy = segment_accuracy(pred, labels)
+        predictions = dict(zip(sample_ids, pred.tolist()))
+        return ({"score": accuracy, "segment_accuracy": accuracy, "segments": int(labels.numel())},
+                {"segment_predictions": predictions})
 
     def save_predictions(self, predictions: Any, path: Path) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

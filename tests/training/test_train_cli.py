@@ -111,3 +111,17 @@ def test_ave_models_train_one_epoch(ave_data, tmp_path, model):
     summary = json.loads(res.stdout[res.stdout.index("{"):])
     assert summary["test"]["segments"] == 20  # 2 test rows x 10 segments
     assert 0.0 <= summary["test"]["segment_accuracy"] <= 1.0
+
+
+def test_ccln_cml_setting_evaluates_exact_windows(ave_data, tmp_path):
+    cfg = {"task": "ave", "tensorboard": False, "model": {"name": "ccln", "options": {"setting": "cml"}},
+           "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "ave_split": "match"},
+           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(ave_data / "store"),
+                                   "--annotations", str(ave_data / "Annotations.txt"), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    test = json.loads(res.stdout[res.stdout.index("{"):])["test"]
+    assert test["cml_videos"] + test["cml_excluded"] == 2
+    assert 0.0 <= test["a2v_accuracy"] <= 1.0 and test["score"] == pytest.approx(
+        (test["a2v_accuracy"] + test["v2a_accuracy"]) / 2)
