@@ -104,7 +104,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     import torch
 
     cfg.validate()
-    files, missing, _ann = dataset_files(cfg.dataset, videos_dir=Path(cfg.videos),
+    files, missing, duplicates = dataset_files(cfg.dataset, videos_dir=Path(cfg.videos),
                                          annotations=Path(cfg.annotations) if cfg.annotations else None)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
@@ -115,7 +115,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
                          shard_max_videos=cfg.shard_max_videos,
                          extra={"extract_config": dataclasses.asdict(cfg)})
     plan = plan_jobs(files, store_root=out, streams=[se.stream for se in extractors],
-                     retry_failed=cfg.retry_failed, missing=missing)
+                     retry_failed=cfg.retry_failed, missing=missing, duplicates=duplicates)
     for rec in plan.rejected:
         append_error(out, rec)
     total = len(plan.todo)
@@ -132,7 +132,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     report.videos_failed += len(plan.rejected)
     report.failures = plan.rejected + report.failures
     result = report.as_dict()
-    result.update({"store": str(out), "videos_total": len(files) + len(missing),
+    result.update({"store": str(out), "videos_total": len(files) + len(missing) + len(duplicates),
                    "previously_failed_skipped": len(plan.previously_failed),
                    "shards_written": len(writer.shards_written),
                    "bytes_written": sum((out / "shards" / s).stat().st_size for s in writer.shards_written)})

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from avel.datasets.annotations import AnnotationSet
 from avel.datasets.store import ERRORS, MANIFEST, FeatureStore
 
 
@@ -62,9 +61,13 @@ def plan_jobs(
     streams: Sequence[str],
     retry_failed: bool = False,
     missing: Iterable[str] = (),
+    duplicates: dict[str, list[Path]] | None = None,
 ) -> JobPlan:
     """Split ``files`` (``{video_id: path}``) into todo / done / failed / rejected."""
     plan = JobPlan()
+    for vid, paths in (duplicates or {}).items():
+        plan.rejected.append({"video_id": vid, "path": str(paths[0]), "stage": "list", "error_type": "DuplicateVideoId",
+                              "message": f"files {[str(p) for p in paths]} all map to video id {vid!r}; keep one"})
     for vid in missing:
         reason = unsafe_id_reason(vid)
         plan.rejected.append({"video_id": vid, "path": None, "stage": "list",
@@ -95,17 +98,23 @@ def plan_jobs(
 
 
 def dataset_files(dataset: str, *, videos_dir: Path, annotations: Path | None = None
-                  ) -> tuple[dict[str, Path], list[str], AnnotationSet | None]:
-    """``({video_id: path}, missing_ids, annotations)`` for a dataset.
+                  ) -> tuple[dict[str, Path], list[str], dict[str, list[Path]]]:
+    """``({video_id: path}, missing_ids, duplicate_ids)`` for a dataset.
 
     ``unav100`` and ``ave`` map annotated ids to ``<videos_dir>/<id>.<ext>``; ``folder``
-    takes every video under ``videos_dir`` recursively.
+    takes every video under ``videos_dir`` recursively. Two files mapping to one id
+    (``a.mp4`` and ``a.mkv``) are both left out and returned in ``duplicate_ids`` so the
+    run records them instead of guessing which one is meant.
     """
     if dataset == "folder":
-        from avel.datasets.folder import load_folder
+        from avel.datasets.folder import video_files
 
-        ann = load_folder(videos_dir)
-        return {s.video_id: Path(s.extra["path"]) for s in ann}, [], ann
+        by_id: dict[str, list[Path]] = {}
+        for vid, path in video_files(Path(videos_dir)):
+            by_id.setdefault(vid, []).append(path)
+        files = {vid: paths[0] for vid, paths in by_id.items() if len(paths) == 1}
+        duplicates = {vid: paths for vid, paths in by_id.items() if len(paths) > 1}
+        return files, [], duplicates
     if annotations is None:
         raise ValueError(f"--annotations is required for dataset {dataset!r}")
     if dataset == "unav100":
@@ -120,4 +129,4 @@ def dataset_files(dataset: str, *, videos_dir: Path, annotations: Path | None = 
     else:
         raise ValueError(f"unknown dataset {dataset!r}; expected unav100, ave or folder")
     found, missing = find_video_files(ann.video_ids(), videos_dir)
-    return dict(found), list(missing), ann
+    return dict(found), list(missing), {}

@@ -55,6 +55,8 @@ def bad_dir(tmp_path_factory):
     (d / "truncated.mp4").write_bytes(full[: len(full) // 3])
     (d / "zero.mp4").write_bytes(b"")
     (d / "text.mp4").write_text("hello\n" * 50)
+    _mp4(d / "twice.mp4", seconds=1.0)
+    _mp4(d / "twice.mkv", seconds=1.0)  # two files, one id
     return d
 
 
@@ -82,7 +84,9 @@ def test_every_bad_input_is_recorded_and_the_rest_extracted(bad_dir, tmp_path):
         assert vid not in st
     assert "no decodable video stream" in errors["audio_only"][0]["message"] or \
         "video stream" in errors["audio_only"][0]["message"]
-    assert set(errors) == {"no_audio", "truncated", "zero", "text", "audio_only"}
+    assert errors["twice"][0]["error_type"] == "DuplicateVideoId" and "twice" not in st
+    assert "twice.mkv" in errors["twice"][0]["message"] and "twice.mp4" in errors["twice"][0]["message"]
+    assert set(errors) == {"no_audio", "truncated", "zero", "text", "audio_only", "twice"}
 
 
 def test_unsafe_and_missing_ids_are_rejected_not_dropped(tmp_path):
