@@ -43,10 +43,14 @@ class DecodedVideo:
         audio: float32 mono waveform at ``sample_rate`` (None when there is no usable track).
         audio_error: why ``audio`` is None.
         meta: duration, native fps, frame count, audio rate, source path and size.
+        first_frame / total_frames: with ``frame_ranges``, ``frames[fps]`` holds output frames
+            ``first_frame[fps] ..`` of ``total_frames[fps]``.
     """
 
     path: Path
     frames: dict[float, np.ndarray] = field(default_factory=dict)
+    first_frame: dict[float, int] = field(default_factory=dict)  # output-frame index of frames[fps][0]
+    total_frames: dict[float, int] = field(default_factory=dict)  # output frames of the whole video at fps
     audio: np.ndarray | None = None
     sample_rate: int | None = None
     audio_error: str | None = None
@@ -82,6 +86,7 @@ def decode_video(
     short_side: int | None = 256,
     sample_rate: int | None = 16000,
     max_frames: int = 200_000,
+    frame_ranges: dict[float, tuple[int, int]] | None = None,
 ) -> DecodedVideo:
     """Decode ``path`` once for all requested frame rates and the audio track.
 
@@ -92,6 +97,8 @@ def decode_video(
         sample_rate: audio rate (None: skip audio).
         max_frames: refuse containers reporting more frames than this (a 20-minute video at
             60 fps is 72,000; corrupt headers report billions).
+        frame_ranges: decode only output frames ``[a, b)`` per fps (chunked extraction of long
+            videos); ``(0, 0)`` decodes none (probe only). Default: every frame.
 
     Raises:
         DecodeError: the file is missing, empty, not a video, or has no video track while
@@ -138,18 +145,26 @@ def decode_video(
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
         except Exception as e:
             raise DecodeError(f"{path}: cannot reopen for decoding ({type(e).__name__}: {_first_line(e)})") from e
-        per_fps = {float(f): frame_indices_for_fps(ts, duration_s, float(f)) for f in fps}
+        per_fps = {}
+        for f in fps:
+            idx = frame_indices_for_fps(ts, duration_s, float(f))
+            out.total_frames[float(f)] = len(idx)
+            a, b = (frame_ranges or {}).get(float(f), (0, len(idx)))
+            a, b = max(0, min(a, len(idx))), max(0, min(b, len(idx)))
+            out.first_frame[float(f)] = a
+            per_fps[float(f)] = idx[a:b]
         needed = np.unique(np.concatenate(list(per_fps.values())))
-        try:
-            batch = reader.get_batch(needed.tolist()).asnumpy()  # K x H x W x 3 uint8
-        except Exception as e:
-            raise DecodeError(f"{path}: frame decoding failed ({type(e).__name__}: {_first_line(e)})") from e
-        del reader
-        if batch.shape[0] != len(needed):
-            raise DecodeError(f"{path}: decoded {batch.shape[0]} frames, expected {len(needed)}")
-        lookup = np.searchsorted(needed, np.arange(needed.max() + 1))
+        if needed.size:
+            try:
+                batch = reader.get_batch(needed.tolist()).asnumpy()  # K x H x W x 3 uint8
+            except Exception as e:
+                raise DecodeError(f"{path}: frame decoding failed ({type(e).__name__}: {_first_line(e)})") from e
+            if batch.shape[0] != len(needed):
+                raise DecodeError(f"{path}: decoded {batch.shape[0]} frames, expected {len(needed)}")
+            lookup = np.searchsorted(needed, np.arange(needed.max() + 1))
         for f, idx in per_fps.items():
-            out.frames[f] = batch[lookup[idx]]
+            out.frames[f] = batch[lookup[idx]] if idx.size else np.zeros((0, h, w, 3), np.uint8)
+        del reader
     if sample_rate:
         try:
             ar = decord.AudioReader(str(path), ctx=decord.cpu(0), sample_rate=int(sample_rate), mono=True)

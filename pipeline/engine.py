@@ -82,21 +82,92 @@ def frames_for(decoded: DecodedVideo, spec: Any) -> torch.Tensor:
     return apply_decode_spec(torch.from_numpy(decoded.frames[float(spec.fps)]), spec).contiguous()
 
 
-def extract_rows(se: StreamExtractor, decoded: DecodedVideo, *, batch_size: int,
-                 device: torch.device) -> tuple[np.ndarray, bool]:
-    """All rows of one video for one extractor: ``N x feature_shape`` float32 and the padded flag."""
-    ext = se.extractor
-    if ext.modality == "video":
-        windows = ext.windows(frames_for(decoded, ext.decode_spec))
-    else:
-        if decoded.audio is None:
-            raise DecodeError(decoded.audio_error or f"{decoded.path}: no audio")
-        windows = ext.windows(torch.from_numpy(decoded.audio))
-    out = []
-    for a in range(0, windows.num_rows, batch_size):
-        batch = windows.data[a:a + batch_size].to(device, non_blocking=True)
-        out.append(ext.extract(batch).cpu().numpy())
-    return np.concatenate(out, axis=0).astype(np.float32, copy=False), windows.padded
+def _extract_batches(ext: Any, data: torch.Tensor, *, batch_size: int, device: torch.device) -> np.ndarray:
+    out = [ext.extract(data[a:a + batch_size].to(device, non_blocking=True)).cpu().numpy()
+           for a in range(0, data.shape[0], batch_size)]
+    return np.concatenate(out, axis=0).astype(np.float32, copy=False)
+
+
+def extract_video_chunked(
+    path: Path,
+    extractors: Sequence[StreamExtractor],
+    *,
+    chunk_s: float,
+    batch_size: int,
+    device: torch.device,
+    decode_timeout_s: float | None,
+) -> tuple[dict[str, np.ndarray], dict[str, bool], dict[str, BaseException], VideoMeta]:
+    """Extract every stream of one video, decoding about ``chunk_s`` seconds of frames at a time.
+
+    Memory per video is bounded by one chunk of frames (plus the audio track, decoded once),
+    whatever the video's length. Chunk ``k`` of a stream holds rows ``[k*R, (k+1)*R)`` with
+    ``R = round(chunk_s / step_s)``; it needs output frames ``[k*R*stride, last start + window
+    + context)``, decoded for all streams of that chunk in one call. Windows are cut exactly as
+    :func:`avel.extractors.base.cut_video_windows` cuts them (indices clamped to the last frame).
+
+    Returns rows and padded flags per stream, errors per failed stream, and the video metadata.
+    Raises :class:`DecodeError` when the video cannot be opened at all.
+    """
+    request = decode_request(extractors)
+    fps_list = request["fps"]
+    probe = decode_with_timeout(path, timeout_s=decode_timeout_s, fps=fps_list, short_side=request["short_side"],
+                                sample_rate=request["sample_rate"], frame_ranges={f: (0, 0) for f in fps_list})
+    rows: dict[str, list[np.ndarray]] = {}
+    padded: dict[str, bool] = {}
+    errors: dict[str, BaseException] = {}
+    video = []
+    for se in extractors:
+        ext = se.extractor
+        plan = ext.plan
+        if ext.modality == "audio":
+            try:
+                if probe.audio is None:
+                    raise DecodeError(probe.audio_error or f"{path}: no audio")
+                win = ext.windows(torch.from_numpy(probe.audio))
+                rows[se.stream] = [_extract_batches(ext, win.data, batch_size=batch_size, device=device)]
+                padded[se.stream] = win.padded
+            except (DecodeError, ValueError, RuntimeError) as e:
+                errors[se.stream] = e
+            continue
+        total = probe.total_frames[float(plan.fps)]
+        n_rows = plan.num_rows(total)
+        per_chunk = max(1, int(round(chunk_s / plan.step_seconds)))
+        video.append((se, total, n_rows, per_chunk))
+        rows[se.stream], padded[se.stream] = [], plan.is_padded(total)
+    n_chunks = max((math.ceil(n / r) for _, _, n, r in video), default=0)
+    for k in range(n_chunks):
+        ranges: dict[float, tuple[int, int]] = {}
+        spans = {}
+        for se, total, n_rows, per_chunk in video:
+            plan = se.extractor.plan
+            r0, r1 = k * per_chunk, min(n_rows, (k + 1) * per_chunk)
+            if r0 >= r1 or se.stream in errors:
+                continue
+            length = plan.window_units + se.extractor.context_frames
+            a, b = r0 * plan.step_units, min(total, (r1 - 1) * plan.step_units + length)
+            lo, hi = ranges.get(float(plan.fps), (a, b))
+            ranges[float(plan.fps)] = (min(lo, a), max(hi, b))
+            spans[se.stream] = (r0, r1, length, total)
+        if not spans:
+            continue
+        chunk = decode_with_timeout(path, timeout_s=decode_timeout_s, fps=list(ranges),
+                                    short_side=request["short_side"], sample_rate=None, frame_ranges=ranges)
+        for se, *_ in video:
+            if se.stream not in spans:
+                continue
+            ext = se.extractor
+            plan = ext.plan
+            r0, r1, length, total = spans[se.stream]
+            try:
+                frames = frames_for(chunk, ext.decode_spec)  # frames of [first, ...)
+                first = chunk.first_frame[float(plan.fps)]
+                starts = torch.arange(r0, r1) * plan.step_units
+                idx = (starts[:, None] + torch.arange(length)).clamp_(max=total - 1) - first
+                rows[se.stream].append(_extract_batches(ext, frames[idx], batch_size=batch_size, device=device))
+            except (ValueError, RuntimeError) as e:
+                errors[se.stream] = e
+    out = {s: np.concatenate(r, axis=0) for s, r in rows.items() if r and s not in errors}
+    return out, {s: padded[s] for s in out}, errors, probe.meta
 
 
 @dataclass
@@ -142,16 +213,17 @@ def run_sequential(
     batch_size: int = 1,
     device: torch.device | str = "cpu",
     decode_timeout_s: float | None = 600.0,
+    chunk_s: float = 60.0,
     progress: Callable[[RunReport], None] | None = None,
 ) -> RunReport:
-    """Decode and extract one video at a time (no overlap between stages).
+    """Decode and extract one video at a time (no overlap between stages), in chunks of
+    about ``chunk_s`` seconds so memory does not grow with the video's length.
 
     A failing video is recorded in ``errors.jsonl`` (stage ``decode`` or ``extract:<stream>``)
     and the run goes on; an audio-less video still gets its visual streams.
     """
     device = torch.device(device)
     report = RunReport()
-    kwargs = decode_request(extractors)
     committed = {se.stream: writer.committed(se.stream) for se in extractors}
     t_start = time.perf_counter()
     for job in jobs:
@@ -161,7 +233,9 @@ def run_sequential(
             continue
         t0 = time.perf_counter()
         try:
-            decoded = decode_with_timeout(job.path, timeout_s=decode_timeout_s, **kwargs)
+            features, padded, errors, meta = extract_video_chunked(
+                job.path, todo, chunk_s=chunk_s, batch_size=batch_size, device=device,
+                decode_timeout_s=decode_timeout_s)
         except DecodeError as e:
             record_failure(writer.root, report, job, "decode", e)
             report.videos_failed += 1
@@ -169,22 +243,14 @@ def run_sequential(
             if progress:
                 progress(report)
             continue
-        report.decode_s += time.perf_counter() - t0
-        features, padded, failed = {}, {}, False
-        t1 = time.perf_counter()
-        for se in todo:
-            try:
-                rows, pad = extract_rows(se, decoded, batch_size=batch_size, device=device)
-            except (DecodeError, ValueError, RuntimeError) as e:
-                record_failure(writer.root, report, job, f"extract:{se.stream}", e)
-                failed = True
-                continue
-            features[se.stream], padded[se.stream] = rows, pad
-            report.windows += rows.shape[0]
-        report.extract_s += time.perf_counter() - t1
+        report.extract_s += time.perf_counter() - t0
+        for stream, e in errors.items():
+            record_failure(writer.root, report, job, f"extract:{stream}", e)
+        failed = bool(errors)
+        report.windows += sum(r.shape[0] for r in features.values())
         if features:
             t2 = time.perf_counter()
-            writer.add(job.video_id, features, meta=decoded.meta, padded=padded)
+            writer.add(job.video_id, features, meta=meta, padded=padded)
             report.write_s += time.perf_counter() - t2
         if failed:
             report.videos_failed += 1
@@ -231,8 +297,3 @@ def build_stream_extractors(
                              f"random weights only with --random-weights (tests and demos)")
         out.append(StreamExtractor(name, ext))
     return out
-
-
-def estimate_windows(duration_s: float, se: StreamExtractor) -> int:
-    plan = se.extractor.plan
-    return plan.num_rows(int(math.floor(duration_s * plan.units_per_s)))

@@ -121,7 +121,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     total = len(plan.todo)
     if cfg.runner == "local":
         report = run_sequential(plan.todo, extractors, writer, batch_size=cfg.batch_size, device=device,
-                                decode_timeout_s=cfg.decode_timeout_s,
+                                decode_timeout_s=cfg.decode_timeout_s, chunk_s=cfg.chunk_s,
                                 progress=(lambda r: progress(r, total)) if progress else None)
     else:
         from avel.pipeline.ray_extract import run_ray

@@ -96,3 +96,25 @@ def test_ray_runner_matches_local_runner(videos, tmp_path):
             # batches mix windows of several videos under Ray: equal up to float rounding
             np.testing.assert_allclose(a[v][s], b[v][s], rtol=1e-5, atol=1e-6)
             np.testing.assert_array_equal(a.times(v, s)[0], b.times(v, s)[0])
+
+
+def test_chunked_extraction_equals_whole_video(tmp_path):
+    """Chunks of 1 s give the same rows as one 60-s chunk (memory bounded by the chunk)."""
+    import torch
+
+    from avel.pipeline.engine import build_stream_extractors, extract_video_chunked
+
+    generate(SynthConfig(kind="unav100", videos=1, seed=9, size=64, min_duration_s=6.0, max_duration_s=6.0,
+                         num_classes=2), tmp_path)
+    path = next((tmp_path / "videos").glob("*.mp4"))
+    exts = build_stream_extractors(["i3d_rgb", "vgg19", "vggish"], random_weights=True, preset="tiny",
+                                   overrides={"vgg19": {"fps": 12.5, "window_frames": 12, "stride_frames": 4}})
+    kw = dict(batch_size=4, device=torch.device("cpu"), decode_timeout_s=60)
+    whole, pad_w, err_w, meta = extract_video_chunked(path, exts, chunk_s=60.0, **kw)
+    parts, pad_p, err_p, _ = extract_video_chunked(path, exts, chunk_s=1.0, **kw)
+    assert not err_w and not err_p and pad_w == pad_p
+    assert meta.duration_s == pytest.approx(6.0, abs=0.05)
+    for s in whole:
+        assert whole[s].shape == parts[s].shape
+        np.testing.assert_allclose(whole[s], parts[s], rtol=1e-5, atol=1e-6)
+    assert whole["i3d_rgb"].shape[0] == (150 - 8) // 4 + 1  # tiny i3d: 8/4 frames at 25 fps
