@@ -1,11 +1,12 @@
 """Extraction without Ray: decode once, cut windows per extractor, run batches, write rows.
 
-Data flow for one video::
+Data flow for one video (:func:`extract_video_chunked`)::
 
-    file --decode_video(fps = union of plans, short side = largest need)--> DecodedVideo
-         --per extractor: CPU resize/crop per its DecodeSpec--> frames T x H x W x 3 (or waveform)
-         --ext.windows()--> N windows --batches of `batch_size` on the device--> N x feature_shape
-    rows + plan times --> StoreWriter.add(video)
+    file --probe: frame counts per fps, audio decoded once (16 kHz mono)
+         --chunk k: decode_video(output frames of chunk k for every fps, short side = largest need)
+         --per extractor: CPU resize/crop per its DecodeSpec--> frames T_k x H x W x 3
+         --windows of the chunk's rows--> batches of `batch_size` on the device--> rows
+    rows of all chunks + plan times --> StoreWriter.add(video)
 
 This module is the building block of both runners: :func:`run_sequential` (one video at a
 time, the reference tools' behaviour; also the benchmark's baseline) and the Ray pipeline in
