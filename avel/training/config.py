@@ -73,11 +73,22 @@ class DataSection:
 
 @dataclass
 class OptimSection:
-    """AdamW with linear warmup then cosine decay (per step), EMA of weights, clipping.
+    """Optimizer and schedule (per step), EMA of weights, clipping.
 
-    Defaults are the UnAV-100 baseline's (../shared/reference/datasets-and-models.md).
+    Defaults are the UnAV-100 baseline's (AdamW, 5 warmup + cosine epochs; see
+    ../shared/reference/datasets-and-models.md). The AVE papers use Adam with a step decay:
+    ``optimizer: adam``, ``schedule: step`` with ``step_size_steps`` / ``step_gamma``.
+
+    Args:
+        optimizer: ``adamw`` (decoupled weight decay) or ``adam`` (L2 weight decay).
+        schedule: ``cosine`` (linear warmup then cosine to ``eta_min_ratio``) or ``step``
+            (warmup then multiply by ``step_gamma`` every ``step_size_steps`` steps).
     """
 
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    step_size_steps: int = 15000
+    step_gamma: float = 0.1
     epochs: int = 45
     warmup_epochs: int = 5
     batch_size: int = 16
@@ -188,6 +199,10 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> Train
     cfg = _build(TrainConfig, data, "", source)
     if cfg.task not in ("dense", "ave"):
         raise ConfigError(f"{source}: task must be 'dense' or 'ave', got {cfg.task!r}")
+    if cfg.optim.optimizer not in ("adamw", "adam"):
+        raise ConfigError(f"{source}: optim.optimizer must be 'adamw' or 'adam', got {cfg.optim.optimizer!r}")
+    if cfg.optim.schedule not in ("cosine", "step"):
+        raise ConfigError(f"{source}: optim.schedule must be 'cosine' or 'step', got {cfg.optim.schedule!r}")
     return cfg
 
 

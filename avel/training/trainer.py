@@ -101,6 +101,13 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, eta_min_rat
     return eta_min_ratio + (1 - eta_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def warmup_step(step: int, *, warmup_steps: int, step_size: int, gamma: float) -> float:
+    """LR multiplier: linear warmup, then ``gamma ** (steps after warmup // step_size)``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return gamma ** ((step - warmup_steps) // max(1, step_size))
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices / conv kernels only (not on biases, norms, scales)."""
     decay, no_decay = [], []
@@ -169,8 +176,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr,
-                                           betas=tuple(o.betas))
+        opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(param_groups(self.model, o.weight_decay), lr=o.lr, betas=tuple(o.betas))
         self.steps_per_epoch = max(1, math.ceil(len(datasets["train"]) / o.batch_size))
         self.total_steps = self.steps_per_epoch * o.epochs
         self.warmup_steps = self.steps_per_epoch * o.warmup_epochs
@@ -252,8 +259,13 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------------
     def _set_lr(self) -> float:
-        mult = warmup_cosine(self.step, warmup_steps=self.warmup_steps, total_steps=self.total_steps,
-                             eta_min_ratio=self.cfg.optim.eta_min_ratio)
+        o = self.cfg.optim
+        if o.schedule == "step":
+            mult = warmup_step(self.step, warmup_steps=self.warmup_steps, step_size=o.step_size_steps,
+                               gamma=o.step_gamma)
+        else:
+            mult = warmup_cosine(self.step, warmup_steps=self.warmup_steps, total_steps=self.total_steps,
+                                 eta_min_ratio=o.eta_min_ratio)
         lr = self.cfg.optim.lr * mult
         for g in self.optimizer.param_groups:
             g["lr"] = lr

@@ -123,3 +123,14 @@ def test_config_errors_name_the_key(tmp_path):
     good.write_text("task: ave\nmodel:\n  name: agva\noptim:\n  epochs: 2\n")
     cfg = load_config(good, {"optim.lr": 0.001})
     assert isinstance(cfg, TrainConfig) and cfg.task == "ave" and cfg.optim.lr == 0.001 and cfg.optim.epochs == 2
+
+
+def test_step_schedule_and_adam():
+    from avel.training.trainer import warmup_step
+
+    assert [warmup_step(s, warmup_steps=0, step_size=3, gamma=0.1) for s in range(7)] == pytest.approx(
+        [1, 1, 1, 0.1, 0.1, 0.1, 0.01])
+    cfg = config_from_dict({"optim": {"optimizer": "adam", "schedule": "step", "step_size_steps": 10}})
+    assert cfg.optim.optimizer == "adam"
+    with pytest.raises(ConfigError, match="optim.schedule must be"):
+        config_from_dict({"optim": {"schedule": "linear"}})
