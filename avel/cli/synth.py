@@ -11,17 +11,33 @@ def _options(f):
     options = [
         click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
                      help="Output directory (videos/, annotations, synth.json)."),
-        click.option("--videos", default=300, show_default=True, type=click.IntRange(min=1)),
-        click.option("--seed", default=0, show_default=True, type=int),
-        click.option("--classes", "num_classes", default=10, show_default=True, type=click.IntRange(1, 36)),
-        click.option("--size", default=128, show_default=True, type=click.IntRange(min=32), help="Frame side (px)."),
-        click.option("--fps", default=25, show_default=True, type=click.IntRange(min=1)),
+        click.option("--videos", default=300, show_default=True, type=click.IntRange(min=1),
+                     help="Number of videos (split ~60/20/20 into train/validation/test)."),
+        click.option("--seed", default=0, show_default=True, type=int,
+                     help="Same seed, same annotations, pixels and samples."),
+        click.option("--classes", "num_classes", default=10, show_default=True, type=click.IntRange(1, 36),
+                     help="Event classes (AVE-like: at most 28)."),
+        click.option("--size", default=128, show_default=True, type=click.IntRange(min=16),
+                     help="Frame side in pixels (even: H.264 yuv420p)."),
+        click.option("--fps", default=25, show_default=True, type=click.IntRange(min=1), help="Video frame rate."),
+        click.option("--crf", default=23, show_default=True, type=click.IntRange(0, 51),
+                     help="x264 constant rate factor (lower: better quality, bigger files)."),
         click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Processes rendering and encoding videos."),
     ]
     for opt in reversed(options):
         f = opt(f)
     return f
+
+
+def _config(**fields):
+    """A validated :class:`SynthConfig`; invalid settings are a usage error (exit 2)."""
+    from avel.datasets.synth import SynthConfig
+
+    try:
+        return SynthConfig(**fields)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def _run(cfg, out: Path, workers: int) -> None:
@@ -41,26 +57,19 @@ def synth() -> None:
 
 @synth.command("unav100")
 @_options
-@click.option("--min-duration-s", default=10.0, show_default=True, type=float)
-@click.option("--max-duration-s", default=30.0, show_default=True, type=float)
-def synth_unav100(out, videos, seed, num_classes, size, fps, workers, min_duration_s, max_duration_s) -> None:
+@click.option("--min-duration-s", default=10.0, show_default=True, type=float, help="Shortest video (s).")
+@click.option("--max-duration-s", default=30.0, show_default=True, type=float, help="Longest video (s).")
+def synth_unav100(out, videos, seed, num_classes, size, fps, crf, workers, min_duration_s, max_duration_s) -> None:
     """UnAV-100-like: 10-30 s videos with 1-4 (possibly overlapping) events plus distractors."""
-    from avel.datasets.synth import SynthConfig
-
-    try:
-        cfg = SynthConfig(kind="unav100", videos=videos, seed=seed, num_classes=num_classes, size=size, fps=fps,
-                          min_duration_s=min_duration_s, max_duration_s=max_duration_s)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    cfg = _config(kind="unav100", videos=videos, seed=seed, num_classes=num_classes, size=size, fps=fps,
+                  crf=crf, min_duration_s=min_duration_s, max_duration_s=max_duration_s)
     _run(cfg, out, workers)
 
 
 @synth.command("ave")
 @_options
-def synth_ave(out, videos, seed, num_classes, size, fps, workers) -> None:
+def synth_ave(out, videos, seed, num_classes, size, fps, crf, workers) -> None:
     """AVE-like: 10-s clips, one annotated event per row (integer seconds), distractors."""
-    from avel.datasets.synth import SynthConfig
-
-    cfg = SynthConfig(kind="ave", videos=videos, seed=seed, num_classes=num_classes, size=size, fps=fps,
-                      min_duration_s=10.0, max_duration_s=10.0)
+    cfg = _config(kind="ave", videos=videos, seed=seed, num_classes=num_classes, size=size, fps=fps,
+                  crf=crf, min_duration_s=10.0, max_duration_s=10.0)
     _run(cfg, out, workers)
