@@ -82,6 +82,33 @@ def align_rows(video_id: str, arrays: dict[str, np.ndarray], *, max_length_diff:
     return {s: a[:shortest] for s, a in arrays.items()}
 
 
+def stream_statistics(store: FeatureStore, video_ids: Sequence[str], streams: Sequence[str], *,
+                      max_videos: int = 2000) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-stream, per-dimension mean and std over (up to ``max_videos``) videos' rows.
+
+    Used to standardize features (``standardize=True`` in the datasets): compute it on the
+    TRAINING videos and pass it to every split. Dimensions with zero spread get std 1.
+    """
+    out = {}
+    for s in streams:
+        rows = [store.read(v, s).reshape(store.num_rows(v, s), -1).astype(np.float64)
+                for v in list(video_ids)[:max_videos] if store.has(v, s)]
+        if not rows:
+            raise StoreError(f"no rows of stream {s!r} to compute statistics from in {store.root}")
+        cat = np.concatenate(rows, axis=0)
+        std = cat.std(axis=0)
+        out[s] = (cat.mean(axis=0).astype(np.float32), np.where(std > 1e-12, std, 1.0).astype(np.float32))
+    return out
+
+
+def _standardize(rows: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    if stats is None:
+        return rows
+    shape = rows.shape
+    flat = rows.reshape(shape[0], -1)
+    return ((flat - stats[0]) / stats[1]).reshape(shape).astype(np.float32)
+
+
 class DenseFeatureDataset(Dataset):
     """Dense localization samples (UnAV-100 style) from a store.
 
@@ -102,6 +129,9 @@ class DenseFeatureDataset(Dataset):
         require_events: drop training samples whose crop leaves no event (re-drawn up to
             ``max_crop_tries`` times before falling back to the uncropped window).
         max_crop_tries: attempts for ``require_events``.
+        stats: optional per-stream (mean, std) from :func:`stream_statistics` (computed on the
+            training videos): rows are standardized per dimension before use. None: raw rows
+            (the published models use raw features).
 
     Samples whose video is missing from the store raise a ``StoreError`` at construction
     naming the missing ids (pass ``skip_missing=True`` to drop them and count them in
@@ -125,9 +155,11 @@ class DenseFeatureDataset(Dataset):
         max_crop_tries: int = 10,
         skip_missing: bool = False,
         seed: int | None = None,
+        stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self.store = store if isinstance(store, FeatureStore) else FeatureStore(store)
         self.annotations = annotations
+        self.stats = stats or {}
         self.visual_streams = list(visual_streams)
         self.audio_streams = list(audio_streams)
         self.streams = self.visual_streams + self.audio_streams
@@ -171,7 +203,7 @@ class DenseFeatureDataset(Dataset):
         self.epoch = int(epoch)
 
     def _load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        arrays = {s: self.store.read(sample.video_id, s) for s in self.streams}
+        arrays = {s: _standardize(self.store.read(sample.video_id, s), self.stats.get(s)) for s in self.streams}
         arrays = {s: a.reshape(a.shape[0], -1) for s, a in arrays.items()}
         arrays = align_rows(sample.video_id, arrays, max_length_diff=self.max_length_diff,
                             stats=self.alignment_stats)
@@ -288,6 +320,7 @@ class AveFeatureDataset(Dataset):
             (AVE's 178 noisy videos: audio ``N x 10 x 128``, visual ``N x 10 x 7 x 7 x 512`` or
             None when the user has no visual features for them) appended as background samples
             for weak supervision.
+        stats: optional per-stream (mean, std) from :func:`stream_statistics` (training videos).
 
     Rows are aligned by the same rule as the dense dataset; a clip with fewer than
     ``num_segments`` rows after alignment is an error naming the video.
@@ -303,10 +336,12 @@ class AveFeatureDataset(Dataset):
         audio_stream: str = "vggish",
         num_segments: int = 10,
         extra_background: tuple[np.ndarray, np.ndarray | None] | None = None,
+        stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         if annotations.background_id is None:
             raise ValueError("AveFeatureDataset needs an annotation set with background_id (AVE)")
         self.store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+        self.stats = stats or {}
         check_time_grid(self.store, [visual_stream, audio_stream])
         self.annotations = annotations
         self.visual_stream, self.audio_stream = visual_stream, audio_stream
@@ -339,14 +374,16 @@ class AveFeatureDataset(Dataset):
         if index >= n:
             j = index - n
             seg = np.full(self.num_segments, self.background_id, np.int64)
-            visual = np.asarray(self.extra_visual[j], np.float32)
-            audio = np.asarray(self.extra_audio[j], np.float32)
+            visual = _standardize(np.asarray(self.extra_visual[j], np.float32), self.stats.get(self.visual_stream))
+            audio = _standardize(np.asarray(self.extra_audio[j], np.float32), self.stats.get(self.audio_stream))
             sample_id, video_id, is_bg = f"background-{j:04d}", f"background-{j:04d}", True
         else:
             sample = self.samples[index]
             arrays = align_rows(sample.video_id, {
-                "v": self.store.read(sample.video_id, self.visual_stream),
-                "a": self.store.read(sample.video_id, self.audio_stream)}, stats=self.alignment_stats)
+                "v": _standardize(self.store.read(sample.video_id, self.visual_stream),
+                                  self.stats.get(self.visual_stream)),
+                "a": _standardize(self.store.read(sample.video_id, self.audio_stream),
+                                  self.stats.get(self.audio_stream))}, stats=self.alignment_stats)
             visual, audio = arrays["v"].astype(np.float32), arrays["a"].astype(np.float32)
             if visual.shape[0] < self.num_segments:
                 raise AlignmentError(f"video {sample.video_id!r}: {visual.shape[0]} rows, "

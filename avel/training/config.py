@@ -56,6 +56,9 @@ class DataSection:
         ave_split: AVE split files, "standard" or "match" (CML).
         extra_background_audio: AVE weak supervision: path to audio_feature_noisy.h5.
         extra_background_visual: ... and its visual features when the user has them.
+        standardize: standardize every stream per dimension with mean / std of the TRAINING
+            videos (recomputed from the store when a run is evaluated). Off by default: the published models use raw
+            features; useful for random-weight features whose scale is tiny.
     """
 
     visual_streams: list[str] = field(default_factory=lambda: ["i3d_rgb", "i3d_flow"])
@@ -69,6 +72,7 @@ class DataSection:
     ave_split: str = "standard"
     extra_background_audio: str | None = None
     extra_background_visual: str | None = None
+    standardize: bool = False
 
 
 @dataclass

@@ -17,9 +17,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from avel.datasets.annotations import AnnotationSet
 from avel.datasets.store import FeatureStore
-from avel.datasets.torch_dataset import AveFeatureDataset, DenseFeatureDataset
+from avel.datasets.torch_dataset import AveFeatureDataset, DenseFeatureDataset, stream_statistics
 from avel.training.config import TrainConfig
 from avel.training.trainer import move_to
+
+
+def _train_stats(store: FeatureStore, annotations: AnnotationSet, cfg: TrainConfig, streams: list[str]):
+    """Per-stream mean / std over the training videos when ``data.standardize`` is on."""
+    if not cfg.data.standardize:
+        return None
+    videos = list(dict.fromkeys(s.video_id for s in annotations.subset(cfg.data.train_subset)))
+    return stream_statistics(store, videos, streams)
 
 
 class DenseTask:
@@ -33,7 +41,8 @@ class DenseTask:
 
     def build_datasets(self, cfg: TrainConfig) -> dict[str, Dataset]:
         d = cfg.data
-        common = dict(visual_streams=d.visual_streams, audio_streams=d.audio_streams, max_seq_len=d.max_seq_len)
+        common = dict(visual_streams=d.visual_streams, audio_streams=d.audio_streams, max_seq_len=d.max_seq_len,
+                      stats=_train_stats(self.store, self.annotations, cfg, d.visual_streams + d.audio_streams))
         crop = tuple(d.crop_ratio) if d.crop_ratio else None
         out = {"train": DenseFeatureDataset(self.store, self.annotations, subset=d.train_subset, training=True,
                                             crop_ratio=crop, seed=cfg.seed, **common),
@@ -100,7 +109,8 @@ class AveTask:
         d = cfg.data
         if len(d.visual_streams) != 1 or len(d.audio_streams) != 1:
             raise ValueError("the AVE task takes exactly one visual and one audio stream")
-        common = dict(visual_stream=d.visual_streams[0], audio_stream=d.audio_streams[0])
+        common = dict(visual_stream=d.visual_streams[0], audio_stream=d.audio_streams[0],
+                      stats=_train_stats(self.store, self.annotations, cfg, d.visual_streams + d.audio_streams))
         extra = None
         if d.extra_background_audio:
             import h5py

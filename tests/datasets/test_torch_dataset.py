@@ -135,3 +135,22 @@ def test_ave_dataset_rows_labels_and_background(tmp_path):
     batch = AveFeatureDataset.collate([ds[0], ds[2]])
     assert batch["visual"].shape == (2, 10, 7, 7, 8) and batch["audio"].shape == (2, 10, 4)
     assert batch["is_background_video"].tolist() == [False, True]
+
+
+def test_standardization_uses_training_statistics(tmp_path):
+    from avel.datasets.torch_dataset import stream_statistics
+
+    root = tmp_path / "s"
+    rng = np.random.default_rng(0)
+    with StoreWriter(root, dataset="unav100", streams=SPECS) as w:
+        for i in range(4):
+            w.add(f"v{i}", {"rgb": 5 + 0.01 * rng.standard_normal((20, 3)), "vggish": rng.standard_normal((20, 4))})
+    st = FeatureStore(root)
+    stats = stream_statistics(st, ["v0", "v1", "v2"], ["rgb", "vggish"])
+    assert stats["rgb"][0] == pytest.approx(5.0, abs=0.01) and stats["rgb"][1] == pytest.approx(0.01, rel=0.2)
+    ann = _annset({f"v{i}": 20 for i in range(4)})
+    ds = DenseFeatureDataset(st, ann, subset="train", visual_streams=["rgb"], audio_streams=["vggish"], stats=stats)
+    v = torch.cat([ds[i]["visual"] for i in range(3)])
+    assert v.mean().abs() < 0.05 and (v.std() - 1).abs() < 0.05
+    raw = DenseFeatureDataset(st, ann, subset="train", visual_streams=["rgb"], audio_streams=["vggish"])
+    assert raw[0]["visual"].mean() > 4.9
