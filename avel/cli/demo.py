@@ -89,7 +89,7 @@ def _train(out: Path, store: Path, ann_path: Path, *, model: str, epochs: int, s
     cfg = config_from_dict({
         "task": "dense", "seed": seed, "tensorboard": False, "log_every_steps": 10,
         "model": {"name": model, "options": demo_model_options(model)},
-        "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "max_seq_len": 64},
+        "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "max_seq_len": 64, "standardize": True},
         "optim": {"epochs": epochs, "warmup_epochs": 1, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4,
                   "ema_decay": 0.99},
     }, source="avel demo")
