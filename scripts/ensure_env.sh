@@ -22,28 +22,34 @@ if [[ -f "$venv/.avel-stamp" && "$(cat "$venv/.avel-stamp")" == "$want" ]]; then
     exit 0
 fi
 
+quiet_pip() {
+    # pip, with its output shown only when it fails (the local index mirrors print one
+    # harmless "is ignored" line per package).
+    local log
+    log="$(mktemp)"
+    if ! "$venv/bin/python" -m pip "$@" >"$log" 2>&1; then
+        grep -v "is ignored: it is neither" "$log" >&2 || true
+        rm -f "$log"
+        echo "pip $* failed" >&2
+        exit 1
+    fi
+    rm -f "$log"
+}
+
 if [[ ! -x "$venv/bin/python" ]]; then
     echo "creating environment in $venv (first run downloads the torch stack, a few minutes)" >&2
     "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
+    quiet_pip install --quiet --upgrade "pip>=24"
 fi
 
 deps_hash="$(sha256sum "$repo/requirements.lock" | cut -c1-16)"
 if [[ ! -f "$venv/.avel-deps" || "$(cat "$venv/.avel-deps")" != "$deps_hash" ]]; then
     echo "installing locked dependencies into $venv" >&2
-    "$venv/bin/python" -m pip install --quiet -r "$repo/requirements.lock" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
-    "$venv/bin/python" -m pip check >&2
+    quiet_pip install --quiet -r "$repo/requirements.lock"
     echo "$deps_hash" > "$venv/.avel-deps"
 fi
 
-log="$(mktemp)"
-if ! "$venv/bin/python" -m pip install --quiet --no-deps -e "$repo" >"$log" 2>&1; then
-    cat "$log" >&2
-    rm -f "$log"
-    echo "editable install of $repo failed" >&2
-    exit 1
-fi
-rm -f "$log"
+quiet_pip install --quiet --no-deps -e "$repo"
 "$venv/bin/python" -c "import avel.datasets, avel.extractors, avel.models, avel.pipeline, avel.cli" >&2
 echo "$want" > "$venv/.avel-stamp"
 echo "$venv"
