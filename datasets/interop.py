@@ -21,7 +21,6 @@ Imported streams record ``weights_sha256 = "unknown"`` and their source in ``pro
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -29,7 +28,7 @@ from typing import Callable, Iterable, Mapping
 import h5py
 import numpy as np
 
-from avel.datasets.annotations import AnnotationSet
+from avel.datasets.annotations import AnnotationSet, unsafe_id_reason
 from avel.datasets.sampling import (
     AVE_VGG19,
     AVE_VGGISH,
@@ -347,5 +346,6 @@ def export_ave_h5(
 
 
 def is_safe_video_id(video_id: str) -> bool:
-    """True when ``video_id`` can be used as a single file name component."""
-    return bool(video_id) and video_id not in (".", "..") and not re.search(r"[/\x00]", video_id)
+    """True when ``video_id`` can be used as a single file name component (a safe id, see
+    :func:`avel.datasets.annotations.unsafe_id_reason`, without sub-folders)."""
+    return unsafe_id_reason(video_id) is None and "/" not in video_id and "\\" not in video_id

@@ -133,9 +133,6 @@ class StreamSpec:
             provenance=d.get("provenance", {}),
         )
 
-    def compatible_with(self, other: "StreamSpec") -> bool:
-        return self.to_dict() == other.to_dict()
-
 
 @dataclass
 class VideoMeta:

@@ -174,7 +174,6 @@ class DenseFeatureDataset(Dataset):
         self.alignment_stats = AlignmentStats()
         self.seed = 0 if seed is None else int(seed)
         self.epoch = 0
-        self._rng = random.Random(self.seed)
         samples = annotations.subset(subset)
         missing = [s.video_id for s in samples
                    if not all(self.store.has(s.video_id, st) for st in self.streams)]
@@ -219,7 +218,7 @@ class DenseFeatureDataset(Dataset):
         labels = np.array([g.label_id for g in sample.segments], np.int64)
         return grid.astype(np.float32), labels
 
-    def _crop(self, length: int, segments: np.ndarray) -> tuple[int, int, np.ndarray]:
+    def _crop(self, length: int, segments: np.ndarray, rng: random.Random) -> tuple[int, int, np.ndarray]:
         """Pick a window [a, b) of rows; returns it and the indices of kept segments."""
         target = length
         if length > self.max_seq_len:
@@ -227,11 +226,11 @@ class DenseFeatureDataset(Dataset):
         elif self.crop_ratio is not None:
             lo = max(1, math.ceil(self.crop_ratio[0] * length))
             hi = max(lo, math.floor(self.crop_ratio[1] * length))
-            target = self._rng.randint(lo, hi)
+            target = rng.randint(lo, hi)
         if target >= length:
             return 0, length, np.arange(len(segments))
         for _ in range(self.max_crop_tries):
-            a = self._rng.randint(0, length - target)
+            a = rng.randint(0, length - target)
             b = a + target
             inter = np.clip(np.minimum(segments[:, 1], b) - np.maximum(segments[:, 0], a), 0, None)
             seg_len = np.maximum(segments[:, 1] - segments[:, 0], 1e-6)
@@ -248,8 +247,8 @@ class DenseFeatureDataset(Dataset):
         segments, labels = self._segments(sample)
         offset = 0
         if self.training:
-            self._rng = random.Random(hash((self.seed, self.epoch, index)))
-            a, b, keep = self._crop(visual.shape[0], segments)
+            rng = random.Random(hash((self.seed, self.epoch, index)))
+            a, b, keep = self._crop(visual.shape[0], segments, rng)
             visual, audio = visual[a:b], audio[a:b]
             segments = np.clip(segments[keep] - a, 0, b - a)
             labels = labels[keep]

@@ -35,10 +35,6 @@ class StreamExtractor:
     stream: str
     extractor: Any  # avel.extractors.base.Extractor
 
-    @property
-    def modality(self) -> str:
-        return self.extractor.modality
-
     def spec(self) -> StreamSpec:
         ext = self.extractor
         return StreamSpec(extractor=ext.name, plan=ext.plan, feature_shape=tuple(ext.feature_shape),

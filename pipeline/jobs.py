@@ -12,12 +12,11 @@
 """
 from __future__ import annotations
 
-import os
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from avel.datasets.annotations import unsafe_id_reason
 from avel.datasets.store import ERRORS, MANIFEST, FeatureStore
 
 
@@ -33,25 +32,6 @@ class JobPlan:
     done: list[str] = field(default_factory=list)
     previously_failed: list[str] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)  # error records (video_id, path, stage, ...)
-
-
-def unsafe_id_reason(video_id: str) -> str | None:
-    """Why ``video_id`` cannot be used, or None when it is safe.
-
-    Ids are store keys, not paths, but users export them as file names; an id containing a
-    path separator component ``..``, an absolute path, NUL or control characters is refused.
-    Leading ``-`` / ``_``, spaces and unicode are fine (UnAV-100 has 1,336 such ids).
-    """
-    if not video_id:
-        return "empty video id"
-    if "\x00" in video_id or any(unicodedata.category(c) == "Cc" for c in video_id):
-        return "video id contains control characters"
-    if video_id.startswith("/") or os.path.isabs(video_id):
-        return "video id is an absolute path"
-    parts = video_id.replace("\\", "/").split("/")
-    if any(p in ("..", ".") for p in parts):
-        return "video id would escape the store directory ('..' or '.' component)"
-    return None
 
 
 def plan_jobs(

@@ -41,6 +41,7 @@ def _decode_and_cut(path: str, request: dict, streams: list[tuple[str, Any, Any,
     from avel.pipeline.engine import frames_for
 
     torch.set_num_threads(1)
+    t0 = time.perf_counter()
     decoded = decode_video(path, **request)
     info: dict[str, Any] = {"meta": decoded.meta, "padded": {}, "rows": {}, "errors": {}}
     outs = []
@@ -58,6 +59,7 @@ def _decode_and_cut(path: str, request: dict, streams: list[tuple[str, Any, Any,
         except Exception as e:  # recorded per stream; other streams of the video still run
             info["errors"][name] = (type(e).__name__, str(e))
             outs.append(None)
+    info["busy_s"] = time.perf_counter() - t0
     return [info, *outs]
 
 
@@ -78,9 +80,11 @@ class _ExtractorActor:
         self.batch_size = batch_size
         self.use_amp = self.device.type == "cuda"
 
-    def extract(self, *arrays: np.ndarray) -> list[np.ndarray]:
+    def extract(self, *arrays: np.ndarray) -> tuple[list[np.ndarray], float]:
+        """Rows per input array, and the seconds this call was busy."""
         import torch
 
+        t0 = time.perf_counter()
         counts = [a.shape[0] for a in arrays]
         data = torch.from_numpy(np.concatenate(arrays, axis=0))
         out = []
@@ -92,7 +96,7 @@ class _ExtractorActor:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
                 out.append(ext.extract(batch).float().cpu().numpy())
         rows = np.concatenate(out, axis=0)
-        return np.split(rows, np.cumsum(counts)[:-1])
+        return np.split(rows, np.cumsum(counts)[:-1]), time.perf_counter() - t0
 
 
 @dataclass
@@ -195,11 +199,11 @@ def run_ray(jobs: Sequence[VideoJob], cfg: Any, extractors: Sequence[StreamExtra
                 finish(vid)
         for ref in ready:
             if ref in decoding:
-                vid, wrefs, t0 = decoding.pop(ref)
-                report.decode_s += time.perf_counter() - t0
+                vid, wrefs, _t0 = decoding.pop(ref)
                 v = videos[vid]
                 try:
                     v.info = ray.get(ref)
+                    report.decode_s += v.info["busy_s"]
                 except Exception as e:  # decode failed: the task's exception, recorded
                     cause = getattr(e, "cause", None) or e
                     record_failure(writer.root, report, v.job, "decode", cause)
@@ -220,7 +224,8 @@ def run_ray(jobs: Sequence[VideoJob], cfg: Any, extractors: Sequence[StreamExtra
                 stream, k, vids = running.pop(ref)
                 load[stream][k] -= 1
                 try:
-                    parts = ray.get(ref)
+                    parts, busy_s = ray.get(ref)
+                    report.extract_s += busy_s
                 except Exception as e:
                     cause = getattr(e, "cause", None) or e
                     for vid in vids:
@@ -244,5 +249,4 @@ def run_ray(jobs: Sequence[VideoJob], cfg: Any, extractors: Sequence[StreamExtra
     writer.flush()
     report.write_s += time.perf_counter() - t0
     report.wall_s = time.perf_counter() - t_start
-    report.extract_s = report.wall_s - report.decode_s  # busy time is per stage, measured on the driver side
     return report

@@ -14,6 +14,15 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _report_import(report, store: Path) -> None:
+    """Summary line, every problem on stderr, exit 1 when there were problems."""
+    click.echo(f"imported {report.videos} videos into {store} ({report.skipped_existing} already present)")
+    for p in report.problems:
+        click.echo(f"problem: {p}", err=True)
+    if report.problems:
+        sys.exit(1)
+
+
 @click.command("info")
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -94,11 +103,7 @@ def import_unav(folder: Path, store: Path, annotations: Path | None, streams: tu
                                      progress=lambda n: bar.update(n - bar.n))
         except (StoreError, ValueError, FileNotFoundError) as e:
             _fail(str(e))
-    click.echo(f"imported {report.videos} videos into {store} ({report.skipped_existing} already present)")
-    for p in report.problems:
-        click.echo(f"problem: {p}", err=True)
-    if report.problems:
-        sys.exit(1)
+    _report_import(report, store)
 
 
 @import_.command("ave-h5")
@@ -124,11 +129,7 @@ def import_ave(annotations: Path, visual: Path | None, audio: Path | None, store
                                    progress=lambda n: bar.update(n - bar.n))
         except (StoreError, ValueError) as e:
             _fail(str(e))
-    click.echo(f"imported {report.videos} videos into {store} ({report.skipped_existing} already present)")
-    for p in report.problems:
-        click.echo(f"problem: {p}", err=True)
-    if report.problems:
-        sys.exit(1)
+    _report_import(report, store)
 
 
 @click.group("export")

@@ -22,6 +22,12 @@ from avel.training.config import TrainConfig
 from avel.training.trainer import move_to
 
 
+def _write_json_atomic(data: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
 def _train_stats(store: FeatureStore, annotations: AnnotationSet, cfg: TrainConfig, streams: list[str]):
     """Per-stream mean / std over the training videos when ``data.standardize`` is on."""
     if not cfg.data.standardize:
@@ -91,9 +97,7 @@ class DenseTask:
         return metrics, payload
 
     def save_predictions(self, predictions: Any, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(predictions))
-        os.replace(tmp, path)
+        _write_json_atomic(predictions, path)
 
 
 class AveTask:
@@ -172,7 +176,5 @@ class AveTask:
                 {"segment_predictions": predictions})
 
     def save_predictions(self, predictions: Any, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(predictions))
-        os.replace(tmp, path)
+        _write_json_atomic(predictions, path)
 

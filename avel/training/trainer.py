@@ -33,7 +33,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -342,16 +342,3 @@ class Trainer:
             self._tb.close()
         return FitResult(self.best_epoch, self.best_score, self.epoch, self.history)
 
-
-def load_best(run_dir: str | Path, build_model: Callable[[dict[str, Any]], nn.Module],
-              device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of ``run_dir/best.pt`` (EMA weights when present)."""
-    ckpt = torch.load(Path(run_dir) / "best.pt", map_location=device, weights_only=False)
-    model = build_model(ckpt["model_spec"])
-    model.load_state_dict(ckpt["ema"] if ckpt["ema"] is not None else ckpt["model"])
-    return model.to(device).eval(), ckpt
-
-
-def iterate_batches(loader: Iterable, device: torch.device) -> Iterable:
-    for batch in loader:
-        yield move_to(batch, device)

@@ -180,6 +180,22 @@ def _occ(rng, c, start, end, visual, audio, labelled, taken) -> Occurrence:
                       float(rng.uniform(0.09, 0.14)))
 
 
+def _distractors(cfg: SynthConfig, rng: np.random.Generator, event_classes: np.ndarray,
+                 taken: list[tuple[float, float]], span) -> list[Occurrence]:
+    """Unlabelled visual-only then audio-only occurrences of classes without an event in the
+    video; ``span()`` draws each one's (start_s, end_s)."""
+    others = [c for c in range(cfg.num_classes) if c not in set(event_classes.tolist())]
+    out = []
+    for modality, n_max in (("visual", cfg.visual_distractors_max), ("audio", cfg.audio_distractors_max)):
+        for _ in range(int(rng.integers(0, n_max + 1))):
+            if not others:
+                break
+            c = int(rng.choice(others))
+            start, end = span()
+            out.append(_occ(rng, c, start, end, modality == "visual", modality == "audio", False, taken))
+    return out
+
+
 def plan_unav_video(cfg: SynthConfig, rng: np.random.Generator, video_id: str, subset: str) -> VideoPlan:
     duration = round(float(rng.uniform(cfg.min_duration_s, cfg.max_duration_s)), 2)
     n_events = int(rng.integers(cfg.events_min, cfg.events_max + 1))
@@ -190,16 +206,12 @@ def plan_unav_video(cfg: SynthConfig, rng: np.random.Generator, video_id: str, s
         length = min(_event_duration(cfg, rng, duration), duration)
         start = 0.0 if length >= duration else float(rng.uniform(0, duration - length))
         occs.append(_occ(rng, c, start, start + length, True, True, True, taken))
-    others = [c for c in range(cfg.num_classes) if c not in set(classes.tolist())]
-    for modality, n_max in (("visual", cfg.visual_distractors_max), ("audio", cfg.audio_distractors_max)):
-        for _ in range(int(rng.integers(0, n_max + 1))):
-            if not others:
-                break
-            c = int(rng.choice(others))
-            length = min(float(rng.uniform(0.5, 6.0)), duration)
-            start = float(rng.uniform(0, duration - length))
-            occs.append(_occ(rng, c, start, start + length, modality == "visual", modality == "audio", False,
-                             taken))
+    def span() -> tuple[float, float]:
+        length = min(float(rng.uniform(0.5, 6.0)), duration)
+        start = float(rng.uniform(0, duration - length))
+        return start, start + length
+
+    occs += _distractors(cfg, rng, classes, taken, span)
     return VideoPlan(video_id, duration, subset, occs)
 
 
@@ -215,15 +227,11 @@ def plan_ave_video(cfg: SynthConfig, rng: np.random.Generator, video_id: str, su
         if rng.uniform() < cfg.p_whole * 3:
             start, end = 0, 10
         occs.append(_occ(rng, c, float(start), float(end), True, True, True, taken))
-    others = [c for c in range(cfg.num_classes) if c not in set(classes.tolist())]
-    for modality, n_max in (("visual", cfg.visual_distractors_max), ("audio", cfg.audio_distractors_max)):
-        for _ in range(int(rng.integers(0, n_max + 1))):
-            if not others:
-                break
-            c = int(rng.choice(others))
-            start = float(rng.uniform(0, 8))
-            end = float(min(10.0, start + rng.uniform(1.0, 4.0)))
-            occs.append(_occ(rng, c, start, end, modality == "visual", modality == "audio", False, taken))
+    def span() -> tuple[float, float]:
+        start = float(rng.uniform(0, 8))
+        return start, float(min(10.0, start + rng.uniform(1.0, 4.0)))
+
+    occs += _distractors(cfg, rng, classes, taken, span)
     return VideoPlan(video_id, duration, subset, occs)
 
 
