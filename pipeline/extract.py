@@ -21,6 +21,7 @@ from typing import Any, Callable
 import yaml
 
 from avel.datasets.store import StoreWriter, append_error
+from avel.pipeline.cluster import ClusterConfig
 from avel.pipeline.engine import RunReport, build_stream_extractors, run_sequential
 from avel.pipeline.jobs import dataset_files, plan_jobs
 
@@ -41,7 +42,8 @@ class ExtractConfig:
         extractor_options: ``{extractor: {config field: value}}``.
         out: store directory.
         runner: ``local`` (default) or ``ray``.
-        address: Ray cluster address (None: start an embedded local instance).
+        cluster: where the ray runner runs (:class:`avel.pipeline.cluster.ClusterConfig`:
+            address, runtime_env, ...; default: ``RAY_ADDRESS`` or an embedded local instance).
         batch_size: windows per device batch.
         gpus_per_actor: fraction of a GPU per extractor actor (0: CPU).
         actors_per_extractor: size of each extractor's fixed actor pool.
@@ -63,7 +65,7 @@ class ExtractConfig:
     extractor_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     out: str = ""
     runner: str = "local"
-    address: str | None = None
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     batch_size: int = 32
     gpus_per_actor: float = 0.0
     actors_per_extractor: int = 1
@@ -81,6 +83,7 @@ class ExtractConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+        data["cluster"] = ClusterConfig.from_dict(data.get("cluster"), source=str(path))
         return cls(**data)
 
     def validate(self) -> None:

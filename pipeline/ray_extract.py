@@ -110,12 +110,10 @@ class _Video:
 
 def run_ray(jobs: Sequence[VideoJob], cfg: Any, extractors: Sequence[StreamExtractor], writer: StoreWriter, *,
             progress: Callable[[RunReport], None] | None = None) -> RunReport:
-    """Run the extraction on Ray (embedded local instance unless ``cfg.address``)."""
+    """Run the extraction on Ray (``cfg.cluster``: embedded local instance unless an address is set)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, ignore_reinit_error=True)
+    cfg.cluster.init_ray()
     report = RunReport()
     t_start = time.perf_counter()
     request = decode_request(extractors)

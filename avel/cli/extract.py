@@ -55,7 +55,10 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
         given["extractors"] = [e.strip() for e in given["extractors"].split(",") if e.strip()]
     if "weights" in given:
         given["weights"] = {**cfg.weights, **_kv(given["weights"], "--weights")}
+    address = given.pop("address", None)
     cfg = dataclasses.replace(cfg, **given)
+    if address:
+        cfg.cluster = dataclasses.replace(cfg.cluster, address=address)
     bar = tqdm(unit="video", disable=None if not as_json else True, desc="extract")
 
     def progress(report, total):
