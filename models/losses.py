@@ -73,6 +73,13 @@ class EmaNormalizer(nn.Module):
     ``n <- momentum * n + (1 - momentum) * max(num_pos, 1)``; kept as a buffer so checkpoints
     restore it.
 
+    Under data-parallel training (torch.distributed initialized, world size > 1) ``update``
+    all-reduces the counts, so the EMA follows the positives of the GLOBAL batch exactly as in
+    single-process training, and returns it times this rank's share of the global batch: a
+    rank's ``loss_sum / normaliser`` is then a mean over its local samples, which the trainer's
+    gradient averaging turns into the single-process ``global_loss_sum / n``. Every rank must
+    then call ``update`` once per step.
+
     Args:
         init_value: initial value (UnAV/ActionFormer: 250).
         momentum: EMA momentum (0.9).
@@ -84,9 +91,25 @@ class EmaNormalizer(nn.Module):
         self.register_buffer("value", torch.tensor(float(init_value), dtype=torch.float64))
 
     @torch.no_grad()
-    def update(self, num_pos: int) -> float:
+    def update(self, num_pos: int, *, batch_size: int | None = None) -> float:
+        """Fold in a training batch's ``num_pos`` positives; returns the normaliser.
+
+        Args:
+            num_pos: positive points of this process's batch.
+            batch_size: samples in this process's batch (data parallelism: its share of the
+                global batch; None: an even split is assumed).
+        """
+        share = 1.0
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            world_size = torch.distributed.get_world_size()
+            counts = torch.tensor([float(num_pos), float(batch_size or 0)], dtype=torch.float64,
+                                  device=self.value.device)
+            torch.distributed.all_reduce(counts)
+            num_pos = int(counts[0])
+            share = batch_size / float(counts[1]) if batch_size else 1.0 / world_size
         self.value.mul_(self.momentum).add_((1 - self.momentum) * max(int(num_pos), 1))
-        return float(self.value)
+        return float(self.value) * share
 
     def forward(self) -> float:
         return float(self.value)

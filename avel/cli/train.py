@@ -16,15 +16,29 @@ import yaml
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="UnAV-100 JSON (task dense) or AVE Annotations.txt (task ave).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
-@click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Checkpoint to resume from (e.g. RUN/last.pt).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set optim.epochs=3 (YAML value syntax).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Data-parallel training on Ray Train with N workers (distributed.workers); "
+                   "optim.batch_size is the global batch.")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
+              help="GPUs per worker (distributed.gpus_per_worker; 0: CPU, gloo).")
+@click.option("--address", default=None,
+              help="Ray cluster address (cluster.address; default: RAY_ADDRESS or an embedded local instance).")
 def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: Path | None,
-          overrides: tuple[str, ...]) -> None:
+          overrides: tuple[str, ...], workers: int | None, gpus_per_worker: float | None,
+          address: str | None) -> None:
     """Train a localization model; the best checkpoint is chosen on the validation split
-    and evaluated on the test split. Writes RUN/{config.yaml,last.pt,best.pt,log.jsonl,summary.json}."""
+    and evaluated on the test split. Writes RUN/{config.yaml,last.pt,best.pt,log.jsonl,summary.json}.
+
+    With --workers N (or --gpus-per-worker, --address, or distributed.workers > 1 in the config)
+    training runs data-parallel on Ray Train (DDP; see docs/training.md), with the same run
+    directory and checkpoints."""
+    from avel.datasets.store import StoreError
     from avel.training.config import ConfigError, load_config
+    from avel.training.distributed import DistributedTrainingError
     from avel.training.run import train as run
 
     parsed = {}
@@ -33,6 +47,10 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
             raise click.UsageError(f"--set takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         parsed[key] = yaml.safe_load(value)
+    for key, value in (("distributed.workers", workers), ("distributed.gpus_per_worker", gpus_per_worker),
+                       ("cluster.address", address)):
+        if value is not None:
+            parsed[key] = value
     try:
         cfg = load_config(config_file, parsed)
     except ConfigError as e:
@@ -45,9 +63,12 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
                  if k in ("epoch", "train_total", "val_score", "seconds", "best")}
         click.echo(json.dumps(shown), err=True)
 
+    # any Ray flag selects Ray Train, even --workers 1 (one worker on a cluster's GPU)
+    use_ray = True if (workers, gpus_per_worker, address) != (None, None, None) else None
     try:
-        summary = run(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress)
-    except (ConfigError, KeyError, ValueError) as e:
+        summary = run(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress,
+                      use_ray=use_ray)
+    except (ConfigError, KeyError, ValueError, StoreError, DistributedTrainingError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     click.echo(json.dumps(summary, indent=1, default=float))

@@ -15,6 +15,12 @@ A config file mirrors :class:`TrainConfig`::
       epochs: 45
       warmup_epochs: 5
       lr: 1.0e-4
+      batch_size: 16            # the GLOBAL batch, split evenly over distributed workers
+    distributed:                # data-parallel training on Ray Train (``avel train --workers N``)
+      workers: 1
+      gpus_per_worker: 0
+    cluster:                    # where Ray runs: the section shared with ``avel extract``
+      address: null
 
 Unknown keys are errors naming the file and the key path, so a typo never silently falls
 back to a default. The resolved config is saved in every checkpoint and in the run directory.
@@ -28,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from avel.pipeline.cluster import ClusterConfig
 
 
 class ConfigError(ValueError):
@@ -105,6 +113,31 @@ class OptimSection:
 
 
 @dataclass
+class DistributedSection:
+    """Data-parallel training: one process per worker, DDP (see docs/training.md).
+
+    ``optim.batch_size`` is the GLOBAL batch: every step each worker takes
+    ``batch_size / workers`` samples of the batch single-process training would draw.
+
+    Args:
+        workers: number of training processes (Ray Train workers). 1 trains in-process unless
+            ``avel train --workers`` is given explicitly.
+        gpus_per_worker: GPUs of each worker (fractions allowed); 0 trains on CPU.
+        cpus_per_worker: CPUs reserved for each worker; None: 1 + ``data.num_workers``.
+        backend: torch.distributed backend: ``auto`` (NCCL with GPUs, gloo on CPU), ``gloo``
+            or ``nccl``.
+        find_unused_parameters: DDP option, needed only for models with parameters that get
+            no gradient in some steps (none of the registered models).
+    """
+
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float | None = None
+    backend: str = "auto"
+    find_unused_parameters: bool = False
+
+
+@dataclass
 class TrainConfig:
     """Everything a run needs besides the store and the annotation paths.
 
@@ -118,6 +151,9 @@ class TrainConfig:
         eval_every_epochs: validation frequency; the best checkpoint is chosen on it.
         log_every_steps: JSONL / TensorBoard logging frequency.
         tensorboard: also write TensorBoard event files.
+        distributed: :class:`DistributedSection` (data-parallel training).
+        cluster: :class:`avel.pipeline.cluster.ClusterConfig`, where Ray runs; the same
+            section as in an extraction config.
     """
 
     task: str = "dense"
@@ -130,6 +166,8 @@ class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,7 +186,12 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
     for key, value in data.items():
         hint = hints[key]
         path = f"{where}.{key}" if where else key
-        if dataclasses.is_dataclass(hint):
+        if hint is ClusterConfig:
+            try:
+                kwargs[key] = ClusterConfig.from_dict(value, source=source)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        elif dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, path, source)
         else:
             kwargs[key] = _check_type(value, hint, path, source)
@@ -207,6 +250,22 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> Train
         raise ConfigError(f"{source}: optim.optimizer must be 'adamw' or 'adam', got {cfg.optim.optimizer!r}")
     if cfg.optim.schedule not in ("cosine", "step"):
         raise ConfigError(f"{source}: optim.schedule must be 'cosine' or 'step', got {cfg.optim.schedule!r}")
+    d = cfg.distributed
+    if d.workers < 1:
+        raise ConfigError(f"{source}: distributed.workers must be at least 1, got {d.workers}")
+    if d.gpus_per_worker < 0:
+        raise ConfigError(f"{source}: distributed.gpus_per_worker must be >= 0, got {d.gpus_per_worker}")
+    if d.cpus_per_worker is not None and d.cpus_per_worker <= 0:
+        raise ConfigError(f"{source}: distributed.cpus_per_worker must be > 0, got {d.cpus_per_worker}")
+    if d.backend not in ("auto", "gloo", "nccl"):
+        raise ConfigError(f"{source}: distributed.backend must be 'auto', 'gloo' or 'nccl', got {d.backend!r}")
+    if d.backend == "nccl" and d.gpus_per_worker == 0:
+        raise ConfigError(f"{source}: distributed.backend 'nccl' needs GPUs: set distributed.gpus_per_worker > 0")
+    if cfg.optim.batch_size < 1:
+        raise ConfigError(f"{source}: optim.batch_size must be at least 1, got {cfg.optim.batch_size}")
+    if cfg.optim.batch_size % d.workers:
+        raise ConfigError(f"{source}: optim.batch_size {cfg.optim.batch_size} is the global batch and must be "
+                          f"divisible by distributed.workers {d.workers}")
     return cfg
 
 
@@ -223,6 +282,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         node = data
         *parents, leaf = dotted.split(".")
         for p in parents:
-            node = node.setdefault(p, {})
+            if node.get(p) is None:  # absent, or an empty section (``cluster:``)
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"{path}: cannot apply override {dotted}: {p} is not a mapping")
+            node = node[p]
         node[leaf] = value
     return config_from_dict(data, source=str(path))

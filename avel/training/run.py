@@ -6,6 +6,9 @@
 Input dims, the number of classes and the time grid come from the store manifest and the
 annotations, never from constants. After fitting, the best checkpoint (chosen on the
 validation split) is evaluated on the test split when the annotations have one.
+
+With ``distributed.workers > 1`` (or ``use_ray=True``) the same :func:`fit_and_test` runs
+in every Ray Train worker (:mod:`avel.training.distributed`); the run directory is the same.
 """
 from __future__ import annotations
 
@@ -47,19 +50,60 @@ def resolve_model_options(cfg: TrainConfig, derived: dict[str, Any]) -> dict[str
     return options
 
 
+def random_weight_streams(cfg: TrainConfig, store: FeatureStore) -> list[str]:
+    """The configured streams that were extracted with random weights; warns when any."""
+    streams = cfg.data.visual_streams + cfg.data.audio_streams
+    random_streams = [s for s in streams if s in store.streams and store.streams[s].is_random]
+    if random_streams:
+        warnings.warn(f"TRAINING ON RANDOM-WEIGHT FEATURES: streams {random_streams} of {store.root} were extracted "
+                      f"with random weights (tests/demo only); results say nothing about real backbones",
+                      stacklevel=3)
+    return random_streams
+
+
 def train(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: str | Path,
-          resume: str | Path | None = None, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Fit, select on validation, evaluate the best checkpoint on test; returns a summary."""
+          resume: str | Path | None = None, progress: Callable[[dict], None] | None = None,
+          on_step: Callable[[Trainer], None] | None = None, use_ray: bool | None = None) -> dict[str, Any]:
+    """Fit, select on validation, evaluate the best checkpoint on test; returns a summary.
+
+    Args:
+        cfg: the resolved config.
+        store / annotations: feature store directory and annotation file.
+        out: run directory.
+        resume: checkpoint to continue from (``RUN/last.pt``; single-process and distributed
+            checkpoints are interchangeable).
+        progress: called with every epoch record.
+        on_step: called with the trainer after every optimizer step (in every worker).
+        use_ray: train data-parallel on Ray Train (:mod:`avel.training.distributed`); None:
+            when ``cfg.distributed.workers > 1``.
+    """
+    if use_ray is None:
+        use_ray = cfg.distributed.workers > 1
+    if use_ray:
+        from avel.training.distributed import train_distributed
+
+        return train_distributed(cfg, store=store, annotations=annotations, out=out, resume=resume,
+                                 progress=progress, on_step=on_step)
+    return fit_and_test(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress,
+                        on_step=on_step)
+
+
+def fit_and_test(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: str | Path,
+                 resume: str | Path | None = None, progress: Callable[[dict], None] | None = None,
+                 on_step: Callable[[Trainer], None] | None = None,
+                 device: torch.device | None = None) -> dict[str, Any]:
+    """:func:`train` in this process (one rank when torch.distributed is initialized; rank 0
+    writes the run directory, every rank returns the summary).
+
+    Args:
+        cfg, store, annotations, out, resume, progress, on_step: see :func:`train`.
+        device: training device; None: ``cfg.device``.
+    """
     from avel.models.registry import build_model
 
     seed_everything(cfg.seed)
     st = FeatureStore(store)
-    streams = cfg.data.visual_streams + cfg.data.audio_streams
-    random_streams = [s for s in streams if s in st.streams and st.streams[s].is_random]
-    if random_streams:
-        warnings.warn(f"TRAINING ON RANDOM-WEIGHT FEATURES: streams {random_streams} of {st.root} were extracted "
-                      f"with random weights (tests/demo only); results say nothing about real backbones",
-                      stacklevel=2)
+    random_streams = random_weight_streams(cfg, st)
     ann = load_annotations(cfg.task, annotations, ave_split=cfg.data.ave_split)
     task = make_task(cfg, st, ann)
     datasets = task.build_datasets(cfg)
@@ -67,10 +111,10 @@ def train(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model.name, options=options)
     spec = {"name": cfg.model.name, "options": options}
-    trainer = Trainer(cfg, task=task, model=model, model_spec=spec, datasets=datasets, out_dir=out)
+    trainer = Trainer(cfg, task=task, model=model, model_spec=spec, datasets=datasets, out_dir=out, device=device)
     if resume is not None:
         trainer.resume(resume)
-    fit = trainer.fit(progress=progress)
+    fit = trainer.fit(progress=progress, on_step=on_step)
     summary: dict[str, Any] = {"run": str(out), "model": cfg.model.name,
                                "parameters": sum(p.numel() for p in model.parameters()),
                                "best_epoch": fit.best_epoch, "best_validation_score": fit.best_score,
@@ -80,5 +124,6 @@ def train(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: 
         target = trainer.eval_model()
         target.load_state_dict(ckpt["ema"] if ckpt["ema"] is not None else ckpt["model"])
         summary["test"] = trainer.evaluate("test")
-    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    if trainer.is_main:
+        (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary

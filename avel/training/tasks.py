@@ -77,11 +77,22 @@ class DenseTask:
                                     "score": float(score)})
         return results
 
+    def collect(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, list[dict]]:
+        """Raw predictions of a shard (see :meth:`predict`)."""
+        return self.predict(model, loader, device)
+
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *,
                  subset: str) -> tuple[dict[str, Any], Any]:
+        return self.score([self.predict(model, loader, device)], subset=subset)
+
+    def score(self, parts: list[dict[str, list[dict]]], *, subset: str) -> tuple[dict[str, Any], Any]:
+        """mAP metrics and the results payload from the predictions of consecutive shards."""
         from avel.models.metrics.dense_map import evaluate_detection
 
-        results = self.predict(model, loader, device)
+        results: dict[str, list[dict]] = {}
+        for part in parts:
+            for vid, entries in part.items():
+                results.setdefault(vid, []).extend(entries)
         samples = self.annotations.subset(subset)
         ground_truth = {s.video_id: [(g.start_s, g.end_s, g.label_id) for g in s.segments] for s in samples}
         predictions = {vid: [(e["segment"][0], e["segment"][1], e["label"], e["score"]) for e in entries]
@@ -149,21 +160,34 @@ class AveTask:
                  subset: str) -> tuple[dict[str, Any], Any]:
         """Segment accuracy (fully / weakly supervised: background counted as a class) or, for
         models in the CML setting, A2V / V2A exact-window accuracy (score: their mean)."""
-        from avel.models.metrics.ave import cml_accuracy, segment_accuracy
+        return self.score([self.collect(model, loader, device)], subset=subset)
 
-        seg_preds, seg_labels, sample_ids = [], [], []
-        distances, masks = [], []
+    def collect(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, list]:
+        """Per batch, on CPU: sample ids, segment predictions and labels, or (CML) the
+        segment distances and event masks."""
+        out: dict[str, list] = {"sample_ids": [], "seg_preds": [], "seg_labels": [], "distances": [], "masks": []}
         for batch in loader:
             batch = move_to(batch, device)
             pred = model.predict(model(batch), batch)
             labels = batch["segment_labels"].cpu()
-            sample_ids += batch["sample_ids"]
+            out["sample_ids"] += batch["sample_ids"]
             if isinstance(pred, dict):  # CML: distances between every visual and audio segment
-                distances.append(torch.as_tensor(pred["distances"]).cpu())
-                masks.append(labels != self.annotations.background_id)
+                out["distances"].append(torch.as_tensor(pred["distances"]).cpu())
+                out["masks"].append(labels != self.annotations.background_id)
             else:
-                seg_preds.append(torch.as_tensor(pred).cpu())
-                seg_labels.append(labels)
+                out["seg_preds"].append(torch.as_tensor(pred).cpu())
+                out["seg_labels"].append(labels)
+        return out
+
+    def score(self, parts: list[dict[str, list]], *, subset: str) -> tuple[dict[str, Any], Any]:
+        """Accuracy metrics and predictions from the :meth:`collect` results of consecutive shards."""
+        from avel.models.metrics.ave import cml_accuracy, segment_accuracy
+
+        sample_ids = [i for part in parts for i in part["sample_ids"]]
+        seg_preds = [t for part in parts for t in part["seg_preds"]]
+        seg_labels = [t for part in parts for t in part["seg_labels"]]
+        distances = [t for part in parts for t in part["distances"]]
+        masks = [t for part in parts for t in part["masks"]]
         if distances:
             res = cml_accuracy(torch.cat(distances), torch.cat(masks))
             metrics = {"score": res.average, "a2v_accuracy": res.a2v, "v2a_accuracy": res.v2a,

@@ -21,10 +21,28 @@ Run directory::
 Determinism: shuffling uses a generator seeded with ``seed + epoch`` and datasets derive
 their random crops from (seed, epoch, index), so a run resumed from ``last.pt`` continues
 exactly as the uninterrupted run would on CPU.
+
+Data parallelism: when ``torch.distributed`` is initialized with more than one process (as
+``avel.training.distributed`` does), every process runs this same trainer on its rank:
+
+- the global batch (``optim.batch_size``) of each step is the one single-process training
+  draws (same sampler, same generator); rank r takes its contiguous share of it;
+- the forward pass goes through :class:`~torch.nn.parallel.DistributedDataParallel`, which
+  averages gradients over ranks. Rank r's loss is weighted by ``N * b_r / b`` (1 when the
+  batch splits evenly), so for losses that are means over the local samples (the contract
+  under data parallelism; the dense detectors' sum / #positives losses meet it through
+  :class:`avel.models.losses.EmaNormalizer`) the averaged gradient is the single-process
+  gradient of the global batch; logged losses are the same all-reduced global values;
+- evaluation is distributed: each rank predicts a contiguous shard of the split, the raw
+  predictions are gathered and scored (``Task.collect`` / ``Task.score``);
+- rank 0 alone writes the run directory; checkpoints hold the unwrapped model, so they are
+  interchangeable with single-process ones (resume 1 <-> N workers);
+- per-rank randomness (dropout) is reseeded from (seed, epoch, rank) at every epoch.
 """
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -37,11 +55,12 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from avel.training.config import TrainConfig
+from avel.training.config import ConfigError, TrainConfig
 
 
 class Task(Protocol):
@@ -61,6 +80,14 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *,
                  subset: str) -> tuple[dict[str, Any], Any]:
         """Metrics (with a ``"score"`` key, higher is better) and the predictions."""
+
+    def collect(self, model: nn.Module, loader: DataLoader, device: torch.device) -> Any:
+        """Raw predictions (picklable, on CPU) for the samples of ``loader``, in order.
+        Needed only for data-parallel training (distributed evaluation)."""
+
+    def score(self, parts: list[Any], *, subset: str) -> tuple[dict[str, Any], Any]:
+        """What :meth:`evaluate` returns, from the :meth:`collect` results of consecutive
+        shards of the split (in dataset order). Needed only for data-parallel training."""
 
     def save_predictions(self, predictions: Any, path: Path) -> None:
         """Write predictions in the task's file format."""
@@ -118,6 +145,20 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialized torch.distributed group, else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[start, end)`` of ``rank``'s contiguous share of ``n`` items (sizes differ by at most 1)."""
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
 class ModelEma:
     """Exponential moving average of parameters and buffers (evaluated instead of the raw model)."""
 
@@ -163,22 +204,50 @@ class Trainer:
         model_spec: ``{"name": ..., "options": {...}}`` saved in checkpoints to rebuild it.
         datasets: ``{"train", "validation", ("test")}`` datasets.
         out_dir: run directory.
+        device: where to train; None: ``cfg.device`` (data-parallel workers pass their own).
+
+    With torch.distributed initialized (world size > 1) the trainer runs data-parallel (see
+    the module doc); ``optim.batch_size`` is then the global batch and must be divisible by
+    the world size.
     """
 
     def __init__(self, cfg: TrainConfig, *, task: Task, model: nn.Module, model_spec: dict[str, Any],
-                 datasets: dict[str, Dataset], out_dir: str | Path) -> None:
+                 datasets: dict[str, Dataset], out_dir: str | Path, device: torch.device | None = None) -> None:
         self.cfg = cfg
         self.task = task
-        self.device = resolve_device(cfg.device)
+        self.device = device if device is not None else resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.model_spec = model_spec
         self.datasets = datasets
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.rank, self.world_size = world()
+        self.is_main = self.rank == 0
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         o = cfg.optim
         opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(param_groups(self.model, o.weight_decay), lr=o.lr, betas=tuple(o.betas))
-        self.steps_per_epoch = max(1, math.ceil(len(datasets["train"]) / o.batch_size))
+        # the module the training forward goes through (DDP averages gradients over ranks)
+        self.forward_model: nn.Module = self.model
+        n_train = len(datasets["train"])
+        if self.world_size > 1:
+            if o.batch_size % self.world_size:
+                raise ConfigError(f"optim.batch_size {o.batch_size} is the global batch and must be divisible by "
+                                  f"the {self.world_size} workers")
+            if n_train < self.world_size:
+                raise ConfigError(f"{n_train} training samples cannot be shared by {self.world_size} workers")
+            missing = [m for m in ("collect", "score") if not callable(getattr(task, m, None))]
+            if missing:
+                raise TypeError(f"task {task.name!r} lacks {missing}, needed for distributed evaluation")
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.distributed.find_unused_parameters)
+            # a last global batch smaller than the world size is skipped (see rank_batches)
+            self.steps_per_epoch = max(1, n_train // o.batch_size + (n_train % o.batch_size >= self.world_size))
+        else:
+            self.steps_per_epoch = max(1, math.ceil(n_train / o.batch_size))
         self.total_steps = self.steps_per_epoch * o.epochs
         self.warmup_steps = self.steps_per_epoch * o.warmup_epochs
         self.ema = ModelEma(self.model, o.ema_decay) if o.ema_decay else None
@@ -191,6 +260,7 @@ class Trainer:
         self.best_epoch = -1
         self.history: list[dict[str, Any]] = []
         self._tb = None
+        self._on_step: Callable[["Trainer"], None] | None = None
 
     # -- data ------------------------------------------------------------------------------
     def loader(self, split: str, *, shuffle: bool, epoch: int = 0) -> DataLoader:
@@ -204,8 +274,38 @@ class Trainer:
             pin_memory=self.device.type == "cuda", generator=generator,
             persistent_workers=False)
 
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """Training-set indices of every batch of ``epoch`` as the single-process training
+        loader draws them: the same sampler and generator, run over the bare indices."""
+        order = DataLoader(range(len(self.datasets["train"])), batch_size=self.cfg.optim.batch_size, shuffle=True,
+                           drop_last=False, generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
+                           collate_fn=list)
+        return [[int(i) for i in batch] for batch in order]
+
+    def rank_batches(self, epoch: int) -> list[tuple[list[int], int]]:
+        """This rank's contiguous share of every global batch of ``epoch`` and the global
+        batch's size. A global batch smaller than the world size (possible only for the last
+        one) is skipped: some rank would get no sample."""
+        shares = []
+        for batch in self.global_batches(epoch):
+            if len(batch) >= self.world_size:
+                start, end = shard_bounds(len(batch), self.rank, self.world_size)
+                shares.append((batch[start:end], len(batch)))
+        return shares
+
+    def _rank_train_loader(self, shares: list[tuple[list[int], int]]) -> DataLoader:
+        ds = self.datasets["train"]
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(self.epoch)
+        return DataLoader(
+            ds, batch_sampler=[indices for indices, _ in shares], collate_fn=self.task.collate(ds),
+            num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + self.epoch), persistent_workers=False)
+
     # -- logging -----------------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         record = {"time": time.time(), "epoch": self.epoch, "step": self.step, **record}
         with open(self.out_dir / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True, default=float) + "\n")
@@ -237,8 +337,10 @@ class Trainer:
         }
 
     def save(self, name: str) -> Path:
+        """Write a checkpoint (rank 0 only under data parallelism); returns its path."""
         path = self.out_dir / name
-        _atomic_torch_save(self.state(), path)
+        if self.is_main:
+            _atomic_torch_save(self.state(), path)
         return path
 
     def resume(self, path: str | Path) -> None:
@@ -271,21 +373,41 @@ class Trainer:
             g["lr"] = lr
         return lr
 
+    def _global_values(self, losses: dict[str, torch.Tensor], weight: float) -> dict[str, float]:
+        """Loss values of the global batch: this rank's own, or the all-reduced mean over ranks
+        of the weighted rank losses (what the averaged gradient is the gradient of)."""
+        if self.world_size == 1:
+            return {k: float(v.detach()) for k, v in losses.items()}
+        values = torch.tensor([float(v.detach()) * weight for v in losses.values()], dtype=torch.float64,
+                              device=self.device)
+        dist.all_reduce(values)
+        return dict(zip(losses, (values / self.world_size).tolist()))
+
     def train_epoch(self) -> dict[str, float]:
-        self.model.train()
+        self.forward_model.train()
         sums: dict[str, float] = {}
         n = 0
-        for batch in self.loader("train", shuffle=True, epoch=self.epoch):
+        if self.world_size > 1:
+            shares = self.rank_batches(self.epoch)
+            loader: Any = self._rank_train_loader(shares)
+            # rank r's loss weight N * b_r / b: the DDP average then weighs every sample alike
+            weights: Any = [self.world_size * len(indices) / size for indices, size in shares]
+            state = np.random.SeedSequence([self.cfg.seed, self.epoch, self.rank]).generate_state(2)
+            torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+        else:
+            loader = self.loader("train", shuffle=True, epoch=self.epoch)
+            weights = itertools.repeat(1.0)
+        for batch, weight in zip(loader, weights):
             batch = move_to(batch, self.device)
             lr = self._set_lr()
             autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp else nullcontext())
             with autocast:
-                outputs = self.model(batch)
+                outputs = self.forward_model(batch)
                 losses = self.model.losses(outputs, batch)
-            total = losses["total"]
-            if not torch.isfinite(total):
-                raise FloatingPointError(f"non-finite loss at epoch {self.epoch} step {self.step}: "
-                                         f"{ {k: float(v) for k, v in losses.items()} }")
+            total = losses["total"] if weight == 1.0 else losses["total"] * weight
+            values = self._global_values(losses, weight)
+            if not math.isfinite(values["total"]):
+                raise FloatingPointError(f"non-finite loss at epoch {self.epoch} step {self.step}: {values}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
             if self.cfg.optim.grad_clip_norm:
@@ -297,7 +419,8 @@ class Trainer:
                 self.ema.update(self.model)
             self.step += 1
             n += 1
-            values = {k: float(v.detach()) for k, v in losses.items()}
+            if self._on_step is not None:
+                self._on_step(self)
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             if self.step % self.cfg.log_every_steps == 0:
@@ -308,18 +431,43 @@ class Trainer:
         return self.ema.module if self.ema else self.model
 
     def evaluate(self, split: str) -> dict[str, Any]:
-        loader = self.loader(split, shuffle=False)
+        """Evaluate the EMA (else raw) model on ``split``; rank 0 writes predictions and metrics.
+        Under data parallelism each rank predicts a contiguous shard and the shards are gathered."""
         model = self.eval_model()
         model.eval()
-        with torch.no_grad():
-            metrics, predictions = self.task.evaluate(model, loader, self.device, subset=split)
+        if self.world_size == 1:
+            loader = self.loader(split, shuffle=False)
+            with torch.no_grad():
+                metrics, predictions = self.task.evaluate(model, loader, self.device, subset=split)
+        else:
+            ds = self.datasets[split]
+            start, end = shard_bounds(len(ds), self.rank, self.world_size)
+            loader = DataLoader(Subset(ds, range(start, end)), batch_size=self.cfg.optim.batch_size, shuffle=False,
+                                collate_fn=self.task.collate(ds), num_workers=self.cfg.data.num_workers,
+                                pin_memory=self.device.type == "cuda")
+            with torch.no_grad():
+                part = self.task.collect(model, loader, self.device)
+            parts: list[Any] = [None] * self.world_size
+            dist.all_gather_object(parts, part)
+            metrics, predictions = self.task.score(parts, subset=split)
+        if not self.is_main:
+            return metrics
         self.task.save_predictions(predictions, self.out_dir / f"predictions_{split}.json")
         (self.out_dir / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=1, sort_keys=True,
                                                                        default=float))
         return metrics
 
-    def fit(self, *, progress: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
-        (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+    def fit(self, *, progress: Callable[[dict[str, Any]], None] | None = None,
+            on_step: Callable[["Trainer"], None] | None = None) -> FitResult:
+        """Train until ``optim.epochs``, validating every ``eval_every_epochs``.
+
+        Args:
+            progress: called with each epoch record (rank 0 only).
+            on_step: called with the trainer after every optimizer step (on every rank).
+        """
+        self._on_step = on_step
+        if self.is_main:
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         while self.epoch < self.cfg.optim.epochs:
             t0 = time.perf_counter()
             train_losses = self.train_epoch()
@@ -335,10 +483,12 @@ class Trainer:
                     self.save("best.pt")
             self.history.append({"epoch": self.epoch, **{k: v for k, v in record.items() if k != "kind"}})
             self.log(record)
-            if progress:
+            if progress and self.is_main:
                 progress({"epoch": self.epoch, **record})
             self.save("last.pt")
         if self._tb is not None:
             self._tb.close()
+        if self.world_size > 1:
+            dist.barrier()  # rank 0's checkpoints are complete before any rank reads them
         return FitResult(self.best_epoch, self.best_score, self.epoch, self.history)
 

@@ -158,7 +158,8 @@ class DenseDetector(nn.Module):
         offsets = torch.cat(outputs["offsets"], dim=1)  # B x P x C x 2 | B x P x 2
         pos = (gt_cls.sum(-1) > 0) & valid  # B x P
         num_pos = int(pos.sum())
-        norm = self.loss_normalizer.update(num_pos) if self.training else self.loss_normalizer()
+        norm = (self.loss_normalizer.update(num_pos, batch_size=valid.shape[0]) if self.training
+                else self.loss_normalizer())
         target = gt_cls[valid]
         if lc.label_smoothing > 0:
             target = target * (1 - lc.label_smoothing) + lc.label_smoothing / (self.cfg.num_classes + 1)
