@@ -86,5 +86,7 @@ class ClusterConfig:
             kwargs["namespace"] = self.namespace
         if address is None and self.num_cpus is not None:
             kwargs["num_cpus"] = self.num_cpus
-        ray.init(address=address, **kwargs)
+        # "local": a new embedded instance even when a `ray start` cluster runs on this machine
+        # (address=None would connect to it).
+        ray.init(address=address or "local", **kwargs)
         return True

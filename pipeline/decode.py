@@ -8,19 +8,39 @@ Data flow::
 
 Frame selection for a target ``fps``: output frame ``k`` (time ``k / fps``) takes the last
 native frame whose presentation time is ``<= k / fps`` (nearest-previous, no interpolation),
-for ``k = 0 .. floor(duration_s * fps) - 1``. Presentation times come from the container
-when decord reports them (variable frame rate), else ``index / native_fps``; these times only
-pick frames, row times always come from the sampling plan. All frames of all plans are read
-in one sorted ``get_batch`` call.
+for ``k = 0 .. floor(duration_s * fps) - 1``. Frames are picked by time, never by index:
+
+* constant frame rate (every container timestamp within ``min(1 ms, 1/4 frame)`` of
+  ``index / native_fps``): times are exactly ``index / native_fps`` and the duration is
+  ``frames / native_fps``. decord reports timestamps as float32, whose rounding (up to 30 us
+  at 20 minutes) would otherwise make the rule pick the previous frame whenever a rounded
+  timestamp lands just after the target time.
+* variable frame rate: the container's presentation times (relative to the first frame),
+  compared with a tolerance of float32 rounding; the duration ends where the last frame
+  ends (its presentation time plus its packet duration).
+
+These times only pick frames; row times always come from the sampling plan. All frames of
+all plans are read in one sorted ``get_batch`` call.
+
+Rotation: a display matrix (``rotate`` 90 / 180 / 270, as phones record) is applied, as
+players do: frames come out upright and ``H x W`` is the displayed size (a portrait video
+is taller than wide). decord 0.6.0 does this itself when it opens the file; the decode size
+below is computed from the displayed (rotated) size of the first frame.
 
 Resizing at decode: the short side is scaled to ``short_side`` (aspect kept, even sizes); the
 extractors' CPU preprocessing crops / resizes further. ``short_side=None`` keeps the native
-size. Frames narrower than 64 pixels are scaled up to 64 (a decord limitation).
+size. Frames narrower than 64 pixels (down to 1 x 1) are scaled up to 64 (a decord
+limitation); 4K frames are decoded straight to the small size.
+
+Only regular files are opened: a directory, FIFO or device named ``*.mp4``, a dangling
+symlink, an empty or unreadable file is a :class:`DecodeError` naming the path (a FIFO would
+otherwise block the decoder forever).
 """
 from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -71,12 +91,40 @@ def _resized_size(width: int, height: int, short_side: int | None) -> tuple[int,
     return w, h
 
 
-def frame_indices_for_fps(times_s: np.ndarray, duration_s: float, fps: float) -> np.ndarray:
-    """Native frame index for each output frame at ``fps`` (nearest-previous rule)."""
-    n_out = max(1, int(math.floor(duration_s * fps + 1e-6)))
+def frame_indices_for_fps(times_s: np.ndarray, duration_s: float, fps: float, *,
+                          tolerance_s: float = 1e-6) -> np.ndarray:
+    """Native frame index for each output frame at ``fps`` (nearest-previous rule).
+
+    Args:
+        times_s: presentation time of each native frame, ascending, first frame at 0.
+        duration_s: video duration; ``floor(duration_s * fps)`` output frames (at least one).
+        fps: output rate.
+        tolerance_s: a native frame this close after a target time counts as at it (absorbs
+            rounding of ``times_s``).
+    """
+    slack = 1e-6 if tolerance_s <= 1e-6 else tolerance_s * fps  # output frames
+    n_out = max(1, int(math.floor(duration_s * fps + slack)))
     targets = np.arange(n_out) / fps
-    idx = np.searchsorted(times_s, targets + 1e-6, side="right") - 1
+    idx = np.searchsorted(times_s, targets + tolerance_s, side="right") - 1
     return np.clip(idx, 0, len(times_s) - 1)
+
+
+def _frame_times(reader, n_native: int, native_fps: float) -> tuple[np.ndarray, float, float]:
+    """``(presentation time per native frame, duration_s, tolerance_s)``; see the module doc."""
+    grid = np.arange(n_native) / native_fps
+    try:
+        ts = np.asarray(reader.get_frame_timestamp(np.arange(n_native)), np.float64)  # n x (start, end)
+        start, end = ts[:, 0] - ts[0, 0], ts[:, 1] - ts[0, 0]
+        if not (np.all(np.isfinite(ts)) and np.all(np.diff(start) >= 0)):
+            raise ValueError("non-finite or decreasing timestamps")
+    except Exception:  # no usable container timestamps: assume a constant rate
+        return grid, n_native / native_fps, 1e-6
+    if np.max(np.abs(start - grid)) <= min(1e-3, 0.25 / native_fps):
+        return grid, n_native / native_fps, 1e-6
+    # variable rate: float32 timestamps are rounded by up to 2^-24 of their magnitude
+    tolerance_s = max(1e-6, float(end[-1]) * 2.0 ** -22)
+    last = end[-1] if end[-1] > start[-1] else start[-1] + start[-1] / max(n_native - 1, 1)
+    return start, float(last), tolerance_s
 
 
 def decode_video(
@@ -101,20 +149,29 @@ def decode_video(
             videos); ``(0, 0)`` decodes none (probe only). Default: every frame.
 
     Raises:
-        DecodeError: the file is missing, empty, not a video, or has no video track while
-            frames were requested. A missing or broken audio track is not an error here: it
-            is reported in ``audio_error`` so visual extractors still run.
+        DecodeError: the path is missing, not a regular file (directory, FIFO, device),
+            empty, unreadable, not a video, or has no video track while frames were requested.
+            A missing or broken audio track is not an error here: it is reported in
+            ``audio_error`` so visual extractors still run.
     """
     import decord
 
     decord.logging.set_level(decord.logging.QUIET)  # errors are raised and recorded, not printed
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()  # follows symlinks: a dangling one fails here
     except OSError as e:
         raise DecodeError(f"{path}: cannot stat ({e.strerror})") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise DecodeError(f"{path}: not a regular file ({_file_kind(st.st_mode)}); expected a video file")
+    size = st.st_size
     if size == 0:
         raise DecodeError(f"{path}: empty file (0 bytes)")
+    try:
+        with open(path, "rb") as fh:  # a regular file: opening cannot block
+            fh.read(1)
+    except OSError as e:
+        raise DecodeError(f"{path}: cannot read ({e.strerror})") from e
     out = DecodedVideo(path=path, meta=VideoMeta(source_path=str(path), source_size_bytes=size))
     duration_s: float | None = None
     if fps:
@@ -128,16 +185,9 @@ def decode_video(
             raise DecodeError(f"{path}: video stream reports {n_native} frames at {native_fps} fps")
         if n_native > max_frames:
             raise DecodeError(f"{path}: container reports {n_native} frames, more than max_frames={max_frames}")
-        height, width = probe[0].shape[:2]
-        try:
-            ts = probe.get_frame_timestamp(np.arange(n_native))[:, 0].astype(np.float64)
-            if not np.all(np.isfinite(ts)) or np.any(np.diff(ts) < 0):
-                raise ValueError("non-monotonic timestamps")
-            ts = ts - ts[0]
-        except Exception:
-            ts = np.arange(n_native) / native_fps
+        height, width = probe[0].shape[:2]  # displayed size (rotation applied); channels may be padded below 64 px
+        ts, duration_s, tolerance_s = _frame_times(probe, n_native, native_fps)
         del probe
-        duration_s = float(ts[-1] + (ts[-1] / max(n_native - 1, 1) if n_native > 1 else 1.0 / native_fps))
         out.meta.native_fps = native_fps
         out.meta.num_frames = n_native
         w, h = _resized_size(width, height, short_side)
@@ -147,7 +197,7 @@ def decode_video(
             raise DecodeError(f"{path}: cannot reopen for decoding ({type(e).__name__}: {_first_line(e)})") from e
         per_fps = {}
         for f in fps:
-            idx = frame_indices_for_fps(ts, duration_s, float(f))
+            idx = frame_indices_for_fps(ts, duration_s, float(f), tolerance_s=tolerance_s)
             out.total_frames[float(f)] = len(idx)
             a, b = (frame_ranges or {}).get(float(f), (0, len(idx)))
             a, b = max(0, min(a, len(idx))), max(0, min(b, len(idx)))
@@ -168,7 +218,9 @@ def decode_video(
     if sample_rate:
         try:
             ar = decord.AudioReader(str(path), ctx=decord.cpu(0), sample_rate=int(sample_rate), mono=True)
-            audio = ar[:].asnumpy().reshape(-1).astype(np.float32)
+            # AudioReader has decoded the whole track into ``_array`` (C x N); ``ar[:]`` copies it
+            # through a Python list of every sample index (14 s for 20 minutes of audio here).
+            audio = np.asarray(ar._array, np.float32).reshape(-1)
             if audio.size == 0:
                 raise DecodeError("audio track is empty")
             out.audio = audio
@@ -182,6 +234,14 @@ def decode_video(
                 raise DecodeError(out.audio_error) from e
     out.meta.duration_s = duration_s
     return out
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return f"mode {oct(mode)}"
 
 
 def _first_line(e: BaseException) -> str:

@@ -79,10 +79,92 @@ def frames_for(decoded: DecodedVideo, spec: Any) -> torch.Tensor:
     return apply_decode_spec(torch.from_numpy(decoded.frames[float(spec.fps)]), spec).contiguous()
 
 
+def extract_batch(ext: Any, windows: torch.Tensor, *, batch_size: int, device: torch.device,
+                  amp: bool = False) -> np.ndarray:
+    """Rows of ``windows`` (``n <= batch_size`` of them) from one device call: ``n x *feature_shape``.
+
+    On the CPU every call has exactly ``batch_size`` windows: a short batch is padded with
+    copies of its last window, whose rows are dropped. The kernels torch picks depend on the
+    batch shape (batches of 1-3 windows gave rows up to 3e-8 away from batches of 8 for vggish
+    and i3d); with one fixed shape a window's row is bitwise independent of its neighbours and
+    of its position in the batch (measured for vgg19, vggish, i3d_rgb), so rows do not depend
+    on how a runner groups windows. On a GPU batches are not padded (no bitwise promise there).
+
+    Args:
+        ext: the extractor.
+        windows: ``n x ...`` windows as :meth:`Extractor.windows` cuts them (CPU tensor).
+        batch_size: the fixed CPU batch shape.
+        device: where ``ext`` lives.
+        amp: bfloat16 autocast on CUDA.
+    """
+    n = int(windows.shape[0])
+    if n > batch_size:
+        raise ValueError(f"{n} windows do not fit a batch of {batch_size}")
+    if device.type == "cpu" and n < batch_size:
+        windows = torch.cat([windows, windows[-1:].expand(batch_size - n, *windows.shape[1:])])
+    if device.type == "cuda":
+        windows = windows.pin_memory().to(device, non_blocking=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        rows = ext.extract(windows.to(device))
+    return rows[:n].float().cpu().numpy()
+
+
 def _extract_batches(ext: Any, data: torch.Tensor, *, batch_size: int, device: torch.device) -> np.ndarray:
-    out = [ext.extract(data[a:a + batch_size].to(device, non_blocking=True)).cpu().numpy()
+    out = [extract_batch(ext, data[a:a + batch_size], batch_size=batch_size, device=device)
            for a in range(0, data.shape[0], batch_size)]
     return np.concatenate(out, axis=0).astype(np.float32, copy=False)
+
+
+def rows_per_chunk(plan: Any, chunk_s: float) -> int:
+    """Rows of one stream per chunk of about ``chunk_s`` seconds (at least one)."""
+    return max(1, int(round(chunk_s / plan.step_seconds)))
+
+
+def chunk_plan(streams: Sequence[tuple[str, Any, int, int | None]], k: int, chunk_s: float
+               ) -> tuple[dict[float, tuple[int, int]], dict[str, tuple[int, int]]]:
+    """What chunk ``k`` of a video decodes and extracts (both runners use this).
+
+    Chunk ``k`` of a stream holds rows ``[k*R, (k+1)*R)`` with ``R = rows_per_chunk(plan,
+    chunk_s)``; it needs output frames ``[k*R*stride, last start + window + context)``.
+
+    Args:
+        streams: ``(stream, plan, context_frames, total_frames)`` per video stream;
+            ``total_frames`` (output frames of the whole video at ``plan.fps``) is None while
+            unknown (a first chunk decoded without a probe): rows and frames are then not
+            clipped to the video's end, :func:`decode_video` clips the frame ranges.
+        k: chunk index.
+        chunk_s: chunk length in seconds.
+
+    Returns:
+        ``({fps: (first, end) output frames to decode}, {stream: (r0, r1) rows of chunk k})``;
+        streams with no rows in chunk ``k`` are left out.
+    """
+    ranges: dict[float, tuple[int, int]] = {}
+    rows: dict[str, tuple[int, int]] = {}
+    for stream, plan, context_frames, total in streams:
+        per_chunk = rows_per_chunk(plan, chunk_s)
+        r0, r1 = k * per_chunk, (k + 1) * per_chunk
+        if total is not None:
+            r1 = min(r1, plan.num_rows(total))
+        if r0 >= r1:
+            continue
+        a, b = r0 * plan.step_units, (r1 - 1) * plan.step_units + plan.window_units + context_frames
+        if total is not None:
+            b = min(total, b)
+        lo, hi = ranges.get(float(plan.fps), (a, b))
+        ranges[float(plan.fps)] = (min(lo, a), max(hi, b))
+        rows[stream] = (r0, r1)
+    return ranges, rows
+
+
+def window_index(plan: Any, r0: int, r1: int, *, context_frames: int, total_frames: int,
+                 first_frame: int) -> torch.Tensor:
+    """Frame indices of rows ``[r0, r1)``: ``(r1 - r0) x (window + context)`` into frames that
+    start at output frame ``first_frame``. Windows are cut exactly as
+    :func:`avel.extractors.base.cut_video_windows` cuts them (indices clamped to the last frame)."""
+    starts = torch.arange(r0, r1) * plan.step_units
+    idx = (starts[:, None] + torch.arange(plan.window_units + context_frames)).clamp_(max=total_frames - 1)
+    return idx - first_frame
 
 
 def extract_video_chunked(
@@ -93,22 +175,25 @@ def extract_video_chunked(
     batch_size: int,
     device: torch.device,
     decode_timeout_s: float | None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, bool], dict[str, BaseException], VideoMeta]:
     """Extract every stream of one video, decoding about ``chunk_s`` seconds of frames at a time.
 
     Memory per video is bounded by one chunk of frames (plus the audio track, decoded once),
-    whatever the video's length. Chunk ``k`` of a stream holds rows ``[k*R, (k+1)*R)`` with
-    ``R = round(chunk_s / step_s)``; it needs output frames ``[k*R*stride, last start + window
-    + context)``, decoded for all streams of that chunk in one call. Windows are cut exactly as
-    :func:`avel.extractors.base.cut_video_windows` cuts them (indices clamped to the last frame).
+    whatever the video's length. Chunks are laid out by :func:`chunk_plan`; the frames of chunk
+    ``k`` are decoded for all streams in one call and cut by :func:`window_index`.
 
     Returns rows and padded flags per stream, errors per failed stream, and the video metadata.
-    Raises :class:`DecodeError` when the video cannot be opened at all.
+    Raises :class:`DecodeError` when the video cannot be opened at all. ``timings``, when given,
+    gets ``decode_s`` added: the seconds spent decoding (the rest of the call is extraction).
     """
     request = decode_request(extractors)
     fps_list = request["fps"]
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
     probe = decode_with_timeout(path, timeout_s=decode_timeout_s, fps=fps_list, short_side=request["short_side"],
                                 sample_rate=request["sample_rate"], frame_ranges={f: (0, 0) for f in fps_list})
+    timings["decode_s"] = timings.get("decode_s", 0.0) + time.perf_counter() - t0
     rows: dict[str, list[np.ndarray]] = {}
     padded: dict[str, bool] = {}
     errors: dict[str, BaseException] = {}
@@ -127,39 +212,29 @@ def extract_video_chunked(
                 errors[se.stream] = e
             continue
         total = probe.total_frames[float(plan.fps)]
-        n_rows = plan.num_rows(total)
-        per_chunk = max(1, int(round(chunk_s / plan.step_seconds)))
-        video.append((se, total, n_rows, per_chunk))
+        video.append((se, total))
         rows[se.stream], padded[se.stream] = [], plan.is_padded(total)
-    n_chunks = max((math.ceil(n / r) for _, _, n, r in video), default=0)
+    n_chunks = max((math.ceil(se.extractor.plan.num_rows(t) / rows_per_chunk(se.extractor.plan, chunk_s))
+                    for se, t in video), default=0)
     for k in range(n_chunks):
-        ranges: dict[float, tuple[int, int]] = {}
-        spans = {}
-        for se, total, n_rows, per_chunk in video:
-            plan = se.extractor.plan
-            r0, r1 = k * per_chunk, min(n_rows, (k + 1) * per_chunk)
-            if r0 >= r1 or se.stream in errors:
-                continue
-            length = plan.window_units + se.extractor.context_frames
-            a, b = r0 * plan.step_units, min(total, (r1 - 1) * plan.step_units + length)
-            lo, hi = ranges.get(float(plan.fps), (a, b))
-            ranges[float(plan.fps)] = (min(lo, a), max(hi, b))
-            spans[se.stream] = (r0, r1, length, total)
+        ranges, spans = chunk_plan([(se.stream, se.extractor.plan, se.extractor.context_frames, t)
+                                    for se, t in video if se.stream not in errors], k, chunk_s)
         if not spans:
             continue
+        t0 = time.perf_counter()
         chunk = decode_with_timeout(path, timeout_s=decode_timeout_s, fps=list(ranges),
                                     short_side=request["short_side"], sample_rate=None, frame_ranges=ranges)
-        for se, *_ in video:
+        timings["decode_s"] += time.perf_counter() - t0
+        for se, total in video:
             if se.stream not in spans:
                 continue
             ext = se.extractor
             plan = ext.plan
-            r0, r1, length, total = spans[se.stream]
+            r0, r1 = spans[se.stream]
             try:
                 frames = frames_for(chunk, ext.decode_spec)  # frames of [first, ...)
-                first = chunk.first_frame[float(plan.fps)]
-                starts = torch.arange(r0, r1) * plan.step_units
-                idx = (starts[:, None] + torch.arange(length)).clamp_(max=total - 1) - first
+                idx = window_index(plan, r0, r1, context_frames=ext.context_frames, total_frames=total,
+                                   first_frame=chunk.first_frame[float(plan.fps)])
                 rows[se.stream].append(_extract_batches(ext, frames[idx], batch_size=batch_size, device=device))
             except (ValueError, RuntimeError) as e:
                 errors[se.stream] = e
@@ -179,15 +254,23 @@ class RunReport:
     extract_s: float = 0.0
     write_s: float = 0.0
     wall_s: float = 0.0
+    startup_s: float = 0.0  # ray runner: Ray start / connect and actor construction (part of wall_s)
     bytes_written: int = 0
     failures: list[dict] = field(default_factory=list)
+    started_s: float = field(default_factory=time.perf_counter)  # perf_counter when the run began
+
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds since the run began (for live progress; ``wall_s`` is final)."""
+        return time.perf_counter() - self.started_s
 
     def as_dict(self) -> dict[str, Any]:
+        busy = {"decode": self.decode_s, "extract": self.extract_s, "write": self.write_s}
         return {
             "videos_ok": self.videos_ok, "videos_failed": self.videos_failed, "videos_skipped": self.videos_skipped,
-            "windows": self.windows, "wall_s": round(self.wall_s, 3),
-            "busy_s": {"decode": round(self.decode_s, 3), "extract": round(self.extract_s, 3),
-                       "write": round(self.write_s, 3)},
+            "windows": self.windows, "wall_s": round(self.wall_s, 3), "startup_s": round(self.startup_s, 3),
+            "busy_s": {k: round(v, 3) for k, v in busy.items()},
+            # each stage's throughput while it was busy: windows / that stage's busy seconds
+            "windows_per_busy_s": {k: round(self.windows / v, 3) if v > 0 else None for k, v in busy.items()},
             "videos_per_s": round(self.videos_ok / self.wall_s, 3) if self.wall_s else None,
             "windows_per_s": round(self.windows / self.wall_s, 3) if self.wall_s else None,
             "bytes_written": self.bytes_written,
@@ -229,10 +312,11 @@ def run_sequential(
             report.videos_skipped += 1
             continue
         t0 = time.perf_counter()
+        timings: dict[str, float] = {}
         try:
             features, padded, errors, meta = extract_video_chunked(
                 job.path, todo, chunk_s=chunk_s, batch_size=batch_size, device=device,
-                decode_timeout_s=decode_timeout_s)
+                decode_timeout_s=decode_timeout_s, timings=timings)
         except DecodeError as e:
             record_failure(writer.root, report, job, "decode", e)
             report.videos_failed += 1
@@ -240,7 +324,8 @@ def run_sequential(
             if progress:
                 progress(report)
             continue
-        report.extract_s += time.perf_counter() - t0
+        report.decode_s += timings["decode_s"]
+        report.extract_s += time.perf_counter() - t0 - timings["decode_s"]
         for stream, e in errors.items():
             record_failure(writer.root, report, job, f"extract:{stream}", e)
         failed = bool(errors)

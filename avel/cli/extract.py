@@ -10,6 +10,31 @@ import click
 from tqdm import tqdm
 
 
+def progress_fields(report, total: int, elapsed_s: float | None = None) -> dict:
+    """The numbers the live bar shows, from a run's :class:`~avel.pipeline.engine.RunReport`.
+
+    Args:
+        report: the running report (counts so far).
+        total: videos this run has to process (skipped and rejected ones excluded).
+        elapsed_s: wall-clock seconds since the run began (default: ``report.elapsed_s()``).
+
+    Returns:
+        ``done`` (ok + failed + skipped), ``total``, ``ok``, ``failed``, ``windows_per_s``
+        (windows extracted per wall-clock second since the run began) and ``eta_s`` (videos
+        remaining at the rate videos have been done so far; None before the first video).
+    """
+    elapsed = report.elapsed_s() if elapsed_s is None else float(elapsed_s)
+    done = report.videos_ok + report.videos_failed + report.videos_skipped
+    remaining = max(0, total - done)
+    eta_s = None
+    if remaining == 0:
+        eta_s = 0.0
+    elif done and elapsed > 0:
+        eta_s = remaining * elapsed / done
+    return {"done": done, "total": total, "ok": report.videos_ok, "failed": report.videos_failed,
+            "windows_per_s": report.windows / elapsed if elapsed > 0 else 0.0, "eta_s": eta_s}
+
+
 def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
     out = {}
     for v in values:
@@ -59,13 +84,16 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
     cfg = dataclasses.replace(cfg, **given)
     if address:
         cfg.cluster = dataclasses.replace(cfg.cluster, address=address)
-    bar = tqdm(unit="video", disable=None if not as_json else True, desc="extract")
+    # live bar on stderr; off with --json and when stderr is not a terminal (disable=None)
+    bar = tqdm(unit="video", disable=True if as_json else None, desc="extract", file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos [{elapsed}{postfix}]")
 
     def progress(report, total):
-        bar.total = total
-        bar.n = report.videos_ok + report.videos_failed + report.videos_skipped
-        bar.set_postfix(ok=report.videos_ok, failed=report.videos_failed,
-                        win_s=f"{report.windows / max(report.decode_s + report.extract_s, 1e-9):.1f}")
+        f = progress_fields(report, total)
+        bar.total, bar.n = f["total"], f["done"]
+        eta = "?" if f["eta_s"] is None else tqdm.format_interval(f["eta_s"])
+        bar.set_postfix_str(f"ok={f['ok']} failed={f['failed']} {f['windows_per_s']:.1f} windows/s ETA {eta}",
+                            refresh=False)
         bar.refresh()
 
     try:
