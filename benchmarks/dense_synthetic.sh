@@ -5,7 +5,9 @@
 #
 # Usage: benchmarks/dense_synthetic.sh [WORKDIR]        (default /tmp/dense_synthetic)
 # Env:   AVEL=path/to/avel  VIDEOS=300  EPOCHS=N (overrides optim.epochs)  PARALLEL=4 (concurrent trainings)
-# Timings on the shared 2-core dev box: extract ~12 min; 4 trainings of 14 epochs run together ~15 min (CCNet ~2x slower per epoch).
+# Timings on the 2-core dev box (2026-11-23, shared with other jobs, load 5-14): extract 642 s; the 4 trainings run
+# together 61-65 min (LoCo/UnAV 24 epochs; CCNet 14 epochs, ~2x slower per epoch, was restarted and took ~45 min).
+# Test average mAP then: LoCo 0.599, UnAV 0.569, CCNet 0.540, visual-only LoCo 0.225.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 W="${1:-/tmp/dense_synthetic}"
