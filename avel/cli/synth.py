@@ -43,10 +43,12 @@ def _config(**fields):
 def _run(cfg, out: Path, workers: int) -> None:
     from avel.datasets.synth import generate
 
-    with tqdm(total=cfg.videos, desc=f"synth {cfg.kind}", unit="video", disable=None) as bar:
+    total = cfg.videos + cfg.background_videos
+    with tqdm(total=total, desc=f"synth {cfg.kind}", unit="video", disable=None) as bar:
         ann = generate(cfg, out, workers=workers, progress=lambda n: bar.update(n - bar.n))
     subsets = {s: len(ann.subset(s)) for s in ("train", "validation", "test")}
-    click.echo(f"wrote {cfg.videos} videos, {len(ann)} annotation rows/videos ({subsets}), "
+    extra = f" + {cfg.background_videos} background videos (background_videos.txt)" if cfg.background_videos else ""
+    click.echo(f"wrote {cfg.videos} videos{extra}, {len(ann)} annotation rows/videos ({subsets}), "
                f"{ann.num_classes} classes to {out}")
 
 
@@ -68,8 +70,11 @@ def synth_unav100(out, videos, seed, num_classes, size, fps, crf, workers, min_d
 
 @synth.command("ave")
 @_options
-def synth_ave(out, videos, seed, num_classes, size, fps, crf, workers) -> None:
+@click.option("--background-videos", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Extra event-free 10-s videos (distractors only) for weak supervision, like AVE's noisy "
+                   "videos: written to videos/, listed in background_videos.txt, in no split.")
+def synth_ave(out, videos, seed, num_classes, size, fps, crf, workers, background_videos) -> None:
     """AVE-like: 10-s clips, one annotated event per row (integer seconds), distractors."""
     cfg = _config(kind="ave", videos=videos, seed=seed, num_classes=num_classes, size=size, fps=fps,
-                  crf=crf, min_duration_s=10.0, max_duration_s=10.0)
+                  crf=crf, min_duration_s=10.0, max_duration_s=10.0, background_videos=background_videos)
     _run(cfg, out, workers)

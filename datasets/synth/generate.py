@@ -13,6 +13,13 @@ Each video is a timeline of *occurrences* of class signatures (see :mod:`.signat
 Event durations are drawn from a mixture (config fields): short 0.4-1.5 s, medium 1.5-8 s,
 long 8 s to half the video, and whole-video events.
 
+AVE-like sets can add *extra background videos* (``background_videos``), the synthetic
+counterpart of AVE's 178 ``*_noisy.h5`` videos used by weak supervision: 10-s clips without
+any labelled event, whose only content is distractors drawn exactly like those of the
+annotated videos (visual-only and audio-only occurrences, any class). They are written next to
+the annotated videos (``videos/<id>.mp4``), appear in no annotation row, and their ids are
+listed, in order, in ``background_videos.txt``.
+
 Encoding: H.264 (libx264, yuv420p) and AAC mono 16 kHz in mp4 via PyAV. Audio frames carry
 explicit timestamps so the muxer records the AAC encoder delay and decoders drop the priming
 samples: decoded audio lines up with the video to the sample (it ends with up to 1,023
@@ -65,6 +72,8 @@ class SynthConfig:
             occurrences per video (uniform 0..max).
         second_row_fraction: AVE-like: share of videos with a second annotation row (another
             class), like the real AVE duplicates.
+        background_videos: AVE-like: extra event-free videos (distractors only) for weak
+            supervision, like AVE's noisy videos; ids ``bg<seed><index>``, in no split.
         split: train / validation / test fractions.
         event_snr_db: sound level over the background noise.
         crf: x264 constant rate factor (libx264 preset ultrafast). 23 keeps most of the
@@ -90,6 +99,7 @@ class SynthConfig:
     visual_distractors_max: int = 2
     audio_distractors_max: int = 2
     second_row_fraction: float = 0.05
+    background_videos: int = 0
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     event_snr_db: float = 14.0
     crf: int = 23
@@ -114,6 +124,9 @@ class SynthConfig:
             raise ValueError(f"p_short, p_medium, p_long, p_whole must be >= 0 with a positive sum, got {probs}")
         if self.visual_distractors_max < 0 or self.audio_distractors_max < 0:
             raise ValueError("visual_distractors_max and audio_distractors_max must be >= 0")
+        if self.background_videos < 0 or (self.background_videos and self.kind != "ave"):
+            raise ValueError(f"background_videos must be >= 0 and needs kind 'ave', got {self.background_videos} "
+                             f"for kind {self.kind!r}")
         if not 0 <= self.second_row_fraction <= 1:
             raise ValueError(f"second_row_fraction must be in [0, 1], got {self.second_row_fraction}")
         if self.size < 16 or self.size % 2:
@@ -227,12 +240,21 @@ def plan_ave_video(cfg: SynthConfig, rng: np.random.Generator, video_id: str, su
         if rng.uniform() < cfg.p_whole * 3:
             start, end = 0, 10
         occs.append(_occ(rng, c, float(start), float(end), True, True, True, taken))
-    def span() -> tuple[float, float]:
-        start = float(rng.uniform(0, 8))
-        return start, float(min(10.0, start + rng.uniform(1.0, 4.0)))
-
-    occs += _distractors(cfg, rng, classes, taken, span)
+    occs += _distractors(cfg, rng, classes, taken, lambda: _ave_distractor_span(rng))
     return VideoPlan(video_id, duration, subset, occs)
+
+
+def _ave_distractor_span(rng: np.random.Generator) -> tuple[float, float]:
+    start = float(rng.uniform(0, 8))
+    return start, float(min(10.0, start + rng.uniform(1.0, 4.0)))
+
+
+def plan_ave_background_video(cfg: SynthConfig, rng: np.random.Generator, video_id: str) -> VideoPlan:
+    """An extra background clip (10 s): no labelled event, distractors of any class drawn as in
+    :func:`plan_ave_video` (same counts and spans), so it looks like the background segments of
+    the annotated videos. Subset ``"background"`` (in no split)."""
+    occs = _distractors(cfg, rng, np.zeros(0, np.int64), [], lambda: _ave_distractor_span(rng))
+    return VideoPlan(video_id, 10.0, "background", occs)
 
 
 def plan_dataset(cfg: SynthConfig) -> tuple[list[ClassSignature], list[VideoPlan]]:
@@ -251,6 +273,9 @@ def plan_dataset(cfg: SynthConfig) -> tuple[list[ClassSignature], list[VideoPlan
         vrng = np.random.default_rng([cfg.seed, i])
         planner = plan_unav_video if cfg.kind == "unav100" else plan_ave_video
         plans.append(planner(cfg, vrng, vid, subsets[i]))
+    for j in range(cfg.background_videos):  # after the annotated videos: their plans do not change
+        plans.append(plan_ave_background_video(cfg, np.random.default_rng([cfg.seed, 2, j]),
+                                               f"bg{cfg.seed:03d}{j:05d}"))
     return sigs, plans
 
 
@@ -378,7 +403,9 @@ def annotation_set(cfg: SynthConfig, sigs: list[ClassSignature], plans: list[Vid
 
 def generate(cfg: SynthConfig, out_dir: str | os.PathLike, *, workers: int = 1,
              progress: Callable[[int], None] | None = None) -> AnnotationSet:
-    """Write ``out_dir/videos/<id>.mp4``, the annotation files and ``synth.json``."""
+    """Write ``out_dir/videos/<id>.mp4``, the annotation files, ``synth.json`` and (with
+    ``background_videos``) ``background_videos.txt``; ``progress`` gets the number of videos
+    done (annotated plus background)."""
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     for stale in (out / "videos").glob(".*.tmp.mp4"):  # left by an interrupted run
@@ -405,6 +432,9 @@ def generate(cfg: SynthConfig, out_dir: str | os.PathLike, *, workers: int = 1,
         from avel.datasets.ave import write_ave
 
         write_ave(ann, out)
+        background = [p.video_id for p in plans if p.subset == "background"]
+        if background:
+            (out / "background_videos.txt").write_text("".join(f"{v}\n" for v in background))
     meta = {
         "config": {**asdict(cfg), "split": list(cfg.split)},
         "classes": [s.to_dict() for s in sigs],

@@ -26,6 +26,17 @@ label, temperature 0.07 (SupCon default), focal ``alpha = 0.25, gamma = 2`` (tor
 ``P^fe``: per segment in the fully supervised setting (targets ``Y^e_full`` are ``T x C``; background
 segments have an all-zero row), max over time in the weakly supervised setting (eq. 16). CML loss
 (eq. 36): binary cross-entropy on the match probability ``exp(-d_t)`` with ``Y^cml`` = event segment.
+
+Loss scaling (eqs. 27-38). Per video, eqs. 28-29 average over the ``T`` segments and sum over
+classes, eqs. 32-33 sum over classes, eq. 36 sums over segments; every term is then averaged
+over the videos of the batch (the paper does not say; the usual reading). Eq. 27 is written as
+a SUM over the ``2N`` anchors of the batch, which would be the only term growing with the batch
+size: at batch 128 it is ~256 x the per-anchor value (first epoch on the synthetic benchmark:
+WCCL sum 1,407, x ``eta`` = 35,000, against ``L_mfl + lambda L_mfe`` = 194; as a mean 5.6, x ``eta``
+= 140). We read eq. 27 like the SupCon loss it follows (eq. 2 there is also written as a sum
+and implemented as a mean over anchors) and default to the MEAN over anchors, so ``eta``
+balances per-video quantities as the other terms do (``wccl_reduction: sum`` restores the literal
+form).
 """
 from __future__ import annotations
 
@@ -78,7 +89,8 @@ class CclnConfig:
         lambda_cml: eq. 38 lambda (not reported; default = eta).
         wccl_temperature: WCCL ``delta`` (eq. 27).
         wccl_normalize: L2-normalize the contrasted predictions.
-        wccl_reduction: ``"sum"`` over anchors (eq. 27) or ``"mean"``.
+        wccl_reduction: ``"mean"`` over anchors (default, see "Loss scaling" in the module doc) or
+            ``"sum"`` (eq. 27 as printed; scales with the batch size).
         focal_alpha / focal_gamma: focal loss parameters ("default parameters").
         weak_targets: weak label construction, see :func:`avel.models.ave.blocks.weak_video_targets`.
         lr: Adam learning rate (None: 1e-3 fully, 1e-4 weakly and CML).
@@ -111,7 +123,7 @@ class CclnConfig:
     lambda_cml: float = 25.0
     wccl_temperature: float = 0.07
     wccl_normalize: bool = True
-    wccl_reduction: str = "sum"
+    wccl_reduction: str = "mean"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     weak_targets: str = "reference"
@@ -131,6 +143,8 @@ class CclnConfig:
             self.tau = _DEFAULT_TAU[self.setting]
         if self.lr is None:
             self.lr = _DEFAULT_LR[self.setting]
+        if self.wccl_reduction not in ("mean", "sum"):
+            raise ValueError(f"CCLN wccl_reduction must be 'mean' or 'sum', got {self.wccl_reduction!r}")
         if self.topk < 1:
             raise ValueError(f"topk must be >= 1, got {self.topk}")
         if self.setting == "cml":

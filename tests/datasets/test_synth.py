@@ -243,3 +243,32 @@ def test_decoded_audio_is_sample_aligned_with_the_render(unav_dir):
     n = len(ref) - 2000
     corr = {lag: np.corrcoef(ref[1000:n], got[1000 + lag:n + lag])[0, 1] for lag in (-2, -1, 0, 1, 2)}
     assert max(corr, key=corr.get) == 0 and corr[0] > 0.99, corr
+
+
+def test_ave_background_videos_are_event_free_and_listed(tmp_path):
+    from avel.datasets.synth import plan_dataset
+
+    base = SynthConfig(kind="ave", seed=4, videos=20, num_classes=5)
+    with_bg = SynthConfig(kind="ave", seed=4, videos=20, num_classes=5, background_videos=30)
+    plans, plans_bg = plan_dataset(base)[1], plan_dataset(with_bg)[1]
+    assert plans_bg[:20] == plans  # the annotated videos do not change
+    background = plans_bg[20:]
+    assert [p.video_id for p in background] == [f"bg004{j:05d}" for j in range(30)]
+    assert all(p.subset == "background" and p.duration_s == 10.0 for p in background)
+    occ = [o for p in background for o in p.occurrences]
+    assert not any(o.labelled for o in occ) and all(0 <= o.start_s < o.end_s <= 10.0 for o in occ)
+    assert any(o.visual and not o.audio for o in occ) and any(o.audio and not o.visual for o in occ)
+    with pytest.raises(ValueError, match="background_videos"):
+        SynthConfig(kind="unav100", background_videos=1)
+
+    res = CliRunner().invoke(cli, ["synth", "ave", "--out", str(tmp_path), "--videos", "2", "--seed", "4",
+                                   "--classes", "3", "--size", "32", "--background-videos", "2"])
+    assert res.exit_code == 0, res.output
+    ids = (tmp_path / "background_videos.txt").read_text().split()
+    assert ids == ["bg00400000", "bg00400001"]
+    ann = load_ave(tmp_path / "Annotations.txt")
+    assert not set(ids) & set(ann.video_ids()) and len(ann.video_ids()) == 2
+    meta = json.loads((tmp_path / "synth.json").read_text())
+    for vid in ids:
+        assert meta["videos"][vid]["subset"] == "background"
+        assert len(decord.VideoReader(str(tmp_path / "videos" / f"{vid}.mp4"))) == 250

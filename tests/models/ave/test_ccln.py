@@ -68,6 +68,23 @@ def test_setting_defaults_from_paper():
         CclnConfig(branch_mode="V")
 
 
+def test_wccl_is_averaged_over_anchors_by_default(batch):
+    # eq. 27 read as a mean over the 2N anchors: the term does not grow with the batch size
+    assert CclnConfig().wccl_reduction == "mean"
+    with pytest.raises(ValueError, match="wccl_reduction"):
+        CclnConfig(wccl_reduction="max")
+    losses = {}
+    for reduction in ("mean", "sum"):
+        torch.manual_seed(0)
+        model = CclnNet(CclnConfig(wccl_reduction=reduction, dropout=0.0, **TINY)).eval()
+        with torch.no_grad():
+            losses[reduction] = model.losses(model(batch), batch)
+    # labels 3, 5, 3, background: every one of the 2 x 4 anchors has a positive (its other view)
+    torch.testing.assert_close(losses["sum"]["contrastive"], 8 * losses["mean"]["contrastive"])
+    torch.testing.assert_close(losses["sum"]["total"] - losses["mean"]["total"],
+                               25.0 * 7 * losses["mean"]["contrastive"])
+
+
 @pytest.mark.parametrize("setting", ["fully", "weakly", "cml"])
 @pytest.mark.parametrize("branch_mode", ["AV", "AV+V", "AV+A", "AV+V+A"])
 def test_forward_losses_backward(setting, branch_mode, batch):
