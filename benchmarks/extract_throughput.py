@@ -4,114 +4,292 @@ On the same synthetic videos and the same extractor weights, in one run:
 
     (a) sequential   one video at a time, decode then extract, batch of one window, no overlap
                      (what v-iashin/video_features does)
-    (b) decode       decoding alone (the pipeline's decode request for these extractors)
-    (c) models       the extractors alone on pre-decoded, pre-cut windows, batch --batch-size
-    (d) ray          the Ray pipeline (decode tasks + extractor actor pools, cross-video batches)
+    (b) decode       the pipeline's decode stage alone, one process: decode_video (once per video
+                     for every extractor) + each extractor's CPU resize/crop
+    (c) models       the extractors alone on pre-decoded, pre-cut windows of all videos together,
+                     full batches of --batch-size (what the actors run), --threads torch threads
+    (d) ray          the Ray pipeline (chunked decode tasks + one warm actor pool per extractor,
+                     windows of several videos per batch), once per --decode-workers value
 
-prints videos/s and windows/s for each and the ratios d/a and d/min(b, c).
+prints videos/s and windows/s for each and the ratios d/a and d/min(b, c) (throughputs: d/a =
+a_seconds / d_seconds). (d) is the steady state: Ray is started, the actors built and warmed up
+(one batch each) and the decode workers' imports done before its clock starts; those start-up
+seconds are printed separately (``startup``), as is (d) with start-up included.
 
     python benchmarks/extract_throughput.py --extractors i3d_rgb --preset full --videos 4
-    python benchmarks/extract_throughput.py --extractors vgg19,vggish --preset tiny --videos 24
+    python benchmarks/extract_throughput.py --extractors vgg19,vggish --preset tiny --videos 48 \\
+        --decode-workers 1,2
 
-Random weights are used (``--preset full`` is the real architecture, UnAV-100 plan).
+Peak memory of one long video through the Ray runner (chunked), summed over the driver and
+every process below it (Ray's gcs, raylet with the object store, workers, actors), sampled
+from /proc every 0.2 s:
+
+    python benchmarks/extract_throughput.py --long-video-s 1200 --extractors vgg19,vggish --preset tiny \\
+        --options '{"vgg19": {"image_size": 224}}'
+
+Random weights are used (``--preset full`` is the real architecture, UnAV-100 plan for i3d).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import torch
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """``(RSS, PSS)`` of one process in KiB (0, 0 when it is gone)."""
+    rss = pss = 0
+    try:
+        for line in (Path("/proc") / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return rss, pss
+
+
+class MemorySampler(threading.Thread):
+    """Peak memory of this process and all its descendants, sampled every ``period_s``."""
+
+    def __init__(self, period_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.period_s = period_s
+        self.stop = threading.Event()
+        self.peak = {"pss_total_kib": 0, "rss_total_kib": 0, "rss_max_process_kib": 0, "processes": 0}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            pids = [os.getpid(), *_descendants(os.getpid())]
+            mem = [_memory_kib(p) for p in pids]
+            p = self.peak
+            p["pss_total_kib"] = max(p["pss_total_kib"], sum(m[1] for m in mem))
+            p["rss_total_kib"] = max(p["rss_total_kib"], sum(m[0] for m in mem))
+            p["rss_max_process_kib"] = max(p["rss_max_process_kib"], max(m[0] for m in mem))
+            p["processes"] = max(p["processes"], len(pids))
+            self.stop.wait(self.period_s)
+
+
+def _gib(kib: int) -> float:
+    return round(kib / 2**20, 3)
+
+
+def long_video(args, names: list[str], options: dict, work: Path) -> dict:
+    """One video of ``--long-video-s`` through the Ray runner: peak memory and throughput."""
+    from avel.datasets.store import StoreWriter
+    from avel.datasets.synth import SynthConfig, generate
+    from avel.pipeline.engine import build_stream_extractors
+    from avel.pipeline.extract import ExtractConfig
+    from avel.pipeline.jobs import VideoJob
+    from avel.pipeline.ray_extract import RayExtraction
+
+    t0 = time.perf_counter()
+    generate(SynthConfig(kind="unav100", videos=1, seed=0, size=args.size, min_duration_s=args.long_video_s,
+                         max_duration_s=args.long_video_s), work / "data")
+    gen_s = time.perf_counter() - t0
+    (path,) = sorted((work / "data" / "videos").glob("*.mp4"))
+    exts = build_stream_extractors(names, random_weights=True, preset=args.preset, overrides=options)
+    cfg = ExtractConfig(dataset="folder", videos=str(path.parent), extractors=names, random_weights=True,
+                        preset=args.preset, extractor_options=options, out=str(work / "ray"), runner="ray",
+                        batch_size=args.batch_size, decode_workers=int(args.decode_workers.split(",")[0]),
+                        chunk_s=args.chunk_s, threads_per_actor=args.threads_per_actor)
+    writer = StoreWriter(work / "ray", dataset="bench", streams={se.stream: se.spec() for se in exts})
+    sampler = MemorySampler()
+    sampler.start()
+    pipe = RayExtraction(cfg, exts)
+    t0 = time.perf_counter()
+    try:
+        startup_s = pipe.start()
+        t1 = time.perf_counter()
+        rep = pipe.run([VideoJob(path.stem, path)], writer)
+        run_s = time.perf_counter() - t1
+    finally:
+        pipe.close()
+        sampler.stop.set()
+        sampler.join()
+    peak = sampler.peak
+    return {"mode": "long_video", "extractors": names, "preset": args.preset, "options": options,
+            "video_s": args.long_video_s, "video_bytes": path.stat().st_size, "generate_s": round(gen_s, 1),
+            "chunk_s": args.chunk_s, "batch_size": args.batch_size, "decode_workers": cfg.decode_workers,
+            "threads_per_actor": pipe.threads, "startup_s": round(startup_s, 2), "run_s": round(run_s, 2),
+            "windows": rep.windows, "videos_ok": rep.videos_ok, "failures": rep.failures,
+            "windows_per_s": round(rep.windows / run_s, 2),
+            "peak_memory_gib": {"pss_sum_all_processes": _gib(peak["pss_total_kib"]),
+                                "rss_sum_all_processes": _gib(peak["rss_total_kib"]),
+                                "rss_largest_process": _gib(peak["rss_max_process_kib"]),
+                                "processes": peak["processes"]},
+            "memory_method": "/proc/<pid>/smaps_rollup of the driver and all its descendants every 0.2 s; "
+                             "PSS splits shared pages (object store) between the processes mapping them"}
+
+
+def throughput(args, names: list[str], options: dict, work: Path) -> dict:
+    import torch
+
+    from avel.datasets.store import StoreWriter
+    from avel.datasets.synth import SynthConfig, generate
+    from avel.pipeline.decode import decode_video
+    from avel.pipeline.engine import build_stream_extractors, decode_request, extract_batch, frames_for, run_sequential
+    from avel.pipeline.extract import ExtractConfig
+    from avel.pipeline.jobs import VideoJob
+    from avel.pipeline.ray_extract import RayExtraction
+
+    t0 = time.perf_counter()
+    generate(SynthConfig(kind="unav100", videos=args.videos, seed=0, size=args.size,
+                         min_duration_s=args.duration_s, max_duration_s=args.duration_s), work / "data")
+    gen_s = time.perf_counter() - t0
+    jobs = [VideoJob(p.stem, p) for p in sorted((work / "data" / "videos").glob("*.mp4"))]
+    exts = build_stream_extractors(names, random_weights=True, preset=args.preset, overrides=options)
+    specs = {se.stream: se.spec() for se in exts}
+    request = decode_request(exts)
+    cpu = torch.device("cpu")
+    results: dict[str, dict] = {}
+
+    def record(name: str, seconds: float, windows: int, **extra) -> None:
+        results[name] = {"seconds": round(seconds, 3), "videos_per_s": round(len(jobs) / seconds, 3),
+                         "windows_per_s": round(windows / seconds, 3), "windows": windows, **extra}
+
+    # first-call costs (kernel selection, allocations) of both batch shapes, for (a) and (c) alike
+    for se in exts:
+        ext = se.extractor
+        shape, dtype = RayExtraction._window_shape(se)
+        for b in (1, args.batch_size):
+            extract_batch(ext, torch.zeros((1, *shape), dtype=getattr(torch, dtype)), batch_size=b, device=cpu)
+
+    # (a) sequential, batch of one window, no overlap
+    writer = StoreWriter(work / "seq", dataset="bench", streams=specs)
+    t0 = time.perf_counter()
+    rep = run_sequential(jobs, exts, writer, batch_size=1, decode_timeout_s=None, chunk_s=1e9)
+    record("a_sequential", time.perf_counter() - t0, rep.windows)
+
+    # (b) the decode stage alone: decode once per video + each extractor's CPU resize/crop
+    t0 = time.perf_counter()
+    decoded = []
+    for j in jobs:
+        d = decode_video(j.path, **request)
+        decoded.append([frames_for(d, se.extractor.decode_spec) if se.extractor.modality == "video"
+                        else torch.from_numpy(d.audio) for se in exts])
+    record("b_decode", time.perf_counter() - t0, rep.windows)
+
+    # (c) the models alone on pre-cut windows of all videos, fixed full batches (no per-video padding)
+    cut = [(se.extractor, torch.cat([se.extractor.windows(src[i]).data for src in decoded]))
+           for i, se in enumerate(exts)]
+    del decoded
+    n_windows = sum(w.shape[0] for _, w in cut)
+    t0 = time.perf_counter()
+    for ext, data in cut:
+        for a in range(0, data.shape[0], args.batch_size):
+            extract_batch(ext, data[a:a + args.batch_size], batch_size=args.batch_size, device=cpu)
+    record("c_models", time.perf_counter() - t0, n_windows)
+    del cut
+
+    # (d) the Ray pipeline: start-up timed apart, then one steady-state run per decode-worker count
+    workers = [int(n) for n in args.decode_workers.split(",")]
+    cfg = ExtractConfig(dataset="folder", videos=str(work / "data" / "videos"), extractors=names,
+                        random_weights=True, preset=args.preset, extractor_options=options, out=str(work / "ray"),
+                        runner="ray", batch_size=args.batch_size, decode_workers=max(workers),
+                        chunk_s=args.chunk_s, threads_per_actor=args.threads_per_actor,
+                        actors_per_extractor=args.actors)
+    t0 = time.perf_counter()
+    cfg.cluster.init_ray()
+    ray_init_s = time.perf_counter() - t0
+    pipe = RayExtraction(cfg, exts)
+    try:
+        pool_s = pipe.start(warm_up=True)
+        for n in workers:
+            pipe.cfg = dataclasses.replace(cfg, decode_workers=n)
+            writer = StoreWriter(work / f"ray{n}", dataset="bench", streams=specs)
+            t0 = time.perf_counter()
+            rep = pipe.run(jobs, writer)
+            seconds = time.perf_counter() - t0
+            assert rep.videos_ok == len(jobs), rep.failures
+            record(f"d_ray_{n}_decode_workers", seconds, rep.windows,
+                   with_startup_s=round(seconds + ray_init_s + pool_s, 3),
+                   busy_s={"decode": round(rep.decode_s, 3), "extract": round(rep.extract_s, 3),
+                           "write": round(rep.write_s, 3)})
+        threads = pipe.threads
+    finally:
+        pipe.close()
+        import ray
+
+        ray.shutdown()
+
+    a, b, c = (results[k]["seconds"] for k in ("a_sequential", "b_decode", "c_models"))
+    ratios = {}
+    for n in workers:
+        d = results[f"d_ray_{n}_decode_workers"]["seconds"]
+        ratios[f"{n}_decode_workers"] = {"d_over_a": round(a / d, 3), "d_over_min_b_c": round(max(b, c) / d, 3),
+                                         "d_with_startup_over_a": round(
+                                             a / results[f"d_ray_{n}_decode_workers"]["with_startup_s"], 3)}
+    return {"mode": "throughput", "extractors": names, "preset": args.preset, "options": options,
+            "videos": len(jobs), "duration_s": args.duration_s, "size": args.size, "generate_s": round(gen_s, 1),
+            "batch_size": args.batch_size, "threads_a_c": args.threads, "actors_per_extractor": args.actors,
+            "threads_per_actor": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+            "chunk_s": args.chunk_s, "cpus": os.cpu_count(),
+            "startup": {"ray_init_s": round(ray_init_s, 2), "actors_and_warm_up_s": round(pool_s, 2)},
+            **results,
+            "ratios (throughput; d = steady state, start-up excluded)": ratios}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--extractors", default="i3d_rgb")
     ap.add_argument("--preset", default="full", choices=["full", "tiny"])
+    ap.add_argument("--options", default="{}", help='per-extractor config overrides, JSON: {"vgg19": {...}}')
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--duration-s", type=float, default=10.0)
     ap.add_argument("--size", type=int, default=128, help="synthetic frame side (px)")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--decode-workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads for (a) and (c)")
-    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--decode-workers", default="1,2", help="comma-separated; one (d) run per value")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for (a) and (c)")
+    ap.add_argument("--threads-per-actor", type=int, default=0, help="0: the CPUs divided among the actors")
+    ap.add_argument("--actors", type=int, default=1, help="actors per extractor (d)")
+    ap.add_argument("--chunk-s", type=float, default=60.0)
+    ap.add_argument("--long-video-s", type=float, default=0.0,
+                    help="measure peak memory of one video this long through the Ray runner instead")
+    ap.add_argument("--work", type=Path, default=None, help="keep the videos and stores here")
+    ap.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
+                    help="OpenMP idle threads sleep (PASSIVE) or spin (ACTIVE) in every stage (the actors "
+                         "inherit it); spinning threads are 10x slower on a busy machine")
     args = ap.parse_args()
 
-    from avel.datasets.store import StoreWriter
-    from avel.datasets.synth import SynthConfig, generate
-    from avel.pipeline.decode import decode_video
-    from avel.pipeline.engine import build_stream_extractors, decode_request, frames_for, run_sequential
-    from avel.pipeline.extract import ExtractConfig
-    from avel.pipeline.jobs import VideoJob
-    from avel.pipeline.ray_extract import run_ray
+    if args.omp_wait_policy != "default":
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # before torch loads OpenMP
+    import torch
 
     torch.set_num_threads(args.threads)
-    work = args.work or Path(tempfile.mkdtemp(prefix="avel-extract-bench-"))
     names = [n.strip() for n in args.extractors.split(",") if n.strip()]
+    options = json.loads(args.options)
+    work = args.work or Path(tempfile.mkdtemp(prefix="avel-extract-bench-"))
     try:
-        generate(SynthConfig(kind="unav100", videos=args.videos, seed=0, size=args.size,
-                             min_duration_s=args.duration_s, max_duration_s=args.duration_s), work / "data")
-        jobs = [VideoJob(p.stem, p) for p in sorted((work / "data" / "videos").glob("*.mp4"))]
-        exts = build_stream_extractors(names, random_weights=True, preset=args.preset)
-        specs = {se.stream: se.spec() for se in exts}
-        request = decode_request(exts)
-        results: dict[str, dict] = {}
-
-        def record(name: str, seconds: float, windows: int) -> None:
-            results[name] = {"seconds": round(seconds, 2), "videos_per_s": round(len(jobs) / seconds, 3),
-                             "windows_per_s": round(windows / seconds, 2), "windows": windows}
-
-        # (a) sequential, batch of one window, no overlap
-        writer = StoreWriter(work / "seq", dataset="bench", streams=specs)
-        t0 = time.perf_counter()
-        rep = run_sequential(jobs, exts, writer, batch_size=1, decode_timeout_s=None, chunk_s=1e9)
-        record("a_sequential", time.perf_counter() - t0, rep.windows)
-
-        # (b) decode alone
-        t0 = time.perf_counter()
-        decoded = [decode_video(j.path, **request) for j in jobs]
-        record("b_decode", time.perf_counter() - t0, rep.windows)
-
-        # (c) models alone on pre-cut windows
-        cut = []
-        for d in decoded:
-            for se in exts:
-                ext = se.extractor
-                src = frames_for(d, ext.decode_spec) if ext.modality == "video" else torch.from_numpy(d.audio)
-                cut.append((ext, ext.windows(src).data))
-        del decoded
-        n_windows = sum(w.shape[0] for _, w in cut)
-        t0 = time.perf_counter()
-        for ext, data in cut:
-            for a in range(0, data.shape[0], args.batch_size):
-                ext.extract(data[a:a + args.batch_size])
-        record("c_models", time.perf_counter() - t0, n_windows)
-        del cut
-
-        # (d) the Ray pipeline
-        cfg = ExtractConfig(dataset="folder", videos=str(work / "data" / "videos"), extractors=names,
-                            random_weights=True, preset=args.preset, out=str(work / "ray"), runner="ray",
-                            batch_size=args.batch_size, decode_workers=args.decode_workers)
-        writer = StoreWriter(work / "ray", dataset="bench", streams=specs, extra={"cfg": dataclasses.asdict(cfg)})
-        import ray
-
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        t0 = time.perf_counter()
-        rep = run_ray(jobs, cfg, exts, writer)
-        record("d_ray", time.perf_counter() - t0, rep.windows)
-        ray.shutdown()
-
-        a, b, c, d = (results[k]["seconds"] for k in ("a_sequential", "b_decode", "c_models", "d_ray"))
-        report = {"extractors": names, "preset": args.preset, "videos": len(jobs), "duration_s": args.duration_s,
-                  "batch_size": args.batch_size, "threads": args.threads, **results,
-                  # throughput ratios (higher is better for the pipeline)
-                  "ratio_d_over_a": round(a / d, 3),
-                  "ratio_d_over_min_b_c": round(max(b, c) / d, 3)}
-        print(json.dumps(report, indent=1))
+        if args.long_video_s:
+            report = long_video(args, names, options, work)
+        else:
+            report = throughput(args, names, options, work)
+        print(json.dumps(report, indent=1, default=str))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

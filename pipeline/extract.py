@@ -47,6 +47,8 @@ class ExtractConfig:
         batch_size: windows per device batch.
         gpus_per_actor: fraction of a GPU per extractor actor (0: CPU).
         actors_per_extractor: size of each extractor's fixed actor pool.
+        threads_per_actor: torch threads of a CPU extractor actor (ray runner; 0: the node's
+            CPUs divided among the actors). Rows are bitwise reproducible for a fixed value.
         decode_workers: concurrent decode tasks.
         decode_timeout_s: per-video decode limit (the worker is killed after it).
         chunk_s: long videos are decoded and extracted in chunks of about this many seconds.
@@ -69,6 +71,7 @@ class ExtractConfig:
     batch_size: int = 32
     gpus_per_actor: float = 0.0
     actors_per_extractor: int = 1
+    threads_per_actor: int = 0
     decode_workers: int = 1
     decode_timeout_s: float = 600.0
     chunk_s: float = 60.0

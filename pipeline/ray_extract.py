@@ -1,25 +1,45 @@
-"""The Ray runner: decode tasks on CPU workers, a fixed actor pool per extractor, one writer.
+"""The Ray runner: chunked decode tasks on CPU workers, a fixed actor pool per extractor, one writer.
 
 ::
 
-    driver: jobs --submit (bounded)--> decode task (CPU, 1 per video, killed after the timeout)
-              decode task: decode once -> per stream: resize/crop, cut windows -> object store
-              returns [info, windows(stream 1), windows(stream 2), ...] (separate objects)
-    driver: info -> per-stream queues of window refs
-              when a queue holds >= batch_size windows (or nothing else is coming):
-              actor.extract(keys, *refs) on that stream's pool (least-loaded actor)
-              -> rows per video -> when a video has all its streams: StoreWriter.add
+    driver: video --submit--> decode task (CPU, chunk k of the video, killed after the timeout)
+              chunk 0: decode the first chunk_s seconds (and the audio track, decoded once);
+                       reports the video's frame counts -> the driver submits chunks 1..n-1
+              every chunk: per stream, resize/crop once -> (frames, window index) payload;
+                       audio: (waveform, window starts) -> object store (frames are not
+                       duplicated into overlapping windows; the actor cuts its rows)
+    driver: per-stream queue of row ranges (video, chunk, payload ref, rows a..b)
+              -> exactly batch_size rows per call (windows of several videos/chunks) on that
+                 stream's pool (least-loaded actor, <= 2 calls in flight per actor)
+              -> rows per (video, chunk) -> when a video has all its rows: StoreWriter.add
     StoreWriter commits shards atomically; rerunning resumes from the manifest.
 
-Windows of several videos are concatenated into one device batch, so short videos do not
-run at batch size one. Decode of later videos overlaps extraction of earlier ones (up to
-``decode_workers * 2`` decodes in flight). A failed or timed-out decode, or a failed
-extraction, is recorded in ``errors.jsonl`` and the run goes on.
+Memory: a decode task holds one chunk of frames, whatever the video's length; the driver
+starts a decode only while every stream's queue holds fewer than ``high_water`` rows, so the
+object store holds at most about ``high_water + decode_workers`` chunks of windows per stream.
+
+Determinism: every CPU call computes exactly ``batch_size`` windows (the run's last batch per
+stream is padded, see :func:`avel.pipeline.engine.extract_batch`); a window's row is then
+bitwise independent of its batch neighbours, so the store equals the local runner's bitwise
+and a resumed or retried run gives the same rows, for the same ``threads_per_actor`` (the local
+runner's torch threads) — the thread count changes some kernels (i3d: ~3e-8).
+
+Failures:
+
+* a decode that fails or exceeds ``decode_timeout_s`` (its worker is killed) fails the video,
+  recorded in ``errors.jsonl``; a decode worker that dies (killed, OOM) is retried once;
+* an extractor actor that dies is restarted (``max_restarts``) and the lost calls are retried
+  on it (``max_task_retries``): extraction is a pure function of its inputs, the retried
+  batch gives the same rows; an exception inside ``extract`` fails that stream of the videos
+  in the batch (recorded);
+* the driver dying loses the videos not yet committed; rerunning the command completes them.
 
 Ray stays inside this module: the library (datasets, extractors, models) never imports it.
 """
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,220 +51,513 @@ from avel.datasets.store import StoreWriter
 from avel.pipeline.engine import RunReport, StreamExtractor, decode_request, record_failure
 from avel.pipeline.jobs import VideoJob
 
+MAX_CALLS_IN_FLIGHT = 2  # per actor: the next batch's inputs arrive while one runs
+ACTOR_MAX_RESTARTS = 2
+DECODE_MAX_RETRIES = 1  # worker deaths only (application errors are not retried)
 
-def _decode_and_cut(path: str, request: dict, streams: list[tuple[str, Any, Any, int, int]]):
-    """Ray task body: decode once, cut every stream's windows. Returns [info, *windows]."""
+
+@dataclass(frozen=True)
+class _Stream:
+    """What a decode task needs to know about one requested stream."""
+
+    name: str
+    modality: str
+    decode_spec: Any
+    plan: Any
+    context_frames: int
+    context_samples: int
+
+
+def _decode_chunk(path: str, request: dict, streams: list[_Stream], k: int, chunk_s: float,
+                  totals: dict[str, int] | None) -> list:
+    """Ray task body: decode chunk ``k`` of a video for every stream, returns ``[info, *payloads]``.
+
+    Args:
+        path: the video file.
+        request: :func:`avel.pipeline.engine.decode_request` of the run's extractors.
+        streams: the streams to extract; audio streams only in chunk 0 (the track is decoded
+            once, whole).
+        k: chunk index.
+        chunk_s: chunk length in seconds.
+        totals: ``{stream: output frames of the whole video}`` from chunk 0; None for chunk 0
+            (the frame counts are learnt by decoding it, no separate probe).
+
+    Payload per stream (None when the stream failed or has no rows in this chunk): video
+    ``(frames T x H x W x 3 uint8, index N x (window + context) int64 into frames)``; audio
+    ``(waveform S' float32 zero-padded to the last window, starts N int64)``.
+    """
     import torch
 
-    from avel.extractors.base import cut_audio_windows, cut_video_windows
-    from avel.pipeline.decode import decode_video
-    from avel.pipeline.engine import frames_for
+    from avel.pipeline.decode import DecodeError, decode_video
+    from avel.pipeline.engine import chunk_plan, frames_for, window_index
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    decoded = decode_video(path, **request)
-    info: dict[str, Any] = {"meta": decoded.meta, "padded": {}, "rows": {}, "errors": {}}
-    outs = []
-    for name, spec, plan, context, context_samples in streams:
+    video = [s for s in streams if s.modality == "video"]
+    audio = [s for s in streams if s.modality == "audio"]
+    ranges, _ = chunk_plan([(s.name, s.plan, s.context_frames, (totals or {}).get(s.name)) for s in video],
+                           k, chunk_s)
+    decoded = decode_video(path, fps=list(ranges), short_side=request["short_side"],
+                           sample_rate=request["sample_rate"] if audio else None, frame_ranges=ranges)
+    known = totals or {}  # chunk k > 0 may not decode every fps (a stream without rows in it)
+    totals = {s.name: decoded.total_frames.get(float(s.plan.fps), known.get(s.name)) for s in video}
+    _, spans = chunk_plan([(s.name, s.plan, s.context_frames, totals[s.name]) for s in video], k, chunk_s)
+    n_chunks = max((math.ceil(s.plan.num_rows(totals[s.name]) / max(1, int(round(chunk_s / s.plan.step_seconds))))
+                    for s in video), default=1)
+    info: dict[str, Any] = {"meta": decoded.meta, "totals": totals, "n_chunks": n_chunks,
+                            "rows": {}, "padded": {}, "errors": {}}
+    payloads: list[Any] = []
+    for s in streams:
         try:
-            if spec.modality == "video":
-                win = cut_video_windows(frames_for(decoded, spec), plan, context_frames=context)
+            if s.modality == "video":
+                if s.name not in spans:
+                    info["rows"][s.name] = 0
+                    payloads.append(None)
+                    continue
+                r0, r1 = spans[s.name]
+                frames = frames_for(decoded, s.decode_spec).numpy()  # frames from first_frame on
+                idx = window_index(s.plan, r0, r1, context_frames=s.context_frames, total_frames=totals[s.name],
+                                   first_frame=decoded.first_frame[float(s.plan.fps)]).numpy()
+                lo, hi = int(idx.min()), int(idx.max()) + 1  # ship only the frames the windows use
+                payloads.append((np.ascontiguousarray(frames[lo:hi]), idx - lo))
+                info["rows"][s.name] = r1 - r0
+                info["padded"][s.name] = s.plan.is_padded(totals[s.name])
             else:
                 if decoded.audio is None:
-                    raise RuntimeError(decoded.audio_error or f"{path}: no audio")
-                win = cut_audio_windows(torch.from_numpy(decoded.audio), plan, context_samples=context_samples)
-            outs.append(win.data.numpy())
-            info["padded"][name] = win.padded
-            info["rows"][name] = win.num_rows
-        except Exception as e:  # recorded per stream; other streams of the video still run
-            info["errors"][name] = (type(e).__name__, str(e))
-            outs.append(None)
+                    raise DecodeError(decoded.audio_error or f"{path}: no audio")
+                n_samples = int(decoded.audio.shape[0])
+                n = s.plan.num_rows(n_samples)
+                starts = s.plan.window_bounds(n)[:, 0]
+                need = int(starts[-1]) + s.plan.window_units + s.context_samples
+                wave = np.zeros(max(need, n_samples), np.float32)  # zeros past the end, as cut_audio_windows
+                wave[:n_samples] = decoded.audio
+                payloads.append((wave, starts))
+                info["rows"][s.name] = n
+                info["padded"][s.name] = s.plan.is_padded(n_samples)
+        except Exception as e:  # recorded per stream; the video's other streams still run
+            info["errors"][s.name] = (type(e).__name__, str(e))
+            info["rows"][s.name] = 0
+            payloads.append(None)
     info["busy_s"] = time.perf_counter() - t0
-    return [info, *outs]
+    return [info, *payloads]
+
+
+def _warm_decode_worker() -> int:
+    """Import what decode tasks import, so the first timed decode does not pay for it."""
+    import decord  # noqa: F401
+    import torch  # noqa: F401
+
+    import avel.pipeline.decode  # noqa: F401
+    import avel.pipeline.engine  # noqa: F401
+
+    time.sleep(0.2)  # keep this worker busy so the next warm-up task lands on another one
+    return os.getpid()
 
 
 class _ExtractorActor:
-    """Holds one extractor on its device; extracts windows of several videos per call."""
+    """Holds one extractor on its device; extracts one fixed-size batch of windows per call."""
 
-    def __init__(self, name: str, weights: str | None, random_weights: bool, preset: str,
-                 options: dict, device: str, batch_size: int) -> None:
+    def __init__(self, name: str, weights: str | None, random_weights: bool, preset: str, options: dict,
+                 device: str, batch_size: int, threads: int) -> None:
         import torch
 
         from avel.pipeline.engine import build_stream_extractors
 
-        torch.set_num_threads(1)
-        self.device = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.set_num_threads(max(1, min(threads, os.cpu_count() or threads)))
+        self.device = torch.device(device)
         (self.se,) = build_stream_extractors([name], weights={name: weights} if weights else {},
                                              random_weights=random_weights, preset=preset, device=self.device,
                                              overrides={name: options})
         self.batch_size = batch_size
-        self.use_amp = self.device.type == "cuda"
+        ext = self.se.extractor
+        self.length = (ext.plan.window_units + ext.context_samples) if ext.modality == "audio" else None
 
-    def extract(self, *arrays: np.ndarray) -> tuple[list[np.ndarray], float]:
-        """Rows per input array, and the seconds this call was busy."""
+    def describe(self) -> dict[str, Any]:
+        """``{pid, threads, device}`` of this actor (tests kill it by pid)."""
         import torch
 
+        return {"pid": os.getpid(), "threads": torch.get_num_threads(), "device": str(self.device)}
+
+    def extract(self, pieces: list[tuple[int, int]], *payloads: Any) -> tuple[np.ndarray, float]:
+        """Rows of ``pieces`` (rows ``a..b`` of each payload, ``sum(b - a) <= batch_size``) in
+        one device call; returns ``(rows n x *feature_shape, busy seconds)``."""
+        import torch
+
+        from avel.pipeline.engine import extract_batch
+
         t0 = time.perf_counter()
-        counts = [a.shape[0] for a in arrays]
-        data = torch.from_numpy(np.concatenate(arrays, axis=0))
-        out = []
-        ext = self.se.extractor
-        for a in range(0, data.shape[0], self.batch_size):
-            batch = data[a:a + self.batch_size]
-            if self.device.type == "cuda":
-                batch = batch.pin_memory().to(self.device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
-                out.append(ext.extract(batch).float().cpu().numpy())
-        rows = np.concatenate(out, axis=0)
-        return np.split(rows, np.cumsum(counts)[:-1]), time.perf_counter() - t0
+        parts = []
+        for (a, b), (data, index) in zip(pieces, payloads):
+            if self.length is None:
+                parts.append(data[index[a:b]])  # n x (window + context) x H x W x 3
+            else:
+                parts.append(data[index[a:b, None] + np.arange(self.length)])  # n x samples
+        windows = torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        rows = extract_batch(self.se.extractor, windows, batch_size=self.batch_size, device=self.device,
+                             amp=self.device.type == "cuda")
+        return rows, time.perf_counter() - t0
+
+    def warm_up(self, shape: tuple[int, ...], dtype: str) -> float:
+        """One batch of zeros of one window's ``shape``; returns its seconds (first-call costs)."""
+        import torch
+
+        from avel.pipeline.engine import extract_batch
+
+        t0 = time.perf_counter()
+        extract_batch(self.se.extractor, torch.zeros((1, *shape), dtype=getattr(torch, dtype)),
+                      batch_size=self.batch_size, device=self.device)
+        return time.perf_counter() - t0
 
 
 @dataclass
 class _Video:
     job: VideoJob
-    info: dict | None = None
-    rows: dict[str, np.ndarray] = field(default_factory=dict)
-    waiting: set[str] = field(default_factory=set)
-    failed: bool = False
+    streams: list[_Stream]
+    meta: Any = None
+    totals: dict[str, int] | None = None
+    chunks_left: int = 1  # decode tasks not yet completed (chunk 0 reports the real count)
+    pending_rows: int = 0  # rows queued or being extracted
+    rows: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # stream -> {chunk: rows}
+    parts: dict[tuple[str, int], tuple[int, list]] = field(default_factory=dict)  # (stream, chunk) -> (rows
+    # expected, [(first row, rows)] received so far)
+    padded: dict[str, bool] = field(default_factory=dict)
+    failed_streams: set[str] = field(default_factory=set)
+    failed: bool = False  # a decode failed: nothing is written
+
+
+def default_threads_per_actor(cpus: float, cpu_actors: int) -> int:
+    """Torch threads per CPU extractor actor: the node's CPUs shared by the actors (>= 1).
+
+    Decode tasks run beside them (actors reserve no CPU slot, see :class:`RayExtraction`);
+    for decode-heavy jobs lower it (``threads_per_actor``) and raise ``decode_workers``.
+    """
+    return max(1, int(cpus) // max(1, cpu_actors))
+
+
+class RayExtraction:
+    """The Ray pipeline, in three steps: :meth:`start` (Ray, actor pools, optional warm-up),
+    :meth:`run` (any number of job lists), :meth:`close`.
+
+    Args:
+        cfg: :class:`avel.pipeline.extract.ExtractConfig` (``cluster``, ``batch_size``,
+            ``gpus_per_actor``, ``actors_per_extractor``, ``threads_per_actor``,
+            ``decode_workers``, ``decode_timeout_s``, ``chunk_s``, weights and preset).
+        extractors: the run's extractors (built in the driver: decode request, plans, specs).
+
+    Resources: decode tasks take one CPU slot each (at most ``decode_workers`` at a time);
+    extractor actors take ``gpus_per_actor`` of a GPU and no CPU slot, so on a small machine
+    the decode tasks are never starved by actors; a CPU actor runs ``threads_per_actor`` torch
+    threads (0: :func:`default_threads_per_actor`).
+    """
+
+    def __init__(self, cfg: Any, extractors: Sequence[StreamExtractor]) -> None:
+        self.cfg = cfg
+        self.extractors = list(extractors)
+        self.request = decode_request(self.extractors)
+        self.streams = [_Stream(se.stream, se.extractor.modality, se.extractor.decode_spec, se.extractor.plan,
+                                int(se.extractor.context_frames), int(se.extractor.context_samples))
+                        for se in self.extractors]
+        self.pools: dict[str, list] = {}
+        self.threads = 0
+        self.started_ray = False
+        self.startup_s = 0.0
+        self._decode = None
+        self._load: dict[str, list[int]] = {}  # stream -> calls in flight per actor
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, *, warm_up: bool = False) -> float:
+        """Connect to / start Ray and build the actor pools; returns the seconds it took.
+
+        Args:
+            warm_up: also run one batch per actor and the imports of every decode worker, so
+                that :meth:`run` measures the steady state (the benchmark does this).
+        """
+        import ray
+
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        self.started_ray = cfg.cluster.init_ray()
+        gpu = bool(cfg.gpus_per_actor)
+        n_actors = max(1, cfg.actors_per_extractor)
+        threads = int(getattr(cfg, "threads_per_actor", 0) or 0)
+        if not threads:
+            threads = 1 if gpu else default_threads_per_actor(ray.cluster_resources().get("CPU", 1),
+                                                               n_actors * len(self.extractors))
+        self.threads = threads
+        self._decode = ray.remote(num_cpus=1, max_retries=DECODE_MAX_RETRIES, retry_exceptions=False)(_decode_chunk)
+        actor_cls = ray.remote(_ExtractorActor)
+        opts: dict[str, Any] = {"num_cpus": 0, "max_restarts": ACTOR_MAX_RESTARTS,
+                                "max_task_retries": ACTOR_MAX_RESTARTS}
+        if gpu:
+            opts["num_gpus"] = cfg.gpus_per_actor
+        else:
+            # CPU actors share cores with decode tasks: OpenMP threads that spin while waiting
+            # for a descheduled sibling make a 2-thread model 10x slower on a busy 2-core
+            # machine (measured); passive waiting costs little when the cores are free.
+            opts["runtime_env"] = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
+        for se in self.extractors:
+            self.pools[se.stream] = [
+                actor_cls.options(**opts).remote(se.stream, cfg.weights.get(se.stream), cfg.random_weights,
+                                                 cfg.preset, cfg.extractor_options.get(se.stream, {}),
+                                                 "cuda" if gpu else "cpu", cfg.batch_size, threads)
+                for _ in range(n_actors)]
+        calls = [a.describe.remote() for pool in self.pools.values() for a in pool]
+        if warm_up:
+            calls += [a.warm_up.remote(*self._window_shape(se)) for se in self.extractors
+                      for a in self.pools[se.stream]]
+            warm = ray.remote(num_cpus=1)(_warm_decode_worker)
+            calls += [warm.remote() for _ in range(max(1, cfg.decode_workers))]
+        ray.get(calls)  # raises here if an extractor cannot be built (weights, config)
+        self.startup_s = time.perf_counter() - t0
+        return self.startup_s
+
+    @staticmethod
+    def _window_shape(se: StreamExtractor) -> tuple[tuple[int, ...], str]:
+        ext = se.extractor
+        if ext.modality == "audio":
+            return (ext.plan.window_units + ext.context_samples,), "float32"
+        spec = ext.decode_spec
+        side = spec.center_crop or (spec.size_hw if spec.size_hw else (spec.short_side, spec.short_side))
+        h, w = (side, side) if isinstance(side, int) else side
+        return (ext.plan.window_units + ext.context_frames, h, w, 3), "uint8"
+
+    def actor_info(self) -> dict[str, list[dict]]:
+        """``{stream: [{pid, threads, device}, ...]}`` of the pools."""
+        import ray
+
+        return {s: ray.get([a.describe.remote() for a in pool]) for s, pool in self.pools.items()}
+
+    def calls_in_flight(self) -> dict[str, int]:
+        """Extraction calls submitted and not yet returned, per stream (during :meth:`run`)."""
+        return {s: sum(n) for s, n in self._load.items()}
+
+    def close(self) -> None:
+        """Kill the actors; stop Ray when :meth:`start` started it."""
+        import ray
+
+        for pool in self.pools.values():
+            for a in pool:
+                ray.kill(a, no_restart=True)
+        self.pools = {}
+        if self.started_ray:
+            ray.shutdown()
+            self.started_ray = False
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self, jobs: Sequence[VideoJob], writer: StoreWriter, *,
+            progress: Callable[[RunReport], None] | None = None) -> RunReport:
+        """Extract ``jobs`` into ``writer`` (videos already committed for every stream are
+        skipped, others get only their missing streams); returns the run's report."""
+        import ray
+
+        if not self.pools:
+            raise RuntimeError("RayExtraction.run: call start() first")
+        cfg = self.cfg
+        report = RunReport()
+        t_start = time.perf_counter()
+        committed = {s.name: writer.committed(s.name) for s in self.streams}
+        todo = deque(j for j in jobs if not all(j.video_id in committed[s.name] for s in self.streams))
+        report.videos_skipped += len(jobs) - len(todo)
+        chunk_tasks: deque[tuple[str, int]] = deque()  # (video id, k >= 1): before new videos
+        videos: dict[str, _Video] = {}
+        decoding: dict[Any, tuple[str, int, list[tuple[str, Any]], float]] = {}  # info ref -> (vid, k, refs, t0)
+        queues: dict[str, deque] = {s.name: deque() for s in self.streams}  # [vid, k, ref, a, b]
+        queued = {s.name: 0 for s in self.streams}
+        running: dict[Any, tuple[str, int, list[tuple[str, int, int, int]]]] = {}  # ref -> (stream, actor, pieces)
+        self._load = load = {s: [0] * len(p) for s, p in self.pools.items()}
+        batch = cfg.batch_size
+        high_water = {s: batch * (MAX_CALLS_IN_FLIGHT * len(p) + 1) for s, p in self.pools.items()}
+        decode_slots = max(1, cfg.decode_workers)
+
+        def submit(vid: str, k: int) -> None:
+            v = videos[vid]
+            todo_streams = [s for s in v.streams if k == 0 or s.modality == "video"]
+            refs = self._decode.options(num_returns=1 + len(todo_streams)).remote(
+                str(v.job.path), self.request, todo_streams, k, cfg.chunk_s, v.totals)
+            decoding[refs[0]] = (vid, k, list(zip([s.name for s in todo_streams], refs[1:])), time.perf_counter())
+
+        def fail_stream(v: _Video, stream: str, stage: str, exc: BaseException) -> None:
+            if stream not in v.failed_streams:
+                v.failed_streams.add(stream)
+                record_failure(writer.root, report, v.job, stage, exc)
+
+        def fail_video(vid: str, exc: BaseException) -> None:
+            v = videos[vid]
+            if v.failed:
+                maybe_finish(vid)
+                return
+            record_failure(writer.root, report, v.job, "decode", exc)
+            v.failed = True
+            for name, q in queues.items():  # drop its queued rows
+                keep = deque(p for p in q if p[0] != vid)
+                queued[name] -= sum(p[4] - p[3] for p in q if p[0] == vid)
+                v.pending_rows -= sum(p[4] - p[3] for p in q if p[0] == vid)
+                queues[name] = keep
+            maybe_finish(vid)
+
+        def maybe_finish(vid: str) -> None:
+            v = videos[vid]
+            if v.pending_rows or (v.chunks_left and not v.failed) or any(d[0] == vid for d in decoding.values()):
+                return
+            del videos[vid]
+            if not v.failed:
+                features = {}
+                for s in v.streams:
+                    if s.name in v.failed_streams:
+                        continue
+                    parts = [rows for _, rows in sorted(v.rows.get(s.name, {}).items())]
+                    features[s.name] = np.concatenate(parts, axis=0)
+                if features:
+                    t0 = time.perf_counter()
+                    writer.add(vid, features, meta=v.meta, padded={s: v.padded.get(s, False) for s in features})
+                    report.write_s += time.perf_counter() - t0
+                    report.windows += sum(r.shape[0] for r in features.values())
+            if v.failed or v.failed_streams:
+                report.videos_failed += 1
+            else:
+                report.videos_ok += 1
+            if progress:
+                progress(report)
+
+        def dispatch(stream: str, final: bool) -> None:
+            q, pool = queues[stream], self.pools[stream]
+            while q and (queued[stream] >= batch or final):
+                k = int(np.argmin(load[stream]))
+                if load[stream][k] >= MAX_CALLS_IN_FLIGHT:
+                    return
+                pieces, refs, n = [], [], 0
+                while q and n < batch:
+                    item = q[0]
+                    vid, ck, ref, a, b = item
+                    take = min(b - a, batch - n)
+                    pieces.append((vid, ck, a, a + take))
+                    refs.append(ref)
+                    n += take
+                    item[3] = a + take
+                    if item[3] == b:
+                        q.popleft()
+                queued[stream] -= n
+                load[stream][k] += 1
+                ref = pool[k].extract.remote([(a, b) for _, _, a, b in pieces], *refs)
+                running[ref] = (stream, k, pieces)
+
+        while todo or chunk_tasks or decoding or running or any(queues.values()):
+            while len(decoding) < decode_slots and (chunk_tasks or todo) and all(
+                    queued[s] < high_water[s] for s in queued):
+                if chunk_tasks:
+                    vid, k = chunk_tasks.popleft()
+                    if videos[vid].failed:
+                        continue
+                    submit(vid, k)
+                else:
+                    job = todo.popleft()
+                    streams = [s for s in self.streams if job.video_id not in committed[s.name]]
+                    videos[job.video_id] = _Video(job, streams)
+                    submit(job.video_id, 0)
+            no_more_input = not (todo or chunk_tasks or decoding)
+            for stream in queues:
+                dispatch(stream, final=no_more_input)
+            waitable = list(decoding) + list(running)
+            if not waitable:
+                continue
+            ready, _ = ray.wait(waitable, num_returns=1, timeout=1.0)
+            if ready:
+                ready, _ = ray.wait(waitable, num_returns=len(waitable), timeout=0)
+            now = time.perf_counter()
+            for ref, (vid, k, _refs, t0) in list(decoding.items()):  # per-chunk decode time limit
+                if ref not in ready and now - t0 > cfg.decode_timeout_s:
+                    ray.cancel(ref, force=True)
+                    del decoding[ref]
+                    _consume_errors([ref, *(r for _, r in _refs)])
+                    videos[vid].chunks_left -= 1
+                    fail_video(vid, TimeoutError(f"{videos[vid].job.path}: decoding took longer than "
+                                                 f"{cfg.decode_timeout_s:g} s; worker killed"))
+            for ref in ready:
+                if ref in decoding:
+                    vid, k, wrefs, _t0 = decoding.pop(ref)
+                    v = videos[vid]
+                    v.chunks_left -= 1
+                    try:
+                        info = ray.get(ref)
+                    except Exception as e:  # the task's exception (or the worker's death), recorded
+                        _consume_errors([r for _, r in wrefs])
+                        fail_video(vid, getattr(e, "cause", None) or e)
+                        continue
+                    if v.failed:
+                        maybe_finish(vid)
+                        continue
+                    report.decode_s += info["busy_s"]
+                    if k == 0:
+                        v.meta, v.totals = info["meta"], info["totals"]
+                        v.chunks_left += info["n_chunks"] - 1
+                        chunk_tasks.extendleft((vid, j) for j in range(info["n_chunks"] - 1, 0, -1))
+                    for stream, wref in wrefs:
+                        if stream in info["errors"]:
+                            name, msg = info["errors"][stream]
+                            fail_stream(v, stream, f"extract:{stream}", RuntimeError(f"{name}: {msg}"))
+                            continue
+                        n = info["rows"][stream]
+                        if stream in info["padded"]:
+                            v.padded[stream] = info["padded"][stream]
+                        if n:
+                            queues[stream].append([vid, k, wref, 0, n])
+                            queued[stream] += n
+                            v.pending_rows += n
+                            v.parts[(stream, k)] = (n, [])
+                    maybe_finish(vid)
+                elif ref in running:
+                    stream, actor, pieces = running.pop(ref)
+                    load[stream][actor] -= 1
+                    try:
+                        rows, busy_s = ray.get(ref)
+                        report.extract_s += busy_s
+                    except Exception as e:
+                        rows = None
+                        cause = getattr(e, "cause", None) or e
+                    offset = 0
+                    for vid, k, a, b in pieces:
+                        v = videos[vid]
+                        v.pending_rows -= b - a
+                        if rows is None:
+                            fail_stream(v, stream, f"extract:{stream}", cause)
+                        elif not v.failed and stream not in v.failed_streams:
+                            expected, got = v.parts[(stream, k)]
+                            got.append((a, rows[offset:offset + b - a]))
+                            if sum(len(r) for _, r in got) == expected:  # the chunk's rows, in order
+                                v.rows.setdefault(stream, {})[k] = np.concatenate(
+                                    [r for _, r in sorted(got, key=lambda p: p[0])], axis=0)
+                                del v.parts[(stream, k)]
+                        offset += b - a
+                        maybe_finish(vid)
+        t0 = time.perf_counter()
+        writer.flush()
+        report.write_s += time.perf_counter() - t0
+        report.wall_s = time.perf_counter() - t_start
+        return report
+
+
+def _consume_errors(refs: list) -> None:
+    """Fetch the error objects of a failed task (already recorded), so Ray does not log them
+    again as unhandled when the references are dropped."""
+    import ray
+
+    for r in refs:
+        try:
+            ray.get(r, timeout=10)
+        except Exception:  # the expected failure of a failed or cancelled task
+            pass
 
 
 def run_ray(jobs: Sequence[VideoJob], cfg: Any, extractors: Sequence[StreamExtractor], writer: StoreWriter, *,
             progress: Callable[[RunReport], None] | None = None) -> RunReport:
-    """Run the extraction on Ray (``cfg.cluster``: embedded local instance unless an address is set)."""
-    import ray
-
-    cfg.cluster.init_ray()
-    report = RunReport()
-    t_start = time.perf_counter()
-    request = decode_request(extractors)
-    committed = {se.stream: writer.committed(se.stream) for se in extractors}
-    stream_args = [(se.stream, se.extractor.decode_spec, se.extractor.plan, se.extractor.context_frames,
-                    se.extractor.context_samples) for se in extractors]
-    decode = ray.remote(num_cpus=1, max_retries=0)(_decode_and_cut)
-    actor_cls = ray.remote(_ExtractorActor)
-    pools: dict[str, list] = {}
-    for se in extractors:
-        # CPU actors reserve no CPU slot: a reserved slot per actor would starve the decode
-        # tasks on small machines (2 actors on 2 cores = no decode ever scheduled).
-        opts = {"num_gpus": cfg.gpus_per_actor, "num_cpus": 0} if cfg.gpus_per_actor else {"num_cpus": 0}
-        weights = cfg.weights.get(se.stream)
-        pools[se.stream] = [
-            actor_cls.options(**opts).remote(se.stream, weights, cfg.random_weights, cfg.preset,
-                                             cfg.extractor_options.get(se.stream, {}),
-                                             "cuda" if cfg.gpus_per_actor else "cpu", cfg.batch_size)
-            for _ in range(max(1, cfg.actors_per_extractor))]
-    load = {s: [0] * len(p) for s, p in pools.items()}
-
-    todo = deque(j for j in jobs if not all(j.video_id in committed[s.stream] for s in extractors))
-    report.videos_skipped += len(jobs) - len(todo)
-    videos: dict[str, _Video] = {}
-    decoding: dict[Any, tuple[str, list, float]] = {}  # info ref -> (video id, window refs, start time)
-    queues: dict[str, deque] = {se.stream: deque() for se in extractors}  # (video_id, ref, n_windows)
-    running: dict[Any, tuple[str, int, list[str]]] = {}  # result ref -> (stream, actor index, video ids)
-    max_decodes = max(1, cfg.decode_workers) * 2
-
-    def finish(vid: str) -> None:
-        v = videos.pop(vid)
-        if v.rows:
-            t0 = time.perf_counter()
-            writer.add(vid, v.rows, meta=v.info["meta"],
-                       padded={s: v.info["padded"].get(s, False) for s in v.rows})
-            report.write_s += time.perf_counter() - t0
-        if v.failed:
-            report.videos_failed += 1
-        else:
-            report.videos_ok += 1
-        if progress:
-            progress(report)
-
-    def dispatch(stream: str, force: bool) -> None:
-        q = queues[stream]
-        while q:
-            total = sum(n for _, _, n in q)
-            if total < cfg.batch_size and not force:
-                return
-            take, n = [], 0
-            while q and (n < cfg.batch_size or not take):
-                item = q.popleft()
-                take.append(item)
-                n += item[2]
-            k = int(np.argmin(load[stream]))
-            load[stream][k] += 1
-            ref = pools[stream][k].extract.remote(*[r for _, r, _ in take])
-            running[ref] = (stream, k, [v for v, _, _ in take])
-
-    while todo or decoding or running or any(queues.values()):
-        while todo and len(decoding) < max_decodes:
-            job = todo.popleft()
-            todo_streams = [a for a in stream_args if job.video_id not in committed[a[0]]]
-            refs = decode.options(num_returns=1 + len(todo_streams)).remote(str(job.path), request, todo_streams)
-            videos[job.video_id] = _Video(job, waiting={a[0] for a in todo_streams})
-            decoding[refs[0]] = (job.video_id, list(zip([a[0] for a in todo_streams], refs[1:])),
-                                 time.perf_counter())
-        waitable = list(decoding) + list(running)
-        ready, _ = ray.wait(waitable, num_returns=1, timeout=0.5) if waitable else ([], [])
-        now = time.perf_counter()
-        for ref, (vid, _wrefs, t0) in list(decoding.items()):  # per-video decode time limit
-            if ref not in ready and now - t0 > cfg.decode_timeout_s:
-                ray.cancel(ref, force=True)
-                del decoding[ref]
-                v = videos[vid]
-                record_failure(writer.root, report, v.job, "decode",
-                               TimeoutError(f"{v.job.path}: decoding took longer than {cfg.decode_timeout_s:g} s; "
-                                            f"worker killed"))
-                v.failed, v.waiting = True, set()
-                v.info = {"meta": None, "padded": {}}
-                finish(vid)
-        for ref in ready:
-            if ref in decoding:
-                vid, wrefs, _t0 = decoding.pop(ref)
-                v = videos[vid]
-                try:
-                    v.info = ray.get(ref)
-                    report.decode_s += v.info["busy_s"]
-                except Exception as e:  # decode failed: the task's exception, recorded
-                    cause = getattr(e, "cause", None) or e
-                    record_failure(writer.root, report, v.job, "decode", cause)
-                    v.failed, v.waiting, v.info = True, set(), {"meta": None, "padded": {}}
-                    finish(vid)
-                    continue
-                for stream, wref in wrefs:
-                    if stream in v.info["errors"]:
-                        name, msg = v.info["errors"][stream]
-                        record_failure(writer.root, report, v.job, f"extract:{stream}", RuntimeError(f"{name}: {msg}"))
-                        v.failed = True
-                        v.waiting.discard(stream)
-                    else:
-                        queues[stream].append((vid, wref, v.info["rows"][stream]))
-                if not v.waiting:
-                    finish(vid)
-            elif ref in running:
-                stream, k, vids = running.pop(ref)
-                load[stream][k] -= 1
-                try:
-                    parts, busy_s = ray.get(ref)
-                    report.extract_s += busy_s
-                except Exception as e:
-                    cause = getattr(e, "cause", None) or e
-                    for vid in vids:
-                        record_failure(writer.root, report, videos[vid].job, f"extract:{stream}", cause)
-                        videos[vid].failed = True
-                        videos[vid].waiting.discard(stream)
-                        if not videos[vid].waiting:
-                            finish(vid)
-                    continue
-                for vid, rows in zip(vids, parts):
-                    v = videos[vid]
-                    v.rows[stream] = rows
-                    report.windows += rows.shape[0]
-                    v.waiting.discard(stream)
-                    if not v.waiting:
-                        finish(vid)
-        no_more_input = not todo and not decoding
-        for stream in queues:
-            dispatch(stream, force=no_more_input or len(decoding) < max_decodes // 2)
-    t0 = time.perf_counter()
-    writer.flush()
-    report.write_s += time.perf_counter() - t0
-    report.wall_s = time.perf_counter() - t_start
+    """Run the extraction on Ray (``cfg.cluster``: embedded local instance unless an address is
+    set): start, run, close. The report's ``wall_s`` includes the start-up."""
+    pipeline = RayExtraction(cfg, extractors)
+    try:
+        startup_s = pipeline.start()
+        report = pipeline.run(jobs, writer, progress=progress)
+    finally:
+        pipeline.close()
+    report.startup_s = startup_s
+    report.wall_s += startup_s
     return report

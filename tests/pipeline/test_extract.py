@@ -1,4 +1,5 @@
-"""`avel extract`: store contents, exact row times, resume, failure isolation, Ray vs local."""
+"""`avel extract`: store contents, exact row times, resume, failure isolation, chunking (the Ray
+runner's tests are in test_ray_extract.py)."""
 from __future__ import annotations
 
 import json
@@ -83,23 +84,9 @@ def test_unav100_dataset_with_annotations(videos, tmp_path):
     assert st.dataset == "unav100" and len(st) == 3
 
 
-@pytest.mark.slow
-def test_ray_runner_matches_local_runner(videos, tmp_path):
-    base = ["--videos", str(videos / "videos")]
-    assert _run(base + ["--out", str(tmp_path / "local"), "--runner", "local"]).exit_code == 0
-    res = _run(base + ["--out", str(tmp_path / "ray"), "--runner", "ray"])
-    assert res.exit_code == 0, res.output
-    a, b = FeatureStore(tmp_path / "local"), FeatureStore(tmp_path / "ray")
-    assert sorted(a.videos()) == sorted(b.videos())
-    for v in a.videos():
-        for s in ("vgg19", "vggish"):
-            # batches mix windows of several videos under Ray: equal up to float rounding
-            np.testing.assert_allclose(a[v][s], b[v][s], rtol=1e-5, atol=1e-6)
-            np.testing.assert_array_equal(a.times(v, s)[0], b.times(v, s)[0])
-
-
 def test_chunked_extraction_equals_whole_video(tmp_path):
-    """Chunks of 1 s give the same rows as one 60-s chunk (memory bounded by the chunk)."""
+    """Chunks of 1 s give the same rows as one 60-s chunk, bitwise (memory bounded by the chunk;
+    fixed-shape batches make the different batch groupings irrelevant)."""
     import torch
 
     from avel.pipeline.engine import build_stream_extractors, extract_video_chunked
@@ -116,5 +103,5 @@ def test_chunked_extraction_equals_whole_video(tmp_path):
     assert meta.duration_s == pytest.approx(6.0, abs=0.05)
     for s in whole:
         assert whole[s].shape == parts[s].shape
-        np.testing.assert_allclose(whole[s], parts[s], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(whole[s], parts[s])
     assert whole["i3d_rgb"].shape[0] == (150 - 8) // 4 + 1  # tiny i3d: 8/4 frames at 25 fps
