@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import signal
+import threading
 import subprocess
 import sys
 import time
@@ -146,17 +147,27 @@ def test_ray_runner_survives_a_killed_actor(videos, local_store, ray_instance, t
     try:
         before = pipe.actor_info()["vgg19"][0]
         assert before["threads"] == 1
-        killed = []
+        killed, done, finished = [], threading.Event(), []
 
-        def kill_when_busy(report):
-            if not killed and pipe.calls_in_flight()["vgg19"]:
-                os.kill(before["pid"], signal.SIGKILL)
-                killed.append(report.videos_ok)
+        def kill_when_busy():
+            # polls from a thread: a call can be in flight between two progress callbacks only
+            while not done.is_set():
+                if pipe.calls_in_flight().get("vgg19"):
+                    os.kill(before["pid"], signal.SIGKILL)
+                    killed.append(len(finished))
+                    return
+                time.sleep(0.001)
 
         from avel.pipeline.jobs import VideoJob
 
         jobs = [VideoJob(p.stem, p) for p in sorted(videos.glob("*.mp4"))]
-        report = pipe.run(jobs, writer, progress=kill_when_busy)
+        killer = threading.Thread(target=kill_when_busy, daemon=True)
+        killer.start()
+        try:
+            report = pipe.run(jobs, writer, progress=lambda r: finished.append(r.videos_ok))
+        finally:
+            done.set()
+            killer.join()
         after = pipe.actor_info()["vgg19"][0]
     finally:
         pipe.close()
