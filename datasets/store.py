@@ -668,11 +668,14 @@ class FeatureStore:
         return out
 
     def failed_videos(self) -> set[str]:
-        """Videos with a recorded error that still lack a committed row in some stream."""
+        """Videos with a recorded error that still lack a committed row in some stream.
+
+        Records marked ``retryable`` (the worker died, not the video) do not count: a rerun
+        redoes those videos."""
         failed = set()
         for rec in self.errors():
             vid = rec.get("video_id")
-            if vid is not None and not all(self.has(vid, s) for s in self.streams):
+            if vid is not None and not rec.get("retryable") and not all(self.has(vid, s) for s in self.streams):
                 failed.add(vid)
         return failed
 

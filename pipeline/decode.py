@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +254,13 @@ class DecodeTimeout(DecodeError):
     """Decoding did not finish within the per-video time limit (the worker was killed)."""
 
 
+class WorkerKilled(DecodeError):
+    """The decoder process was killed from outside (SIGKILL: ``kill -9``, the OOM killer).
+
+    Not the video's fault: the failure is recorded as ``retryable`` and a rerun tries the
+    video again without ``--retry-failed``."""
+
+
 def _decode_child(conn, path, kwargs) -> None:
     try:
         conn.send(("ok", decode_video(path, **kwargs)))
@@ -285,6 +293,9 @@ def decode_with_timeout(path: str | os.PathLike, *, timeout_s: float | None = 60
         try:
             status, payload = parent.recv()
         except EOFError:
+            proc.join(timeout=5)
+            if proc.exitcode == -signal.SIGKILL:
+                raise WorkerKilled(f"{path}: decoder process was killed (SIGKILL); retried on rerun") from None
             raise DecodeError(f"{path}: decoder process died (exit code {proc.exitcode})") from None
     finally:
         proc.join(timeout=5)

@@ -278,9 +278,17 @@ class RunReport:
         }
 
 
+# Failures of the machinery rather than of the video (a killed decoder, a dead Ray worker or
+# actor, the OOM killer): recorded with ``retryable: true`` and redone by a plain rerun.
+RETRYABLE_ERRORS = frozenset({"WorkerKilled", "WorkerCrashedError", "ActorDiedError", "ActorUnavailableError",
+                              "NodeDiedError", "OutOfMemoryError"})
+
+
 def record_failure(store_root: Path, report: RunReport, job: VideoJob, stage: str, exc: BaseException) -> None:
     rec = {"video_id": job.video_id, "path": str(job.path), "stage": stage, "error_type": type(exc).__name__,
            "message": str(exc)[:2000]}
+    if type(exc).__name__ in RETRYABLE_ERRORS:
+        rec["retryable"] = True  # the worker died, not the video: a rerun tries it again
     append_error(store_root, rec)
     report.failures.append(rec)
 

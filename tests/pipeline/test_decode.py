@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fractions
+import os
 
 import av
 import numpy as np
@@ -109,3 +110,33 @@ def test_timeout_guard_kills_a_hanging_decode(tmp_path, monkeypatch):
     with pytest.raises(dec.DecodeError, match="empty file"):
         (tmp_path / "e.mp4").write_bytes(b"")
         dec.decode_with_timeout(tmp_path / "e.mp4", timeout_s=30, fps=[25])
+
+
+def test_killed_decoder_is_recorded_retryable_and_redone_by_a_plain_rerun(tmp_path, monkeypatch):
+    """kill -9 of the decode worker is not the video's fault: the failure is recorded with
+    ``retryable`` and the next run (without --retry-failed) extracts the video."""
+    import json
+    import signal
+
+    import avel.pipeline.decode as dec
+    from avel.datasets.store import FeatureStore
+    from avel.pipeline.extract import ExtractConfig, run_extract
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    _write(videos / "v.mp4", seconds=2.0)
+    cfg = ExtractConfig(dataset="folder", videos=str(videos), extractors=["vggish"], preset="tiny",
+                        random_weights=True, out=str(tmp_path / "store"), device="cpu", decode_timeout_s=60)
+
+    def killed(*args, **kwargs):  # the decode child dies as under `kill -9` or the OOM killer
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(dec, "decode_video", killed)
+    first = run_extract(cfg)
+    assert first["videos_failed"] == 1 and first["failures"][0]["error_type"] == "WorkerKilled"
+    rec = json.loads((tmp_path / "store" / "errors.jsonl").read_text().splitlines()[0])
+    assert rec["retryable"] is True and rec["video_id"] == "v"
+    monkeypatch.undo()
+    second = run_extract(cfg)
+    assert second["videos_ok"] == 1 and second["videos_failed"] == 0
+    assert "v" in FeatureStore(tmp_path / "store").videos()
