@@ -24,8 +24,12 @@ Peak memory of one long video through the Ray runner (chunked), summed over the 
 every process below it (Ray's gcs, raylet with the object store, workers, actors), sampled
 from /proc every 0.2 s:
 
-    python benchmarks/extract_throughput.py --long-video-s 1200 --extractors vgg19,vggish --preset tiny \\
-        --options '{"vgg19": {"image_size": 224}}'
+    python benchmarks/extract_throughput.py --long-video-s 1200 --chunk-s 30 --extractors vgg19,vggish \\
+        --preset tiny --decode-workers 1 --options '{"vgg19": {"fps": 25, "window_frames": 24,
+        "stride_frames": 8, "preprocessing": "torchvision", "image_size": 224, "resize_short_side": 256,
+        "width_divisor": 64}, "vggish": {"hop_s": 0.32}}'
+
+(the I3D decode: 25 fps, 256 px, 224 crop; models too small to matter: the run is about memory).
 
 Random weights are used (``--preset full`` is the real architecture, UnAV-100 plan for i3d).
 """

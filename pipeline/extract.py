@@ -47,7 +47,7 @@ class ExtractConfig:
         batch_size: windows per device batch.
         gpus_per_actor: fraction of a GPU per extractor actor (0: CPU).
         actors_per_extractor: size of each extractor's fixed actor pool.
-        threads_per_actor: torch threads of a CPU extractor actor (ray runner; 0: the node's
+        threads_per_actor: torch threads of a CPU extractor actor (ray runner; 0: the cluster's
             CPUs divided among the actors). Rows are bitwise reproducible for a fixed value.
         decode_workers: concurrent decode tasks.
         decode_timeout_s: per-video decode limit (the worker is killed after it).

@@ -226,7 +226,8 @@ class _Video:
 
 
 def default_threads_per_actor(cpus: float, cpu_actors: int) -> int:
-    """Torch threads per CPU extractor actor: the node's CPUs shared by the actors (>= 1).
+    """Torch threads per CPU extractor actor: the cluster's CPUs shared by the actors (>= 1;
+    an actor never runs more threads than its node has CPUs).
 
     Decode tasks run beside them (actors reserve no CPU slot, see :class:`RayExtraction`);
     for decode-heavy jobs lower it (``threads_per_actor``) and raise ``decode_workers``.
@@ -279,7 +280,7 @@ class RayExtraction:
         self.started_ray = cfg.cluster.init_ray()
         gpu = bool(cfg.gpus_per_actor)
         n_actors = max(1, cfg.actors_per_extractor)
-        threads = int(getattr(cfg, "threads_per_actor", 0) or 0)
+        threads = int(cfg.threads_per_actor or 0)
         if not threads:
             threads = 1 if gpu else default_threads_per_actor(ray.cluster_resources().get("CPU", 1),
                                                                n_actors * len(self.extractors))
@@ -551,7 +552,12 @@ def _consume_errors(refs: list) -> None:
 def run_ray(jobs: Sequence[VideoJob], cfg: Any, extractors: Sequence[StreamExtractor], writer: StoreWriter, *,
             progress: Callable[[RunReport], None] | None = None) -> RunReport:
     """Run the extraction on Ray (``cfg.cluster``: embedded local instance unless an address is
-    set): start, run, close. The report's ``wall_s`` includes the start-up."""
+    set): start, run, close. The report's ``wall_s`` includes the start-up. Nothing to do
+    (every job committed): Ray is not started."""
+    if not jobs:
+        t0 = time.perf_counter()
+        writer.flush()
+        return RunReport(wall_s=time.perf_counter() - t0)
     pipeline = RayExtraction(cfg, extractors)
     try:
         startup_s = pipeline.start()

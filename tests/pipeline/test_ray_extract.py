@@ -19,7 +19,7 @@ import yaml
 
 from avel.datasets.store import FeatureStore, StoreWriter
 from avel.datasets.synth import SynthConfig, generate
-from avel.pipeline.engine import build_stream_extractors, decode_request, extract_batch, frames_for, rows_per_chunk
+from avel.pipeline.engine import build_stream_extractors, extract_batch, frames_for, rows_per_chunk
 from avel.pipeline.extract import ExtractConfig, run_extract
 
 # overlapping windows in both modalities (stride < window), several rows per 1-s chunk
