@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -25,11 +24,7 @@ from click.testing import CliRunner
 from torch.utils.data import Dataset
 
 from avel.cli.main import cli
-from avel.datasets.annotations import AnnotationSet, Sample, Segment
-from avel.datasets.ave import write_ave
-from avel.datasets.sampling import AVE_VGG19, AVE_VGGISH, UNAV100_I3D, UNAV100_VGGISH
-from avel.datasets.store import FeatureStore, StoreWriter, StreamSpec
-from avel.datasets.unav100 import write_unav100
+from avel.datasets.store import FeatureStore
 from avel.training.config import ConfigError, config_from_dict
 from avel.training.run import fit_and_test, train
 from avel.training.trainer import Trainer, shard_bounds
@@ -57,24 +52,11 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_dense):
     """11 train videos (global batches of 4, 4, 3: the last one splits 2 + 1 over two workers),
     4 validation, 4 test; 20-40 rows each."""
-    root = tmp_path_factory.mktemp("dist")
-    rng = np.random.default_rng(5)
-    samples = []
-    specs = {"rgb": StreamSpec("i3d_rgb", UNAV100_I3D, (12,)), "vggish": StreamSpec("vggish", UNAV100_VGGISH, (8,))}
-    with StoreWriter(root / "store", dataset="unav100", streams=specs) as w:
-        for i in range(19):
-            n = int(rng.integers(20, 40))
-            dur = (n - 1) * 0.32 + 0.96
-            w.add(f"-v{i}", {"rgb": rng.standard_normal((n, 12)), "vggish": rng.standard_normal((n, 8))})
-            start = float(rng.uniform(0, dur / 2))
-            subset = "train" if i < 11 else "validation" if i < 15 else "test"
-            samples.append(Sample(f"-v{i}", f"-v{i}", dur, subset,
-                                  [Segment(start, start + 2.0, ["b", "a", "c"][i % 3], i % 3)]))
-    write_unav100(AnnotationSet("unav100", ["b", "a", "c"], samples), root / "ann.json")
-    return root
+    return tiny_dense(tmp_path_factory.mktemp("dist"), seed=5,
+                      subsets=["train"] * 11 + ["validation"] * 4 + ["test"] * 4)
 
 
 def _record_digest(trainer: Trainer, folder: str) -> None:
@@ -250,20 +232,9 @@ def test_rank_shares_reassemble_the_single_process_batches(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ave_data(tmp_path_factory):
+def ave_data(tmp_path_factory, tiny_ave):
     """10 AVE rows: 3 validation rows for sharding over two ranks (2 + 1)."""
-    root = tmp_path_factory.mktemp("ave")
-    rng = np.random.default_rng(2)
-    specs = {"vgg19": StreamSpec("vgg19", AVE_VGG19, (7, 7, 16)), "vggish": StreamSpec("vggish", AVE_VGGISH, (8,))}
-    samples = []
-    with StoreWriter(root / "store", dataset="ave", streams=specs) as w:
-        for i in range(10):
-            w.add(f"yt{i}", {"vgg19": rng.random((10, 7, 7, 16)), "vggish": rng.standard_normal((10, 8))})
-            s = int(rng.integers(0, 8))
-            samples.append(Sample(f"row-{i:04d}", f"yt{i}", 10.0, "validation" if i >= 7 else "train",
-                                  [Segment(float(s), float(s + 2), ["dog", "bell"][i % 2], i % 2)], {"row": i}))
-    write_ave(AnnotationSet("ave", ["dog", "bell"], samples, background_id=2), root)
-    return root
+    return tiny_ave(tmp_path_factory.mktemp("ave"), seed=2, subsets=["train"] * 7 + ["validation"] * 3)
 
 
 @pytest.mark.parametrize("task,model,options", [("dense", "unav", CONFIG["model"]["options"]), ("ave", "agva", {}),

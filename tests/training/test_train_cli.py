@@ -3,17 +3,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from avel.cli.main import cli
-from avel.datasets.annotations import AnnotationSet, Sample, Segment
-from avel.datasets.ave import write_ave
-from avel.datasets.sampling import AVE_VGG19, AVE_VGGISH, UNAV100_I3D, UNAV100_VGGISH
-from avel.datasets.store import FeatureStore, StoreWriter, StreamSpec
-from avel.datasets.unav100 import write_unav100
 
 DENSE_SMALL = {
     "unav": {"encoder": {"embed_dim": 16, "num_heads": 2}, "tdm": {"class_dim": 4}, "head": {"head_dim": 16}},
@@ -24,21 +18,9 @@ DENSE_SMALL = {
 
 
 @pytest.fixture(scope="module")
-def dense_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dense")
-    rng = np.random.default_rng(0)
-    samples = []
-    specs = {"rgb": StreamSpec("i3d_rgb", UNAV100_I3D, (12,)), "vggish": StreamSpec("vggish", UNAV100_VGGISH, (8,))}
-    with StoreWriter(root / "store", dataset="unav100", streams=specs) as w:
-        for i in range(12):
-            n = int(rng.integers(20, 40))
-            dur = (n - 1) * 0.32 + 0.96
-            w.add(f"-v{i}", {"rgb": rng.standard_normal((n, 12)), "vggish": rng.standard_normal((n, 8))})
-            start = float(rng.uniform(0, dur / 2))
-            samples.append(Sample(f"-v{i}", f"-v{i}", dur, ["train", "train", "validation", "test"][i % 4],
-                                  [Segment(start, start + 2.0, ["b", "a", "c"][i % 3], i % 3)]))
-    write_unav100(AnnotationSet("unav100", ["b", "a", "c"], samples), root / "ann.json")
-    return root
+def dense_data(tmp_path_factory, tiny_dense):
+    return tiny_dense(tmp_path_factory.mktemp("dense"), seed=0,
+                      subsets=[["train", "train", "validation", "test"][i % 4] for i in range(12)])
 
 
 @pytest.mark.parametrize("model", ["unav", "ccnet", "loco"])
@@ -84,19 +66,9 @@ def test_train_refuses_to_overwrite_and_resumes(dense_data, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ave_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ave")
-    rng = np.random.default_rng(1)
-    specs = {"vgg19": StreamSpec("vgg19", AVE_VGG19, (7, 7, 16)), "vggish": StreamSpec("vggish", AVE_VGGISH, (8,))}
-    samples = []
-    with StoreWriter(root / "store", dataset="ave", streams=specs) as w:
-        for i in range(10):
-            w.add(f"yt{i}", {"vgg19": rng.random((10, 7, 7, 16)), "vggish": rng.standard_normal((10, 8))})
-            s = int(rng.integers(0, 8))
-            samples.append(Sample(f"row-{i:04d}", f"yt{i}", 10.0, ["train", "train", "validation", "test"][i % 4],
-                                  [Segment(float(s), float(s + 2), ["dog", "bell"][i % 2], i % 2)], {"row": i}))
-    write_ave(AnnotationSet("ave", ["dog", "bell"], samples, background_id=2), root)
-    return root
+def ave_data(tmp_path_factory, tiny_ave):
+    return tiny_ave(tmp_path_factory.mktemp("ave"), seed=1,
+                    subsets=[["train", "train", "validation", "test"][i % 4] for i in range(10)])
 
 
 @pytest.mark.parametrize("model", ["agva", "ccln", "avlc"])
