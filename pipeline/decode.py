@@ -261,7 +261,22 @@ class WorkerKilled(DecodeError):
     video again without ``--retry-failed``."""
 
 
-def _decode_child(conn, path, kwargs) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this process when its parent dies (a ``kill -9`` of the driver would
+    otherwise leave the child blocked forever on a pipe nobody reads)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _decode_child(conn, path, kwargs, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     try:
         conn.send(("ok", decode_video(path, **kwargs)))
     except BaseException as e:  # report every failure to the parent, never hang it
@@ -283,7 +298,7 @@ def decode_with_timeout(path: str | os.PathLike, *, timeout_s: float | None = 60
 
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_decode_child, args=(child, path, kwargs), daemon=True)
+    proc = ctx.Process(target=_decode_child, args=(child, path, kwargs, os.getpid()), daemon=True)
     proc.start()
     child.close()
     try:

@@ -140,3 +140,45 @@ def test_killed_decoder_is_recorded_retryable_and_redone_by_a_plain_rerun(tmp_pa
     second = run_extract(cfg)
     assert second["videos_ok"] == 1 and second["videos_failed"] == 0
     assert "v" in FeatureStore(tmp_path / "store").videos()
+
+
+def test_decode_child_dies_with_a_killed_driver(tmp_path):
+    """kill -9 of the process running decode_with_timeout takes its decode child with it
+    (before, the child blocked forever writing to a pipe nobody read)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "ok.mp4"
+    _write(path, seconds=1.0)
+    pid_file = tmp_path / "child.pid"
+    driver = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        "import avel.pipeline.decode as dec\n"
+        "def hang(*a, **k):\n"
+        "    open(sys.argv[2], 'w').write(str(os.getpid()))\n"
+        "    time.sleep(600)\n"
+        "dec.decode_video = hang\n"
+        "dec.decode_with_timeout(sys.argv[1], timeout_s=600, fps=[25])\n"), str(path), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+
+        def alive(pid: int) -> bool:
+            try:
+                state = (open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                return False
+            return state != "Z"
+
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(child), f"decode child {child} outlived its killed driver"
+    finally:
+        driver.kill()
