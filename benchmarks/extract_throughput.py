@@ -2,8 +2,11 @@
 
 On the same synthetic videos and the same extractor weights, in one run:
 
-    (a) sequential   one video at a time, decode then extract, batch of one window, no overlap
-                     (what v-iashin/video_features does)
+    (a) video_features  v-iashin/video_features' loop (``video_features_loop.py``): one pass per
+                     extractor, one video at a time: re-encode to the extractor's fps, read frame by
+                     frame, resize each frame with PIL, one window per forward, no overlap
+    (a2) sequential  the same order with our decoder: one video at a time, one decode for every
+                     extractor (no re-encode), batch of one window, no overlap
     (b) decode       the pipeline's decode stage alone, one process: decode_video (once per video
                      for every extractor) + each extractor's CPU resize/crop
     (c) models       the extractors alone on pre-decoded, pre-cut windows of all videos together,
@@ -11,8 +14,8 @@ On the same synthetic videos and the same extractor weights, in one run:
     (d) ray          the Ray pipeline (chunked decode tasks + one warm actor pool per extractor,
                      windows of several videos per batch), once per --decode-workers value
 
-prints videos/s and windows/s for each and the ratios d/a and d/min(b, c) (throughputs: d/a =
-a_seconds / d_seconds). (d) is the steady state: Ray is started, the actors built and warmed up
+prints videos/s and windows/s for each and the ratios d/a, d/a2 and d/min(b, c) (throughputs:
+d/a = a_seconds / d_seconds). (d) is the steady state: Ray is started, the actors built and warmed up
 (one batch each) and the decode workers' imports done before its clock starts; those start-up
 seconds are printed separately (``startup``), as is (d) with start-up included.
 
@@ -85,17 +88,32 @@ class MemorySampler(threading.Thread):
         self.period_s = period_s
         self.stop = threading.Event()
         self.peak = {"pss_total_kib": 0, "rss_total_kib": 0, "rss_max_process_kib": 0, "processes": 0}
+        self.breakdown: list[dict] = []  # per process at the PSS peak
 
     def run(self) -> None:
         while not self.stop.is_set():
             pids = [os.getpid(), *_descendants(os.getpid())]
             mem = [_memory_kib(p) for p in pids]
             p = self.peak
+            if sum(m[1] for m in mem) > p["pss_total_kib"]:
+                self.breakdown = sorted(({"process": _process_name(pid), "pss_gib": _gib(m[1]), "rss_gib": _gib(m[0])}
+                                         for pid, m in zip(pids, mem)), key=lambda r: -r["pss_gib"])
             p["pss_total_kib"] = max(p["pss_total_kib"], sum(m[1] for m in mem))
             p["rss_total_kib"] = max(p["rss_total_kib"], sum(m[0] for m in mem))
             p["rss_max_process_kib"] = max(p["rss_max_process_kib"], max(m[0] for m in mem))
             p["processes"] = max(p["processes"], len(pids))
             self.stop.wait(self.period_s)
+
+
+def _process_name(pid: int) -> str:
+    try:
+        args = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    name = args[0].decode(errors="replace")
+    if name.endswith(("python", "python3")) and len(args) > 1:  # the script, not the interpreter
+        name = args[1].decode(errors="replace")
+    return os.path.basename(name)[:60]
 
 
 def _gib(kib: int) -> float:
@@ -146,6 +164,7 @@ def long_video(args, names: list[str], options: dict, work: Path) -> dict:
                                 "rss_sum_all_processes": _gib(peak["rss_total_kib"]),
                                 "rss_largest_process": _gib(peak["rss_max_process_kib"]),
                                 "processes": peak["processes"]},
+            "at_peak_per_process_gib": sampler.breakdown,
             "memory_method": "/proc/<pid>/smaps_rollup of the driver and all its descendants every 0.2 s; "
                              "PSS splits shared pages (object store) between the processes mapping them"}
 
@@ -160,6 +179,7 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
     from avel.pipeline.extract import ExtractConfig
     from avel.pipeline.jobs import VideoJob
     from avel.pipeline.ray_extract import RayExtraction
+    from video_features_loop import run_video_features_loop
 
     t0 = time.perf_counter()
     generate(SynthConfig(kind="unav100", videos=args.videos, seed=0, size=args.size,
@@ -176,18 +196,26 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
         results[name] = {"seconds": round(seconds, 3), "videos_per_s": round(len(jobs) / seconds, 3),
                          "windows_per_s": round(windows / seconds, 3), "windows": windows, **extra}
 
-    # first-call costs (kernel selection, allocations) of both batch shapes, for (a) and (c) alike
+    # first-call costs (kernel selection, allocations) of both batch shapes, for (a), (a2) and (c) alike
     for se in exts:
         ext = se.extractor
         shape, dtype = RayExtraction._window_shape(se)
         for b in (1, args.batch_size):
             extract_batch(ext, torch.zeros((1, *shape), dtype=getattr(torch, dtype)), batch_size=b, device=cpu)
 
-    # (a) sequential, batch of one window, no overlap
+    # (a) video_features' loop: per extractor, per video: re-encode, frame-by-frame read, batch of one
+    t0 = time.perf_counter()
+    vf_windows = run_video_features_loop(jobs, exts, work / "video_features")
+    record("a_video_features", time.perf_counter() - t0, vf_windows)
+
+    # (a2) the same sequential order with our decoder: one decode per video for every extractor
+    # (no re-encode), batch of one window, no overlap
     writer = StoreWriter(work / "seq", dataset="bench", streams=specs)
     t0 = time.perf_counter()
     rep = run_sequential(jobs, exts, writer, batch_size=1, decode_timeout_s=None, chunk_s=1e9)
-    record("a_sequential", time.perf_counter() - t0, rep.windows)
+    record("a2_sequential_our_decoder", time.perf_counter() - t0, rep.windows)
+    if vf_windows != rep.windows:
+        raise RuntimeError(f"(a) computed {vf_windows} windows, (a2) {rep.windows}: not the same work")
 
     # (b) the decode stage alone: decode once per video + each extractor's CPU resize/crop
     t0 = time.perf_counter()
@@ -241,13 +269,15 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
 
         ray.shutdown()
 
-    a, b, c = (results[k]["seconds"] for k in ("a_sequential", "b_decode", "c_models"))
+    a, a2, b, c = (results[k]["seconds"] for k in ("a_video_features", "a2_sequential_our_decoder",
+                                                    "b_decode", "c_models"))
     ratios = {}
     for n in workers:
         d = results[f"d_ray_{n}_decode_workers"]["seconds"]
+        d_startup = results[f"d_ray_{n}_decode_workers"]["with_startup_s"]
         ratios[f"{n}_decode_workers"] = {"d_over_a": round(a / d, 3), "d_over_min_b_c": round(max(b, c) / d, 3),
-                                         "d_with_startup_over_a": round(
-                                             a / results[f"d_ray_{n}_decode_workers"]["with_startup_s"], 3)}
+                                         "d_over_a2": round(a2 / d, 3), "d_with_startup_over_a": round(a / d_startup, 3),
+                                         "d_with_startup_over_a2": round(a2 / d_startup, 3)}
     return {"mode": "throughput", "extractors": names, "preset": args.preset, "options": options,
             "videos": len(jobs), "duration_s": args.duration_s, "size": args.size, "generate_s": round(gen_s, 1),
             "batch_size": args.batch_size, "threads_a_c": args.threads, "actors_per_extractor": args.actors,
@@ -268,7 +298,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="synthetic frame side (px)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--decode-workers", default="1,2", help="comma-separated; one (d) run per value")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for (a) and (c)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for (a), (a2) and (c)")
     ap.add_argument("--threads-per-actor", type=int, default=0, help="0: the CPUs divided among the actors")
     ap.add_argument("--actors", type=int, default=1, help="actors per extractor (d)")
     ap.add_argument("--chunk-s", type=float, default=60.0)

@@ -19,8 +19,9 @@ for ``k = 0 .. floor(duration_s * fps) - 1``. Frames are picked by time, never b
   compared with a tolerance of float32 rounding; the duration ends where the last frame
   ends (its presentation time plus its packet duration).
 
-These times only pick frames; row times always come from the sampling plan. All frames of
-all plans are read in one sorted ``get_batch`` call.
+These times only pick frames; row times always come from the sampling plan. The frames of
+all plans are read in ascending order, each native frame once, in blocks copied straight into
+the outputs (memory: the outputs plus one block).
 
 Rotation: a display matrix (``rotate`` 90 / 180 / 270, as phones record) is applied, as
 players do: frames come out upright and ``H x W`` is the displayed size (a portrait video
@@ -136,6 +137,7 @@ def decode_video(
     sample_rate: int | None = 16000,
     max_frames: int = 200_000,
     frame_ranges: dict[float, tuple[int, int]] | None = None,
+    block_frames: int = 128,
 ) -> DecodedVideo:
     """Decode ``path`` once for all requested frame rates and the audio track.
 
@@ -148,6 +150,10 @@ def decode_video(
             60 fps is 72,000; corrupt headers report billions).
         frame_ranges: decode only output frames ``[a, b)`` per fps (chunked extraction of long
             videos); ``(0, 0)`` decodes none (probe only). Default: every frame.
+        block_frames: native frames per decord ``get_batch`` call. Frames are copied block by
+            block into the preallocated outputs, so decoding holds the outputs plus one block
+            (reading all frames in one call held them three times: decord's array, its numpy
+            copy and the per-fps selection).
 
     Raises:
         DecodeError: the path is missing, not a regular file (directory, FIFO, device),
@@ -204,17 +210,7 @@ def decode_video(
             a, b = max(0, min(a, len(idx))), max(0, min(b, len(idx)))
             out.first_frame[float(f)] = a
             per_fps[float(f)] = idx[a:b]
-        needed = np.unique(np.concatenate(list(per_fps.values())))
-        if needed.size:
-            try:
-                batch = reader.get_batch(needed.tolist()).asnumpy()  # K x H x W x 3 uint8
-            except Exception as e:
-                raise DecodeError(f"{path}: frame decoding failed ({type(e).__name__}: {_first_line(e)})") from e
-            if batch.shape[0] != len(needed):
-                raise DecodeError(f"{path}: decoded {batch.shape[0]} frames, expected {len(needed)}")
-            lookup = np.searchsorted(needed, np.arange(needed.max() + 1))
-        for f, idx in per_fps.items():
-            out.frames[f] = batch[lookup[idx]] if idx.size else np.zeros((0, h, w, 3), np.uint8)
+        out.frames = _read_frames(reader, per_fps, path, h, w, block_frames)
         del reader
     if sample_rate:
         try:
@@ -234,6 +230,31 @@ def decode_video(
             if not fps:
                 raise DecodeError(out.audio_error) from e
     out.meta.duration_s = duration_s
+    return out
+
+
+def _read_frames(reader, per_fps: dict[float, np.ndarray], path: Path, h: int, w: int,
+                 block_frames: int) -> dict[float, np.ndarray]:
+    """``{fps: frames}`` with ``frames[j] = native frame idx[j]`` (``per_fps[fps] = idx``,
+    non-decreasing); every needed native frame is decoded once, in ascending order, in
+    blocks of ``block_frames``."""
+    needed = np.unique(np.concatenate(list(per_fps.values())))
+    out = {f: np.empty((len(idx), h, w, 3), np.uint8) for f, idx in per_fps.items()}
+    for a in range(0, len(needed), max(1, block_frames)):
+        block = needed[a:a + block_frames]
+        try:
+            frames = reader.get_batch(block.tolist()).asnumpy()  # K x H x W x 3 uint8
+        except Exception as e:
+            raise DecodeError(f"{path}: frame decoding failed ({type(e).__name__}: {_first_line(e)})") from e
+        if frames.shape != (len(block), h, w, 3):
+            raise DecodeError(f"{path}: decoded frames of shape {frames.shape}, expected "
+                              f"{(len(block), h, w, 3)}")
+        for f, idx in per_fps.items():
+            j0 = int(np.searchsorted(idx, block[0], side="left"))
+            j1 = int(np.searchsorted(idx, block[-1], side="right"))
+            if j1 > j0:
+                out[f][j0:j1] = frames[np.searchsorted(block, idx[j0:j1])]
+        del frames
     return out
 
 

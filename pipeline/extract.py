@@ -100,6 +100,15 @@ class ExtractConfig:
             raise ValueError("name at least one extractor (see `avel extractors list`)")
         if self.runner not in ("ray", "local"):
             raise ValueError(f"runner must be 'ray' or 'local', got {self.runner!r}")
+        for key, low, inclusive in (("batch_size", 1, True), ("actors_per_extractor", 1, True),
+                                    ("threads_per_actor", 0, True), ("decode_workers", 1, True),
+                                    ("shard_max_videos", 1, True), ("gpus_per_actor", 0, True),
+                                    ("chunk_s", 0, False), ("decode_timeout_s", 0, False)):
+            value = getattr(self, key)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                value >= low if inclusive else value > low)
+            if not ok:
+                raise ValueError(f"{key} must be a number {'>=' if inclusive else '>'} {low}, got {value!r}")
         unknown = sorted(set(self.weights) - set(self.extractors))
         if unknown:
             raise ValueError(f"weights given for extractors that are not requested: {unknown}")

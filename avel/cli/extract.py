@@ -61,6 +61,12 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option("--address", help="Ray cluster address (default: RAY_ADDRESS or an embedded local instance).")
 @click.option("--batch-size", type=int, help="Windows per device batch.")
 @click.option("--gpus-per-actor", type=float, help="GPU fraction per extractor actor (ray runner).")
+@click.option("--actors-per-extractor", type=click.IntRange(min=1), help="Actor pool size per extractor (ray runner).")
+@click.option("--threads-per-actor", type=click.IntRange(min=0),
+              help="Torch threads of a CPU extractor actor (ray runner; 0: the CPUs shared by the actors).")
+@click.option("--decode-workers", type=click.IntRange(min=1), help="Concurrent decode tasks (ray runner).")
+@click.option("--chunk-s", type=click.FloatRange(min=0, min_open=True),
+              help="Decode and extract long videos in chunks of about this many seconds.")
 @click.option("--decode-timeout-s", type=float, help="Per-video decode time limit.")
 @click.option("--retry-failed", is_flag=True, default=None, help="Redo videos recorded in errors.jsonl.")
 @click.option("--device", help="Device of the local runner: auto, cpu, cuda, cuda:1 ...")

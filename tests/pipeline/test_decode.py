@@ -65,6 +65,25 @@ def test_decode_once_for_two_rates_with_audio(tmp_path):
     assert np.abs(grey - expected).max() <= 6  # lossy coding
 
 
+@pytest.mark.parametrize("ranges", [None, {25.0: (7, 31), 40.0: (10, 61), 16.0: (0, 0)}])
+def test_blockwise_reading_equals_one_block(tmp_path, ranges):
+    """Frames copied block by block (block boundaries inside every plan, a 40 fps plan that
+    repeats native frames, chunk ranges) equal those of one get_batch call, bitwise."""
+    path = tmp_path / "v.mp4"
+    _write(path, audio=False)
+    kw = dict(fps=[25, 40, 16], short_side=64, sample_rate=None, frame_ranges=ranges)
+    whole = decode_video(path, block_frames=10**6, **kw)
+    for block in (1, 7, 50):
+        d = decode_video(path, block_frames=block, **kw)
+        assert d.frames.keys() == whole.frames.keys()
+        for f, x in whole.frames.items():
+            np.testing.assert_array_equal(d.frames[f], x)
+    assert whole.frames[40.0].shape[0] == (51 if ranges else 80)
+    grey = whole.frames[40.0][:, 20, 32, 0].astype(int)  # frame k at 40 fps is native floor(k*25/40)
+    k = np.arange(*(ranges or {40.0: (0, 80)})[40.0])
+    assert np.abs(grey - (np.floor(k * 25 / 40).astype(int) * 5) % 256).max() <= 6
+
+
 def test_missing_audio_is_reported_not_fatal(tmp_path):
     path = tmp_path / "silent.mp4"
     _write(path, audio=False)

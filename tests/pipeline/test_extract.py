@@ -69,6 +69,34 @@ def test_folder_extraction_resume_and_failures(videos, tmp_path):
     assert all(np.array_equal(st[v]["vgg19"], before[v]) for v in good)
 
 
+def test_runner_flags_reach_the_run_and_the_saved_config(videos, tmp_path):
+    store = tmp_path / "store"
+    res = _run(["--videos", str(videos / "videos"), "--out", str(store), "--chunk-s", "1.5", "--decode-workers", "2",
+                "--threads-per-actor", "1", "--actors-per-extractor", "2"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((store / "manifest.json").read_text())["extra"]["extract_config"]
+    assert (saved["chunk_s"], saved["decode_workers"], saved["threads_per_actor"],
+            saved["actors_per_extractor"]) == (1.5, 2, 1, 2)
+    whole = FeatureStore(store)
+    other = tmp_path / "whole"
+    assert _run(["--videos", str(videos / "videos"), "--out", str(other)]).exit_code == 0
+    for vid in whole.videos():  # 1.5-s chunks give the rows of whole-video extraction
+        for stream in ("vgg19", "vggish"):
+            np.testing.assert_array_equal(whole[vid][stream], FeatureStore(other)[vid][stream])
+    res = _run(["--videos", str(videos / "videos"), "--out", str(tmp_path / "s2"), "--decode-workers", "0"])
+    assert res.exit_code == 2 and "--decode-workers" in res.output
+
+
+@pytest.mark.parametrize("key,value", [("chunk_s", 0), ("decode_workers", 0), ("decode_timeout_s", "600"),
+                                       ("threads_per_actor", -1)])
+def test_bad_run_option_in_yaml_names_the_key(videos, tmp_path, key, value):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(json.dumps({key: value}))
+    res = _run(["--videos", str(videos / "videos"), "--out", str(tmp_path / "s"), "--config", str(cfg)])
+    assert res.exit_code == 1 and f"error: {key} must be a number" in res.output and repr(value) in res.output
+    assert not (tmp_path / "s").exists()
+
+
 def test_missing_weights_is_a_clear_error(videos, tmp_path):
     res = CliRunner().invoke(cli, ["extract", "--dataset", "folder", "--videos", str(videos / "videos"),
                                    "--extractors", "vggish", "--out", str(tmp_path / "s")])
