@@ -2,9 +2,12 @@
 
 On the same synthetic videos and the same extractor weights, in one run:
 
-    (a) video_features  v-iashin/video_features' loop (``video_features_loop.py``): one pass per
-                     extractor, one video at a time: re-encode to the extractor's fps, read frame by
-                     frame, resize each frame with PIL, one window per forward, no overlap
+    (a) video_features  v-iashin/video_features' loop: with ``--video-features-repo`` video_features
+                     itself (``video_features_reference.py``, I3D RGB; its random checkpoint is
+                     then loaded by every other stage, converted from its layout); otherwise
+                     re-created (``video_features_loop.py``): one pass per extractor, one video at
+                     a time: re-encode to the extractor's fps, read frame by frame, resize each
+                     frame with PIL, one window per forward, no overlap
     (a2) sequential  the same order with our decoder: one video at a time, one decode for every
                      extractor (no re-encode), batch of one window, no overlap
     (b) decode       the pipeline's decode stage alone, one process: decode_video (once per video
@@ -19,7 +22,9 @@ d/a = a_seconds / d_seconds). (d) is the steady state: Ray is started, the actor
 (one batch each) and the decode workers' imports done before its clock starts; those start-up
 seconds are printed separately (``startup``), as is (d) with start-up included.
 
-    python benchmarks/extract_throughput.py --extractors i3d_rgb --preset full --videos 4
+    benchmarks/setup_video_features.sh /tmp/vf    # prints the three options below
+    python benchmarks/extract_throughput.py --extractors i3d_rgb --preset full --videos 4 \\
+        --video-features-repo VF --video-features-pythonpath DEPS --ffmpeg-dir FFMPEG_DIR
     python benchmarks/extract_throughput.py --extractors vgg19,vggish --preset tiny --videos 48 \\
         --decode-workers 1,2
 
@@ -169,10 +174,51 @@ def long_video(args, names: list[str], options: dict, work: Path) -> dict:
                              "PSS splits shared pages (object store) between the processes mapping them"}
 
 
+def run_video_features_reference(args, jobs: list, out_dir: Path) -> dict:
+    """``video_features_reference.py`` in a child process (video_features' imports, its working
+    directory); returns its JSON (seconds of the timed loop, windows, checkpoint path)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(args.video_features_repo), *args.video_features_pythonpath])
+    if args.ffmpeg_dir:
+        env["PATH"] = os.pathsep.join([str(args.ffmpeg_dir), env.get("PATH", "")])
+    cmd = [sys.executable, str(Path(__file__).with_name("video_features_reference.py")), "--repo",
+           str(Path(args.video_features_repo).resolve()), "--out-dir", str(out_dir.resolve()), "--threads",
+           str(args.threads), "--make-random-weights", *(str(j.path.resolve()) for j in jobs)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"video_features failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["missing"]:
+        raise SystemExit(f"video_features extracted nothing for {result['missing']}:\n{done.stdout[-3000:]}")
+    return result
+
+
+def compare_rows(vf_dir: Path, store) -> dict:
+    """video_features' rows against ours (same weights): differences next to the spread of
+    the rows (how much rows differ between windows)."""
+    import numpy as np
+
+    diffs, spreads, corr = [], [], []
+    for vid in store.videos():
+        ours = store.read(vid, "i3d_rgb")
+        theirs = np.load(vf_dir / f"{vid}_rgb.npy")
+        n = min(len(ours), len(theirs))
+        mean = ours.mean(axis=0)
+        diffs.append(np.abs(ours[:n] - theirs[:n]))
+        spreads.append(ours.std(axis=0).mean())
+        corr += [float(np.corrcoef(ours[i] - mean, theirs[i] - mean)[0, 1]) for i in range(n)]
+    d = np.concatenate(diffs)
+    return {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
+            "row_spread_mean_std": float(np.mean(spreads)), "mean_correlation_of_deviations": float(np.mean(corr))}
+
+
 def throughput(args, names: list[str], options: dict, work: Path) -> dict:
     import torch
 
-    from avel.datasets.store import StoreWriter
+    from avel.datasets.store import FeatureStore, StoreWriter
     from avel.datasets.synth import SynthConfig, generate
     from avel.pipeline.decode import decode_video
     from avel.pipeline.engine import build_stream_extractors, decode_request, extract_batch, frames_for, run_sequential
@@ -186,15 +232,28 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
                          min_duration_s=args.duration_s, max_duration_s=args.duration_s), work / "data")
     gen_s = time.perf_counter() - t0
     jobs = [VideoJob(p.stem, p) for p in sorted((work / "data" / "videos").glob("*.mp4"))]
-    exts = build_stream_extractors(names, random_weights=True, preset=args.preset, overrides=options)
-    specs = {se.stream: se.spec() for se in exts}
-    request = decode_request(exts)
-    cpu = torch.device("cpu")
     results: dict[str, dict] = {}
 
     def record(name: str, seconds: float, windows: int, **extra) -> None:
         results[name] = {"seconds": round(seconds, 3), "videos_per_s": round(len(jobs) / seconds, 3),
                          "windows_per_s": round(windows / seconds, 3), "windows": windows, **extra}
+
+    weights: dict[str, str] = {}
+    if args.video_features_repo:
+        # (a) video_features itself; it writes the random checkpoint every stage then loads
+        if names != ["i3d_rgb"] or args.preset != "full":
+            raise SystemExit("--video-features-repo runs video_features' I3D: use --extractors i3d_rgb --preset full")
+        vf = run_video_features_reference(args, jobs, work / "video_features")
+        record("a_video_features", vf["seconds"], vf["windows"], tool="v-iashin/video_features (its own code)")
+        (work / "weights").mkdir()
+        shutil.copy(vf["checkpoint"], work / "weights" / "rgb_imagenet.pt")
+        weights = {"i3d_rgb": str(work / "weights")}
+        options = {**options, "i3d_rgb": {**options.get("i3d_rgb", {}), "bn_eps": 1e-5}}  # the hassony2 port's
+    exts = build_stream_extractors(names, weights=weights, random_weights=not weights, preset=args.preset,
+                                   overrides=options)
+    specs = {se.stream: se.spec() for se in exts}
+    request = decode_request(exts)
+    cpu = torch.device("cpu")
 
     # first-call costs (kernel selection, allocations) of both batch shapes, for (a), (a2) and (c) alike
     for se in exts:
@@ -203,10 +262,12 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
         for b in (1, args.batch_size):
             extract_batch(ext, torch.zeros((1, *shape), dtype=getattr(torch, dtype)), batch_size=b, device=cpu)
 
-    # (a) video_features' loop: per extractor, per video: re-encode, frame-by-frame read, batch of one
-    t0 = time.perf_counter()
-    vf_windows = run_video_features_loop(jobs, exts, work / "video_features")
-    record("a_video_features", time.perf_counter() - t0, vf_windows)
+    if not args.video_features_repo:
+        # (a) video_features' loop re-created: per extractor, per video: re-encode, frame-by-frame
+        # read, batch of one
+        t0 = time.perf_counter()
+        windows = run_video_features_loop(jobs, exts, work / "video_features")
+        record("a_video_features", time.perf_counter() - t0, windows, tool="re-created (video_features_loop.py)")
 
     # (a2) the same sequential order with our decoder: one decode per video for every extractor
     # (no re-encode), batch of one window, no overlap
@@ -214,8 +275,11 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
     t0 = time.perf_counter()
     rep = run_sequential(jobs, exts, writer, batch_size=1, decode_timeout_s=None, chunk_s=1e9)
     record("a2_sequential_our_decoder", time.perf_counter() - t0, rep.windows)
-    if vf_windows != rep.windows:
-        raise RuntimeError(f"(a) computed {vf_windows} windows, (a2) {rep.windows}: not the same work")
+    if results["a_video_features"]["windows"] != rep.windows:
+        raise RuntimeError(f"(a) computed {results['a_video_features']['windows']} windows, (a2) {rep.windows}: "
+                           "not the same work")
+    if args.video_features_repo:
+        results["a_video_features"]["rows_vs_a2"] = compare_rows(work / "video_features", FeatureStore(work / "seq"))
 
     # (b) the decode stage alone: decode once per video + each extractor's CPU resize/crop
     t0 = time.perf_counter()
@@ -241,7 +305,7 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
     # (d) the Ray pipeline: start-up timed apart, then one steady-state run per decode-worker count
     workers = [int(n) for n in args.decode_workers.split(",")]
     cfg = ExtractConfig(dataset="folder", videos=str(work / "data" / "videos"), extractors=names,
-                        random_weights=True, preset=args.preset, extractor_options=options, out=str(work / "ray"),
+                        weights=weights, random_weights=not weights, preset=args.preset, extractor_options=options, out=str(work / "ray"),
                         runner="ray", batch_size=args.batch_size, decode_workers=max(workers),
                         chunk_s=args.chunk_s, threads_per_actor=args.threads_per_actor,
                         actors_per_extractor=args.actors)
@@ -301,9 +365,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for (a), (a2) and (c)")
     ap.add_argument("--threads-per-actor", type=int, default=0, help="0: the CPUs divided among the actors")
     ap.add_argument("--actors", type=int, default=1, help="actors per extractor (d)")
-    ap.add_argument("--chunk-s", type=float, default=60.0)
+    ap.add_argument("--chunk-s", type=float, default=30.0, help="the runners' default")
     ap.add_argument("--long-video-s", type=float, default=0.0,
                     help="measure peak memory of one video this long through the Ray runner instead")
+    ap.add_argument("--video-features-repo", type=Path, default=None,
+                    help="a v-iashin/video_features checkout: (a) runs it (i3d_rgb only) instead of the re-creation")
+    ap.add_argument("--video-features-pythonpath", nargs="*", default=[],
+                    help="directories with video_features' other imports (cv2, omegaconf)")
+    ap.add_argument("--ffmpeg-dir", type=Path, default=None, help="directory of an ffmpeg executable")
     ap.add_argument("--work", type=Path, default=None, help="keep the videos and stores here")
     ap.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
                     help="OpenMP idle threads sleep (PASSIVE) or spin (ACTIVE) in every stage (the actors "

@@ -301,7 +301,7 @@ def run_sequential(
     batch_size: int = 1,
     device: torch.device | str = "cpu",
     decode_timeout_s: float | None = 600.0,
-    chunk_s: float = 60.0,
+    chunk_s: float = 30.0,
     progress: Callable[[RunReport], None] | None = None,
 ) -> RunReport:
     """Decode and extract one video at a time (no overlap between stages), in chunks of

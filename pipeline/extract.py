@@ -74,7 +74,7 @@ class ExtractConfig:
     threads_per_actor: int = 0
     decode_workers: int = 1
     decode_timeout_s: float = 600.0
-    chunk_s: float = 60.0
+    chunk_s: float = 30.0
     shard_max_videos: int = 256
     retry_failed: bool = False
     device: str = "auto"

@@ -1,5 +1,5 @@
 """The Ray runner: chunked decode, bitwise equality with the local runner, surviving a killed
-actor, resuming after ``kill -9`` of the driver; fixed-shape batches (both runners)."""
+actor or decode worker, resuming after ``kill -9`` of the driver; fixed-shape batches (both runners)."""
 from __future__ import annotations
 
 import dataclasses
@@ -174,6 +174,47 @@ def test_ray_runner_survives_a_killed_actor(videos, local_store, ray_instance, t
     assert killed and killed[0] < 6, "the actor was never killed while busy: the test did not test anything"
     assert after["pid"] != before["pid"]  # restarted
     assert report.videos_ok == 6 and report.videos_failed == 0, report.failures
+    _assert_same_store(FeatureStore(tmp_path / "ray"), local_store)
+
+
+@pytest.mark.slow
+def test_ray_runner_survives_a_killed_decode_worker(videos, local_store, ray_instance, tmp_path):
+    """SIGKILL of the worker process running a decode task: Ray runs the task again on a new
+    worker (one retry); every video is extracted once, bitwise equal to the local run."""
+    from avel.pipeline.jobs import VideoJob
+    from avel.pipeline.ray_extract import RayExtraction
+
+    cfg = _config(videos, tmp_path / "ray", runner="ray", chunk_s=60.0, decode_workers=1)
+    exts = build_stream_extractors(EXTRACTORS, random_weights=True, preset="tiny", overrides=OPTIONS)
+    writer = StoreWriter(tmp_path / "ray", dataset="folder", streams={se.stream: se.spec() for se in exts})
+    pipe = RayExtraction(cfg, exts)
+    pipe.start()
+    killed, done = [], threading.Event()
+
+    def kill_a_decoding_worker():
+        while not done.is_set():
+            for pid in _descendants(os.getpid()):
+                try:
+                    title = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if title.startswith(b"ray::_decode_chunk"):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=kill_a_decoding_worker, daemon=True)
+    killer.start()
+    try:
+        report = pipe.run([VideoJob(p.stem, p) for p in sorted(videos.glob("*.mp4"))], writer)
+    finally:
+        done.set()
+        killer.join()
+        pipe.close()
+    assert killed, "no decode task was caught running: the test did not test anything"
+    assert report.videos_ok == 6 and report.videos_failed == 0, report.failures
+    assert not FeatureStore(tmp_path / "ray").errors()
     _assert_same_store(FeatureStore(tmp_path / "ray"), local_store)
 
 
