@@ -84,11 +84,20 @@ class DecodedVideo:
 _MIN_DECODE_WIDTH = 64
 
 
+# decord 0.6.0 fails the same way for frames exactly 72 pixels wide (every even width from 64 to
+# 1398 was tried on three sources; only 72 failed): decode 74 wide instead, the extractors'
+# CPU resize then gives the size they ask for.
+_BROKEN_DECODE_WIDTHS = {72: 74}
+
+
 def _resized_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """Decode size: short side to ``short_side`` (aspect kept, even), width >= 64."""
+    """Decode size: short side to ``short_side`` (aspect kept, even), width >= 64 and not 72."""
     scale = 1.0 if short_side is None else short_side / min(width, height)
     scale = max(scale, _MIN_DECODE_WIDTH / width)
     w = max(2, int(round(width * scale / 2)) * 2)
+    if w in _BROKEN_DECODE_WIDTHS:
+        scale *= _BROKEN_DECODE_WIDTHS[w] / w
+        w = _BROKEN_DECODE_WIDTHS[w]
     h = max(2, int(round(height * scale / 2)) * 2)
     return w, h
 

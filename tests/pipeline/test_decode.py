@@ -65,6 +65,22 @@ def test_decode_once_for_two_rates_with_audio(tmp_path):
     assert np.abs(grey - expected).max() <= 6  # lossy coding
 
 
+def test_a_72_pixel_decode_width_is_avoided(tmp_path):
+    """decord 0.6.0 cannot copy 72-pixel-wide frames: short side 72 decodes at 74 and the
+    extractor's CPU resize still gets exactly the size it asks for."""
+    from avel.extractors.base import DecodeSpec
+    from avel.pipeline.engine import frames_for
+
+    path = tmp_path / "v.mp4"
+    _write(path, w=96, h=96, audio=False)
+    d = decode_video(path, fps=[25], short_side=72, sample_rate=None)
+    assert d.frames[25.0].shape == (50, 74, 74, 3)
+    assert frames_for(d, DecodeSpec("video", fps=25.0, short_side=72)).shape == (50, 72, 72, 3)
+    portrait = tmp_path / "p.mp4"
+    _write(portrait, w=64, h=128, audio=False)  # width 64 -> 72 for short side 72
+    assert decode_video(portrait, fps=[25], short_side=72, sample_rate=None).frames[25.0].shape[1:] == (148, 74, 3)
+
+
 @pytest.mark.parametrize("ranges", [None, {25.0: (7, 31), 40.0: (10, 61), 16.0: (0, 0)}])
 def test_blockwise_reading_equals_one_block(tmp_path, ranges):
     """Frames copied block by block (block boundaries inside every plan, a 40 fps plan that
