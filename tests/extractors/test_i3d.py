@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import avel.extractors as E
-from avel.extractors.i3d import MaxPool3dSame, Unit3D, same_pad_amounts
+from avel.extractors.i3d import MaxPool3dSame, Unit3D, max_pool_3d_separable, same_pad_amounts
 from avel.extractors.preprocess import flow_to_i3d
 from avel.extractors.weights import i3d_hassony_to_piergiaj, i3d_piergiaj_to_hassony
 
@@ -72,6 +72,27 @@ def test_unit3d_equals_conv_on_explicitly_padded_input():
     y = torch.rand(1, 1, 2, 5, 6)
     # H 5 s2 k3 -> 5 % 2 = 1 -> pad 2 (1,1); W 6 s2 k3 -> pad 1 (0,1)
     torch.testing.assert_close(pool(y), F.max_pool3d(F.pad(y, (0, 1, 1, 1)), (1, 3, 3), (1, 2, 2)))
+
+
+@pytest.mark.parametrize("kernel,stride", [((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (1, 1, 1)), ((3, 3, 3), (2, 2, 2)),
+                                           ((2, 2, 2), (2, 2, 2)), ((2, 3, 1), (1, 3, 2))])
+def test_separable_max_pool_is_bitwise_max_pool3d(kernel, stride):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 5, 7, 9, 11, generator=g)
+    x[0, 0, 3, 4, 5] = float("nan")  # NaN propagates as in max_pool3d
+    want = F.max_pool3d(x, kernel, stride)
+    got = max_pool_3d_separable(x, kernel, stride)
+    assert got.shape == want.shape
+    assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0)) and torch.equal(got.isnan(), want.isnan())
+
+
+def test_unit3d_symmetric_padding_path_is_bitwise_explicit_padding():
+    """Stride-1 3x3x3 units pass the padding to the convolution: same bits as padding a copy."""
+    torch.manual_seed(0)
+    unit = Unit3D(16, 8, (3, 3, 3), (1, 1, 1), batch_norm=False, relu=False).eval()
+    x = torch.randn(2, 16, 6, 14, 14)
+    ref = F.conv3d(F.pad(x, (1, 1, 1, 1, 1, 1)), unit.conv3d.weight)
+    assert torch.equal(unit(x), ref)
 
 
 def test_unit3d_batchnorm_hyperparameters():
