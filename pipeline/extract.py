@@ -52,6 +52,10 @@ class ExtractConfig:
         decode_workers: concurrent decode tasks.
         decode_timeout_s: per-video decode limit (the worker is killed after it).
         chunk_s: long videos are decoded and extracted in chunks of about this many seconds.
+        decode_memory_gb: Ray ``memory=`` reserved per decode task (the scheduler does not
+            start more decode tasks on a node than its memory allows; heap memory is otherwise
+            not accounted). None: estimated from the decode request and ``chunk_s``
+            (:func:`avel.pipeline.ray_extract.decode_task_memory_bytes`); 0: no reservation.
         shard_max_videos: videos per committed shard.
         retry_failed: redo videos recorded in errors.jsonl.
         device: device of the local runner (``auto``: cuda when available).
@@ -75,6 +79,7 @@ class ExtractConfig:
     decode_workers: int = 1
     decode_timeout_s: float = 600.0
     chunk_s: float = 30.0
+    decode_memory_gb: float | None = None
     shard_max_videos: int = 256
     retry_failed: bool = False
     device: str = "auto"
@@ -109,6 +114,10 @@ class ExtractConfig:
                 value >= low if inclusive else value > low)
             if not ok:
                 raise ValueError(f"{key} must be a number {'>=' if inclusive else '>'} {low}, got {value!r}")
+        m = self.decode_memory_gb
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0):
+            raise ValueError(f"decode_memory_gb must be a number >= 0 (0: no reservation) or null (estimated), "
+                             f"got {m!r}")
         unknown = sorted(set(self.weights) - set(self.extractors))
         if unknown:
             raise ValueError(f"weights given for extractors that are not requested: {unknown}")

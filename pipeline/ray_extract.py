@@ -225,6 +225,39 @@ class _Video:
     failed: bool = False  # a decode failed: nothing is written
 
 
+# a decode task's heap above an idle worker: decord's reader state and the audio track of a
+# first chunk (decord decodes it whole: ~300 MB for 20 minutes at 16 kHz, measured)
+DECODE_BASE_MEMORY_BYTES = 512 * 2**20
+
+
+def decode_task_memory_bytes(request: dict, streams: Sequence[Any], chunk_s: float, *,
+                             aspect: float = 16 / 9) -> int:
+    """Estimated peak heap of one decode task: what :func:`_decode_chunk` holds at once.
+
+    Per requested fps, the chunk's frames as decoded (``chunk_s x fps`` plus one window of
+    context, short side ``request["short_side"]``, the long side ``aspect`` times it; sources
+    wider than ``aspect`` decode larger), plus each video stream's CPU-resized / cropped copy,
+    plus :data:`DECODE_BASE_MEMORY_BYTES`. A 30-s chunk of the I3D RGB request (25 fps, 256 px,
+    224 crop): 0.86 GiB (the 20-minute benchmark measured the decode task 0.88 GiB above an idle
+    worker). ``short_side=None`` (native size) assumes 1080p sources.
+    """
+    short = request.get("short_side") or 1080  # native size: assume up to 1080p
+    frame = 3 * short * int(round(short * aspect))
+    total = DECODE_BASE_MEMORY_BYTES
+    for fps in request.get("fps", []):
+        context = max((s.plan.window_units + s.context_frames for s in streams
+                       if s.modality == "video" and float(s.plan.fps) == float(fps)), default=0)
+        total += int(math.ceil(chunk_s * fps) + context) * frame
+    for s in streams:
+        if s.modality != "video":
+            continue
+        spec = s.decode_spec
+        side_h, side_w = ((spec.center_crop, spec.center_crop) if spec.center_crop else
+                          tuple(spec.size_hw) if spec.size_hw else (short, int(round(short * aspect))))
+        total += int(math.ceil(chunk_s * s.plan.fps) + s.plan.window_units + s.context_frames) * 3 * side_h * side_w
+    return int(total)
+
+
 def default_threads_per_actor(cpus: float, cpu_actors: int) -> int:
     """Torch threads per CPU extractor actor: the cluster's CPUs shared by the actors (>= 1;
     an actor never runs more threads than its node has CPUs).
@@ -245,7 +278,9 @@ class RayExtraction:
             ``decode_workers``, ``decode_timeout_s``, ``chunk_s``, weights and preset).
         extractors: the run's extractors (built in the driver: decode request, plans, specs).
 
-    Resources: decode tasks take one CPU slot each (at most ``decode_workers`` at a time);
+    Resources: decode tasks take one CPU slot each (at most ``decode_workers`` at a time) and
+    reserve ``decode_memory_gb`` of Ray's ``memory`` resource (default: estimated,
+    :func:`decode_task_memory_bytes`), so a node never starts more than its memory holds;
     extractor actors take ``gpus_per_actor`` of a GPU and no CPU slot, so on a small machine
     the decode tasks are never starved by actors; a CPU actor runs ``threads_per_actor`` torch
     threads (0: :func:`default_threads_per_actor`).
@@ -260,6 +295,7 @@ class RayExtraction:
                         for se in self.extractors]
         self.pools: dict[str, list] = {}
         self.threads = 0
+        self.decode_memory_bytes = 0
         self.started_ray = False
         self.startup_s = 0.0
         self._decode = None
@@ -285,7 +321,17 @@ class RayExtraction:
             threads = 1 if gpu else default_threads_per_actor(ray.cluster_resources().get("CPU", 1),
                                                                n_actors * len(self.extractors))
         self.threads = threads
-        self._decode = ray.remote(num_cpus=1, max_retries=DECODE_MAX_RETRIES, retry_exceptions=False)(_decode_chunk)
+        gb = cfg.decode_memory_gb
+        self.decode_memory_bytes = (decode_task_memory_bytes(self.request, self.streams, cfg.chunk_s) if gb is None
+                                    else int(gb * 2**30))
+        largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if self.decode_memory_bytes > largest:
+            raise ValueError(
+                f"decode tasks would reserve {self.decode_memory_bytes / 2**30:.2f} GiB of memory "
+                f"(decode_memory_gb={gb}{' (estimated)' if gb is None else ''}), more than any node offers "
+                f"({largest / 2**30:.2f} GiB): lower chunk_s, set decode_memory_gb, or 0 for no reservation")
+        self._decode = ray.remote(num_cpus=1, memory=self.decode_memory_bytes or None,
+                                  max_retries=DECODE_MAX_RETRIES, retry_exceptions=False)(_decode_chunk)
         actor_cls = ray.remote(_ExtractorActor)
         opts: dict[str, Any] = {"num_cpus": 0, "max_restarts": ACTOR_MAX_RESTARTS,
                                 "max_task_retries": ACTOR_MAX_RESTARTS}

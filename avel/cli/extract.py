@@ -67,6 +67,8 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option("--decode-workers", type=click.IntRange(min=1), help="Concurrent decode tasks (ray runner).")
 @click.option("--chunk-s", type=click.FloatRange(min=0, min_open=True),
               help="Decode and extract long videos in chunks of about this many seconds.")
+@click.option("--decode-memory-gb", type=click.FloatRange(min=0),
+              help="Ray memory reserved per decode task (default: estimated; 0: none).")
 @click.option("--decode-timeout-s", type=float, help="Per-video decode time limit.")
 @click.option("--retry-failed", is_flag=True, default=None, help="Redo videos recorded in errors.jsonl.")
 @click.option("--device", help="Device of the local runner: auto, cpu, cuda, cuda:1 ...")

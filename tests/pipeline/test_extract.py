@@ -72,11 +72,11 @@ def test_folder_extraction_resume_and_failures(videos, tmp_path):
 def test_runner_flags_reach_the_run_and_the_saved_config(videos, tmp_path):
     store = tmp_path / "store"
     res = _run(["--videos", str(videos / "videos"), "--out", str(store), "--chunk-s", "1.5", "--decode-workers", "2",
-                "--threads-per-actor", "1", "--actors-per-extractor", "2"])
+                "--threads-per-actor", "1", "--actors-per-extractor", "2", "--decode-memory-gb", "1.5"])
     assert res.exit_code == 0, res.output
     saved = json.loads((store / "manifest.json").read_text())["extra"]["extract_config"]
     assert (saved["chunk_s"], saved["decode_workers"], saved["threads_per_actor"],
-            saved["actors_per_extractor"]) == (1.5, 2, 1, 2)
+            saved["actors_per_extractor"], saved["decode_memory_gb"]) == (1.5, 2, 1, 2, 1.5)
     whole = FeatureStore(store)
     other = tmp_path / "whole"
     assert _run(["--videos", str(videos / "videos"), "--out", str(other)]).exit_code == 0
@@ -88,7 +88,7 @@ def test_runner_flags_reach_the_run_and_the_saved_config(videos, tmp_path):
 
 
 @pytest.mark.parametrize("key,value", [("chunk_s", 0), ("decode_workers", 0), ("decode_timeout_s", "600"),
-                                       ("threads_per_actor", -1)])
+                                       ("threads_per_actor", -1), ("decode_memory_gb", -1)])
 def test_bad_run_option_in_yaml_names_the_key(videos, tmp_path, key, value):
     cfg = tmp_path / "job.yaml"
     cfg.write_text(json.dumps({key: value}))

@@ -218,6 +218,35 @@ def test_ray_runner_survives_a_killed_decode_worker(videos, local_store, ray_ins
     _assert_same_store(FeatureStore(tmp_path / "ray"), local_store)
 
 
+def test_decode_memory_estimate_follows_the_request():
+    from avel.pipeline.ray_extract import DECODE_BASE_MEMORY_BYTES, RayExtraction, decode_task_memory_bytes
+
+    exts = build_stream_extractors(["i3d_rgb", "vggish"], random_weights=True, preset="full")
+    pipe = RayExtraction(ExtractConfig(extractors=["i3d_rgb", "vggish"]), exts)
+    # 25 fps, 256 x 455 decoded (16:9), 224 x 224 crop, 24-frame windows: by hand
+    want = DECODE_BASE_MEMORY_BYTES + (750 + 24) * 3 * 256 * 455 + (750 + 24) * 3 * 224 * 224
+    assert decode_task_memory_bytes(pipe.request, pipe.streams, 30.0) == want
+    assert decode_task_memory_bytes(pipe.request, pipe.streams, 60.0) > want
+
+
+def test_decode_reservation_larger_than_any_node_is_a_clear_error(videos, ray_instance, tmp_path):
+    from avel.pipeline.ray_extract import RayExtraction
+
+    exts = build_stream_extractors(EXTRACTORS, random_weights=True, preset="tiny", overrides=OPTIONS)
+    pipe = RayExtraction(_config(videos, tmp_path / "ray", runner="ray", decode_memory_gb=100_000.0), exts)
+    try:
+        with pytest.raises(ValueError, match=r"decode_memory_gb=100000.0.*more than any node offers"):
+            pipe.start()
+    finally:
+        pipe.close()
+    pipe = RayExtraction(_config(videos, tmp_path / "ray", runner="ray", decode_memory_gb=0.0), exts)
+    try:
+        pipe.start()
+        assert pipe.decode_memory_bytes == 0  # no reservation
+    finally:
+        pipe.close()
+
+
 def _descendants(pid: int) -> set[int]:
     """Every process below ``pid`` (from /proc)."""
     children: dict[int, list[int]] = {}
