@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import types
-import typing
 from typing import Any
 
 from torch import nn
+
+from avel.datasets.config_schema import dataclass_from_dict
 
 # name -> (module, config class, model class, one-line description)
 _MODELS: dict[str, tuple[str, str, str, str]] = {
@@ -47,63 +47,10 @@ def resolve(name: str) -> tuple[type, type[nn.Module]]:
     return getattr(mod, cfg_name), getattr(mod, model_name)
 
 
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if dataclasses.is_dataclass(value) and isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ValueError(f"{path}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
-        return config_from_dict(tp, value, path=path)
-    if origin is typing.Union or origin is types.UnionType:
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], path) if len(inner) == 1 else value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-        if origin is tuple and args:
-            if len(args) != len(value):
-                raise ValueError(f"{path}: expected {len(args)} items, got {len(value)}")
-            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        conv = [_convert(v, args[0], f"{path}[{i}]") if args else v for i, v in enumerate(value)]
-        return conv if origin is list else tuple(conv)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{path}: expected a string, got {value!r}")
-        return value
-    return value
-
-
 def config_from_dict(cls: type, options: dict[str, Any], *, path: str = "model.options") -> Any:
-    """Build dataclass ``cls`` from a nested dict; unknown keys / wrong types raise ``ValueError``."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
-    required = sorted(n for n, f in fields.items() if f.default is dataclasses.MISSING
-                      and f.default_factory is dataclasses.MISSING and n not in options)
-    if required:
-        raise ValueError(f"{path}: missing required key(s) {required} for {cls.__name__}")
-    kwargs = {k: _convert(v, hints[k], f"{path}.{k}") for k, v in options.items()}
-    return cls(**kwargs)
+    """Build dataclass ``cls`` from a nested dict; unknown or missing keys and wrong types raise
+    ``ValueError`` naming the key path (:func:`avel.datasets.config_schema.dataclass_from_dict`)."""
+    return dataclass_from_dict(cls, options, path=path)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import yaml
 
 from avel.datasets.store import StoreWriter, append_error
+from avel.datasets.config_schema import dataclass_from_dict
 from avel.pipeline.cluster import ClusterConfig
 from avel.pipeline.engine import RunReport, build_stream_extractors, run_sequential
 from avel.pipeline.jobs import dataset_files, plan_jobs
@@ -86,13 +87,13 @@ class ExtractConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ExtractConfig":
+        """Strict: unknown keys and values of the wrong type are errors naming the file and key."""
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(names)}")
-        data["cluster"] = ClusterConfig.from_dict(data.get("cluster"), source=str(path))
-        return cls(**data)
+        cluster = lambda value, _key: ClusterConfig.from_dict(value, source=str(path))  # noqa: E731
+        try:
+            return dataclass_from_dict(cls, data, parsers={ClusterConfig: cluster})
+        except ValueError as e:
+            raise ValueError(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
 
     def validate(self) -> None:
         if self.dataset not in ("unav100", "ave", "folder"):

@@ -82,7 +82,11 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
     """
     from avel.pipeline.extract import ExtractConfig, run_extract
 
-    cfg = ExtractConfig.from_yaml(config_file) if config_file else ExtractConfig()
+    try:
+        cfg = ExtractConfig.from_yaml(config_file) if config_file else ExtractConfig()
+    except ValueError as e:  # unknown key or wrong type in the job file
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     given = {k: v for k, v in flags.items() if v not in (None, ())}
     if "extractors" in given:
         given["extractors"] = [e.strip() for e in given["extractors"].split(",") if e.strip()]

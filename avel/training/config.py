@@ -28,13 +28,13 @@ back to a default. The resolved config is saved in every checkpoint and in the r
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from avel.datasets.config_schema import dataclass_from_dict
 from avel.pipeline.cluster import ClusterConfig
 
 
@@ -173,77 +173,25 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, data: Any, where: str, source: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {where or 'top level'} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown} in {where or 'top level'}; "
-                          f"expected some of {sorted(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        path = f"{where}.{key}" if where else key
-        if hint is ClusterConfig:
-            try:
-                kwargs[key] = ClusterConfig.from_dict(value, source=source)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-        elif dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, path, source)
-        else:
-            kwargs[key] = _check_type(value, hint, path, source)
-    return cls(**kwargs)
+def _build(data: Any, source: str) -> TrainConfig:
+    """Strict keys and types (:func:`avel.datasets.config_schema.dataclass_from_dict`); the
+    ``cluster`` section is parsed by :meth:`ClusterConfig.from_dict`."""
+    def cluster(value: Any, path: str) -> ClusterConfig:
+        try:
+            return ClusterConfig.from_dict(value, source=source)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
-
-def _check_type(value: Any, hint: Any, path: str, source: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _check_type(value, a, path, source)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{source}: {path}: invalid value {value!r}")
-    if hint is Any:
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: {path} must be a list, got {value!r}")
-        return [_check_type(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value)] if args else value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {path} must be a mapping, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: {path} must be a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: {path} must be an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {path} must be true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: {path} must be a string, got {value!r}")
-        return value
-    return value
+    try:
+        return dataclass_from_dict(TrainConfig, data, parsers={ClusterConfig: cluster})
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> TrainConfig:
-    cfg = _build(TrainConfig, data, "", source)
+    cfg = _build(data, source)
     if cfg.task not in ("dense", "ave"):
         raise ConfigError(f"{source}: task must be 'dense' or 'ave', got {cfg.task!r}")
     if cfg.optim.optimizer not in ("adamw", "adam"):

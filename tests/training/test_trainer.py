@@ -111,9 +111,9 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_config_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['epoch'\] in optim"):
+    with pytest.raises(ConfigError, match=r"optim: unknown key\(s\) \['epoch'\]"):
         config_from_dict({"optim": {"epoch": 3}})
-    with pytest.raises(ConfigError, match="optim.lr must be a number"):
+    with pytest.raises(ConfigError, match="optim.lr: expected a number"):
         config_from_dict({"optim": {"lr": "fast"}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: dense\noptim:\n  lr: [1\n")

@@ -1,0 +1,97 @@
+"""Strict nested dict (YAML, JSON, a checkpoint's spec) -> config dataclass, one rule for all.
+
+Used by the model registry (``model.options``), the training config and the extraction job
+config: unknown keys, missing required keys and values of the wrong type are a ``ValueError``
+naming the key path and what was expected, so a typo never falls back to a default silently.
+
+Types checked from the dataclass annotations: ``bool`` (only true / false), ``int`` (not bool),
+``float`` (an int is accepted and converted), ``str``, ``list[T]``, ``tuple[T, ...]`` and
+fixed ``tuple[A, B]`` (from a list), ``dict`` (a mapping; values unchecked), ``X | None`` and
+other unions (the first member that accepts the value), nested dataclasses (recursively),
+``Any`` (unchecked). Classes with a parser of their own go in ``parsers``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Callable, Mapping
+
+Parser = Callable[[Any, str], Any]  # (value, key path) -> instance
+
+
+def dataclass_from_dict(cls: type, data: Any, *, path: str = "", parsers: Mapping[type, Parser] | None = None) -> Any:
+    """Build dataclass ``cls`` from ``data`` (a mapping), checking keys and value types.
+
+    Args:
+        cls: the dataclass.
+        data: its fields as a mapping; an instance of ``cls`` is returned as it is.
+        path: key path of ``data`` for messages (``"optim"``, ``"model[loco].options"``);
+            ``""`` is the top level.
+        parsers: ``{class: parser(value, path)}`` for fields whose class parses itself.
+    """
+    if isinstance(data, cls):
+        return data
+    where = path or "top level"
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields), key=str)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; expected some of {sorted(fields)}")
+    required = sorted(n for n, f in fields.items() if f.default is dataclasses.MISSING
+                      and f.default_factory is dataclasses.MISSING and n not in data)
+    if required:
+        raise ValueError(f"{where}: missing required key(s) {required} for {cls.__name__}")
+    return cls(**{k: _convert(v, hints[k], f"{path}.{k}" if path else k, parsers or {}) for k, v in data.items()})
+
+
+def _convert(value: Any, tp: Any, path: str, parsers: Mapping[type, Parser]) -> Any:
+    if tp in parsers:
+        return parsers[tp](value, path)
+    if dataclasses.is_dataclass(tp):
+        return dataclass_from_dict(tp, value, path=path, parsers=parsers)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for member in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, member, path, parsers)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(errors[0] if errors else f"{path}: expected one of {args}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(args) != len(value):
+                raise ValueError(f"{path}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(v, a, f"{path}[{i}]", parsers) for i, (v, a) in enumerate(zip(value, args)))
+        items = [_convert(v, args[0], f"{path}[{i}]", parsers) if args else v for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
