@@ -109,9 +109,14 @@ def extract_batch(ext: Any, windows: torch.Tensor, *, batch_size: int, device: t
     return rows[:n].float().cpu().numpy()
 
 
-def _extract_batches(ext: Any, data: torch.Tensor, *, batch_size: int, device: torch.device) -> np.ndarray:
-    out = [extract_batch(ext, data[a:a + batch_size], batch_size=batch_size, device=device)
-           for a in range(0, data.shape[0], batch_size)]
+def _extract_batches(ext: Any, data: torch.Tensor, *, batch_size: int, device: torch.device,
+                     index: torch.Tensor | None = None) -> np.ndarray:
+    """Rows of every window in fixed batches. Windows are ``data`` itself, or with ``index``
+    (``N x window`` frame indices) ``data[index]`` cut one batch at a time, so overlapping
+    windows are never materialised all at once (3x the frames for I3D's 24/8 plan)."""
+    n = int(data.shape[0] if index is None else index.shape[0])
+    out = [extract_batch(ext, data[a:a + batch_size] if index is None else data[index[a:a + batch_size]],
+                         batch_size=batch_size, device=device) for a in range(0, n, batch_size)]
     return np.concatenate(out, axis=0).astype(np.float32, copy=False)
 
 
@@ -235,7 +240,8 @@ def extract_video_chunked(
                 frames = frames_for(chunk, ext.decode_spec)  # frames of [first, ...)
                 idx = window_index(plan, r0, r1, context_frames=ext.context_frames, total_frames=total,
                                    first_frame=chunk.first_frame[float(plan.fps)])
-                rows[se.stream].append(_extract_batches(ext, frames[idx], batch_size=batch_size, device=device))
+                rows[se.stream].append(_extract_batches(ext, frames, index=idx, batch_size=batch_size,
+                                                        device=device))
             except (ValueError, RuntimeError) as e:
                 errors[se.stream] = e
     out = {s: np.concatenate(r, axis=0) for s, r in rows.items() if r and s not in errors}
