@@ -22,8 +22,8 @@ loop decodes frame by frame (threads auto, as OpenCV's FFmpeg backend) and conve
 then RGB. The forward pass is our extractor with the same weights as the other stages, fed
 the windows our sampling plan defines (``window + context`` frames, so the window count
 matches the other stages; video_features' ``window + 1`` stacks are one frame longer for RGB).
-Per-frame resizing uses PIL (bilinear) as video_features does, so rows are close to, not
-bitwise equal to, the pipeline's: this stage is for timing only.
+Per-frame resizing uses PIL (bilinear) as video_features does, so rows differ from the
+pipeline's: this stage is for timing only.
 """
 from __future__ import annotations
 
@@ -88,14 +88,20 @@ def reencode_fps(src: Path, dst: Path, fps: float) -> Path:
     return dst
 
 
-def _resize_short_side_pil(rgb: np.ndarray, short_side: int) -> np.ndarray:
-    """video_features' ``ResizeImproved``: PIL bilinear, short side to ``short_side``, the long
-    side ``int(short_side * long / short)``."""
+def _resize_pil(rgb: np.ndarray, spec: Any) -> np.ndarray:
+    """One frame resized as ``spec`` asks, with PIL's bilinear filter: a short-side resize is
+    video_features' ``ResizeImproved`` (long side rounded down, :func:`short_side_size`)."""
     from PIL import Image
 
-    h, w = rgb.shape[:2]
-    size = (int(short_side * w / h), short_side) if h <= w else (short_side, int(short_side * h / w))
-    return np.array(Image.fromarray(rgb).resize(size, Image.BILINEAR))  # a writable copy, as PILToTensor
+    from avel.extractors.preprocess import short_side_size
+
+    if spec.short_side is not None:
+        h, w = short_side_size(rgb.shape[0], rgb.shape[1], spec.short_side)
+    elif spec.size_hw is not None:
+        h, w = spec.size_hw
+    else:
+        return rgb
+    return np.array(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))  # a writable copy, as PILToTensor
 
 
 def _video_rows(se: Any, path: Path, tmp: Path) -> np.ndarray:
@@ -116,13 +122,7 @@ def _video_rows(se: Any, path: Path, tmp: Path) -> np.ndarray:
         vs.thread_type = "AUTO"
         for frame in c.decode(vs):
             rgb = np.ascontiguousarray(frame.to_ndarray(format="bgr24")[:, :, ::-1])  # cvtColor(BGR2RGB)
-            if spec.short_side is not None:
-                rgb = _resize_short_side_pil(rgb, spec.short_side)
-            elif spec.size_hw is not None:
-                from PIL import Image
-
-                rgb = np.array(Image.fromarray(rgb).resize(spec.size_hw[::-1], Image.BILINEAR))
-            stack.append(torch.from_numpy(rgb))
+            stack.append(torch.from_numpy(_resize_pil(rgb, spec)))
             if len(stack) == stack_len:
                 window = torch.stack(stack)  # T x H x W x 3
                 if spec.center_crop is not None:

@@ -1,5 +1,7 @@
-"""The benchmark's baseline (a) does the same work as the pipeline: same windows, same rows up to
-its own resize and audio path (``benchmarks/video_features_loop.py``)."""
+"""The benchmark's baseline (a) does the same work as the pipeline: the same windows of the same
+videos (``benchmarks/video_features_loop.py``). Its rows are not compared: the tiny random
+extractors give rows that barely depend on the input (their spread between windows is smaller
+than the effect of the baseline's re-encode), so a closeness check could not fail."""
 from __future__ import annotations
 
 import sys
@@ -28,7 +30,7 @@ def test_reencode_changes_the_frame_rate_and_keeps_audio(tmp_path):
     assert frames == 75
 
 
-def test_same_windows_and_close_rows_as_the_pipeline(tmp_path):
+def test_same_windows_as_the_pipeline(tmp_path):
     generate(SynthConfig(kind="unav100", videos=2, seed=0, size=64, min_duration_s=4.0, max_duration_s=5.0,
                          num_classes=2), tmp_path / "d")
     jobs = [VideoJob(p.stem, p) for p in sorted((tmp_path / "d" / "videos").glob("*.mp4"))]
@@ -42,6 +44,5 @@ def test_same_windows_and_close_rows_as_the_pipeline(tmp_path):
         for se in exts:
             ours = store.read(job.video_id, se.stream)
             theirs = np.load(tmp_path / "vf" / f"{job.video_id}_{se.stream}.npy")
-            assert theirs.shape == ours.shape
-            assert np.abs(theirs - ours).max() <= 0.05 * np.abs(ours).max()
+            assert theirs.shape == ours.shape and np.isfinite(theirs).all()
     assert not list((tmp_path / "vf").glob("*.mp4")) and not list((tmp_path / "vf").glob("*.wav"))
