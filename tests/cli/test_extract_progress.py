@@ -56,7 +56,8 @@ def test_progress_callback_values_during_a_run(tmp_path):
     assert (report["videos_ok"], report["videos_failed"]) == (3, 1)
     busy = report["busy_s"]
     assert set(busy) == {"decode", "extract", "write"} and all(v > 0 for v in busy.values())
-    assert busy["decode"] + busy["extract"] + busy["write"] <= report["wall_s"] + 1e-3
+    # the stages run one after another inside the wall time; each of the four figures is rounded to 1 ms
+    assert busy["decode"] + busy["extract"] + busy["write"] <= report["wall_s"] + 4 * 5e-4 + 1e-9
     for stage, rate in report["windows_per_busy_s"].items():  # busy_s is rounded to 1 ms
         assert rate == pytest.approx(report["windows"] / busy[stage], rel=1e-3 + 6e-4 / busy[stage])
     shards = list((tmp_path / "s" / "shards").glob("shard-*.h5"))
