@@ -30,7 +30,8 @@ seconds are printed separately (``startup``), as is (d) with start-up included.
 
 Peak memory of one long video through the Ray runner (chunked), summed over the driver and
 every process below it (Ray's gcs, raylet with the object store, workers, actors), sampled
-from /proc every 0.2 s:
+from /proc every 0.2 s (``--long-video-runner local``: the local runner, its decode children
+included, on the same video):
 
     python benchmarks/extract_throughput.py --long-video-s 1200 --chunk-s 30 --extractors vgg19,vggish \\
         --preset tiny --decode-workers 1 --options '{"vgg19": {"fps": 25, "window_frames": 24,
@@ -126,43 +127,54 @@ def _gib(kib: int) -> float:
 
 
 def long_video(args, names: list[str], options: dict, work: Path) -> dict:
-    """One video of ``--long-video-s`` through the Ray runner: peak memory and throughput."""
+    """One video of ``--long-video-s`` through the Ray or the local runner: peak memory and throughput."""
     from avel.datasets.store import StoreWriter
     from avel.datasets.synth import SynthConfig, generate
-    from avel.pipeline.engine import build_stream_extractors
+    from avel.pipeline.engine import build_stream_extractors, run_sequential
     from avel.pipeline.extract import ExtractConfig
     from avel.pipeline.jobs import VideoJob
     from avel.pipeline.ray_extract import RayExtraction
 
     t0 = time.perf_counter()
-    generate(SynthConfig(kind="unav100", videos=1, seed=0, size=args.size, min_duration_s=args.long_video_s,
-                         max_duration_s=args.long_video_s), work / "data")
+    if not (work / "data" / "videos").is_dir():  # a kept --work holds the same video already
+        generate(SynthConfig(kind="unav100", videos=1, seed=0, size=args.size, min_duration_s=args.long_video_s,
+                             max_duration_s=args.long_video_s), work / "data")
     gen_s = time.perf_counter() - t0
     (path,) = sorted((work / "data" / "videos").glob("*.mp4"))
     exts = build_stream_extractors(names, random_weights=True, preset=args.preset, overrides=options)
+    runner = args.long_video_runner
     cfg = ExtractConfig(dataset="folder", videos=str(path.parent), extractors=names, random_weights=True,
-                        preset=args.preset, extractor_options=options, out=str(work / "ray"), runner="ray",
+                        preset=args.preset, extractor_options=options, out=str(work / runner), runner=runner,
                         batch_size=args.batch_size, decode_workers=int(args.decode_workers.split(",")[0]),
                         chunk_s=args.chunk_s, threads_per_actor=args.threads_per_actor)
-    writer = StoreWriter(work / "ray", dataset="bench", streams={se.stream: se.spec() for se in exts})
+    shutil.rmtree(work / runner, ignore_errors=True)
+    writer = StoreWriter(work / runner, dataset="bench", streams={se.stream: se.spec() for se in exts})
+    job = VideoJob(path.stem, path)
     sampler = MemorySampler()
     sampler.start()
-    pipe = RayExtraction(cfg, exts)
-    t0 = time.perf_counter()
+    pipe = RayExtraction(cfg, exts) if runner == "ray" else None
+    startup_s = 0.0
     try:
-        startup_s = pipe.start()
+        if pipe is not None:
+            startup_s = pipe.start()
         t1 = time.perf_counter()
-        rep = pipe.run([VideoJob(path.stem, path)], writer)
+        if pipe is not None:
+            rep = pipe.run([job], writer)
+        else:
+            rep = run_sequential([job], exts, writer, batch_size=args.batch_size, chunk_s=args.chunk_s)
         run_s = time.perf_counter() - t1
     finally:
-        pipe.close()
+        if pipe is not None:
+            pipe.close()
         sampler.stop.set()
         sampler.join()
     peak = sampler.peak
-    return {"mode": "long_video", "extractors": names, "preset": args.preset, "options": options,
+    return {"mode": "long_video", "runner": runner, "extractors": names, "preset": args.preset,
+            "options": options,
             "video_s": args.long_video_s, "video_bytes": path.stat().st_size, "generate_s": round(gen_s, 1),
             "chunk_s": args.chunk_s, "batch_size": args.batch_size, "decode_workers": cfg.decode_workers,
-            "threads_per_actor": pipe.threads, "startup_s": round(startup_s, 2), "run_s": round(run_s, 2),
+            "threads_per_actor": pipe.threads if pipe else None, "startup_s": round(startup_s, 2),
+            "run_s": round(run_s, 2),
             "windows": rep.windows, "videos_ok": rep.videos_ok, "failures": rep.failures,
             "windows_per_s": round(rep.windows / run_s, 2),
             "peak_memory_gib": {"pss_sum_all_processes": _gib(peak["pss_total_kib"]),
@@ -368,6 +380,8 @@ def main() -> None:
     ap.add_argument("--chunk-s", type=float, default=30.0, help="the runners' default")
     ap.add_argument("--long-video-s", type=float, default=0.0,
                     help="measure peak memory of one video this long through the Ray runner instead")
+    ap.add_argument("--long-video-runner", default="ray", choices=["ray", "local"],
+                    help="the runner --long-video-s measures")
     ap.add_argument("--video-features-repo", type=Path, default=None,
                     help="a v-iashin/video_features checkout: (a) runs it (i3d_rgb only) instead of the re-creation")
     ap.add_argument("--video-features-pythonpath", nargs="*", default=[],

@@ -415,10 +415,14 @@ def cut_video_windows(frames: torch.Tensor, plan: SamplingPlan, *, context_frame
     return Windows(frames[idx], bounds, plan.is_padded(t))
 
 
-def cut_audio_windows(wave: torch.Tensor, plan: SamplingPlan, *, context_samples: int = 0) -> Windows:
+def cut_audio_windows(wave: torch.Tensor, plan: SamplingPlan, *, context_samples: int = 0,
+                      copy: bool = True) -> Windows:
     """``S`` float mono waveform -> :class:`Windows` of ``N x (window_samples + context_samples)``.
 
     A short input is zero-padded to one window; context samples past the end are zeros.
+    ``copy=False`` returns a strided view over the (padded) waveform instead of N separate
+    windows: overlapping windows share memory (15600-sample windows every 5120 samples are 3x
+    the waveform when copied), so copy a slice before changing it in place.
     """
     if plan.modality != "audio":
         raise ValueError(f"cut_audio_windows needs an audio plan, got {plan.describe()}")
@@ -435,4 +439,4 @@ def cut_audio_windows(wave: torch.Tensor, plan: SamplingPlan, *, context_samples
     if need > s:
         wave = torch.nn.functional.pad(wave, (0, need - s))
     data = wave.unfold(0, w + context_samples, plan.step_units)[:n]
-    return Windows(data.contiguous(), bounds, padded)
+    return Windows(data.contiguous() if copy else data, bounds, padded)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from avel.datasets.store import StoreWriter, StreamSpec, VideoMeta, append_error
+from avel.extractors.base import cut_audio_windows
 from avel.pipeline.decode import DecodedVideo, DecodeError, decode_with_timeout
 from avel.pipeline.jobs import VideoJob
 
@@ -111,12 +112,16 @@ def extract_batch(ext: Any, windows: torch.Tensor, *, batch_size: int, device: t
 
 def _extract_batches(ext: Any, data: torch.Tensor, *, batch_size: int, device: torch.device,
                      index: torch.Tensor | None = None) -> np.ndarray:
-    """Rows of every window in fixed batches. Windows are ``data`` itself, or with ``index``
+    """Rows of every window in fixed batches. Windows are ``data`` itself (possibly a strided
+    view of overlapping windows: each batch is copied to contiguous memory), or with ``index``
     (``N x window`` frame indices) ``data[index]`` cut one batch at a time, so overlapping
     windows are never materialised all at once (3x the frames for I3D's 24/8 plan)."""
     n = int(data.shape[0] if index is None else index.shape[0])
-    out = [extract_batch(ext, data[a:a + batch_size] if index is None else data[index[a:a + batch_size]],
-                         batch_size=batch_size, device=device) for a in range(0, n, batch_size)]
+
+    def batch(a: int) -> torch.Tensor:
+        return data[a:a + batch_size].contiguous() if index is None else data[index[a:a + batch_size]]
+
+    out = [extract_batch(ext, batch(a), batch_size=batch_size, device=device) for a in range(0, n, batch_size)]
     return np.concatenate(out, axis=0).astype(np.float32, copy=False)
 
 
@@ -210,7 +215,9 @@ def extract_video_chunked(
             try:
                 if probe.audio is None:
                     raise DecodeError(probe.audio_error or f"{path}: no audio")
-                win = ext.windows(torch.from_numpy(probe.audio))
+                # a view: each batch of windows is copied when it is extracted, not all at once
+                win = cut_audio_windows(torch.from_numpy(probe.audio), plan, context_samples=ext.context_samples,
+                                        copy=False)
                 rows[se.stream] = [_extract_batches(ext, win.data, batch_size=batch_size, device=device)]
                 padded[se.stream] = win.padded
             except (DecodeError, ValueError, RuntimeError) as e:

@@ -89,6 +89,18 @@ def test_audio_windows_hop_context_and_zero_padding():
     assert torch.equal(short.data[0, :10], wave[:10]) and not short.data[0, 10:].any()
 
 
+def test_audio_windows_as_a_view_share_the_waveform():
+    plan = SamplingPlan.audio(sample_rate=100, window_s=0.96, hop_s=0.32)
+    wave = torch.arange(1, 300, dtype=torch.float32)  # 2.99 s: the last window is zero-padded
+    copied = cut_audio_windows(wave, plan, context_samples=2)
+    view = cut_audio_windows(wave, plan, context_samples=2, copy=False)
+    assert torch.equal(view.data, copied.data) and view.padded == copied.padded
+    assert np.array_equal(view.bounds, copied.bounds)
+    # overlapping windows over one buffer: the view holds the padded waveform, not N windows
+    assert view.data.untyped_storage().nbytes() < copied.data.untyped_storage().nbytes() / 2
+    assert view.data[0].data_ptr() + 32 * 4 == view.data[1].data_ptr()
+
+
 def test_windows_reject_bad_layouts():
     plan = SamplingPlan.video(fps=25, window_frames=4, stride_frames=2)
     with pytest.raises(ValueError, match="T x H x W x 3"):
