@@ -36,7 +36,7 @@ from avel.datasets.sampling import SamplingPlan
 from avel.extractors import weights as W
 from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig
 from avel.extractors.preprocess import center_crop, flow_to_i3d, scale_to_pm1, to_float_channels_first
-from avel.extractors.raft_flow import RAFT_CHECKPOINT, RaftFlow, RaftFlowConfig
+from avel.extractors.raft_flow import RAFT_CHECKPOINT, RaftFlow, RaftFlowConfig, distinct_pairs
 
 
 def same_pad_amounts(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -214,6 +214,17 @@ class I3DConfig(ExtractorConfig):
         flow_clamp: flow magnitude clamp in pixels before quantisation (20).
         bn_eps: BatchNorm epsilon (1e-3 = TF / piergiaj; video_features' hassony2 port runs the same
             weights with 1e-5).
+        flow_pair_dedupe: compute each distinct frame pair of a batch once. Overlapping windows
+            of one video share pairs (24-frame windows every 8 frames: each pair is in 3
+            windows), so RAFT, 97 % of the two-stream cost, runs on ``(B - 1) x stride + window``
+            pairs instead of ``B x window`` (2.4x fewer at batch 8, 2.8x at 32). Pairs are
+            matched by exact frame equality within a batch (:func:`distinct_pairs`); the flows
+            are the same computation, so features differ from ``False`` only by float rounding
+            of the different RAFT batch shapes. ``False``: every window's pairs in one call, as
+            video_features does.
+        raft_pair_batch: frame pairs per RAFT call with ``flow_pair_dedupe`` (each call padded
+            to this size, so on the CPU a pair's flow does not depend on its batch neighbours);
+            0: all distinct pairs of a batch in one call (no padding; no bitwise promise).
     """
 
     fps: float = 25.0
@@ -229,6 +240,8 @@ class I3DConfig(ExtractorConfig):
     unpad_flow: bool = False
     flow_clamp: float = 20.0
     bn_eps: float = 1e-3
+    flow_pair_dedupe: bool = True
+    raft_pair_batch: int = 8
 
 
 _I3D_PRESETS: Mapping[str, Mapping[str, Any]] = {
@@ -256,6 +269,8 @@ class _I3DBase(Extractor):
         if "rgb" in self.streams:
             self.rgb = InceptionI3d(in_channels=3, **kw)
         if "flow" in self.streams:
+            if c.raft_pair_batch < 0:
+                raise ValueError(f"{self.name}: raft_pair_batch must be >= 0 (0: one call), got {c.raft_pair_batch}")
             self.flow = InceptionI3d(in_channels=2, **kw)
             self.raft = RaftFlow(RaftFlowConfig(num_flow_updates=c.num_flow_updates,
                                                 width_divisor=c.raft_width_divisor, unpad=c.unpad_flow))
@@ -307,10 +322,20 @@ class _I3DBase(Extractor):
             rgb = scale_to_pm1(center_crop(frames[:, :c.window_frames], c.crop_size))
             out["rgb"] = rgb.transpose(1, 2).contiguous()  # B x 3 x T x crop x crop
         if "flow" in self.streams:
-            flow = self.raft(frames)  # B x T x 2 x H' x W'
+            flow = self._flow(batch, frames)  # B x T x 2 x H' x W'
             flow = flow_to_i3d(center_crop(flow, c.crop_size), clamp=c.flow_clamp)
             out["flow"] = flow.transpose(1, 2).contiguous()  # B x 2 x T x crop x crop
         return out
+
+    def _flow(self, batch: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """RAFT flow of every window: uint8 ``batch`` (for matching pairs) and its float
+        ``frames`` ``B x (T + 1) x 3 x H x W`` -> ``B x T x 2 x H' x W'``."""
+        c = self.config
+        if not c.flow_pair_dedupe:
+            return self.raft(frames)
+        pairs, index = distinct_pairs(batch, shifts=(c.stride_frames, 0))
+        flows = self.raft.pair_flows(frames, pairs.to(frames.device), pair_batch=c.raft_pair_batch)
+        return flows[index.to(frames.device)]  # B x T x 2 x H' x W'
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """{stream: ``B x C x T x H x W``} -> ``B x (1024 * streams)`` (rgb first)."""

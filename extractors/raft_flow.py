@@ -12,6 +12,7 @@ takes [-1, 1] directly, so we feed ``2 x / 255 - 1``. The flow of the last updat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -73,12 +74,75 @@ class RaftFlow(nn.Module):
         self.raft = build_raft(cfg)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        b, l1, c, h, w = frames.shape
-        x, (left, right, top, bottom) = pad_to_multiple(scale_to_pm1(frames.reshape(b * l1, c, h, w)), 8)
-        x = x.reshape(b, l1, c, *x.shape[-2:])
-        img1 = x[:, :-1].reshape(-1, c, *x.shape[-2:])  # B*L x 3 x H' x W'
-        img2 = x[:, 1:].reshape(-1, c, *x.shape[-2:])
-        flow = self.raft(img1, img2, num_flow_updates=self.cfg.num_flow_updates)[-1]  # B*L x 2 x H' x W'
+        """Every pair of every window in one RAFT call."""
+        b, l1 = frames.shape[:2]
+        flow = self.flow(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1))  # B*L x 2 x H' x W'
+        return flow.reshape(b, l1 - 1, *flow.shape[1:])
+
+    def flow(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """``N x 3 x H x W`` [0, 255] frame pairs -> ``N x 2 x H' x W'`` flow from ``first`` to ``second``."""
+        n, c, h, w = first.shape
+        x, (left, right, top, bottom) = pad_to_multiple(scale_to_pm1(torch.cat([first, second])), 8)
+        flow = self.raft(x[:n], x[n:], num_flow_updates=self.cfg.num_flow_updates)[-1]
         if self.cfg.unpad:
             flow = flow[..., top:flow.shape[-2] - bottom, left:flow.shape[-1] - right]
-        return flow.reshape(b, l1 - 1, 2, *flow.shape[-2:])
+        return flow
+
+    def pair_flows(self, frames: torch.Tensor, pairs: torch.Tensor, *, pair_batch: int) -> torch.Tensor:
+        """Flow of selected pairs, ``pair_batch`` pairs per RAFT call.
+
+        Args:
+            frames: ``B x (L + 1) x 3 x H x W`` float in [0, 255].
+            pairs: ``P x 2`` long ``(window, t)``: the pair is frames ``t`` and ``t + 1`` of that window.
+            pair_batch: pairs per call; every call has exactly this many (the last one is padded
+                with copies of its last pair, whose flows are dropped), so on the CPU a pair's
+                flow does not depend on which pairs share its call. ``0``: all pairs in one call.
+
+        Returns ``P x 2 x H' x W'``.
+        """
+        n = int(pairs.shape[0])
+        step = pair_batch if pair_batch > 0 else n
+        out = []
+        for a in range(0, n, step):
+            sel = pairs[a:a + step]
+            k = int(sel.shape[0])
+            if k < step:
+                sel = torch.cat([sel, sel[-1:].expand(step - k, 2)])
+            w, t = sel[:, 0], sel[:, 1]
+            out.append(self.flow(frames[w, t], frames[w, t + 1])[:k])
+        return torch.cat(out)
+
+
+def distinct_pairs(windows: torch.Tensor, shifts: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct consecutive-frame pairs of a batch of overlapping windows.
+
+    Windows of one video cut every ``stride`` frames share ``window - stride`` frame pairs with
+    the window before them (I3D's 24/8 plan: 16 of 24), and a window repeated as padding shares
+    all of them. Window ``i`` reuses window ``i - 1``'s pairs when its first frames equal that
+    window's frames from ``s`` on, for the first ``s`` in ``shifts`` that matches (compared
+    exactly, pixel for pixel, on the device: windows of different videos never match).
+
+    Args:
+        windows: ``B x (L + 1) x ...`` frames (any dtype; uint8 before any conversion is cheapest).
+        shifts: frame offsets to try, e.g. ``(stride, 0)``.
+
+    Returns:
+        ``pairs`` ``P x 2`` long ``(window, t)`` of each distinct pair (frames ``t``, ``t + 1``), and
+        ``index`` ``B x L`` long: pair ``t`` of window ``b`` is ``pairs[index[b, t]]``.
+    """
+    b, l1 = windows.shape[:2]
+    length = l1 - 1
+    index = torch.empty(b, length, dtype=torch.long)
+    pairs: list[tuple[int, int]] = []
+    for i in range(b):
+        start = 0
+        if i > 0:
+            for s in shifts:
+                if 0 <= s < l1 and torch.equal(windows[i, :l1 - s], windows[i - 1, s:]):
+                    index[i, :length - s] = index[i - 1, s:]
+                    start = length - s
+                    break
+        for t in range(start, length):
+            index[i, t] = len(pairs)
+            pairs.append((i, t))
+    return torch.tensor(pairs, dtype=torch.long).reshape(-1, 2), index

@@ -212,3 +212,46 @@ def test_full_two_stream_official_files_check_ok(tmp_path):
     report = E.get("i3d").check_checkpoint(tmp_path)
     assert not report.ok and report.mismatched == [("flow.Conv3d_1a_7x7.conv3d.weight", (64, 2, 7, 7, 7),
                                                     (64, 3, 7, 7, 7))]
+
+
+def test_distinct_pairs_of_overlapping_windows(make_frames):
+    """Windows every 4 frames share 4 of 8 pairs; a repeated window shares all; another video none."""
+    from avel.extractors.raft_flow import distinct_pairs
+
+    video, other = make_frames(30, 4, 4, seed=1), make_frames(9, 4, 4, seed=2)
+    starts = [0, 4, 8, 12, 16, 20]  # the last window runs past frame 29: clamped, as cut_video_windows
+    windows = torch.stack([video[torch.arange(s, s + 9).clamp(max=29)] for s in starts]
+                          + [video[torch.arange(20, 29).clamp(max=29)], other])  # padding repeat, then a new video
+    pairs, index = distinct_pairs(windows, shifts=(4, 0))
+    assert index.shape == (8, 8)
+    assert len(pairs) == 8 + 5 * 4 + 0 + 8  # first window, 4 new pairs per shifted window, the repeat, the new video
+    for b in range(8):
+        for t in range(8):
+            w, u = pairs[index[b, t]].tolist()
+            assert torch.equal(windows[w, u], windows[b, t]) and torch.equal(windows[w, u + 1], windows[b, t + 1])
+    no_shift, all_pairs = distinct_pairs(windows, shifts=())
+    assert len(no_shift) == 64 and torch.equal(all_pairs.flatten(), torch.arange(64))
+
+
+def test_flow_pair_dedupe_is_the_same_flow_and_independent_of_batch_neighbours(make_frames):
+    """Dedupe computes the flows RAFT gives for every pair (up to float rounding), and a window's
+    flow is bitwise the same whichever windows share its batch. Checked on the flow (tiny random
+    RAFT gives flows of spread 0.65 px): tiny random I3D rows hardly depend on their input."""
+    frames = make_frames(40, 128, 136, seed=3)
+    ext = E.get("i3d").random_init(preset="tiny", seed=5)
+    assert ext.config.flow_pair_dedupe and ext.config.raft_pair_batch == 8
+    win = ext.windows(frames).data  # 9 windows of 9 frames, every 4 frames
+
+    def flow(w: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return ext._flow(w, w.permute(0, 1, 4, 2, 3).float())
+
+    every = ext.raft(win.permute(0, 1, 4, 2, 3).float()).detach()  # all 72 pairs in one call
+    deduped = flow(win)  # 8 + 8 x 4 = 40 distinct pairs, 5 calls of 8
+    assert every.std() > 0.3 and (every[0] - every[1]).abs().mean() > 0.05
+    torch.testing.assert_close(deduped, every, atol=1e-4, rtol=1e-4)
+    six = flow(win[:6])
+    assert torch.equal(flow(win[2:5]), six[2:5]) and torch.equal(flow(win[5:6]), six[5:6])
+    assert torch.equal(flow(torch.cat([win[5:6], win[5:6]]))[1], six[5])  # a padding repeat reuses every pair
+    with pytest.raises(ValueError, match="raft_pair_batch must be >= 0"):
+        E.get("i3d_flow").random_init(preset="tiny", raft_pair_batch=-1)
