@@ -64,7 +64,8 @@ def main() -> None:
             best = min(best, time.perf_counter() - t0)
         with torch.no_grad():
             flows[dedupe] = ext._flow(win, floats)
-        pairs = len(distinct_pairs(win, shifts=(cfg.stride_frames, 0))[0]) if dedupe else win.shape[0] * cfg.window_frames
+        pairs = (len(distinct_pairs(win, shifts=(cfg.stride_frames, 0))[0]) if dedupe
+                 else win.shape[0] * cfg.window_frames)
         report["dedupe" if dedupe else "every_pair"] = {
             "seconds": round(best, 3), "windows_per_s": round(win.shape[0] / best, 4), "raft_pairs": int(pairs)}
     report["speedup"] = round(report["every_pair"]["seconds"] / report["dedupe"]["seconds"], 3)
