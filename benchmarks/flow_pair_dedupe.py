@@ -63,7 +63,7 @@ def main() -> None:
             rows[dedupe] = ext.extract(win)
             best = min(best, time.perf_counter() - t0)
         with torch.no_grad():
-            flows[dedupe] = ext._flow(win, floats)
+            flows[dedupe] = ext.window_flows(win, floats)
         pairs = (len(distinct_pairs(win, shifts=(cfg.stride_frames, 0))[0]) if dedupe
                  else win.shape[0] * cfg.window_frames)
         report["dedupe" if dedupe else "every_pair"] = {

@@ -322,12 +322,12 @@ class _I3DBase(Extractor):
             rgb = scale_to_pm1(center_crop(frames[:, :c.window_frames], c.crop_size))
             out["rgb"] = rgb.transpose(1, 2).contiguous()  # B x 3 x T x crop x crop
         if "flow" in self.streams:
-            flow = self._flow(batch, frames)  # B x T x 2 x H' x W'
+            flow = self.window_flows(batch, frames)  # B x T x 2 x H' x W'
             flow = flow_to_i3d(center_crop(flow, c.crop_size), clamp=c.flow_clamp)
             out["flow"] = flow.transpose(1, 2).contiguous()  # B x 2 x T x crop x crop
         return out
 
-    def _flow(self, batch: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    def window_flows(self, batch: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """RAFT flow of every window: uint8 ``batch`` (for matching pairs) and its float
         ``frames`` ``B x (T + 1) x 3 x H x W`` -> ``B x T x 2 x H' x W'``."""
         c = self.config

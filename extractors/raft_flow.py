@@ -81,7 +81,7 @@ class RaftFlow(nn.Module):
 
     def flow(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """``N x 3 x H x W`` [0, 255] frame pairs -> ``N x 2 x H' x W'`` flow from ``first`` to ``second``."""
-        n, c, h, w = first.shape
+        n = first.shape[0]
         x, (left, right, top, bottom) = pad_to_multiple(scale_to_pm1(torch.cat([first, second])), 8)
         flow = self.raft(x[:n], x[n:], num_flow_updates=self.cfg.num_flow_updates)[-1]
         if self.cfg.unpad:

@@ -244,7 +244,7 @@ def test_flow_pair_dedupe_is_the_same_flow_and_independent_of_batch_neighbours(m
 
     def flow(w: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return ext._flow(w, w.permute(0, 1, 4, 2, 3).float())
+            return ext.window_flows(w, w.permute(0, 1, 4, 2, 3).float())
 
     every = ext.raft(win.permute(0, 1, 4, 2, 3).float()).detach()  # all 72 pairs in one call
     deduped = flow(win)  # 8 + 8 x 4 = 40 distinct pairs, 5 calls of 8
