@@ -1,29 +1,28 @@
 """Package discovery for the single `avel` import namespace.
 
 The repository keeps the user-facing top-level folders (`datasets/`, `extractors/`,
-`models/`, `pipeline/`), but they install as subpackages of `avel` so nothing named
-`datasets` or `models` lands in site-packages. Metadata lives in pyproject.toml.
+`models/`, `pipeline/`). Each is linked into the package by a committed relative symlink
+(`avel/datasets -> ../datasets`, ...), so `avel.datasets.store` is the file
+`avel/datasets/store.py` for Python, IDEs, type checkers and import-graph tools alike, and
+nothing named `datasets` or `models` lands in site-packages. See docs/architecture.md.
+Metadata lives in pyproject.toml.
 """
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
+# import name -> top-level folder it links to
 ROOTS = {
-    "avel": "avel",
     "avel.datasets": "datasets",
     "avel.extractors": "extractors",
     "avel.models": "models",
     "avel.pipeline": "pipeline",
 }
 
-packages: list[str] = []
-package_dir: dict[str, str] = {}
+here = Path(__file__).resolve().parent
 for package, folder in ROOTS.items():
-    packages.append(package)
-    package_dir[package] = folder
-    for sub in find_packages(where=folder):
-        name = f"{package}.{sub}"
-        if name in ROOTS:
-            continue
-        packages.append(name)
-        package_dir[name] = f"{folder}/{sub.replace('.', '/')}"
+    link = here / package.replace(".", "/")
+    if not (link.is_symlink() and link.resolve() == here / folder):
+        raise SystemExit(f"{link} must be a symlink to ../{folder} (git config core.symlinks true)")
 
-setup(packages=packages, package_dir=package_dir, package_data={"avel": ["py.typed"]})
+setup(packages=find_packages(include=["avel", "avel.*"]), package_data={"avel": ["py.typed"]})
