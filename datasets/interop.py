@@ -21,7 +21,7 @@ Imported streams record ``weights_sha256 = "unknown"`` and their source in ``pro
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -67,11 +67,7 @@ ProgressFn = Callable[[int], None]
 class ImportReport:
     videos: int = 0
     skipped_existing: int = 0
-    problems: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.problems is None:
-            self.problems = []
+    problems: list[str] = field(default_factory=list)
 
 
 def _scan_npy(folder: Path, families: Iterable[NpyStream]) -> dict[str, dict[str, Path]]:
@@ -259,7 +255,7 @@ def import_ave_h5(
     """
     if visual_h5 is None and audio_h5 is None:
         raise ValueError("give visual_h5 and/or audio_h5")
-    sources = {}
+    sources: dict[str, tuple[Path, SamplingPlan, tuple[int, ...], str]] = {}
     if visual_h5 is not None:
         sources[visual_stream] = (Path(visual_h5), AVE_VGG19, (7, 7, 512), "vgg19")
     if audio_h5 is not None:

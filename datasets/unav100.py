@@ -98,7 +98,7 @@ def load_unav100(path: str | os.PathLike) -> AnnotationSet:
     except (OSError, UnicodeDecodeError) as e:
         raise _fail(path, "file", f"cannot read: {e}") from e
     database = data.get("database") if isinstance(data, dict) else None
-    if not isinstance(database, dict):
+    if not isinstance(database, JsonObject):  # every object read_json_with_duplicates returns is one
         raise _fail(path, "top level", 'expected an object {"version": ..., "database": {video_id: {...}}}')
     if database.duplicate_keys:
         raise _fail(path, f"database/{database.duplicate_keys[0]}", "video id appears more than once")

@@ -43,9 +43,10 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TypeVar
 
 import torch
+from typing_extensions import Self
 
 from avel.datasets.sampling import SamplingPlan
 from avel.extractors.base import CheckpointReport, DecodeSpec, Extractor, ExtractorConfig
@@ -133,14 +134,15 @@ def _allowed_globals() -> dict[str, Any]:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    _allowed = None
+    _allowed: dict[str, Any] | None = None
 
     def find_class(self, module: str, name: str) -> Any:
         if _RestrictedUnpickler._allowed is None:
             _RestrictedUnpickler._allowed = _allowed_globals()
+        allowed = _RestrictedUnpickler._allowed
         key = f"{module}.{name}"
-        if key in self._allowed:
-            return self._allowed[key]
+        if key in allowed:
+            return allowed[key]
         if module == "torch" and name.endswith("Storage"):
             return getattr(torch, name)
         return type(name, (_Opaque,), {"_qualname": key})
@@ -462,7 +464,10 @@ def autocast_for(device: torch.device, dtype: torch.dtype):
 _OUTPUTS = ("embedding", "cls")
 
 
-class _OnePeaceExtractor(Extractor):
+OnePeaceConfigT = TypeVar("OnePeaceConfigT", "OnePeaceImageConfig", "OnePeaceAudioConfig", "OnePeaceVideoK400Config")
+
+
+class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
     """Shared loading and precision handling of the ONE-PEACE extractors.
 
     The wrapped encoder is ``self.model`` (an :class:`OnePeaceModel` or :class:`OnePeaceVideoModel`);
@@ -487,7 +492,7 @@ class _OnePeaceExtractor(Extractor):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, device: str | torch.device = "cpu",
-                        preset: str = "full", **config: Any) -> "_OnePeaceExtractor":
+                        preset: str = "full", **config: Any) -> Self:
         """Ready eval module with verified official weights (see :func:`load_checkpoint_file`).
 
         Args:
@@ -530,8 +535,8 @@ class _OnePeaceExtractor(Extractor):
             state={pre + k: v for k, v in state.items()})
 
     @classmethod
-    def _read_checkpoint(cls, path: str | Path | Mapping[str, str | Path], cfg: ExtractorConfig
-                         ) -> tuple[Path, "_OnePeaceExtractor", dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _read_checkpoint(cls, path: str | Path | Mapping[str, str | Path], cfg: OnePeaceConfigT
+                         ) -> tuple[Path, Self, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(file, module on the meta device, selected tensors, index buffers) for ``cfg``."""
         file = cls._checkpoint_path(path)
         with torch.device("meta"):
@@ -553,7 +558,7 @@ class _OnePeaceExtractor(Extractor):
         return resolve_amp_dtype(self.config.amp_dtype, device)
 
 
-class _FairseqOnePeaceExtractor(_OnePeaceExtractor):
+class _FairseqOnePeaceExtractor(_OnePeaceExtractor[OnePeaceConfigT]):
     """Extractors whose weights come from the pretrained fairseq checkpoint ``one-peace.pt``."""
 
     checkpoint_files = {"model": ONEPEACE_CKPT_NAME}
@@ -616,7 +621,7 @@ class OnePeaceImageConfig(ExtractorConfig):
 _TINY_ARCH = {"embed_dim": 64, "ffn_embed_dim": 128, "layers": 2, "attention_heads": 2}
 
 
-class OnePeaceImageExtractor(_FairseqOnePeaceExtractor):
+class OnePeaceImageExtractor(_FairseqOnePeaceExtractor[OnePeaceImageConfig]):
     """``onepeace_image``: ONE-PEACE image encoder on every frame, averaged per window.
 
     ``preprocess``: ``B x T x H x W x 3`` uint8 -> ``B x T x 3 x S x S`` (bicubic to S = 256, CLIP
@@ -625,9 +630,10 @@ class OnePeaceImageExtractor(_FairseqOnePeaceExtractor):
 
     name = "onepeace_image"
     modality = "video"
-    config_cls = OnePeaceImageConfig
     presets = {"full": {}, "tiny": {**_TINY_ARCH, "image_size": 64, "pos_bucket_size": 4, "window_frames": 4,
                                     "stride_frames": 2, "frame_batch": 8}}
+
+    model: OnePeaceModel
 
     def __init__(self, config: OnePeaceImageConfig) -> None:
         super().__init__(config)
@@ -715,7 +721,7 @@ class OnePeaceAudioConfig(ExtractorConfig):
         object.__setattr__(self, "audio_feature_spec", tuple(tuple(int(v) for v in s) for s in self.audio_feature_spec))
 
 
-class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor):
+class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor[OnePeaceAudioConfig]):
     """``onepeace_audio``: ONE-PEACE audio encoder on each window.
 
     ``preprocess``: ``B x N`` float samples -> layer-normalised ``B x N``. ``forward``: -> ``B x 1536``.
@@ -723,10 +729,11 @@ class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor):
 
     name = "onepeace_audio"
     modality = "audio"
-    config_cls = OnePeaceAudioConfig
     presets = {"full": {}, "tiny": {**_TINY_ARCH,
                                     "audio_feature_spec": OnePeaceConfig.tiny().audio_feature_spec,
                                     "audio_rel_bucket_size": 8, "audio_max_positions": 64}}
+
+    model: OnePeaceModel
 
     def __init__(self, config: OnePeaceAudioConfig) -> None:
         super().__init__(config)
@@ -796,7 +803,7 @@ class OnePeaceVideoK400Config(ExtractorConfig):
     amp_dtype: str = "auto"
 
 
-class OnePeaceVideoK400Extractor(_OnePeaceExtractor):
+class OnePeaceVideoK400Extractor(_OnePeaceExtractor[OnePeaceVideoK400Config]):
     """``onepeace_video_k400``: the K400 video model on each 16-frame window.
 
     ``preprocess``: ``B x T x H x W x 3`` uint8 -> ``B x 3 x T x S x S`` (short side S, centre crop,
@@ -805,10 +812,11 @@ class OnePeaceVideoK400Extractor(_OnePeaceExtractor):
 
     name = "onepeace_video_k400"
     modality = "video"
-    config_cls = OnePeaceVideoK400Config
     checkpoint_files = {"model": ONEPEACE_VIDEO_CKPT_NAME}
     presets = {"full": {}, "tiny": {**_TINY_ARCH, "image_size": 64, "bucket_size": 4, "window_frames": 4,
                                     "stride_frames": 2}}
+
+    model: OnePeaceVideoModel
 
     def __init__(self, config: OnePeaceVideoK400Config) -> None:
         super().__init__(config)

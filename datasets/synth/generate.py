@@ -295,8 +295,8 @@ def render_audio(plan: VideoPlan, sigs: list[ClassSignature], cfg: SynthConfig) 
     sr = cfg.sample_rate
     n = int(round(plan.duration_s * sr))
     rng = np.random.default_rng([cfg.seed, 1, zlib.crc32(plan.video_id.encode())])
-    noise = rng.standard_normal(n).astype(np.float32)
-    noise = np.convolve(noise, np.ones(4, np.float32) / 4, mode="same")  # slightly coloured
+    white = rng.standard_normal(n).astype(np.float32)
+    noise = np.convolve(white, np.ones(4, np.float32) / 4, mode="same")  # slightly coloured
     background = 0.02 * noise / (noise.std() + 1e-9)
     level = 0.02 * 10 ** (cfg.event_snr_db / 20)
     out = background

@@ -98,8 +98,8 @@ def parse_results(data: Any, *, classes: Sequence[str] | None = None,
             elif isinstance(label, (int, np.integer)) and not isinstance(label, bool):
                 label_id = int(label)
                 if label_id < 0 or (classes is not None and label_id >= len(classes)):
-                    n = len(classes) if classes is not None else "C"
-                    raise ResultsFormatError(f"{where}: label id {label_id} is outside 0..{n if n == 'C' else n - 1}")
+                    top = len(classes) - 1 if classes is not None else "C"
+                    raise ResultsFormatError(f"{where}: label id {label_id} is outside 0..{top}")
             else:
                 raise ResultsFormatError(f"{where}: \"label\" must be a class name or an integer label id, got {label!r}")
             rows[i] = (start, end, label_id, score)

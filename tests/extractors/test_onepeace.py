@@ -272,7 +272,7 @@ def test_full_config_on_meta_device_parameter_count():
 def test_full_video_config_on_meta_device_parameter_count():
     with torch.device("meta"):
         model = OnePeaceVideoModel(OnePeaceVideoConfig.full())
-    d, f, layers, heads, r = 1536, 6144, 40, 24, 384
+    d, layers, r = 1536, 40, 384
     c = _expected_counts(modalities=("image",))
     adapters = 3 * (d * r + r + r * d + d)
     expected = c["shared_layers"] + c["image_ffn"] + layers * adapters + (c["image_adapter"] + 16 * d) + 2 * d
