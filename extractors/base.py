@@ -60,12 +60,10 @@ import torch
 from torch import nn
 from typing_extensions import Self
 
+from avel.datasets.fileio import RANDOM_WEIGHTS  # weights_sha256 of a module built by random_init
 from avel.datasets.sampling import SamplingPlan
 
 Modality = Literal["video", "audio"]
-
-RANDOM_WEIGHTS = "random"
-"""``weights_sha256`` of a module built by :meth:`Extractor.random_init`."""
 
 NO_WEIGHTS = "uninitialized"
 """``weights_sha256`` of a module built by :meth:`Extractor.build` (e.g. on the meta device)."""

@@ -22,6 +22,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from avel.datasets.fileio import atomic_write_text
+
 
 class ResultsFormatError(ValueError):
     """A results file is malformed; the message names the file, video id and entry index."""
@@ -150,6 +152,4 @@ def write_results(path: str | os.PathLike, predictions: Mapping[str, Any], *,
     """Write :func:`results_to_json` atomically to ``path`` (arguments as there)."""
     path = Path(path)
     doc = results_to_json(predictions, classes=classes, version=version, external_data=external_data)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc))
