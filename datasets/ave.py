@@ -2,7 +2,7 @@
 
 ``Annotations.txt`` rows are ``Category&VideoID&Quality&StartTime&EndTime``; the original
 release starts with a header line holding exactly these names, the copy in many repos (and
-the one in ``shared/data``) has none: a first line equal to the header (ignoring case and
+the one in data/ of YapengTian/AVE-ECCV18) has none: a first line equal to the header (ignoring case and
 spaces) is skipped. Blank lines are skipped and do not count as rows. One :class:`Sample` per
 ROW (``sample_id = "row-0000"``, 0-based data row): 45 videos appear on 2-3 rows with
 different events, so extraction is per video but training and evaluation are per row.
