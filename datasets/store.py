@@ -45,7 +45,6 @@ and records in ``deletions.jsonl``.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -53,7 +52,7 @@ import socket
 import time
 import uuid
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
@@ -183,7 +182,7 @@ class VideoMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(vars(self), sort_keys=True)  # == asdict(self): the fields are JSON values
 
     @classmethod
     def from_json(cls, s: str) -> "VideoMeta":
@@ -196,13 +195,15 @@ class VideoMeta:
 def _crc32(*arrays: np.ndarray | bytes) -> int:
     c = 0
     for a in arrays:
-        buf = a if isinstance(a, bytes) else np.ascontiguousarray(a).view(np.uint8).reshape(-1)
-        c = zlib.crc32(buf, c)
+        if not isinstance(a, bytes) and not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
+        c = zlib.crc32(a, c)  # the buffer's bytes
     return c & 0xFFFFFFFF
 
 
 def _flags_crc(a: int, b: int, padded: bool) -> int:
-    return _crc32(np.array([a, b, int(bool(padded))], np.int64))
+    return zlib.crc32(int(a).to_bytes(8, "little") + int(b).to_bytes(8, "little")
+                      + int(bool(padded)).to_bytes(8, "little"))
 
 
 def _h5_locking() -> bool | None:
@@ -275,8 +276,9 @@ def build_shard_image(pending: list[_PendingVideo], specs: Mapping[str, StreamSp
     str_dt = h5py.string_dtype("utf-8")
     names = sorted({s for p in pending for s in p.features})
     rows_per_stream: dict[str, int] = {}
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
+    plan_times: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, int]] = {}  # (stream, rows) -> times, crc
+    # HDF5's in-memory "core" driver: nothing touches the disk until the image is written
+    with h5py.File(f"shard-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False) as f:
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["layout"] = "concatenated"
         f.attrs["dataset"] = dataset
@@ -307,9 +309,14 @@ def build_shard_image(pending: list[_PendingVideo], specs: Mapping[str, StreamSp
                     data[a:b] = p.features[name]
                     if p.times and name in p.times:
                         starts[a:b], ends[a:b] = p.times[name]
+                        times_crc = _crc32(starts[a:b], ends[a:b])
                     else:
-                        starts[a:b], ends[a:b] = spec.plan.row_times(b - a)
-                    sums[i] = (_crc32(data[a:b]), _crc32(starts[a:b], ends[a:b]), _flags_crc(a, b, padded[i]))
+                        cached = plan_times.get((name, b - a))
+                        if cached is None:
+                            st, en = spec.plan.row_times(b - a)
+                            cached = plan_times[(name, b - a)] = (st, en, _crc32(st, en))
+                        starts[a:b], ends[a:b], times_crc = cached
+                    sums[i] = (_crc32(data[a:b]), times_crc, _flags_crc(a, b, padded[i]))
                 else:
                     sums[i] = (0, 0, _flags_crc(a, b, False))
             g.create_dataset("data", data=data)
@@ -319,7 +326,9 @@ def build_shard_image(pending: list[_PendingVideo], specs: Mapping[str, StreamSp
             g.create_dataset("checksums", data=sums)
             g.create_dataset("padded", data=padded)
             rows_per_stream[name] = total
-    return buf.getvalue(), rows_per_stream
+        f.flush()
+        image = f.id.get_file_image()
+    return image, rows_per_stream
 
 
 @dataclass
@@ -528,7 +537,7 @@ def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *,
     if not shard_dir.is_dir():
         return actions
     listed = {Path(s["file"]).name for s in state.shards}
-    for p in sorted(shard_dir.iterdir(), key=lambda q: q.name):
+    for p in sorted(shard_dir.iterdir(), key=lambda q: (q.stat().st_mtime_ns, q.name)):  # commit order
         tmp = _parse_tmp_name(p.name)
         if tmp is not None:
             wid, pid, host = tmp
@@ -843,7 +852,8 @@ class StoreWriter:
     # -- claims --------------------------------------------------------------------------
     def claim(self, video_id: str, streams: Iterable[str] | None = None) -> str:
         """Claim ``video_id`` for this writer: ``"mine"`` (go ahead), ``"done"`` (every
-        stream is committed), or ``"busy"`` (a live writer holds it)."""
+        stream is committed), ``"busy"`` (a live writer holds it) or ``"failed"`` (a live
+        writer failed on it; a rerun after that writer ends takes it over)."""
         names = list(streams or self.streams)
         path = claim_path(self.root, video_id)
         try:
@@ -858,7 +868,7 @@ class StoreWriter:
                             if time.time() - path.stat().st_mtime < self.lease.ttl_s:
                                 return "busy"
                     elif not writer_gone(self.root, held["writer"], held.get("host"), held.get("pid")):
-                        return "busy"
+                        return "failed" if held.get("failed") else "busy"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(path, json.dumps({"video_id": video_id, "writer": self.lease.id,
                                                     "host": self.lease.host, "pid": self.lease.pid,
@@ -886,22 +896,39 @@ class StoreWriter:
             status = self.claim(key(it))
             if status == "mine":
                 yield it
+                self._settle(key(it))
             elif status == "busy":
                 deferred.append(it)
             elif on_skip is not None:
                 on_skip(it)
         while deferred:
+            # commit what is buffered first: the other writers may be waiting for those claims
+            self.flush()
             time.sleep(poll_s)
             waiting = []
             for it in deferred:
                 status = self.claim(key(it))
                 if status == "mine":
                     yield it
+                    self._settle(key(it))
                 elif status == "busy":
                     waiting.append(it)
                 elif on_skip is not None:
                     on_skip(it)
             deferred = waiting
+
+    def _settle(self, video_id: str) -> None:
+        """After the caller handled a claimed video: one it did not add failed; its claim is
+        marked failed (other live writers skip it, as a rerun skips recorded failures) so no
+        writer waits for it."""
+        if any(v == video_id for v, _ in self._pending_pairs) or any(
+                video_id in self._committed.get(s, ()) for s in self.streams):
+            return
+        with contextlib.suppress(OSError):
+            atomic_write_text(claim_path(self.root, video_id), json.dumps({
+                "video_id": video_id, "writer": self.lease.id, "host": self.lease.host, "pid": self.lease.pid,
+                "time": now_iso(), "failed": True}))
+            self._claims.discard(video_id)
 
     # -- writing -------------------------------------------------------------------------
     def add(
@@ -1249,6 +1276,14 @@ class FeatureStore:
         Returns a list of problems, each naming the shard (and video); empty when sound.
         """
         problems = []
+        if full and self.schema_version >= 2:  # the log prefix the snapshot stands for, too
+            try:
+                whole = read_log_tail(self.root, StoreState(schema_version=SCHEMA_VERSION, dataset=""))
+                if whole.shards[:len(self.state.shards)] != self.state.shards:
+                    problems.append(f"{self.root / MANIFEST}: snapshot differs from {self.root / LOG} (run "
+                                    f"`avel store compact`)")
+            except StoreCorruptError as e:
+                problems.append(str(e))
         for entry in self.state.shards:
             problems += _verify_shard(self.root / entry["file"], entry, full=full)
         return problems
