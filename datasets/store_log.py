@@ -361,10 +361,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def writer_gone(root: Path, writer_id: str, host: str | None, pid: int | None) -> bool:
-    """True when writer ``writer_id`` is provably not running: on this host its pid is dead;
-    elsewhere its lease file is missing or expired."""
-    if host == socket.gethostname() and pid:
-        return not pid_alive(int(pid))
+    """True when writer ``writer_id`` is provably not running: on this host its pid is dead,
+    or (any host) its lease file is missing (released on close) or expired."""
+    if host == socket.gethostname() and pid and not pid_alive(int(pid)):
+        return True
     lease = Path(root) / WRITERS / f"{writer_id}.json"
     try:
         info = json.loads(lease.read_text(encoding="utf-8"))
