@@ -40,7 +40,7 @@ class StreamExtractor:
         ext = self.extractor
         return StreamSpec(extractor=ext.name, plan=ext.plan, feature_shape=tuple(ext.feature_shape),
                           dtype="float32", config=ext.config.to_dict(), weights_sha256=ext.weights_sha256,
-                          provenance={"decode": _jsonable(ext.decode_spec)})
+                          provenance={"decode": _jsonable(ext.decode_spec), **ext.provenance()})
 
 
 def _jsonable(obj: Any) -> Any:
