@@ -392,6 +392,8 @@ class AveFeatureDataset(Dataset):
             sample_id, video_id, is_bg = sample.sample_id, sample.video_id, False
         video_labels = np.zeros(self.num_classes, np.float32)
         video_labels[np.unique(seg)] = 1.0
+        if not is_bg:  # an empty event ([0, 0), AVE line 27) still names the video's class (mil_labels.h5)
+            video_labels[[g.label_id for g in sample.segments]] = 1.0
         return {
             "sample_id": sample_id,
             "video_id": video_id,

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from avel.datasets.config_schema import ConfigError
 from avel.datasets.store import StoreWriter, StreamSpec, VideoMeta, append_error
 from avel.extractors.base import cut_audio_windows
 from avel.pipeline.decode import DecodedVideo, DecodeError, decode_with_timeout
@@ -388,7 +389,10 @@ def build_stream_extractors(
     overrides = dict(overrides or {})
     out = []
     for name in names:
-        cls = get(name)
+        try:
+            cls = get(name)
+        except KeyError as e:
+            raise ConfigError(e.args[0]) from None
         cfg = dict(overrides.get(name, {}))
         if name in weights:
             ext = cls.from_checkpoint(weights[name], device=device, preset=preset, **cfg)
@@ -396,7 +400,7 @@ def build_stream_extractors(
             ext = cls.random_init(device=device, preset=preset, **cfg)
         else:
             files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
-            raise ValueError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
+            raise ConfigError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
                              f"random weights only with --random-weights (tests and demos)")
         out.append(StreamExtractor(name, ext))
     return out

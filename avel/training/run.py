@@ -22,7 +22,7 @@ import torch
 from avel.datasets.store import FeatureStore
 from avel.training.config import ConfigError, TrainConfig
 from avel.training.tasks import AveTask, DenseTask
-from avel.training.trainer import Trainer, seed_everything
+from avel.training.trainer import Trainer, load_checkpoint, seed_everything
 
 
 def load_annotations(task: str, path: str | Path, *, ave_split: str = "standard"):
@@ -120,7 +120,7 @@ def fit_and_test(cfg: TrainConfig, *, store: str | Path, annotations: str | Path
                                "best_epoch": fit.best_epoch, "best_validation_score": fit.best_score,
                                "random_weight_streams": random_streams}
     if "test" in datasets:
-        ckpt = torch.load(Path(out) / "best.pt", map_location=trainer.device, weights_only=False)
+        ckpt = load_checkpoint(Path(out) / "best.pt", map_location=trainer.device)
         target = trainer.eval_model()
         target.load_state_dict(ckpt["ema"] if ckpt["ema"] is not None else ckpt["model"])
         summary["test"] = trainer.evaluate("test")
