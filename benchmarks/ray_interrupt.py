@@ -2,7 +2,7 @@
 
 Writes ``--videos`` tiny synthetic videos, starts ``avel extract --runner ray --json`` in its
 own session, waits until the embedded Ray instance runs (a ``raylet`` in the command's process
-tree), lets the run go ``--after-s`` seconds, then sends ``--signal`` (INT or TERM) to the
+tree), lets the run go ``--after-s`` seconds, then sends ``--signal`` (INT, TERM or KILL) to the
 command. Every process that appeared in its tree is watched (Ray's processes are children of
 the command until it exits). Prints, per trial: the command's exit code, seconds from the
 signal to the command's exit, and seconds from the signal until the last process of the tree
@@ -183,7 +183,7 @@ def interrupt_trial(videos: Path, out: Path, *, sig: int, after_s: float = 3.0, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--signal", default="TERM", choices=["INT", "TERM"])
+    ap.add_argument("--signal", default="TERM", choices=["INT", "TERM", "KILL"])
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--videos", type=int, default=40)
     ap.add_argument("--after-s", type=float, default=3.0, help="seconds of running Ray before the signal")

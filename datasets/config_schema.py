@@ -38,8 +38,9 @@ def parse_yaml(text: str, *, source: str = "<yaml>") -> Any:
     """
     import yaml
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: same rules, ~10x faster
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f": line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -49,11 +50,19 @@ def parse_yaml(text: str, *, source: str = "<yaml>") -> Any:
         raise YamlError(f"{source}{where}: invalid YAML: {problem}") from None
 
 
+MAX_YAML_BYTES = 256 << 10
+"""Config and job files are a few KB; a larger file is refused before it is parsed."""
+
+
 def read_yaml(path: Any) -> Any:
-    """:func:`parse_yaml` of a file (UTF-8, a BOM tolerated); unreadable files are a :class:`YamlError` too."""
+    """:func:`parse_yaml` of a file (UTF-8, a BOM tolerated); unreadable files and files over
+    :data:`MAX_YAML_BYTES` are a :class:`YamlError` too."""
     from pathlib import Path
 
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise YamlError(f"{path}: {size} bytes, more than the {MAX_YAML_BYTES} a config file may have")
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise YamlError(f"{path}: cannot read as UTF-8 text ({getattr(e, 'strerror', None) or e})") from None

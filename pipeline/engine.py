@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from avel.datasets.checks import NonFiniteRowsError, check_finite_rows
 from avel.datasets.config_schema import ConfigError
 from avel.datasets.store import StoreWriter, StreamSpec, VideoMeta, append_error
 from avel.extractors.base import cut_audio_windows
@@ -252,7 +253,13 @@ def extract_video_chunked(
                                                         device=device))
             except (ValueError, RuntimeError) as e:
                 errors[se.stream] = e
-    out = {s: np.concatenate(r, axis=0) for s, r in rows.items() if r and s not in errors}
+    out = {}
+    for s, r in rows.items():
+        if r and s not in errors:
+            try:  # a non-finite row is a recorded failure of this video and stream, never written
+                out[s] = check_finite_rows(np.concatenate(r, axis=0), video_id=path.stem, stream=s, source=str(path))
+            except NonFiniteRowsError as e:
+                errors[s] = e
     return out, {s: padded[s] for s in out}, errors, probe.meta
 
 

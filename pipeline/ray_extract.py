@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from avel.datasets.checks import NonFiniteRowsError, check_finite_rows
 from avel.datasets.store import StoreWriter
 from avel.pipeline.cluster import shutdown_ray
 from avel.pipeline.engine import RunReport, StreamExtractor, decode_request, record_failure
@@ -454,7 +455,11 @@ class RayExtraction:
                     if s.name in v.failed_streams:
                         continue
                     parts = [rows for _, rows in sorted(v.rows.get(s.name, {}).items())]
-                    features[s.name] = np.concatenate(parts, axis=0)
+                    try:  # a non-finite row is a recorded failure of this video and stream, never written
+                        features[s.name] = check_finite_rows(np.concatenate(parts, axis=0), video_id=vid,
+                                                             stream=s.name, source=str(v.job.path))
+                    except NonFiniteRowsError as e:
+                        fail_stream(v, s.name, f"extract:{s.name}", e)
                 if features:
                     t0 = time.perf_counter()
                     writer.add(vid, features, meta=v.meta, padded={s: v.padded.get(s, False) for s in features})

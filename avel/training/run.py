@@ -35,6 +35,23 @@ def load_annotations(task: str, path: str | Path, *, ave_split: str = "standard"
     return load_ave(path, split=ave_split)
 
 
+def check_splits(cfg: TrainConfig, annotations, source: str | Path) -> None:
+    """Refuse an empty training or validation split: the best checkpoint is chosen on validation,
+    and without one training would pick "best" on zero samples and exit 0.
+
+    Raises:
+        AnnotationError: naming the annotation file, the subset and the config key.
+    """
+    from avel.datasets.annotations import AnnotationError
+
+    d = cfg.data
+    for key, subset in (("data.train_subset", d.train_subset), ("data.val_subset", d.val_subset)):
+        if not annotations.subset(subset):
+            raise AnnotationError(f"{source}: no samples in subset {subset!r} ({key}); training needs a training and "
+                                  f"a validation split (the best checkpoint is chosen on validation): add one to the "
+                                  f"annotations or set {key} to a subset they have")
+
+
 def make_task(cfg: TrainConfig, store: FeatureStore, annotations) -> DenseTask | AveTask:
     return DenseTask(store, annotations) if cfg.task == "dense" else AveTask(store, annotations)
 
@@ -79,6 +96,7 @@ def train(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: 
     """
     if use_ray is None:
         use_ray = cfg.distributed.workers > 1
+    check_splits(cfg, load_annotations(cfg.task, annotations, ave_split=cfg.data.ave_split), annotations)
     if use_ray:
         from avel.training.distributed import train_distributed
 
@@ -105,6 +123,7 @@ def fit_and_test(cfg: TrainConfig, *, store: str | Path, annotations: str | Path
     st = FeatureStore(store)
     random_streams = random_weight_streams(cfg, st)
     ann = load_annotations(cfg.task, annotations, ave_split=cfg.data.ave_split)
+    check_splits(cfg, ann, annotations)
     task = make_task(cfg, st, ann)
     datasets = task.build_datasets(cfg)
     options = resolve_model_options(cfg, task.model_options(cfg, datasets["train"]))

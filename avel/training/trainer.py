@@ -290,6 +290,10 @@ class Trainer:
         self.model = model.to(self.device)
         self.model_spec = model_spec
         self.datasets = datasets
+        for split in ("train", "validation"):
+            if len(datasets[split]) == 0:
+                raise ValueError(f"the {split} split is empty: training needs samples in it (the best checkpoint "
+                                 f"is chosen on validation)")
         self.out_dir = Path(out_dir)
         self.rank, self.world_size = world()
         self.is_main = self.rank == 0

@@ -55,6 +55,9 @@ def test_yaml_errors_name_line_and_bom_is_tolerated(tmp_path):
     path.write_bytes(b"a: \xff\xfe\n")
     with pytest.raises(YamlError, match="cannot read as UTF-8"):
         read_yaml(path)
+    path.write_text("a: 1\n" * 60000)  # 300 KB: refused before parsing
+    with pytest.raises(YamlError, match="c.yaml: 300000 bytes, more than the 262144 a config file may have"):
+        read_yaml(path)
     with pytest.raises(YamlError, match="--set x: line 1"):
         parse_yaml("!!python/name:os.system", source="--set x")
 
