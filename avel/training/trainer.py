@@ -46,7 +46,6 @@ import copy
 import itertools
 import json
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -61,6 +60,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from avel.datasets.fileio import atomic_write
 from avel.training.config import ConfigError, TrainConfig
 
 
@@ -257,14 +257,6 @@ def _set_numpy_rng_state(state: Any) -> None:
     np.random.set_state((name, keys.astype(np.uint32), pos, has_gauss, cached))
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class Trainer:
     """Fit a model on a task.
 
@@ -415,7 +407,8 @@ class Trainer:
         """Write a checkpoint (rank 0 only under data parallelism); returns its path."""
         path = self.out_dir / name
         if self.is_main:
-            _atomic_torch_save(self.state(), path)
+            state = self.state()
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
         return path
 
     def resume(self, path: str | Path) -> None:
