@@ -33,13 +33,14 @@ _RAY_FAILURE_HANDLER_ENV = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 def _keep_sigterm_handler() -> Iterator[None]:
     """Keep a Python SIGTERM handler installed before (the ``avel`` command's) while Ray starts.
 
-    ``ray.init`` installs handlers that exit at once (``sys.exit(15)`` while starting, then a
-    node handler, and the core worker's C++ failure handler that aborts the driver), which skip
-    the caller's cleanup. Ray's C++ failure handler (stack dumps on crashes) is therefore off in
-    the processes started now (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER=1``). A SIGTERM during start-up left the half
-    started instance running until its processes noticed the driver was gone (74 s measured).
-    While ours is installed Ray's are not; ours raises, and :meth:`ClusterConfig.init_ray` /
-    the caller's ``finally`` shut Ray down. Main thread only (signal handlers live there)."""
+    ``ray.init`` installs handlers that skip the caller's cleanup: ``sys.exit(15)`` while
+    starting, then a node handler, and the core worker's C++ failure handler, which aborts the
+    driver. A SIGTERM left a half-started instance running until its processes noticed the
+    driver was gone (66-74 s measured, benchmarks/ray_interrupt.py). While ours is installed,
+    Ray's Python handlers are not, its C++ failure handler is off in the processes started now
+    (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER=1``: no native stack dumps on crashes), and ours is
+    re-installed afterwards; it raises, and :meth:`ClusterConfig.init_ray` / the caller's
+    ``finally`` shut Ray down. Main thread only (signal handlers live there)."""
     import signal
     import threading
 
@@ -57,10 +58,12 @@ def _keep_sigterm_handler() -> Iterator[None]:
         yield
     finally:
         ray_utils.set_sigterm_handler = saved
-        if keep and saved_env is None:
-            os.environ.pop(_RAY_FAILURE_HANDLER_ENV, None)
-        if keep:  # also at the C level: Ray's core worker installs a crash handler that aborts on SIGTERM
-            signal.signal(signal.SIGTERM, before)
+        if keep:
+            if saved_env is None:
+                os.environ.pop(_RAY_FAILURE_HANDLER_ENV, None)
+            else:
+                os.environ[_RAY_FAILURE_HANDLER_ENV] = saved_env
+            signal.signal(signal.SIGTERM, before)  # at the C level too
 
 
 @contextlib.contextmanager
@@ -138,9 +141,10 @@ class ClusterConfig:
         """Connect to (or start) Ray; returns True when this call started it, so the caller
         knows to shut it down. Already initialized: nothing happens, returns False.
 
-        ``ray.init`` replaces the process's SIGTERM handler with one that exits at once; a
-        handler installed before (the ``avel`` command's, which raises so that ``finally``
-        blocks shut Ray down as on Ctrl-C) is put back."""
+        A SIGTERM handler installed before (the ``avel`` command's, which raises so that
+        ``finally`` blocks shut Ray down as on Ctrl-C) stays in place (:func:`_keep_sigterm_handler`);
+        an embedded instance listens on 127.0.0.1 only (:func:`_loopback_only`) and is stopped
+        with :func:`shutdown_ray`."""
         import ray
 
         if ray.is_initialized():

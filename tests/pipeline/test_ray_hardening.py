@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,15 +39,31 @@ def test_embedded_ray_listens_on_loopback_only():
     assert all(ray_interrupt.is_loopback(ip) for ip, _, _ in sockets), sockets
 
 
-def test_ray_json_stdout_is_the_json_alone(videos, tmp_path):
+def test_ray_json_stdout_is_the_json_alone_and_bad_headers_are_not_retryable(videos, tmp_path):
+    """30 good videos plus an AV1 one and one whose sample table claims 2^31 frames (decord
+    aborts the process on it; its audio alone decodes fine, so vgg19 is extracted too): the Ray
+    runner records both as the videos' fault."""
+    from tests.pipeline.test_bad_videos_hardening import _av1, _stts
+
+    mixed = tmp_path / "videos"
+    shutil.copytree(videos, mixed)
+    _stts(videos / sorted(p.name for p in videos.iterdir())[0], mixed / "billions.mp4", count=2**31, delta=2**30)
+    try:
+        _av1(mixed / "av1.mp4")
+        bad = {"billions", "av1"}
+    except pytest.skip.Exception:
+        bad = {"billions"}
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     res = subprocess.run([sys.executable, "-m", "avel.cli.main", "extract", "--dataset", "folder", "--videos",
-                          str(videos), "--extractors", "vggish", "--preset", "tiny", "--random-weights",
+                          str(mixed), "--extractors", "vgg19,vggish", "--preset", "tiny", "--random-weights",
                           "--runner", "ray", "--json", "--decode-workers", "1", "--out", str(tmp_path / "s")],
                          capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 1, res.stderr[-2000:]
     report = json.loads(res.stdout)  # nothing else on stdout
-    assert report["videos_ok"] == 30
+    assert report["videos_ok"] == 30 and report["videos_failed"] == len(bad)
+    records = [json.loads(line) for line in (tmp_path / "s" / "errors.jsonl").read_text().splitlines()]
+    assert {r["video_id"] for r in records} == bad
+    assert all(r["error_type"] == "DecodeError" and not r.get("retryable") for r in records), records
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
