@@ -26,7 +26,6 @@ from typing import Any, Iterator
 # off, the node address is the loopback address and every server binds to it.
 _RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK = "127.0.0.1"
-_RAY_FAILURE_HANDLER_ENV = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 
 
 @contextlib.contextmanager
@@ -37,10 +36,10 @@ def _keep_sigterm_handler() -> Iterator[None]:
     starting, then a node handler, and the core worker's C++ failure handler, which aborts the
     driver. A SIGTERM left a half-started instance running until its processes noticed the
     driver was gone (66-74 s measured, benchmarks/ray_interrupt.py). While ours is installed,
-    Ray's Python handlers are not, its C++ failure handler is off in the processes started now
-    (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER=1``: no native stack dumps on crashes), and ours is
-    re-installed afterwards; it raises, and :meth:`ClusterConfig.init_ray` / the caller's
-    ``finally`` shut Ray down. Main thread only (signal handlers live there)."""
+    Ray's Python handlers are not, and ours is re-installed afterwards (at the C level too); it
+    raises, and :meth:`ClusterConfig.init_ray` / the caller's ``finally`` shut Ray down. The
+    C++ failure handler must be off before Ray is imported (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER=1``,
+    set by the ``avel`` command: no native stack dumps on crashes). Main thread only."""
     import signal
     import threading
 
@@ -50,19 +49,13 @@ def _keep_sigterm_handler() -> Iterator[None]:
     before = signal.getsignal(signal.SIGTERM) if main else None
     keep = main and callable(before)
     saved = ray_utils.set_sigterm_handler
-    saved_env = os.environ.get(_RAY_FAILURE_HANDLER_ENV)
     if keep:
         ray_utils.set_sigterm_handler = lambda handler: None
-        os.environ[_RAY_FAILURE_HANDLER_ENV] = "1"
     try:
         yield
     finally:
         ray_utils.set_sigterm_handler = saved
         if keep:
-            if saved_env is None:
-                os.environ.pop(_RAY_FAILURE_HANDLER_ENV, None)
-            else:
-                os.environ[_RAY_FAILURE_HANDLER_ENV] = saved_env
             signal.signal(signal.SIGTERM, before)  # at the C level too
 
 

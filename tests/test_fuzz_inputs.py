@@ -8,8 +8,8 @@ result": what a reader returns is consistent (labels within the class list, fini
 frames of the decoded shape; a store read returns exactly the rows written, its checksums
 catch every changed byte). Seeded; a bounded number of cases per format (``CASES``).
 
-Store shards and the manifest are being reworked (store v2); for them only a clean
-``StoreError`` (or the exact rows) is asserted.
+Store shards and the manifest belong to the store's own checks (store v2, per-video checksums);
+for them only a clean ``StoreError`` (or the exact rows) is asserted.
 """
 from __future__ import annotations
 
@@ -269,12 +269,7 @@ def _read_all(root: Path, rows: dict[str, np.ndarray]) -> None:
         assert v in rows and np.array_equal(got, rows[v]), f"silently wrong rows for {v}"
 
 
-@pytest.mark.parametrize("target", [
-    "shards",
-    pytest.param("manifest.json", marks=pytest.mark.xfail(
-        raises=UnicodeDecodeError, strict=False,
-        reason="store v1 read_manifest lets a bit-flipped manifest's UnicodeDecodeError escape (store v2 rework)")),
-])
+@pytest.mark.parametrize("target", ["shards", "manifest.json"])
 def test_fuzz_store_shards_and_manifest(store_source, tmp_path, target):
     src, rows = store_source
     files = sorted(p.relative_to(src) for p in (src / "shards").iterdir()) if target == "shards" else [Path(target)]

@@ -11,6 +11,7 @@ SIGTERM is turned into an exception like Ctrl-C, so cleanup (Ray shutdown) runs 
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import traceback
@@ -80,6 +81,9 @@ def main() -> None:
     """The ``avel`` console entry point: SIGTERM raises like SIGINT, then the click group runs."""
     if sys.platform != "win32":
         signal.signal(signal.SIGTERM, _on_sigterm)
+        # read when Ray is imported: its C++ failure handler would otherwise take SIGTERM from
+        # ours and abort the driver, skipping the shutdown (avel.pipeline.cluster)
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     cli()
 
 

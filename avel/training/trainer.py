@@ -283,7 +283,7 @@ class Trainer:
         self.model_spec = model_spec
         self.datasets = datasets
         for split in ("train", "validation"):
-            if len(datasets[split]) == 0:
+            if split in datasets and len(datasets[split]) == 0:
                 raise ValueError(f"the {split} split is empty: training needs samples in it (the best checkpoint "
                                  f"is chosen on validation)")
         self.out_dir = Path(out_dir)
