@@ -84,7 +84,16 @@ def main() -> None:
         # read when Ray is imported: its C++ failure handler would otherwise take SIGTERM from
         # ours and abort the driver, skipping the shutdown (avel.pipeline.cluster)
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-    cli()
+    try:
+        cli()
+    except SystemExit as e:
+        if e.code not in (130, 143):
+            raise
+        # interrupted: the run's cleanup (Ray shutdown, store flush) has happened; skip the
+        # interpreter teardown, where Ray's native threads crashed (SIGSEGV) after a Ctrl-C
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code)
 
 
 if __name__ == "__main__":
