@@ -43,7 +43,7 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) * 1e3
 
 
-def commit_scaling(root: Path, videos: int, shard_videos: int) -> None:
+def commit_scaling(root: Path, videos: int, shard_videos: int, *, reuse: bool = False) -> None:
     specs = {"rgb": StreamSpec("i3d", UNAV100_I3D, (4,)), "vggish": StreamSpec("vggish", UNAV100_VGGISH, (4,))}
     locked: list[float] = []
     real_lock = store_log.store_lock
@@ -60,6 +60,8 @@ def commit_scaling(root: Path, videos: int, shard_videos: int) -> None:
             locked.append(time.perf_counter() - self.t0)
             return self.cm.__exit__(*exc)
 
+    if reuse:  # measure open and read on a store built by an earlier run (--dir DIR --reuse)
+        return open_and_read(root)
     store_mod.store_lock = _TimedLock
     checkpoints = [c for c in (1_000, 10_000, 100_000, 1_000_000) if c <= videos] or [videos]
     rows = {"rgb": np.ones((1, 4), np.float32), "vggish": np.ones((1, 4), np.float32)}
@@ -91,6 +93,10 @@ def commit_scaling(root: Path, videos: int, shard_videos: int) -> None:
         print(f"{c:>12,} {len(idx):>8} {_pct(f, 50):>8.1f}ms {_pct(f, 99):>8.1f}ms {_pct(g, 50):>9.2f}ms "
               f"{_pct(g, 99):>9.2f}ms")
         lo = c
+    open_and_read(root)
+
+
+def open_and_read(root: Path) -> None:
     log_mb = (root / store_log.LOG).stat().st_size / 2**20
     snap_mb = (root / store_log.MANIFEST).stat().st_size / 2**20
     opens = []
@@ -160,12 +166,13 @@ def main() -> None:
     ap.add_argument("--writers", default="1,2,4", help="comma-separated writer counts ('' to skip)")
     ap.add_argument("--writer-videos", type=int, default=24)
     ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp dir, removed)")
+    ap.add_argument("--reuse", action="store_true", help="part 1: only open and read the store already in --dir")
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="store_scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         if args.videos:
-            commit_scaling(work / "scale", args.videos, args.shard_videos)
+            commit_scaling(work / "scale", args.videos, args.shard_videos, reuse=args.reuse)
         if args.writers:
             concurrent_writers(work, [int(x) for x in args.writers.split(",")], args.writer_videos)
     finally:
