@@ -60,6 +60,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 import h5py
 import numpy as np
 
+from avel.datasets.fileio import RANDOM_WEIGHTS, atomic_write_bytes, atomic_write_text, fsync_dir
 from avel.datasets.sampling import SamplingPlan
 from avel.datasets.store_log import (
     CLAIMS,
@@ -74,12 +75,9 @@ from avel.datasets.store_log import (
     StoreState,
     WriterLease,
     append_records,
-    atomic_write_bytes,
-    atomic_write_text,
     claim_path,
     cut_torn_tail,
     decode_records,
-    fsync_dir,
     load_state,
     log_deletion,
     now_iso,
@@ -101,7 +99,6 @@ __all__ = ["FeatureStore", "StoreWriter", "StreamSpec", "VideoMeta", "StoreError
 ERRORS = "errors.jsonl"
 V1_LOCK = "manifest.lock"
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-RANDOM_WEIGHTS = "random"
 T = TypeVar("T")
 
 
