@@ -73,8 +73,14 @@ def test_commit_appends_one_log_record_and_snapshot_is_compacted_on_close(tmp_pa
     with open(log, "ab") as f:
         f.write(b"0badc0de {\"op\":\"comm")
     assert len(FeatureStore(root)) == 4
+    w2 = StoreWriter(root, dataset="unav100", streams=SPECS)
+    with open(log, "ab") as f:  # torn again while w2 runs: its next commit cuts it first
+        f.write(b"0badc0de {\"op\":\"comm")
+    w2.add("v5", _feats(5), meta=VideoMeta(duration_s=5.0), padded={"rgb": False})
+    w2.close()
+    assert FeatureStore(root).verify() == []
     _write(root, ["v4"])
-    _check_all(root, [f"v{k}" for k in range(5)])
+    _check_all(root, [f"v{k}" for k in range(6)])
 
 
 def test_manifest_and_log_lost_then_rerun_loses_nothing(tmp_path):
