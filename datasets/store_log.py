@@ -34,7 +34,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from avel.datasets.fileio import atomic_write_text, sha256_file
 
@@ -280,7 +280,7 @@ def cut_torn_tail(root: Path) -> int:
         return pos
 
 
-def append_records(root: Path, records: list[Mapping[str, Any]]) -> None:
+def append_records(root: Path, records: Sequence[Mapping[str, Any]]) -> None:
     """Under the store lock: append records to the log and fsync (the commit point)."""
     data = b"".join(encode_record({**r, "time": r.get("time") or now_iso()}) for r in records)
     path = Path(root) / LOG
