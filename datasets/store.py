@@ -1377,7 +1377,7 @@ def compact_store(root: str | os.PathLike) -> None:
     write_snapshot(root, state)
 
 
-def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None) -> list[str]:
+def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], object] | None = None) -> list[str]:
     """Convert a schema-version-1 store to version 2 in place; returns what was done.
 
     Every v1 shard is checked (sha256 and row CRCs: a damaged store is refused, listing the
