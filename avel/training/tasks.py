@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from avel.datasets.annotations import AnnotationSet
 from avel.datasets.fileio import atomic_write_text
