@@ -23,8 +23,8 @@ FIXTURES = common.fixture_names()
 
 
 def test_fixtures_are_recorded_and_small():
-    assert {"i3d_rgb_video_features", "i3d_flow_video_features", "i3d_rgb_pytorch_i3d",
-            "i3d_flow_pytorch_i3d"} <= set(FIXTURES)
+    assert {"i3d_rgb_video_features", "i3d_flow_video_features", "i3d_rgb_pytorch_i3d", "i3d_flow_pytorch_i3d",
+            "raft_torchvision", "vggish_torchvggish", "vggish_video_features", "vgg19_torchvision"} <= set(FIXTURES)
     for name in FIXTURES:
         assert (common.FIXTURE_DIR / f"{name}.npz").stat().st_size < 600_000, name
         _, meta = common.load_fixture(name)
@@ -38,6 +38,19 @@ def test_matches_reference(name):
     assert np.abs(ref).max() > 0.1  # the reference output is not trivially small
     diff = common.max_abs_diff(ours, ref)
     assert diff <= common.TOLERANCE, f"{name}: max abs diff {diff:.3g} vs {meta['reference']['repository']}"
+
+
+@pytest.mark.parametrize("name,options", [
+    pytest.param(n, o, marks=[pytest.mark.slow] if n.startswith("raft") else []) for n, o in compare.VARIANTS])
+def test_matches_reference_variants(name, options):
+    ours, ref, _ = compare.run(name, **options)
+    assert common.max_abs_diff(ours, ref) <= common.TOLERANCE
+
+
+def test_vggish_fixture_needs_the_final_relu():
+    ours, ref, _ = compare.run("vggish_video_features", final_relu=False)
+    assert (ref >= 0).all() and (ours < 0).any()
+    assert common.max_abs_diff(ours, ref) > 100 * common.TOLERANCE
 
 
 @pytest.mark.slow
