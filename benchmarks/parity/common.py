@@ -105,6 +105,7 @@ def rebuild_checkpoint(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
         return path
     stored = {k: arrays[f"{entry}/{k}"] for k in w.get("stored", [])}
     state = seeded_state(w["spec"], w["seed"], stored)
+    state.update({k: state[v] for k, v in w.get("aliases", {}).items()})  # keys sharing one tensor
     digest = state_digest(state)
     if digest != w["digest"]:
         raise AssertionError(f"{path.name}: regenerated weights differ from the recorded ones (digest {digest} "
@@ -112,7 +113,7 @@ def rebuild_checkpoint(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
     if tamper is not None:
         tamper(state)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    torch.save({w.get("key_prefix", "") + k: v for k, v in state.items()}, path)
     if tamper is None:
         marker.write_text(w["digest"])
     return path

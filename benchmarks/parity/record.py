@@ -318,6 +318,55 @@ def record_raft(args: argparse.Namespace) -> None:
     })
 
 
+@recorder("raft_video_features")
+def record_raft_video_features(args: argparse.Namespace) -> None:
+    """video_features' RAFT (princeton-vl code, ``raft-sintel.pth`` with DataParallel keys, loaded
+    as ``ExtractI3D.load_model`` does) on frames padded by its ``InputPadder``: the flow of its I3D
+    flow stream."""
+    vf = args.refs / "vfsetup" / "vf"
+    sys.path.insert(0, str(vf))
+    try:
+        from models.raft.raft_src.raft import RAFT, InputPadder
+        from utils.utils import dp_state_to_normal
+
+        seed = 32
+        net = RAFT()
+        spec = state_spec(net.state_dict())
+        # norm3 of a residual block is the module registered again as downsample.1: same values
+        aliases = {k: k.replace(".norm3.", ".downsample.1.") for k, _, _ in spec if ".norm3." in k}
+        head = ("update_block.flow_head.conv2.weight", "update_block.flow_head.conv2.bias")
+        state = seeded_state(spec, seed)
+        state = seeded_state(spec, seed, {k: (RAFT_HEAD_SCALE * state[k]).numpy() for k in head})
+        state.update({k: state[v] for k, v in aliases.items()})
+        ckpt = vf / "models" / "raft" / "checkpoints" / "raft-sintel.pth"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({f"module.{k}": v for k, v in state.items()}, ckpt)
+        model = RAFT()
+        model.load_state_dict(dp_state_to_normal(torch.load(ckpt, map_location="cpu")))
+        model.eval()
+        g = torch.Generator().manual_seed(seed)
+        frames = smooth_frames(g, 3, *RAFT_HW, 3, 255.0, 0.0).round().clamp(0, 255).to(torch.uint8)
+        stack = frames.permute(0, 3, 1, 2).float()  # T x 3 x H x W in [0, 255], as its rgb_stack
+        padder = InputPadder(stack.shape)
+        with torch.no_grad():  # run_on_a_stack: flow_xtr_model(padder.pad(rgb_stack)[:-1], padder.pad(rgb_stack)[1:])
+            out = model(padder.pad(stack)[:-1], padder.pad(stack)[1:]).numpy()
+    finally:
+        sys.path.remove(str(vf))
+    arrays = {"input": frames.numpy(), "output": out}
+    arrays.update({f"weights/{k}": state[k].numpy() for k in head})
+    write_fixture("raft_video_features", arrays, {
+        "reference": {"repository": "v-iashin/video_features", "commit": git_commit(vf),
+                      "code": "models/raft/raft_src/raft.py (RAFT, default iters=20, test_mode; InputPadder), "
+                              "ExtractI3D.load_model's checkpoint loading (dp_state_to_normal)"},
+        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
+        "weights": {**weights_meta(spec, seed, state, list(head), ckpt.name), "aliases": aliases,
+                    "key_prefix": "module."},
+        "setup": {"num_flow_updates": 20, "frame_hw": list(RAFT_HW)},
+        "input": "uint8 frames T x H x W x 3; pairs (t, t + 1)",
+        "output": "flow_up of the last iteration, (T - 1) x 2 x H' x W' at the padded size",
+    })
+
+
 # -- VGGish ---------------------------------------------------------------------------------
 def _resampy_standin() -> None:
     """vggish_input imports resampy (numba) at module level, for inputs not at 16 kHz only; ours
