@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from avel.datasets.store import StoreWriter
+from avel.pipeline.cluster import shutdown_ray
 from avel.pipeline.engine import RunReport, StreamExtractor, decode_request, record_failure
 from avel.pipeline.jobs import VideoJob
 from avel.pipeline.scheduler import ExtractionScheduler, VideoState
@@ -370,7 +371,7 @@ class RayExtraction:
                 ray.kill(a, no_restart=True)
         self.pools = {}
         if self.started_ray:
-            ray.shutdown()
+            shutdown_ray()
             self.started_ray = False
 
     # -- the run -------------------------------------------------------------------------------
