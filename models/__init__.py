@@ -14,13 +14,32 @@ Shared dense pieces, reusable by new detectors: :mod:`avel.models.blocks`,
 :mod:`avel.models.encoders`, :mod:`avel.models.necks`, :mod:`avel.models.tdm`,
 :mod:`avel.models.heads`, :mod:`avel.models.label_assignment`, :mod:`avel.models.losses`,
 :mod:`avel.models.postprocess` and the :class:`DenseDetector` skeleton.
-"""
-import importlib
-from typing import Any
 
-# public name -> defining module; imported on first access (PEP 562), so that light users of a
-# subpackage (``avel eval`` reads avel.models.metrics) do not import torch.
-_EXPORTS: dict[str, str] = {
+Every name below is imported on first use (PEP 562 ``__getattr__``): ``import avel.models.registry``
+or ``avel models list`` loads no model module, and ``from avel.models import CcnetDetector`` loads
+only the CCNet files.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
+    from avel.models.dense.base import DenseDetector, DenseDetectorConfig
+    from avel.models.dense.ccnet import CcnetConfig, CcnetDetector, MtgcConfig
+    from avel.models.dense.unav import UnavConfig, UnavDetector
+    from avel.models.encoders import EncoderConfig, UnimodalEncoder
+    from avel.models.heads import ClassificationHead, HeadConfig, RegressionHead
+    from avel.models.label_assignment import AssignerConfig, assign_targets, make_points
+    from avel.models.losses import EmaNormalizer, LossConfig, diou_loss_1d, giou_loss_1d, sigmoid_focal_loss
+    from avel.models.necks import CrossModalPyramid, PyramidConfig
+    from avel.models.postprocess import PostprocessConfig, postprocess_batch, soft_nms_1d
+    from avel.models.registry import available_models, build_from_spec, build_model, register_model
+    from avel.models.tdm import TdmConfig, TemporalDependencyModule
+
+# public name -> module defining it
+_EXPORTS = {
     "DenseDetector": "avel.models.dense.base",
     "DenseDetectorConfig": "avel.models.dense.base",
     "CcnetConfig": "avel.models.dense.ccnet",
@@ -69,9 +88,9 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'avel.models' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
+    globals()[name] = value  # later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted({*globals(), *_EXPORTS})

@@ -90,9 +90,10 @@ def model_info(name: str, *, input_dims: tuple[int, int] | None = None, seq_len:
     if regions is not None:
         info["visual_regions"] = regions
     if count_flops:
-        if not hasattr(model, "example_batch"):
+        example_batch = getattr(model, "example_batch", None)
+        if not callable(example_batch):
             raise TypeError(f"model {name!r} has no example_batch(); cannot count FLOPs")
-        batch = model.example_batch(batch_size=1, seq_len=seq_len)
+        batch = example_batch(batch_size=1, seq_len=seq_len)
         counter = FlopCounterMode(display=False)
         rnn_macs: dict[str, int] = {}  # top-level child -> recurrent-layer MACs (FlopCounterMode skips RNNs)
         hooks = [m.register_forward_hook(_rnn_hook(rnn_macs, path.split(".")[0]))
