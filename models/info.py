@@ -25,7 +25,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from avel.models.registry import config_from_dict, probe_inputs, resolve
 
-
 # aten ops of convolution / Linear layers (the rest, bmm / sdpa, are attention products)
 _LAYER_OPS = {"convolution", "mm", "addmm", "_convolution", "conv1d", "conv2d"}
 
@@ -34,6 +33,7 @@ def _rnn_hook(acc: dict[str, int], child: str):
     """Forward hook adding an LSTM / GRU's gate MACs to ``acc[child]``: per step, layer and
     direction ``gates x hidden x (input + hidden)`` (4 gates LSTM, 3 GRU); element-wise ops not counted."""
     def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        assert isinstance(module, (nn.LSTM, nn.GRU))
         x = args[0]
         if isinstance(x, nn.utils.rnn.PackedSequence):
             steps = int(x.data.shape[0])  # sum of valid lengths over the batch
@@ -41,10 +41,10 @@ def _rnn_hook(acc: dict[str, int], child: str):
             steps = int(x.shape[0] * x.shape[1])  # B x T (or T x B)
         gates = 4 if isinstance(module, nn.LSTM) else 3
         dirs = 2 if module.bidirectional else 1
-        h = module.hidden_size
+        h, num_layers, input_size = int(module.hidden_size), int(module.num_layers), int(module.input_size)
         per_step = 0
-        for layer in range(module.num_layers):
-            in_dim = module.input_size if layer == 0 else h * dirs
+        for layer in range(num_layers):
+            in_dim = input_size if layer == 0 else h * dirs
             per_step += dirs * gates * h * (in_dim + h)
         acc[child] = acc.get(child, 0) + steps * per_step
     return hook
@@ -69,19 +69,19 @@ def model_info(name: str, *, input_dims: tuple[int, int] | None = None, seq_len:
     C 29 for the AVE models.
     """
     defaults = probe_inputs(name)
-    input_dims = tuple(input_dims) if input_dims is not None else defaults["input_dims"]
+    dims: tuple[int, int] = (int(input_dims[0]), int(input_dims[1])) if input_dims is not None else defaults["input_dims"]
     seq_len = seq_len if seq_len is not None else defaults["seq_len"]
     num_classes = num_classes if num_classes is not None else defaults["num_classes"]
     cfg_cls, model_cls = resolve(name)
     field_names = {f.name for f in dataclasses.fields(cfg_cls)}
-    data = {"visual_dim": input_dims[0], "audio_dim": input_dims[1], "num_classes": num_classes,
+    data = {"visual_dim": dims[0], "audio_dim": dims[1], "num_classes": num_classes,
             "max_seq_len": seq_len, "num_segments": seq_len}
     merged = {k: v for k, v in data.items() if k in field_names}
     merged.update(options or {})
     model = model_cls(config_from_dict(cfg_cls, merged, path=f"model[{name}].options")).eval()
     params = sum(p.numel() for p in model.parameters())
     info: dict[str, Any] = {
-        "model": name, "input_dims": list(input_dims), "seq_len": seq_len, "num_classes": num_classes,
+        "model": name, "input_dims": list(dims), "seq_len": seq_len, "num_classes": num_classes,
         "params": params, "params_m": params / 1e6,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "params_by_module": {n: sum(p.numel() for p in c.parameters()) for n, c in model.named_children()},

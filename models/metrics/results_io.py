@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,9 @@ def _fast_rows(entries: list, index: Mapping[str, int] | None, num_classes: int 
                     or type(seg[1]) not in _NUMBER_TYPES or type(score) not in _NUMBER_TYPES):
                 return None
             if type(label) is str:
-                label = index[label]  # KeyError or TypeError (no class list): checked path
+                if index is None:
+                    return None
+                label = index[label]  # KeyError: not a class name, the checked path says so
             elif type(label) is not int:
                 return None
             rows.append((seg[0], seg[1], label, score))

@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from avel.models.metrics.dense_map import (DetectionInputError, evaluate_detection, interpolated_ap,
-                                           segment_tiou)
+from avel.models.metrics.dense_map import DetectionInputError, evaluate_detection, interpolated_ap, segment_tiou
 
 
 def _ev(gt, preds, thr=(0.5,), **kw):
