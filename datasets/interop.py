@@ -62,7 +62,7 @@ UNAV_NPY_STREAMS: tuple[NpyStream, ...] = (
     NpyStream("_one_peace_audio", "onepeace_audio", "onepeace_audio", UNAV100_ONEPEACE_AUDIO, 1536),
 )
 
-ProgressFn = Callable[[int], None]
+ProgressFn = Callable[[int], object]  # called with the count done; its return value is ignored
 
 
 def _save_npy(path: Path, rows: np.ndarray) -> None:

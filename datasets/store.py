@@ -54,11 +54,12 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import h5py
 import numpy as np
 
+from avel.datasets.fileio import RANDOM_WEIGHTS, atomic_write_bytes, atomic_write_text, fsync_dir
 from avel.datasets.sampling import SamplingPlan
 from avel.datasets.store_log import (
     CLAIMS,
@@ -73,12 +74,9 @@ from avel.datasets.store_log import (
     StoreState,
     WriterLease,
     append_records,
-    atomic_write_bytes,
-    atomic_write_text,
     claim_path,
     cut_torn_tail,
     decode_records,
-    fsync_dir,
     load_state,
     log_deletion,
     now_iso,
@@ -100,7 +98,6 @@ __all__ = ["FeatureStore", "StoreWriter", "StreamSpec", "VideoMeta", "StoreError
 ERRORS = "errors.jsonl"
 V1_LOCK = "manifest.lock"
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-RANDOM_WEIGHTS = "random"
 T = TypeVar("T")
 
 
@@ -195,9 +192,7 @@ class VideoMeta:
 def _crc32(*arrays: np.ndarray | bytes) -> int:
     c = 0
     for a in arrays:
-        if not isinstance(a, bytes) and not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a)
-        c = zlib.crc32(a, c)  # the buffer's bytes
+        c = zlib.crc32(a if isinstance(a, bytes) else np.ascontiguousarray(a).data, c)  # the buffer's bytes
     return c & 0xFFFFFFFF
 
 
@@ -560,7 +555,7 @@ def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *,
             actions.append(f"kept {p.name}: an uncommitted version-1 shard (a leftover of an interrupted "
                            f"`avel store upgrade`; rerun it)")
             continue
-        wid, host, pid = attrs.get("writer", ""), attrs.get("host"), attrs.get("pid")
+        owner, owner_host, owner_pid = attrs.get("writer", ""), attrs.get("host"), attrs.get("pid")
         if problems:
             pass
         elif attrs.get("dataset") != state.dataset:
@@ -585,24 +580,24 @@ def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *,
                     else:
                         fresh += 1
             if fresh:
-                recs = []
+                recs: list[dict[str, Any]] = []
                 new_specs = {s: d for s, d in specs.items() if s not in state.streams}
                 if new_specs:
                     recs.append({"op": "streams", "streams": new_specs})
                 entry = _commit_entry(f"{SHARD_DIR}/{p.name}", attrs["ids"], attrs["streams"], absent, attrs["rows"],
-                                      p.stat().st_size, sha256_hex(p), wid, attrs.get("created"))
+                                      p.stat().st_size, sha256_hex(p), owner, attrs.get("created"))
                 recs.append({"op": "commit", "shard": entry, "adopted": True})
                 append_records(root, recs)
                 read_log_tail(root, state)
                 _add_committed(committed, entry)
                 listed.add(p.name)
-                actions.append(f"adopted uncommitted shard {p.name} of writer {wid} ({fresh} video-stream pairs)")
+                actions.append(f"adopted uncommitted shard {p.name} of writer {owner} ({fresh} video-stream pairs)")
                 continue
-        if wid and wid != me and writer_gone(root, wid, host, pid):
+        if owner and owner != me and writer_gone(root, owner, owner_host, owner_pid):
             reason = ("damaged uncommitted leftover: " + "; ".join(problems)[:500] if problems else
                       "uncommitted leftover of a writer that is gone; all its (video, stream) pairs are committed "
                       "in other shards")
-            log_deletion(root, p, reason, writer=wid, host=host, pid=pid)
+            log_deletion(root, p, reason, writer=owner, host=owner_host, pid=owner_pid)
             p.unlink(missing_ok=True)
             actions.append(f"removed {p.name}: {reason}")
         else:
@@ -620,7 +615,7 @@ def _init_records(dataset: str, streams: Mapping[str, Mapping[str, Any]], extra:
     return recs
 
 
-def _new_log(root: Path, records: list[Mapping[str, Any]]) -> None:
+def _new_log(root: Path, records: Sequence[Mapping[str, Any]]) -> None:
     """Write a complete log atomically (new store, repair, upgrade)."""
     from avel.datasets.store_log import encode_record
 
@@ -1366,7 +1361,7 @@ def compact_store(root: str | os.PathLike) -> None:
     write_snapshot(root, state)
 
 
-def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None) -> list[str]:
+def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], object] | None = None) -> list[str]:
     """Convert a schema-version-1 store to version 2 in place; returns what was done.
 
     Every v1 shard is checked (sha256 and row CRCs: a damaged store is refused, listing the

@@ -95,6 +95,20 @@ class ExtractConfig:
         except ValueError as e:
             raise ValueError(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
 
+    def check_extractor_options(self) -> None:
+        """Each extractor's options merged into its config as extraction will merge them: an
+        unknown extractor, key or a value of the wrong type is a ``ValueError`` naming
+        ``extractor_options.<extractor>`` and the key."""
+        from avel.extractors.registry import get
+
+        for name, options in self.extractor_options.items():
+            try:
+                get(name).make_config(self.preset, **(options or {}))
+            except KeyError as e:
+                raise ValueError(f"extractor_options.{name}: {e.args[0]}") from None
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"extractor_options.{name}: {e}") from None
+
     def validate(self) -> None:
         if self.dataset not in ("unav100", "ave", "folder"):
             raise ValueError(f"dataset must be unav100, ave or folder, got {self.dataset!r}")
@@ -122,6 +136,7 @@ class ExtractConfig:
         unknown = sorted(set(self.weights) - set(self.extractors))
         if unknown:
             raise ValueError(f"weights given for extractors that are not requested: {unknown}")
+        self.check_extractor_options()
 
 
 def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None] | None = None) -> dict[str, Any]:

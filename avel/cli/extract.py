@@ -97,6 +97,11 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
     cfg = dataclasses.replace(cfg, **given)
     if address:
         cfg.cluster = dataclasses.replace(cfg.cluster, address=address)
+    try:  # extractor_options come from the job file only; checked with the final preset
+        cfg.check_extractor_options()
+    except ValueError as e:
+        click.echo(f"error: {config_file}: {e}" if config_file else f"error: {e}", err=True)
+        sys.exit(2)
     # live bar on stderr; off with --json and when stderr is not a terminal (disable=None)
     bar = tqdm(unit="video", disable=True if as_json else None, desc="extract", file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos [{elapsed}{postfix}]")

@@ -70,7 +70,7 @@ def calibrate_bn(model: torch.nn.Module, run: Callable[[], Any]) -> list[str]:
     """BatchNorm running statistics = the statistics of the calibration forward(s) (cumulative
     average, train mode), variances floored at ``VAR_FLOOR``; returns the state keys it set."""
     bn_names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for n, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
             m.momentum = None
