@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from avel.datasets.checks import NonFiniteRowsError, check_finite_rows
 from avel.pipeline.jobs import VideoJob
 
 MAX_CALLS_IN_FLIGHT = 2  # per actor: the next batch's inputs arrive while one runs
@@ -308,9 +309,13 @@ class ExtractionScheduler:
                 expected, got = v.parts[(task.stream, k)]
                 got.append((a, rows[offset:offset + b - a]))
                 if sum(len(r) for _, r in got) == expected:  # the chunk's rows, in order
-                    v.rows.setdefault(task.stream, {})[k] = np.concatenate(
-                        [r for _, r in sorted(got, key=lambda p: p[0])], axis=0)
+                    chunk_rows = np.concatenate([r for _, r in sorted(got, key=lambda p: p[0])], axis=0)
                     del v.parts[(task.stream, k)]
+                    try:  # a non-finite row is a recorded failure of this video and stream, never written
+                        v.rows.setdefault(task.stream, {})[k] = check_finite_rows(
+                            chunk_rows, video_id=vid, stream=task.stream, source=str(v.job.path))
+                    except NonFiniteRowsError as e:
+                        self._fail_stream(v, task.stream, e)
             offset += b - a
             self._maybe_finish(vid)
         return task

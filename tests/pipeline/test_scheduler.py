@@ -192,3 +192,24 @@ def test_calls_go_to_the_least_loaded_actor(actors):
     run.sched.decode_done(t0, _info({"rgb": 10}))
     run.start_batches("rgb")
     assert run.sched.load == {"rgb": [2] * actors}  # max_calls_in_flight each, no more
+
+
+def test_non_finite_rows_fail_that_stream_and_are_never_written():
+    """The Ray runner's side of issue 14: an extractor call returning NaN / Inf fails the stream
+    of that video (a recorded NonFiniteRowsError naming video and stream); other streams stay."""
+    run = Run(2, streams=(VIDEO, AUDIO), batch=4, slots=2)
+    (t0, *_), (t1, *_) = run.start_decodes()
+    run.sched.decode_done(t0, _info({"rgb": 2, "vggish": 2}))
+    run.sched.decode_done(t1, _info({"rgb": 2, "vggish": 2}))
+    [(rgb, rgb_pieces)] = run.start_batches("rgb")
+    [(aud, aud_pieces)] = run.start_batches("vggish")
+    rows = _rows(rgb_pieces)
+    rows[3, 0] = np.inf  # the second row of v1
+    run.sched.batch_done(rgb, rows)
+    run.sched.batch_done(aud, _rows(aud_pieces))
+    [(vid, stage, message)] = run.failures
+    assert (vid, stage) == ("v1", "extract:rgb")
+    assert "v1.mp4: video 'v1', stream 'rgb': 1 of 2 rows hold NaN or Inf (first: row 1)" in message
+    by_id = {v.job.video_id: v for v in run.finished}
+    assert by_id["v0"].ok and sorted(by_id["v0"].features()) == ["rgb", "vggish"]
+    assert not by_id["v1"].ok and list(by_id["v1"].features()) == ["vggish"]
