@@ -1097,7 +1097,7 @@ class FeatureStore:
             self._absent.append({s: set(v) for s, v in shard.get("absent", {}).items() if v})
         # dict operations in C (1M videos in well under a second): keys in commit order, then
         # each video's first shard (updates from the last shard back keep the earliest)
-        self._first = dict.fromkeys(itertools.chain.from_iterable(sh["videos"] for sh in shards))
+        self._first = dict.fromkeys(itertools.chain.from_iterable(sh["videos"] for sh in shards), 0)
         first_shard: dict[str, int] = {}
         for k in range(len(shards) - 1, -1, -1):
             first_shard.update(dict.fromkeys(shards[k]["videos"], k))
