@@ -61,3 +61,27 @@ def test_streams_flag_errors(data, tmp_path):
     assert res.exit_code == 2 and "ROLE=STREAM" in res.output
     res = _train(data, tmp_path, "--streams", "visual=nope,audio=vggish")
     assert res.exit_code == 1 and "nope" in res.output
+
+
+def test_ave_model_trains_on_a_pooled_backbone_stream(tmp_path, tiny_ave):
+    root = tiny_ave(tmp_path / "ave", seed=2, subsets=[["train", "train", "validation", "test"][i % 4]
+                                                        for i in range(8)])
+    from avel.datasets.sampling import AVE_VGG19
+
+    store = FeatureStore(root / "store")
+    spec = StreamSpec("timm_vit_b16", AVE_VGG19, (24,), weights_sha256="cd" * 32)
+    rng = np.random.default_rng(0)
+    with StoreWriter(root / "store", dataset="ave", streams={"timm_vit_b16": spec}) as w:
+        for vid in store.videos():
+            w.add(vid, {"timm_vit_b16": rng.standard_normal((10, 24))})
+    cfg = {"task": "ave", "tensorboard": False, "model": {"name": "agva", "options": {}},
+           "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"]},
+           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(root / "store"),
+                                   "--annotations", str(root / "Annotations.txt"), "--out", str(tmp_path / "run"),
+                                   "--streams", "visual=timm_vit_b16,audio=vggish"])
+    assert res.exit_code == 0, res.output
+    card = read_model_card(tmp_path / "run")
+    assert card["model"]["options"]["visual_dim"] == 24 and card["model"]["options"]["num_regions"] == 1
+    assert card["streams"]["visual"][0]["weights_sha256"] == "cd" * 32 and card["background_id"] == 2
