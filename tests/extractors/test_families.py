@@ -303,3 +303,20 @@ def test_backbone_yaml_path_is_an_extractor_name(tmp_path, monkeypatch):
     assert cls.name == "my_vit" and cls.make_config("full").model == "test_vit"
     monkeypatch.setenv("AVEL_BACKBONES", str(tmp_path))
     assert "my_vit" in E.list_extractors() and E.get("my_vit").name == "my_vit"
+
+
+def test_hf_audio_clap_backbone_file_matches_get_audio_features():
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
+
+    ext = E.get("clap_htsat_unfused").random_init(preset="tiny")
+    ref = ClapModel(ClapConfig(**ext.config.architecture)).eval()
+    ref.load_state_dict(ext.model.state_dict(), strict=True)
+    fe = ClapFeatureExtractor(sampling_rate=16000, **ext.config.processor)
+    wave = _wave()
+    bounds = ext.plan.window_bounds(ext.plan.num_rows(wave.shape[0]))
+    with torch.no_grad():
+        inputs = fe([wave[int(s):int(e)].numpy() for s, e in bounds], sampling_rate=16000, return_tensors="pt")
+        out = ref.get_audio_features(**inputs)
+        expected = out if isinstance(out, torch.Tensor) else out.pooler_output
+    assert _max_diff(_rows(ext, wave), expected) <= TOL
+    assert ext.feature_shape == (16,)
