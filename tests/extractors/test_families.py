@@ -320,3 +320,18 @@ def test_hf_audio_clap_backbone_file_matches_get_audio_features():
         expected = out if isinstance(out, torch.Tensor) else out.pooler_output
     assert _max_diff(_rows(ext, wave), expected) <= TOL
     assert ext.feature_shape == (16,)
+
+
+def test_weights_verify_cli_on_a_backbone_file(tmp_path):
+    from click.testing import CliRunner
+
+    from avel.cli.main import cli
+
+    ext = E.get("timm_vit_b16").random_init(preset="tiny")
+    torch.save(ext.model.state_dict(), tmp_path / "vit.pth")
+    res = CliRunner().invoke(cli, ["weights", "verify", str(tmp_path / "vit.pth"), "--extractor", "timm_vit_b16",
+                                   "--preset", "tiny"])
+    assert res.exit_code == 0, res.output
+    assert sha256_file(tmp_path / "vit.pth") in res.output and "ok:" in res.output
+    res = CliRunner().invoke(cli, ["weights", "verify", str(tmp_path / "vit.pth"), "--extractor", "timm_vit_b16"])
+    assert res.exit_code == 1 and "shape mismatches" in res.output  # the full ViT-B/16 expects other shapes
