@@ -7,6 +7,8 @@
     OUT/results.json                         # dense: UnAV-100 result JSON; AVE: per-second labels
     OUT/plots/<video>.png                    # one figure per video
 
+A rerun on videos already in ``OUT/features`` (streams equal to the card's) builds no extractor.
+
 Reproducing a stream means: the extractor named in the card, built from the card's config, with
 weights whose digest equals the card's ``weights_sha256`` (a random-weight stream only with
 ``random_weights=True``, rebuilt by ``random_init`` with the extraction's seed); sampling plan and
@@ -157,16 +159,20 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, 
     card = read_model_card(run_dir)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
-    extractors = run_extractors(card, weights=weights, random_weights=random_weights, device=dev)
     files = video_inputs(inputs)
     out = Path(out)
     store_root = out / "features"
-    writer = StoreWriter(store_root, dataset="folder", streams={se.stream: se.spec() for se in extractors},
-                         extra={"predict": {"run": str(run_dir)}})
-    plan = plan_jobs(files, store_root=store_root, streams=[se.stream for se in extractors], retry_failed=True)
-    report = run_sequential(plan.todo, extractors, writer, batch_size=batch_size, device=dev).as_dict()
+    streams = [e["stream"] for _, e in _stream_entries(card)]
+    plan = plan_jobs(files, store_root=store_root, streams=streams, retry_failed=True)
+    report: dict[str, Any] = {}
+    if plan.todo or not _store_matches_card(store_root, card):
+        # build (and verify) the extractors only when something is left to extract
+        extractors = run_extractors(card, weights=weights, random_weights=random_weights, device=dev)
+        writer = StoreWriter(store_root, dataset="folder", streams={se.stream: se.spec() for se in extractors},
+                             extra={"predict": {"run": str(run_dir)}})
+        report = run_sequential(plan.todo, extractors, writer, batch_size=batch_size, device=dev).as_dict()
     store = FeatureStore(store_root)
-    ready = [v for v in files if all(store.has(v, se.stream) for se in extractors)]
+    ready = [v for v in files if all(store.has(v, s) for s in streams)]
     failed = sorted(set(files) - set(ready))
     model, _ = load_run_model(run_dir, dev)
     stats = read_stream_stats(run_dir)
@@ -179,7 +185,23 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, 
     results_path = out / "results.json"
     results_path.write_text(json.dumps(payload, indent=1, default=float))
     return PredictResult(results_path, figures, {**report, "videos": len(files), "predicted": len(ready),
-                                                 "failed": failed})
+                                                 "failed": failed, "reused": len(plan.done)})
+
+
+def _store_matches_card(store_root: Path, card: Mapping[str, Any]) -> bool:
+    """True when ``store_root`` holds every card stream with the card's extractor, config, weights and plan."""
+    from avel.datasets.store import MANIFEST, FeatureStore
+
+    if not (store_root / MANIFEST).is_file():
+        return False
+    specs = FeatureStore(store_root).streams
+    for _, e in _stream_entries(card):
+        spec = specs.get(e["stream"])
+        if spec is None or (spec.extractor, dict(spec.config), spec.weights_sha256, spec.plan.to_dict(),
+                            list(spec.feature_shape)) != (e["extractor"], dict(e["config"]), e["weights_sha256"],
+                                                          dict(e["plan"]), list(e["feature_shape"])):
+            return False
+    return True
 
 
 def _annotations(card: Mapping[str, Any], video_ids: Sequence[str]):

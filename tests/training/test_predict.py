@@ -65,6 +65,20 @@ def test_predict_writes_unav_results_and_one_figure_per_video(trained, tmp_path)
     assert payload["external_data"]["streams"][0]["stream"] == "vgg19"
     assert sorted(p.name for p in (tmp_path / "out" / "plots").iterdir()) == sorted(["clip_a.png",
                                                                                      f"{videos[1].stem}.png"])
+    # a rerun reuses the extracted features (no extractor is built) and gives the same results
+    import avel.training.predict as P
+
+    def no_build(*a, **k):
+        raise AssertionError("extractors built although every video is extracted")
+
+    orig = P.run_extractors
+    P.run_extractors = no_build
+    try:
+        res = CliRunner().invoke(cli, args + ["--random-weights", "--min-score", "0"])
+    finally:
+        P.run_extractors = orig
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["results"] == payload["results"]
     # the same video's rows equal the training store's: the run's streams were reproduced exactly
     from avel.datasets.store import FeatureStore
 
