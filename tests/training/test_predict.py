@@ -114,3 +114,32 @@ def test_report_page_with_curves_and_per_class_bars(trained):
     assert "vgg19" in text and "curves.png" in text
     assert (trained / "run" / "report" / "curves.png").stat().st_size > 1000
     assert ("per_class_ap.png" in text) == (trained / "run" / "report" / "per_class_ap.png").exists()
+
+
+@pytest.mark.slow
+def test_predict_ave_model_writes_per_second_labels(tmp_path):
+    generate(SynthConfig(kind="ave", videos=8, seed=4, size=48, num_classes=2), tmp_path / "data")
+    from avel.pipeline.extract import ExtractConfig, run_extract
+
+    grid = {"vgg19": {"fps": 4.0, "window_frames": 4, "stride_frames": 4}, "vggish": {"hop_s": 1.0}}
+    rep = run_extract(ExtractConfig(dataset="folder", videos=str(tmp_path / "data" / "videos"),
+                                    extractors=list(grid), random_weights=True, preset="tiny", extractor_options=grid,
+                                    out=str(tmp_path / "store"), batch_size=8, device="cpu"))
+    assert rep["videos_failed"] == 0
+    cfg = {"task": "ave", "tensorboard": False, "model": {"name": "agva", "options": {"setting": "fully"}},
+           "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "standardize": True},
+           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(tmp_path / "store"),
+                                   "--annotations", str(tmp_path / "data" / "Annotations.txt"),
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    video = sorted((tmp_path / "data" / "videos").glob("*.mp4"))[0]
+    res = CliRunner().invoke(cli, ["predict", str(tmp_path / "run"), str(video), "--out", str(tmp_path / "out"),
+                                   "--random-weights"])
+    assert res.exit_code == 0, res.output
+    labels = json.loads((tmp_path / "out" / "results.json").read_text())["labels"][video.stem]
+    classes = json.loads((tmp_path / "run" / "model_card.json").read_text())["classes"]
+    assert len(labels) == 10 and [e["start_s"] for e in labels] == [float(i) for i in range(10)]
+    assert all(e["label"] in classes + ["background"] for e in labels)
+    assert (tmp_path / "out" / "plots" / f"{video.stem}.png").is_file()
