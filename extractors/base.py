@@ -49,20 +49,21 @@ override the preset: ``Cls.random_init(preset="tiny", hop_s=0.32)``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import typing
+from abc import ABC
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Generic, Literal, Mapping, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
+from typing_extensions import Self
 
+from avel.datasets.fileio import RANDOM_WEIGHTS  # weights_sha256 of a module built by random_init
 from avel.datasets.sampling import SamplingPlan
 
 Modality = Literal["video", "audio"]
-
-RANDOM_WEIGHTS = "random"
-"""``weights_sha256`` of a module built by :meth:`Extractor.random_init`."""
 
 NO_WEIGHTS = "uninitialized"
 """``weights_sha256`` of a module built by :meth:`Extractor.build` (e.g. on the meta device)."""
@@ -131,8 +132,12 @@ class Windows:
         return int(self.data.shape[0])
 
 
-def merge_config(config_cls: type[ExtractorConfig], presets: Mapping[str, Mapping[str, Any]],
-                 preset: str = "full", **overrides: Any) -> ExtractorConfig:
+ConfigT = TypeVar("ConfigT", bound=ExtractorConfig)
+"""The config dataclass of an extractor: ``class VGG19Extractor(Extractor[VGG19Config])``."""
+
+
+def merge_config(config_cls: type[ConfigT], presets: Mapping[str, Mapping[str, Any]],
+                 preset: str = "full", **overrides: Any) -> ConfigT:
     """Build ``config_cls`` from a preset plus keyword overrides, rejecting unknown keys."""
     if preset not in presets:
         raise ValueError(f"{config_cls.__name__}: unknown preset {preset!r}; expected one of {sorted(presets)}")
@@ -157,6 +162,8 @@ class CheckpointReport:
         missing / unexpected: module keys absent from / extra in the converted checkpoint.
         mismatched: ``(key, expected_shape, checkpoint_shape)``.
         state: the converted state dict (module keys).
+        info: what :meth:`Extractor.inspect_checkpoint` read from the files (e.g. I3D's key
+            layout per stream); handed to :meth:`Extractor.adopt_checkpoint`.
     """
 
     extractor: str
@@ -167,6 +174,7 @@ class CheckpointReport:
     unexpected: list[str]
     mismatched: list[tuple]
     state: dict[str, torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -188,13 +196,18 @@ class CheckpointReport:
         return CheckpointMismatch(msg, missing=self.missing, unexpected=self.unexpected, mismatched=self.mismatched)
 
 
-class Extractor(nn.Module):
-    """Base class of every feature extractor.
+class Extractor(nn.Module, ABC, Generic[ConfigT]):
+    """Base class of every feature extractor, generic over its config dataclass.
+
+    A subclass names its config as the type parameter, ``class VGG19Extractor(Extractor[VGG19Config])``:
+    ``self.config`` is then typed as that class for readers and type checkers, and
+    ``config_cls`` is set from it.
 
     Class attributes a subclass sets:
         name: registry name (e.g. ``"i3d_rgb"``).
         modality: ``"video"`` or ``"audio"``.
-        config_cls: its config dataclass (subclass of :class:`ExtractorConfig`).
+        config_cls: its config dataclass (subclass of :class:`ExtractorConfig`); taken from the
+            type parameter when not set.
         presets: preset name -> field overrides; must contain ``"full"`` and ``"tiny"``.
         checkpoint_files: role -> official file name, e.g. ``{"model": "vgg19-dcbb9e9d.pth"}``.
             Several roles (e.g. ``rgb``/``flow``/``raft``) mean several files; then
@@ -217,11 +230,26 @@ class Extractor(nn.Module):
     context_frames: ClassVar[int] = 0
     context_samples: ClassVar[int] = 0
 
-    def __init__(self, config: ExtractorConfig) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            origin, args = typing.get_origin(base), typing.get_args(base)
+            if not (isinstance(origin, type) and issubclass(origin, Extractor) and args):
+                continue
+            param = args[0]
+            if not (isinstance(param, type) and issubclass(param, ExtractorConfig)):
+                continue  # still generic (a shared base of several extractors)
+            declared = cls.__dict__.get("config_cls")
+            if declared is not None and declared is not param:
+                raise TypeError(f"{cls.__name__}: config_cls {declared.__name__} differs from its type parameter "
+                                f"{param.__name__}")
+            cls.config_cls = param
+
+    def __init__(self, config: ConfigT) -> None:
         super().__init__()
         if not isinstance(config, self.config_cls):
             raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
-        self.config = config
+        self.config: ConfigT = config
         self.weights_sha256: str = NO_WEIGHTS
 
     # -- description -----------------------------------------------------------------------
@@ -241,19 +269,21 @@ class Extractor(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def make_config(cls, preset: str = "full", **overrides: Any) -> ExtractorConfig:
+    def make_config(cls, preset: str = "full", **overrides: Any) -> ConfigT:
         """Config from a preset (``"full"`` / ``"tiny"``) and keyword overrides."""
-        return merge_config(cls.config_cls, cls.presets, preset, **overrides)
+        # config_cls is the type parameter (__init_subclass__); a ClassVar cannot be typed with it.
+        return typing.cast(ConfigT, merge_config(cls.config_cls, cls.presets, preset, **overrides))
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary for manifests and ``avel extractors list``."""
         return {"name": self.name, "modality": self.modality, "feature_shape": list(self.feature_shape),
                 "plan": self.plan.to_dict(), "decode": dataclasses.asdict(self.decode_spec),
-                "config": self.config.to_dict(), "weights_sha256": self.weights_sha256}
+                "config": self.config.to_dict(), "weights_sha256": self.weights_sha256,
+                "provenance": self.provenance()}
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def build(cls, *, device: str | torch.device = "cpu", preset: str = "full", **config: Any) -> "Extractor":
+    def build(cls, *, device: str | torch.device = "cpu", preset: str = "full", **config: Any) -> Self:
         """The module with uninitialised weights (``weights_sha256 == "uninitialized"``).
 
         Use ``device="meta"`` to inspect a full configuration without allocating memory.
@@ -266,7 +296,7 @@ class Extractor(nn.Module):
 
     @classmethod
     def random_init(cls, *, device: str | torch.device = "cpu", seed: int = 0, preset: str = "full",
-                    **config: Any) -> "Extractor":
+                    **config: Any) -> Self:
         """The module with random weights, explicitly marked ``weights_sha256 == "random"``.
 
         Args:
@@ -288,16 +318,19 @@ class Extractor(nn.Module):
     def _randomize_buffers(self) -> None:
         """Give BatchNorm running statistics non-trivial values so random models test them."""
         for m in self.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                with torch.no_grad():
+            if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+                continue
+            with torch.no_grad():
+                if m.running_mean is not None and m.running_var is not None:  # track_running_stats
                     m.running_mean.uniform_(-0.1, 0.1)
                     m.running_var.uniform_(0.5, 1.5)
+                if m.affine:
                     m.weight.uniform_(0.5, 1.5)
                     m.bias.uniform_(-0.1, 0.1)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, device: str | torch.device = "cpu",
-                        preset: str = "full", **config: Any) -> "Extractor":
+                        preset: str = "full", **config: Any) -> Self:
         """A ready eval module with verified official weights.
 
         Args:
@@ -319,6 +352,7 @@ class Extractor(nn.Module):
             module = cls(cfg)
         expected = module.state_dict()
         module.load_state_dict({k: v for k, v in report.state.items() if k in expected}, strict=True)
+        module.adopt_checkpoint(report.info)
         module.weights_sha256 = report.weights_sha256
         module.to(device)
         return module.eval()
@@ -336,6 +370,7 @@ class Extractor(nn.Module):
         cfg = cls.make_config(preset, **config)
         files = weights.resolve_checkpoint_files(path, cls.checkpoint_files, cls.roles_for(cfg), extractor=cls.name)
         states = {role: weights.load_state_file(p) for role, p in files.items()}
+        info = cls.inspect_checkpoint(states, files, cfg)
         with torch.device("meta"):  # compare keys and shapes without allocating anything
             module = cls(cfg)
         state = cls.convert_checkpoint(states, cfg)
@@ -344,16 +379,31 @@ class Extractor(nn.Module):
         return CheckpointReport(extractor=cls.name, files=files,
                                 expected_files={r: cls.checkpoint_files[r] for r in files},
                                 sha256={r: weights.sha256_file(p) for r, p in files.items()},
-                                missing=missing, unexpected=unexpected, mismatched=mismatched, state=state)
+                                missing=missing, unexpected=unexpected, mismatched=mismatched, state=state,
+                                info=info)
 
     @classmethod
-    def roles_for(cls, config: ExtractorConfig) -> tuple[str, ...]:
+    def inspect_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]], files: Mapping[str, Path],
+                           config: ConfigT) -> dict[str, Any]:
+        """Facts about the loaded file(s) that settings depend on (default: none). Raise
+        ``ValueError`` naming the file when they cannot be told (e.g. an ambiguous key layout)."""
+        return {}
+
+    def adopt_checkpoint(self, info: Mapping[str, Any]) -> None:
+        """Apply :meth:`inspect_checkpoint`'s facts after the weights are loaded (default: nothing)."""
+
+    def provenance(self) -> dict[str, Any]:
+        """Settings chosen at load time, recorded in the store stream's provenance (default: none)."""
+        return {}
+
+    @classmethod
+    def roles_for(cls, config: ConfigT) -> tuple[str, ...]:
         """Checkpoint roles this config needs (default: all of ``checkpoint_files``)."""
         return tuple(cls.checkpoint_files)
 
     @classmethod
     def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
-                           config: ExtractorConfig) -> dict[str, torch.Tensor]:
+                           config: ConfigT) -> dict[str, torch.Tensor]:
         """Map the loaded file(s) (role -> state dict) onto this module's ``state_dict`` keys.
 
         Default: a single file whose keys already match.
@@ -363,7 +413,7 @@ class Extractor(nn.Module):
         return dict(next(iter(states.values())))
 
     @classmethod
-    def ignored_checkpoint_prefixes(cls, config: ExtractorConfig) -> tuple[str, ...]:
+    def ignored_checkpoint_prefixes(cls, config: ConfigT) -> tuple[str, ...]:
         """Converted-checkpoint key prefixes that are allowed but not loaded (e.g. ``classifier.``)."""
         return ()
 
