@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -86,23 +86,25 @@ def load_backbone_file(path: str | Path) -> BackboneSpec:
     if weights is not None and not isinstance(weights, str):
         raise ValueError(f"{path}: key 'weights' must be a path or hub name (string), got {weights!r}")
     name = str(data.get("name") or path.stem)
-    from avel.extractors import registry
-
-    if name in registry._REGISTRY:
-        raise ValueError(f"{path}: name {name!r} is a built-in extractor; pick another name")
     return BackboneSpec(name=name, family=family, path=path.resolve(), description=str(data.get("description", "")),
                         config=dict(data.get("config") or {}), weights=weights, tiny=dict(data.get("tiny") or {}))
 
 
-def backbone_class(spec_or_path: BackboneSpec | str | Path) -> type[Extractor]:
-    """The extractor class of a backbone file (cached per file)."""
+def backbone_class(spec_or_path: BackboneSpec | str | Path, family_class: Callable[[str], type[Extractor]]
+                   ) -> type[Extractor]:
+    """The extractor class of a backbone file (cached per file).
+
+    Args:
+        spec_or_path: a parsed file or its path.
+        family_class: name -> family class (``avel.extractors.get``; passed in so this module
+            does not import the registry, which imports it).
+    """
+    import dataclasses
+
     spec = spec_or_path if isinstance(spec_or_path, BackboneSpec) else load_backbone_file(spec_or_path)
     if spec.path in _CACHE and _CACHE[spec.path].name == spec.name:
         return _CACHE[spec.path]
-    from avel.extractors import registry
-
-    family = registry.get(spec.family)
-    import dataclasses
+    family = family_class(spec.family)
 
     fields = {f.name for f in dataclasses.fields(family.config_cls)} - {"preset"}
     for key, values in (("config", spec.config), ("tiny", spec.tiny)):
@@ -125,9 +127,9 @@ def backbone_class(spec_or_path: BackboneSpec | str | Path) -> type[Extractor]:
     return cls
 
 
-def find_backbone(name: str) -> type[Extractor] | None:
+def find_backbone(name: str, family_class: Callable[[str], type[Extractor]]) -> type[Extractor] | None:
     """The class of backbone ``name`` (a name found by :func:`list_backbones` or a ``.yaml`` path), else None."""
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
-        return backbone_class(name)
+        return backbone_class(name, family_class)
     path = list_backbones().get(name)
-    return backbone_class(path) if path else None
+    return backbone_class(path, family_class) if path else None

@@ -61,8 +61,11 @@ def get(name: str) -> type[Extractor]:
     if name not in _REGISTRY:
         from avel.extractors.backbones import find_backbone
 
-        backbone = find_backbone(name)
+        backbone = find_backbone(name, get)
         if backbone is not None:
+            if backbone.name in _REGISTRY or backbone.name in _RUNTIME:
+                raise ValueError(f"backbone file {backbone.backbone_file}: name {backbone.name!r} is a built-in "
+                                 f"extractor; pick another name")
             return backbone
         raise KeyError(f"unknown extractor {name!r}; registered: {', '.join(list_extractors())}")
     module, attr = _REGISTRY[name]
