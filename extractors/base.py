@@ -50,16 +50,17 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from abc import ABC
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, Mapping, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Mapping, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 from typing_extensions import Self
 
+from avel.datasets.config_schema import dataclass_from_dict
 from avel.datasets.fileio import RANDOM_WEIGHTS  # weights_sha256 of a module built by random_init
 from avel.datasets.sampling import SamplingPlan
 
@@ -132,13 +133,51 @@ class Windows:
         return int(self.data.shape[0])
 
 
+@runtime_checkable
+class VideoWindowFields(Protocol):
+    """Config fields from which :attr:`Extractor.plan` derives a video plan."""
+
+    @property
+    def fps(self) -> float: ...
+
+    @property
+    def window_frames(self) -> int: ...
+
+    @property
+    def stride_frames(self) -> int: ...
+
+
+@runtime_checkable
+class AudioWindowFields(Protocol):
+    """Config fields from which :attr:`Extractor.plan` derives an audio plan."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def hop_s(self) -> float: ...
+
+
+PROBE_SIDE = 224
+"""Frame side of the probe window :meth:`Extractor.traced_feature_shape` feeds a video extractor
+whose ``decode_spec`` fixes no frame size."""
+
 ConfigT = TypeVar("ConfigT", bound=ExtractorConfig)
 """The config dataclass of an extractor: ``class VGG19Extractor(Extractor[VGG19Config])``."""
 
 
 def merge_config(config_cls: type[ConfigT], presets: Mapping[str, Mapping[str, Any]],
                  preset: str = "full", **overrides: Any) -> ConfigT:
-    """Build ``config_cls`` from a preset plus keyword overrides, rejecting unknown keys."""
+    """Build ``config_cls`` from a preset plus keyword overrides, rejecting unknown keys.
+
+    Values are type-checked against the field annotations by the package's one dict -> dataclass
+    rule (:func:`avel.datasets.config_schema.dataclass_from_dict`: ``fps: "x"`` is a
+    ``ValueError`` naming the config class and the key; an int is accepted for a float, a list
+    for a tuple, as YAML writes them).
+    """
     if preset not in presets:
         raise ValueError(f"{config_cls.__name__}: unknown preset {preset!r}; expected one of {sorted(presets)}")
     fields = {f.name for f in dataclasses.fields(config_cls)}
@@ -147,7 +186,10 @@ def merge_config(config_cls: type[ConfigT], presets: Mapping[str, Mapping[str, A
         raise TypeError(f"{config_cls.__name__}: unknown config keys {unknown}; expected a subset of "
                         f"{sorted(fields - {'preset'})}")
     values = {**presets[preset], **overrides, "preset": preset}
-    return config_cls(**values)
+    try:
+        return typing.cast(ConfigT, dataclass_from_dict(config_cls, values))
+    except ValueError as e:
+        raise ValueError(f"{config_cls.__name__}: {e}") from None
 
 
 @dataclass
@@ -217,9 +259,19 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
         context_samples: audio only; extra samples needed after each window (zero-filled past
             the end of the input), e.g. VGGish's last STFT frame reaches 240 samples past 0.96 s.
 
-    Subclasses implement ``__init__(self, config)`` (build the layers), :meth:`plan`,
-    :meth:`decode_spec`, :attr:`feature_shape`, :meth:`preprocess`, :meth:`forward`, and, when
-    their checkpoint layout differs from their ``state_dict``, :meth:`convert_checkpoint`.
+    The contract: a new extractor is a config dataclass and a subclass implementing
+    ``__init__(self, config)`` (build the layers) and :meth:`forward` (abstract). The rest is
+    derived and overridden only where the default does not fit:
+
+    * :attr:`plan` from the config's ``fps`` / ``window_frames`` / ``stride_frames`` (video) or
+      ``sample_rate`` / ``window_s`` / ``hop_s`` (audio);
+    * :attr:`decode_spec`: the plan's fps (video, native frame size) or sample rate (audio);
+      override to resize or crop on the CPU;
+    * :attr:`feature_shape`: traced once per module by running one window through
+      :meth:`extract` on the meta device (:meth:`traced_feature_shape`); override with a formula
+      when tracing is slow (I3D's RAFT);
+    * :meth:`preprocess`: identity (windows are the model input);
+    * :meth:`convert_checkpoint`: a single file whose keys match the ``state_dict``.
     """
 
     name: ClassVar[str] = ""
@@ -255,18 +307,50 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
     # -- description -----------------------------------------------------------------------
     @property
     def plan(self) -> SamplingPlan:
-        """The sampling plan (from the config)."""
-        raise NotImplementedError
+        """The sampling plan, from the config's window fields (see the class doc)."""
+        c = self.config
+        if self.modality == "video" and isinstance(c, VideoWindowFields):
+            return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
+        if self.modality == "audio" and isinstance(c, AudioWindowFields):
+            return SamplingPlan.audio(sample_rate=c.sample_rate, window_s=c.window_s, hop_s=c.hop_s)
+        fields = "fps, window_frames, stride_frames" if self.modality == "video" else "sample_rate, window_s, hop_s"
+        raise TypeError(f"{type(self).__name__}: {type(c).__name__} lacks the {self.modality} window fields "
+                        f"({fields}); add them or override plan")
 
     @property
     def decode_spec(self) -> DecodeSpec:
-        """CPU-side decoding the pipeline performs before :meth:`windows`."""
-        raise NotImplementedError
+        """CPU-side decoding the pipeline performs before :meth:`windows`. Default: frames at
+        ``plan.fps`` at their native size (video), mono at ``plan.sample_rate`` (audio)."""
+        plan = self.plan
+        if self.modality == "video":
+            return DecodeSpec("video", fps=plan.fps)
+        return DecodeSpec("audio", sample_rate=plan.sample_rate)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
-        """Shape of one output row, e.g. ``(1024,)`` or ``(7, 7, 512)``."""
-        raise NotImplementedError
+        """Shape of one output row, e.g. ``(1024,)`` or ``(7, 7, 512)``. Default:
+        :meth:`traced_feature_shape`, computed once per module."""
+        shape = self.__dict__.get("_traced_shape")
+        if shape is None:
+            shape = self.__dict__["_traced_shape"] = self.traced_feature_shape()
+        return shape
+
+    def traced_feature_shape(self) -> tuple[int, ...]:
+        """Row shape found by running one window of zeros through :meth:`extract` on a copy of
+        this module on the meta device (no memory, no weights read). The window is what
+        :meth:`windows` would cut: ``1 x (window + context) x H x W x 3`` uint8 with ``H x W``
+        from ``decode_spec`` (``size_hw``, else ``center_crop``, else ``short_side`` square, else
+        :data:`PROBE_SIDE`), or ``1 x (window_samples + context_samples)`` float32."""
+        with torch.device("meta"):
+            probe = type(self)(self.config)
+        probe.to("meta")  # buffers a subclass created on an explicit device
+        plan, spec = self.plan, self.decode_spec
+        if self.modality == "video":
+            h, w = spec.size_hw or (spec.center_crop or spec.short_side or PROBE_SIDE,) * 2
+            x = torch.zeros(1, plan.window_units + self.context_frames, h, w, 3, dtype=torch.uint8, device="meta")
+        else:
+            x = torch.zeros(1, plan.window_units + self.context_samples, dtype=torch.float32, device="meta")
+        return tuple(int(n) for n in probe.extract(x).shape[1:])
 
     @classmethod
     def make_config(cls, preset: str = "full", **overrides: Any) -> ConfigT:
@@ -434,8 +518,13 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
 
     def preprocess(self, batch: torch.Tensor) -> Any:
         """Device-side, batched preprocessing of windows -> the model input of :meth:`forward`
-        (a tensor, or a dict of tensors for multi-stream models such as ``i3d``)."""
-        raise NotImplementedError
+        (a tensor, or a dict of tensors for multi-stream models such as ``i3d``). Default: the
+        windows themselves."""
+        return batch
+
+    @abstractmethod
+    def forward(self, x: Any) -> torch.Tensor:
+        """The model input of :meth:`preprocess` -> ``B x *feature_shape`` rows."""
 
     @torch.no_grad()
     def extract(self, batch: torch.Tensor) -> torch.Tensor:

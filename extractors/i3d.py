@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors import weights as W
 from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig
 from avel.extractors.preprocess import center_crop, flow_to_i3d, scale_to_pm1, to_float_channels_first
@@ -300,11 +299,6 @@ class _I3DBase(Extractor[I3DConfig]):
             self.flow = trunk(2)
             self.raft = RaftFlow(RaftFlowConfig(num_flow_updates=c.num_flow_updates,
                                                 width_divisor=c.raft_width_divisor, unpad=c.unpad_flow))
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
 
     @property
     def decode_spec(self) -> DecodeSpec:

@@ -43,7 +43,6 @@ from typing import Any, Iterable, Mapping, TypeVar
 import torch
 from typing_extensions import Self
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors.base import CheckpointReport, DecodeSpec, Extractor, ExtractorConfig
 from avel.extractors.weights import (
     CheckpointMismatch,
@@ -481,11 +480,6 @@ class OnePeaceImageExtractor(_FairseqOnePeaceExtractor[OnePeaceImageConfig]):
             with_projection=c.output == "embedding"))
 
     @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
-
-    @property
     def decode_spec(self) -> DecodeSpec:
         return DecodeSpec("video", fps=self.config.fps, short_side=self.config.decode_short_side)
 
@@ -582,15 +576,6 @@ class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor[OnePeaceAudioConfig]):
             audio_max_positions=c.audio_max_positions, with_projection=c.output == "embedding"))
 
     @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.audio(sample_rate=c.sample_rate, window_s=c.window_s, hop_s=c.hop_s)
-
-    @property
-    def decode_spec(self) -> DecodeSpec:
-        return DecodeSpec("audio", sample_rate=self.config.sample_rate)
-
-    @property
     def feature_shape(self) -> tuple[int, ...]:
         return (self.config.embed_dim,)
 
@@ -669,11 +654,6 @@ class OnePeaceVideoK400Extractor(_OnePeaceExtractor[OnePeaceVideoK400Config]):
             if isinstance(ckpt.get(container), Mapping):
                 return select_video_state(ckpt[container])
         return select_video_state(ckpt)
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
 
     @property
     def decode_spec(self) -> DecodeSpec:

@@ -37,9 +37,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors import weights as W
-from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig
+from avel.extractors.base import Extractor, ExtractorConfig
 
 VGGISH_CHECKPOINT = "vggish-10086976.pth"
 VGGISH_PCA_CHECKPOINT = "vggish_pca_params-970ea276.pth"
@@ -208,15 +207,6 @@ class VGGishExtractor(Extractor[VGGishConfig]):
     @property
     def context_samples(self) -> int:  # type: ignore[override]
         return self.config.stft_window_samples - self.config.stft_hop_samples
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.audio(sample_rate=c.sample_rate, window_s=c.window_s, hop_s=c.hop_s)
-
-    @property
-    def decode_spec(self) -> DecodeSpec:
-        return DecodeSpec("audio", sample_rate=self.config.sample_rate)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:

@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from avel.datasets.checks import NonFiniteRowsError, check_finite_rows
+from avel.datasets.config_schema import ConfigError
 from avel.datasets.store import StoreWriter, StreamSpec, VideoMeta, append_error
 from avel.extractors.base import cut_audio_windows
 from avel.pipeline.decode import DecodedVideo, DecodeError, decode_with_timeout
@@ -251,7 +253,13 @@ def extract_video_chunked(
                                                         device=device))
             except (ValueError, RuntimeError) as e:
                 errors[se.stream] = e
-    out = {s: np.concatenate(r, axis=0) for s, r in rows.items() if r and s not in errors}
+    out = {}
+    for s, r in rows.items():
+        if r and s not in errors:
+            try:  # a non-finite row is a recorded failure of this video and stream, never written
+                out[s] = check_finite_rows(np.concatenate(r, axis=0), video_id=path.stem, stream=s, source=str(path))
+            except NonFiniteRowsError as e:
+                errors[s] = e
     return out, {s: padded[s] for s in out}, errors, probe.meta
 
 
@@ -394,7 +402,10 @@ def build_stream_extractors(
     overrides = dict(overrides or {})
     out = []
     for name in names:
-        cls = get(name)
+        try:
+            cls = get(name)
+        except KeyError as e:
+            raise ConfigError(e.args[0]) from None
         cfg = dict(overrides.get(name, {}))
         default = getattr(cls, "default_weights", None)  # a backbone file may name its weights
         if name in weights:
@@ -405,7 +416,7 @@ def build_stream_extractors(
             ext = cls.from_checkpoint(default, device=device, preset=preset, **cfg)
         else:
             files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
-            raise ValueError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
+            raise ConfigError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
                              f"random weights only with --random-weights (tests and demos)")
         out.append(StreamExtractor(cls.name, ext))  # a backbone given as a .yaml path streams under its name
     return out

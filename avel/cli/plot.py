@@ -109,7 +109,7 @@ def plot(predictions_path: Path, annotations_path: Path, out_dir: Path, video_id
                    duration_s=sample.duration_s if sample else None, top_k=top_k * 2, min_score=min_score,
                    similarity=strip, similarity_times_s=strip_times)
         written += 1
-        if store is not None:
+        if store is not None and visual_stream and audio_stream:  # both given with --store (checked above)
             try:
                 visual = store[vid][visual_stream]
                 audio = store[vid][audio_stream]

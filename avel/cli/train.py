@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
-import yaml
 
 
 _ROLES = {"visual": "visual", "rgb": "visual", "video": "visual", "audio": "audio"}
@@ -57,9 +55,8 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
     training runs data-parallel on Ray Train (DDP; see docs/training.md), with the same run
     directory and checkpoints. RUN/model_card.json records the streams that trained the model
     (extractor, config, weights digest): `avel predict RUN VIDEO` extracts exactly those."""
-    from avel.datasets.store import StoreError
+    from avel.datasets.config_schema import YamlError, parse_yaml
     from avel.training.config import ConfigError, load_config
-    from avel.training.distributed import DistributedTrainingError
     from avel.training.run import train as run
 
     parsed = {}
@@ -67,7 +64,10 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
         if "=" not in item:
             raise click.UsageError(f"--set takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        parsed[key] = yaml.safe_load(value)
+        try:
+            parsed[key] = parse_yaml(value, source=f"--set {key}")
+        except YamlError as e:
+            raise click.UsageError(str(e)) from None
     if streams:
         parsed.update(parse_streams(streams))
     for key, value in (("distributed.workers", workers), ("distributed.gpus_per_worker", gpus_per_worker),
@@ -88,10 +88,7 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
 
     # any Ray flag selects Ray Train, even --workers 1 (one worker on a cluster's GPU)
     use_ray = True if (workers, gpus_per_worker, address) != (None, None, None) else None
-    try:
-        summary = run(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress,
-                      use_ray=use_ray)
-    except (ConfigError, KeyError, ValueError, StoreError, DistributedTrainingError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    # errors escape to the group: 2 config, 3 unusable store / annotations / checkpoint, 4 Ray
+    summary = run(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress,
+                  use_ray=use_ray)
     click.echo(json.dumps(summary, indent=1, default=float))

@@ -13,7 +13,8 @@ dict whose ``"score"`` selects the best checkpoint) and the prediction file form
 Run directory::
 
     RUN/config.yaml            the resolved config
-    RUN/last.pt, RUN/best.pt   checkpoints (config, model, EMA, optimizer, schedule, RNG state)
+    RUN/last.pt, RUN/best.pt   checkpoints (config, model, EMA, optimizer, schedule, RNG state),
+                               read back by :func:`load_checkpoint` (weights-only: no pickled code runs)
     RUN/log.jsonl              one JSON object per logged step / evaluation
     RUN/tensorboard/           TensorBoard events (optional)
     RUN/predictions_<split>.json, RUN/metrics_<split>.json   written by evaluation
@@ -186,6 +187,76 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
+class CheckpointError(ValueError):
+    """A checkpoint cannot be loaded: unreadable, not a torch file, missing keys, or holding
+    pickled objects outside the weights-only allow-list (which is how a crafted file would run code)."""
+
+
+# what a checkpoint holds besides tensors: plain containers, numbers and strings (torch's
+# weights-only allow-list) plus numpy arrays, which checkpoints written before the numpy RNG
+# state was stored as a tensor hold (uint32 array reconstruction runs no code).
+CHECKPOINT_KEYS = ("model_spec", "model", "ema", "optimizer", "scaler", "step", "epoch", "best_score",
+                   "best_epoch", "history", "rng")
+
+
+def _numpy_safe_globals() -> list:
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", keys: tuple[str, ...] = CHECKPOINT_KEYS
+                    ) -> dict[str, Any]:
+    """Load a training checkpoint (``last.pt`` / ``best.pt``) with ``torch.load(weights_only=True)``.
+
+    Only tensors, plain containers, numbers, strings and numpy arrays are unpickled: a file
+    whose pickle references anything else (a crafted ``__reduce__`` calling ``os.system``, a
+    pickled class) is refused before any of it runs.
+
+    Raises:
+        CheckpointError: naming ``path``: unreadable or not a torch checkpoint, a refused
+            object, or one of ``keys`` missing.
+    """
+    import pickle
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()
+        detail = next((ln.strip() for ln in reason if "GLOBAL" in ln or "Unsupported" in ln), reason[0] if reason else "")
+        raise CheckpointError(f"{path}: refused: the checkpoint holds objects outside the weights-only allow-list "
+                              f"(tensors, containers, numbers, strings): {detail[:300]}; avel checkpoints never do, "
+                              f"so this file was not written by avel training") from None
+    except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: "
+                              f"{first[0][:300] if first else ''})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not an avel training checkpoint: missing key(s) {missing}")
+    return ckpt
+
+
+def _numpy_rng_state() -> tuple:
+    """``np.random.get_state()`` with the key array as an int64 tensor (weights-only loadable)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def _set_numpy_rng_state(state: Any) -> None:
+    name, keys, pos, has_gauss, cached = state
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((name, keys.astype(np.uint32), pos, has_gauss, cached))
+
+
 class Trainer:
     """Fit a model on a task.
 
@@ -211,6 +282,10 @@ class Trainer:
         self.model = model.to(self.device)
         self.model_spec = model_spec
         self.datasets = datasets
+        for split in ("train", "validation"):
+            if split in datasets and len(datasets[split]) == 0:
+                raise ValueError(f"the {split} split is empty: training needs samples in it (the best checkpoint "
+                                 f"is chosen on validation)")
         self.out_dir = Path(out_dir)
         self.rank, self.world_size = world()
         self.is_main = self.rank == 0
@@ -324,7 +399,7 @@ class Trainer:
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "history": self.history,
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+            "rng": {"python": random.getstate(), "numpy": _numpy_rng_state(),
                     "torch": torch.get_rng_state()},
         }
 
@@ -337,9 +412,10 @@ class Trainer:
         return path
 
     def resume(self, path: str | Path) -> None:
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        """Continue from a checkpoint (see :func:`load_checkpoint`)."""
+        ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt["model_spec"] != self.model_spec:
-            raise ValueError(f"{path}: checkpoint is for model {ckpt['model_spec']}, not {self.model_spec}")
+            raise CheckpointError(f"{path}: checkpoint is for model {ckpt['model_spec']}, not {self.model_spec}")
         self.model.load_state_dict(ckpt["model"])
         if self.ema and ckpt["ema"] is not None:
             self.ema.module.load_state_dict(ckpt["ema"])
@@ -349,7 +425,7 @@ class Trainer:
         self.best_score, self.best_epoch = ckpt["best_score"], ckpt["best_epoch"]
         self.history = ckpt["history"]
         random.setstate(ckpt["rng"]["python"])
-        np.random.set_state(ckpt["rng"]["numpy"])
+        _set_numpy_rng_state(ckpt["rng"]["numpy"])
         torch.set_rng_state(ckpt["rng"]["torch"])
 
     # -- training ---------------------------------------------------------------------------------
