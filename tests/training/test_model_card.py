@@ -60,7 +60,7 @@ def test_streams_flag_errors(data, tmp_path):
     res = _train(data, tmp_path, "--streams", "visaul=rgb")
     assert res.exit_code == 2 and "ROLE=STREAM" in res.output
     res = _train(data, tmp_path, "--streams", "visual=nope,audio=vggish")
-    assert res.exit_code == 1 and "nope" in res.output
+    assert res.exit_code == 3 and "nope" in res.output  # unusable input (avel.cli.errors)
 
 
 def test_ave_model_trains_on_a_pooled_backbone_stream(tmp_path, tiny_ave):
