@@ -35,7 +35,10 @@ limitation); 4K frames are decoded straight to the small size.
 
 Only regular files are opened: a directory, FIFO or device named ``*.mp4``, a dangling
 symlink, an empty or unreadable file is a :class:`DecodeError` naming the path (a FIFO would
-otherwise block the decoder forever).
+otherwise block the decoder forever). Before decord opens a file for frames, PyAV reads its
+header: a sample table claiming more than ``max_frames`` frames (decord 0.6.0 aborts the whole
+process on 2^31) or no video stream is a :class:`DecodeError`, and a codec decord cannot decode
+(AV1) is named in the error. These are the video's fault: recorded, never ``retryable``.
 """
 from __future__ import annotations
 
