@@ -64,7 +64,7 @@ def get(name: str) -> type[Extractor]:
         backbone = find_backbone(name, get)
         if backbone is not None:
             if backbone.name in _REGISTRY or backbone.name in _RUNTIME:
-                raise ValueError(f"backbone file {backbone.backbone_file}: name {backbone.name!r} is a built-in "
+                raise ValueError(f"backbone file {getattr(backbone, 'backbone_file', name)}: name {backbone.name!r} is a built-in "
                                  f"extractor; pick another name")
             return backbone
         raise KeyError(f"unknown extractor {name!r}; registered: {', '.join(list_extractors())}")

@@ -45,7 +45,9 @@ def plot_video(out_path: str | os.PathLike, *, video_id: str, predictions: Any, 
     pr = pr[pr[:, 3] >= min_score]
     pr = pr[np.argsort(-pr[:, 3], kind="stable")][:top_k]
     end = duration_s or max([1.0, *gt[:, 1].tolist(), *pr[:, 1].tolist()])
-    name = (lambda c: classes[int(c)] if 0 <= int(c) < len(classes) else str(int(c)))
+    def name(c: float) -> str:
+        return classes[int(c)] if 0 <= int(c) < len(classes) else str(int(c))
+
     lanes = list(dict.fromkeys([int(c) for c in gt[:, 2]] + [int(c) for c in pr[:, 2]]))
     colours = {c: f"C{i % 10}" for i, c in enumerate(lanes)}
     panels = [("gt", 0.9)] if ground_truth is not None else []

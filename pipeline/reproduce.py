@@ -75,8 +75,8 @@ def run_extractors(card: Mapping[str, Any], *, weights: Mapping[str, str] | None
                     raise PredictError(f"stream {stream!r} was extracted with random weights; pass --random-weights "
                                        f"to rebuild them (tests and demos only)")
                 ext = cls.random_init(device=device, preset=preset, **cfg)
-            elif getattr(cls, "default_weights", None):
-                ext = cls.from_checkpoint(cls.default_weights, device=device, preset=preset, **cfg)
+            elif default_weights := getattr(cls, "default_weights", None):  # backbone files name theirs
+                ext = cls.from_checkpoint(default_weights, device=device, preset=preset, **cfg)
             else:
                 raise PredictError(f"stream {stream!r} needs the weights of {name!r} with sha256 {digest}: pass "
                                    f"--weights {stream}=PATH")

@@ -102,7 +102,7 @@ def plot(predictions_path: Path, annotations_path: Path, out_dir: Path, video_id
                       duration_s=sample.duration_s if sample else None, title=vid, config=cfg)
         written += 1
         strip, strip_times = None, None
-        if store is not None:
+        if store is not None and visual_stream and audio_stream:  # both given with --store (checked above)
             strip, strip_times = _similarity_strip(store, vid, visual_stream, audio_stream)
         plot_video(stem.with_name(stem.name + ".video.png"), video_id=vid, ground_truth=gt,
                    predictions=results.predictions.get(vid, []), classes=annotations.classes,

@@ -59,7 +59,8 @@ def write_model_card(run_dir: str | Path, card: Mapping[str, Any],
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     if stats:
-        arrays = {f"{s}.{k}": v for s, (mean, std) in stats.items() for k, v in (("mean", mean), ("std", std))}
+        arrays: dict[str, Any] = {f"{s}.{k}": v for s, (mean, std) in stats.items()
+                                  for k, v in (("mean", mean), ("std", std))}
         np.savez(run / STATS, **arrays)
     path = run / CARD
     tmp = path.with_suffix(".json.tmp")

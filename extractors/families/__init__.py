@@ -159,6 +159,7 @@ class FamilyExtractor(Extractor):
     """
 
     checkpoint_files = {"model": "a state dict file (.pt/.pth/.bin/.safetensors), a directory or a hub name"}
+    model: nn.Module  # the library model, built by the subclass
 
     ignored_prefixes: tuple[str, ...] = ()
     """Checkpoint key prefixes of layers the family removed (classifier heads): not loaded."""

@@ -70,6 +70,8 @@ class HFAudio(FamilyExtractor):
                                          "patch_size": 8, "frequency_stride": 8, "time_stride": 8},
                         "processor": {"num_mel_bins": 16, "max_length": 48}}}
 
+    model: Any  # the library's model: its own attributes (config, encode_text, ...)
+
     def __init__(self, config: HFAudioConfig) -> None:
         super().__init__(config)
         guard_local_datasets_folder()
@@ -166,15 +168,18 @@ class TorchaudioAudio(FamilyExtractor):
                                    "encoder_pos_conv_groups": 4, "encoder_num_layers": 2, "encoder_num_heads": 2,
                                    "encoder_ff_interm_features": 64}}}
 
+    model: Any  # the library's model: its own attributes (config, encode_text, ...)
+
     def __init__(self, config: TorchaudioConfig) -> None:
         super().__init__(config)
         import torchaudio.pipelines as P
         from torchaudio.models import wav2vec2_model
 
-        self.bundle = getattr(P, config.bundle, None)
-        if self.bundle is None or not hasattr(self.bundle, "_params"):
+        bundle = getattr(P, config.bundle, None)
+        if bundle is None or not hasattr(bundle, "_params"):
             raise ValueError(f"torchaudio_audio: {config.bundle!r} is not a wav2vec2-style torchaudio.pipelines bundle")
-        params: dict[str, Any] = {**self.bundle._params, **config.params}
+        self.bundle: Any = bundle
+        params: dict[str, Any] = {**bundle._params, **config.params}
         if "extractor_conv_layer_config" in config.params:
             params["extractor_conv_layer_config"] = [tuple(x) for x in config.params["extractor_conv_layer_config"]]
         self.model = wav2vec2_model(**params)

@@ -108,9 +108,9 @@ class FrameImageExtractor(FamilyExtractor):
         if batch.dtype != torch.uint8 or batch.ndim != 5 or batch.shape[-1] != 3:
             raise ValueError(f"{self.name}: expected uint8 B x L x H x W x 3 windows, got {tuple(batch.shape)} "
                              f"{batch.dtype}")
-        b, l = batch.shape[:2]
+        b, length = batch.shape[:2]
         x = self.library_preprocess(batch.flatten(0, 1))
-        return x.to(batch.device).reshape(b, l, *x.shape[1:])
+        return x.to(batch.device).reshape(b, length, *x.shape[1:])
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """``N x 3 x h x w`` -> ``N x D`` (the model's pooled features)."""
@@ -118,8 +118,8 @@ class FrameImageExtractor(FamilyExtractor):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``B x L x 3 x h x w`` -> ``B x D`` pooled over the L frames."""
-        b, l = frames.shape[:2]
-        rows = self.embed(frames.flatten(0, 1)).reshape(b, l, -1)  # B x L x D
+        b, length = frames.shape[:2]
+        rows = self.embed(frames.flatten(0, 1)).reshape(b, length, -1)  # B x L x D
         if self.config.normalize:
             rows = torch.nn.functional.normalize(rows, dim=-1)
         return pool_frames(rows, self.config.pooling)
@@ -166,9 +166,10 @@ class TimmImage(FrameImageExtractor):
         import timm
         from timm.data import create_transform, resolve_data_config
 
-        self.model = timm.create_model(config.model, pretrained=False, num_classes=0)
-        self.dim = int(self.model.num_features)
-        head = self.model.pretrained_cfg.get("classifier")
+        model: Any = timm.create_model(config.model, pretrained=False, num_classes=0)
+        self.model = model
+        self.dim = int(model.num_features)
+        head = model.pretrained_cfg.get("classifier")
         self.ignored_prefixes = tuple(f"{h}." for h in ([head] if isinstance(head, str) else head or []))
         self.data_config = resolve_data_config({}, model=self.model)
         self.transform = create_transform(**self.data_config)
@@ -204,6 +205,8 @@ class OpenClipImage(FrameImageExtractor):
                                                      "head_width": 32},
                                       "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32,
                                                    "heads": 2, "layers": 1}}}}
+
+    model: Any  # the library's model: its own attributes (config, encode_text, ...)
 
     def __init__(self, config: FrameImageConfig) -> None:
         super().__init__(config)

@@ -141,6 +141,8 @@ def hf_processor_class(model_type: str, kind: str) -> type:
     table = VIDEO_PROCESSOR_MAPPING_NAMES if kind == "video" else IMAGE_PROCESSOR_MAPPING_NAMES
     entry = table[model_type]
     name = entry.get("torchvision") if isinstance(entry, dict) else entry
+    if name is None:
+        raise ValueError(f"transformers has no {kind} processor for model type {model_type!r}")
     return getattr(transformers, name)
 
 
@@ -156,6 +158,8 @@ class HFVideo(FamilyExtractor):
                                          "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                                          "intermediate_size": 64},
                         "processor": {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}}}
+
+    model: Any  # the library's model: its own attributes (config, encode_text, ...)
 
     def __init__(self, config: HFVideoConfig) -> None:
         super().__init__(config)

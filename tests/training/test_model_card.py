@@ -2,7 +2,6 @@
 card that records which streams trained a run."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
