@@ -41,8 +41,9 @@ def resize_target_hw(h: int, w: int, *, short_side: int | None = None,
     return h, w
 
 
-def pil_resize_frames(frames: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """One PIL bilinear resize per frame: uint8 ``N x H x W x 3`` -> ``N x size_hw x 3``.
+def pil_resize_frames(frames: np.ndarray, size_hw: tuple[int, int], index: np.ndarray | None = None) -> np.ndarray:
+    """One PIL bilinear resize per frame: uint8 ``N x H x W x 3`` -> ``N x size_hw x 3``
+    (``index``: resize only ``frames[index]``, without copying the full-size frames).
 
     What video_features (``ResizeImproved``: ``Image.resize(size, BILINEAR)`` on the full
     decoded frame) and Keras' image loading do; PIL's bilinear filter widens its support when
@@ -51,12 +52,13 @@ def pil_resize_frames(frames: np.ndarray, size_hw: tuple[int, int]) -> np.ndarra
 
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"pil_resize_frames: expected uint8 N x H x W x 3 frames, got {frames.shape} {frames.dtype}")
+    index = np.arange(len(frames)) if index is None else np.asarray(index)
     h, w = int(size_hw[0]), int(size_hw[1])
     if tuple(frames.shape[1:3]) == (h, w):
-        return frames
-    out = np.empty((frames.shape[0], h, w, 3), np.uint8)
-    for i, frame in enumerate(frames):
-        out[i] = np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR))
+        return frames[index]
+    out = np.empty((len(index), h, w, 3), np.uint8)
+    for i, j in enumerate(index):
+        out[i] = np.asarray(Image.fromarray(frames[j]).resize((w, h), Image.BILINEAR))
     return out
 
 

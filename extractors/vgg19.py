@@ -100,8 +100,9 @@ class VGG19Extractor(Extractor):
     modality = "video"
     config_cls = VGG19Config
     presets = {"full": {},
+               # resize "torch": decoder-side scaling, cheaper than native frames + PIL (tests, demo)
                "tiny": {"fps": 4.0, "window_frames": 4, "stride_frames": 4, "image_size": 64,
-                        "resize_short_side": 72, "width_divisor": 16}}
+                        "resize_short_side": 72, "width_divisor": 16, "resize": "torch"}}
     checkpoint_files = {"model": VGG19_CHECKPOINT}
 
     def __init__(self, config: VGG19Config) -> None:

@@ -333,11 +333,13 @@ def _read_frames(reader, per_fps: dict[float, np.ndarray], path: Path, h: int, w
             if j1 > j0:
                 size_hw, pil = sizes.get(f, ((h, w), False))
                 uniq, inverse = np.unique(idx[j0:j1], return_inverse=True)  # a frame shown twice is resized once
-                picked = frames[np.searchsorted(block, uniq)]
+                at = np.searchsorted(block, uniq)
                 if pil:
-                    picked = pil_resize_frames(picked, size_hw)
+                    picked = pil_resize_frames(frames, size_hw, index=at)
                 elif size_hw != (h, w):
-                    picked = resize_frames(torch.from_numpy(picked), size_hw).numpy()
+                    picked = resize_frames(torch.from_numpy(frames[at]), size_hw).numpy()
+                else:
+                    picked = frames[at]
                 out[f][j0:j1] = picked[inverse]
         del frames
     return out

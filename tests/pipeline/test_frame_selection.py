@@ -135,7 +135,7 @@ def test_published_presets_select_like_ffmpeg_and_resize_once_with_pil(tmp_path)
     path = tmp_path / "v.mp4"
     _write_vfr(path, pts, w=200, h=150, textured=True)
     native = decode_video(path, fps=[25, 16], short_side=None, sample_rate=None, frame_selection="ffmpeg_fps")
-    for name, preset, fps in (("i3d_rgb", "tiny", 25.0), ("vgg19", "full", 16.0)):
+    for name, preset, fps in (("i3d_rgb", "full", 25.0), ("vgg19", "full", 16.0)):
         ext = E.get(name).build(device="meta", preset=preset)
         spec = ext.decode_spec
         assert (spec.frame_selection, spec.resize) == ("ffmpeg_fps", "pil")
@@ -167,6 +167,10 @@ def test_conflicting_rules_at_one_rate_are_refused():
     b = E.get("vgg19").build(device="meta", preset="tiny", frame_selection="previous")
     with pytest.raises(ValueError, match="different rules"):
         decode_request([StreamExtractor("a", a), StreamExtractor("b", b)])
+    c = E.get("vgg19").build(device="meta", preset="tiny", resize="pil")
+    with pytest.raises(ValueError, match="resize 4-fps frames differently"):
+        decode_request([StreamExtractor("a", a), StreamExtractor("c", c)])
+    assert (a.decode_spec.frame_selection, a.decode_spec.resize) == ("ffmpeg_fps", "torch")  # tiny: fast resize
     with pytest.raises(ValueError, match="frame_selection must be one of"):
         E.get("i3d_rgb").make_config("tiny", frame_selection="nearest")
 
