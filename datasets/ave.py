@@ -2,7 +2,7 @@
 
 ``Annotations.txt`` rows are ``Category&VideoID&Quality&StartTime&EndTime``; the original
 release starts with a header line holding exactly these names, the copy in many repos (and
-the one in ``shared/data``) has none: a first line equal to the header (ignoring case and
+the one in data/ of YapengTian/AVE-ECCV18) has none: a first line equal to the header (ignoring case and
 spaces) is skipped. Blank lines are skipped and do not count as rows. One :class:`Sample` per
 ROW (``sample_id = "row-0000"``, 0-based data row): 45 videos appear on 2-3 rows with
 different events, so extraction is per video but training and evaluation are per row.
@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from avel.datasets.annotations import AnnotationError, AnnotationSet, Sample, Segment
+from avel.datasets.fileio import atomic_write, atomic_write_text
 
 __all__ = ["HEADER", "is_header", "NUM_SEGMENTS", "CLIP_DURATION_S", "BACKGROUND_ID", "SPLIT_SUFFIXES", "split_files",
            "read_order", "load_ave", "segment_labels", "write_ave"]
@@ -158,15 +159,6 @@ def segment_labels(sample: Sample, *, num_segments: int = NUM_SEGMENTS,
     return labels
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _time(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
@@ -209,7 +201,7 @@ def write_ave(annset: AnnotationSet, out_dir: str | os.PathLike) -> None:
             raise ValueError(f"{out}: sample {s.sample_id!r}: label {g.label!r} with id {g.label_id} "
                              f"does not match the class list")
         lines.append(f"{g.label}&{s.video_id}&{quality}&{_time(g.start_s)}&{_time(g.end_s)}")
-    _write_atomic(out / "Annotations.txt", lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    atomic_write_text(out / "Annotations.txt", "\n".join(lines) + "\n")
 
     def h5_writer(order: np.ndarray):
         def write(p: Path) -> None:
@@ -220,4 +212,4 @@ def write_ave(annset: AnnotationSet, out_dir: str | os.PathLike) -> None:
     for subset in _SPLIT_STEMS:
         order = np.array([i for i, s in enumerate(rows) if s.subset == subset], np.int64)
         for split in SPLIT_SUFFIXES:
-            _write_atomic(split_files(out, split)[subset], h5_writer(order))
+            atomic_write(split_files(out, split)[subset], h5_writer(order))

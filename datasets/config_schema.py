@@ -50,7 +50,7 @@ def dataclass_from_dict(cls: type, data: Any, *, path: str = "", parsers: Mappin
 def _convert(value: Any, tp: Any, path: str, parsers: Mapping[type, Parser]) -> Any:
     if tp in parsers:
         return parsers[tp](value, path)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return dataclass_from_dict(tp, value, path=path, parsers=parsers)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):

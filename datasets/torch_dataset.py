@@ -372,6 +372,8 @@ class AveFeatureDataset(Dataset):
         n = len(self.samples)
         if index >= n:
             j = index - n
+            if self.extra_audio is None or self.extra_visual is None:
+                raise IndexError(f"index {index} out of range for {n} samples (no extra background videos)")
             seg = np.full(self.num_segments, self.background_id, np.int64)
             visual = _standardize(np.asarray(self.extra_visual[j], np.float32), self.stats.get(self.visual_stream))
             audio = _standardize(np.asarray(self.extra_audio[j], np.float32), self.stats.get(self.audio_stream))

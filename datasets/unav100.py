@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable
 
 from avel.datasets.annotations import SUBSETS, AnnotationError, AnnotationSet, Sample, Segment
+from avel.datasets.fileio import atomic_write_text
 
 __all__ = ["AnnotationError", "VIDEO_EXTENSIONS", "load_unav100", "write_unav100", "find_video_files",
            "read_json_with_duplicates", "json_number", "json_type"]
@@ -98,7 +99,7 @@ def load_unav100(path: str | os.PathLike) -> AnnotationSet:
     except (OSError, UnicodeDecodeError) as e:
         raise _fail(path, "file", f"cannot read: {e}") from e
     database = data.get("database") if isinstance(data, dict) else None
-    if not isinstance(database, dict):
+    if not isinstance(database, JsonObject):  # every object read_json_with_duplicates returns is one
         raise _fail(path, "top level", 'expected an object {"version": ..., "database": {video_id: {...}}}')
     if database.duplicate_keys:
         raise _fail(path, f"database/{database.duplicate_keys[0]}", "video id appears more than once")
@@ -175,12 +176,7 @@ def write_unav100(annset: AnnotationSet, path: str | os.PathLike) -> None:
             "annotations": [{"segment": [g.start_s, g.end_s], "label": g.label, "label_id": g.label_id}
                             for g in s.segments],
         }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps({"version": VERSION, "database": database}), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps({"version": VERSION, "database": database}))
 
 
 def find_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,

@@ -150,11 +150,12 @@ def _validate_unav100(path: Path, video_dir) -> list[Problem]:
                 problems.append(Problem(f, f"{w}/label", f"expected a non-empty class name, got {label!r}"))
             if "label_id" in ann and (isinstance(label_id, bool) or not isinstance(label_id, int) or label_id < 0):
                 problems.append(Problem(f, f"{w}/label_id", f"expected an integer >= 0, got {label_id!r}"))
-            label_ok = isinstance(label, str) and bool(label)
-            id_ok = isinstance(label_id, int) and not isinstance(label_id, bool) and label_id >= 0
-            if label_ok and id_ok:
-                names.setdefault(label_id, set()).add(label)
-                ids_of.setdefault(label, set()).add(label_id)
+            label_name = label if isinstance(label, str) and label else None
+            label_num = label_id if isinstance(label_id, int) and not isinstance(label_id, bool) and label_id >= 0 \
+                else None
+            if label_name is not None and label_num is not None:
+                names.setdefault(label_num, set()).add(label_name)
+                ids_of.setdefault(label_name, set()).add(label_num)
             if not (isinstance(seg, list) and len(seg) == 2 and all(json_number(x) is not None for x in seg)):
                 continue
             start, end = float(seg[0]), float(seg[1])
@@ -165,11 +166,11 @@ def _validate_unav100(path: Path, video_dir) -> list[Problem]:
             if duration is not None and end > duration + DURATION_TOLERANCE_S:
                 problems.append(Problem(f, f"{w}/segment", f"end {end:g} after the duration {duration:g} s "
                                                            f"(tolerance {DURATION_TOLERANCE_S} s)"))
-            key = (round(start, 6), round(end, 6), label if label_ok else None)
-            if key in first_of:
+            event = (round(start, 6), round(end, 6), label_name)
+            if event in first_of:
                 problems.append(Problem(f, w, f"duplicate event {label!r} [{start:g}, {end:g}] "
-                                              f"(same as annotations[{first_of[key]}])"))
-            first_of.setdefault(key, k)
+                                              f"(same as annotations[{first_of[event]}])"))
+            first_of.setdefault(event, k)
     for label_id, labels in sorted(names.items()):
         if len(labels) > 1:
             problems.append(Problem(f, "database", f"label_id {label_id} is used for several labels {sorted(labels)} "

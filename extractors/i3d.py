@@ -7,6 +7,14 @@ max pools with the same run-time SAME padding (zeros; inputs are post-ReLU so th
 Checkpoints in the hassony2 / video_features layout are converted automatically
 (:func:`avel.extractors.weights.i3d_hassony_to_piergiaj`).
 
+BatchNorm eps follows the checkpoint's layout (``bn_eps=None``, the default): 1e-3 for the
+pytorch-i3d layout (as TF and piergiaj run it), 1e-5 for the video_features layout (the hassony2
+port, whose ``BatchNorm3d`` keeps torch's default; its features, e.g. UnAV-100's, were made so).
+A file with keys of both layouts or of neither is refused, naming the file and the keys. The
+layout and eps of each stream are recorded in the store stream's provenance
+(:meth:`_I3DBase.provenance`); an explicit ``bn_eps`` overrides the layout's. Random weights use
+1e-3. Parity with both reference codes is pinned by ``tests/extractors/test_parity.py``.
+
 Feature of one window: the ``AvgPool3d((2, 7, 7), stride 1)`` output after ``Mixed_5c``, averaged
 over all remaining positions (time only, at 224 x 224) -> 1024 per stream.
 
@@ -41,6 +49,10 @@ from avel.extractors.preprocess import center_crop, flow_to_i3d, scale_to_pm1, t
 from avel.extractors.raft_flow import RAFT_CHECKPOINT, RaftFlow, RaftFlowConfig, distinct_pairs
 
 
+DEFAULT_BN_EPS = 1e-3
+"""BatchNorm eps without a checkpoint (random weights): TF / pytorch-i3d's."""
+
+
 def same_pad_amounts(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TF "SAME" padding of one dimension: (front, back)."""
     if size % stride == 0:
@@ -58,6 +70,14 @@ def same_pad_3d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]) -
     return F.pad(x, pads)
 
 
+def _triple(values: Sequence[int], what: str) -> tuple[int, int, int]:
+    """``(T, H, W)`` ints from a length-3 sequence (configs may hold lists)."""
+    if len(values) != 3:
+        raise ValueError(f"I3D: {what} must have 3 entries (T, H, W), got {tuple(values)}")
+    t, h, w = values
+    return int(t), int(h), int(w)
+
+
 class Unit3D(nn.Module):
     """Conv3d (SAME padding at run time) -> optional BatchNorm3d -> optional ReLU (piergiaj keys).
 
@@ -68,7 +88,7 @@ class Unit3D(nn.Module):
                  stride: Sequence[int] = (1, 1, 1), *, batch_norm: bool = True, relu: bool = True,
                  bias: bool = False, bn_eps: float = 1e-3) -> None:
         super().__init__()
-        self.kernel, self.stride = tuple(kernel), tuple(stride)
+        self.kernel, self.stride = _triple(kernel, "kernel"), _triple(stride, "stride")
         self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=0, bias=bias)
         self.bn = nn.BatchNorm3d(out_channels, eps=bn_eps, momentum=0.01) if batch_norm else None
         self.relu = relu
@@ -107,7 +127,7 @@ class MaxPool3dSame(nn.Module):
 
     def __init__(self, kernel: Sequence[int], stride: Sequence[int]) -> None:
         super().__init__()
-        self.kernel, self.stride = tuple(kernel), tuple(stride)
+        self.kernel, self.stride = _triple(kernel, "kernel"), _triple(stride, "stride")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = same_pad_3d(x, self.kernel, self.stride)
@@ -178,7 +198,7 @@ class InceptionI3d(nn.Module):
             setattr(self, name, block)
             channels = block.out_channels
         self.out_channels = channels
-        self.avg_pool = nn.AvgPool3d(tuple(avg_pool_kernel), stride=(1, 1, 1))
+        self.avg_pool = nn.AvgPool3d(_triple(avg_pool_kernel, "avg_pool_kernel"), stride=(1, 1, 1))
         self.logits = Unit3D(channels, num_classes, batch_norm=False, relu=False, bias=True)
         self._trunk = ["Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3",
                        "MaxPool3d_3a_3x3", "Mixed_3b", "Mixed_3c", "MaxPool3d_4a_3x3", "Mixed_4b",
@@ -214,8 +234,9 @@ class I3DConfig(ExtractorConfig):
         unpad_flow: crop RAFT's replicate padding off the flow before the centre crop
             (False = video_features behaviour).
         flow_clamp: flow magnitude clamp in pixels before quantisation (20).
-        bn_eps: BatchNorm epsilon (1e-3 = TF / piergiaj; video_features' hassony2 port runs the same
-            weights with 1e-5).
+        bn_eps: BatchNorm epsilon; ``None`` (default): from each stream's checkpoint layout, 1e-3
+            for pytorch-i3d's, 1e-5 for video_features' (hassony2 port), 1e-3 for random weights.
+            A number overrides the layout (both streams).
         flow_pair_dedupe: compute each distinct frame pair of a batch once. Overlapping windows
             of one video share pairs (24-frame windows every 8 frames: each pair is in 3
             windows), so RAFT, 97 % of the two-stream cost, runs on ``(B - 1) x stride + window``
@@ -247,7 +268,7 @@ class I3DConfig(ExtractorConfig):
     raft_width_divisor: int = 1
     unpad_flow: bool = False
     flow_clamp: float = 20.0
-    bn_eps: float = 1e-3
+    bn_eps: float | None = None
     flow_pair_dedupe: bool = True
     raft_pair_batch: int = 8
     frame_selection: str = "ffmpeg_fps"
@@ -268,25 +289,30 @@ _I3D_PRESETS: Mapping[str, Mapping[str, Any]] = {
 }
 
 
-class _I3DBase(Extractor):
+class _I3DBase(Extractor[I3DConfig]):
     """Shared plumbing of the three I3D extractors; see the module docstring."""
 
     modality = "video"
-    config_cls = I3DConfig
     presets = _I3D_PRESETS
     streams: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: I3DConfig) -> None:
         super().__init__(config)
         c = config
-        kw = dict(num_classes=c.num_classes, width_divisor=c.width_divisor, avg_pool_kernel=c.avg_pool_kernel,
-                  bn_eps=c.bn_eps)
+        eps = DEFAULT_BN_EPS if c.bn_eps is None else c.bn_eps
+        # stream -> (checkpoint layout or None for random / unloaded weights, BatchNorm eps in use)
+        self.stream_weights: dict[str, tuple[str | None, float]] = {s: (None, eps) for s in self.streams}
+
+        def trunk(in_channels: int) -> InceptionI3d:
+            return InceptionI3d(in_channels=in_channels, num_classes=c.num_classes, width_divisor=c.width_divisor,
+                                avg_pool_kernel=c.avg_pool_kernel, bn_eps=eps)
+
         if "rgb" in self.streams:
-            self.rgb = InceptionI3d(in_channels=3, **kw)
+            self.rgb = trunk(3)
         if "flow" in self.streams:
             if c.raft_pair_batch < 0:
                 raise ValueError(f"{self.name}: raft_pair_batch must be >= 0 (0: one call), got {c.raft_pair_batch}")
-            self.flow = InceptionI3d(in_channels=2, **kw)
+            self.flow = trunk(2)
             self.raft = RaftFlow(RaftFlowConfig(num_flow_updates=c.num_flow_updates,
                                                 width_divisor=c.raft_width_divisor, unpad=c.unpad_flow))
 
@@ -310,11 +336,34 @@ class _I3DBase(Extractor):
 
     # -- weights ---------------------------------------------------------------------------
     @classmethod
+    def inspect_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]], files: Mapping[str, Any],
+                           config: I3DConfig) -> dict[str, Any]:
+        """``{"layouts": {stream: "pytorch_i3d" | "video_features"}}``; refuses ambiguous files."""
+        return {"layouts": {r: W.i3d_checkpoint_layout(states[r], file=files[r]) for r in states
+                            if r in ("rgb", "flow")}}
+
+    def adopt_checkpoint(self, info: Mapping[str, Any]) -> None:
+        """Set each stream's BatchNorm eps from its checkpoint layout (unless ``bn_eps`` is given)."""
+        for stream, layout in info.get("layouts", {}).items():
+            eps = W.I3D_LAYOUT_BN_EPS[layout] if self.config.bn_eps is None else self.config.bn_eps
+            for m in getattr(self, stream).modules():
+                if isinstance(m, nn.BatchNorm3d):
+                    m.eps = eps
+            self.stream_weights[stream] = (layout, eps)
+
+    def provenance(self) -> dict[str, Any]:
+        """``{"i3d": {stream: {checkpoint_layout, bn_eps, bn_eps_from}}}`` for the store."""
+        src = "config" if self.config.bn_eps is not None else None
+        return {"i3d": {s: {"checkpoint_layout": layout, "bn_eps": eps,
+                            "bn_eps_from": src or ("checkpoint layout" if layout else "default (no checkpoint)")}
+                        for s, (layout, eps) in self.stream_weights.items()}}
+
+    @classmethod
     def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
-                           config: ExtractorConfig) -> dict[str, torch.Tensor]:
+                           config: I3DConfig) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for role, state in states.items():
-            if role in ("rgb", "flow") and any(k.startswith("conv3d_1a_7x7.") for k in state):
+            if role in ("rgb", "flow") and W.i3d_checkpoint_layout(state) == "video_features":
                 state = W.i3d_hassony_to_piergiaj(state)
             state = W.add_num_batches_tracked(state)
             out.update({f"{role}.{k}" if role != "raft" else f"raft.raft.{k}": v for k, v in state.items()})

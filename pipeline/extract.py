@@ -144,15 +144,20 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     for rec in plan.rejected:
         append_error(out, rec)
     total = len(plan.todo)
-    if cfg.runner == "local":
-        report = run_sequential(plan.todo, extractors, writer, batch_size=cfg.batch_size, device=device,
-                                decode_timeout_s=cfg.decode_timeout_s, chunk_s=cfg.chunk_s,
-                                progress=(lambda r: progress(r, total)) if progress else None)
-    else:
-        from avel.pipeline.ray_extract import run_ray
+    try:
+        if cfg.runner == "local":
+            report = run_sequential(plan.todo, extractors, writer, batch_size=cfg.batch_size, device=device,
+                                    decode_timeout_s=cfg.decode_timeout_s, chunk_s=cfg.chunk_s,
+                                    progress=(lambda r: progress(r, total)) if progress else None)
+        else:
+            from avel.pipeline.ray_extract import run_ray
 
-        report = run_ray(plan.todo, cfg, extractors, writer,
-                         progress=(lambda r: progress(r, total)) if progress else None)
+            report = run_ray(plan.todo, cfg, extractors, writer,
+                             progress=(lambda r: progress(r, total)) if progress else None)
+    except BaseException:
+        writer.abort()  # release this writer's claims and lease; committed shards stay
+        raise
+    writer.close()  # commits the rest, refreshes manifest.json, releases claims
     report.videos_skipped += len(plan.done) + len(plan.previously_failed)
     report.videos_failed += len(plan.rejected)
     report.failures = plan.rejected + report.failures

@@ -87,8 +87,9 @@ class DataSection:
 class OptimSection:
     """Optimizer and schedule (per step), EMA of weights, clipping.
 
-    Defaults are the UnAV-100 baseline's (AdamW, 5 warmup + cosine epochs; see
-    ../shared/reference/datasets-and-models.md). The AVE papers use Adam with a step decay:
+    Defaults are the UnAV-100 baseline's (AdamW, 5 warmup + cosine epochs: the configs of the
+    official UnAV code, ttgeng233/UnAV, for "Dense-Localizing Audio-Visual Events in Untrimmed
+    Videos", CVPR 2023). The AVE papers use Adam with a step decay:
     ``optimizer: adam``, ``schedule: step`` with ``step_size_steps`` / ``step_gamma``.
 
     Args:

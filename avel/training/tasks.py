@@ -7,7 +7,6 @@ evaluates a model on a split and writes its predictions.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from avel.datasets.annotations import AnnotationSet
+from avel.datasets.fileio import atomic_write_text
 from avel.datasets.store import FeatureStore
 from avel.datasets.torch_dataset import AveFeatureDataset, DenseFeatureDataset, stream_statistics
 from avel.training.config import TrainConfig
 from avel.training.trainer import move_to
-
-
-def _write_json_atomic(data: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def _train_stats(store: FeatureStore, annotations: AnnotationSet, cfg: TrainConfig, streams: list[str]):
@@ -108,7 +102,7 @@ class DenseTask:
         return metrics, payload
 
     def save_predictions(self, predictions: Any, path: Path) -> None:
-        _write_json_atomic(predictions, path)
+        atomic_write_text(path, json.dumps(predictions))
 
 
 class AveTask:
@@ -200,5 +194,5 @@ class AveTask:
                 {"segment_predictions": predictions})
 
     def save_predictions(self, predictions: Any, path: Path) -> None:
-        _write_json_atomic(predictions, path)
+        atomic_write_text(path, json.dumps(predictions))
 

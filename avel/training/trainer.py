@@ -45,7 +45,6 @@ import copy
 import itertools
 import json
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -60,6 +59,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from avel.datasets.fileio import atomic_write
 from avel.training.config import ConfigError, TrainConfig
 
 
@@ -184,14 +184,6 @@ class FitResult:
     best_score: float
     last_epoch: int
     history: list[dict[str, Any]]
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -340,7 +332,8 @@ class Trainer:
         """Write a checkpoint (rank 0 only under data parallelism); returns its path."""
         path = self.out_dir / name
         if self.is_main:
-            _atomic_torch_save(self.state(), path)
+            state = self.state()
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
         return path
 
     def resume(self, path: str | Path) -> None:

@@ -116,7 +116,7 @@ def test_ave_every_line_problem(tmp_path):
                        "Dog&c&good&6&4\nDog&d&good&0&12\nDog&a&good&2&5\nDog&e&good&x&5\n&&&1&2\n"
                        "Category&VideoID&Quality&StartTime&EndTime\n")
     assert _pairs(validate("ave", p)) == {
-        ("line 3", f"expected 5 '&'-separated fields (Category&VideoID&Quality&StartTime&EndTime), got 3"),
+        ("line 3", "expected 5 '&'-separated fields (Category&VideoID&Quality&StartTime&EndTime), got 3"),
         ("line 4", "start 6 >= end 4"),
         ("line 5", "segment [0, 12] outside the 10-s clip (expected 0 <= start < end <= 10)"),
         ("line 6", "duplicate of line 2"),
