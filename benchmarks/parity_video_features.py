@@ -9,8 +9,8 @@ flow in video_features' (hassony2) layout with BatchNorm running statistics meas
 windows of the two videos (train-mode passes, cumulative average), so that rows follow the
 content; RAFT (torchvision ``raft_large`` weights, converted to the princeton-vl layout that
 video_features loads); VGGish (torchvggish layout); VGG-19 (torchvision layout). avel loads the
-same files through its own checkpoint converters (I3D with ``bn_eps=1e-5``, the eps of the
-hassony2 port; VGGish with its final ReLU, as the released features).
+same files through its own checkpoint converters, with default settings (I3D BatchNorm eps
+1e-5 from the hassony2 layout; VGGish with its final ReLU, as the released features).
 
 Per video and stream it prints
 
@@ -276,13 +276,14 @@ def _avel_rows(args, stream: str, video: Path):
 
     torch.set_num_threads(args.threads)
     w = args.cache / "weights"
+    # defaults throughout: BatchNorm eps 1e-5 from the hassony2 layout, VGGish final ReLU on
     if stream == "i3d_rgb":
-        ext = E.get("i3d_rgb").from_checkpoint(w / "i3d_rgb.pt", bn_eps=1e-5)
+        ext = E.get("i3d_rgb").from_checkpoint(w / "i3d_rgb.pt")
     elif stream == "i3d_flow":
         ext = E.get("i3d_flow").from_checkpoint({"flow": w / "i3d_flow.pt",
-                                                 "raft": w / "raft_large_C_T_SKHT_V1-0b8c9e55.pth"}, bn_eps=1e-5)
+                                                 "raft": w / "raft_large_C_T_SKHT_V1-0b8c9e55.pth"})
     elif stream == "vggish":
-        ext = E.get("vggish").from_checkpoint(w / "vggish.pth", final_relu=True)
+        ext = E.get("vggish").from_checkpoint(w / "vggish.pth")
     else:
         ext = E.get("vgg19").from_checkpoint(w / "vgg19-dcbb9e9d.pth")
     rows, _, errors, _ = extract_video_chunked(video, [StreamExtractor(stream, ext)], chunk_s=30.0,
