@@ -16,6 +16,8 @@ Per video and stream it prints
 
 * ``ratio``: mean |avel row - reference row| / mean |reference row i+1 - reference row i|
   (rows compared up to the shorter of the two; row counts printed);
+* ``old ratio/floor`` (``--old``): avel with the rule and resize it used before
+  (``frame_selection="previous"``, ``resize="torch"``), against the same floor;
 * ``floor``: the same ratio for video_features on the video's 25-fps re-encode (made with
   video_features' own ffmpeg command) against video_features on the video: the noise of the
   libx264 re-encode that every tool reading the original file pays.
@@ -268,7 +270,7 @@ def _run_reference(args, job: str, inputs: list[Path], out: Path) -> None:
     subprocess.run(cmd, check=True, env=env)
 
 
-def _avel_rows(args, stream: str, video: Path):
+def _avel_rows(args, stream: str, video: Path, **options):
     import torch
 
     import avel.extractors as E
@@ -278,14 +280,14 @@ def _avel_rows(args, stream: str, video: Path):
     w = args.cache / "weights"
     # defaults throughout: BatchNorm eps 1e-5 from the hassony2 layout, VGGish final ReLU on
     if stream == "i3d_rgb":
-        ext = E.get("i3d_rgb").from_checkpoint(w / "i3d_rgb.pt")
+        ext = E.get("i3d_rgb").from_checkpoint(w / "i3d_rgb.pt", **options)
     elif stream == "i3d_flow":
         ext = E.get("i3d_flow").from_checkpoint({"flow": w / "i3d_flow.pt",
-                                                 "raft": w / "raft_large_C_T_SKHT_V1-0b8c9e55.pth"})
+                                                 "raft": w / "raft_large_C_T_SKHT_V1-0b8c9e55.pth"}, **options)
     elif stream == "vggish":
         ext = E.get("vggish").from_checkpoint(w / "vggish.pth")
     else:
-        ext = E.get("vgg19").from_checkpoint(w / "vgg19-dcbb9e9d.pth")
+        ext = E.get("vgg19").from_checkpoint(w / "vgg19-dcbb9e9d.pth", **options)
     rows, _, errors, _ = extract_video_chunked(video, [StreamExtractor(stream, ext)], chunk_s=30.0,
                                                batch_size=4, device=torch.device("cpu"), decode_timeout_s=None)
     if errors:
@@ -315,6 +317,8 @@ def main() -> None:
                     help="I3D RGB and VGG-19 on the first N seconds of each video (0: whole videos)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--old", action="store_true",
+                    help="also avel with the previous rule and resize (frame_selection=previous, resize=torch)")
     # reference role
     ap.add_argument("--job")
     ap.add_argument("--vf", type=Path)
@@ -362,27 +366,36 @@ def main() -> None:
             seconds = {"i3d_flow": args.flow_seconds, "vggish": 0.0}.get(stream, args.clip_seconds)
             video = subclip(src, seconds)
             feats = {}
-            for tool, path in (("ref", video), ("ref_reenc", reencode(video)), ("avel", video)):
+            tools = [("ref", video), ("ref_reenc", reencode(video)), ("avel", video)]
+            if args.old and stream != "vggish":
+                tools.append(("avel_old", video))
+            for tool, path in tools:
                 out = args.cache / "rows" / f"{stream}-{video.stem}-{tool}.npy"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 if not out.exists():
                     if tool == "avel":
                         np.save(out, _avel_rows(args, stream, path))
+                    elif tool == "avel_old":
+                        np.save(out, _avel_rows(args, stream, path, frame_selection="previous", resize="torch"))
                     else:
                         _run_reference(args, stream, [path], out)
                 feats[tool] = np.load(out)
             results.append({"video": src.stem, "stream": stream, "clip_s": seconds,
                             "rows_avel": len(feats["avel"]), "rows_ref": len(feats["ref"]),
                             "ratio": _ratio(feats["avel"], feats["ref"]),
-                            "floor": _ratio(feats["ref_reenc"], feats["ref"])})
+                            "floor": _ratio(feats["ref_reenc"], feats["ref"]),
+                            "ratio_old": _ratio(feats["avel_old"], feats["ref"]) if "avel_old" in feats else None})
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    print(f"{'video':<16}{'stream':<10}{'rows avel/ref':>14}{'ratio':>8}{'floor':>8}{'ratio/floor':>13}")
+    old = any(r["ratio_old"] is not None for r in results)
+    print(f"{'video':<16}{'stream':<10}{'rows avel/ref':>14}{'ratio':>8}{'floor':>8}{'ratio/floor':>13}"
+          + (f"{'old ratio/floor':>17}" if old else ""))
     for r in results:
         clip = f"  (first {r['clip_s']:g} s)" if r["clip_s"] else ""
+        extra = (f"{r['ratio_old'] / r['floor']:>17.2f}" if r["ratio_old"] is not None else f"{'-':>17}") if old else ""
         print(f"{r['video']:<16}{r['stream']:<10}{r['rows_avel']:>7}/{r['rows_ref']:<6}{r['ratio']:>8.3f}"
-              f"{r['floor']:>8.3f}{r['ratio'] / r['floor']:>13.2f}{clip}")
+              f"{r['floor']:>8.3f}{r['ratio'] / r['floor']:>13.2f}{extra}{clip}")
 
 
 if __name__ == "__main__":
