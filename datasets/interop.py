@@ -62,7 +62,7 @@ UNAV_NPY_STREAMS: tuple[NpyStream, ...] = (
     NpyStream("_one_peace_audio", "onepeace_audio", "onepeace_audio", UNAV100_ONEPEACE_AUDIO, 1536),
 )
 
-ProgressFn = Callable[[int], None]
+ProgressFn = Callable[[int], object]  # called with the count done; its return value is ignored
 
 
 def _save_npy(path: Path, rows: np.ndarray) -> None:
@@ -156,6 +156,12 @@ def import_unav_npy(
                 dim = fam_by_stream[stream].dim
                 if rows.ndim != 2 or rows.shape[1] != dim or rows.shape[0] < 1:
                     report.problems.append(f"{path}: shape {rows.shape}, expected T x {dim} with T >= 1")
+                    continue
+                if rows.dtype.kind != "f":
+                    report.problems.append(f"{path}: dtype {rows.dtype}, expected floating-point features")
+                    continue
+                if not np.all(np.isfinite(rows)):
+                    report.problems.append(f"{path}: NaN or Inf in rows {np.flatnonzero(~np.isfinite(rows).all(1))[:5].tolist()}")
                     continue
                 feats[stream] = rows
             if not feats:
@@ -292,7 +298,17 @@ def import_ave_h5(
                             f"{sources[s][0]}: rows {r0} and {r} (video {vid!r}) differ; kept row {r0}")
             else:
                 first_row[vid] = r
-                feats = {s: arr[r] for s, arr in arrays.items() if vid not in done[s]}
+                feats = {}
+                for s, arr in arrays.items():
+                    if vid in done[s]:
+                        continue
+                    try:
+                        feats[s] = arr[r]
+                    except (OSError, ValueError) as e:  # a corrupt chunk of the file
+                        raise StoreError(f"{sources[s][0]}: row {r} (video {vid!r}): cannot read ({e})") from None
+                    if not np.all(np.isfinite(feats[s])):
+                        report.problems.append(f"{sources[s][0]}: row {r} (video {vid!r}): NaN or Inf; not imported")
+                        del feats[s]
                 if feats:
                     writer.add(vid, feats, meta=VideoMeta(duration_s=sample.duration_s, extra={"ave_row": r}))
                     report.videos += 1

@@ -34,7 +34,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from avel.datasets.fileio import atomic_write_text, sha256_file
 
@@ -280,13 +280,15 @@ def cut_torn_tail(root: Path) -> int:
         return pos
 
 
-def append_records(root: Path, records: list[Mapping[str, Any]]) -> None:
+def append_records(root: Path, records: Sequence[Mapping[str, Any]]) -> None:
     """Under the store lock: append records to the log and fsync (the commit point)."""
     data = b"".join(encode_record({**r, "time": r.get("time") or now_iso()}) for r in records)
     path = Path(root) / LOG
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         before = os.fstat(fd).st_size
+        if before and os.pread(fd, 1, before - 1) != b"\n":  # a torn append of a writer that died
+            before = cut_torn_tail(root)
         try:
             view = memoryview(data)
             while view:

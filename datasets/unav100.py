@@ -29,6 +29,7 @@ from avel.datasets.annotations import SUBSETS, AnnotationError, AnnotationSet, S
 from avel.datasets.fileio import atomic_write_text
 
 __all__ = ["AnnotationError", "VIDEO_EXTENSIONS", "load_unav100", "write_unav100", "find_video_files",
+           "find_duplicate_video_files",
            "read_json_with_duplicates", "json_number", "json_type"]
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -185,7 +186,8 @@ def find_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
 
     The directory is listed once and names are compared exactly (no globbing, so ids with
     ``-``, ``_``, ``[`` or a leading ``.`` are safe); when several extensions exist the first in
-    ``extensions`` wins.
+    ``extensions`` wins here; :func:`find_duplicate_video_files` lists those ids (extraction
+    rejects them, ``avel validate`` reports them).
 
     Args:
         video_ids: ids to look up (duplicates are looked up once).
@@ -208,3 +210,17 @@ def find_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
         else:
             missing.append(vid)
     return found, missing
+
+
+def find_duplicate_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
+                               extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> dict[str, list[Path]]:
+    """``{id: [paths]}`` for the ids that have a file under more than one extension
+    (``abc.mp4`` and ``abc.mkv``): which one holds the video is the user's call."""
+    video_dir = Path(video_dir)
+    present = {entry.name for entry in os.scandir(video_dir) if entry.is_file()} if video_dir.is_dir() else set()
+    out: dict[str, list[Path]] = {}
+    for vid in dict.fromkeys(video_ids):
+        paths = [video_dir / f"{vid}{ext}" for ext in extensions if f"{vid}{ext}" in present]
+        if len(paths) > 1:
+            out[vid] = paths
+    return out

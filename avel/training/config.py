@@ -32,14 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from avel.datasets.config_schema import dataclass_from_dict
+from avel.datasets.config_schema import ConfigError, YamlError, dataclass_from_dict, read_yaml
 from avel.pipeline.cluster import ClusterConfig
-
-
-class ConfigError(ValueError):
-    """A configuration file or value is invalid."""
 
 
 @dataclass
@@ -222,11 +216,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     """Load a YAML config; ``overrides`` are dotted keys (``optim.epochs``) applied on top."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from e
+        data = read_yaml(path)
+    except YamlError as e:
+        raise ConfigError(str(e)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level: expected a mapping of config sections, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from avel.datasets.store import FeatureStore
+from avel.pipeline.cluster import shutdown_ray
 from avel.training.config import ConfigError, TrainConfig
 
 
@@ -170,7 +171,7 @@ def train_distributed(cfg: TrainConfig, *, store: str | Path, annotations: str |
             raise DistributedTrainingError(f"distributed training of {out} failed: {e}") from None
     finally:
         if started:
-            ray.shutdown()
+            shutdown_ray()
     if _mtime_ns(summary_path) in (None, summary_before):
         raise DistributedTrainingError(f"{summary_path} was not written: is {out} on storage the workers share?")
     return json.loads(summary_path.read_text())

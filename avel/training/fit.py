@@ -17,7 +17,7 @@ import torch
 from avel.datasets.store import FeatureStore
 from avel.training.config import ConfigError, TrainConfig
 from avel.training.tasks import AveTask, DenseTask
-from avel.training.trainer import Trainer, seed_everything
+from avel.training.trainer import Task, Trainer, load_checkpoint, seed_everything
 
 
 def load_annotations(task: str, path: str | Path, *, ave_split: str = "standard"):
@@ -28,6 +28,23 @@ def load_annotations(task: str, path: str | Path, *, ave_split: str = "standard"
     from avel.datasets.ave import load_ave
 
     return load_ave(path, split=ave_split)
+
+
+def check_splits(cfg: TrainConfig, annotations, source: str | Path) -> None:
+    """Refuse an empty training or validation split: the best checkpoint is chosen on validation,
+    and without one training would pick "best" on zero samples and exit 0.
+
+    Raises:
+        AnnotationError: naming the annotation file, the subset and the config key.
+    """
+    from avel.datasets.annotations import AnnotationError
+
+    d = cfg.data
+    for key, subset in (("data.train_subset", d.train_subset), ("data.val_subset", d.val_subset)):
+        if not annotations.subset(subset):
+            raise AnnotationError(f"{source}: no samples in subset {subset!r} ({key}); training needs a training and "
+                                  f"a validation split (the best checkpoint is chosen on validation): add one to the "
+                                  f"annotations or set {key} to a subset they have")
 
 
 def make_task(cfg: TrainConfig, store: FeatureStore, annotations) -> DenseTask | AveTask:
@@ -73,7 +90,8 @@ def fit_and_test(cfg: TrainConfig, *, store: str | Path, annotations: str | Path
     st = FeatureStore(store)
     random_streams = random_weight_streams(cfg, st)
     ann = load_annotations(cfg.task, annotations, ave_split=cfg.data.ave_split)
-    task = make_task(cfg, st, ann)
+    check_splits(cfg, ann, annotations)
+    task: Task[Any] = make_task(cfg, st, ann)
     datasets = task.build_datasets(cfg)
     options = resolve_model_options(cfg, task.model_options(cfg, datasets["train"]))
     torch.manual_seed(cfg.seed)
@@ -88,7 +106,7 @@ def fit_and_test(cfg: TrainConfig, *, store: str | Path, annotations: str | Path
                                "best_epoch": fit.best_epoch, "best_validation_score": fit.best_score,
                                "random_weight_streams": random_streams}
     if "test" in datasets:
-        ckpt = torch.load(Path(out) / "best.pt", map_location=trainer.device, weights_only=False)
+        ckpt = load_checkpoint(Path(out) / "best.pt", map_location=trainer.device)
         target = trainer.eval_model()
         target.load_state_dict(ckpt["ema"] if ckpt["ema"] is not None else ckpt["model"])
         summary["test"] = trainer.evaluate("test")

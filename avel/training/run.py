@@ -19,6 +19,7 @@ from typing import Any
 
 from avel.training.config import TrainConfig
 from avel.training.fit import (
+    check_splits,
     fit_and_test,
     load_annotations,
     make_task,
@@ -28,7 +29,7 @@ from avel.training.fit import (
 from avel.training.trainer import Trainer
 
 # the library entry points of a run (fit_and_test and its steps live in avel.training.fit)
-__all__ = ["fit_and_test", "load_annotations", "make_task", "random_weight_streams", "resolve_model_options",
+__all__ = ["check_splits", "fit_and_test", "load_annotations", "make_task", "random_weight_streams", "resolve_model_options",
            "train"]
 
 
@@ -50,6 +51,7 @@ def train(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: 
     """
     if use_ray is None:
         use_ray = cfg.distributed.workers > 1
+    check_splits(cfg, load_annotations(cfg.task, annotations, ave_split=cfg.data.ave_split), annotations)
     if use_ray:
         from avel.training.distributed import train_distributed
 

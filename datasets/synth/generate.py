@@ -403,7 +403,7 @@ def annotation_set(cfg: SynthConfig, sigs: list[ClassSignature], plans: list[Vid
 
 
 def generate(cfg: SynthConfig, out_dir: str | os.PathLike, *, workers: int = 1,
-             progress: Callable[[int], None] | None = None) -> AnnotationSet:
+             progress: Callable[[int], object] | None = None) -> AnnotationSet:
     """Write ``out_dir/videos/<id>.mp4``, the annotation files, ``synth.json`` and (with
     ``background_videos``) ``background_videos.txt``; ``progress`` gets the number of videos
     done (annotated plus background)."""

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel.models.ave.blocks import (AudioGuidedVisualAttention, AveModel, BiLstm, check_ave_batch, check_setting,
-                                    segment_targets, weak_video_targets)
+                                    resolved, segment_targets, weak_video_targets)
 
 
 @dataclass
@@ -75,6 +75,8 @@ class AgvaNet(AveModel):
         config: :class:`AgvaConfig`.
     """
 
+    config: AgvaConfig
+
     def __init__(self, config: AgvaConfig) -> None:
         super().__init__()
         self.config = c = config
@@ -117,7 +119,7 @@ class AgvaNet(AveModel):
             loss = F.multilabel_soft_margin_loss(probs.flatten(0, 1), target.flatten(0, 1))
         else:
             probs = torch.softmax(outputs["video_scores"], dim=-1)  # B x C
-            target = weak_video_targets(batch, background_id=c.background_id, mode=c.weak_targets)
+            target = weak_video_targets(batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets)
             loss = F.multilabel_soft_margin_loss(probs, target)
         return {"total": loss, "classification": loss.detach()}
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel.models.ave.blocks import (AudioGuidedVisualAttention, AveModel, BiLstm, check_ave_batch, check_setting,
-                                    segment_targets, weak_video_targets)
+                                    resolved, segment_targets, weak_video_targets)
 
 
 @dataclass
@@ -197,9 +197,12 @@ class AvlcNet(AveModel):
         config: :class:`AvlcConfig`.
     """
 
+    config: AvlcConfig
+
     def __init__(self, config: AvlcConfig) -> None:
         super().__init__()
         self.config = c = config
+        self.spatial: TimeSpatialGuidedAttention | AudioGuidedVisualAttention
         if c.spatial == "tsga":
             self.spatial = TimeSpatialGuidedAttention(
                 visual_dim=c.visual_dim, audio_dim=c.audio_dim, hidden_dim=c.tsga_hidden, num_segments=c.num_segments,
@@ -211,7 +214,8 @@ class AvlcNet(AveModel):
         self.lstm_a = BiLstm(in_dim=c.audio_dim, hidden_dim=c.lstm_hidden)
         d_in = 2 * c.lstm_hidden
         if c.use_ptrf:
-            self.ptrf = PositiveTimeResidualFusion(dim=d_in, channels=c.ptrf_channels, threshold=c.threshold,
+            self.ptrf = PositiveTimeResidualFusion(dim=d_in, channels=resolved(c.ptrf_channels, "ptrf_channels"),
+                                                   threshold=resolved(c.threshold, "threshold"),
                                                    epsilon=c.epsilon, mean_source=c.mean_source, dropout=c.dropout)
         self.classifier = nn.Sequential(nn.Linear(d_in, c.classifier_hidden), nn.ReLU(),
                                         nn.Linear(c.classifier_hidden, c.num_classes))
@@ -255,7 +259,7 @@ class AvlcNet(AveModel):
             labels = segment_targets(batch, num_classes=c.num_classes)
             loss = F.cross_entropy(outputs["segment_scores"].flatten(0, 1), labels.flatten())
         else:
-            target = weak_video_targets(batch, background_id=c.background_id, mode=c.weak_targets)
+            target = weak_video_targets(batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets)
             target = target / target.sum(-1, keepdim=True).clamp(min=1.0)
             probs = torch.softmax(outputs["video_scores"], dim=-1)
             loss = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target)
