@@ -53,9 +53,10 @@ import socket
 import time
 import uuid
 import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -88,8 +89,8 @@ from avel.datasets.store_log import (
     sha256_hex,
     store_lock,
     write_new_file,
-    writer_gone,
     write_snapshot,
+    writer_gone,
 )
 
 __all__ = ["FeatureStore", "StoreWriter", "StreamSpec", "VideoMeta", "StoreError", "StoreCorruptError",
@@ -155,7 +156,7 @@ class StreamSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "StreamSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> StreamSpec:
         return cls(
             extractor=d["extractor"],
             plan=SamplingPlan.from_dict(d["plan"]),
@@ -183,7 +184,7 @@ class VideoMeta:
         return json.dumps(vars(self), sort_keys=True)  # == asdict(self): the fields are JSON values
 
     @classmethod
-    def from_json(cls, s: str) -> "VideoMeta":
+    def from_json(cls, s: str) -> VideoMeta:
         return cls(**json.loads(s))
 
 
@@ -807,7 +808,7 @@ class StoreWriter:
             write_snapshot(self.root, state)
 
     # -- context manager ---------------------------------------------------------------
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -1044,7 +1045,7 @@ class StoreWriter:
 class VideoFeatures:
     """Read-only view of one video: ``view[stream] -> np.ndarray`` (T x feature_shape)."""
 
-    def __init__(self, store: "FeatureStore", video_id: str) -> None:
+    def __init__(self, store: FeatureStore, video_id: str) -> None:
         self._store = store
         self.video_id = video_id
 
@@ -1145,7 +1146,7 @@ class FeatureStore:
                 f.close()
         self._files.clear()
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc) -> None:
