@@ -374,7 +374,7 @@ def _meta_json(index: _ShardIndex) -> list[str]:
     if index.meta_json is None:
         try:
             index.meta_json = _strs(index.meta_ds[()])
-        except OSError as e:
+        except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
             raise StoreCorruptError(f"shard {index.path}: videos/meta_json cannot be read ({e})") from e
     return index.meta_json
 
@@ -393,7 +393,7 @@ def _check_video(index: _ShardIndex, stream: str, i: int, *, with_meta: bool = F
                                     f"rows): offsets differ from what was written")
         rows = index.data[stream][a:b]
         starts, ends = g["start_s"][a:b], g["end_s"][a:b]
-    except OSError as e:
+    except (OSError, KeyError, ValueError, TypeError) as e:  # h5py: damaged objects, names, types
         raise StoreCorruptError(f"{where}: cannot be read ({e})") from e
     if index.version < 2:
         if _crc32(rows) != int(index.sums[stream][i]):
@@ -465,8 +465,8 @@ def _verify_shard(path: Path, entry: Mapping[str, Any] | None, *, full: bool = T
                     problems.append(str(e))
     except StoreCorruptError as e:
         problems.append(str(e))
-    except OSError as e:
-        problems.append(f"shard {path} cannot be opened by HDF5: {e}")
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        problems.append(f"shard {path} cannot be read by HDF5: {e}")
     return problems
 
 
@@ -1228,7 +1228,7 @@ class FeatureStore:
                     f"shard {path} has {size} bytes, the log says {entry['size_bytes']} (truncated or modified)")
             try:
                 f = _open_h5(path, "r")
-            except OSError as e:
+            except (OSError, KeyError, ValueError, TypeError) as e:
                 raise StoreCorruptError(f"shard {path} cannot be opened by HDF5: {e}") from e
             index = _load_index(f, path, entry["streams"])
             if index.ids != list(entry["videos"]):
