@@ -1095,15 +1095,15 @@ class FeatureStore:
         for shard in shards:
             self._shard_streams.append(frozenset(shard["streams"]))
             self._absent.append({s: set(v) for s, v in shard.get("absent", {}).items() if v})
-        # dict operations in C (1M videos in well under a second): keys in commit order, then
-        # each video's first shard (updates from the last shard back keep the earliest)
-        self._first = dict.fromkeys(itertools.chain.from_iterable(sh["videos"] for sh in shards))
-        first_shard: dict[str, int] = {}
-        for k in range(len(shards) - 1, -1, -1):
-            first_shard.update(dict.fromkeys(shards[k]["videos"], k))
-        self._first.update(first_shard)
-        del first_shard
+        # one dict built in C, one insertion per video: keys in commit order -> shard number
+        chain = itertools.chain.from_iterable
+        self._first = dict(zip(chain(sh["videos"] for sh in shards),
+                               chain(itertools.repeat(k, len(sh["videos"])) for k, sh in enumerate(shards))))
         if len(self._first) != sum(len(sh["videos"]) for sh in shards):  # some videos span shards
+            first_shard: dict[str, int] = {}  # the earliest shard of each video holds its metadata
+            for k in range(len(shards) - 1, -1, -1):
+                first_shard.update(dict.fromkeys(shards[k]["videos"], k))
+            self._first.update(first_shard)
             for k, shard in enumerate(shards):
                 for v in shard["videos"]:
                     if self._first[v] != k:

@@ -215,6 +215,16 @@ def _alive(procs: dict[int, int]) -> dict[int, int]:
     return out
 
 
+def ray_error_types() -> tuple[type[BaseException], ...]:
+    """Ray's exception base class (``ray.exceptions.RayError``), or nothing without Ray: lets
+    callers (the CLI's exit codes) recognise Ray failures without importing Ray themselves."""
+    try:
+        import ray.exceptions as rex
+    except ImportError:
+        return ()
+    return (rex.RayError,)
+
+
 def shutdown_ray(*, grace_s: float = 5.0) -> None:
     """``ray.shutdown()``, then stop what it leaves of the instance this process started.
 

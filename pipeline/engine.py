@@ -306,8 +306,8 @@ RETRYABLE_ERRORS = frozenset({"WorkerKilled", "WorkerCrashedError", "ActorDiedEr
 
 
 def record_failure(store_root: Path, report: RunReport, job: VideoJob, stage: str, exc: BaseException) -> None:
-    rec = {"video_id": job.video_id, "path": str(job.path), "stage": stage, "error_type": type(exc).__name__,
-           "message": str(exc)[:2000]}
+    rec: dict[str, Any] = {"video_id": job.video_id, "path": str(job.path), "stage": stage,
+                           "error_type": type(exc).__name__, "message": str(exc)[:2000]}
     if type(exc).__name__ in RETRYABLE_ERRORS:
         rec["retryable"] = True  # the worker died, not the video: a rerun tries it again
     append_error(store_root, rec)
@@ -360,8 +360,8 @@ def run_sequential(
             continue
         report.decode_s += timings["decode_s"]
         report.extract_s += time.perf_counter() - t0 - timings["decode_s"]
-        for stream, e in errors.items():
-            record_failure(writer.root, report, job, f"extract:{stream}", e)
+        for stream, error in errors.items():
+            record_failure(writer.root, report, job, f"extract:{stream}", error)
         failed = bool(errors)
         report.windows += sum(r.shape[0] for r in features.values())
         if features:

@@ -100,11 +100,16 @@ def _decode_chunk(path: str, request: dict, streams: list[_Stream], k: int, chun
     decoded = decode_video(path, fps=list(ranges), short_side=request["short_side"],
                            sample_rate=request["sample_rate"] if audio else None, frame_ranges=ranges)
     known = totals or {}  # chunk k > 0 may not decode every fps (a stream without rows in it)
-    totals = {s.name: decoded.total_frames.get(float(s.plan.fps), known.get(s.name)) for s in video}
-    _, spans = chunk_plan([(s.name, s.plan, s.context_frames, totals[s.name]) for s in video], k, chunk_s)
-    n_chunks = max((math.ceil(s.plan.num_rows(totals[s.name]) / max(1, int(round(chunk_s / s.plan.step_seconds))))
+    counts: dict[str, int] = {}  # stream -> output frames of the whole video
+    for s in video:
+        total = decoded.total_frames.get(float(s.plan.fps), known.get(s.name))
+        if total is None:  # chunk 0 decodes every fps and reports the counts later chunks get
+            raise DecodeError(f"{path}: no frame count for stream {s.name} in chunk {k}")
+        counts[s.name] = total
+    _, spans = chunk_plan([(s.name, s.plan, s.context_frames, counts[s.name]) for s in video], k, chunk_s)
+    n_chunks = max((math.ceil(s.plan.num_rows(counts[s.name]) / max(1, int(round(chunk_s / s.plan.step_seconds))))
                     for s in video), default=1)
-    info: dict[str, Any] = {"meta": decoded.meta, "totals": totals, "n_chunks": n_chunks,
+    info: dict[str, Any] = {"meta": decoded.meta, "totals": counts, "n_chunks": n_chunks,
                             "rows": {}, "padded": {}, "errors": {}}
     payloads: list[Any] = []
     for s in streams:
@@ -116,12 +121,12 @@ def _decode_chunk(path: str, request: dict, streams: list[_Stream], k: int, chun
                     continue
                 r0, r1 = spans[s.name]
                 frames = frames_for(decoded, s.decode_spec).numpy()  # frames from first_frame on
-                idx = window_index(s.plan, r0, r1, context_frames=s.context_frames, total_frames=totals[s.name],
+                idx = window_index(s.plan, r0, r1, context_frames=s.context_frames, total_frames=counts[s.name],
                                    first_frame=decoded.first_frame[float(s.plan.fps)]).numpy()
                 lo, hi = int(idx.min()), int(idx.max()) + 1  # ship only the frames the windows use
                 payloads.append((np.ascontiguousarray(frames[lo:hi]), idx - lo))
                 info["rows"][s.name] = r1 - r0
-                info["padded"][s.name] = s.plan.is_padded(totals[s.name])
+                info["padded"][s.name] = s.plan.is_padded(counts[s.name])
             else:
                 if decoded.audio is None:
                     raise DecodeError(decoded.audio_error or f"{path}: no audio")
@@ -282,7 +287,7 @@ class RayExtraction:
         self.decode_memory_bytes = 0
         self.started_ray = False
         self.startup_s = 0.0
-        self._decode = None
+        self._decode: Any = None  # the decode task (a Ray remote function), made by start()
         self._load: dict[str, list[int]] = {}  # stream -> calls in flight per actor
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -314,8 +319,10 @@ class RayExtraction:
                 f"decode tasks would reserve {self.decode_memory_bytes / 2**30:.2f} GiB of memory "
                 f"(decode_memory_gb={gb}{' (estimated)' if gb is None else ''}), more than any node offers "
                 f"({largest / 2**30:.2f} GiB): lower chunk_s, set decode_memory_gb, or 0 for no reservation")
-        self._decode = ray.remote(num_cpus=1, memory=self.decode_memory_bytes or None,
-                                  max_retries=DECODE_MAX_RETRIES, retry_exceptions=False)(_decode_chunk)
+        decode_opts: dict[str, Any] = {"num_cpus": 1, "max_retries": DECODE_MAX_RETRIES, "retry_exceptions": False}
+        if self.decode_memory_bytes:  # 0: no reservation
+            decode_opts["memory"] = self.decode_memory_bytes
+        self._decode = ray.remote(**decode_opts)(_decode_chunk)
         actor_cls = ray.remote(_ExtractorActor)
         opts: dict[str, Any] = {"num_cpus": 0, "max_restarts": ACTOR_MAX_RESTARTS,
                                 "max_task_retries": ACTOR_MAX_RESTARTS}

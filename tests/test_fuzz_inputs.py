@@ -188,7 +188,7 @@ def test_fuzz_ave_split_h5(tmp_path):
     for kind, i in cases("h5"):
         d = tmp_path / f"{kind}{i}"
         shutil.copytree(src_dir, d)
-        path = mutate(src_dir / "train_order.h5", d / "train_order.h5", kind, i, "h5")
+        mutate(src_dir / "train_order.h5", d / "train_order.h5", kind, i, "h5")
 
         try:
             ann = load_ave(d / "Annotations.txt", split_dir=d)

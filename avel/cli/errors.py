@@ -44,12 +44,9 @@ def _runtime_types() -> tuple[type, ...]:
         types.append(DistributedTrainingError)
     except ImportError:
         pass
-    try:
-        import ray.exceptions as rex
+    from avel.pipeline.cluster import ray_error_types  # Ray stays in the orchestration code
 
-        types.append(rex.RayError)
-    except ImportError:
-        pass
+    types.extend(ray_error_types())
     return tuple(types)
 
 
@@ -81,9 +78,10 @@ def exit_code_for(exc: BaseException) -> int:
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and the exceptions it was raised from or while handling."""
     out: list[BaseException] = []
-    while exc is not None and exc not in out:
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and current not in out:
+        out.append(current)
+        current = current.__cause__ or current.__context__
     return out
 
 

@@ -27,7 +27,7 @@ def _parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple
         raise click.BadParameter(f"expected two comma-separated integers like 1536,1536, got {value!r}") from None
     if len(dims) != 2 or min(dims) <= 0:
         raise click.BadParameter(f"expected two positive integers (visual,audio), got {value!r}")
-    return dims  # type: ignore[return-value]
+    return dims[0], dims[1]
 
 
 def _parse_sets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:

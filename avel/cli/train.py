@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -38,7 +39,7 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
     from avel.training.config import ConfigError, load_config
     from avel.training.run import train as run
 
-    parsed = {}
+    parsed: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise click.UsageError(f"--set takes KEY=VALUE, got {item!r}")
@@ -47,10 +48,10 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
             parsed[key] = parse_yaml(value, source=f"--set {key}")
         except YamlError as e:
             raise click.UsageError(str(e)) from None
-    for key, value in (("distributed.workers", workers), ("distributed.gpus_per_worker", gpus_per_worker),
-                       ("cluster.address", address)):
-        if value is not None:
-            parsed[key] = value
+    for key, flag in (("distributed.workers", workers), ("distributed.gpus_per_worker", gpus_per_worker),
+                      ("cluster.address", address)):
+        if flag is not None:
+            parsed[key] = flag
     try:
         cfg = load_config(config_file, parsed)
     except ConfigError as e:

@@ -17,7 +17,7 @@ import torch
 from avel.datasets.store import FeatureStore
 from avel.training.config import ConfigError, TrainConfig
 from avel.training.tasks import AveTask, DenseTask
-from avel.training.trainer import Trainer, load_checkpoint, seed_everything
+from avel.training.trainer import Task, Trainer, load_checkpoint, seed_everything
 
 
 def load_annotations(task: str, path: str | Path, *, ave_split: str = "standard"):
@@ -91,7 +91,7 @@ def fit_and_test(cfg: TrainConfig, *, store: str | Path, annotations: str | Path
     random_streams = random_weight_streams(cfg, st)
     ann = load_annotations(cfg.task, annotations, ave_split=cfg.data.ave_split)
     check_splits(cfg, ann, annotations)
-    task = make_task(cfg, st, ann)
+    task: Task[Any] = make_task(cfg, st, ann)
     datasets = task.build_datasets(cfg)
     options = resolve_model_options(cfg, task.model_options(cfg, datasets["train"]))
     torch.manual_seed(cfg.seed)

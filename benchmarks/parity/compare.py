@@ -127,8 +127,8 @@ def run_vgg19(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, An
         ours = ext.features(x.flatten(0, 1))  # B*L x 512 x S/32 x S/32
         rows = ext.forward(x)  # B x S/32 x S/32 x 512: the window mean of the same maps
     ref = arrays["output"]
-    b, l = batch.shape[:2]
-    expected_rows = ref.reshape(b, l, *ref.shape[1:]).mean(axis=1).transpose(0, 2, 3, 1)
+    b, length = batch.shape[:2]
+    expected_rows = ref.reshape(b, length, *ref.shape[1:]).mean(axis=1).transpose(0, 2, 3, 1)
     if max_abs_diff(rows, expected_rows) > TOLERANCE:
         raise AssertionError("vgg19: forward is not the window mean of pool5 in channels-last order")
     return ours.numpy(), ref
