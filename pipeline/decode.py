@@ -35,7 +35,10 @@ limitation); 4K frames are decoded straight to the small size.
 
 Only regular files are opened: a directory, FIFO or device named ``*.mp4``, a dangling
 symlink, an empty or unreadable file is a :class:`DecodeError` naming the path (a FIFO would
-otherwise block the decoder forever).
+otherwise block the decoder forever). Before decord opens a file for frames, PyAV reads its
+header: a sample table claiming more than ``max_frames`` frames (decord 0.6.0 aborts the whole
+process on 2^31) or no video stream is a :class:`DecodeError`, and a codec decord cannot decode
+(AV1) is named in the error. These are the video's fault: recorded, never ``retryable``.
 """
 from __future__ import annotations
 
@@ -208,6 +211,9 @@ def decode_video(
             raise DecodeError(f"{path}: container reports {n_native} frames, more than max_frames={max_frames}")
         height, width = probe[0].shape[:2]  # displayed size (rotation applied); channels may be padded below 64 px
         ts, duration_s, tolerance_s = _frame_times(probe, n_native, native_fps)
+        if not (math.isfinite(duration_s) and duration_s > 0):  # e.g. every timestamp 0 in a truncated file
+            raise DecodeError(f"{path}: container timestamps give {n_native} frames a duration of {duration_s} s; "
+                              f"the file is truncated or its timing is corrupt")
         if duration_s * max(float(f) for f in fps) > max_frames:  # a huge stts delta: absurd duration
             raise DecodeError(f"{path}: container reports {n_native} frames lasting {duration_s:.6g} s "
                               f"({native_fps:.6g} fps): more than max_frames={max_frames} output frames; "
