@@ -92,7 +92,8 @@ def test_plot_timelines_and_similarity(tmp_path, ann):
                               "--visual-stream", "vis", "--audio-stream", "aud"])
     # t2 is not in the store: its timeline is drawn, its similarity figure reported as a problem
     assert res.exit_code == 1 and "t2: similarity figure" in res.stderr
-    assert sorted(f.name for f in out.iterdir()) == ["-t1.similarity.png", "-t1.timeline.png", "t2.timeline.png"]
+    assert sorted(f.name for f in out.iterdir()) == ["-t1.similarity.png", "-t1.timeline.png", "-t1.video.png",
+                                                     "t2.timeline.png", "t2.video.png"]
     res = runner.invoke(cli, ["plot", "--predictions", str(p), "--annotations", str(ann), "--out", str(out),
                               "--split", "train"])
     assert res.exit_code == 0 and (out / "tr.timeline.png").exists()

@@ -10,9 +10,10 @@ import yaml
 from avel.models.registry import available_models, build_model
 from avel.training.config import ConfigError, load_config
 
-# training configs only: extraction job configs (avel extract --config) name their extractors
+# training configs only: extraction job configs (avel extract --config) name their extractors,
+# backbone files (configs/backbones) their family
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml")
-                 if "extractors" not in (yaml.safe_load(p.read_text()) or {}))
+                 if not {"extractors", "family"} & set(yaml.safe_load(p.read_text()) or {}))
 DIMS = {"dense": {"visual_dim": 1536, "audio_dim": 1536, "num_classes": 100, "max_seq_len": 256},
         "ave": {"visual_dim": 512, "num_regions": 49, "audio_dim": 128, "num_classes": 29, "background_id": 28}}
 
