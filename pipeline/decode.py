@@ -261,6 +261,9 @@ def decode_video(
             raise DecodeError(f"{path}: container reports {n_native} frames, more than max_frames={max_frames}")
         height, width = probe[0].shape[:2]  # displayed size (rotation applied); channels may be padded below 64 px
         ts, duration_s, tolerance_s = _frame_times(probe, n_native, native_fps)
+        if not (math.isfinite(duration_s) and duration_s > 0):  # e.g. every timestamp 0 in a truncated file
+            raise DecodeError(f"{path}: container timestamps give {n_native} frames a duration of {duration_s} s; "
+                              f"the file is truncated or its timing is corrupt")
         if duration_s * max(float(f) for f in fps) > max_frames:  # a huge stts delta: absurd duration
             raise DecodeError(f"{path}: container reports {n_native} frames lasting {duration_s:.6g} s "
                               f"({native_fps:.6g} fps): more than max_frames={max_frames} output frames; "

@@ -419,8 +419,9 @@ def build_stream_extractors(
 ) -> list[StreamExtractor]:
     """Instantiate extractors by registry name.
 
-    Every extractor needs a weights path in ``weights`` unless ``random_weights`` is set
-    explicitly (tests, demo): a real extraction never falls back to random weights.
+    Every extractor needs a weights path in ``weights`` (or, for a backbone file, its own
+    ``weights:`` entry) unless ``random_weights`` is set explicitly (tests, demo): a real
+    extraction never falls back to random weights.
     """
     from avel.extractors import get
 
@@ -433,13 +434,16 @@ def build_stream_extractors(
         except KeyError as e:
             raise ConfigError(e.args[0]) from None
         cfg = dict(overrides.get(name, {}))
+        default = getattr(cls, "default_weights", None)  # a backbone file may name its weights
         if name in weights:
             ext = cls.from_checkpoint(weights[name], device=device, preset=preset, **cfg)
         elif random_weights:
             ext = cls.random_init(device=device, preset=preset, **cfg)
+        elif default:
+            ext = cls.from_checkpoint(default, device=device, preset=preset, **cfg)
         else:
             files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
             raise ConfigError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
                              f"random weights only with --random-weights (tests and demos)")
-        out.append(StreamExtractor(name, ext))
+        out.append(StreamExtractor(cls.name, ext))  # a backbone given as a .yaml path streams under its name
     return out

@@ -38,10 +38,10 @@ class AgvaConfig:
         lstm_hidden: Bi-LSTM hidden size per direction (``hidden_dim`` = 128).
         classifier_hidden: width of ``L1`` (64).
         weak_targets: weak label construction, see :func:`weak_video_targets`.
-        lr: Adam learning rate (1e-3).
-        lr_step_iters / lr_gamma: StepLR every 15000 iterations, x0.1.
-        batch_size: 64.
-        epochs: 300 fully (``supervised_main.py``), 250 weakly (``weak_supervised_main.py``); None = per setting.
+
+    Training (Adam 1e-3, batch 64, 300 epochs fully / 250 weakly, x0.1 every 15,000 iterations)
+    is not a model field: ``configs/ave/agva_{fully,weakly}.yaml`` hold it in their ``optim``
+    section, the one place training reads it from.
     """
 
     setting: str = "fully"
@@ -54,18 +54,11 @@ class AgvaConfig:
     lstm_hidden: int = 128
     classifier_hidden: int = 64
     weak_targets: str = "reference"
-    lr: float = 1e-3
-    lr_step_iters: int = 15000
-    lr_gamma: float = 0.1
-    batch_size: int = 64
-    epochs: int | None = None
 
     def __post_init__(self) -> None:
         check_setting(self.setting, ("fully", "weakly"), "AGVA")
         if self.background_id is None:
             self.background_id = self.num_classes - 1
-        if self.epochs is None:
-            self.epochs = 300 if self.setting == "fully" else 250
 
 
 class AgvaNet(AveModel):

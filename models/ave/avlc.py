@@ -57,7 +57,10 @@ class AvlcConfig:
         dropout: dropout on PTRF's linear layers (0.2).
         classifier_hidden: hidden width of the two-layer classifier.
         weak_targets: weak label construction, see :func:`avel.models.ave.blocks.weak_video_targets`.
-        lr: Adam learning rate (1e-3).  batch_size: 128.  epochs: 300.
+
+    Training (Adam 1e-3, batch 128, 300 epochs) is not a model field:
+    ``configs/ave/avlc_{fully,weakly}.yaml`` hold it in their ``optim`` section, the one place
+    training reads it from.
     """
 
     setting: str = "fully"
@@ -80,9 +83,6 @@ class AvlcConfig:
     dropout: float = 0.2
     classifier_hidden: int = 64
     weak_targets: str = "reference"
-    lr: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 300
 
     def __post_init__(self) -> None:
         check_setting(self.setting, ("fully", "weakly"), "AVLC")

@@ -318,13 +318,16 @@ class AveModel(nn.Module):
     """
 
     def example_batch(self, *, batch_size: int = 1, seq_len: int | None = None) -> dict[str, Any]:
-        """Synthetic AVE batch for probes (FLOP counting): ``T = config.num_segments`` (10 when absent).
+        """Synthetic AVE batch for probes (FLOP counting): ``T = seq_len`` one-second segments.
 
-        ``seq_len`` is accepted for interface parity with the dense models and ignored: AVE clips
-        have a fixed number of one-second segments. Visual maps are square ``sqrt(S) x sqrt(S)``.
+        ``seq_len`` None: ``config.num_segments`` where the model has one (a model built for a
+        fixed T rejects another), else 10 (AVE clips). Visual maps are square ``sqrt(S) x sqrt(S)``.
         """
         c = self.config
-        t = getattr(c, "num_segments", 10)
+        fixed = getattr(c, "num_segments", None)
+        t = seq_len if seq_len is not None else (fixed if fixed is not None else 10)
+        if fixed is not None and t != fixed:
+            raise ValueError(f"model built for num_segments {fixed}, probe asked for seq_len {t}")
         side = math.isqrt(c.num_regions)
         if side * side != c.num_regions:
             raise ValueError(f"num_regions {c.num_regions} is not a square grid")

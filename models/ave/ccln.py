@@ -56,7 +56,6 @@ from avel.models.metrics.ave import cml_predict_starts
 
 BRANCH_MODES = ("AV", "AV+V", "AV+A", "AV+V+A")
 _DEFAULT_TAU = {"fully": 0.05, "weakly": 0.06, "cml": 0.05}
-_DEFAULT_LR = {"fully": 1e-3, "weakly": 1e-4, "cml": 1e-4}
 
 
 @dataclass
@@ -94,8 +93,10 @@ class CclnConfig:
             ``"sum"`` (eq. 27 as printed; scales with the batch size).
         focal_alpha / focal_gamma: focal loss parameters ("default parameters").
         weak_targets: weak label construction, see :func:`avel.models.ave.blocks.weak_video_targets`.
-        lr: Adam learning rate (None: 1e-3 fully, 1e-4 weakly and CML).
-        batch_size: 128.  epochs: 200.
+
+    Training (Adam, lr 1e-3 fully / 1e-4 weakly and CML, batch 128, 200 epochs) is not a model
+    field: ``configs/ave/ccln_{fully,weakly,cml}.yaml`` hold it in their ``optim`` section, the
+    one place training reads it from.
     """
 
     setting: str = "fully"
@@ -128,9 +129,6 @@ class CclnConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     weak_targets: str = "reference"
-    lr: float | None = None
-    batch_size: int = 128
-    epochs: int = 200
 
     def __post_init__(self) -> None:
         check_setting(self.setting, ("fully", "weakly", "cml"), "CCLN")
@@ -142,8 +140,6 @@ class CclnConfig:
             raise ValueError(f"background_id {self.background_id} outside 0..{self.num_classes - 1}")
         if self.tau is None:
             self.tau = _DEFAULT_TAU[self.setting]
-        if self.lr is None:
-            self.lr = _DEFAULT_LR[self.setting]
         if self.wccl_reduction not in ("mean", "sum"):
             raise ValueError(f"CCLN wccl_reduction must be 'mean' or 'sum', got {self.wccl_reduction!r}")
         if self.topk < 1:
