@@ -3,7 +3,8 @@
 Data flow for one video (:func:`extract_video_chunked`)::
 
     file --probe: frame counts per fps, audio decoded once (16 kHz mono)
-         --chunk k: decode_video(output frames of chunk k for every fps, short side = largest need)
+         --chunk k: decode_video(output frames of chunk k for every fps, each rate's selection rule,
+                  short side = largest need, or PIL-resized per rate)
          --per extractor: CPU resize/crop per its DecodeSpec--> frames T_k x H x W x 3
          --windows of the chunk's rows--> batches of `batch_size` on the device--> rows
     rows of all chunks + plan times --> StoreWriter.add(video)
@@ -53,25 +54,51 @@ def _jsonable(obj: Any) -> Any:
 
 
 def decode_request(extractors: Sequence[StreamExtractor]) -> dict[str, Any]:
-    """Arguments of :func:`decode_video` that serve every extractor with one decode."""
+    """Arguments of :func:`decode_video` that serve every extractor with one decode.
+
+    Keys: ``fps`` (rates), ``short_side`` (largest short side asked for), ``sample_rate``,
+    ``frame_selection`` (``{fps: rule}``) and ``pil_resize`` (``{fps: (short_side, size_hw)}``
+    for rates whose extractor resizes with PIL). Extractors that share a rate must agree on its
+    frame-selection rule and on a PIL target (``ValueError`` otherwise: run them separately).
+    """
     fps: list[float] = []
     sides: list[int] = []
     sample_rate = None
+    rules: dict[float, tuple[str, str]] = {}  # fps -> (rule, extractor that set it)
+    pil: dict[float, tuple[Any, str]] = {}  # fps -> ((short_side, size_hw) or None, extractor)
     for se in extractors:
         spec = se.extractor.decode_spec
         if spec.modality == "video":
-            if spec.fps not in fps:
-                fps.append(float(spec.fps))
+            f = float(spec.fps)
+            if f not in fps:
+                fps.append(f)
             if spec.short_side:
                 sides.append(int(spec.short_side))
             if spec.size_hw:
                 sides.append(int(max(spec.size_hw)))
+            rule, first = rules.setdefault(f, (spec.frame_selection, se.stream))
+            if rule != spec.frame_selection:
+                raise ValueError(f"streams {first!r} and {se.stream!r} select frames at {f:g} fps by different rules "
+                                 f"({rule!r} vs {spec.frame_selection!r}); run them separately")
+            target = (spec.short_side, tuple(spec.size_hw) if spec.size_hw else None) if spec.resize == "pil" else None
+            known, first = pil.setdefault(f, (target, se.stream))
+            if known != target:
+                raise ValueError(f"streams {first!r} and {se.stream!r} resize {f:g}-fps frames differently "
+                                 f"({known or 'torch'} vs {target or 'torch'}); run them separately")
         else:
             if sample_rate not in (None, spec.sample_rate):
                 raise ValueError(f"audio extractors need different sample rates ({sample_rate} vs "
                                  f"{spec.sample_rate}); run them separately")
             sample_rate = int(spec.sample_rate)
-    return {"fps": fps, "short_side": max(sides) if sides else None, "sample_rate": sample_rate}
+    return {"fps": fps, "short_side": max(sides) if sides else None, "sample_rate": sample_rate,
+            "frame_selection": {f: r for f, (r, _) in rules.items()},
+            "pil_resize": {f: t for f, (t, _) in pil.items() if t is not None}}
+
+
+def frame_args(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The frame arguments of :func:`decode_video` in a :func:`decode_request`."""
+    return {"short_side": request["short_side"], "frame_selection": request.get("frame_selection", "previous"),
+            "pil_resize": request.get("pil_resize")}
 
 
 def frames_for(decoded: DecodedVideo, spec: Any) -> torch.Tensor:
@@ -203,7 +230,7 @@ def extract_video_chunked(
     fps_list = request["fps"]
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
-    probe = decode_with_timeout(path, timeout_s=decode_timeout_s, fps=fps_list, short_side=request["short_side"],
+    probe = decode_with_timeout(path, timeout_s=decode_timeout_s, fps=fps_list, **frame_args(request),
                                 sample_rate=request["sample_rate"], frame_ranges={f: (0, 0) for f in fps_list})
     timings["decode_s"] = timings.get("decode_s", 0.0) + time.perf_counter() - t0
     rows: dict[str, list[np.ndarray]] = {}
@@ -237,7 +264,7 @@ def extract_video_chunked(
             continue
         t0 = time.perf_counter()
         chunk = decode_with_timeout(path, timeout_s=decode_timeout_s, fps=list(ranges),
-                                    short_side=request["short_side"], sample_rate=None, frame_ranges=ranges)
+                                    **frame_args(request), sample_rate=None, frame_ranges=ranges)
         timings["decode_s"] += time.perf_counter() - t0
         for se, total in video:
             if se.stream not in spans:

@@ -89,7 +89,7 @@ def _decode_chunk(path: str, request: dict, streams: list[_Stream], k: int, chun
     import torch
 
     from avel.pipeline.decode import DecodeError, decode_video
-    from avel.pipeline.engine import chunk_plan, frames_for, window_index
+    from avel.pipeline.engine import chunk_plan, frame_args, frames_for, window_index
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -97,7 +97,7 @@ def _decode_chunk(path: str, request: dict, streams: list[_Stream], k: int, chun
     audio = [s for s in streams if s.modality == "audio"]
     ranges, _ = chunk_plan([(s.name, s.plan, s.context_frames, (totals or {}).get(s.name)) for s in video],
                            k, chunk_s)
-    decoded = decode_video(path, fps=list(ranges), short_side=request["short_side"],
+    decoded = decode_video(path, fps=list(ranges), **frame_args(request),
                            sample_rate=request["sample_rate"] if audio else None, frame_ranges=ranges)
     known = totals or {}  # chunk k > 0 may not decode every fps (a stream without rows in it)
     counts: dict[str, int] = {}  # stream -> output frames of the whole video
