@@ -58,7 +58,7 @@ def pil_resize_frames(frames: np.ndarray, size_hw: tuple[int, int], index: np.nd
         return frames[index]
     out = np.empty((len(index), h, w, 3), np.uint8)
     for i, j in enumerate(index):
-        out[i] = np.asarray(Image.fromarray(frames[j]).resize((w, h), Image.BILINEAR))
+        out[i] = np.asarray(Image.fromarray(frames[j]).resize((w, h), Image.Resampling.BILINEAR))
     return out
 
 

@@ -118,10 +118,11 @@ class VGG19Extractor(Extractor[VGG19Config]):
     @property
     def decode_spec(self) -> DecodeSpec:
         c = self.config
-        rule = {"frame_selection": c.frame_selection, "resize": c.resize}
         if c.preprocessing == "ave_keras":
-            return DecodeSpec("video", fps=c.fps, size_hw=(c.image_size, c.image_size), **rule)
-        return DecodeSpec("video", fps=c.fps, short_side=c.resize_short_side, center_crop=c.image_size, **rule)
+            return DecodeSpec("video", fps=c.fps, size_hw=(c.image_size, c.image_size),
+                              frame_selection=c.frame_selection, resize=c.resize)
+        return DecodeSpec("video", fps=c.fps, short_side=c.resize_short_side, center_crop=c.image_size,
+                          frame_selection=c.frame_selection, resize=c.resize)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
