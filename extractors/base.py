@@ -387,6 +387,13 @@ class Extractor(nn.Module):
         (a tensor, or a dict of tensors for multi-stream models such as ``i3d``)."""
         raise NotImplementedError
 
+    def fuse_for_inference(self) -> "Extractor":
+        """Rewrite the module for faster inference with the same rows up to float rounding
+        (e.g. BatchNorm folded into convolutions), in place; returns ``self``. Called by the
+        extraction pipeline after loading; the module is then for inference only. Default:
+        nothing to fuse."""
+        return self
+
     @torch.no_grad()
     def extract(self, batch: torch.Tensor) -> torch.Tensor:
         """``forward(preprocess(batch))`` without gradients: ``B x *feature_shape`` float32."""

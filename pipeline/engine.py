@@ -376,11 +376,14 @@ def build_stream_extractors(
     preset: str = "full",
     device: str | torch.device = "cpu",
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    fuse: bool = True,
 ) -> list[StreamExtractor]:
     """Instantiate extractors by registry name.
 
     Every extractor needs a weights path in ``weights`` unless ``random_weights`` is set
-    explicitly (tests, demo): a real extraction never falls back to random weights.
+    explicitly (tests, demo): a real extraction never falls back to random weights. ``fuse``:
+    rewrite each for inference (:meth:`Extractor.fuse_for_inference`, e.g. I3D's BatchNorm
+    folded into its convolutions; rows move by float rounding only).
     """
     from avel.extractors import get
 
@@ -398,5 +401,5 @@ def build_stream_extractors(
             files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
             raise ValueError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
                              f"random weights only with --random-weights (tests and demos)")
-        out.append(StreamExtractor(name, ext))
+        out.append(StreamExtractor(name, ext.fuse_for_inference() if fuse else ext))
     return out
