@@ -145,6 +145,14 @@ def merge_config(config_cls: type[ExtractorConfig], presets: Mapping[str, Mappin
     return config_cls(**values)
 
 
+def combined_sha256(sha256: Mapping[str, str]) -> str:
+    """``weights_sha256`` of checkpoint files ``{role: hex sha256}``: the hash of a single file,
+    ``role=sha;role=sha`` for several."""
+    if len(sha256) == 1:
+        return next(iter(sha256.values()))
+    return ";".join(f"{r}={h}" for r, h in sha256.items())
+
+
 @dataclass
 class CheckpointReport:
     """Result of :meth:`Extractor.check_checkpoint`.
@@ -175,9 +183,7 @@ class CheckpointReport:
     @property
     def weights_sha256(self) -> str:
         """The file's sha256, or ``role=sha;role=sha`` for several files."""
-        if len(self.sha256) == 1:
-            return next(iter(self.sha256.values()))
-        return ";".join(f"{r}={h}" for r, h in self.sha256.items())
+        return combined_sha256(self.sha256)
 
     def error(self) -> Exception:
         from avel.extractors.weights import CheckpointMismatch, describe_mismatch
@@ -203,6 +209,9 @@ class Extractor(nn.Module):
         context_frames: video only; extra frames needed after each window (see module doc).
         context_samples: audio only; extra samples needed after each window (zero-filled past
             the end of the input), e.g. VGGish's last STFT frame reaches 240 samples past 0.96 s.
+        cpu_batch_size / gpu_batch_size: the windows per device call the pipeline uses when the
+            user gives no ``batch_size`` (a CPU wants small batches: the memory-bound layers
+            stay in cache; a GPU wants large ones to fill it). Defaults 4 / 32.
 
     Subclasses implement ``__init__(self, config)`` (build the layers), :meth:`plan`,
     :meth:`decode_spec`, :attr:`feature_shape`, :meth:`preprocess`, :meth:`forward`, and, when
@@ -216,6 +225,8 @@ class Extractor(nn.Module):
     checkpoint_files: ClassVar[Mapping[str, str]] = {}
     context_frames: ClassVar[int] = 0
     context_samples: ClassVar[int] = 0
+    cpu_batch_size: ClassVar[int] = 4
+    gpu_batch_size: ClassVar[int] = 32
 
     def __init__(self, config: ExtractorConfig) -> None:
         super().__init__()
