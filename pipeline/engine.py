@@ -209,9 +209,18 @@ def decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: int
     ``k - 1``), duplicates (the same native frame as the previous output frame) and unused
     (in no window of this chunk).
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a decode worker or forked child: one thread (restored for in-process calls)
+    try:
+        return _decode_chunk(path, request, streams, k, chunk_s, totals)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: int, chunk_s: float,
+                  totals: dict[str, int] | None) -> list:
     from avel.pipeline.decode import decode_video
 
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
     video = [s for s in streams if s.modality == "video"]
     audio = [s for s in streams if s.modality == "audio"]
