@@ -1,42 +1,50 @@
-"""The feature store: HDF5 shards plus a JSON manifest.
+"""The feature store: self-describing HDF5 shards plus an append-only commit log.
 
-A store is a directory::
+A store (schema version 2) is a directory::
 
     STORE/
-      manifest.json     schema version, dataset, stream specs (extractor, config, weights,
-                        sampling plan, feature shape, dtype) and the committed shards
-      manifest.lock     advisory lock serialising commits of concurrent writers
-      shards/*.h5       immutable shards; only shards listed in the manifest are visible
-      errors.jsonl      one JSON object per failed (video, stage)
+      log/commits.jsonl  append-only commit log: the authority on what the store holds
+      manifest.json      compacted snapshot of a prefix of the log (a cache: rebuilt when lost)
+      store.lock         advisory lock held for the few milliseconds of a commit or a claim
+      shards/*.h5        immutable, self-describing shards (dataset, stream specs, writer,
+                         per-video checksums); only shards committed in the log are visible
+      claims/            per-video claims and writer leases of running writers
+      errors.jsonl       one JSON object per failed (video, stage)
+      deletions.jsonl    every file the store ever deleted, and why
 
 Shard layout (concatenated arrays + offsets; see docs/feature-store.md for the measurement
 that chose it over one HDF5 group per video)::
 
+    /                         attrs: schema_version, dataset, streams_json, writer, host, pid, created
     /videos/ids               V            utf-8 video ids
     /videos/meta_json         V            per-video metadata (duration_s, native_fps, ...)
+    /videos/meta_crc32        V            CRC-32 of each meta_json string
     /streams/<s>/data         N_s x F...   rows of all videos, concatenated
     /streams/<s>/offsets      V + 1        rows of video i are data[offsets[i]:offsets[i+1]]
     /streams/<s>/start_s      N_s          exact row start times from the sampling plan
     /streams/<s>/end_s        N_s
     /streams/<s>/padded       V            the video was shorter than one window
-    /streams/<s>/crc32        V            CRC-32 of each video's rows, checked on every read
+    /streams/<s>/checksums    V x 3        CRC-32 of the rows, of start_s+end_s, of (offsets, padded)
+
+Version-1 shards have ``crc32`` (rows only) instead of ``checksums`` and no attributes;
+version-1 stores (``manifest.json`` rewritten per commit) stay readable, and
+:func:`upgrade_store` (``avel store upgrade STORE``) converts them.
 
 A video may lack a stream in a shard (zero rows: e.g. no audio track); a later shard may add
 a stream to videos that are already committed (a new backbone), but a (video, stream) pair
 is committed at most once.
 
-Commit protocol (crash-safe, safe for concurrent writers in several processes):
-shard written to ``shards/.tmp-*`` -> flush, fsync, close -> sha256 -> under the manifest
-lock: duplicate check, rename to ``shards/shard-*.h5``, fsync dir, manifest rewritten to a
-temp file, fsync, ``os.replace``, fsync dir. A crash at any point leaves the previous
-manifest intact; a renamed shard that never reached the manifest is an orphan, invisible to
-readers and removed by the next writer.
+Commit protocol: the shard is built in memory, written to ``shards/.tmp-*``, fsync'ed; then
+under the store lock: read the log's new tail (O(new records)), mark pairs that another
+writer committed meanwhile as absent, rename to ``shards/shard-*.h5``, fsync the directory,
+append one fsync'ed record to the log. The cost does not grow with the store. A crash
+before the append leaves an uncommitted shard that the next writer adopts (it is complete
+and checked) or, when all its pairs are committed elsewhere and its writer is gone, deletes
+and records in ``deletions.jsonl``.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import re
@@ -44,29 +52,56 @@ import socket
 import time
 import uuid
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import h5py
 import numpy as np
 
 from avel.datasets.sampling import SamplingPlan
+from avel.datasets.store_log import (
+    CLAIMS,
+    DELETIONS,
+    LOCK,
+    LOG,
+    MANIFEST,
+    SCHEMA_VERSION,
+    SHARD_DIR,
+    StoreCorruptError,
+    StoreError,
+    StoreState,
+    WriterLease,
+    append_records,
+    atomic_write_bytes,
+    atomic_write_text,
+    claim_path,
+    cut_torn_tail,
+    decode_records,
+    fsync_dir,
+    load_state,
+    log_deletion,
+    now_iso,
+    os_error_message,
+    read_claim,
+    read_json_file,
+    read_log_tail,
+    sha256_hex,
+    store_lock,
+    write_new_file,
+    writer_gone,
+    write_snapshot,
+)
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
+__all__ = ["FeatureStore", "StoreWriter", "StreamSpec", "VideoMeta", "StoreError", "StoreCorruptError",
+           "AlignmentError", "append_error", "repair_store", "upgrade_store", "compact_store",
+           "atomic_write_text", "SCHEMA_VERSION", "MANIFEST", "ERRORS", "LOG", "DELETIONS", "CLAIMS", "LOCK"]
+
 ERRORS = "errors.jsonl"
-SHARD_DIR = "shards"
+V1_LOCK = "manifest.lock"
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 RANDOM_WEIGHTS = "random"
-
-
-class StoreError(Exception):
-    """A store cannot be read or written as asked."""
-
-
-class StoreCorruptError(StoreError):
-    """A shard or the manifest is damaged (truncated, checksum mismatch, missing)."""
+T = TypeVar("T")
 
 
 class AlignmentError(StoreError):
@@ -147,7 +182,7 @@ class VideoMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(vars(self), sort_keys=True)  # == asdict(self): the fields are JSON values
 
     @classmethod
     def from_json(cls, s: str) -> "VideoMeta":
@@ -155,38 +190,20 @@ class VideoMeta:
 
 
 # ---------------------------------------------------------------------------------------
-# Filesystem helpers
+# Helpers
 # ---------------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _crc32(*arrays: np.ndarray | bytes) -> int:
+    c = 0
+    for a in arrays:
+        if not isinstance(a, bytes) and not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
+        c = zlib.crc32(a, c)  # the buffer's bytes
+    return c & 0xFFFFFFFF
 
 
-def _sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _crc32(a: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1)) & 0xFFFFFFFF
+def _flags_crc(a: int, b: int, padded: bool) -> int:
+    return zlib.crc32(int(a).to_bytes(8, "little") + int(b).to_bytes(8, "little")
+                      + int(bool(padded)).to_bytes(8, "little"))
 
 
 def _h5_locking() -> bool | None:
@@ -207,63 +224,41 @@ def _check_video_id(video_id: str) -> None:
         raise ValueError(f"invalid video id {video_id!r}: expected a non-empty string without NUL")
 
 
-# ---------------------------------------------------------------------------------------
-# Manifest
-# ---------------------------------------------------------------------------------------
-def _empty_manifest(dataset: str, streams: Mapping[str, StreamSpec], extra: Mapping[str, Any]) -> dict:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "dataset": dataset,
-        "created": now,
-        "updated": now,
-        "streams": {name: spec.to_dict() for name, spec in streams.items()},
-        "shards": [],
-        "extra": dict(extra),
-    }
+def _strs(a: np.ndarray) -> list[str]:
+    return [x.decode("utf-8") if isinstance(x, bytes) else x for x in a]
 
 
 def read_manifest(root: Path) -> dict:
-    path = Path(root) / MANIFEST
-    if not path.exists():
-        raise StoreError(f"{root}: not a feature store (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise StoreCorruptError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise StoreError(f"{path}: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
-    for key in ("dataset", "streams", "shards"):
-        if key not in manifest:
-            raise StoreCorruptError(f"{path}: missing key {key!r}")
-    return manifest
+    """The committed state of a store as one manifest-like dict (v1 or v2)."""
+    return _open_state(Path(root))[0].to_snapshot()
 
 
-@contextlib.contextmanager
-def _manifest_lock(root: Path) -> Iterator[None]:
-    with open(Path(root) / "manifest.lock", "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def append_error(root: Path, record: Mapping[str, Any]) -> None:
-    """Append one failure record (video_id, path, stage, error_type, message) to errors.jsonl."""
-    rec = dict(record)
-    rec.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    line = json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n"
-    with _manifest_lock(root):
-        with open(Path(root) / ERRORS, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+def _open_state(root: Path) -> tuple[StoreState, list[str]]:
+    """Read-only: (state, notes) of a v2 store (snapshot + log) or a v1 store (manifest)."""
+    root = Path(root)
+    if (root / LOG).exists():
+        return load_state(root)
+    if (root / MANIFEST).exists():
+        m = read_json_file(root / MANIFEST)
+        version = m.get("schema_version")
+        if version == 1:
+            for key in ("dataset", "streams", "shards"):
+                if key not in m:
+                    raise StoreCorruptError(f"{root / MANIFEST}: missing key {key!r}")
+            return StoreState.from_snapshot({**m, "log": {}}), []
+        if version == SCHEMA_VERSION:
+            raise StoreError(f"{root}: {LOG} is missing (manifest.json alone is a snapshot that may be stale); "
+                             f"run `avel info --repair {root}` to rebuild the log from the snapshot and the shards")
+        raise StoreError(f"{root / MANIFEST}: schema_version {version!r} is not supported (expected 1 or 2)")
+    shards = list((root / SHARD_DIR).glob("shard-*.h5")) if (root / SHARD_DIR).is_dir() else []
+    if shards:
+        raise StoreError(f"{root}: {len(shards)} shards but no {MANIFEST} or {LOG}; run "
+                         f"`avel info --repair {root}` to rebuild the index from the shards")
+    raise StoreError(f"{root}: not a feature store (no {MANIFEST})")
 
 
 # ---------------------------------------------------------------------------------------
-# Writer
+# Shards: build, inspect, check
 # ---------------------------------------------------------------------------------------
 @dataclass
 class _PendingVideo:
@@ -271,8 +266,438 @@ class _PendingVideo:
     features: dict[str, np.ndarray]
     padded: dict[str, bool]
     meta: VideoMeta
+    times: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # stored times (upgrade); default: plan
 
 
+def build_shard_image(pending: list[_PendingVideo], specs: Mapping[str, StreamSpec], *, dataset: str,
+                      writer: Mapping[str, Any]) -> tuple[bytes, dict[str, int]]:
+    """One v2 shard as bytes (built in memory, so the disk sees a plain write whose errors
+    are ordinary ``OSError``s) and its rows per stream."""
+    str_dt = h5py.string_dtype("utf-8")
+    names = sorted({s for p in pending for s in p.features})
+    rows_per_stream: dict[str, int] = {}
+    plan_times: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, int]] = {}  # (stream, rows) -> times, crc
+    # HDF5's in-memory "core" driver: nothing touches the disk until the image is written
+    with h5py.File(f"shard-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False) as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["layout"] = "concatenated"
+        f.attrs["dataset"] = dataset
+        f.attrs["streams_json"] = json.dumps({n: specs[n].to_dict() for n in names}, sort_keys=True)
+        for k, v in writer.items():
+            f.attrs[k] = v
+        vg = f.create_group("videos")
+        metas = [p.meta.to_json() for p in pending]
+        vg.create_dataset("ids", data=np.array([p.video_id for p in pending], dtype=object), dtype=str_dt)
+        vg.create_dataset("meta_json", data=np.array(metas, dtype=object), dtype=str_dt)
+        vg.create_dataset("meta_crc32", data=np.array([_crc32(m.encode("utf-8")) for m in metas], np.uint32))
+        sg = f.create_group("streams")
+        for name in names:
+            spec = specs[name]
+            lengths = np.array([p.features[name].shape[0] if name in p.features else 0 for p in pending])
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            total = int(offsets[-1])
+            g = sg.create_group(name)
+            data = np.empty((total, *spec.feature_shape), dtype=spec.dtype)
+            starts = np.empty(total, np.float64)
+            ends = np.empty(total, np.float64)
+            sums = np.zeros((len(pending), 3), np.uint32)
+            padded = np.zeros(len(pending), bool)
+            for i, p in enumerate(pending):
+                a, b = int(offsets[i]), int(offsets[i + 1])
+                padded[i] = bool(p.padded.get(name, False)) if name in p.features else False
+                if name in p.features:
+                    data[a:b] = p.features[name]
+                    if p.times and name in p.times:
+                        starts[a:b], ends[a:b] = p.times[name]
+                        times_crc = _crc32(starts[a:b], ends[a:b])
+                    else:
+                        cached = plan_times.get((name, b - a))
+                        if cached is None:
+                            st, en = spec.plan.row_times(b - a)
+                            cached = plan_times[(name, b - a)] = (st, en, _crc32(st, en))
+                        starts[a:b], ends[a:b], times_crc = cached
+                    sums[i] = (_crc32(data[a:b]), times_crc, _flags_crc(a, b, padded[i]))
+                else:
+                    sums[i] = (0, 0, _flags_crc(a, b, False))
+            g.create_dataset("data", data=data)
+            g.create_dataset("offsets", data=offsets)
+            g.create_dataset("start_s", data=starts)
+            g.create_dataset("end_s", data=ends)
+            g.create_dataset("checksums", data=sums)
+            g.create_dataset("padded", data=padded)
+            rows_per_stream[name] = total
+        f.flush()
+        image = f.id.get_file_image()
+    return image, rows_per_stream
+
+
+@dataclass
+class _ShardIndex:
+    path: Path
+    version: int
+    ids: list[str]
+    offsets: dict[str, np.ndarray]
+    sums: dict[str, np.ndarray]  # v2: V x 3; v1: V (rows CRC only)
+    padded: dict[str, np.ndarray]
+    meta_json: list[str]
+    meta_crc: np.ndarray | None
+    data: dict[str, h5py.Dataset]
+    group: dict[str, h5py.Group]
+    position: dict[str, int]
+
+
+def _load_index(f: h5py.File, path: Path, streams: Iterable[str]) -> _ShardIndex:
+    try:
+        version = int(f.attrs.get("schema_version", 1))
+        ids = _strs(f["videos/ids"][()])
+        meta = _strs(f["videos/meta_json"][()])
+        meta_crc = f["videos/meta_crc32"][()] if version >= 2 else None
+        offsets, sums, padded, data, group = {}, {}, {}, {}, {}
+        for s in streams:
+            g = f[f"streams/{s}"]
+            group[s] = g
+            offsets[s] = g["offsets"][()]
+            sums[s] = g["checksums"][()] if version >= 2 else g["crc32"][()]
+            padded[s] = g["padded"][()]
+            data[s] = g["data"]
+    except (KeyError, OSError, ValueError, TypeError) as e:
+        raise StoreCorruptError(f"shard {path}: unreadable index ({e})") from e
+    n = len(ids)
+    for s in offsets:
+        if offsets[s].shape != (n + 1,) or len(sums[s]) != n or len(padded[s]) != n:
+            raise StoreCorruptError(f"shard {path}: stream {s!r} index arrays do not match its {n} videos")
+    if len(meta) != n or (meta_crc is not None and len(meta_crc) != n):
+        raise StoreCorruptError(f"shard {path}: videos/meta_json does not match its {n} videos")
+    return _ShardIndex(path, version, ids, offsets, sums, padded, meta, meta_crc, data, group,
+                       {v: i for i, v in enumerate(ids)})
+
+
+def _check_video(index: _ShardIndex, stream: str, i: int, *, with_meta: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, start_s, end_s of video ``i`` in ``stream``, checked against the per-video
+    checksums; a mismatch raises StoreCorruptError naming the shard, video and field."""
+    vid = index.ids[i]
+    where = f"shard {index.path}: video {vid!r} stream {stream!r}"
+    a, b = int(index.offsets[stream][i]), int(index.offsets[stream][i + 1])
+    g = index.group[stream]
+    try:
+        if not 0 <= a < b <= index.data[stream].shape[0]:
+            raise StoreCorruptError(f"{where}: offsets {a}:{b} are invalid (data has {index.data[stream].shape[0]} "
+                                    f"rows): offsets differ from what was written")
+        rows = index.data[stream][a:b]
+        starts, ends = g["start_s"][a:b], g["end_s"][a:b]
+    except OSError as e:
+        raise StoreCorruptError(f"{where}: cannot be read ({e})") from e
+    if index.version < 2:
+        if _crc32(rows) != int(index.sums[stream][i]):
+            raise StoreCorruptError(f"{where}: checksum mismatch for video {vid!r} stream {stream!r} (rows differ)")
+        return rows, starts, ends
+    want = index.sums[stream][i]
+    if _flags_crc(a, b, index.padded[stream][i]) != int(want[2]):
+        raise StoreCorruptError(f"{where}: checksum mismatch for video {vid!r}: offsets or padded flag differ "
+                                f"from what was written")
+    if _crc32(rows) != int(want[0]):
+        raise StoreCorruptError(f"{where}: checksum mismatch for video {vid!r}: rows differ from what was written")
+    if _crc32(starts, ends) != int(want[1]):
+        raise StoreCorruptError(f"{where}: checksum mismatch for video {vid!r}: start_s/end_s differ from what "
+                                f"was written")
+    if with_meta:
+        _check_meta(index, i)
+    return rows, starts, ends
+
+
+def _check_meta(index: _ShardIndex, i: int) -> None:
+    if index.meta_crc is not None and _crc32(index.meta_json[i].encode("utf-8")) != int(index.meta_crc[i]):
+        raise StoreCorruptError(f"shard {index.path}: checksum mismatch for video {index.ids[i]!r}: meta_json "
+                                f"differs from what was written")
+
+
+def _verify_shard(path: Path, entry: Mapping[str, Any] | None, *, full: bool = True) -> list[str]:
+    """Problems of one shard file: size and sha256 against its log entry, HDF5 structure,
+    every video's checksums (rows, times, offsets/padded, meta_json)."""
+    if not path.exists():
+        return [f"shard {path} is missing"]
+    if entry is not None:
+        size = path.stat().st_size
+        if size != entry["size_bytes"]:
+            return [f"shard {path} has {size} bytes, the log says {entry['size_bytes']} (truncated or modified)"]
+        if full and sha256_hex(path) != entry["sha256"]:
+            problems = [f"shard {path}: sha256 differs from the log (the file was modified)"]
+        else:
+            problems = []
+    else:
+        problems = []
+    try:
+        with _open_h5(path, "r") as f:
+            streams = entry["streams"] if entry is not None else list(f.get("streams", {}))
+            index = _load_index(f, path, streams)
+            if entry is not None and index.ids != list(entry["videos"]):
+                problems.append(f"shard {path}: video ids differ from the log")
+            for s in streams:
+                n_data = index.data[s].shape[0]
+                if int(index.offsets[s][-1]) != n_data:
+                    problems.append(f"shard {path}: stream {s} offsets end at {index.offsets[s][-1]}, "
+                                    f"data has {n_data} rows")
+                absent = set(entry.get("absent", {}).get(s, ())) if entry is not None else set()
+                for i, v in enumerate(index.ids):
+                    if index.offsets[s][i + 1] == index.offsets[s][i] and (entry is None or v in absent
+                                                                             or index.version < 2):
+                        if index.version >= 2 and _flags_crc(int(index.offsets[s][i]), int(index.offsets[s][i]),
+                                                             index.padded[s][i]) != int(index.sums[s][i][2]):
+                            problems.append(f"shard {path}: checksum mismatch for video {v!r}: offsets or padded "
+                                            f"flag differ from what was written")
+                        continue
+                    try:
+                        _check_video(index, s, i, with_meta=False)
+                    except StoreCorruptError as e:
+                        problems.append(str(e))
+            for i in range(len(index.ids)):
+                try:
+                    _check_meta(index, i)
+                except StoreCorruptError as e:
+                    problems.append(str(e))
+    except StoreCorruptError as e:
+        problems.append(str(e))
+    except OSError as e:
+        problems.append(f"shard {path} cannot be opened by HDF5: {e}")
+    return problems
+
+
+def _shard_attrs(path: Path) -> dict[str, Any]:
+    """Self-description of a v2 shard: attrs, ids, streams and absent pairs, rows."""
+    with _open_h5(path, "r") as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v)
+                 for k, v in f.attrs.items()}
+        ids = _strs(f["videos/ids"][()])
+        streams, absent, rows = [], {}, {}
+        for s in f["streams"]:
+            off = f[f"streams/{s}/offsets"][()]
+            streams.append(s)
+            rows[s] = int(off[-1])
+            missing = [v for i, v in enumerate(ids) if off[i + 1] == off[i]]
+            if missing:
+                absent[s] = missing
+    attrs.update(ids=ids, streams=sorted(streams), absent=absent, rows=rows)
+    return attrs
+
+
+def _commit_entry(file: str, ids: list[str], streams: list[str], absent: Mapping[str, list[str]],
+                  rows: Mapping[str, int], size: int, digest: str, writer: str, created: str | None = None) -> dict:
+    return {"file": file, "videos": ids, "streams": streams, "absent": {s: v for s, v in absent.items() if v},
+            "rows": dict(rows), "size_bytes": size, "sha256": digest, "created": created or now_iso(),
+            "writer": writer}
+
+
+def _parse_tmp_name(name: str) -> tuple[str, int, str] | None:
+    """``.tmp-<writer>-<pid>-<host>.h5`` -> (writer, pid, host)."""
+    if not (name.startswith(".tmp-") and name.endswith(".h5")):
+        return None
+    parts = name[len(".tmp-"):-len(".h5")].split("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1]), parts[2]
+
+
+# ---------------------------------------------------------------------------------------
+# Committed pairs
+# ---------------------------------------------------------------------------------------
+def _committed_by_stream(shards: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for shard in shards:
+        _add_committed(out, shard)
+    return out
+
+
+def _add_committed(out: dict[str, set[str]], shard: Mapping[str, Any]) -> None:
+    absent = shard.get("absent", {})
+    for s in shard["streams"]:
+        vids = out.setdefault(s, set())
+        missing = absent.get(s)
+        if missing:
+            missing = set(missing)
+            vids.update(v for v in shard["videos"] if v not in missing)
+        else:
+            vids.update(shard["videos"])
+
+
+def _committed_pairs(manifest: Mapping[str, Any]) -> set[tuple[str, str]]:
+    return {(v, s) for s, vids in _committed_by_stream(manifest["shards"]).items() for v in vids}
+
+
+# ---------------------------------------------------------------------------------------
+# Recovery: adopt uncommitted shards, remove leftovers of writers that are gone
+# ---------------------------------------------------------------------------------------
+def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *, me: str | None = None
+               ) -> list[str]:
+    """Under the store lock: adopt complete uncommitted shards (their pairs not committed
+    elsewhere are appended to the log), delete (and log) temp files and fully redundant
+    shards of writers that are gone. Returns what was done, one line each."""
+    actions: list[str] = []
+    shard_dir = root / SHARD_DIR
+    if not shard_dir.is_dir():
+        return actions
+    listed = {Path(s["file"]).name for s in state.shards}
+    for p in sorted(shard_dir.iterdir(), key=lambda q: (q.stat().st_mtime_ns, q.name)):  # commit order
+        tmp = _parse_tmp_name(p.name)
+        if tmp is not None:
+            wid, pid, host = tmp
+            if wid != me and writer_gone(root, wid, host, pid):
+                log_deletion(root, p, "temporary file of a writer that is gone (never renamed, never committed)",
+                             writer=wid, host=host, pid=pid)
+                p.unlink(missing_ok=True)
+                actions.append(f"removed temporary file {p.name} of writer {wid} ({host} pid {pid}), which is gone")
+            continue
+        if not p.name.startswith("shard-") or p.name in listed:
+            continue
+        problems = _verify_shard(p, None)
+        try:
+            attrs = _shard_attrs(p)
+        except (OSError, KeyError, ValueError) as e:
+            problems.append(f"shard {p}: unreadable ({e})")
+            parts = p.name.split("-")  # shard-<time>-<writer>-<rand>.h5
+            attrs = {"writer": parts[2], "schema_version": 2} if len(parts) == 4 else {}
+        if attrs and int(attrs.get("schema_version", 1)) < 2:
+            actions.append(f"kept {p.name}: an uncommitted version-1 shard (a leftover of an interrupted "
+                           f"`avel store upgrade`; rerun it)")
+            continue
+        wid, host, pid = attrs.get("writer", ""), attrs.get("host"), attrs.get("pid")
+        if problems:
+            pass
+        elif attrs.get("dataset") != state.dataset:
+            actions.append(f"kept {p.name}: holds dataset {attrs.get('dataset')!r}, the store {state.dataset!r}")
+            continue
+        if not problems:
+            specs = json.loads(attrs["streams_json"])
+            conflict = [s for s, d in specs.items() if s in state.streams and state.streams[s] != d]
+            if conflict:
+                actions.append(f"kept {p.name}: streams {conflict} have a different spec than the store's")
+                continue
+            absent = {s: list(v) for s, v in attrs["absent"].items()}
+            fresh = 0
+            for s in attrs["streams"]:
+                taken = committed.get(s, set())
+                miss = set(absent.get(s, ()))
+                for v in attrs["ids"]:
+                    if v in miss:
+                        continue
+                    if v in taken:
+                        absent.setdefault(s, []).append(v)
+                    else:
+                        fresh += 1
+            if fresh:
+                recs = []
+                new_specs = {s: d for s, d in specs.items() if s not in state.streams}
+                if new_specs:
+                    recs.append({"op": "streams", "streams": new_specs})
+                entry = _commit_entry(f"{SHARD_DIR}/{p.name}", attrs["ids"], attrs["streams"], absent, attrs["rows"],
+                                      p.stat().st_size, sha256_hex(p), wid, attrs.get("created"))
+                recs.append({"op": "commit", "shard": entry, "adopted": True})
+                append_records(root, recs)
+                read_log_tail(root, state)
+                _add_committed(committed, entry)
+                listed.add(p.name)
+                actions.append(f"adopted uncommitted shard {p.name} of writer {wid} ({fresh} video-stream pairs)")
+                continue
+        if wid and wid != me and writer_gone(root, wid, host, pid):
+            reason = ("damaged uncommitted leftover: " + "; ".join(problems)[:500] if problems else
+                      "uncommitted leftover of a writer that is gone; all its (video, stream) pairs are committed "
+                      "in other shards")
+            log_deletion(root, p, reason, writer=wid, host=host, pid=pid)
+            p.unlink(missing_ok=True)
+            actions.append(f"removed {p.name}: {reason}")
+        else:
+            actions.append(f"kept {p.name}: uncommitted" + (f" and damaged ({problems[0]})" if problems else "")
+                           + (f"; its writer {wid} may still be running" if wid else "; its writer is unknown"))
+    return actions
+
+
+def _init_records(dataset: str, streams: Mapping[str, Mapping[str, Any]], extra: Mapping[str, Any]) -> list[dict]:
+    recs: list[dict] = [{"op": "init", "schema_version": SCHEMA_VERSION, "dataset": dataset}]
+    if streams:
+        recs.append({"op": "streams", "streams": dict(streams)})
+    if extra:
+        recs.append({"op": "extra", "extra": dict(extra)})
+    return recs
+
+
+def _new_log(root: Path, records: list[Mapping[str, Any]]) -> None:
+    """Write a complete log atomically (new store, repair, upgrade)."""
+    from avel.datasets.store_log import encode_record
+
+    (root / LOG).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(root / LOG, b"".join(encode_record({**r, "time": r.get("time") or now_iso()})
+                                            for r in records))
+
+
+def _recover_locked(root: Path, *, dataset: str | None = None, streams: Mapping[str, Any] | None = None,
+                    extra: Mapping[str, Any] | None = None, allow_damaged_log: bool = False,
+                    ) -> tuple[StoreState, list[str]]:
+    """Under the store lock: a usable v2 state, rebuilding what is lost where it is
+    unambiguous (snapshot from the log; log from the snapshot; log from the shards).
+    A damaged log is only cut back to its last good record when ``allow_damaged_log``."""
+    actions: list[str] = []
+    if (root / LOG).exists():
+        cut_torn_tail(root)
+        try:
+            state, notes = load_state(root)
+        except StoreCorruptError:
+            if not allow_damaged_log:
+                raise
+            data = (root / LOG).read_bytes()
+            good, lines = [], data.split(b"\n")
+            for n, line in enumerate(lines[:-1], 1):
+                try:
+                    good.extend(decode_records(line + b"\n", root / LOG, n)[0])
+                except StoreCorruptError:
+                    break
+            aside = root / f"{LOG}.damaged-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+            os.replace(root / LOG, aside)
+            _new_log(root, good)
+            actions.append(f"{root / LOG} was damaged at line {len(good) + 1}: kept its first {len(good)} records, "
+                           f"moved the damaged file to {aside.name}; shards committed after the damage are re-adopted")
+            state, notes = load_state(root)
+        actions += notes
+        return state, actions
+    snap = None
+    if (root / MANIFEST).exists():
+        m = read_json_file(root / MANIFEST)
+        if m.get("schema_version") == 1:
+            raise StoreError(f"{root}: a schema version 1 store; run `avel store upgrade {root}` once (it rewrites "
+                             f"the shards with full checksums) and rerun")
+        snap = StoreState.from_snapshot(m)
+    if snap is not None:
+        recs = _init_records(snap.dataset, snap.streams, snap.extra)
+        recs += [{"op": "commit", "shard": e} for e in snap.shards if (root / e["file"]).exists()]
+        actions.append(f"{root / LOG} was missing: rebuilt from {MANIFEST} ({len(snap.shards)} shards); shards "
+                       f"committed after that snapshot are re-adopted")
+    else:
+        v2 = []
+        for p in sorted((root / SHARD_DIR).glob("shard-*.h5")) if (root / SHARD_DIR).is_dir() else []:
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                a = _shard_attrs(p)
+                if int(a.get("schema_version", 1)) >= 2:
+                    v2.append(a)
+        datasets = {a["dataset"] for a in v2} | ({dataset} if dataset else set())
+        if len(datasets) > 1:
+            raise StoreError(f"{root}: no {MANIFEST} or {LOG}, and the shards hold several datasets "
+                             f"{sorted(datasets)}; cannot rebuild the index unambiguously")
+        if not datasets:
+            n = len(list((root / SHARD_DIR).glob("shard-*.h5"))) if (root / SHARD_DIR).is_dir() else 0
+            if n:
+                raise StoreError(f"{root}: {n} shards but no {MANIFEST} or {LOG}, and the shards are version-1 "
+                                 f"(no stream specs inside): the index cannot be rebuilt; restore manifest.json")
+            raise StoreError(f"{root}: not a feature store (no {MANIFEST})")
+        recs = _init_records(datasets.pop(), streams or {}, extra or {})
+        if v2:
+            actions.append(f"no {MANIFEST} or {LOG}: rebuilding the index from {len(v2)} self-describing shards")
+    _new_log(root, recs)
+    state, _ = load_state(root)
+    return state, actions
+
+
+# ---------------------------------------------------------------------------------------
+# Writer
+# ---------------------------------------------------------------------------------------
 class StoreWriter:
     """Buffers videos and commits them as immutable shards.
 
@@ -280,21 +705,25 @@ class StoreWriter:
 
         specs = {"vggish": StreamSpec(extractor="vggish", plan=UNAV100_VGGISH, feature_shape=(128,))}
         with StoreWriter(path, dataset="unav100", streams=specs) as writer:
-            writer.add("vid", {"vggish": rows}, meta=VideoMeta(duration_s=10.0))
+            for job in writer.claim_each(jobs, key=lambda j: j.video_id):
+                writer.add(job.video_id, {"vggish": rows}, meta=VideoMeta(duration_s=10.0))
 
     Args:
         root: store directory (created if missing).
-        dataset: dataset name recorded in the manifest; must match an existing store's.
+        dataset: dataset name recorded in the log; must match an existing store's.
         streams: stream specs. For an existing store, streams already declared must be
             identical (a different plan or config would mix incompatible features); new
-            streams are added to the manifest.
+            streams are added.
         shard_max_videos: commit a shard once this many videos are buffered.
         shard_max_bytes: ... or once the buffered features exceed this many bytes.
-        extra: free-form manifest fields (e.g. the extraction config actually used).
+        extra: free-form fields (e.g. the extraction config actually used).
+        lease_ttl_s: this writer's lease; its claims are taken over by other writers once
+            it has not been renewed (every ``lease_ttl_s / 4``) for this long.
 
     A shard is committed by :meth:`flush` (called automatically at the limits and on a
     clean ``close``). If the process dies, buffered videos are lost but nothing committed
-    is: rerunning skips :meth:`committed` videos.
+    is: rerunning skips :meth:`committed` videos. Several writers (processes, machines on
+    one file system) may write one store at once; :meth:`claim_each` shares the videos.
     """
 
     def __init__(
@@ -306,6 +735,7 @@ class StoreWriter:
         shard_max_videos: int = 256,
         shard_max_bytes: int = 512 << 20,
         extra: Mapping[str, Any] | None = None,
+        lease_ttl_s: float = 120.0,
     ) -> None:
         self.root = Path(root)
         self.shard_max_videos = int(shard_max_videos)
@@ -313,40 +743,62 @@ class StoreWriter:
         for name in streams:
             if not _STREAM_NAME.match(name):
                 raise ValueError(f"invalid stream name {name!r}: use letters, digits, '_', '.', '-'")
-        (self.root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-        with _manifest_lock(self.root):
-            if (self.root / MANIFEST).exists():
-                manifest = read_manifest(self.root)
-                if manifest["dataset"] != dataset:
-                    raise StoreError(
-                        f"{self.root}: store holds dataset {manifest['dataset']!r}, not {dataset!r}")
-                changed = False
-                for name, spec in streams.items():
-                    known = manifest["streams"].get(name)
-                    if known is None:
-                        manifest["streams"][name] = spec.to_dict()
-                        changed = True
-                    elif known != spec.to_dict():
-                        raise StoreError(
-                            f"{self.root}: stream {name!r} exists with a different spec; "
-                            f"stored {json.dumps(known, sort_keys=True)}, given "
-                            f"{json.dumps(spec.to_dict(), sort_keys=True)}")
-                if extra:
-                    manifest.setdefault("extra", {}).update(extra)
-                    changed = True
-                if changed:
-                    self._write_manifest(manifest)
-            else:
-                manifest = _empty_manifest(dataset, streams, extra or {})
-                self._write_manifest(manifest)
-            self._remove_orphans(manifest)
         self.dataset = dataset
-        self.streams = {name: StreamSpec.from_dict(d) for name, d in manifest["streams"].items()}
-        self._committed = _committed_pairs(manifest)
+        self.recovery: list[str] = []
+        self._claims: set[str] = set()
         self._pending: list[_PendingVideo] = []
         self._pending_pairs: set[tuple[str, str]] = set()
         self._pending_bytes = 0
         self.shards_written: list[str] = []
+        self.duplicates_dropped: list[tuple[str, str]] = []
+        self.lease = WriterLease(self.root, ttl_s=lease_ttl_s)
+        try:
+            for d in (self.root / SHARD_DIR, (self.root / LOG).parent):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(os_error_message(self.root, e, "creating the store's folders")) from e
+        try:
+            with store_lock(self.root):
+                self.lease.start()
+                self._open_locked(streams, extra)
+        except OSError as e:
+            self.lease.stop()
+            raise StoreError(os_error_message(self.root, e, "opening the store for writing")) from e
+        except BaseException:
+            self.lease.stop()
+            raise
+        self.streams = {name: StreamSpec.from_dict(d) for name, d in self.state.streams.items()}
+        if any("missing" in a or "damaged" in a or "not" in a for a in self.recovery):
+            self._compact()
+
+    def _open_locked(self, streams: Mapping[str, StreamSpec], extra: Mapping[str, Any] | None) -> None:
+        given = {name: spec.to_dict() for name, spec in streams.items()}
+        fresh = not (self.root / LOG).exists() and not (self.root / MANIFEST).exists()
+        state, self.recovery = _recover_locked(self.root, dataset=self.dataset, streams=given, extra=extra)
+        if state.dataset != self.dataset:
+            raise StoreError(f"{self.root}: store holds dataset {state.dataset!r}, not {self.dataset!r}")
+        recs: list[dict] = []
+        new = {}
+        for name, d in given.items():
+            known = state.streams.get(name)
+            if known is None:
+                new[name] = d
+            elif known != d:
+                raise StoreError(
+                    f"{self.root}: stream {name!r} exists with a different spec; "
+                    f"stored {json.dumps(known, sort_keys=True)}, given {json.dumps(d, sort_keys=True)}")
+        if new:
+            recs.append({"op": "streams", "streams": new})
+        if extra and any(state.extra.get(k) != v for k, v in extra.items()):
+            recs.append({"op": "extra", "extra": dict(extra)})
+        if recs:
+            append_records(self.root, recs)
+            read_log_tail(self.root, state)
+        self.state = state
+        self._committed = _committed_by_stream(state.shards)
+        self.recovery += _reconcile(self.root, state, self._committed, me=self.lease.id)
+        if fresh:
+            write_snapshot(self.root, state)
 
     # -- context manager ---------------------------------------------------------------
     def __enter__(self) -> "StoreWriter":
@@ -355,17 +807,128 @@ class StoreWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        # On an exception buffered videos are dropped: committed shards stay valid.
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop buffered videos (committed shards stay valid); release claims and the lease."""
+        self._pending, self._pending_pairs, self._pending_bytes = [], set(), 0
+        self._release_all()
 
     def close(self) -> None:
-        self.flush()
+        """Commit what is buffered, refresh the snapshot, release claims and the lease."""
+        try:
+            self.flush()
+            self._compact()
+        finally:
+            self._release_all()
+
+    def _release_all(self) -> None:
+        for vid in list(self._claims):
+            self._release(vid)
+        self.lease.stop()
+
+    def _compact(self) -> None:
+        """Rewrite manifest.json from the log (outside the lock: any snapshot of a log
+        prefix is valid). A failure (no space) only leaves the older snapshot."""
+        with contextlib.suppress(OSError):
+            with store_lock(self.root):
+                read_log_tail(self.root, self.state)
+            write_snapshot(self.root, self.state)
 
     # -- queries -------------------------------------------------------------------------
     def committed(self, stream: str | None = None) -> set[str]:
         """Video ids committed (for ``stream``, or for every declared stream)."""
         names = [stream] if stream else list(self.streams)
-        sets = [{v for v, s in self._committed if s == n} for n in names]
+        sets = [self._committed.get(n, set()) for n in names]
         return set.intersection(*sets) if sets else set()
+
+    def _refresh_locked(self) -> None:
+        before = len(self.state.shards)
+        read_log_tail(self.root, self.state)
+        for shard in self.state.shards[before:]:
+            _add_committed(self._committed, shard)
+
+    # -- claims --------------------------------------------------------------------------
+    def claim(self, video_id: str, streams: Iterable[str] | None = None) -> str:
+        """Claim ``video_id`` for this writer: ``"mine"`` (go ahead), ``"done"`` (every
+        stream is committed), ``"busy"`` (a live writer holds it) or ``"failed"`` (a live
+        writer failed on it; a rerun after that writer ends takes it over)."""
+        names = list(streams or self.streams)
+        path = claim_path(self.root, video_id)
+        try:
+            with store_lock(self.root):
+                self._refresh_locked()
+                if all(video_id in self._committed.get(s, ()) for s in names):
+                    return "done"
+                held = read_claim(path)
+                if held is not None and held.get("writer") != self.lease.id:
+                    if not held:  # half-written or damaged claim: honour it for one lease period
+                        with contextlib.suppress(OSError):
+                            if time.time() - path.stat().st_mtime < self.lease.ttl_s:
+                                return "busy"
+                    elif not writer_gone(self.root, held["writer"], held.get("host"), held.get("pid")):
+                        return "failed" if held.get("failed") else "busy"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, json.dumps({"video_id": video_id, "writer": self.lease.id,
+                                                    "host": self.lease.host, "pid": self.lease.pid,
+                                                    "time": now_iso()}))
+        except OSError as e:
+            raise StoreError(os_error_message(self.root, e, f"claiming video {video_id!r}")) from e
+        self._claims.add(video_id)
+        return "mine"
+
+    def _release(self, video_id: str) -> None:
+        self._claims.discard(video_id)
+        path = claim_path(self.root, video_id)
+        with contextlib.suppress(OSError):
+            held = read_claim(path)
+            if held and held.get("writer") == self.lease.id:
+                path.unlink()
+
+    def claim_each(self, items: Iterable[T], *, key: Callable[[T], str], on_skip: Callable[[T], None] | None = None,
+                   poll_s: float = 0.5) -> Iterator[T]:
+        """Yield the items this writer claims; items another live writer holds are retried
+        at the end until they are committed (skipped, ``on_skip``) or their writer is gone
+        (taken over). Every video is thus extracted by exactly one writer."""
+        deferred: list[T] = []
+        for it in items:
+            status = self.claim(key(it))
+            if status == "mine":
+                yield it
+                self._settle(key(it))
+            elif status == "busy":
+                deferred.append(it)
+            elif on_skip is not None:
+                on_skip(it)
+        while deferred:
+            # commit what is buffered first: the other writers may be waiting for those claims
+            self.flush()
+            time.sleep(poll_s)
+            waiting = []
+            for it in deferred:
+                status = self.claim(key(it))
+                if status == "mine":
+                    yield it
+                    self._settle(key(it))
+                elif status == "busy":
+                    waiting.append(it)
+                elif on_skip is not None:
+                    on_skip(it)
+            deferred = waiting
+
+    def _settle(self, video_id: str) -> None:
+        """After the caller handled a claimed video: one it did not add failed; its claim is
+        marked failed (other live writers skip it, as a rerun skips recorded failures) so no
+        writer waits for it."""
+        if any(v == video_id for v, _ in self._pending_pairs) or any(
+                video_id in self._committed.get(s, ()) for s in self.streams):
+            return
+        with contextlib.suppress(OSError):
+            atomic_write_text(claim_path(self.root, video_id), json.dumps({
+                "video_id": video_id, "writer": self.lease.id, "host": self.lease.host, "pid": self.lease.pid,
+                "time": now_iso(), "failed": True}))
+            self._claims.discard(video_id)
 
     # -- writing -------------------------------------------------------------------------
     def add(
@@ -395,7 +958,7 @@ class StoreWriter:
             if not np.all(np.isfinite(rows)):
                 raise ValueError(f"video {video_id!r}, stream {name!r}: non-finite values in features")
             key = (video_id, name)
-            if key in self._committed or key in self._pending_pairs:
+            if video_id in self._committed.get(name, ()) or key in self._pending_pairs:
                 raise StoreError(f"video {video_id!r} already has stream {name!r} in {self.root}")
             arrays[name] = np.ascontiguousarray(rows, dtype=spec.dtype)
         for name in arrays:
@@ -410,137 +973,68 @@ class StoreWriter:
         if not self._pending:
             return None
         pending, self._pending = self._pending, []
-        pairs, self._pending_pairs = self._pending_pairs, set()
+        self._pending_pairs = set()
         self._pending_bytes = 0
-        shard_name = f"shard-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}.h5"
-        tmp = self.root / SHARD_DIR / f".tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
-        rows = self._write_shard(tmp, pending)
-        shard_streams = sorted({s for p in pending for s in p.features})
-        absent = {s: [p.video_id for p in pending if s not in p.features] for s in shard_streams}
-        absent = {s: v for s, v in absent.items() if v}
-        size = tmp.stat().st_size
-        digest = _sha256_file(tmp)
+        shard_name = f"shard-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{self.lease.id}-{uuid.uuid4().hex[:8]}.h5"
+        created = now_iso()
+        info = {"writer": self.lease.id, "host": self.lease.host, "pid": self.lease.pid, "created": created,
+                "file": shard_name}
+        image, rows = build_shard_image(pending, self.streams, dataset=self.dataset, writer=info)
+        tmp = self.root / SHARD_DIR / f".tmp-{self.lease.id}-{self.lease.pid}-{self.lease.host}.h5"
         final = self.root / SHARD_DIR / shard_name
-        with _manifest_lock(self.root):
-            manifest = read_manifest(self.root)
-            clash = pairs & _committed_pairs(manifest)
-            if clash:
-                tmp.unlink(missing_ok=True)
-                raise StoreError(f"{self.root}: another writer committed {sorted(clash)[:5]} first")
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-            manifest["shards"].append({
-                "file": f"{SHARD_DIR}/{shard_name}",
-                "videos": [p.video_id for p in pending],
-                "streams": shard_streams,
-                "absent": absent,
-                "rows": rows,
-                "size_bytes": size,
-                "sha256": digest,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            })
-            self._write_manifest(manifest)
-            self._committed = _committed_pairs(manifest)
+        digest = sha256_hex(image)
+        try:
+            write_new_file(tmp, image)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(os_error_message(self.root, e, f"writing a shard of {len(pending)} videos",
+                                              needed_bytes=len(image))) from e
+        streams = sorted({s for p in pending for s in p.features})
+        absent = {s: [p.video_id for p in pending if s not in p.features] for s in streams}
+        ids = [p.video_id for p in pending]
+        try:
+            with store_lock(self.root):
+                self._refresh_locked()
+                fresh = 0
+                for p in pending:  # a pair another writer committed meanwhile stays unused (absent)
+                    for s in p.features:
+                        if p.video_id in self._committed.get(s, ()):
+                            absent[s].append(p.video_id)
+                            self.duplicates_dropped.append((p.video_id, s))
+                        else:
+                            fresh += 1
+                if not fresh:
+                    tmp.unlink(missing_ok=True)
+                    return None
+                os.replace(tmp, final)
+                fsync_dir(final.parent)
+                entry = _commit_entry(f"{SHARD_DIR}/{shard_name}", ids, streams, absent, rows, len(image), digest,
+                                      self.lease.id, created)
+                try:
+                    append_records(self.root, [{"op": "commit", "shard": entry}])
+                except BaseException:
+                    os.replace(final, tmp)  # back to an uncommitted temp file, removed below
+                    raise
+                self._refresh_locked()
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(os_error_message(self.root, e, f"committing a shard of {len(pending)} videos",
+                                              needed_bytes=len(image))) from e
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        for vid in ids:
+            self._release(vid)
         self.shards_written.append(shard_name)
         return shard_name
-
-    # -- internals -------------------------------------------------------------------------
-    def _write_manifest(self, manifest: dict) -> None:
-        manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-
-    def _remove_orphans(self, manifest: dict) -> None:
-        """Delete shards never committed to the manifest and temp files of dead local writers."""
-        listed = {Path(s["file"]).name for s in manifest["shards"]}
-        host = socket.gethostname()
-        for p in (self.root / SHARD_DIR).iterdir():
-            if p.name.startswith("shard-") and p.name not in listed:
-                p.unlink(missing_ok=True)
-            elif p.name.startswith(f".tmp-{host}-"):
-                pid = int(p.name.split("-")[-2]) if p.name.split("-")[-2].isdigit() else -1
-                if pid > 0 and not _pid_alive(pid):
-                    p.unlink(missing_ok=True)
-
-    def _write_shard(self, path: Path, pending: list[_PendingVideo]) -> dict[str, int]:
-        str_dt = h5py.string_dtype("utf-8")
-        rows_per_stream: dict[str, int] = {}
-        with _open_h5(path, "w") as f:
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["layout"] = "concatenated"
-            vg = f.create_group("videos")
-            vg.create_dataset("ids", data=np.array([p.video_id for p in pending], dtype=object), dtype=str_dt)
-            vg.create_dataset("meta_json", data=np.array([p.meta.to_json() for p in pending], dtype=object),
-                              dtype=str_dt)
-            sg = f.create_group("streams")
-            for name in sorted({s for p in pending for s in p.features}):
-                spec = self.streams[name]
-                lengths = np.array([p.features[name].shape[0] if name in p.features else 0 for p in pending])
-                offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-                total = int(offsets[-1])
-                g = sg.create_group(name)
-                data = g.create_dataset("data", shape=(total, *spec.feature_shape), dtype=spec.dtype)
-                starts = np.empty(total, np.float64)
-                ends = np.empty(total, np.float64)
-                crcs = np.zeros(len(pending), np.uint32)
-                padded = np.zeros(len(pending), bool)
-                for i, p in enumerate(pending):
-                    if name not in p.features:
-                        continue
-                    a, b = offsets[i], offsets[i + 1]
-                    data[a:b] = p.features[name]
-                    starts[a:b], ends[a:b] = spec.plan.row_times(int(b - a))
-                    crcs[i] = _crc32(p.features[name])
-                    padded[i] = bool(p.padded.get(name, False))
-                g.create_dataset("offsets", data=offsets)
-                g.create_dataset("start_s", data=starts)
-                g.create_dataset("end_s", data=ends)
-                g.create_dataset("crc32", data=crcs)
-                g.create_dataset("padded", data=padded)
-                rows_per_stream[name] = total
-            f.flush()
-        with open(path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        return rows_per_stream
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _committed_pairs(manifest: Mapping[str, Any]) -> set[tuple[str, str]]:
-    out: set[tuple[str, str]] = set()
-    for shard in manifest["shards"]:
-        # ``absent`` lists videos of the shard without rows in a stream (e.g. no audio track).
-        absent = shard.get("absent", {})
-        for s in shard["streams"]:
-            missing = set(absent.get(s, ()))
-            out.update((v, s) for v in shard["videos"] if v not in missing)
-    return out
 
 
 # ---------------------------------------------------------------------------------------
 # Reader
 # ---------------------------------------------------------------------------------------
-@dataclass
-class _ShardIndex:
-    path: Path
-    size_bytes: int
-    sha256: str
-    ids: list[str]
-    offsets: dict[str, np.ndarray]
-    crc32: dict[str, np.ndarray]
-    padded: dict[str, np.ndarray]
-    meta_json: list[str]
-    data: dict[str, h5py.Dataset]
-    position: dict[str, int]
-
-
 class VideoFeatures:
     """Read-only view of one video: ``view[stream] -> np.ndarray`` (T x feature_shape)."""
 
@@ -567,45 +1061,61 @@ class VideoFeatures:
 
 
 class FeatureStore:
-    """Reader over a committed store.
+    """Reader over a committed store (never writes: works on a read-only store).
 
-    ``FeatureStore(path)`` reads only the manifest; shard files open lazily, once per
-    process (a handle opened before ``fork`` is never reused in the child), so a store can
-    be handed to DataLoader workers.
+    ``FeatureStore(path)`` reads the snapshot and the log's tail (v2) or the manifest (v1);
+    shard files open lazily, once per process (a handle opened before ``fork`` is never
+    reused in the child), so a store can be handed to DataLoader workers.
 
-    Every read checks the rows' CRC-32 against the one written with them; a shard whose
-    size differs from the manifest, that HDF5 cannot open, or whose contents disagree with
-    the manifest raises :class:`StoreCorruptError` naming the shard. :meth:`verify` also
-    checks every shard's sha256.
+    Every read checks the video's checksums (rows, start_s/end_s, offsets and padded flag,
+    meta_json); a shard whose size differs from the log, that HDF5 cannot open, or whose
+    contents disagree with the log raises :class:`StoreCorruptError` naming the shard, the
+    video and what differs. :meth:`verify` also checks every shard's sha256.
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        self.manifest = read_manifest(self.root)
-        self.dataset: str = self.manifest["dataset"]
+        self.state, self.notes = _open_state(self.root)
+        self.schema_version = self.state.schema_version
+        self.dataset: str = self.state.dataset
         self.streams: dict[str, StreamSpec] = {
-            name: StreamSpec.from_dict(d) for name, d in self.manifest["streams"].items()}
-        # (video_id, stream) -> shard number; video -> shard holding its metadata
-        self._where: dict[tuple[str, str], int] = {}
-        self._meta_shard: dict[str, int] = {}
-        self._order: list[str] = []
-        for k, shard in enumerate(self.manifest["shards"]):
-            absent = {s: set(v) for s, v in shard.get("absent", {}).items()}
-            for v in shard["videos"]:
-                if v not in self._meta_shard:
-                    self._meta_shard[v] = k
-                    self._order.append(v)
-                for s in shard["streams"]:
-                    if v in absent.get(s, ()):
+            name: StreamSpec.from_dict(d) for name, d in self.state.streams.items()}
+        shards = self.state.shards
+        # video -> first shard holding it (its metadata); videos found in several shards
+        self._first: dict[str, int] = {}
+        self._more: dict[str, list[int]] = {}
+        self._shard_streams: list[frozenset[str]] = []
+        self._absent: list[dict[str, set[str]]] = []
+        for k, shard in enumerate(shards):
+            self._shard_streams.append(frozenset(shard["streams"]))
+            self._absent.append({s: set(v) for s, v in shard.get("absent", {}).items() if v})
+            videos = shard["videos"]
+            n = len(self._first)
+            for v in videos:
+                self._first.setdefault(v, k)
+            if len(self._first) - n != len(videos):
+                for v in videos:
+                    if self._first[v] != k:
+                        self._more.setdefault(v, []).append(k)
+        for v, ks in self._more.items():
+            seen: dict[str, int] = {}
+            for k in (self._first[v], *ks):
+                for s in self._shard_streams[k]:
+                    if v in self._absent[k].get(s, ()):
                         continue
-                    if (v, s) in self._where:
+                    if s in seen:
                         raise StoreCorruptError(
                             f"{self.root}: video {v!r} stream {s!r} committed twice "
-                            f"({self.manifest['shards'][self._where[(v, s)]]['file']} and {shard['file']})")
-                    self._where[(v, s)] = k
+                            f"({shards[seen[s]]['file']} and {shards[k]['file']})")
+                    seen[s] = k
         self._pid = os.getpid()
         self._files: dict[int, h5py.File] = {}
         self._index: dict[int, _ShardIndex] = {}
+
+    @property
+    def manifest(self) -> dict:
+        """The committed state as one manifest-like dict (``shards`` in commit order)."""
+        return self.state.to_snapshot()
 
     # -- pickling: a store crosses process boundaries without its open handles --------------
     def __getstate__(self) -> dict:
@@ -633,24 +1143,33 @@ class FeatureStore:
     # -- catalogue ------------------------------------------------------------------------------
     def videos(self) -> list[str]:
         """Committed video ids in commit order."""
-        return list(self._order)
+        return list(self._first)
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._first)
 
     def __contains__(self, video_id: str) -> bool:
-        return video_id in self._meta_shard
+        return video_id in self._first
 
     def __getitem__(self, video_id: str) -> VideoFeatures:
-        if video_id not in self._meta_shard:
+        if video_id not in self._first:
             raise KeyError(f"video {video_id!r} is not in store {self.root}")
         return VideoFeatures(self, video_id)
 
+    def _shard_of(self, video_id: str, stream: str) -> int | None:
+        k = self._first.get(video_id)
+        if k is None:
+            return None
+        for j in (k, *self._more.get(video_id, ())):
+            if stream in self._shard_streams[j] and video_id not in self._absent[j].get(stream, ()):
+                return j
+        return None
+
     def video_streams(self, video_id: str) -> list[str]:
-        return [s for s in self.streams if (video_id, s) in self._where]
+        return [s for s in self.streams if self._shard_of(video_id, s) is not None]
 
     def has(self, video_id: str, stream: str) -> bool:
-        return (video_id, stream) in self._where
+        return self._shard_of(video_id, stream) is not None
 
     def errors(self) -> list[dict]:
         """Failure records from errors.jsonl (malformed lines are reported, not skipped)."""
@@ -658,7 +1177,7 @@ class FeatureStore:
         if not path.exists():
             return []
         out = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -687,136 +1206,251 @@ class FeatureStore:
             self._pid = os.getpid()
         f = self._files.get(k)
         if f is None:
-            entry = self.manifest["shards"][k]
+            entry = self.state.shards[k]
             path = self.root / entry["file"]
             if not path.exists():
-                raise StoreCorruptError(f"shard {path} listed in the manifest is missing")
+                raise StoreCorruptError(f"shard {path} listed in the log is missing")
             size = path.stat().st_size
             if size != entry["size_bytes"]:
                 raise StoreCorruptError(
-                    f"shard {path} has {size} bytes, the manifest says {entry['size_bytes']} (truncated or modified)")
+                    f"shard {path} has {size} bytes, the log says {entry['size_bytes']} (truncated or modified)")
             try:
                 f = _open_h5(path, "r")
             except OSError as e:
                 raise StoreCorruptError(f"shard {path} cannot be opened by HDF5: {e}") from e
+            index = _load_index(f, path, entry["streams"])
+            if index.ids != list(entry["videos"]):
+                f.close()
+                raise StoreCorruptError(f"shard {path}: video ids differ from the log")
             self._files[k] = f
-            self._index[k] = self._load_index(k, f, path, entry)
+            self._index[k] = index
         return f
 
-    def _load_index(self, k: int, f: h5py.File, path: Path, entry: Mapping[str, Any]) -> _ShardIndex:
-        try:
-            ids = [x.decode("utf-8") if isinstance(x, bytes) else x for x in f["videos/ids"][()]]
-            meta = [x.decode("utf-8") if isinstance(x, bytes) else x for x in f["videos/meta_json"][()]]
-            offsets, crcs, padded, data = {}, {}, {}, {}
-            for s in entry["streams"]:
-                g = f[f"streams/{s}"]
-                offsets[s] = g["offsets"][()]
-                crcs[s] = g["crc32"][()]
-                padded[s] = g["padded"][()]
-                data[s] = g["data"]
-        except (KeyError, OSError) as e:
-            raise StoreCorruptError(f"shard {path}: unreadable index ({e})") from e
-        if ids != list(entry["videos"]):
-            raise StoreCorruptError(f"shard {path}: video ids differ from the manifest")
-        return _ShardIndex(path, entry["size_bytes"], entry["sha256"], ids, offsets, crcs, padded, meta, data,
-                           {v: i for i, v in enumerate(ids)})
-
-    def _locate(self, video_id: str, stream: str) -> tuple[h5py.File, _ShardIndex, int]:
+    def _locate(self, video_id: str, stream: str) -> tuple[_ShardIndex, int]:
         if stream not in self.streams:
             raise KeyError(f"unknown stream {stream!r}; store {self.root} has {sorted(self.streams)}")
-        k = self._where.get((video_id, stream))
+        k = self._shard_of(video_id, stream)
         if k is None:
-            if video_id not in self._meta_shard:
+            if video_id not in self._first:
                 raise KeyError(f"video {video_id!r} is not in store {self.root}")
             raise KeyError(f"video {video_id!r} has no stream {stream!r} in store {self.root}")
-        f = self._shard_file(k)
+        self._shard_file(k)
         index = self._index[k]
-        return f, index, index.position[video_id]
+        return index, index.position[video_id]
 
     def read(self, video_id: str, stream: str) -> np.ndarray:
-        """Rows of one video and stream (``T x feature_shape``), CRC-checked."""
-        f, index, i = self._locate(video_id, stream)
-        a, b = int(index.offsets[stream][i]), int(index.offsets[stream][i + 1])
-        try:
-            rows = index.data[stream][a:b]
-        except OSError as e:
-            raise StoreCorruptError(f"shard {index.path}: cannot read {video_id!r}/{stream}: {e}") from e
-        if b <= a or _crc32(rows) != int(index.crc32[stream][i]):
-            raise StoreCorruptError(
-                f"shard {index.path}: checksum mismatch for video {video_id!r} stream {stream!r}")
-        return rows
+        """Rows of one video and stream (``T x feature_shape``), checksum-checked."""
+        index, i = self._locate(video_id, stream)
+        return _check_video(index, stream, i)[0]
 
     def times(self, video_id: str, stream: str) -> tuple[np.ndarray, np.ndarray]:
-        """Exact (start_s, end_s) of every row of ``video_id`` in ``stream``."""
-        f, index, i = self._locate(video_id, stream)
-        a, b = int(index.offsets[stream][i]), int(index.offsets[stream][i + 1])
-        g = f[f"streams/{stream}"]
-        return g["start_s"][a:b], g["end_s"][a:b]
+        """Exact (start_s, end_s) of every row of ``video_id`` in ``stream``, checked."""
+        index, i = self._locate(video_id, stream)
+        _, starts, ends = _check_video(index, stream, i)
+        return starts, ends
 
     def is_padded(self, video_id: str, stream: str) -> bool:
-        _, index, i = self._locate(video_id, stream)
+        index, i = self._locate(video_id, stream)
+        _check_video(index, stream, i)
         return bool(index.padded[stream][i])
 
     def num_rows(self, video_id: str, stream: str) -> int:
-        _, index, i = self._locate(video_id, stream)
+        index, i = self._locate(video_id, stream)
         return int(index.offsets[stream][i + 1] - index.offsets[stream][i])
 
     def meta(self, video_id: str) -> VideoMeta:
-        k = self._meta_shard.get(video_id)
+        k = self._first.get(video_id)
         if k is None:
             raise KeyError(f"video {video_id!r} is not in store {self.root}")
         self._shard_file(k)
         index = self._index[k]
-        return VideoMeta.from_json(index.meta_json[index.position[video_id]])
+        i = index.position[video_id]
+        _check_meta(index, i)
+        return VideoMeta.from_json(index.meta_json[i])
 
     # -- integrity -------------------------------------------------------------------------------
     def verify(self, *, full: bool = True) -> list[str]:
-        """Check every shard (size, HDF5 structure, per-video CRCs; sha256 when ``full``).
+        """Check every shard: size and sha256 (when ``full``) against the log, HDF5
+        structure, ids, and every video's checksums (rows, times, offsets/padded, meta).
 
-        Returns a list of problems, each naming the shard; empty when the store is sound.
+        Returns a list of problems, each naming the shard (and video); empty when sound.
         """
         problems = []
-        for k, entry in enumerate(self.manifest["shards"]):
-            path = self.root / entry["file"]
+        if full and self.schema_version >= 2:  # the log prefix the snapshot stands for, too
             try:
-                f = self._shard_file(k)
-                if full and _sha256_file(path) != entry["sha256"]:
-                    problems.append(f"shard {path}: sha256 differs from the manifest")
-                    continue
-                index = self._index[k]
-                for s in entry["streams"]:
-                    data = f[f"streams/{s}/data"]
-                    off = index.offsets[s]
-                    if int(off[-1]) != data.shape[0]:
-                        problems.append(f"shard {path}: stream {s} offsets end at {off[-1]}, data has {data.shape[0]}")
-                        continue
-                    for i, v in enumerate(index.ids):
-                        if off[i + 1] > off[i] and _crc32(data[off[i]:off[i + 1]]) != int(index.crc32[s][i]):
-                            problems.append(f"shard {path}: checksum mismatch for video {v!r} stream {s!r}")
+                whole = read_log_tail(self.root, StoreState(schema_version=SCHEMA_VERSION, dataset=""))
+                if whole.shards[:len(self.state.shards)] != self.state.shards:
+                    problems.append(f"{self.root / MANIFEST}: snapshot differs from {self.root / LOG} (run "
+                                    f"`avel store compact`)")
             except StoreCorruptError as e:
                 problems.append(str(e))
+        for entry in self.state.shards:
+            problems += _verify_shard(self.root / entry["file"], entry, full=full)
         return problems
+
+    def uncommitted_files(self) -> list[str]:
+        """Files in shards/ that the log does not list (adopted or removed by the next writer)."""
+        listed = {Path(s["file"]).name for s in self.state.shards}
+        d = self.root / SHARD_DIR
+        return sorted(p.name for p in d.iterdir() if p.name not in listed) if d.is_dir() else []
 
     # -- summaries ------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """What ``avel info`` prints: streams, plans, provenance, counts, errors."""
+        shards = self.state.shards
         streams = {}
         for name, spec in self.streams.items():
-            n_videos = sum(1 for (_, s) in self._where if s == name)
-            n_rows = sum(sh.get("rows", {}).get(name, 0) for sh in self.manifest["shards"])
+            n_videos = sum(len(sh["videos"]) - len(sh.get("absent", {}).get(name, ()))
+                           for sh in shards if name in sh["streams"])
+            n_rows = sum(sh.get("rows", {}).get(name, 0) for sh in shards)
             streams[name] = {**spec.to_dict(), "videos": n_videos, "rows": n_rows,
                              "plan_text": spec.plan.describe()}
         errors = self.errors()
         return {
             "path": str(self.root),
             "dataset": self.dataset,
-            "schema_version": self.manifest["schema_version"],
-            "videos": len(self._order),
-            "shards": len(self.manifest["shards"]),
-            "bytes": sum(sh["size_bytes"] for sh in self.manifest["shards"]),
+            "schema_version": self.schema_version,
+            "videos": len(self._first),
+            "shards": len(shards),
+            "bytes": sum(sh["size_bytes"] for sh in shards),
             "streams": streams,
             "errors": len(errors),
             "failed_videos": sorted(self.failed_videos()),
             "random_weight_streams": [n for n, s in self.streams.items() if s.is_random],
-            "extra": self.manifest.get("extra", {}),
+            "extra": self.state.extra,
+            "notes": list(self.notes),
         }
+
+
+def append_error(root: Path, record: Mapping[str, Any]) -> None:
+    """Append one failure record (video_id, path, stage, error_type, message) to errors.jsonl."""
+    rec = dict(record)
+    rec.setdefault("time", now_iso())
+    line = json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n"
+    try:
+        with store_lock(root):
+            with open(Path(root) / ERRORS, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        raise StoreError(os_error_message(Path(root), e, "recording a failure in errors.jsonl")) from e
+
+
+# ---------------------------------------------------------------------------------------
+# Maintenance: repair, compact, upgrade
+# ---------------------------------------------------------------------------------------
+def repair_store(root: str | os.PathLike) -> list[str]:
+    """Rebuild what can be rebuilt unambiguously and report each action.
+
+    A damaged log keeps its records before the damage (the damaged file is moved aside,
+    never deleted); a missing log is rebuilt from the snapshot; with neither, from the
+    self-describing shards. Shards the log does not list are adopted when complete and not
+    duplicates; leftovers of writers that are gone are removed and logged in deletions.jsonl.
+    The snapshot is rewritten.
+    """
+    root = Path(root)
+    with store_lock(root):
+        state, actions = _recover_locked(root, allow_damaged_log=True)
+        committed = _committed_by_stream(state.shards)
+        actions += _reconcile(root, state, committed)
+        write_snapshot(root, state)
+    return actions
+
+
+def compact_store(root: str | os.PathLike) -> None:
+    """Rewrite manifest.json from the whole log (what writers do on close)."""
+    root = Path(root)
+    with store_lock(root):
+        state, _ = load_state(root)
+    write_snapshot(root, state)
+
+
+def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Convert a schema-version-1 store to version 2 in place; returns what was done.
+
+    Every v1 shard is checked (sha256 and row CRCs: a damaged store is refused, listing the
+    problems), rewritten as a self-describing v2 shard with full per-video checksums, the
+    log is written (the switch point: before it the store is v1, after it v2), then the v1
+    shards are removed, each logged in deletions.jsonl. Rerunning after an interruption
+    finishes the job. Needs free space for the largest shard's copy at a time, in total about
+    the store's size (the v1 shards are removed only once the log is written).
+    """
+    root = Path(root)
+    actions: list[str] = []
+    with open(root / V1_LOCK, "a+") as v1_lock:  # keep old v1 writers out
+        import fcntl
+
+        fcntl.flock(v1_lock.fileno(), fcntl.LOCK_EX)
+        with store_lock(root):
+            if (root / LOG).exists():
+                state, _ = load_state(root)
+                listed = {Path(s["file"]).name for s in state.shards}
+                committed = _committed_pairs(state.to_snapshot())
+                for p in sorted((root / SHARD_DIR).glob("shard-*.h5")):
+                    if p.name in listed:
+                        continue
+                    with contextlib.suppress(OSError, KeyError, ValueError):
+                        a = _shard_attrs(p)
+                        pairs = {(v, s) for s in a["streams"] for v in a["ids"] if v not in a["absent"].get(s, ())}
+                        if int(a.get("schema_version", 1)) < 2 and pairs <= committed:
+                            log_deletion(root, p, "version-1 shard superseded by `avel store upgrade` (its videos "
+                                                  "are committed in version-2 shards)")
+                            p.unlink()
+                            actions.append(f"removed superseded version-1 shard {p.name}")
+                return actions or [f"{root} is already schema version {SCHEMA_VERSION}"]
+            old = FeatureStore(root)
+            if old.schema_version != 1:
+                raise StoreError(f"{root}: schema version {old.schema_version}, nothing to upgrade")
+            problems = old.verify(full=True)
+            if problems:
+                raise StoreCorruptError(f"{root}: cannot upgrade a damaged store ({len(problems)} problems): "
+                                        + "; ".join(problems[:5]))
+            for p in (root / SHARD_DIR).glob("shard-*.h5"):  # new shards of an interrupted upgrade
+                with contextlib.suppress(OSError, KeyError, ValueError):
+                    if _shard_attrs(p).get("writer") == "upgrade" and p.name not in {
+                            Path(s["file"]).name for s in old.state.shards}:
+                        log_deletion(root, p, "partial output of an interrupted `avel store upgrade` (never committed)")
+                        p.unlink()
+            recs = _init_records(old.dataset, old.state.streams, old.state.extra)
+            specs = old.streams
+            total = len(old.state.shards)
+            for n, entry in enumerate(old.state.shards):
+                pending = []
+                for v in entry["videos"]:
+                    feats, padded, times = {}, {}, {}
+                    for s in entry["streams"]:
+                        if v in entry.get("absent", {}).get(s, ()):
+                            continue
+                        feats[s] = old.read(v, s)
+                        times[s] = old.times(v, s)
+                        padded[s] = old.is_padded(v, s)
+                    pending.append(_PendingVideo(v, feats, padded, old.meta(v), times))
+                name = f"shard-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-upgrade-{uuid.uuid4().hex[:8]}.h5"
+                created = entry.get("created", now_iso())
+                image, rows = build_shard_image(pending, specs, dataset=old.dataset, writer={
+                    "writer": "upgrade", "host": socket.gethostname(), "pid": os.getpid(), "created": created,
+                    "file": name, "upgraded_from": entry["file"]})
+                try:
+                    atomic_write_bytes(root / SHARD_DIR / name, image)
+                except OSError as e:
+                    raise StoreError(os_error_message(root, e, "writing an upgraded shard", len(image))) from e
+                recs.append({"op": "commit", "shard": _commit_entry(
+                    f"{SHARD_DIR}/{name}", entry["videos"], entry["streams"], entry.get("absent", {}), rows,
+                    len(image), sha256_hex(image), "upgrade", created)})
+                if progress:
+                    progress(n + 1, total)
+            old.close()
+            _new_log(root, recs)  # the switch point
+            state, _ = load_state(root)
+            write_snapshot(root, state)
+            actions.append(f"rewrote {total} version-1 shards as version-2 shards; wrote {LOG} and {MANIFEST}")
+            for entry in old.state.shards:
+                p = root / entry["file"]
+                log_deletion(root, p, "version-1 shard superseded by `avel store upgrade` (same videos, rows, "
+                                      "times, flags and metadata, checked, in a version-2 shard)",
+                             sha256=entry["sha256"])
+                p.unlink(missing_ok=True)
+            actions.append(f"removed the {total} version-1 shards (listed in {DELETIONS})")
+            (root / V1_LOCK).unlink(missing_ok=True)
+    return actions

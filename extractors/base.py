@@ -49,7 +49,7 @@ override the preset: ``Cls.random_init(preset="tiny", hop_s=0.32)``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping
 
@@ -165,6 +165,8 @@ class CheckpointReport:
         missing / unexpected: module keys absent from / extra in the converted checkpoint.
         mismatched: ``(key, expected_shape, checkpoint_shape)``.
         state: the converted state dict (module keys).
+        info: what :meth:`Extractor.inspect_checkpoint` read from the files (e.g. I3D's key
+            layout per stream); handed to :meth:`Extractor.adopt_checkpoint`.
     """
 
     extractor: str
@@ -175,6 +177,7 @@ class CheckpointReport:
     unexpected: list[str]
     mismatched: list[tuple]
     state: dict[str, torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -260,7 +263,8 @@ class Extractor(nn.Module):
         """JSON-friendly summary for manifests and ``avel extractors list``."""
         return {"name": self.name, "modality": self.modality, "feature_shape": list(self.feature_shape),
                 "plan": self.plan.to_dict(), "decode": dataclasses.asdict(self.decode_spec),
-                "config": self.config.to_dict(), "weights_sha256": self.weights_sha256}
+                "config": self.config.to_dict(), "weights_sha256": self.weights_sha256,
+                "provenance": self.provenance()}
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -330,6 +334,7 @@ class Extractor(nn.Module):
             module = cls(cfg)
         expected = module.state_dict()
         module.load_state_dict({k: v for k, v in report.state.items() if k in expected}, strict=True)
+        module.adopt_checkpoint(report.info)
         module.weights_sha256 = report.weights_sha256
         module.to(device)
         return module.eval()
@@ -347,6 +352,7 @@ class Extractor(nn.Module):
         cfg = cls.make_config(preset, **config)
         files = weights.resolve_checkpoint_files(path, cls.checkpoint_files, cls.roles_for(cfg), extractor=cls.name)
         states = {role: weights.load_state_file(p) for role, p in files.items()}
+        info = cls.inspect_checkpoint(states, files, cfg)
         with torch.device("meta"):  # compare keys and shapes without allocating anything
             module = cls(cfg)
         state = cls.convert_checkpoint(states, cfg)
@@ -355,7 +361,22 @@ class Extractor(nn.Module):
         return CheckpointReport(extractor=cls.name, files=files,
                                 expected_files={r: cls.checkpoint_files[r] for r in files},
                                 sha256={r: weights.sha256_file(p) for r, p in files.items()},
-                                missing=missing, unexpected=unexpected, mismatched=mismatched, state=state)
+                                missing=missing, unexpected=unexpected, mismatched=mismatched, state=state,
+                                info=info)
+
+    @classmethod
+    def inspect_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]], files: Mapping[str, Path],
+                           config: ExtractorConfig) -> dict[str, Any]:
+        """Facts about the loaded file(s) that settings depend on (default: none). Raise
+        ``ValueError`` naming the file when they cannot be told (e.g. an ambiguous key layout)."""
+        return {}
+
+    def adopt_checkpoint(self, info: Mapping[str, Any]) -> None:
+        """Apply :meth:`inspect_checkpoint`'s facts after the weights are loaded (default: nothing)."""
+
+    def provenance(self) -> dict[str, Any]:
+        """Settings chosen at load time, recorded in the store stream's provenance (default: none)."""
+        return {}
 
     @classmethod
     def roles_for(cls, config: ExtractorConfig) -> tuple[str, ...]:

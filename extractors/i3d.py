@@ -8,6 +8,14 @@ so zero padding would give the same).
 Checkpoints in the hassony2 / video_features layout are converted automatically
 (:func:`avel.extractors.weights.i3d_hassony_to_piergiaj`).
 
+BatchNorm eps follows the checkpoint's layout (``bn_eps=None``, the default): 1e-3 for the
+pytorch-i3d layout (as TF and piergiaj run it), 1e-5 for the video_features layout (the hassony2
+port, whose ``BatchNorm3d`` keeps torch's default; its features, e.g. UnAV-100's, were made so).
+A file with keys of both layouts or of neither is refused, naming the file and the keys. The
+layout and eps of each stream are recorded in the store stream's provenance
+(:meth:`_I3DBase.provenance`); an explicit ``bn_eps`` overrides the layout's. Random weights use
+1e-3. Parity with both reference codes is pinned by ``tests/extractors/test_parity.py``.
+
 Feature of one window: the ``AvgPool3d((2, 7, 7), stride 1)`` output after ``Mixed_5c``, averaged
 over all remaining positions (time only, at 224 x 224) -> 1024 per stream.
 
@@ -39,6 +47,10 @@ from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig
 from avel.extractors.fusion import fold_batchnorm
 from avel.extractors.preprocess import center_crop, flow_to_i3d, scale_to_pm1, to_float_channels_first
 from avel.extractors.raft_flow import RAFT_CHECKPOINT, RaftFlow, RaftFlowConfig, distinct_pairs
+
+
+DEFAULT_BN_EPS = 1e-3
+"""BatchNorm eps without a checkpoint (random weights): TF / pytorch-i3d's."""
 
 
 def same_pad_amounts(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -246,8 +258,9 @@ class I3DConfig(ExtractorConfig):
         unpad_flow: crop RAFT's replicate padding off the flow before the centre crop
             (False = video_features behaviour).
         flow_clamp: flow magnitude clamp in pixels before quantisation (20).
-        bn_eps: BatchNorm epsilon (1e-3 = TF / piergiaj; video_features' hassony2 port runs the same
-            weights with 1e-5).
+        bn_eps: BatchNorm epsilon; ``None`` (default): from each stream's checkpoint layout, 1e-3
+            for pytorch-i3d's, 1e-5 for video_features' (hassony2 port), 1e-3 for random weights.
+            A number overrides the layout (both streams).
         flow_pair_dedupe: compute each distinct frame pair of a batch once. Overlapping windows
             of one video share pairs (24-frame windows every 8 frames: each pair is in 3
             windows), so RAFT, 97 % of the two-stream cost, runs on ``(B - 1) x stride + window``
@@ -273,7 +286,7 @@ class I3DConfig(ExtractorConfig):
     raft_width_divisor: int = 1
     unpad_flow: bool = False
     flow_clamp: float = 20.0
-    bn_eps: float = 1e-3
+    bn_eps: float | None = None
     flow_pair_dedupe: bool = True
     raft_pair_batch: int = 8
 
@@ -301,8 +314,11 @@ class _I3DBase(Extractor):
     def __init__(self, config: I3DConfig) -> None:
         super().__init__(config)
         c = config
+        eps = DEFAULT_BN_EPS if c.bn_eps is None else c.bn_eps
         kw = dict(num_classes=c.num_classes, width_divisor=c.width_divisor, avg_pool_kernel=c.avg_pool_kernel,
-                  bn_eps=c.bn_eps)
+                  bn_eps=eps)
+        # stream -> (checkpoint layout or None for random / unloaded weights, BatchNorm eps in use)
+        self.stream_weights: dict[str, tuple[str | None, float]] = {s: (None, eps) for s in self.streams}
         if "rgb" in self.streams:
             self.rgb = InceptionI3d(in_channels=3, **kw)
         if "flow" in self.streams:
@@ -330,11 +346,34 @@ class _I3DBase(Extractor):
 
     # -- weights ---------------------------------------------------------------------------
     @classmethod
+    def inspect_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]], files: Mapping[str, Any],
+                           config: ExtractorConfig) -> dict[str, Any]:
+        """``{"layouts": {stream: "pytorch_i3d" | "video_features"}}``; refuses ambiguous files."""
+        return {"layouts": {r: W.i3d_checkpoint_layout(states[r], file=files[r]) for r in states
+                            if r in ("rgb", "flow")}}
+
+    def adopt_checkpoint(self, info: Mapping[str, Any]) -> None:
+        """Set each stream's BatchNorm eps from its checkpoint layout (unless ``bn_eps`` is given)."""
+        for stream, layout in info.get("layouts", {}).items():
+            eps = W.I3D_LAYOUT_BN_EPS[layout] if self.config.bn_eps is None else self.config.bn_eps
+            for m in getattr(self, stream).modules():
+                if isinstance(m, nn.BatchNorm3d):
+                    m.eps = eps
+            self.stream_weights[stream] = (layout, eps)
+
+    def provenance(self) -> dict[str, Any]:
+        """``{"i3d": {stream: {checkpoint_layout, bn_eps, bn_eps_from}}}`` for the store."""
+        src = "config" if self.config.bn_eps is not None else None
+        return {"i3d": {s: {"checkpoint_layout": layout, "bn_eps": eps,
+                            "bn_eps_from": src or ("checkpoint layout" if layout else "default (no checkpoint)")}
+                        for s, (layout, eps) in self.stream_weights.items()}}
+
+    @classmethod
     def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
                            config: ExtractorConfig) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for role, state in states.items():
-            if role in ("rgb", "flow") and any(k.startswith("conv3d_1a_7x7.") for k in state):
+            if role in ("rgb", "flow") and W.i3d_checkpoint_layout(state) == "video_features":
                 state = W.i3d_hassony_to_piergiaj(state)
             state = W.add_num_batches_tracked(state)
             out.update({f"{role}.{k}" if role != "raft" else f"raft.raft.{k}": v for k, v in state.items()})

@@ -17,11 +17,13 @@ Model (torchvggish key layout, checkpoint ``vggish-10086976.pth``): conv 64-M-12
 512-512-M (3x3, pad 1, ReLU, 2x2 max pool) -> ``N x 512 x 6 x 4`` -> NHWC flatten 12288 ->
 Linear 4096 -> ReLU -> Linear 4096 -> ReLU -> Linear 128 [-> ReLU].
 
-Final ReLU (``final_relu``): torchvggish applies it; the TF original does not. The released
-UnAV-100 / AVE VGGish features come from the TF model (video_features ran TF VGGish; AVE used the
-TF release) as raw embeddings, so the default is ``False``. PCA + 8-bit quantisation
-(``postprocess=True``, file ``vggish_pca_params-970ea276.pth``) is off by default, as for the
-released features.
+Final ReLU (``final_relu``, default ``True``): the embedding passes through a ReLU, as in
+torchvggish, both video_features versions and the TF slim VGGish of 2017-2019 (its ``arg_scope``
+gave the last fully connected layer a ReLU; a later TF revision set ``activation_fn=None``). The
+released AVE VGGish features (``audio_feature_noisy.h5``) hold no negative value in 227,840 and
+about 65 % exact zeros, so they are post-ReLU; ``final_relu=False`` gives the raw pre-activation
+embedding of the later TF revision. PCA + 8-bit quantisation (``postprocess=True``, file
+``vggish_pca_params-970ea276.pth``) is off by default, as for the released features.
 
 Layouts: ``preprocess`` takes ``B x 15600`` float32 waveforms (window + context), returns
 ``B x 1 x 96 x 64`` log-mel examples; ``forward`` returns ``B x 128``.
@@ -106,11 +108,12 @@ class VGGishNet(nn.Module):
     Args:
         width_divisor: 1 = faithful; >1 divides conv channels and hidden sizes (tiny).
         embedding_size: 128.
-        final_relu: apply ReLU to the embedding (torchvggish) or not (TF).
+        final_relu: apply ReLU to the embedding (torchvggish, video_features, the released
+            features) or not (the later TF revision).
         example_hw: input example size (96, 64).
     """
 
-    def __init__(self, *, width_divisor: int = 1, embedding_size: int = 128, final_relu: bool = False,
+    def __init__(self, *, width_divisor: int = 1, embedding_size: int = 128, final_relu: bool = True,
                  example_hw: tuple[int, int] = (96, 64)) -> None:
         super().__init__()
         d = width_divisor
@@ -153,7 +156,8 @@ class VGGishConfig(ExtractorConfig):
         log_offset: 0.01.
         width_divisor: 1 = faithful; tiny divides channels / hidden sizes.
         embedding_size: 128.
-        final_relu: ReLU on the embedding (torchvggish); default False (TF, released features).
+        final_relu: ReLU on the embedding; default True (torchvggish, video_features, the
+            released UnAV-100 / AVE features, which hold no negative value).
         postprocess: PCA + clip [-2, 2] + 8-bit quantisation (``vggish_pca_params-970ea276.pth``).
     """
 
@@ -170,7 +174,7 @@ class VGGishConfig(ExtractorConfig):
     log_offset: float = 0.01
     width_divisor: int = 1
     embedding_size: int = 128
-    final_relu: bool = False
+    final_relu: bool = True
     postprocess: bool = False
 
 

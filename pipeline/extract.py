@@ -167,28 +167,34 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     gpus = 0 if cfg.device == "cpu" else torch.cuda.device_count()
     runner, runner_why = choose_runner(cfg.runner, address=cfg.cluster.resolved_address(), videos=total,
                                        cpus=available_cpus(), gpus=gpus, auto_ray_min_videos=cfg.auto_ray_min_videos)
-    if runner == "local":
-        device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if cfg.device == "auto" else cfg.device))
-        sizes, sizes_why = choose_batch_sizes(cfg.batch_size, extractors, device.type)
+    try:
+        if runner == "local":
+            device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                                  ("cpu" if cfg.device == "auto" else cfg.device))
+            sizes, sizes_why = choose_batch_sizes(cfg.batch_size, extractors, device.type)
 
-        def load():
-            return build_stream_extractors(cfg.extractors, weights=cfg.weights, random_weights=cfg.random_weights,
-                                           preset=cfg.preset, device=device, overrides=cfg.extractor_options)
+            def load():
+                return build_stream_extractors(cfg.extractors, weights=cfg.weights,
+                                               random_weights=cfg.random_weights, preset=cfg.preset, device=device,
+                                               overrides=cfg.extractor_options)
 
-        report = run_local(plan.todo, extractors, writer, batch_size=sizes, device=device,
-                           decode_timeout_s=cfg.decode_timeout_s, chunk_s=cfg.chunk_s, load=load,
-                           progress=(lambda r: progress(r, total)) if progress else None)
-        report.settings = {"runner": "local", "device": str(device), "batch_size": sizes,
-                           "torch_threads": torch.get_num_threads(),
-                           "why": {"batch_size": sizes_why,
-                                   "torch_threads": "torch's default: one per core of this process"}}
-    else:
-        from avel.pipeline.ray_extract import run_ray
+            report = run_local(plan.todo, extractors, writer, batch_size=sizes, device=device,
+                               decode_timeout_s=cfg.decode_timeout_s, chunk_s=cfg.chunk_s, load=load,
+                               progress=(lambda r: progress(r, total)) if progress else None)
+            report.settings = {"runner": "local", "device": str(device), "batch_size": sizes,
+                               "torch_threads": torch.get_num_threads(),
+                               "why": {"batch_size": sizes_why,
+                                       "torch_threads": "torch's default: one per core of this process"}}
+        else:
+            from avel.pipeline.ray_extract import run_ray
 
-        report = run_ray(plan.todo, cfg, extractors, writer,
-                         progress=(lambda r: progress(r, total)) if progress else None)
-        report.settings.setdefault("runner", "ray")
+            report = run_ray(plan.todo, cfg, extractors, writer,
+                             progress=(lambda r: progress(r, total)) if progress else None)
+            report.settings.setdefault("runner", "ray")
+    except BaseException:
+        writer.abort()  # release this writer's claims and lease; committed shards stay
+        raise
+    writer.close()  # commits the rest, refreshes manifest.json, releases claims
     report.settings.setdefault("why", {})["runner"] = runner_why
     report.videos_skipped += len(plan.done) + len(plan.previously_failed)
     report.videos_failed += len(plan.rejected)

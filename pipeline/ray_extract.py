@@ -415,6 +415,9 @@ class RayExtraction:
                     submit(vid, k)
                 else:
                     job = todo.popleft()
+                    if writer.claim(job.video_id) != "mine":  # committed or held by another writer
+                        report.videos_skipped += 1
+                        continue
                     streams = [s for s in self.streams if job.video_id not in committed[s.name]]
                     videos[job.video_id] = _Video(job, streams)
                     submit(job.video_id, 0)

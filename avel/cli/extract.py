@@ -86,6 +86,7 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
     recorded in STORE/errors.jsonl and skipped on rerun unless --retry-failed. Exit code 1
     when any video failed.
     """
+    from avel.datasets.store import StoreError
     from avel.pipeline.extract import ExtractConfig, run_extract
 
     try:
@@ -116,7 +117,7 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
 
     try:
         result = run_extract(cfg, progress=progress)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, FileNotFoundError, StoreError) as e:
         bar.close()
         click.echo(f"error: {e}", err=True)
         sys.exit(2 if isinstance(e, ValueError) and "required" in str(e) else 1)

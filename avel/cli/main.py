@@ -15,6 +15,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("avel.cli.store", "info"),
     "import": ("avel.cli.store", "import_"),
     "export": ("avel.cli.store", "export"),
+    "store": ("avel.cli.store", "store_group"),
     "validate": ("avel.cli.validate", "validate"),
     "extract": ("avel.cli.extract", "extract"),
     "synth": ("avel.cli.synth", "synth"),

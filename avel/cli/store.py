@@ -28,14 +28,20 @@ def _report_import(report, store: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--verify", is_flag=True, help="Also check every shard's sha256 and per-video checksums.")
 @click.option("--videos", "list_videos", is_flag=True, help="List the video ids.")
-def info(store: Path, as_json: bool, verify: bool, list_videos: bool) -> None:
+@click.option("--repair", is_flag=True,
+              help="First rebuild a lost or damaged manifest/log from the log, snapshot or shards (same as "
+                   "`avel store repair`).")
+def info(store: Path, as_json: bool, verify: bool, list_videos: bool, repair: bool) -> None:
     """Show a store's streams, dims, sampling plans, provenance, videos and errors.
 
     Exit code 1 when --verify finds a problem or the store cannot be read.
     """
-    from avel.datasets.store import FeatureStore, StoreError
+    from avel.datasets.store import FeatureStore, StoreError, repair_store
 
     try:
+        if repair:
+            for line in repair_store(store):
+                click.echo(f"repair   {line}", err=True)
         st = FeatureStore(store)
         summary = st.summary()
         problems = st.verify(full=True) if verify else []
@@ -65,6 +71,8 @@ def info(store: Path, as_json: bool, verify: bool, list_videos: bool) -> None:
         if summary["random_weight_streams"]:
             click.echo(f"WARNING: streams {summary['random_weight_streams']} were extracted with RANDOM "
                        f"weights (tests/demo only)", err=True)
+        for note in summary["notes"]:
+            click.echo(f"note     {note}")
         if verify:
             click.echo("verify   " + ("ok" if not problems else f"{len(problems)} problems"))
             for p in problems:
@@ -183,3 +191,53 @@ def export_ave(store: Path, annotations: Path, out: Path, visual_stream: str, au
         _fail(str(e))
     for p in paths:
         click.echo(f"wrote {p}")
+
+
+@click.group("store")
+def store_group() -> None:
+    """Maintain a feature store: upgrade, repair, compact."""
+
+
+@store_group.command("upgrade")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def store_upgrade(store: Path) -> None:
+    """Convert a schema-version-1 store to version 2 in place (checks every shard first;
+    rerun after an interruption to finish)."""
+    from avel.datasets.store import StoreError, upgrade_store
+
+    try:
+        with tqdm(desc="upgrade", unit="shard", disable=None) as bar:
+            actions = upgrade_store(store, progress=lambda n, total: (setattr(bar, "total", total),
+                                                                       bar.update(n - bar.n)))
+    except StoreError as e:
+        _fail(str(e))
+    for line in actions:
+        click.echo(line)
+
+
+@store_group.command("repair")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def store_repair(store: Path) -> None:
+    """Rebuild a lost or damaged manifest.json / log from the log, the snapshot or the shards;
+    adopt complete uncommitted shards. Never deletes a shard it cannot account for."""
+    from avel.datasets.store import StoreError, repair_store
+
+    try:
+        actions = repair_store(store)
+    except StoreError as e:
+        _fail(str(e))
+    for line in actions or ["nothing to repair"]:
+        click.echo(line)
+
+
+@store_group.command("compact")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def store_compact(store: Path) -> None:
+    """Rewrite manifest.json from the whole log (writers do this when they close)."""
+    from avel.datasets.store import StoreError, compact_store
+
+    try:
+        compact_store(store)
+    except StoreError as e:
+        _fail(str(e))
+    click.echo(f"compacted {store}/manifest.json")

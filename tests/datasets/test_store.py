@@ -162,27 +162,70 @@ def test_kill_9_mid_write_leaves_valid_store(tmp_path):
     assert on_disk == listed
 
 
-def test_crash_between_rename_and_manifest_is_invisible(tmp_path, monkeypatch):
+_DIE_BEFORE_LOG = textwrap.dedent("""
+    import os, sys, numpy as np
+    import avel.datasets.store as store_mod
+    from avel.datasets.store import StoreWriter, StreamSpec
+    from avel.datasets.sampling import UNAV100_I3D
+    real = store_mod.append_records
+    def die(root, records):
+        if any(r["op"] == "commit" for r in records):
+            os._exit(9)  # the process dies between the shard's rename and its log record
+        real(root, records)
+    store_mod.append_records = die
+    w = StoreWriter(sys.argv[1], dataset="unav100", streams={"rgb": StreamSpec("i3d", UNAV100_I3D, (6,),
+                    config={"preset": "tiny"}, weights_sha256="random")})
+    for vid in sys.argv[2:]:
+        w.add(vid, {"rgb": np.full((3, 6), 7, np.float32)})
+    w.flush()
+""")
+
+
+def test_crash_between_rename_and_log_is_invisible_then_adopted(tmp_path):
     root = tmp_path / "s"
     _write(root, ["a", "b"])
-    import avel.datasets.store as store_mod
-
-    def boom(self, manifest):
-        raise KeyboardInterrupt("simulated crash before the manifest update")
-
-    w = StoreWriter(root, dataset="unav100", streams=SPECS)
-    w.add("c", {"rgb": _rows(9, 3, 6)})
-    monkeypatch.setattr(store_mod.StoreWriter, "_write_manifest", boom)
-    with pytest.raises(KeyboardInterrupt):
-        w.flush()
-    monkeypatch.undo()
+    script = tmp_path / "die.py"
+    script.write_text(_DIE_BEFORE_LOG)
+    res = subprocess.run([sys.executable, str(script), str(root), "c"], capture_output=True, text=True)
+    assert res.returncode == 9, res.stderr
     st = FeatureStore(root)
     assert st.videos() == ["a", "b"] and st.verify() == []
-    orphans = [p for p in (root / "shards").iterdir() if p.name not in
-               {Path(s["file"]).name for s in st.manifest["shards"]}]
-    assert len(orphans) == 1  # renamed but never published
+    assert len(st.uncommitted_files()) == 1 and st.uncommitted_files()[0].startswith("shard-")  # renamed, unlisted
+    # The next writer adopts the complete shard instead of deleting a video's features.
+    w = StoreWriter(root, dataset="unav100", streams=SPECS)
+    assert any("adopted" in a for a in w.recovery), w.recovery
+    w.close()
+    st = FeatureStore(root)
+    assert st.videos() == ["a", "b", "c"] and st.verify() == [] and st.uncommitted_files() == []
+    np.testing.assert_array_equal(st["c"]["rgb"], np.full((3, 6), 7, np.float32))
+    assert not (root / "deletions.jsonl").exists()
+
+
+def test_redundant_leftover_of_a_dead_writer_is_deleted_and_logged(tmp_path):
+    root = tmp_path / "s"
+    _write(root, ["a", "b"])
+    script = tmp_path / "die.py"
+    script.write_text(_DIE_BEFORE_LOG)
+    assert subprocess.run([sys.executable, str(script), str(root), "c"], capture_output=True).returncode == 9
+    leftover = FeatureStore(root).uncommitted_files()[0]
+    # Meanwhile "c" is committed by another shard (written before any writer saw the leftover).
+    import avel.datasets.store as store_mod
+    from avel.datasets import store_log
+
+    st = FeatureStore(root)
+    image, rows = store_mod.build_shard_image(
+        [store_mod._PendingVideo("c", {"rgb": _rows(3, 3, 6)}, {}, VideoMeta())], st.streams, dataset="unav100",
+        writer={"writer": "other", "host": "elsewhere", "pid": 1, "created": "x", "file": "shard-x-other-1.h5"})
+    (root / "shards" / "shard-x-other-1.h5").write_bytes(image)
+    with store_log.store_lock(root):
+        store_log.append_records(root, [{"op": "commit", "shard": store_mod._commit_entry(
+            "shards/shard-x-other-1.h5", ["c"], ["rgb"], {}, rows, len(image), store_log.sha256_hex(image), "other")}])
     StoreWriter(root, dataset="unav100", streams=SPECS).close()
-    assert not any(p.name == orphans[0].name for p in (root / "shards").iterdir())
+    assert not (root / "shards" / leftover).exists()
+    log = [json.loads(line) for line in (root / "deletions.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["file"] == f"shards/{leftover}" and "gone" in log[0]["reason"]
+    st = FeatureStore(root)
+    assert st.videos() == ["a", "b", "c"] and st.verify() == []
 
 
 def test_truncated_shard_is_an_error_naming_it(tmp_path):
@@ -225,8 +268,16 @@ def test_missing_shard_and_bad_manifest(tmp_path):
     (root / st.manifest["shards"][0]["file"]).unlink()
     with pytest.raises(StoreCorruptError, match="missing"):
         FeatureStore(root)["a"]["rgb"]
-    (root / "manifest.json").write_text("{\n  \"schema_version\": 1,\n  oops\n}")
-    with pytest.raises(StoreCorruptError, match="line 3"):
+    # A garbled snapshot is only a cache: the log is replayed, and the note names the file.
+    (root / "manifest.json").write_text("{\n  \"schema_version\": 2,\n  oops\n}")
+    st = FeatureStore(root)
+    assert st.videos() == ["a"] and any("manifest.json: invalid JSON at line 3" in n for n in st.notes)
+    # A garbled log record is an error naming the log file and its line.
+    log = root / "log" / "commits.jsonl"
+    lines = log.read_bytes().split(b"\n")
+    lines[1] = lines[1][:20] + b"X" + lines[1][21:]
+    log.write_bytes(b"\n".join(lines))
+    with pytest.raises(StoreCorruptError, match=r"commits.jsonl: line 2 is damaged"):
         FeatureStore(root)
     with pytest.raises(StoreError, match="not a feature store"):
         FeatureStore(tmp_path)

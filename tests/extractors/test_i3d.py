@@ -106,7 +106,8 @@ def test_unit3d_symmetric_padding_path_is_bitwise_explicit_padding():
 def test_unit3d_batchnorm_hyperparameters():
     u = Unit3D(2, 4)
     assert u.conv3d.bias is None and u.bn.eps == 1e-3 and u.bn.momentum == 0.01
-    m = E.get("i3d_rgb").build(device="meta", bn_eps=1e-5)  # hassony2 / video_features setting
+    assert E.get("i3d_rgb").make_config().bn_eps is None  # from the checkpoint layout
+    m = E.get("i3d_rgb").build(device="meta", bn_eps=1e-5)  # forced
     assert {b.eps for b in m.modules() if isinstance(b, torch.nn.BatchNorm3d)} == {1e-5}
 
 
@@ -173,6 +174,36 @@ def test_official_layouts_load_without_missing_or_unexpected(tmp_path, layout):
     m = E.get("i3d_rgb").from_checkpoint(path)
     assert torch.equal(m.rgb.Mixed_4e.b2b.bn.running_var, pier["Mixed_4e.b2b.bn.running_var"])
     assert len(m.weights_sha256) == 64
+    # BatchNorm eps from the layout (pytorch-i3d 1e-3, video_features' hassony2 port 1e-5), recorded
+    eps, name = (1e-3, "pytorch_i3d") if layout == "piergiaj" else (1e-5, "video_features")
+    assert {b.eps for b in m.modules() if isinstance(b, torch.nn.BatchNorm3d)} == {eps}
+    assert m.provenance() == {"i3d": {"rgb": {"checkpoint_layout": name, "bn_eps": eps,
+                                              "bn_eps_from": "checkpoint layout"}}}
+    from avel.pipeline.engine import StreamExtractor
+
+    assert StreamExtractor("i3d_rgb", m).spec().provenance["i3d"]["rgb"]["bn_eps"] == eps
+    forced = E.get("i3d_rgb").from_checkpoint(path, bn_eps=1e-4)
+    assert {b.eps for b in forced.modules() if isinstance(b, torch.nn.BatchNorm3d)} == {1e-4}
+    assert forced.provenance()["i3d"]["rgb"] == {"checkpoint_layout": name, "bn_eps": 1e-4, "bn_eps_from": "config"}
+
+
+def test_random_weights_record_the_default_eps():
+    m = E.get("i3d").random_init(preset="tiny")
+    assert m.provenance()["i3d"] == {s: {"checkpoint_layout": None, "bn_eps": 1e-3,
+                                         "bn_eps_from": "default (no checkpoint)"} for s in ("rgb", "flow")}
+
+
+def test_ambiguous_or_unknown_layout_is_refused(tmp_path):
+    pier = _synthetic(official_piergiaj_shapes(3))
+    mixed = dict(pier)
+    mixed["mixed_3b.branch_0.conv3d.weight"] = pier["Mixed_3b.b0.conv3d.weight"]
+    torch.save(mixed, tmp_path / "both.pt")
+    with pytest.raises(ValueError, match=r"both\.pt: ambiguous I3D checkpoint layout.*Conv3d_1a_7x7.*"
+                                         r"mixed_3b\.branch_0\.conv3d\.weight"):
+        E.get("i3d_rgb").from_checkpoint(tmp_path / "both.pt")
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: not an I3D checkpoint.*features\.0\.weight"):
+        E.get("i3d_rgb").check_checkpoint(tmp_path / "other.pt")
 
 
 def test_flow_mapping_matches_video_features_quantisation():

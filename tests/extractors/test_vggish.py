@@ -1,6 +1,8 @@
 """VGGish: TF log-mel frontend against numpy, architecture, key layout, postprocessing, windows."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -84,13 +86,29 @@ def test_postprocess_pca_quantisation(tmp_path):
     assert m.weights_sha256.startswith("model=") and ";pca=" in m.weights_sha256
 
 
-def test_final_relu_is_a_config_field():
+def test_final_relu_is_on_by_default_and_a_config_field():
     x = torch.randn(2, 1, 96, 64)
     a = E.get("vggish").random_init(preset="tiny", seed=4)
-    b = E.get("vggish").random_init(preset="tiny", seed=4, final_relu=True)
-    assert not a.config.final_relu
-    torch.testing.assert_close(b(x), a(x).clamp(min=0))
-    assert (a(x) < 0).any()
+    b = E.get("vggish").random_init(preset="tiny", seed=4, final_relu=False)
+    assert a.config.final_relu and E.get("vggish").make_config().final_relu
+    torch.testing.assert_close(a(x), b(x).clamp(min=0))
+    assert (b(x) < 0).any() and (a(x) >= 0).all()
+
+
+AVE_VGGISH_H5 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ave" / "audio_feature_noisy.h5"
+
+
+@pytest.mark.skipif(not AVE_VGGISH_H5.is_file(), reason="real AVE features (../shared) not present")
+def test_released_ave_vggish_features_are_post_relu():
+    """Why ``final_relu`` defaults to True: the released AVE VGGish rows have no negative value and
+    many exact zeros, which only a ReLU on the embedding produces."""
+    import h5py
+
+    with h5py.File(AVE_VGGISH_H5, "r") as f:
+        feats = f["avadataset"][()]  # videos x 10 x 128
+    assert feats.shape[1:] == (10, 128)
+    assert (feats < 0).sum() == 0
+    assert (feats == 0).mean() > 0.5
 
 
 @pytest.mark.parametrize("hop_s,n_samples,rows,padded", [

@@ -1,0 +1,425 @@
+"""Store v2 bookkeeping: the append-only commit log, its compacted snapshot, writer leases,
+per-video claims and the deletion log.
+
+The log ``log/commits.jsonl`` is the authority on what a store holds; ``manifest.json`` is a
+snapshot of a prefix of it (it records the byte offset it covers) so that opening a large
+store reads the snapshot and only the log's tail. One log line is::
+
+    <crc32 of the JSON, 8 hex digits> <one JSON object>\\n
+
+A line without its newline is a torn append of a writer that died before its commit was
+acknowledged: readers ignore it and the next committer cuts it off under the store lock.
+Any other line that fails its CRC or is not JSON is damage: an error naming the file and line.
+
+Records (``op``): ``init`` (schema version, dataset), ``streams`` (stream specs added),
+``extra`` (free-form fields), ``commit`` (one shard: file, videos, streams, absent pairs,
+rows, size, sha256, writer). See docs/feature-store.md.
+
+This module holds the filesystem helpers of the store (one fsync/atomic-write/sha256 helper
+each); :mod:`avel.datasets.store` re-exports them.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+SCHEMA_VERSION = 2
+MANIFEST = "manifest.json"
+LOG = "log/commits.jsonl"
+LOCK = "store.lock"
+DELETIONS = "deletions.jsonl"
+CLAIMS = "claims"
+WRITERS = "claims/writers"
+SHARD_DIR = "shards"
+# no-space / quota / read-only errnos turned into one-line StoreErrors
+SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+READONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class StoreError(Exception):
+    """A store cannot be read or written as asked."""
+
+
+class StoreCorruptError(StoreError):
+    """A shard, the log or the manifest is damaged (truncated, checksum mismatch, missing)."""
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# ---------------------------------------------------------------------------------------
+# Filesystem helpers
+# ---------------------------------------------------------------------------------------
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_hex(src: Path | bytes | str, chunk_bytes: int = 1 << 22) -> str:
+    """sha256 hex digest of a file (``Path``) or of bytes / a str (utf-8)."""
+    h = hashlib.sha256()
+    if isinstance(src, Path):
+        with open(src, "rb") as f:
+            while block := f.read(chunk_bytes):
+                h.update(block)
+    else:
+        h.update(src.encode("utf-8") if isinstance(src, str) else src)
+    return h.hexdigest()
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Create (or truncate) ``path`` with ``data`` and fsync it (plain writes: a full disk is
+    an ordinary ``OSError``, never a crash inside a library)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync dir).
+
+    On any error the temp file is removed and the error re-raised; ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write_new_file(tmp, data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+    atomic_write_bytes(path, text)
+
+
+def os_error_message(root: Path, e: OSError, doing: str, needed_bytes: int | None = None) -> str:
+    """One line naming the store, what failed and what is needed."""
+    if e.errno in SPACE_ERRNOS:
+        need = f"about {needed_bytes / 2**20:.1f} MiB more" if needed_bytes else "more space"
+        try:
+            st = os.statvfs(root)
+            free = f"; {st.f_bavail * st.f_frsize / 2**20:.1f} MiB free"
+        except OSError:
+            free = ""
+        kind = "out of quota" if e.errno == errno.EDQUOT else "out of space"
+        return (f"store {root}: {kind} while {doing} ({need} needed{free}); committed videos are kept: "
+                f"free space and rerun to resume")
+    if e.errno in READONLY_ERRNOS:
+        return (f"store {root}: cannot write ({os.strerror(e.errno)}) while {doing}; the store needs write "
+                f"access to {root}, {root}/shards and {root}/log")
+    return f"store {root}: {os.strerror(e.errno) if e.errno else e} while {doing}"
+
+
+@contextlib.contextmanager
+def store_lock(root: Path) -> Iterator[None]:
+    """Exclusive advisory lock of the store (fcntl; NFSv4 maps it to a byte-range lock)."""
+    try:
+        f = open(Path(root) / LOCK, "a+")
+    except OSError as e:
+        raise StoreError(os_error_message(Path(root), e, "taking the store lock")) from e
+    with f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------------------
+# Log records
+# ---------------------------------------------------------------------------------------
+def encode_record(rec: Mapping[str, Any]) -> bytes:
+    body = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return b"%08x " % (zlib.crc32(body) & 0xFFFFFFFF) + body + b"\n"
+
+
+def decode_records(data: bytes, path: Path, first_line: int) -> tuple[list[dict], int]:
+    """Records of complete lines in ``data``; returns (records, bytes consumed).
+
+    A trailing piece without newline (a torn append) is not consumed.
+    """
+    end = data.rfind(b"\n") + 1
+    out = []
+    for n, line in enumerate(data[:end].split(b"\n")[:-1], first_line):
+        try:
+            crc, body = int(line[:8], 16), line[9:]
+            if line[8:9] != b" " or zlib.crc32(body) & 0xFFFFFFFF != crc:
+                raise ValueError("checksum mismatch")
+            rec = json.loads(body)
+            if not isinstance(rec, dict) or "op" not in rec:
+                raise ValueError("not a log record")
+        except ValueError as e:
+            raise StoreCorruptError(
+                f"{path}: line {n} is damaged ({e}); run `avel info --repair STORE` to keep the records "
+                f"before it and re-adopt the shards after it") from e
+        out.append(rec)
+    return out, end
+
+
+@dataclass
+class StoreState:
+    """What the log (up to ``log_offset``) says the store holds."""
+
+    schema_version: int
+    dataset: str
+    streams: dict[str, dict] = field(default_factory=dict)
+    shards: list[dict] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    updated: str = ""
+    log_offset: int = 0
+    log_records: int = 0
+
+    def apply(self, rec: Mapping[str, Any]) -> None:
+        op = rec["op"]
+        if op == "init":
+            self.schema_version = int(rec["schema_version"])
+            self.dataset = rec["dataset"]
+            self.created = self.created or rec.get("time", "")
+        elif op == "streams":
+            self.streams.update(rec["streams"])
+        elif op == "extra":
+            self.extra.update(rec["extra"])
+        elif op == "commit":
+            self.shards.append(rec["shard"])
+        self.updated = rec.get("time", self.updated)
+        self.log_records += 1
+
+    def to_snapshot(self) -> dict:
+        return {"schema_version": self.schema_version, "dataset": self.dataset, "created": self.created,
+                "updated": self.updated, "streams": self.streams, "extra": self.extra, "shards": self.shards,
+                "log": {"file": LOG, "offset": self.log_offset, "records": self.log_records}}
+
+    @classmethod
+    def from_snapshot(cls, m: Mapping[str, Any]) -> "StoreState":
+        log = m.get("log", {})
+        return cls(schema_version=int(m["schema_version"]), dataset=m["dataset"], streams=dict(m["streams"]),
+                   shards=list(m["shards"]), extra=dict(m.get("extra", {})), created=m.get("created", ""),
+                   updated=m.get("updated", ""), log_offset=int(log.get("offset", 0)),
+                   log_records=int(log.get("records", 0)))
+
+
+def read_json_file(path: Path) -> dict:
+    """A JSON object from ``path``; damage is a StoreCorruptError naming the file and line."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise StoreCorruptError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except UnicodeDecodeError as e:
+        raise StoreCorruptError(f"{path}: not UTF-8 text (byte {e.start})") from e
+    if not isinstance(data, dict):
+        raise StoreCorruptError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_snapshot(root: Path) -> StoreState:
+    path = Path(root) / MANIFEST
+    m = read_json_file(path)
+    if m.get("schema_version") != SCHEMA_VERSION:
+        raise StoreCorruptError(f"{path}: schema_version {m.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    for key in ("dataset", "streams", "shards"):
+        if key not in m:
+            raise StoreCorruptError(f"{path}: missing key {key!r}")
+    return StoreState.from_snapshot(m)
+
+
+def read_log_tail(root: Path, state: StoreState) -> StoreState:
+    """Apply the log records after ``state.log_offset`` to ``state`` (in place) and return it."""
+    path = Path(root) / LOG
+    with open(path, "rb") as f:
+        f.seek(state.log_offset)
+        data = f.read()
+    records, used = decode_records(data, path, state.log_records + 1)
+    for rec in records:
+        state.apply(rec)
+    state.log_offset += used
+    return state
+
+
+def load_state(root: Path) -> tuple[StoreState, list[str]]:
+    """State of a v2 store: snapshot + log tail; a damaged or stale snapshot is ignored
+    (the whole log is replayed). Returns (state, notes about what was ignored)."""
+    root = Path(root)
+    notes = []
+    state = None
+    if (root / MANIFEST).exists():
+        try:
+            state = read_snapshot(root)
+            if state.log_offset > (root / LOG).stat().st_size:
+                notes.append(f"{root / MANIFEST}: covers more log than exists; replaying {root / LOG}")
+                state = None
+        except StoreCorruptError as e:
+            notes.append(f"{e}; replaying {root / LOG}")
+    else:
+        notes.append(f"{root / MANIFEST} missing; replaying {root / LOG}")
+    if state is None:
+        state = StoreState(schema_version=SCHEMA_VERSION, dataset="")
+    read_log_tail(root, state)
+    if not state.dataset:
+        raise StoreCorruptError(f"{root / LOG}: no init record")
+    return state, notes
+
+
+def cut_torn_tail(root: Path) -> int:
+    """Under the store lock: drop a torn last line of the log; returns the log size."""
+    path = Path(root) / LOG
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return size
+        pos = size
+        while pos > 0:  # find the last newline, reading backwards
+            step = min(pos, 1 << 16)
+            f.seek(pos - step)
+            block = f.read(step)
+            k = block.rfind(b"\n")
+            if k >= 0:
+                pos = pos - step + k + 1
+                break
+            pos -= step
+        f.truncate(pos)
+        os.fsync(f.fileno())
+        return pos
+
+
+def append_records(root: Path, records: list[Mapping[str, Any]]) -> None:
+    """Under the store lock: append records to the log and fsync (the commit point)."""
+    data = b"".join(encode_record({**r, "time": r.get("time") or now_iso()}) for r in records)
+    path = Path(root) / LOG
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        before = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, before)  # never leave half a record behind
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_snapshot(root: Path, state: StoreState) -> None:
+    atomic_write_text(Path(root) / MANIFEST, json.dumps(state.to_snapshot(), sort_keys=True,
+                                                        separators=(",", ":")))
+
+
+def log_deletion(root: Path, path: Path, reason: str, **fields: Any) -> None:
+    """Record a deletion in ``deletions.jsonl`` (before the file is removed)."""
+    rec = {"time": now_iso(), "file": str(Path(path).relative_to(root)), "reason": reason,
+           "by_host": socket.gethostname(), "by_pid": os.getpid(), **fields}
+    fd = os.open(Path(root) / DELETIONS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(rec, sort_keys=True) + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------
+# Writer leases and claims
+# ---------------------------------------------------------------------------------------
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def writer_gone(root: Path, writer_id: str, host: str | None, pid: int | None) -> bool:
+    """True when writer ``writer_id`` is provably not running: on this host its pid is dead,
+    or (any host) its lease file is missing (released on close) or expired."""
+    if host == socket.gethostname() and pid and not pid_alive(int(pid)):
+        return True
+    lease = Path(root) / WRITERS / f"{writer_id}.json"
+    try:
+        info = json.loads(lease.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False  # unreadable lease: do not assume it is gone
+    return float(info.get("expires_unix", 0)) < time.time()
+
+
+class WriterLease:
+    """``claims/writers/<id>.json`` (host, pid, expiry), renewed by a daemon thread every
+    ``ttl_s / 4``; other writers take over this writer's claims once it expires."""
+
+    def __init__(self, root: Path, ttl_s: float = 120.0) -> None:
+        self.root = Path(root)
+        self.id = uuid.uuid4().hex[:12]
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.ttl_s = float(ttl_s)
+        self.path = self.root / WRITERS / f"{self.id}.json"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.renew()
+        self._thread = threading.Thread(target=self._beat, name=f"avel-lease-{self.id}", daemon=True)
+        self._thread.start()
+
+    def renew(self) -> None:
+        atomic_write_text(self.path, json.dumps({"writer": self.id, "host": self.host, "pid": self.pid,
+                                                 "expires_unix": time.time() + self.ttl_s, "ttl_s": self.ttl_s}))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            with contextlib.suppress(OSError):
+                self.renew()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def claim_path(root: Path, video_id: str) -> Path:
+    return Path(root) / CLAIMS / f"{sha256_hex(video_id)[:40]}.json"
+
+
+def read_claim(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # being written or damaged: treated as held by an unknown writer
