@@ -16,9 +16,14 @@ Configurations (``--configs``, comma-separated): ``vf`` (video_features main.py,
 ``avel`` (``avel extract`` with defaults: auto runner), ``avel-ray`` (defaults, ``--runner
 ray``), ``avel-b32`` (``--runner local --batch-size 32``, the old default), ``avel-tuned``
 (``--runner local --batch-size 2``), ``avel-ray-tuned`` (``--runner ray --actors-per-extractor 2
---threads-per-actor 1 --batch-size 2``). Prints one JSON line per run, then a summary per
-configuration: windows/s (median, min-max), the ratio to video_features (median, min-max) and
-the load average seen during the runs.
+--threads-per-actor 1 --batch-size 2``), ``one-window`` (``avel extract`` with defaults on the
+first second of one sample, re-encoded by video_features' ffmpeg: one I3D window; its start-up
+overhead is the command's seconds minus the model's busy seconds), ``forward`` and
+``forward-fused`` (the bare I3D RGB forward on ``--forward-windows`` random windows at batch 1
+with torch's default threads, in a fresh process, model load excluded: the ceiling of the
+pipeline; unfused, and fused as the pipeline runs it). Prints one JSON line per
+run, then a summary per configuration: windows/s (median, min-max), the ratio to
+video_features (median, min-max) and the load average seen during the runs.
 """
 from __future__ import annotations
 
@@ -116,6 +121,35 @@ def run_avel(job: Path, out: Path, flags: list[str]) -> tuple[float, int, dict]:
     return seconds, int(report["windows"]), report
 
 
+def run_forward(ckpt: Path, fused: bool, windows: int) -> tuple[float, int]:
+    """The bare forward in a fresh process (see :func:`forward_only`); (seconds, windows)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [sys.executable, __file__, "--forward-only", str(ckpt), "--forward-windows", str(windows),
+           *(["--fused"] if fused else []), "--vf-dir", "unused"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return out["seconds"], out["windows"]
+
+
+def forward_only(ckpt: Path, fused: bool, windows: int) -> None:
+    """Time ``extract`` of I3D RGB (UnAV-100 settings, ``ckpt``) on random uint8 windows, batch 1."""
+    import torch
+
+    import avel.extractors as E
+
+    ext = E.get("i3d_rgb").from_checkpoint(ckpt, bn_eps=1e-5)
+    if fused:
+        ext.fuse_for_inference()
+    x = torch.randint(0, 256, (windows + 1, 24, 224, 224, 3), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
+    ext.extract(x[:1])  # first-call costs
+    t0 = time.perf_counter()
+    for i in range(1, windows + 1):
+        ext.extract(x[i:i + 1])
+    print(json.dumps({"seconds": time.perf_counter() - t0, "windows": windows, "threads": torch.get_num_threads()}))
+
+
 def summary(runs: list[dict]) -> dict[str, dict]:
     by_round = {}
     for r in runs:
@@ -126,6 +160,12 @@ def summary(runs: list[dict]) -> dict[str, dict]:
         ratios = [rd[config]["windows_per_s"] / rd["vf"]["windows_per_s"] for rd in by_round.values()
                   if config in rd and "vf" in rd]
         loads = [r["load_before"] for r in runs if r["config"] == config]
+        if config == "one-window":
+            over = [r["overhead_s"] for r in runs if r["config"] == config]
+            out[config] = {"seconds": [r["seconds"] for r in runs if r["config"] == config],
+                           "overhead_s_median": round(statistics.median(over), 2),
+                           "overhead_s_min_max": [min(over), max(over)], "load_average_min_max": [min(loads), max(loads)]}
+            continue
         out[config] = {"windows_per_s_median": round(statistics.median(rates), 3),
                        "windows_per_s_min_max": [round(min(rates), 3), round(max(rates), 3)],
                        "vs_video_features_median": round(statistics.median(ratios), 3) if ratios else None,
@@ -141,11 +181,18 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/real_video_speed"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--configs", default="vf,avel,avel-ray,avel-tuned,avel-ray-tuned")
+    ap.add_argument("--forward-windows", type=int, default=16)
+    ap.add_argument("--forward-only", type=Path, help=argparse.SUPPRESS)  # internal: run_forward's child
+    ap.add_argument("--fused", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.forward_only:
+        forward_only(args.forward_only, args.fused, args.forward_windows)
+        return
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = sorted(set(configs) - {"vf", *AVEL_FLAGS})
+    known = ["vf", "one-window", "forward", "forward-fused", *AVEL_FLAGS]
+    unknown = sorted(set(configs) - set(known))
     if unknown:
-        raise SystemExit(f"unknown configs {unknown}; expected some of {['vf', *AVEL_FLAGS]}")
+        raise SystemExit(f"unknown configs {unknown}; expected some of {known}")
     vf_dir = args.vf_dir.resolve()
     work = args.work.resolve()
     videos = fetch_samples(work / "videos", args.source)
@@ -153,6 +200,13 @@ def main() -> None:
     job = work / "job.yaml"
     job.write_text(f"dataset: folder\nvideos: {work / 'videos'}\nextractors: [i3d_rgb]\n"
                    f"weights: {{i3d_rgb: {ckpt}}}\nextractor_options: {{i3d_rgb: {{bn_eps: 1.0e-5}}}}\n")
+    if "one-window" in configs:  # the first second of a sample: 25 frames at 25 fps, one window
+        one = work / "one_window"
+        one.mkdir(exist_ok=True)
+        subprocess.run([str(vf_dir / "bin" / "ffmpeg"), "-y", "-loglevel", "error", "-i", str(videos[0]), "-t", "1",
+                        str(one / "first_second.mp4")], check=True)
+        one_job = work / "one_window.yaml"
+        one_job.write_text(job.read_text().replace(f"videos: {work / 'videos'}", f"videos: {one}"))
     runs = []
     for rnd in range(args.repeats):
         for config in configs:
@@ -160,6 +214,14 @@ def main() -> None:
             if config == "vf":
                 seconds, windows = run_vf(vf_dir, videos, work / "vf_out")
                 extra = {}
+            elif config in ("forward", "forward-fused"):
+                seconds, windows = run_forward(ckpt, config == "forward-fused", args.forward_windows)
+                extra = {}
+            elif config == "one-window":
+                seconds, windows, report = run_avel(one_job, work / "one_window_out", [])
+                busy = report["busy_s"]["extract"]
+                extra = {"extract_busy_s": busy, "overhead_s": round(seconds - busy, 2),
+                         "runner": report["settings"].get("runner"), "load_s": report.get("load_s")}
             else:
                 seconds, windows, report = run_avel(job, work / f"{config}_out", AVEL_FLAGS[config])
                 extra = {"runner": report["settings"].get("runner"), "batch_size": report["settings"].get("batch_size"),

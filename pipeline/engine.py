@@ -41,7 +41,7 @@ class StreamExtractor:
         ext = self.extractor
         return StreamSpec(extractor=ext.name, plan=ext.plan, feature_shape=tuple(ext.feature_shape),
                           dtype="float32", config=ext.config.to_dict(), weights_sha256=ext.weights_sha256,
-                          provenance={"decode": _jsonable(ext.decode_spec)})
+                          provenance={"decode": _jsonable(ext.decode_spec), **ext.provenance()})
 
 
 def _jsonable(obj: Any) -> Any:
@@ -618,8 +618,8 @@ def run_local(
         if current is None:
             for b in batchers.values():
                 deliver(b.flush())
-            if deferred:  # our videos are written; commit them (the other writers may wait for
-                writer.flush()  # those claims), then retry the videos others held
+            while current is None and deferred:  # ours are written: commit them (the other writers
+                writer.flush()  # may wait for those claims), then retry the videos others held
                 time.sleep(claim_poll_s)
                 todo.extend(deferred)
                 deferred.clear()
@@ -649,11 +649,12 @@ def build_stream_extractors(
     explicitly (tests, demo): a real extraction never falls back to random weights. ``fuse``:
     rewrite each for inference (:meth:`Extractor.fuse_for_inference`, e.g. I3D's BatchNorm
     folded into its convolutions; rows move by float rounding only). ``spec_only``: modules on
-    the meta device (no weights read, no memory): plans, decode specs, store specs and the
-    checkpoint files' sha256, for a driver that never runs the models.
+    the meta device (no model built): plans, decode specs and store specs, for a driver that
+    never runs the models; a checkpoint is still read and checked (keys, shapes, what
+    :meth:`Extractor.inspect_checkpoint` learns from it, its sha256), so a bad file stops the
+    run before any start-up.
     """
-    from avel.extractors.base import RANDOM_WEIGHTS, combined_sha256
-    from avel.extractors import weights as W
+    from avel.extractors.base import RANDOM_WEIGHTS
 
     from avel.extractors import get
 
@@ -666,9 +667,11 @@ def build_stream_extractors(
         if spec_only and (name in weights or random_weights):
             ext = cls.build(device="meta", preset=preset, **cfg)
             if name in weights:
-                files = W.resolve_checkpoint_files(weights[name], cls.checkpoint_files, cls.roles_for(ext.config),
-                                                   extractor=name)
-                ext.weights_sha256 = combined_sha256({r: W.sha256_file(p) for r, p in files.items()})
+                report = cls.check_checkpoint(weights[name], preset=preset, **cfg)
+                if not report.ok:
+                    raise report.error()
+                ext.adopt_checkpoint(report.info)
+                ext.weights_sha256 = report.weights_sha256
             else:
                 ext.weights_sha256 = RANDOM_WEIGHTS
             out.append(StreamExtractor(name, ext))

@@ -73,6 +73,9 @@ class ExtractConfig:
             (:func:`avel.pipeline.ray_extract.decode_task_memory_bytes`); 0: no reservation.
         shard_max_videos: videos per committed shard.
         retry_failed: redo videos recorded in errors.jsonl.
+        fuse_models: run the models fused for inference (``Extractor.fuse_for_inference``: I3D's
+            BatchNorm folded into its convolutions, ~10-15 % less CPU time per window; rows move
+            by float32 rounding, up to 1.2e-4 on the parity fixtures). False: the modules as loaded.
         device: device of the local runner (``auto``: cuda when available).
     """
 
@@ -98,6 +101,7 @@ class ExtractConfig:
     decode_memory_gb: float | None = None
     shard_max_videos: int = 256
     retry_failed: bool = False
+    fuse_models: bool = True
     device: str = "auto"
 
     @classmethod
@@ -176,7 +180,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
             def load():
                 return build_stream_extractors(cfg.extractors, weights=cfg.weights,
                                                random_weights=cfg.random_weights, preset=cfg.preset, device=device,
-                                               overrides=cfg.extractor_options)
+                                               overrides=cfg.extractor_options, fuse=cfg.fuse_models)
 
             report = run_local(plan.todo, extractors, writer, batch_size=sizes, device=device,
                                decode_timeout_s=cfg.decode_timeout_s, chunk_s=cfg.chunk_s, load=load,

@@ -80,7 +80,7 @@ class _ExtractorActor:
     """Holds one extractor on its device; extracts one fixed-size batch of windows per call."""
 
     def __init__(self, name: str, weights: str | None, random_weights: bool, preset: str, options: dict,
-                 device: str, batch_size: int, threads: int) -> None:
+                 device: str, batch_size: int, threads: int, fuse: bool = True) -> None:
         import torch
 
         from avel.pipeline.engine import build_stream_extractors
@@ -89,7 +89,7 @@ class _ExtractorActor:
         self.device = torch.device(device)
         (self.se,) = build_stream_extractors([name], weights={name: weights} if weights else {},
                                              random_weights=random_weights, preset=preset, device=self.device,
-                                             overrides={name: options})
+                                             overrides={name: options}, fuse=fuse)
         self.batch_size = batch_size
         self.info = StreamInfo.of(self.se)
 
@@ -259,7 +259,8 @@ class RayExtraction:
             self.pools[se.stream] = [
                 actor_cls.options(**opts).remote(se.stream, cfg.weights.get(se.stream), cfg.random_weights,
                                                  cfg.preset, cfg.extractor_options.get(se.stream, {}),
-                                                 "cuda" if gpu else "cpu", self.batch_sizes[se.stream], threads)
+                                                 "cuda" if gpu else "cpu", self.batch_sizes[se.stream], threads,
+                                                 getattr(cfg, "fuse_models", True))
                 for _ in range(n_actors)]
         calls = [a.describe.remote() for pool in self.pools.values() for a in pool]
         if warm_up:

@@ -111,3 +111,19 @@ def test_local_runner_pads_only_the_last_batch_and_reports_the_work(short_videos
         alone = np.concatenate([extract_batch(ext, windows[i:i + 1], batch_size=4, device=torch.device("cpu"))
                                 for i in range(windows.shape[0])])
         np.testing.assert_array_equal(store[vid][se.stream], alone, err_msg=se.stream)
+
+
+def test_spec_only_with_a_checkpoint_records_what_the_loaded_model_records(tmp_path):
+    """The driver's meta-device spec reads the checkpoint (sha256, layout -> BatchNorm eps) and
+    gives the store the same stream spec as the model the runner loads."""
+    import avel.extractors as E
+
+    ckpt = tmp_path / "rgb_imagenet.pt"
+    torch.save({k.removeprefix("rgb."): v for k, v in E.get("i3d_rgb").random_init(preset="tiny").state_dict().items()},
+               ckpt)
+    (spec_se,) = build_stream_extractors(["i3d_rgb"], weights={"i3d_rgb": ckpt}, preset="tiny", spec_only=True)
+    (real_se,) = build_stream_extractors(["i3d_rgb"], weights={"i3d_rgb": ckpt}, preset="tiny")
+    assert spec_se.spec() == real_se.spec()
+    assert len(spec_se.spec().weights_sha256) == 64
+    with pytest.raises(ValueError):
+        build_stream_extractors(["i3d_rgb"], weights={"i3d_rgb": ckpt}, preset="full", spec_only=True)
