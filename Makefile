@@ -6,7 +6,7 @@ SHELL := /bin/bash
 DEMO_DIR ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: env test test-fast demo bench
+.PHONY: env test test-fast lint format demo bench
 
 env:
 	@scripts/ensure_env.sh
@@ -16,6 +16,14 @@ test:
 
 test-fast:
 	@venv="$$(scripts/ensure_env.sh)"; "$$venv/bin/python" -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Static checks: ruff lint, ruff format check, mypy over the `avel` package (pyproject.toml).
+lint:
+	@venv="$$(scripts/ensure_env.sh)"; "$$venv/bin/ruff" check; "$$venv/bin/ruff" format --check; "$$venv/bin/mypy"
+
+# Apply ruff's safe fixes (import order, pyupgrade) and the formatter.
+format:
+	@venv="$$(scripts/ensure_env.sh)"; "$$venv/bin/ruff" check --fix; "$$venv/bin/ruff" format
 
 demo:
 	@venv="$$(scripts/ensure_env.sh)"; "$$venv/bin/avel" demo --out $(DEMO_DIR)

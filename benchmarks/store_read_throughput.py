@@ -148,8 +148,8 @@ def _measure(work: Path, ids: list[str], args: argparse.Namespace, drop: bool) -
         order = ids[:]
         random.Random(rep).shuffle(order)
         # Alternate which layout goes first so neither always profits from a warmer cache.
-        runs = [("concatenated", lambda: read_ours(work / "ours", order)),
-                ("group_per_video", lambda: read_groups(work / "groups", order, args.shard_videos))]
+        runs = [("concatenated", lambda order=order: read_ours(work / "ours", order)),
+                ("group_per_video", lambda order=order: read_groups(work / "groups", order, args.shard_videos))]
         if rep % 2:
             runs.reverse()
         for name, fn in runs:

@@ -43,7 +43,7 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) * 1e3
 
 
-def commit_scaling(root: Path, videos: int, shard_videos: int) -> None:
+def commit_scaling(root: Path, videos: int, shard_videos: int, *, reuse: bool = False) -> None:
     specs = {"rgb": StreamSpec("i3d", UNAV100_I3D, (4,)), "vggish": StreamSpec("vggish", UNAV100_VGGISH, (4,))}
     locked: list[float] = []
     real_lock = store_log.store_lock
@@ -60,6 +60,8 @@ def commit_scaling(root: Path, videos: int, shard_videos: int) -> None:
             locked.append(time.perf_counter() - self.t0)
             return self.cm.__exit__(*exc)
 
+    if reuse:  # measure open and read on a store built by an earlier run (--dir DIR --reuse)
+        return open_and_read(root)
     store_mod.store_lock = _TimedLock
     checkpoints = [c for c in (1_000, 10_000, 100_000, 1_000_000) if c <= videos] or [videos]
     rows = {"rgb": np.ones((1, 4), np.float32), "vggish": np.ones((1, 4), np.float32)}
@@ -91,6 +93,10 @@ def commit_scaling(root: Path, videos: int, shard_videos: int) -> None:
         print(f"{c:>12,} {len(idx):>8} {_pct(f, 50):>8.1f}ms {_pct(f, 99):>8.1f}ms {_pct(g, 50):>9.2f}ms "
               f"{_pct(g, 99):>9.2f}ms")
         lo = c
+    open_and_read(root)
+
+
+def open_and_read(root: Path) -> None:
     log_mb = (root / store_log.LOG).stat().st_size / 2**20
     snap_mb = (root / store_log.MANIFEST).stat().st_size / 2**20
     opens = []
@@ -106,8 +112,12 @@ def commit_scaling(root: Path, videos: int, shard_videos: int) -> None:
     replay_s = time.perf_counter() - t0
     shutil.move(root / "manifest.json.bench", snap)
     print(f"open, snapshot lost (whole {log_mb:.1f} MB log replayed): {replay_s:.3f} s")
-    rng = np.random.default_rng(0)
     ids = st.videos()
+    t0 = time.perf_counter()
+    set(json.loads(json.dumps(ids)))
+    print(f"machine calibration: a set of {len(ids):,} fresh id strings built in {time.perf_counter() - t0:.3f} s "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    rng = np.random.default_rng(0)
     first, later = [], []
     for vid in rng.choice(len(ids), size=300, replace=False):
         for s, out in (("rgb", first), ("rgb", later), ("vggish", later)):
@@ -130,7 +140,7 @@ def concurrent_writers(work: Path, counts: list[int], videos: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     base = None
     print(f"{videos} synthetic videos (2-3 s, 64 px), extractors vgg19 + vggish, tiny preset, local runner, "
-          f"1 torch thread per process, {os.cpu_count()} CPUs")
+          f"1 torch thread per process, {os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}")
     for n in counts:
         out = work / f"store-{n}"
         args = [sys.executable, "-m", "avel.cli.main", "extract", "--config", str(job), "--out", str(out), "--json"]
@@ -147,10 +157,12 @@ def concurrent_writers(work: Path, counts: list[int], videos: int) -> None:
         listed = [v for sh in st.manifest["shards"] for v in sh["videos"]]
         once = len(listed) == len(set(listed)) == videos and sum(r["videos_ok"] for r in reports) == videos
         rate = videos / wall
-        base = base or rate
-        print(f"{n} writer(s): {wall:6.1f} s wall, {rate:5.2f} videos/s, {rate / base:4.2f}x one writer, "
+        run_s = max(r["wall_s"] for r in reports)  # the extraction loops, without process start-up
+        base = base or (rate, videos / run_s)
+        print(f"{n} writer(s): {wall:6.1f} s wall, {rate:5.2f} videos/s ({rate / base[0]:4.2f}x one writer); "
+              f"extraction loops {run_s:6.1f} s, {videos / run_s:5.2f} videos/s ({videos / run_s / base[1]:4.2f}x); "
               f"per writer {[r['videos_ok'] for r in reports]}, every video exactly once: {once}, "
-              f"verify: {'ok' if not st.verify() else 'PROBLEMS'}")
+              f"verify: {'ok' if not st.verify() else 'PROBLEMS'}, load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
@@ -160,12 +172,13 @@ def main() -> None:
     ap.add_argument("--writers", default="1,2,4", help="comma-separated writer counts ('' to skip)")
     ap.add_argument("--writer-videos", type=int, default=24)
     ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp dir, removed)")
+    ap.add_argument("--reuse", action="store_true", help="part 1: only open and read the store already in --dir")
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="store_scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         if args.videos:
-            commit_scaling(work / "scale", args.videos, args.shard_videos)
+            commit_scaling(work / "scale", args.videos, args.shard_videos, reuse=args.reuse)
         if args.writers:
             concurrent_writers(work, [int(x) for x in args.writers.split(",")], args.writer_videos)
     finally:

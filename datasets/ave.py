@@ -2,14 +2,28 @@
 
 ``Annotations.txt`` rows are ``Category&VideoID&Quality&StartTime&EndTime``; the original
 release starts with a header line holding exactly these names, the copy in many repos (and
-the one in ``shared/data``) has none: a first line equal to the header (ignoring case and
+the one in data/ of YapengTian/AVE-ECCV18) has none: a first line equal to the header (ignoring case and
 spaces) is skipped. Blank lines are skipped and do not count as rows. One :class:`Sample` per
 ROW (``sample_id = "row-0000"``, 0-based data row): 45 videos appear on 2-3 rows with
 different events, so extraction is per video but training and evaluation are per row.
 
-Classes: the 28 event classes in order of first appearance (``Church bell`` ... ``Mandolin``);
-``background_id = 28``, so models have 29 outputs while ``classes`` holds the 28 event names
-only. ``classes=`` fixes another order (e.g. a synthetic set's own class list).
+The file is UTF-8; a byte-order mark (as Windows editors write) is skipped.
+
+Classes: the 28 published event classes :data:`AVE_CLASSES` in the release's order (the order of
+first appearance in its ``Annotations.txt``: ``Church bell`` ... ``Mandolin``), fixed whatever
+rows a file holds; ``background_id = 28``, so models have 29 outputs while ``classes`` holds
+the 28 event names only. A file whose categories are ALL outside the published list is a
+custom dataset (e.g. ``avel synth ave``): its classes are numbered by first appearance. A
+file mixing published and unknown categories is an error naming the first unknown one's
+line (a typo would otherwise shift every id). ``classes=`` fixes another list.
+
+Empty segments: the release has one row with ``StartTime == EndTime == 0`` (line 27,
+``Church bell&VWi2ENBuTbw&good&0&0``, a training row). It is kept (dropping it would renumber
+the split files' row indices) and treated as the release's label files do:
+``labels_closs.h5`` marks all 10 segments background (:func:`segment_labels` gives
+``[0, 0)`` no segment) and ``mil_labels.h5`` still gives the video its category, so the
+weakly supervised video label of such a row is its category
+(:class:`~avel.datasets.torch_dataset.AveFeatureDataset`). ``avel validate`` reports it.
 
 Splits: ``{train,val,test}_order.h5``, dataset ``order`` = row indices (``val`` becomes subset
 ``"validation"``); ``split="match"`` reads ``*_order_match.h5``, the cross-modal localization
@@ -17,6 +31,7 @@ Splits: ``{train,val,test}_order.h5``, dataset ``order`` = row indices (``val`` 
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -25,11 +40,19 @@ import h5py
 import numpy as np
 
 from avel.datasets.annotations import AnnotationError, AnnotationSet, Sample, Segment
+from avel.datasets.fileio import atomic_write, atomic_write_text
 
-__all__ = ["HEADER", "is_header", "NUM_SEGMENTS", "CLIP_DURATION_S", "BACKGROUND_ID", "SPLIT_SUFFIXES", "split_files",
+__all__ = ["AVE_CLASSES", "HEADER", "is_header", "NUM_SEGMENTS", "CLIP_DURATION_S", "BACKGROUND_ID", "SPLIT_SUFFIXES", "split_files",
            "read_order", "load_ave", "segment_labels", "write_ave"]
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
+AVE_CLASSES = (
+    "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane", "Race car, auto racing",
+    "Female speech, woman speaking", "Helicopter", "Violin, fiddle", "Flute", "Ukulele", "Frying (food)", "Truck",
+    "Shofar", "Motorcycle", "Acoustic guitar", "Train horn", "Clock", "Banjo", "Goat", "Baby cry, infant cry", "Bus",
+    "Chainsaw", "Cat", "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin",
+)
+"""The 28 published AVE event classes; label id = index (background is 28)."""
 NUM_SEGMENTS = 10
 CLIP_DURATION_S = 10.0
 BACKGROUND_ID = 28
@@ -79,23 +102,24 @@ def load_ave(annotations_path: str | os.PathLike, *, split_dir: str | os.PathLik
             every ``subset`` is None). When ``split_dir`` is given, ``split="match"``, or only
             some files exist, all three are required.
         split: ``"standard"`` (``*_order.h5``) or ``"match"`` (``*_order_match.h5``, CML).
-        classes: event class names fixing the label ids (default: order of first appearance).
+        classes: event class names fixing the label ids (default: :data:`AVE_CLASSES`, or a
+            custom file's own classes by first appearance; see the module doc).
 
     Returns:
         dataset ``"ave"``, ``background_id = len(classes)`` (28 for the release), samples in
         row order with ``duration_s = 10``, ``extra = {"row", "quality", "line"}``.
 
     Raises:
-        AnnotationError: the first bad line / split file, naming the file and line.
+        AnnotationError: the first bad line / split file, naming the file and line (also a
+            category outside the published classes in a file that otherwise uses them).
     """
     path = Path(annotations_path)
     files = split_files(split_dir if split_dir is not None else path.parent, split)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM is skipped
     except (OSError, UnicodeDecodeError) as e:
         raise AnnotationError(f"{path}: file: cannot read: {e}") from e
-    names = list(classes) if classes is not None else []
-    samples: list[Sample] = []
+    rows: list[tuple[int, str, str, str, float, float]] = []  # line, category, vid, quality, start, end
     first = True
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
@@ -114,13 +138,14 @@ def load_ave(annotations_path: str | os.PathLike, *, split_dir: str | os.PathLik
         except ValueError:
             raise AnnotationError(f"{path}: line {lineno}: StartTime/EndTime must be numbers, got "
                                   f"{start!r}, {end!r}") from None
+        if not (math.isfinite(start_s) and math.isfinite(end_s)):
+            raise AnnotationError(f"{path}: line {lineno}: StartTime/EndTime must be finite, got {start!r}, {end!r}")
         if not category or not vid:
             raise AnnotationError(f"{path}: line {lineno}: Category and VideoID must not be empty")
-        if category not in names:
-            if classes is not None:
-                raise AnnotationError(f"{path}: line {lineno}: category {category!r} is not in the given classes")
-            names.append(category)
-        row = len(samples)
+        rows.append((lineno, category, vid, quality, start_s, end_s))
+    names = _class_list(path, rows, classes)
+    samples: list[Sample] = []
+    for row, (lineno, category, vid, quality, start_s, end_s) in enumerate(rows):
         samples.append(Sample(f"row-{row:04d}", vid, CLIP_DURATION_S, None,
                               [Segment(start_s, end_s, category, names.index(category))],
                               {"row": row, "quality": quality, "line": lineno}))
@@ -143,6 +168,26 @@ def load_ave(annotations_path: str | os.PathLike, *, split_dir: str | os.PathLik
     return AnnotationSet("ave", names, samples, source=path, background_id=len(names))
 
 
+def _class_list(path: Path, rows: list[tuple], classes: Sequence[str] | None) -> list[str]:
+    """The label list of a file's rows (see the module doc): ``classes``, the published 28, or a
+    custom file's own classes by first appearance."""
+    if classes is not None:
+        names = list(classes)
+        for lineno, category, *_ in rows:
+            if category not in names:
+                raise AnnotationError(f"{path}: line {lineno}: category {category!r} is not in the given classes")
+        return names
+    published = [r for r in rows if r[1] in AVE_CLASSES]
+    if not published and rows:  # a custom dataset: none of its categories is an AVE class
+        return list(dict.fromkeys(r[1] for r in rows))
+    for lineno, category, *_ in rows:
+        if category not in AVE_CLASSES:
+            raise AnnotationError(f"{path}: line {lineno}: category {category!r} is not one of the 28 AVE classes "
+                                  f"(the other rows use them; expected e.g. {AVE_CLASSES[0]!r}, see "
+                                  f"avel.datasets.ave.AVE_CLASSES)")
+    return list(AVE_CLASSES)
+
+
 def segment_labels(sample: Sample, *, num_segments: int = NUM_SEGMENTS,
                    background_id: int = BACKGROUND_ID) -> np.ndarray:
     """Per-segment class ids ``(num_segments,)`` int64.
@@ -156,15 +201,6 @@ def segment_labels(sample: Sample, *, num_segments: int = NUM_SEGMENTS,
     for seg in sample.segments:
         labels[(t >= seg.start_s) & (t < seg.end_s)] = seg.label_id
     return labels
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _time(x: float) -> str:
@@ -209,7 +245,7 @@ def write_ave(annset: AnnotationSet, out_dir: str | os.PathLike) -> None:
             raise ValueError(f"{out}: sample {s.sample_id!r}: label {g.label!r} with id {g.label_id} "
                              f"does not match the class list")
         lines.append(f"{g.label}&{s.video_id}&{quality}&{_time(g.start_s)}&{_time(g.end_s)}")
-    _write_atomic(out / "Annotations.txt", lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    atomic_write_text(out / "Annotations.txt", "\n".join(lines) + "\n")
 
     def h5_writer(order: np.ndarray):
         def write(p: Path) -> None:
@@ -220,4 +256,4 @@ def write_ave(annset: AnnotationSet, out_dir: str | os.PathLike) -> None:
     for subset in _SPLIT_STEMS:
         order = np.array([i for i, s in enumerate(rows) if s.subset == subset], np.int64)
         for split in SPLIT_SUFFIXES:
-            _write_atomic(split_files(out, split)[subset], h5_writer(order))
+            atomic_write(split_files(out, split)[subset], h5_writer(order))

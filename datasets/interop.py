@@ -20,15 +20,17 @@ Imported streams record ``weights_sha256 = "unknown"`` and their source in ``pro
 """
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import h5py
 import numpy as np
 
 from avel.datasets.annotations import AnnotationSet, unsafe_id_reason
+from avel.datasets.fileio import atomic_write
 from avel.datasets.sampling import (
     AVE_VGG19,
     AVE_VGGISH,
@@ -60,18 +62,19 @@ UNAV_NPY_STREAMS: tuple[NpyStream, ...] = (
     NpyStream("_one_peace_audio", "onepeace_audio", "onepeace_audio", UNAV100_ONEPEACE_AUDIO, 1536),
 )
 
-ProgressFn = Callable[[int], None]
+ProgressFn = Callable[[int], object]  # called with the count done; its return value is ignored
+
+
+def _save_npy(path: Path, rows: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a temp name
+        np.save(f, rows)
 
 
 @dataclass
 class ImportReport:
     videos: int = 0
     skipped_existing: int = 0
-    problems: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.problems is None:
-            self.problems = []
+    problems: list[str] = field(default_factory=list)
 
 
 def _scan_npy(folder: Path, families: Iterable[NpyStream]) -> dict[str, dict[str, Path]]:
@@ -154,6 +157,12 @@ def import_unav_npy(
                 if rows.ndim != 2 or rows.shape[1] != dim or rows.shape[0] < 1:
                     report.problems.append(f"{path}: shape {rows.shape}, expected T x {dim} with T >= 1")
                     continue
+                if rows.dtype.kind != "f":
+                    report.problems.append(f"{path}: dtype {rows.dtype}, expected floating-point features")
+                    continue
+                if not np.all(np.isfinite(rows)):
+                    report.problems.append(f"{path}: NaN or Inf in rows {np.flatnonzero(~np.isfinite(rows).all(1))[:5].tolist()}")
+                    continue
                 feats[stream] = rows
             if not feats:
                 report.skipped_existing += 1
@@ -202,11 +211,8 @@ def export_unav_npy(
             if not st.has(vid, stream):
                 continue
             rows = st.read(vid, stream).astype(np.float32, copy=False)
-            path = out / f"{vid}{suffix}.npy"
-            tmp = out / f".{vid}{suffix}.npy.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, rows)
-            os.replace(tmp, path)
+            # one file per video and stream: a rerun rewrites them, no fsync each
+            atomic_write(out / f"{vid}{suffix}.npy", functools.partial(_save_npy, rows=rows), durable=False)
             written += 1
         if progress:
             progress(n)
@@ -259,7 +265,7 @@ def import_ave_h5(
     """
     if visual_h5 is None and audio_h5 is None:
         raise ValueError("give visual_h5 and/or audio_h5")
-    sources = {}
+    sources: dict[str, tuple[Path, SamplingPlan, tuple[int, ...], str]] = {}
     if visual_h5 is not None:
         sources[visual_stream] = (Path(visual_h5), AVE_VGG19, (7, 7, 512), "vgg19")
     if audio_h5 is not None:
@@ -292,7 +298,17 @@ def import_ave_h5(
                             f"{sources[s][0]}: rows {r0} and {r} (video {vid!r}) differ; kept row {r0}")
             else:
                 first_row[vid] = r
-                feats = {s: arr[r] for s, arr in arrays.items() if vid not in done[s]}
+                feats = {}
+                for s, arr in arrays.items():
+                    if vid in done[s]:
+                        continue
+                    try:
+                        feats[s] = arr[r]
+                    except (OSError, ValueError) as e:  # a corrupt chunk of the file
+                        raise StoreError(f"{sources[s][0]}: row {r} (video {vid!r}): cannot read ({e})") from None
+                    if not np.all(np.isfinite(feats[s])):
+                        report.problems.append(f"{sources[s][0]}: row {r} (video {vid!r}): NaN or Inf; not imported")
+                        del feats[s]
                 if feats:
                     writer.add(vid, feats, meta=VideoMeta(duration_s=sample.duration_s, extra={"ave_row": r}))
                     report.videos += 1
@@ -335,14 +351,20 @@ def export_ave_h5(
         if missing:
             raise StoreError(f"{st.root}: {len(missing)} AVE videos lack stream {stream!r}, e.g. {missing[:5]}")
         first = st.read(rows[0].video_id, stream)
-        path, tmp = out / name, out / f".{name}.tmp"
-        with h5py.File(tmp, "w") as f:
-            ds = f.create_dataset(AVE_KEY, shape=(len(rows), *first.shape), dtype=out_dtype)
-            for i, sample in enumerate(rows):
-                ds[i] = st.read(sample.video_id, stream)
-        os.replace(tmp, path)
+        path = out / name
+        atomic_write(path, functools.partial(_write_ave_h5, st=st, video_ids=[s.video_id for s in rows],
+                                             stream=stream, row_shape=first.shape, dtype=out_dtype))
         written.append(path)
     return written
+
+
+def _write_ave_h5(path: Path, *, st: FeatureStore, video_ids: list[str], stream: str, row_shape: tuple[int, ...],
+                  dtype: Any) -> None:
+    """One AVE feature file: ``AVE_KEY`` = N x *row_shape, row i from video ``video_ids[i]``."""
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset(AVE_KEY, shape=(len(video_ids), *row_shape), dtype=dtype)
+        for i, vid in enumerate(video_ids):
+            ds[i] = st.read(vid, stream)
 
 
 def is_safe_video_id(video_id: str) -> bool:

@@ -23,11 +23,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 Modality = Literal["video", "audio"]
+_T = TypeVar("_T")
+
+
+def _field(plan: SamplingPlan, name: str, value: _T | None) -> _T:
+    """A field the plan's modality requires (``__post_init__`` guarantees it is set)."""
+    if value is None:
+        raise ValueError(f"{plan.modality} plan has no {name}: {plan}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -80,21 +88,23 @@ class SamplingPlan:
     @property
     def units_per_s(self) -> float:
         """Frames (video) or samples (audio) per second."""
-        return float(self.fps) if self.modality == "video" else float(self.sample_rate)
+        if self.modality == "video":
+            return float(_field(self, "fps", self.fps))
+        return float(_field(self, "sample_rate", self.sample_rate))
 
     @property
     def window_units(self) -> int:
         """Window length in frames (video) or samples (audio)."""
         if self.modality == "video":
-            return int(self.window_frames)
-        return int(round(self.window_s * self.sample_rate))
+            return int(_field(self, "window_frames", self.window_frames))
+        return int(round(_field(self, "window_s", self.window_s) * self.units_per_s))
 
     @property
     def step_units(self) -> int:
         """Distance between window starts in frames (video) or samples (audio)."""
         if self.modality == "video":
-            return int(self.stride_frames)
-        return int(round(self.hop_s * self.sample_rate))
+            return int(_field(self, "stride_frames", self.stride_frames))
+        return int(round(_field(self, "hop_s", self.hop_s) * self.units_per_s))
 
     @property
     def window_seconds(self) -> float:

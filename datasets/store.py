@@ -45,6 +45,7 @@ and records in ``deletions.jsonl``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -54,11 +55,12 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import h5py
 import numpy as np
 
+from avel.datasets.fileio import RANDOM_WEIGHTS, atomic_write_bytes, atomic_write_text, fsync_dir
 from avel.datasets.sampling import SamplingPlan
 from avel.datasets.store_log import (
     CLAIMS,
@@ -73,12 +75,9 @@ from avel.datasets.store_log import (
     StoreState,
     WriterLease,
     append_records,
-    atomic_write_bytes,
-    atomic_write_text,
     claim_path,
     cut_torn_tail,
     decode_records,
-    fsync_dir,
     load_state,
     log_deletion,
     now_iso,
@@ -100,7 +99,6 @@ __all__ = ["FeatureStore", "StoreWriter", "StreamSpec", "VideoMeta", "StoreError
 ERRORS = "errors.jsonl"
 V1_LOCK = "manifest.lock"
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-RANDOM_WEIGHTS = "random"
 T = TypeVar("T")
 
 
@@ -195,9 +193,7 @@ class VideoMeta:
 def _crc32(*arrays: np.ndarray | bytes) -> int:
     c = 0
     for a in arrays:
-        if not isinstance(a, bytes) and not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a)
-        c = zlib.crc32(a, c)  # the buffer's bytes
+        c = zlib.crc32(a if isinstance(a, bytes) else np.ascontiguousarray(a).data, c)  # the buffer's bytes
     return c & 0xFFFFFFFF
 
 
@@ -339,18 +335,19 @@ class _ShardIndex:
     offsets: dict[str, np.ndarray]
     sums: dict[str, np.ndarray]  # v2: V x 3; v1: V (rows CRC only)
     padded: dict[str, np.ndarray]
-    meta_json: list[str]
+    meta_ds: h5py.Dataset
     meta_crc: np.ndarray | None
     data: dict[str, h5py.Dataset]
     group: dict[str, h5py.Group]
     position: dict[str, int]
+    meta_json: list[str] | None = None
 
 
 def _load_index(f: h5py.File, path: Path, streams: Iterable[str]) -> _ShardIndex:
     try:
         version = int(f.attrs.get("schema_version", 1))
         ids = _strs(f["videos/ids"][()])
-        meta = _strs(f["videos/meta_json"][()])
+        meta = f["videos/meta_json"]  # read on first use (meta())
         meta_crc = f["videos/meta_crc32"][()] if version >= 2 else None
         offsets, sums, padded, data, group = {}, {}, {}, {}, {}
         for s in streams:
@@ -366,13 +363,22 @@ def _load_index(f: h5py.File, path: Path, streams: Iterable[str]) -> _ShardIndex
     for s in offsets:
         if offsets[s].shape != (n + 1,) or len(sums[s]) != n or len(padded[s]) != n:
             raise StoreCorruptError(f"shard {path}: stream {s!r} index arrays do not match its {n} videos")
-    if len(meta) != n or (meta_crc is not None and len(meta_crc) != n):
+    if meta.shape != (n,) or (meta_crc is not None and len(meta_crc) != n):
         raise StoreCorruptError(f"shard {path}: videos/meta_json does not match its {n} videos")
     return _ShardIndex(path, version, ids, offsets, sums, padded, meta, meta_crc, data, group,
                        {v: i for i, v in enumerate(ids)})
 
 
-def _check_video(index: _ShardIndex, stream: str, i: int, *, with_meta: bool = True
+def _meta_json(index: _ShardIndex) -> list[str]:
+    if index.meta_json is None:
+        try:
+            index.meta_json = _strs(index.meta_ds[()])
+        except OSError as e:
+            raise StoreCorruptError(f"shard {index.path}: videos/meta_json cannot be read ({e})") from e
+    return index.meta_json
+
+
+def _check_video(index: _ShardIndex, stream: str, i: int, *, with_meta: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, start_s, end_s of video ``i`` in ``stream``, checked against the per-video
     checksums; a mismatch raises StoreCorruptError naming the shard, video and field."""
@@ -407,7 +413,7 @@ def _check_video(index: _ShardIndex, stream: str, i: int, *, with_meta: bool = T
 
 
 def _check_meta(index: _ShardIndex, i: int) -> None:
-    if index.meta_crc is not None and _crc32(index.meta_json[i].encode("utf-8")) != int(index.meta_crc[i]):
+    if index.meta_crc is not None and _crc32(_meta_json(index)[i].encode("utf-8")) != int(index.meta_crc[i]):
         raise StoreCorruptError(f"shard {index.path}: checksum mismatch for video {index.ids[i]!r}: meta_json "
                                 f"differs from what was written")
 
@@ -560,7 +566,7 @@ def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *,
             actions.append(f"kept {p.name}: an uncommitted version-1 shard (a leftover of an interrupted "
                            f"`avel store upgrade`; rerun it)")
             continue
-        wid, host, pid = attrs.get("writer", ""), attrs.get("host"), attrs.get("pid")
+        owner, owner_host, owner_pid = attrs.get("writer", ""), attrs.get("host"), attrs.get("pid")
         if problems:
             pass
         elif attrs.get("dataset") != state.dataset:
@@ -585,24 +591,24 @@ def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *,
                     else:
                         fresh += 1
             if fresh:
-                recs = []
+                recs: list[dict[str, Any]] = []
                 new_specs = {s: d for s, d in specs.items() if s not in state.streams}
                 if new_specs:
                     recs.append({"op": "streams", "streams": new_specs})
                 entry = _commit_entry(f"{SHARD_DIR}/{p.name}", attrs["ids"], attrs["streams"], absent, attrs["rows"],
-                                      p.stat().st_size, sha256_hex(p), wid, attrs.get("created"))
+                                      p.stat().st_size, sha256_hex(p), owner, attrs.get("created"))
                 recs.append({"op": "commit", "shard": entry, "adopted": True})
                 append_records(root, recs)
                 read_log_tail(root, state)
                 _add_committed(committed, entry)
                 listed.add(p.name)
-                actions.append(f"adopted uncommitted shard {p.name} of writer {wid} ({fresh} video-stream pairs)")
+                actions.append(f"adopted uncommitted shard {p.name} of writer {owner} ({fresh} video-stream pairs)")
                 continue
-        if wid and wid != me and writer_gone(root, wid, host, pid):
+        if owner and owner != me and writer_gone(root, owner, owner_host, owner_pid):
             reason = ("damaged uncommitted leftover: " + "; ".join(problems)[:500] if problems else
                       "uncommitted leftover of a writer that is gone; all its (video, stream) pairs are committed "
                       "in other shards")
-            log_deletion(root, p, reason, writer=wid, host=host, pid=pid)
+            log_deletion(root, p, reason, writer=owner, host=owner_host, pid=owner_pid)
             p.unlink(missing_ok=True)
             actions.append(f"removed {p.name}: {reason}")
         else:
@@ -620,7 +626,7 @@ def _init_records(dataset: str, streams: Mapping[str, Mapping[str, Any]], extra:
     return recs
 
 
-def _new_log(root: Path, records: list[Mapping[str, Any]]) -> None:
+def _new_log(root: Path, records: Sequence[Mapping[str, Any]]) -> None:
     """Write a complete log atomically (new store, repair, upgrade)."""
     from avel.datasets.store_log import encode_record
 
@@ -1067,8 +1073,8 @@ class FeatureStore:
     shard files open lazily, once per process (a handle opened before ``fork`` is never
     reused in the child), so a store can be handed to DataLoader workers.
 
-    Every read checks the video's checksums (rows, start_s/end_s, offsets and padded flag,
-    meta_json); a shard whose size differs from the log, that HDF5 cannot open, or whose
+    Every read checks the video's checksums (rows, start_s/end_s, offsets and padded flag;
+    meta_json when the metadata is read); a shard whose size differs from the log, that HDF5 cannot open, or whose
     contents disagree with the log raises :class:`StoreCorruptError` naming the shard, the
     video and what differs. :meth:`verify` also checks every shard's sha256.
     """
@@ -1086,15 +1092,20 @@ class FeatureStore:
         self._more: dict[str, list[int]] = {}
         self._shard_streams: list[frozenset[str]] = []
         self._absent: list[dict[str, set[str]]] = []
-        for k, shard in enumerate(shards):
+        for shard in shards:
             self._shard_streams.append(frozenset(shard["streams"]))
             self._absent.append({s: set(v) for s, v in shard.get("absent", {}).items() if v})
-            videos = shard["videos"]
-            n = len(self._first)
-            for v in videos:
-                self._first.setdefault(v, k)
-            if len(self._first) - n != len(videos):
-                for v in videos:
+        # dict operations in C (1M videos in well under a second): keys in commit order, then
+        # each video's first shard (updates from the last shard back keep the earliest)
+        self._first = dict.fromkeys(itertools.chain.from_iterable(sh["videos"] for sh in shards), 0)
+        first_shard: dict[str, int] = {}
+        for k in range(len(shards) - 1, -1, -1):
+            first_shard.update(dict.fromkeys(shards[k]["videos"], k))
+        self._first.update(first_shard)
+        del first_shard
+        if len(self._first) != sum(len(sh["videos"]) for sh in shards):  # some videos span shards
+            for k, shard in enumerate(shards):
+                for v in shard["videos"]:
                     if self._first[v] != k:
                         self._more.setdefault(v, []).append(k)
         for v, ks in self._more.items():
@@ -1266,7 +1277,7 @@ class FeatureStore:
         index = self._index[k]
         i = index.position[video_id]
         _check_meta(index, i)
-        return VideoMeta.from_json(index.meta_json[i])
+        return VideoMeta.from_json(_meta_json(index)[i])
 
     # -- integrity -------------------------------------------------------------------------------
     def verify(self, *, full: bool = True) -> list[str]:
@@ -1366,7 +1377,7 @@ def compact_store(root: str | os.PathLike) -> None:
     write_snapshot(root, state)
 
 
-def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None) -> list[str]:
+def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], object] | None = None) -> list[str]:
     """Convert a schema-version-1 store to version 2 in place; returns what was done.
 
     Every v1 shard is checked (sha256 and row CRCs: a damaged store is refused, listing the

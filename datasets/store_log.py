@@ -15,8 +15,9 @@ Records (``op``): ``init`` (schema version, dataset), ``streams`` (stream specs 
 ``extra`` (free-form fields), ``commit`` (one shard: file, videos, streams, absent pairs,
 rows, size, sha256, writer). See docs/feature-store.md.
 
-This module holds the filesystem helpers of the store (one fsync/atomic-write/sha256 helper
-each); :mod:`avel.datasets.store` re-exports them.
+The store's filesystem helpers: fsync, atomic writes and sha256 come from
+:mod:`avel.datasets.fileio` (the package's one helper each); :mod:`avel.datasets.store`
+re-exports them.
 """
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
+
+from avel.datasets.fileio import atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
@@ -63,24 +66,12 @@ def now_iso() -> str:
 # ---------------------------------------------------------------------------------------
 # Filesystem helpers
 # ---------------------------------------------------------------------------------------
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sha256_hex(src: Path | bytes | str, chunk_bytes: int = 1 << 22) -> str:
-    """sha256 hex digest of a file (``Path``) or of bytes / a str (utf-8)."""
-    h = hashlib.sha256()
+def sha256_hex(src: Path | bytes | str) -> str:
+    """sha256 hex digest of a file (``Path``, :func:`avel.datasets.fileio.sha256_file`) or of
+    bytes / a str (utf-8)."""
     if isinstance(src, Path):
-        with open(src, "rb") as f:
-            while block := f.read(chunk_bytes):
-                h.update(block)
-    else:
-        h.update(src.encode("utf-8") if isinstance(src, str) else src)
-    return h.hexdigest()
+        return sha256_file(src)
+    return hashlib.sha256(src.encode("utf-8") if isinstance(src, str) else src).hexdigest()
 
 
 def write_new_file(path: Path, data: bytes) -> None:
@@ -94,28 +85,6 @@ def write_new_file(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync dir).
-
-    On any error the temp file is removed and the error re-raised; ``path`` is untouched.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write_new_file(tmp, data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
-    atomic_write_bytes(path, text)
 
 
 def os_error_message(root: Path, e: OSError, doing: str, needed_bytes: int | None = None) -> str:
@@ -311,13 +280,15 @@ def cut_torn_tail(root: Path) -> int:
         return pos
 
 
-def append_records(root: Path, records: list[Mapping[str, Any]]) -> None:
+def append_records(root: Path, records: Sequence[Mapping[str, Any]]) -> None:
     """Under the store lock: append records to the log and fsync (the commit point)."""
     data = b"".join(encode_record({**r, "time": r.get("time") or now_iso()}) for r in records)
     path = Path(root) / LOG
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         before = os.fstat(fd).st_size
+        if before and os.pread(fd, 1, before - 1) != b"\n":  # a torn append of a writer that died
+            before = cut_torn_tail(root)
         try:
             view = memoryview(data)
             while view:

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from avel.datasets.annotations import AnnotationSet, Sample
 from avel.datasets.ave import segment_labels
+from avel.datasets.checks import check_finite_rows
 from avel.datasets.store import AlignmentError, FeatureStore, StoreError
 
 
@@ -82,6 +83,12 @@ def align_rows(video_id: str, arrays: dict[str, np.ndarray], *, max_length_diff:
     return {s: a[:shortest] for s, a in arrays.items()}
 
 
+def read_rows(store: FeatureStore, video_id: str, stream: str) -> np.ndarray:
+    """``store.read`` refusing NaN / Inf rows (:class:`~avel.datasets.checks.NonFiniteRowsError`
+    naming the store, video and stream)."""
+    return check_finite_rows(store.read(video_id, stream), video_id=video_id, stream=stream, source=str(store.root))
+
+
 def stream_statistics(store: FeatureStore, video_ids: Sequence[str], streams: Sequence[str], *,
                       max_videos: int = 2000) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-stream, per-dimension mean and std over (up to ``max_videos``) videos' rows.
@@ -91,7 +98,7 @@ def stream_statistics(store: FeatureStore, video_ids: Sequence[str], streams: Se
     """
     out = {}
     for s in streams:
-        rows = [store.read(v, s).reshape(store.num_rows(v, s), -1).astype(np.float64)
+        rows = [read_rows(store, v, s).reshape(store.num_rows(v, s), -1).astype(np.float64)
                 for v in list(video_ids)[:max_videos] if store.has(v, s)]
         if not rows:
             raise StoreError(f"no rows of stream {s!r} to compute statistics from in {store.root}")
@@ -202,7 +209,7 @@ class DenseFeatureDataset(Dataset):
         self.epoch = int(epoch)
 
     def _load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        arrays = {s: _standardize(self.store.read(sample.video_id, s), self.stats.get(s)) for s in self.streams}
+        arrays = {s: _standardize(read_rows(self.store, sample.video_id, s), self.stats.get(s)) for s in self.streams}
         arrays = {s: a.reshape(a.shape[0], -1) for s, a in arrays.items()}
         arrays = align_rows(sample.video_id, arrays, max_length_diff=self.max_length_diff,
                             stats=self.alignment_stats)
@@ -372,6 +379,8 @@ class AveFeatureDataset(Dataset):
         n = len(self.samples)
         if index >= n:
             j = index - n
+            if self.extra_audio is None or self.extra_visual is None:
+                raise IndexError(f"index {index} out of range for {n} samples (no extra background videos)")
             seg = np.full(self.num_segments, self.background_id, np.int64)
             visual = _standardize(np.asarray(self.extra_visual[j], np.float32), self.stats.get(self.visual_stream))
             audio = _standardize(np.asarray(self.extra_audio[j], np.float32), self.stats.get(self.audio_stream))
@@ -379,9 +388,9 @@ class AveFeatureDataset(Dataset):
         else:
             sample = self.samples[index]
             arrays = align_rows(sample.video_id, {
-                "v": _standardize(self.store.read(sample.video_id, self.visual_stream),
+                "v": _standardize(read_rows(self.store, sample.video_id, self.visual_stream),
                                   self.stats.get(self.visual_stream)),
-                "a": _standardize(self.store.read(sample.video_id, self.audio_stream),
+                "a": _standardize(read_rows(self.store, sample.video_id, self.audio_stream),
                                   self.stats.get(self.audio_stream))}, stats=self.alignment_stats)
             visual, audio = arrays["v"].astype(np.float32), arrays["a"].astype(np.float32)
             if visual.shape[0] < self.num_segments:
@@ -392,6 +401,8 @@ class AveFeatureDataset(Dataset):
             sample_id, video_id, is_bg = sample.sample_id, sample.video_id, False
         video_labels = np.zeros(self.num_classes, np.float32)
         video_labels[np.unique(seg)] = 1.0
+        if not is_bg:  # an empty event ([0, 0), AVE line 27) still names the video's class (mil_labels.h5)
+            video_labels[[g.label_id for g in sample.segments]] = 1.0
         return {
             "sample_id": sample_id,
             "video_id": video_id,

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Iterable
 
 from avel.datasets.annotations import SUBSETS, AnnotationError, AnnotationSet, Sample, Segment
+from avel.datasets.fileio import atomic_write_text
 
 __all__ = ["AnnotationError", "VIDEO_EXTENSIONS", "load_unav100", "write_unav100", "find_video_files",
+           "find_duplicate_video_files",
            "read_json_with_duplicates", "json_number", "json_type"]
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -98,7 +100,7 @@ def load_unav100(path: str | os.PathLike) -> AnnotationSet:
     except (OSError, UnicodeDecodeError) as e:
         raise _fail(path, "file", f"cannot read: {e}") from e
     database = data.get("database") if isinstance(data, dict) else None
-    if not isinstance(database, dict):
+    if not isinstance(database, JsonObject):  # every object read_json_with_duplicates returns is one
         raise _fail(path, "top level", 'expected an object {"version": ..., "database": {video_id: {...}}}')
     if database.duplicate_keys:
         raise _fail(path, f"database/{database.duplicate_keys[0]}", "video id appears more than once")
@@ -175,12 +177,7 @@ def write_unav100(annset: AnnotationSet, path: str | os.PathLike) -> None:
             "annotations": [{"segment": [g.start_s, g.end_s], "label": g.label, "label_id": g.label_id}
                             for g in s.segments],
         }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps({"version": VERSION, "database": database}), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps({"version": VERSION, "database": database}))
 
 
 def find_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
@@ -189,7 +186,8 @@ def find_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
 
     The directory is listed once and names are compared exactly (no globbing, so ids with
     ``-``, ``_``, ``[`` or a leading ``.`` are safe); when several extensions exist the first in
-    ``extensions`` wins.
+    ``extensions`` wins here; :func:`find_duplicate_video_files` lists those ids (extraction
+    rejects them, ``avel validate`` reports them).
 
     Args:
         video_ids: ids to look up (duplicates are looked up once).
@@ -212,3 +210,17 @@ def find_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
         else:
             missing.append(vid)
     return found, missing
+
+
+def find_duplicate_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
+                               extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> dict[str, list[Path]]:
+    """``{id: [paths]}`` for the ids that have a file under more than one extension
+    (``abc.mp4`` and ``abc.mkv``): which one holds the video is the user's call."""
+    video_dir = Path(video_dir)
+    present = {entry.name for entry in os.scandir(video_dir) if entry.is_file()} if video_dir.is_dir() else set()
+    out: dict[str, list[Path]] = {}
+    for vid in dict.fromkeys(video_ids):
+        paths = [video_dir / f"{vid}{ext}" for ext in extensions if f"{vid}{ext}" in present]
+        if len(paths) > 1:
+            out[vid] = paths
+    return out

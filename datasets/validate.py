@@ -11,10 +11,13 @@ Checks:
     subset, non-positive duration, ``start >= end``, start < 0 or end past the duration (by
     more than :data:`DURATION_TOLERANCE_S`), duplicate events in a video, a label with
     several ids or an id with several labels, ids not ``0..C-1``, missing video files.
-    AVE: field count, non-numeric or empty fields, ``start >= end``, an event outside the 10-s
-    clip, duplicate rows, and for both splits (``*_order.h5``, ``*_order_match.h5``) missing
+    AVE: field count, non-numeric or empty fields, ``start >= end`` (an empty event is named as
+    such), an event outside the 10-s clip, duplicate rows, a category outside the 28 published
+    classes in a file that uses them, and for both splits (``*_order.h5``, ``*_order_match.h5``) missing
     files, missing ``order`` dataset, non-integer values, indices out of range, rows listed
     twice; missing video files.
+    Both: video ids that cannot be file names (``..`` components, absolute paths, separators,
+    control characters).
     Folder: not a directory, no videos, two files for one id, empty files.
 """
 from __future__ import annotations
@@ -25,10 +28,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from avel.datasets.annotations import SUBSETS, AnnotationError
-from avel.datasets.ave import CLIP_DURATION_S, HEADER, SPLIT_SUFFIXES, is_header, read_order, split_files
+from avel.datasets.annotations import SUBSETS, AnnotationError, unsafe_id_reason
+from avel.datasets.ave import AVE_CLASSES, CLIP_DURATION_S, HEADER, SPLIT_SUFFIXES, is_header, read_order, split_files
 from avel.datasets.folder import DATASETS, video_files
-from avel.datasets.unav100 import (VIDEO_EXTENSIONS, JsonObject, json_number, find_video_files, json_type,
+from avel.datasets.unav100 import (VIDEO_EXTENSIONS, JsonObject, json_number, find_duplicate_video_files,
+                                   find_video_files, json_type,
                                    read_json_with_duplicates)
 
 __all__ = ["DURATION_TOLERANCE_S", "Problem", "validate"]
@@ -113,8 +117,10 @@ def _validate_unav100(path: Path, video_dir) -> list[Problem]:
     ids_of: dict[str, set[int]] = {}
     for vid, entry in database.items():
         where = f"database/{vid}"
-        if not vid or "/" in vid or "\0" in vid:
-            problems.append(Problem(f, where, f"video id {vid!r} cannot be a file name"))
+        reason = unsafe_id_reason(vid)
+        if reason is not None or "/" in vid or "\\" in vid:
+            problems.append(Problem(f, where, f"video id {vid!r} cannot be a file name "
+                                              f"({reason or 'contains a path separator'})"))
         if not isinstance(entry, dict):
             problems.append(Problem(f, where, 'expected an object {"duration", "subset", "annotations"}'))
             continue
@@ -150,11 +156,12 @@ def _validate_unav100(path: Path, video_dir) -> list[Problem]:
                 problems.append(Problem(f, f"{w}/label", f"expected a non-empty class name, got {label!r}"))
             if "label_id" in ann and (isinstance(label_id, bool) or not isinstance(label_id, int) or label_id < 0):
                 problems.append(Problem(f, f"{w}/label_id", f"expected an integer >= 0, got {label_id!r}"))
-            label_ok = isinstance(label, str) and bool(label)
-            id_ok = isinstance(label_id, int) and not isinstance(label_id, bool) and label_id >= 0
-            if label_ok and id_ok:
-                names.setdefault(label_id, set()).add(label)
-                ids_of.setdefault(label, set()).add(label_id)
+            label_name = label if isinstance(label, str) and label else None
+            label_num = label_id if isinstance(label_id, int) and not isinstance(label_id, bool) and label_id >= 0 \
+                else None
+            if label_name is not None and label_num is not None:
+                names.setdefault(label_num, set()).add(label_name)
+                ids_of.setdefault(label_name, set()).add(label_num)
             if not (isinstance(seg, list) and len(seg) == 2 and all(json_number(x) is not None for x in seg)):
                 continue
             start, end = float(seg[0]), float(seg[1])
@@ -165,11 +172,11 @@ def _validate_unav100(path: Path, video_dir) -> list[Problem]:
             if duration is not None and end > duration + DURATION_TOLERANCE_S:
                 problems.append(Problem(f, f"{w}/segment", f"end {end:g} after the duration {duration:g} s "
                                                            f"(tolerance {DURATION_TOLERANCE_S} s)"))
-            key = (round(start, 6), round(end, 6), label if label_ok else None)
-            if key in first_of:
+            event = (round(start, 6), round(end, 6), label_name)
+            if event in first_of:
                 problems.append(Problem(f, w, f"duplicate event {label!r} [{start:g}, {end:g}] "
-                                              f"(same as annotations[{first_of[key]}])"))
-            first_of.setdefault(key, k)
+                                              f"(same as annotations[{first_of[event]}])"))
+            first_of.setdefault(event, k)
     for label_id, labels in sorted(names.items()):
         if len(labels) > 1:
             problems.append(Problem(f, "database", f"label_id {label_id} is used for several labels {sorted(labels)} "
@@ -185,16 +192,20 @@ def _validate_unav100(path: Path, video_dir) -> list[Problem]:
         _, missing = find_video_files(list(database), video_dir)
         exts = ",".join(VIDEO_EXTENSIONS)
         problems += [Problem(f, f"database/{vid}", f"no video file {vid}{{{exts}}} in {video_dir}") for vid in missing]
+        problems += [Problem(f, f"database/{vid}", f"several files for one id: {[p.name for p in paths]} "
+                                                   f"(keep one)")
+                     for vid, paths in find_duplicate_video_files(list(database), video_dir).items()]
     return problems
 
 
 def _validate_ave(path: Path, video_dir, split_dir) -> list[Problem]:
     f = str(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is skipped
     except (OSError, UnicodeDecodeError) as e:
         return [Problem(f, "file", f"cannot read: {e}")]
     problems: list[Problem] = []
+    categories: list[tuple[int, str]] = []  # (line, category) of every well-formed row
     n_rows = 0
     line_of_vid: dict[str, int] = {}
     first_line: dict[tuple, int] = {}
@@ -218,14 +229,24 @@ def _validate_ave(path: Path, video_dir, split_dir) -> list[Problem]:
         for name, value in (("Category", category), ("VideoID", vid), ("Quality", quality)):
             if not value:
                 problems.append(Problem(f, loc, f"empty {name}"))
-        if vid:
+        reason = unsafe_id_reason(vid) if vid else None
+        if reason is not None or "/" in vid or "\\" in vid:
+            problems.append(Problem(f, loc, f"VideoID {vid!r} cannot be a file name "
+                                            f"({reason or 'contains a path separator'})"))
+        elif vid:
             line_of_vid.setdefault(vid, lineno)
+        if category:
+            categories.append((lineno, category))
         try:
             start_s, end_s = float(start), float(end)
         except ValueError:
             problems.append(Problem(f, loc, f"StartTime/EndTime must be numbers, got {start!r}, {end!r}"))
             continue
-        if start_s >= end_s:
+        if start_s == end_s:
+            problems.append(Problem(f, loc, f"start {start_s:g} >= end {end_s:g}: an empty event (training keeps "
+                                            f"the row: all segments background, video label {category!r}; see "
+                                            f"avel.datasets.ave)"))
+        elif start_s > end_s:
             problems.append(Problem(f, loc, f"start {start_s:g} >= end {end_s:g}"))
         if start_s < 0 or end_s > CLIP_DURATION_S:
             problems.append(Problem(f, loc, f"segment [{start_s:g}, {end_s:g}] outside the {CLIP_DURATION_S:g}-s "
@@ -234,11 +255,17 @@ def _validate_ave(path: Path, video_dir, split_dir) -> list[Problem]:
         if key in first_line:
             problems.append(Problem(f, loc, f"duplicate of line {first_line[key]}"))
         first_line.setdefault(key, lineno)
+    if any(c in AVE_CLASSES for _, c in categories):  # a published-class file: every category must be one
+        problems += [Problem(f, f"line {n}", f"category {c!r} is not one of the 28 AVE classes")
+                     for n, c in categories if c not in AVE_CLASSES]
     problems += _validate_splits(path, split_dir, n_rows)
     if video_dir is not None:
         _, missing = find_video_files(list(line_of_vid), video_dir)
         problems += [Problem(f, f"line {line_of_vid[vid]}", f"no video file for {vid!r} in {video_dir}")
                      for vid in missing]
+        problems += [Problem(f, f"line {line_of_vid[vid]}", f"several files for {vid!r}: {[p.name for p in paths]} "
+                                                            f"(keep one)")
+                     for vid, paths in find_duplicate_video_files(list(line_of_vid), video_dir).items()]
     return problems
 
 

@@ -49,20 +49,22 @@ override the preset: ``Cls.random_init(preset="tiny", hop_s=0.32)``.
 from __future__ import annotations
 
 import dataclasses
+import typing
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Generic, Literal, Mapping, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
+from typing_extensions import Self
 
+from avel.datasets.config_schema import dataclass_from_dict
+from avel.datasets.fileio import RANDOM_WEIGHTS  # weights_sha256 of a module built by random_init
 from avel.datasets.sampling import SamplingPlan
 
 Modality = Literal["video", "audio"]
-
-RANDOM_WEIGHTS = "random"
-"""``weights_sha256`` of a module built by :meth:`Extractor.random_init`."""
 
 NO_WEIGHTS = "uninitialized"
 """``weights_sha256`` of a module built by :meth:`Extractor.build` (e.g. on the meta device)."""
@@ -131,9 +133,51 @@ class Windows:
         return int(self.data.shape[0])
 
 
-def merge_config(config_cls: type[ExtractorConfig], presets: Mapping[str, Mapping[str, Any]],
-                 preset: str = "full", **overrides: Any) -> ExtractorConfig:
-    """Build ``config_cls`` from a preset plus keyword overrides, rejecting unknown keys."""
+@runtime_checkable
+class VideoWindowFields(Protocol):
+    """Config fields from which :attr:`Extractor.plan` derives a video plan."""
+
+    @property
+    def fps(self) -> float: ...
+
+    @property
+    def window_frames(self) -> int: ...
+
+    @property
+    def stride_frames(self) -> int: ...
+
+
+@runtime_checkable
+class AudioWindowFields(Protocol):
+    """Config fields from which :attr:`Extractor.plan` derives an audio plan."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def hop_s(self) -> float: ...
+
+
+PROBE_SIDE = 224
+"""Frame side of the probe window :meth:`Extractor.traced_feature_shape` feeds a video extractor
+whose ``decode_spec`` fixes no frame size."""
+
+ConfigT = TypeVar("ConfigT", bound=ExtractorConfig)
+"""The config dataclass of an extractor: ``class VGG19Extractor(Extractor[VGG19Config])``."""
+
+
+def merge_config(config_cls: type[ConfigT], presets: Mapping[str, Mapping[str, Any]],
+                 preset: str = "full", **overrides: Any) -> ConfigT:
+    """Build ``config_cls`` from a preset plus keyword overrides, rejecting unknown keys.
+
+    Values are type-checked against the field annotations by the package's one dict -> dataclass
+    rule (:func:`avel.datasets.config_schema.dataclass_from_dict`: ``fps: "x"`` is a
+    ``ValueError`` naming the config class and the key; an int is accepted for a float, a list
+    for a tuple, as YAML writes them).
+    """
     if preset not in presets:
         raise ValueError(f"{config_cls.__name__}: unknown preset {preset!r}; expected one of {sorted(presets)}")
     fields = {f.name for f in dataclasses.fields(config_cls)}
@@ -142,7 +186,10 @@ def merge_config(config_cls: type[ExtractorConfig], presets: Mapping[str, Mappin
         raise TypeError(f"{config_cls.__name__}: unknown config keys {unknown}; expected a subset of "
                         f"{sorted(fields - {'preset'})}")
     values = {**presets[preset], **overrides, "preset": preset}
-    return config_cls(**values)
+    try:
+        return typing.cast(ConfigT, dataclass_from_dict(config_cls, values))
+    except ValueError as e:
+        raise ValueError(f"{config_cls.__name__}: {e}") from None
 
 
 def combined_sha256(sha256: Mapping[str, str]) -> str:
@@ -197,13 +244,18 @@ class CheckpointReport:
         return CheckpointMismatch(msg, missing=self.missing, unexpected=self.unexpected, mismatched=self.mismatched)
 
 
-class Extractor(nn.Module):
-    """Base class of every feature extractor.
+class Extractor(nn.Module, ABC, Generic[ConfigT]):
+    """Base class of every feature extractor, generic over its config dataclass.
+
+    A subclass names its config as the type parameter, ``class VGG19Extractor(Extractor[VGG19Config])``:
+    ``self.config`` is then typed as that class for readers and type checkers, and
+    ``config_cls`` is set from it.
 
     Class attributes a subclass sets:
         name: registry name (e.g. ``"i3d_rgb"``).
         modality: ``"video"`` or ``"audio"``.
-        config_cls: its config dataclass (subclass of :class:`ExtractorConfig`).
+        config_cls: its config dataclass (subclass of :class:`ExtractorConfig`); taken from the
+            type parameter when not set.
         presets: preset name -> field overrides; must contain ``"full"`` and ``"tiny"``.
         checkpoint_files: role -> official file name, e.g. ``{"model": "vgg19-dcbb9e9d.pth"}``.
             Several roles (e.g. ``rgb``/``flow``/``raft``) mean several files; then
@@ -216,9 +268,19 @@ class Extractor(nn.Module):
             user gives no ``batch_size`` (a CPU wants small batches: the memory-bound layers
             stay in cache; a GPU wants large ones to fill it). Defaults 4 / 32.
 
-    Subclasses implement ``__init__(self, config)`` (build the layers), :meth:`plan`,
-    :meth:`decode_spec`, :attr:`feature_shape`, :meth:`preprocess`, :meth:`forward`, and, when
-    their checkpoint layout differs from their ``state_dict``, :meth:`convert_checkpoint`.
+    The contract: a new extractor is a config dataclass and a subclass implementing
+    ``__init__(self, config)`` (build the layers) and :meth:`forward` (abstract). The rest is
+    derived and overridden only where the default does not fit:
+
+    * :attr:`plan` from the config's ``fps`` / ``window_frames`` / ``stride_frames`` (video) or
+      ``sample_rate`` / ``window_s`` / ``hop_s`` (audio);
+    * :attr:`decode_spec`: the plan's fps (video, native frame size) or sample rate (audio);
+      override to resize or crop on the CPU;
+    * :attr:`feature_shape`: traced once per module by running one window through
+      :meth:`extract` on the meta device (:meth:`traced_feature_shape`); override with a formula
+      when tracing is slow (I3D's RAFT);
+    * :meth:`preprocess`: identity (windows are the model input);
+    * :meth:`convert_checkpoint`: a single file whose keys match the ``state_dict``.
     """
 
     name: ClassVar[str] = ""
@@ -231,33 +293,81 @@ class Extractor(nn.Module):
     cpu_batch_size: ClassVar[int] = 4
     gpu_batch_size: ClassVar[int] = 32
 
-    def __init__(self, config: ExtractorConfig) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            origin, args = typing.get_origin(base), typing.get_args(base)
+            if not (isinstance(origin, type) and issubclass(origin, Extractor) and args):
+                continue
+            param = args[0]
+            if not (isinstance(param, type) and issubclass(param, ExtractorConfig)):
+                continue  # still generic (a shared base of several extractors)
+            declared = cls.__dict__.get("config_cls")
+            if declared is not None and declared is not param:
+                raise TypeError(f"{cls.__name__}: config_cls {declared.__name__} differs from its type parameter "
+                                f"{param.__name__}")
+            cls.config_cls = param
+
+    def __init__(self, config: ConfigT) -> None:
         super().__init__()
         if not isinstance(config, self.config_cls):
             raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
-        self.config = config
+        self.config: ConfigT = config
         self.weights_sha256: str = NO_WEIGHTS
 
     # -- description -----------------------------------------------------------------------
     @property
     def plan(self) -> SamplingPlan:
-        """The sampling plan (from the config)."""
-        raise NotImplementedError
+        """The sampling plan, from the config's window fields (see the class doc)."""
+        c = self.config
+        if self.modality == "video" and isinstance(c, VideoWindowFields):
+            return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
+        if self.modality == "audio" and isinstance(c, AudioWindowFields):
+            return SamplingPlan.audio(sample_rate=c.sample_rate, window_s=c.window_s, hop_s=c.hop_s)
+        fields = "fps, window_frames, stride_frames" if self.modality == "video" else "sample_rate, window_s, hop_s"
+        raise TypeError(f"{type(self).__name__}: {type(c).__name__} lacks the {self.modality} window fields "
+                        f"({fields}); add them or override plan")
 
     @property
     def decode_spec(self) -> DecodeSpec:
-        """CPU-side decoding the pipeline performs before :meth:`windows`."""
-        raise NotImplementedError
+        """CPU-side decoding the pipeline performs before :meth:`windows`. Default: frames at
+        ``plan.fps`` at their native size (video), mono at ``plan.sample_rate`` (audio)."""
+        plan = self.plan
+        if self.modality == "video":
+            return DecodeSpec("video", fps=plan.fps)
+        return DecodeSpec("audio", sample_rate=plan.sample_rate)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
-        """Shape of one output row, e.g. ``(1024,)`` or ``(7, 7, 512)``."""
-        raise NotImplementedError
+        """Shape of one output row, e.g. ``(1024,)`` or ``(7, 7, 512)``. Default:
+        :meth:`traced_feature_shape`, computed once per module."""
+        shape = self.__dict__.get("_traced_shape")
+        if shape is None:
+            shape = self.__dict__["_traced_shape"] = self.traced_feature_shape()
+        return shape
+
+    def traced_feature_shape(self) -> tuple[int, ...]:
+        """Row shape found by running one window of zeros through :meth:`extract` on a copy of
+        this module on the meta device (no memory, no weights read). The window is what
+        :meth:`windows` would cut: ``1 x (window + context) x H x W x 3`` uint8 with ``H x W``
+        from ``decode_spec`` (``size_hw``, else ``center_crop``, else ``short_side`` square, else
+        :data:`PROBE_SIDE`), or ``1 x (window_samples + context_samples)`` float32."""
+        with torch.device("meta"):
+            probe = type(self)(self.config)
+        probe.to("meta")  # buffers a subclass created on an explicit device
+        plan, spec = self.plan, self.decode_spec
+        if self.modality == "video":
+            h, w = spec.size_hw or (spec.center_crop or spec.short_side or PROBE_SIDE,) * 2
+            x = torch.zeros(1, plan.window_units + self.context_frames, h, w, 3, dtype=torch.uint8, device="meta")
+        else:
+            x = torch.zeros(1, plan.window_units + self.context_samples, dtype=torch.float32, device="meta")
+        return tuple(int(n) for n in probe.extract(x).shape[1:])
 
     @classmethod
-    def make_config(cls, preset: str = "full", **overrides: Any) -> ExtractorConfig:
+    def make_config(cls, preset: str = "full", **overrides: Any) -> ConfigT:
         """Config from a preset (``"full"`` / ``"tiny"``) and keyword overrides."""
-        return merge_config(cls.config_cls, cls.presets, preset, **overrides)
+        # config_cls is the type parameter (__init_subclass__); a ClassVar cannot be typed with it.
+        return typing.cast(ConfigT, merge_config(cls.config_cls, cls.presets, preset, **overrides))
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary for manifests and ``avel extractors list``."""
@@ -268,7 +378,7 @@ class Extractor(nn.Module):
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def build(cls, *, device: str | torch.device = "cpu", preset: str = "full", **config: Any) -> "Extractor":
+    def build(cls, *, device: str | torch.device = "cpu", preset: str = "full", **config: Any) -> Self:
         """The module with uninitialised weights (``weights_sha256 == "uninitialized"``).
 
         Use ``device="meta"`` to inspect a full configuration without allocating memory.
@@ -281,7 +391,7 @@ class Extractor(nn.Module):
 
     @classmethod
     def random_init(cls, *, device: str | torch.device = "cpu", seed: int = 0, preset: str = "full",
-                    **config: Any) -> "Extractor":
+                    **config: Any) -> Self:
         """The module with random weights, explicitly marked ``weights_sha256 == "random"``.
 
         Args:
@@ -303,16 +413,19 @@ class Extractor(nn.Module):
     def _randomize_buffers(self) -> None:
         """Give BatchNorm running statistics non-trivial values so random models test them."""
         for m in self.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                with torch.no_grad():
+            if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+                continue
+            with torch.no_grad():
+                if m.running_mean is not None and m.running_var is not None:  # track_running_stats
                     m.running_mean.uniform_(-0.1, 0.1)
                     m.running_var.uniform_(0.5, 1.5)
+                if m.affine:
                     m.weight.uniform_(0.5, 1.5)
                     m.bias.uniform_(-0.1, 0.1)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, device: str | torch.device = "cpu",
-                        preset: str = "full", **config: Any) -> "Extractor":
+                        preset: str = "full", **config: Any) -> Self:
         """A ready eval module with verified official weights.
 
         Args:
@@ -366,7 +479,7 @@ class Extractor(nn.Module):
 
     @classmethod
     def inspect_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]], files: Mapping[str, Path],
-                           config: ExtractorConfig) -> dict[str, Any]:
+                           config: ConfigT) -> dict[str, Any]:
         """Facts about the loaded file(s) that settings depend on (default: none). Raise
         ``ValueError`` naming the file when they cannot be told (e.g. an ambiguous key layout)."""
         return {}
@@ -379,13 +492,13 @@ class Extractor(nn.Module):
         return {}
 
     @classmethod
-    def roles_for(cls, config: ExtractorConfig) -> tuple[str, ...]:
+    def roles_for(cls, config: ConfigT) -> tuple[str, ...]:
         """Checkpoint roles this config needs (default: all of ``checkpoint_files``)."""
         return tuple(cls.checkpoint_files)
 
     @classmethod
     def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
-                           config: ExtractorConfig) -> dict[str, torch.Tensor]:
+                           config: ConfigT) -> dict[str, torch.Tensor]:
         """Map the loaded file(s) (role -> state dict) onto this module's ``state_dict`` keys.
 
         Default: a single file whose keys already match.
@@ -395,7 +508,7 @@ class Extractor(nn.Module):
         return dict(next(iter(states.values())))
 
     @classmethod
-    def ignored_checkpoint_prefixes(cls, config: ExtractorConfig) -> tuple[str, ...]:
+    def ignored_checkpoint_prefixes(cls, config: ConfigT) -> tuple[str, ...]:
         """Converted-checkpoint key prefixes that are allowed but not loaded (e.g. ``classifier.``)."""
         return ()
 
@@ -416,8 +529,13 @@ class Extractor(nn.Module):
 
     def preprocess(self, batch: torch.Tensor) -> Any:
         """Device-side, batched preprocessing of windows -> the model input of :meth:`forward`
-        (a tensor, or a dict of tensors for multi-stream models such as ``i3d``)."""
-        raise NotImplementedError
+        (a tensor, or a dict of tensors for multi-stream models such as ``i3d``). Default: the
+        windows themselves."""
+        return batch
+
+    @abstractmethod
+    def forward(self, x: Any) -> torch.Tensor:
+        """The model input of :meth:`preprocess` -> ``B x *feature_shape`` rows."""
 
     def fuse_for_inference(self) -> "Extractor":
         """Rewrite the module for faster inference with the same rows up to float rounding

@@ -6,7 +6,10 @@ momentum 0.01) -> ReLU, TensorFlow "SAME" padding computed at run time from the 
 max pools with the same run-time SAME padding (padded positions ignored, as TF; inputs are post-ReLU,
 so zero padding would give the same).
 Checkpoints in the hassony2 / video_features layout are converted automatically
-(:func:`avel.extractors.weights.i3d_hassony_to_piergiaj`).
+(:func:`avel.extractors.weights.i3d_hassony_to_piergiaj`), and so are RAFT checkpoints of the
+princeton-vl code that video_features runs (``raft-sintel.pth``,
+:func:`avel.extractors.weights.raft_princeton_to_torchvision`): with the same weights torchvision's
+``raft_large`` gives video_features' flow (``tests/extractors/test_parity.py``).
 
 BatchNorm eps follows the checkpoint's layout (``bn_eps=None``, the default): 1e-3 for the
 pytorch-i3d layout (as TF and piergiaj run it), 1e-5 for the video_features layout (the hassony2
@@ -41,7 +44,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors import weights as W
 from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig
 from avel.extractors.fusion import fold_batchnorm
@@ -70,6 +72,14 @@ def same_pad_3d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]) -
     return F.pad(x, pads)
 
 
+def _triple(values: Sequence[int], what: str) -> tuple[int, int, int]:
+    """``(T, H, W)`` ints from a length-3 sequence (configs may hold lists)."""
+    if len(values) != 3:
+        raise ValueError(f"I3D: {what} must have 3 entries (T, H, W), got {tuple(values)}")
+    t, h, w = values
+    return int(t), int(h), int(w)
+
+
 class Unit3D(nn.Module):
     """Conv3d (SAME padding at run time) -> optional BatchNorm3d -> optional ReLU (piergiaj keys).
 
@@ -80,7 +90,7 @@ class Unit3D(nn.Module):
                  stride: Sequence[int] = (1, 1, 1), *, batch_norm: bool = True, relu: bool = True,
                  bias: bool = False, bn_eps: float = 1e-3) -> None:
         super().__init__()
-        self.kernel, self.stride = tuple(kernel), tuple(stride)
+        self.kernel, self.stride = _triple(kernel, "kernel"), _triple(stride, "stride")
         self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=0, bias=bias)
         self.bn = nn.BatchNorm3d(out_channels, eps=bn_eps, momentum=0.01) if batch_norm else None
         self.relu = relu
@@ -149,7 +159,7 @@ class MaxPool3dSame(nn.Module):
 
     def __init__(self, kernel: Sequence[int], stride: Sequence[int]) -> None:
         super().__init__()
-        self.kernel, self.stride = tuple(kernel), tuple(stride)
+        self.kernel, self.stride = _triple(kernel, "kernel"), _triple(stride, "stride")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu":
@@ -222,7 +232,7 @@ class InceptionI3d(nn.Module):
             setattr(self, name, block)
             channels = block.out_channels
         self.out_channels = channels
-        self.avg_pool = nn.AvgPool3d(tuple(avg_pool_kernel), stride=(1, 1, 1))
+        self.avg_pool = nn.AvgPool3d(_triple(avg_pool_kernel, "avg_pool_kernel"), stride=(1, 1, 1))
         self.logits = Unit3D(channels, num_classes, batch_norm=False, relu=False, bias=True)
         self._trunk = ["Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3",
                        "MaxPool3d_3a_3x3", "Mixed_3b", "Mixed_3c", "MaxPool3d_4a_3x3", "Mixed_4b",
@@ -300,11 +310,10 @@ _I3D_PRESETS: Mapping[str, Mapping[str, Any]] = {
 }
 
 
-class _I3DBase(Extractor):
+class _I3DBase(Extractor[I3DConfig]):
     """Shared plumbing of the three I3D extractors; see the module docstring."""
 
     modality = "video"
-    config_cls = I3DConfig
     presets = _I3D_PRESETS
     streams: ClassVar[tuple[str, ...]] = ()
     # CPU, I3D RGB: batches of 1-2 measured fastest per window; batch 32 cost 22-28 % more (the
@@ -315,23 +324,21 @@ class _I3DBase(Extractor):
         super().__init__(config)
         c = config
         eps = DEFAULT_BN_EPS if c.bn_eps is None else c.bn_eps
-        kw = dict(num_classes=c.num_classes, width_divisor=c.width_divisor, avg_pool_kernel=c.avg_pool_kernel,
-                  bn_eps=eps)
         # stream -> (checkpoint layout or None for random / unloaded weights, BatchNorm eps in use)
         self.stream_weights: dict[str, tuple[str | None, float]] = {s: (None, eps) for s in self.streams}
+
+        def trunk(in_channels: int) -> InceptionI3d:
+            return InceptionI3d(in_channels=in_channels, num_classes=c.num_classes, width_divisor=c.width_divisor,
+                                avg_pool_kernel=c.avg_pool_kernel, bn_eps=eps)
+
         if "rgb" in self.streams:
-            self.rgb = InceptionI3d(in_channels=3, **kw)
+            self.rgb = trunk(3)
         if "flow" in self.streams:
             if c.raft_pair_batch < 0:
                 raise ValueError(f"{self.name}: raft_pair_batch must be >= 0 (0: one call), got {c.raft_pair_batch}")
-            self.flow = InceptionI3d(in_channels=2, **kw)
+            self.flow = trunk(2)
             self.raft = RaftFlow(RaftFlowConfig(num_flow_updates=c.num_flow_updates,
                                                 width_divisor=c.raft_width_divisor, unpad=c.unpad_flow))
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
 
     @property
     def decode_spec(self) -> DecodeSpec:
@@ -347,7 +354,7 @@ class _I3DBase(Extractor):
     # -- weights ---------------------------------------------------------------------------
     @classmethod
     def inspect_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]], files: Mapping[str, Any],
-                           config: ExtractorConfig) -> dict[str, Any]:
+                           config: I3DConfig) -> dict[str, Any]:
         """``{"layouts": {stream: "pytorch_i3d" | "video_features"}}``; refuses ambiguous files."""
         return {"layouts": {r: W.i3d_checkpoint_layout(states[r], file=files[r]) for r in states
                             if r in ("rgb", "flow")}}
@@ -370,11 +377,13 @@ class _I3DBase(Extractor):
 
     @classmethod
     def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
-                           config: ExtractorConfig) -> dict[str, torch.Tensor]:
+                           config: I3DConfig) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for role, state in states.items():
             if role in ("rgb", "flow") and W.i3d_checkpoint_layout(state) == "video_features":
                 state = W.i3d_hassony_to_piergiaj(state)
+            if role == "raft" and W.is_raft_princeton_layout(state):  # e.g. video_features' raft-sintel.pth
+                state = W.raft_princeton_to_torchvision(state)
             state = W.add_num_batches_tracked(state)
             out.update({f"{role}.{k}" if role != "raft" else f"raft.raft.{k}": v for k, v in state.items()})
         return out

@@ -24,32 +24,33 @@ Checkpoints (official files):
   tensors in ``ckpt["state_dict"]`` with keys ``backbone.image_adapter.*``, ``backbone.encoder.*`` and
   the class head ``cls_head.*`` (skipped). Used by ``onepeace_video_k400``.
 
-Loading safely: fairseq checkpoints pickle an ``argparse.Namespace`` (``ckpt["args"]``) and, in the
-hydra era, a config container that may reference fairseq/omegaconf classes; mmaction checkpoints
-pickle an mmcv ``meta`` dict. :func:`load_checkpoint_file` first tries ``torch.load(weights_only=True)``
-with ``argparse.Namespace`` allow-listed. If the pickle references anything else, it reloads with a
-restricted unpickler that resolves only the globals torch's weights-only loader allows (tensors,
-storages, dtypes, OrderedDict, numpy arrays/scalars) plus ``argparse.Namespace``; every other global
-becomes an inert placeholder object, so no code from the checkpoint runs and fairseq, omegaconf or
-mmcv need not be installed. The tensors are unaffected; the placeholders are only found in the
-metadata we never read.
+Loading and verification go through :mod:`avel.extractors.weights`, as for every extractor:
+fairseq checkpoints pickle an ``argparse.Namespace`` (``ckpt["args"]``) and, in the hydra era, a
+config container that may reference fairseq/omegaconf classes; mmaction checkpoints pickle an
+mmcv ``meta`` dict. :func:`avel.extractors.weights.load_checkpoint_file` reads them without running
+pickled code (unknown globals become inert placeholders in the metadata we never read), and
+:func:`avel.extractors.weights.load_verified` checks keys, shapes and the ``rp_bucket`` index
+buffers before loading.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TypeVar
 
 import torch
+from typing_extensions import Self
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors.base import CheckpointReport, DecodeSpec, Extractor, ExtractorConfig
-from avel.extractors.weights import CheckpointMismatch, sha256_file
+from avel.extractors.weights import (
+    CheckpointMismatch,
+    compare_state_dicts,
+    load_checkpoint_file,
+    load_verified,
+    sha256_file,
+)
 from avel.extractors.onepeace_model import (
     AUDIO_FEATURE_SPEC,
     CLIP_MEAN,
@@ -66,179 +67,13 @@ ONEPEACE_CKPT_NAME = "one-peace.pt"
 ONEPEACE_VIDEO_CKPT_NAME = "onepeace_video_k400.pth"
 
 
-class CheckpointError(CheckpointMismatch):
-    """A ONE-PEACE checkpoint does not match the module (or is not the expected kind of file).
-
-    A :class:`avel.extractors.weights.CheckpointMismatch` whose message also names the file read.
-    """
-
-    def __init__(self, message: str, *, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
-                 mismatched: Iterable[tuple[str, tuple[int, ...], tuple[int, ...]]] = ()) -> None:
-        super().__init__(message, missing=sorted(missing), unexpected=sorted(unexpected),
-                         mismatched=sorted(mismatched))
+CheckpointError = CheckpointMismatch
+"""What a ONE-PEACE checkpoint that does not match raises (the one error of every extractor)."""
 
 
 # ---------------------------------------------------------------------------------------------
-# safe unpickling
+# key selection
 # ---------------------------------------------------------------------------------------------
-class _Opaque:
-    """Inert stand-in for a pickled global that is not allow-listed (config objects, enums, ...)."""
-
-    _qualname = "?"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> "_Opaque":
-        obj = object.__new__(cls)
-        obj.__dict__["_args"] = args
-        return obj
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        self.__dict__["_state"] = state
-
-    # containers (dict / list subclasses such as config objects) are rebuilt item by item
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.__dict__.setdefault("_items", {})[key] = value
-
-    def append(self, value: Any) -> None:
-        self.__dict__.setdefault("_list", []).append(value)
-
-    def extend(self, values: Iterable[Any]) -> None:
-        self.__dict__.setdefault("_list", []).extend(values)
-
-    def __repr__(self) -> str:
-        return f"<unpickled placeholder for {self._qualname}>"
-
-
-def _allowed_globals() -> dict[str, Any]:
-    allowed: dict[str, Any] = {"argparse.Namespace": argparse.Namespace}
-    try:  # torch's own weights-only allow-list (tensor rebuild functions, dtypes, numpy, ...)
-        from torch import _weights_only_unpickler as wou
-
-        allowed.update(wou._get_allowed_globals())
-        allowed.update(wou._get_user_allowed_globals())
-    except (ImportError, AttributeError):  # pragma: no cover - older/newer torch layouts
-        import collections
-
-        import torch._utils as tu
-
-        allowed.update({
-            "collections.OrderedDict": collections.OrderedDict,
-            "torch._utils._rebuild_tensor_v2": tu._rebuild_tensor_v2,
-            "torch._utils._rebuild_parameter": tu._rebuild_parameter,
-            "torch.Size": torch.Size,
-        })
-    return allowed
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    _allowed = None
-
-    def find_class(self, module: str, name: str) -> Any:
-        if _RestrictedUnpickler._allowed is None:
-            _RestrictedUnpickler._allowed = _allowed_globals()
-        key = f"{module}.{name}"
-        if key in self._allowed:
-            return self._allowed[key]
-        if module == "torch" and name.endswith("Storage"):
-            return getattr(torch, name)
-        return type(name, (_Opaque,), {"_qualname": key})
-
-
-class _RestrictedPickleModule:
-    """``pickle_module`` for ``torch.load`` that uses :class:`_RestrictedUnpickler`."""
-
-    Unpickler = _RestrictedUnpickler
-    load = staticmethod(lambda f, **kw: _RestrictedUnpickler(f, **kw).load())
-    __name__ = "avel_restricted_pickle"
-
-
-def load_checkpoint_file(path: str | Path) -> dict:
-    """Load a ``.pt`` / ``.pth`` checkpoint on the CPU without executing pickled code (see module doc).
-
-    Uses ``mmap=True`` when the file is a zip-format checkpoint, so a 16 GB file is not read in full.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    kwargs: dict[str, Any] = {"map_location": "cpu"}
-    if zipfile.is_zipfile(path):
-        kwargs["mmap"] = True
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, weights_only=True, **kwargs)
-    except pickle.UnpicklingError:
-        ckpt = torch.load(path, weights_only=False, pickle_module=_RestrictedPickleModule, **kwargs)
-    if not isinstance(ckpt, Mapping):
-        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
-    return dict(ckpt)
-
-
-# ---------------------------------------------------------------------------------------------
-# key selection and verification
-# ---------------------------------------------------------------------------------------------
-def _fmt_keys(keys: Iterable[str], limit: int = 20) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
-
-
-def compare_with_module(module: torch.nn.Module, state: Mapping[str, torch.Tensor],
-                        buffers: Mapping[str, torch.Tensor] | None = None
-                        ) -> tuple[list[str], list[str], list[tuple[str, tuple[int, ...], tuple[int, ...]]]]:
-    """(missing, unexpected, mismatched) keys of ``state`` relative to ``module.state_dict()``.
-
-    ``mismatched`` holds ``(key, model_shape, checkpoint_shape)``; an index buffer of ``buffers``
-    (e.g. ``rp_bucket``) whose values differ from the module's is listed there as
-    ``("<key> (values)", shape, shape)``.
-    """
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [(k, tuple(own[k].shape), tuple(state[k].shape)) for k in sorted(set(own) & set(state))
-                  if tuple(state[k].shape) != tuple(own[k].shape)]
-    named_buffers = dict(module.named_buffers())
-    for name, value in sorted((buffers or {}).items()):
-        mine = named_buffers.get(name)
-        if mine is None:
-            continue
-        if tuple(value.shape) != tuple(mine.shape):
-            mismatched.append((name, tuple(mine.shape), tuple(value.shape)))
-        elif not torch.equal(value.cpu().long(), mine.cpu().long()):
-            mismatched.append((f"{name} (values)", tuple(mine.shape), tuple(value.shape)))
-    return missing, unexpected, mismatched
-
-
-def verify_and_load(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
-                    expected_file: str, buffers: Mapping[str, torch.Tensor] | None = None) -> None:
-    """Check ``state`` against ``module`` (names and shapes) and load it with ``assign=True``.
-
-    Args:
-        module: the model; may live on the meta device (its tensors are then replaced).
-        state: selected checkpoint tensors, keyed like ``module.state_dict()``.
-        source: file name used in error messages.
-        expected_file: official checkpoint name used in error messages.
-        buffers: checkpoint copies of index buffers (name -> tensor) that must equal ours.
-
-    Raises:
-        CheckpointError: listing missing keys, unexpected keys, shape mismatches or buffer mismatches.
-    """
-    missing, unexpected, mismatched = compare_with_module(module, state, buffers)
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_fmt_keys(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_fmt_keys(unexpected)}")
-    if mismatched:
-        problems.append("shape mismatches: " + "; ".join(
-            f"{k}: checkpoint {got} vs model {want}" for k, want, got in mismatched[:20]))
-    if problems:
-        raise CheckpointError(f"{source} does not match the model (expected the official {expected_file}): "
-                              + " | ".join(problems), missing=missing, unexpected=unexpected, mismatched=mismatched)
-    module.load_state_dict(dict(state), strict=True, assign=True)
-
-
 def _modal_prefix_skip(modalities: Iterable[str], with_projection: bool) -> re.Pattern:
     """Checkpoint keys of parts we do not build (text, pretraining decoder, unused modality, projections)."""
     unused = [m for m in ("text", "image", "audio") if m not in set(modalities)]
@@ -325,7 +160,7 @@ def load_onepeace(path: str | Path, cfg: OnePeaceConfig | None = None, *, device
     state, buffers = select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
     with torch.device("meta"):
         model = OnePeaceModel(cfg)
-    verify_and_load(model, state, source=str(path), expected_file=ONEPEACE_CKPT_NAME, buffers=buffers)
+    load_verified(model, state, expected_file=ONEPEACE_CKPT_NAME, extractor="onepeace", source=path, buffers=buffers)
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -347,7 +182,8 @@ def load_onepeace_video(path: str | Path, cfg: OnePeaceVideoConfig | None = None
     state, buffers = select_video_state(raw)
     with torch.device("meta"):
         model = OnePeaceVideoModel(cfg)
-    verify_and_load(model, state, source=str(path), expected_file=ONEPEACE_VIDEO_CKPT_NAME, buffers=buffers)
+    load_verified(model, state, expected_file=ONEPEACE_VIDEO_CKPT_NAME, extractor="onepeace_video_k400", source=path,
+                  buffers=buffers)
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -462,7 +298,10 @@ def autocast_for(device: torch.device, dtype: torch.dtype):
 _OUTPUTS = ("embedding", "cls")
 
 
-class _OnePeaceExtractor(Extractor):
+OnePeaceConfigT = TypeVar("OnePeaceConfigT", "OnePeaceImageConfig", "OnePeaceAudioConfig", "OnePeaceVideoK400Config")
+
+
+class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
     """Shared loading and precision handling of the ONE-PEACE extractors.
 
     The wrapped encoder is ``self.model`` (an :class:`OnePeaceModel` or :class:`OnePeaceVideoModel`);
@@ -487,7 +326,7 @@ class _OnePeaceExtractor(Extractor):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, device: str | torch.device = "cpu",
-                        preset: str = "full", **config: Any) -> "_OnePeaceExtractor":
+                        preset: str = "full", **config: Any) -> Self:
         """Ready eval module with verified official weights (see :func:`load_checkpoint_file`).
 
         Args:
@@ -504,8 +343,8 @@ class _OnePeaceExtractor(Extractor):
         """
         cfg = cls.make_config(preset, **config)
         file, module, state, buffers = cls._read_checkpoint(path, cfg)
-        verify_and_load(module.model, state, source=str(file), expected_file=cls.checkpoint_files["model"],
-                        buffers=buffers)
+        load_verified(module.model, state, expected_file=cls.checkpoint_files["model"], extractor=cls.name,
+                      source=file, buffers=buffers)
         device = torch.device(device)
         module.to(device=device, dtype=resolve_amp_dtype(cfg.amp_dtype, device))
         module.weights_sha256 = sha256_file(file)
@@ -521,7 +360,9 @@ class _OnePeaceExtractor(Extractor):
         """
         cfg = cls.make_config(preset, **config)
         file, module, state, buffers = cls._read_checkpoint(path, cfg)
-        missing, unexpected, mismatched = compare_with_module(module.model, state, buffers)
+        missing, unexpected, mismatched = compare_state_dicts(
+            module.model.state_dict(), state, expected_buffers=dict(module.model.named_buffers()),
+            actual_buffers=buffers)
         pre = "model."
         return CheckpointReport(
             extractor=cls.name, files={"model": file}, expected_files={"model": cls.checkpoint_files["model"]},
@@ -530,8 +371,8 @@ class _OnePeaceExtractor(Extractor):
             state={pre + k: v for k, v in state.items()})
 
     @classmethod
-    def _read_checkpoint(cls, path: str | Path | Mapping[str, str | Path], cfg: ExtractorConfig
-                         ) -> tuple[Path, "_OnePeaceExtractor", dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _read_checkpoint(cls, path: str | Path | Mapping[str, str | Path], cfg: OnePeaceConfigT
+                         ) -> tuple[Path, Self, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(file, module on the meta device, selected tensors, index buffers) for ``cfg``."""
         file = cls._checkpoint_path(path)
         with torch.device("meta"):
@@ -553,7 +394,7 @@ class _OnePeaceExtractor(Extractor):
         return resolve_amp_dtype(self.config.amp_dtype, device)
 
 
-class _FairseqOnePeaceExtractor(_OnePeaceExtractor):
+class _FairseqOnePeaceExtractor(_OnePeaceExtractor[OnePeaceConfigT]):
     """Extractors whose weights come from the pretrained fairseq checkpoint ``one-peace.pt``."""
 
     checkpoint_files = {"model": ONEPEACE_CKPT_NAME}
@@ -616,7 +457,7 @@ class OnePeaceImageConfig(ExtractorConfig):
 _TINY_ARCH = {"embed_dim": 64, "ffn_embed_dim": 128, "layers": 2, "attention_heads": 2}
 
 
-class OnePeaceImageExtractor(_FairseqOnePeaceExtractor):
+class OnePeaceImageExtractor(_FairseqOnePeaceExtractor[OnePeaceImageConfig]):
     """``onepeace_image``: ONE-PEACE image encoder on every frame, averaged per window.
 
     ``preprocess``: ``B x T x H x W x 3`` uint8 -> ``B x T x 3 x S x S`` (bicubic to S = 256, CLIP
@@ -625,9 +466,10 @@ class OnePeaceImageExtractor(_FairseqOnePeaceExtractor):
 
     name = "onepeace_image"
     modality = "video"
-    config_cls = OnePeaceImageConfig
     presets = {"full": {}, "tiny": {**_TINY_ARCH, "image_size": 64, "pos_bucket_size": 4, "window_frames": 4,
                                     "stride_frames": 2, "frame_batch": 8}}
+
+    model: OnePeaceModel
 
     def __init__(self, config: OnePeaceImageConfig) -> None:
         super().__init__(config)
@@ -636,11 +478,6 @@ class OnePeaceImageExtractor(_FairseqOnePeaceExtractor):
             embed_dim=c.embed_dim, ffn_embed_dim=c.ffn_embed_dim, layers=c.layers, attention_heads=c.attention_heads,
             modalities=("image",), image_size=c.image_size, pos_bucket_size=c.pos_bucket_size,
             with_projection=c.output == "embedding"))
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
 
     @property
     def decode_spec(self) -> DecodeSpec:
@@ -715,7 +552,7 @@ class OnePeaceAudioConfig(ExtractorConfig):
         object.__setattr__(self, "audio_feature_spec", tuple(tuple(int(v) for v in s) for s in self.audio_feature_spec))
 
 
-class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor):
+class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor[OnePeaceAudioConfig]):
     """``onepeace_audio``: ONE-PEACE audio encoder on each window.
 
     ``preprocess``: ``B x N`` float samples -> layer-normalised ``B x N``. ``forward``: -> ``B x 1536``.
@@ -723,10 +560,11 @@ class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor):
 
     name = "onepeace_audio"
     modality = "audio"
-    config_cls = OnePeaceAudioConfig
     presets = {"full": {}, "tiny": {**_TINY_ARCH,
                                     "audio_feature_spec": OnePeaceConfig.tiny().audio_feature_spec,
                                     "audio_rel_bucket_size": 8, "audio_max_positions": 64}}
+
+    model: OnePeaceModel
 
     def __init__(self, config: OnePeaceAudioConfig) -> None:
         super().__init__(config)
@@ -736,15 +574,6 @@ class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor):
             modalities=("audio",), audio_feature_spec=c.audio_feature_spec,
             audio_conv_pos_groups=c.audio_conv_pos_groups, audio_rel_bucket_size=c.audio_rel_bucket_size,
             audio_max_positions=c.audio_max_positions, with_projection=c.output == "embedding"))
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.audio(sample_rate=c.sample_rate, window_s=c.window_s, hop_s=c.hop_s)
-
-    @property
-    def decode_spec(self) -> DecodeSpec:
-        return DecodeSpec("audio", sample_rate=self.config.sample_rate)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -796,7 +625,7 @@ class OnePeaceVideoK400Config(ExtractorConfig):
     amp_dtype: str = "auto"
 
 
-class OnePeaceVideoK400Extractor(_OnePeaceExtractor):
+class OnePeaceVideoK400Extractor(_OnePeaceExtractor[OnePeaceVideoK400Config]):
     """``onepeace_video_k400``: the K400 video model on each 16-frame window.
 
     ``preprocess``: ``B x T x H x W x 3`` uint8 -> ``B x 3 x T x S x S`` (short side S, centre crop,
@@ -805,10 +634,11 @@ class OnePeaceVideoK400Extractor(_OnePeaceExtractor):
 
     name = "onepeace_video_k400"
     modality = "video"
-    config_cls = OnePeaceVideoK400Config
     checkpoint_files = {"model": ONEPEACE_VIDEO_CKPT_NAME}
     presets = {"full": {}, "tiny": {**_TINY_ARCH, "image_size": 64, "bucket_size": 4, "window_frames": 4,
                                     "stride_frames": 2}}
+
+    model: OnePeaceVideoModel
 
     def __init__(self, config: OnePeaceVideoK400Config) -> None:
         super().__init__(config)
@@ -824,11 +654,6 @@ class OnePeaceVideoK400Extractor(_OnePeaceExtractor):
             if isinstance(ckpt.get(container), Mapping):
                 return select_video_state(ckpt[container])
         return select_video_state(ckpt)
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
 
     @property
     def decode_spec(self) -> DecodeSpec:

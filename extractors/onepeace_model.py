@@ -377,6 +377,8 @@ def _resize_pos_grid(pos_embed: torch.Tensor, src: int, dst: int) -> torch.Tenso
 class ImageAdapter(nn.Module):
     """hMLP stem + CLS + absolute position embedding + 2-D relative position table (one, shared)."""
 
+    rp_bucket: torch.Tensor  # relative-position bucket index buffer
+
     def __init__(self, cfg: OnePeaceConfig):
         super().__init__()
         d = cfg.embed_dim
@@ -460,10 +462,12 @@ class _ConvPosLayer(nn.Sequential):
 class AudioAdapter(nn.Module):
     """Conv feature stack -> LN -> Linear(C, D); conv positional embedding; CLS; 1-D relative table."""
 
+    rp_bucket: torch.Tensor  # relative-position bucket index buffer
+
     def __init__(self, cfg: OnePeaceConfig):
         super().__init__()
         d = cfg.embed_dim
-        self.feature_spec = tuple(tuple(s) for s in cfg.audio_feature_spec)
+        self.feature_spec = tuple((int(c), int(k), int(s)) for c, k, s in cfg.audio_feature_spec)
         feat_dim = self.feature_spec[-1][0]
         self.embed_audios = nn.Sequential(
             ConvFeatureExtractor(self.feature_spec),
@@ -566,8 +570,9 @@ class OnePeaceModel(nn.Module):
             if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)):
                 if module.weight.device.type != "meta":
                     nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-                if getattr(module, "bias", None) is not None and module.bias.device.type != "meta":
-                    nn.init.zeros_(module.bias)
+                bias = getattr(module, "bias", None)  # nn.Embedding has none
+                if isinstance(bias, torch.Tensor) and bias.device.type != "meta":
+                    nn.init.zeros_(bias)
         for name, p in self.named_parameters():
             if p.device.type == "meta":
                 continue
@@ -634,6 +639,8 @@ class BottleneckAdapter(nn.Module):
 
 class VideoImageAdapter(nn.Module):
     """Per-frame hMLP stem + CLS + ``pos_embed`` + ``temporal_embedding``; one shared relative table."""
+
+    rp_bucket: torch.Tensor  # relative-position bucket index buffer
 
     def __init__(self, cfg: OnePeaceVideoConfig):
         super().__init__()
@@ -738,8 +745,9 @@ class OnePeaceVideoModel(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)) and module.weight.device.type != "meta":
                 nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
+                bias = getattr(module, "bias", None)  # nn.Embedding has none
+                if isinstance(bias, torch.Tensor):
+                    nn.init.zeros_(bias)
         for name, p in self.named_parameters():
             if p.device.type == "meta":
                 continue

@@ -29,7 +29,6 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors import weights as W
 from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig
 from avel.extractors.preprocess import to_float_channels_first
@@ -50,7 +49,7 @@ def vgg19_features(width_divisor: int = 1) -> nn.Sequential:
     layers: list[nn.Module] = []
     c_in = 3
     for v in VGG19_LAYERS:
-        if v == "M":
+        if isinstance(v, str):  # "M"
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
             layers += [nn.Conv2d(c_in, v // width_divisor, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
@@ -85,16 +84,18 @@ class VGG19Config(ExtractorConfig):
             raise ValueError(f"vgg19: preprocessing must be 'ave_keras' or 'torchvision', got {self.preprocessing!r}")
 
 
-class VGG19Extractor(Extractor):
+class VGG19Extractor(Extractor[VGG19Config]):
     """VGG-19 pool5, frames of a window averaged: ``B x L x 224 x 224 x 3`` uint8 -> ``B x 7 x 7 x 512``."""
 
     name = "vgg19"
     modality = "video"
-    config_cls = VGG19Config
     presets = {"full": {},
                "tiny": {"fps": 4.0, "window_frames": 4, "stride_frames": 4, "image_size": 64,
                         "resize_short_side": 72, "width_divisor": 16}}
     checkpoint_files = {"model": VGG19_CHECKPOINT}
+
+    mean: torch.Tensor  # 3 x 1 x 1 buffer
+    std: torch.Tensor  # 3 x 1 x 1 buffer
 
     def __init__(self, config: VGG19Config) -> None:
         super().__init__(config)
@@ -104,11 +105,6 @@ class VGG19Extractor(Extractor):
         std = torch.ones(3, device="cpu") if bgr else torch.tensor(IMAGENET_STD, device="cpu")
         self.register_buffer("mean", mean.view(3, 1, 1), persistent=False)
         self.register_buffer("std", std.view(3, 1, 1), persistent=False)
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
 
     @property
     def decode_spec(self) -> DecodeSpec:
@@ -123,12 +119,12 @@ class VGG19Extractor(Extractor):
         return (side, side, 512 // self.config.width_divisor)
 
     @classmethod
-    def ignored_checkpoint_prefixes(cls, config: ExtractorConfig) -> tuple[str, ...]:
+    def ignored_checkpoint_prefixes(cls, config: VGG19Config) -> tuple[str, ...]:
         return ("classifier.",)
 
     @classmethod
     def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
-                           config: ExtractorConfig) -> dict[str, torch.Tensor]:
+                           config: VGG19Config) -> dict[str, torch.Tensor]:
         state = dict(states["model"])
         if config.width_divisor == 1:
             bad = [f"{k} expected {s} got {tuple(state[k].shape)}" for k, s in _CLASSIFIER_SHAPES.items()
@@ -153,7 +149,7 @@ class VGG19Extractor(Extractor):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``B x L x 3 x S x S`` -> mean over L of pool5, channels last ``B x S/32 x S/32 x 512``."""
-        b, l = frames.shape[:2]
+        b, length = frames.shape[:2]
         maps = self.features(frames.flatten(0, 1))  # B*L x 512 x 7 x 7
-        maps = maps.reshape(b, l, *maps.shape[1:]).mean(dim=1)  # B x 512 x 7 x 7
+        maps = maps.reshape(b, length, *maps.shape[1:]).mean(dim=1)  # B x 512 x 7 x 7
         return maps.permute(0, 2, 3, 1)

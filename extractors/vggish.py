@@ -37,9 +37,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors import weights as W
-from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig
+from avel.extractors.base import Extractor, ExtractorConfig
 
 VGGISH_CHECKPOINT = "vggish-10086976.pth"
 VGGISH_PCA_CHECKPOINT = "vggish_pca_params-970ea276.pth"
@@ -58,10 +57,10 @@ def tf_mel_matrix(*, num_mel_bins: int = 64, num_spectrogram_bins: int = 257, sa
     if not 0.0 <= lower_hz < upper_hz <= sample_rate / 2:
         raise ValueError(f"mel band edges must satisfy 0 <= lower ({lower_hz}) < upper ({upper_hz}) <= "
                          f"nyquist ({sample_rate / 2})")
-    cpu = dict(dtype=torch.float64, device="cpu")
-    bins_mel = hertz_to_mel(torch.linspace(0.0, sample_rate / 2, num_spectrogram_bins, **cpu))
+    bins_mel = hertz_to_mel(torch.linspace(0.0, sample_rate / 2, num_spectrogram_bins, dtype=torch.float64,
+                                           device="cpu"))
     edges = torch.linspace(1127.0 * math.log1p(lower_hz / 700.0), 1127.0 * math.log1p(upper_hz / 700.0),
-                           num_mel_bins + 2, **cpu)
+                           num_mel_bins + 2, dtype=torch.float64, device="cpu")
     lower, center, upper = edges[:-2], edges[1:-1], edges[2:]  # num_mel_bins each
     lower_slope = (bins_mel[:, None] - lower) / (center - lower)
     upper_slope = (upper - bins_mel[:, None]) / (upper - center)
@@ -81,6 +80,9 @@ class VGGishFrontend(nn.Module):
         num_mel_bins / lower_hz / upper_hz: 64 bands, 125-7500 Hz.
         log_offset: 0.01.
     """
+
+    window: torch.Tensor  # stft_window_samples buffer (periodic Hann)
+    mel_matrix: torch.Tensor  # 257 x 64 buffer
 
     def __init__(self, *, sample_rate: int = 16000, stft_window_samples: int = 400, stft_hop_samples: int = 160,
                  fft_length: int = 512, num_mel_bins: int = 64, lower_hz: float = 125.0, upper_hz: float = 7500.0,
@@ -120,7 +122,7 @@ class VGGishNet(nn.Module):
         layers: list[nn.Module] = []
         c_in = 1
         for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M"):
-            if v == "M":
+            if isinstance(v, str):  # "M"
                 layers.append(nn.MaxPool2d(2, 2))
             else:
                 layers += [nn.Conv2d(c_in, v // d, 3, padding=1), nn.ReLU(inplace=True)]
@@ -178,12 +180,11 @@ class VGGishConfig(ExtractorConfig):
     postprocess: bool = False
 
 
-class VGGishExtractor(Extractor):
+class VGGishExtractor(Extractor[VGGishConfig]):
     """VGGish embeddings: ``B x 15600`` float32 16 kHz waveforms -> ``B x 128`` (see module doc)."""
 
     name = "vggish"
     modality = "audio"
-    config_cls = VGGishConfig
     presets = {"full": {}, "tiny": {"width_divisor": 16, "embedding_size": 16}}
     checkpoint_files = {"model": VGGISH_CHECKPOINT, "pca": VGGISH_PCA_CHECKPOINT}
 
@@ -208,26 +209,17 @@ class VGGishExtractor(Extractor):
         return self.config.stft_window_samples - self.config.stft_hop_samples
 
     @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.audio(sample_rate=c.sample_rate, window_s=c.window_s, hop_s=c.hop_s)
-
-    @property
-    def decode_spec(self) -> DecodeSpec:
-        return DecodeSpec("audio", sample_rate=self.config.sample_rate)
-
-    @property
     def feature_shape(self) -> tuple[int, ...]:
         return (self.config.embedding_size,)
 
     # -- weights ---------------------------------------------------------------------------
     @classmethod
-    def roles_for(cls, config: ExtractorConfig) -> tuple[str, ...]:
+    def roles_for(cls, config: VGGishConfig) -> tuple[str, ...]:
         return ("model", "pca") if config.postprocess else ("model",)
 
     @classmethod
     def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
-                           config: ExtractorConfig) -> dict[str, torch.Tensor]:
+                           config: VGGishConfig) -> dict[str, torch.Tensor]:
         out = {f"net.{k}": v for k, v in states["model"].items()}
         if "pca" in states:
             pca = states["pca"]

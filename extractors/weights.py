@@ -1,51 +1,166 @@
-"""Checkpoint helpers: sha256, loading, key/shape verification and layout converters.
+"""Checkpoint helpers of every extractor: safe loading, key/shape verification, layout converters.
+
+Loading safely (:func:`load_checkpoint_file`): ``torch.load(weights_only=True)`` first, with
+``argparse.Namespace`` allow-listed (fairseq checkpoints pickle one). If the pickle references
+anything else (a hydra-era fairseq config container, an mmcv ``meta`` dict), the file is read
+again with a restricted unpickler that resolves only the globals torch's weights-only loader
+allows (tensors, storages, dtypes, OrderedDict, numpy arrays/scalars) plus
+``argparse.Namespace``; every other global becomes an inert placeholder object, so no code from
+the checkpoint runs and fairseq, omegaconf or mmcv need not be installed. The tensors are
+unaffected; placeholders only appear in metadata. Zip-format files are memory-mapped, so a
+16 GB checkpoint is not read in full.
+
+Verifying (:func:`compare_state_dicts`, :func:`verify_state_dict`, :func:`load_verified`): keys
+and shapes against the module's ``state_dict`` (and, optionally, index buffers whose values must
+be equal); a mismatch raises :class:`CheckpointMismatch` listing missing, unexpected and
+mis-shaped keys and naming the file read and the official file expected.
 
 Converters are pure functions ``state dict -> state dict`` (no module needed) so they can be
 tested on synthetic state dicts and reused by ``avel weights verify``.
 """
 from __future__ import annotations
 
-import hashlib
+import argparse
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 
+from avel.datasets.fileio import sha256_file as sha256_file  # the one sha256 helper (re-exported)
+
+Mismatch = tuple[str, tuple[int, ...], tuple[int, ...]]
+"""``(key, module shape, checkpoint shape)``."""
+
 
 class CheckpointMismatch(ValueError):
     """A checkpoint's keys or shapes do not match the module; the message lists the differences."""
 
-    def __init__(self, message: str, *, missing: list[str], unexpected: list[str],
-                 mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> None:
+    def __init__(self, message: str, *, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
+                 mismatched: Iterable[Mismatch] = ()) -> None:
         super().__init__(message)
-        self.missing = missing
-        self.unexpected = unexpected
-        self.mismatched = mismatched
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.mismatched = list(mismatched)
 
 
-def sha256_file(path: str | Path, *, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
+# -- safe loading --------------------------------------------------------------------------------
+class _Opaque:
+    """Inert stand-in for a pickled global that is not allow-listed (config objects, enums, ...)."""
+
+    _qualname = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
+        obj = object.__new__(cls)
+        obj.__dict__["_args"] = args
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["_state"] = state
+
+    # containers (dict / list subclasses such as config objects) are rebuilt item by item
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__.setdefault("_items", {})[key] = value
+
+    def append(self, value: Any) -> None:
+        self.__dict__.setdefault("_list", []).append(value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        self.__dict__.setdefault("_list", []).extend(values)
+
+    def __repr__(self) -> str:
+        return f"<unpickled placeholder for {self._qualname}>"
+
+
+def _allowed_globals() -> dict[str, Any]:
+    allowed: dict[str, Any] = {"argparse.Namespace": argparse.Namespace}
+    try:  # torch's own weights-only allow-list (tensor rebuild functions, dtypes, numpy, ...)
+        from torch import _weights_only_unpickler as wou
+
+        allowed.update(wou._get_allowed_globals())
+        allowed.update(wou._get_user_allowed_globals())
+    except (ImportError, AttributeError):  # pragma: no cover - older/newer torch layouts
+        import collections
+
+        import torch._utils as tu
+
+        allowed.update({
+            "collections.OrderedDict": collections.OrderedDict,
+            "torch._utils._rebuild_tensor_v2": tu._rebuild_tensor_v2,
+            "torch._utils._rebuild_parameter": tu._rebuild_parameter,
+            "torch.Size": torch.Size,
+        })
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    _allowed: dict[str, Any] | None = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if _RestrictedUnpickler._allowed is None:
+            _RestrictedUnpickler._allowed = _allowed_globals()
+        allowed = _RestrictedUnpickler._allowed
+        key = f"{module}.{name}"
+        if key in allowed:
+            return allowed[key]
+        if module == "torch" and name.endswith("Storage"):
+            return getattr(torch, name)
+        return type(name, (_Opaque,), {"_qualname": key})
+
+
+class _RestrictedPickleModule:
+    """``pickle_module`` for ``torch.load`` that uses :class:`_RestrictedUnpickler`."""
+
+    Unpickler = _RestrictedUnpickler
+    load = staticmethod(lambda f, **kw: _RestrictedUnpickler(f, **kw).load())
+    __name__ = "avel_restricted_pickle"
+
+
+def _load_object(path: Path) -> Any:
+    """What a torch checkpoint file holds, on the CPU, without running pickled code (module doc)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    kwargs: dict[str, Any] = {"map_location": "cpu"}
+    if zipfile.is_zipfile(path):
+        kwargs["mmap"] = True
+    try:
+        try:
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                return torch.load(path, weights_only=True, **kwargs)
+        except pickle.UnpicklingError:
+            return torch.load(path, weights_only=False, pickle_module=_RestrictedPickleModule, **kwargs)
+    except Exception as e:  # unreadable / not a torch file
+        raise ValueError(f"{path}: cannot load as a torch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """The top-level dict of a ``.pt`` / ``.pth`` checkpoint (safe loading, see the module doc).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable, not a torch file.
+        CheckpointMismatch: the file holds something other than a dict.
+    """
+    path = Path(path)
+    ckpt = _load_object(path)
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointMismatch(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    return dict(ckpt)
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a ``.pt``/``.pth`` state dict on the CPU with ``weights_only=True``.
+    """Load a ``.pt``/``.pth`` state dict on the CPU (safe loading, see the module doc).
 
     Accepts a plain state dict or one wrapped under ``state_dict`` / ``model``; strips a
     ``module.`` (DataParallel) prefix when every key has it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unreadable / not a torch file
-        raise ValueError(f"{path}: cannot load as a torch checkpoint ({type(e).__name__}: {e})") from e
+    obj = _load_object(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
@@ -97,41 +212,76 @@ def _fmt(keys: list[Any], limit: int = 12) -> str:
 
 
 def compare_state_dicts(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], *,
-                        ignore_prefixes: Iterable[str] = ()) -> tuple[list[str], list[str], list[tuple]]:
+                        ignore_prefixes: Iterable[str] = (), expected_buffers: Mapping[str, torch.Tensor] | None = None,
+                        actual_buffers: Mapping[str, torch.Tensor] | None = None
+                        ) -> tuple[list[str], list[str], list[Mismatch]]:
     """(missing, unexpected, mismatched) keys of ``actual`` relative to ``expected``.
 
-    ``mismatched`` holds ``(key, expected_shape, actual_shape)``. Keys of ``actual`` starting with
-    an ``ignore_prefixes`` entry are neither unexpected nor compared.
+    Args:
+        expected: the module's ``state_dict()``.
+        actual: the (converted) checkpoint tensors.
+        ignore_prefixes: keys of ``actual`` starting with one of these are neither unexpected
+            nor compared.
+        expected_buffers / actual_buffers: index buffers (e.g. ONE-PEACE's ``rp_bucket``, not in
+            the state dict) of the module and their checkpoint copies; a copy whose shape or
+            values differ is listed as mismatched (``"<key> (values)"`` for values).
+
+    ``mismatched`` holds ``(key, expected_shape, actual_shape)``.
     """
     ignore = tuple(ignore_prefixes)
     missing = sorted(k for k in expected if k not in actual)
     unexpected = sorted(k for k in actual if k not in expected and not k.startswith(ignore))
-    mismatched = sorted((k, tuple(expected[k].shape), tuple(actual[k].shape)) for k in expected
-                        if k in actual and tuple(expected[k].shape) != tuple(actual[k].shape))
-    return missing, unexpected, mismatched
+    mismatched = [(k, tuple(expected[k].shape), tuple(actual[k].shape)) for k in expected
+                  if k in actual and tuple(expected[k].shape) != tuple(actual[k].shape)]
+    own = expected_buffers or {}
+    for name, value in (actual_buffers or {}).items():
+        mine = own.get(name)
+        if mine is None:
+            continue
+        if tuple(value.shape) != tuple(mine.shape):
+            mismatched.append((name, tuple(mine.shape), tuple(value.shape)))
+        elif not torch.equal(value.cpu().long(), mine.cpu().long()):
+            mismatched.append((f"{name} (values)", tuple(mine.shape), tuple(value.shape)))
+    return missing, unexpected, sorted(mismatched)
 
 
 def verify_state_dict(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], *,
-                      expected_file: str, extractor: str, ignore_prefixes: Iterable[str] = ()) -> None:
-    """Raise :class:`CheckpointMismatch` unless keys and shapes match exactly."""
-    missing, unexpected, mismatched = compare_state_dicts(expected, actual, ignore_prefixes=ignore_prefixes)
+                      expected_file: str, extractor: str, source: str | Path | None = None,
+                      ignore_prefixes: Iterable[str] = (), expected_buffers: Mapping[str, torch.Tensor] | None = None,
+                      actual_buffers: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Raise :class:`CheckpointMismatch` unless keys and shapes match exactly
+    (arguments as :func:`compare_state_dicts`; ``source`` is the file read, for the message)."""
+    missing, unexpected, mismatched = compare_state_dicts(expected, actual, ignore_prefixes=ignore_prefixes,
+                                                          expected_buffers=expected_buffers,
+                                                          actual_buffers=actual_buffers)
     if missing or unexpected or mismatched:
         raise CheckpointMismatch(describe_mismatch(missing, unexpected, mismatched, extractor=extractor,
-                                                   expected_file=expected_file),
+                                                   expected_file=expected_file, source=source),
                                  missing=missing, unexpected=unexpected, mismatched=mismatched)
 
 
-def describe_mismatch(missing: list[str], unexpected: list[str], mismatched: list[tuple], *, extractor: str,
-                      expected_file: str) -> str:
+def load_verified(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, expected_file: str, extractor: str,
+                  source: str | Path | None = None, buffers: Mapping[str, torch.Tensor] | None = None) -> None:
+    """:func:`verify_state_dict` of ``state`` against ``module``, then load it with ``assign=True``
+    (a module built on the meta device gets the checkpoint's tensors). ``buffers``: checkpoint
+    copies of the module's index buffers, which must be equal."""
+    verify_state_dict(module.state_dict(), state, expected_file=expected_file, extractor=extractor, source=source,
+                      expected_buffers=dict(module.named_buffers()) if buffers else None, actual_buffers=buffers)
+    module.load_state_dict(dict(state), strict=True, assign=True)
+
+
+def describe_mismatch(missing: list[str], unexpected: list[str], mismatched: list[Mismatch], *, extractor: str,
+                      expected_file: str, source: str | Path | None = None) -> str:
     """Multi-line message listing missing, unexpected and mis-shaped keys."""
-    lines = [f"{extractor}: checkpoint does not match the model (expected the official file {expected_file})"]
+    read = f" {source}" if source is not None else ""
+    lines = [f"{extractor}: checkpoint{read} does not match the model (expected the official file {expected_file})"]
     if missing:
         lines.append(f"  missing keys ({len(missing)}): {_fmt(missing)}")
     if unexpected:
         lines.append(f"  unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
     if mismatched:
         lines.append(f"  shape mismatches ({len(mismatched)}): "
-                     + _fmt([f"{k} expected {e} got {a}" for k, e, a in mismatched]))
+                     + _fmt([f"{k}: checkpoint {a} vs model {e}" for k, e, a in mismatched]))
     return "\n".join(lines)
 
 
@@ -260,4 +410,66 @@ def add_num_batches_tracked(state: Mapping[str, torch.Tensor]) -> dict[str, torc
         if key.endswith(".running_mean"):
             nbt = key[: -len("running_mean")] + "num_batches_tracked"
             out.setdefault(nbt, torch.tensor(0, dtype=torch.long))
+    return out
+
+
+# -- RAFT: princeton-vl / video_features layout -> torchvision layout ---------------------------
+_RAFT_UPDATE = {"encoder.convc1": "motion_encoder.convcorr1.0", "encoder.convc2": "motion_encoder.convcorr2.0",
+                "encoder.convf1": "motion_encoder.convflow1.0", "encoder.convf2": "motion_encoder.convflow2.0",
+                "encoder.conv": "motion_encoder.conv.0", "flow_head.conv1": "flow_head.conv1",
+                "flow_head.conv2": "flow_head.conv2"}
+_RAFT_BLOCK = {"conv1": "convnormrelu1.0", "norm1": "convnormrelu1.1", "conv2": "convnormrelu2.0",
+               "norm2": "convnormrelu2.1", "downsample.0": "downsample.0", "downsample.1": "downsample.1"}
+
+
+def is_raft_princeton_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """True for a princeton-vl RAFT state dict (``fnet.*``, ``cnet.*``, ``update_block.gru.*``:
+    ``raft-sintel.pth`` as video_features ships it), False for torchvision's."""
+    return any(k.startswith(("fnet.", "cnet.")) for k in state)
+
+
+def raft_princeton_to_torchvision(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a princeton-vl RAFT (large) state dict to torchvision ``raft_large`` keys.
+
+    ``fnet``/``cnet`` -> ``feature_encoder``/``context_encoder`` (``conv1``/``norm1`` ->
+    ``convnormrelu.{0,1}``, ``conv2`` -> ``conv``; residual blocks ``conv1, norm1, conv2, norm2`` ->
+    ``convnormrelu1.{0,1}, convnormrelu2.{0,1}``; ``norm3`` is the module registered again as
+    ``downsample.1`` and is dropped); ``update_block.encoder.conv{c1,c2,f1,f2,}`` ->
+    ``update_block.motion_encoder.{convcorr1,convcorr2,convflow1,convflow2,conv}.0``;
+    ``update_block.gru.conv{z,r,q}{1,2}`` -> ``update_block.recurrent_block.convgru{1,2}.conv{z,r,q}``;
+    ``update_block.mask.{0,2}`` -> ``mask_predictor.{convrelu.0,conv}`` (both scale the mask by
+    0.25 in code). The princeton model maps [0, 255] images to [-1, 1] itself; torchvision's
+    takes [-1, 1], which is what :class:`avel.extractors.raft_flow.RaftFlow` feeds.
+
+    Raises:
+        KeyError: naming the first key that fits no known pattern.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = None
+        m = re.fullmatch(r"(fnet|cnet)\.(.+)\.(weight|bias|running_mean|running_var|num_batches_tracked)", key)
+        if m:
+            enc = "feature_encoder" if m.group(1) == "fnet" else "context_encoder"
+            mod, leaf = m.group(2), m.group(3)
+            top = {"conv1": "convnormrelu.0", "norm1": "convnormrelu.1", "conv2": "conv"}
+            b = re.fullmatch(r"(layer\d\.\d)\.(.+)", mod)
+            if mod in top:
+                new = f"{enc}.{top[mod]}.{leaf}"
+            elif b and b.group(2) == "norm3":
+                continue  # the same tensors as downsample.1
+            elif b and b.group(2) in _RAFT_BLOCK:
+                new = f"{enc}.{b.group(1)}.{_RAFT_BLOCK[b.group(2)]}.{leaf}"
+        m = re.fullmatch(r"update_block\.(.+)\.(weight|bias)", key)
+        if m:
+            mod, leaf = m.group(1), m.group(2)
+            g = re.fullmatch(r"gru\.conv([zrq])([12])", mod)
+            if mod in _RAFT_UPDATE:
+                new = f"update_block.{_RAFT_UPDATE[mod]}.{leaf}"
+            elif g:
+                new = f"update_block.recurrent_block.convgru{g.group(2)}.conv{g.group(1)}.{leaf}"
+            elif mod in ("mask.0", "mask.2"):
+                new = f"mask_predictor.{'convrelu.0' if mod == 'mask.0' else 'conv'}.{leaf}"
+        if new is None:
+            raise KeyError(f"raft_princeton_to_torchvision: unrecognised princeton RAFT key {key!r}")
+        out[new] = value
     return out

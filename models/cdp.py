@@ -27,6 +27,7 @@ with invalid rows).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -202,7 +203,8 @@ class WindowAdaptation(nn.Module):
         self.conv = nn.Conv1d(dim, 2 * num_heads, 1)
         if zero_init:
             nn.init.zeros_(self.conv.weight)
-            nn.init.zeros_(self.conv.bias)
+            if self.conv.bias is not None:
+                nn.init.zeros_(self.conv.bias)
 
     def forward(self, k: torch.Tensor, mask: torch.Tensor, window_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         # k: B x C x N*W, mask: B x N*W -> size, offset: B x H x N
@@ -230,10 +232,10 @@ class DynamicWindowAttention(MaskedMHCA):
                          proj_pdrop=cfg.proj_pdrop)
         self.cfg = cfg
         self.dynamic = cfg.mode == "cdp"
-        kw = dict(negative_slope=cfg.leaky_relu_slope, zero_init=cfg.zero_init_window)
-        self.window_adapt = WindowAdaptation(dim, cfg.num_heads, **kw) if self.dynamic else None
-        self.value_window_adapt = (WindowAdaptation(dim, cfg.num_heads, **kw)
-                                   if self.dynamic and not cfg.shared_kv_window else None)
+        adaptation = functools.partial(WindowAdaptation, dim, cfg.num_heads, negative_slope=cfg.leaky_relu_slope,
+                                       zero_init=cfg.zero_init_window)
+        self.window_adapt = adaptation() if self.dynamic else None
+        self.value_window_adapt = adaptation() if self.dynamic and not cfg.shared_kv_window else None
 
     def positions(self, k: torch.Tensor, kv_mask: torch.Tensor, adapt: WindowAdaptation | None) -> torch.Tensor:
         """``B x H x N x W`` sample positions for keys ``k`` (``B x C x N*W``)."""

@@ -51,6 +51,8 @@ class UnimodalEncoder(nn.Module):
         cfg: :class:`EncoderConfig`.
     """
 
+    pos_embed: torch.Tensor  # 1 x D x max_seq_len buffer (when cfg.use_abs_pe)
+
     def __init__(self, *, in_dim: int, max_seq_len: int, cfg: EncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg

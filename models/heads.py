@@ -67,10 +67,13 @@ class ClassificationHead(nn.Module):
         super().__init__()
         self.convs, self.norms = _trunk(in_dim, cfg)
         self.cls_conv = MaskedConv1D(cfg.head_dim, num_classes, cfg.kernel_size)
-        nn.init.constant_(self.cls_conv.conv.bias, -math.log((1 - cfg.prior_prob) / cfg.prior_prob))
+        bias = self.cls_conv.conv.bias
+        if bias is None:
+            raise ValueError("the classification conv needs a bias (prior-probability init)")
+        nn.init.constant_(bias, -math.log((1 - cfg.prior_prob) / cfg.prior_prob))
         with torch.no_grad():
             for c in cfg.empty_classes:
-                self.cls_conv.conv.bias[c] = -math.log((1 - 1e-6) / 1e-6)
+                bias[c] = -math.log((1 - 1e-6) / 1e-6)
 
     def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []

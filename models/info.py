@@ -53,9 +53,10 @@ def model_info(name: str, *, input_dims: tuple[int, int] = (1536, 1536), seq_len
         "params_by_module": {n: sum(p.numel() for p in c.parameters()) for n, c in model.named_children()},
     }
     if count_flops:
-        if not hasattr(model, "example_batch"):
+        example_batch = getattr(model, "example_batch", None)
+        if not callable(example_batch):
             raise TypeError(f"model {name!r} has no example_batch(); cannot count FLOPs")
-        batch = model.example_batch(batch_size=1, seq_len=seq_len)
+        batch = example_batch(batch_size=1, seq_len=seq_len)
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
             model(batch)

@@ -85,6 +85,8 @@ class EmaNormalizer(nn.Module):
         momentum: EMA momentum (0.9).
     """
 
+    value: torch.Tensor  # float64 scalar buffer
+
     def __init__(self, *, init_value: float = 250.0, momentum: float = 0.9) -> None:
         super().__init__()
         self.momentum = momentum

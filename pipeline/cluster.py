@@ -16,10 +16,68 @@ validated and saved without Ray.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
+
+# Ray's own switch for single-machine instances (its default on macOS and Windows): with it
+# off, the node address is the loopback address and every server binds to it.
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """Keep a Python SIGTERM handler installed before (the ``avel`` command's) while Ray starts.
+
+    ``ray.init`` installs handlers that skip the caller's cleanup: ``sys.exit(15)`` while
+    starting, then a node handler, and the core worker's C++ failure handler, which aborts the
+    driver. A SIGTERM left a half-started instance running until its processes noticed the
+    driver was gone (66-74 s measured, benchmarks/ray_interrupt.py). While ours is installed,
+    Ray's Python handlers are not, and ours is re-installed afterwards (at the C level too); it
+    raises, and :meth:`ClusterConfig.init_ray` / the caller's ``finally`` shut Ray down. The
+    C++ failure handler must be off before Ray is imported (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER=1``,
+    set by the ``avel`` command: no native stack dumps on crashes). Main thread only."""
+    import signal
+    import threading
+
+    from ray._private import utils as ray_utils
+
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    keep = main and callable(before)
+    saved = ray_utils.set_sigterm_handler
+    if keep:
+        ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = saved
+        if keep:
+            signal.signal(signal.SIGTERM, before)  # at the C level too
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While an embedded instance starts: its node address is 127.0.0.1, so the GCS, raylet,
+    object manager, agents and workers listen on loopback only (nothing reachable from other
+    machines). Ray otherwise resolves a loopback ``_node_ip_address`` to the machine's
+    routable address and listens on all interfaces."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(_RAY_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_RAY_CLUSTER_ENV] = "0"  # inherited by the processes Ray starts now
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[_RAY_CLUSTER_ENV] = saved_env
 
 
 @dataclass
@@ -29,7 +87,8 @@ class ClusterConfig:
     Args:
         address: Ray cluster address (``auto``, ``HOST:6379``, ``ray://HOST:10001``). ``None``:
             the ``RAY_ADDRESS`` environment variable, and when that is unset an embedded local
-            instance started for this command and stopped after it.
+            instance started for this command and stopped after it; it listens on 127.0.0.1
+            only and has no dashboard (see docs/cluster.md for the ports of a real cluster).
         runtime_env: Ray runtime environment for every task and actor (``env_vars``,
             ``working_dir``, ...); see the Ray documentation.
         storage_path: shared directory for Ray Train results and checkpoints (distributed
@@ -73,7 +132,12 @@ class ClusterConfig:
 
     def init_ray(self) -> bool:
         """Connect to (or start) Ray; returns True when this call started it, so the caller
-        knows to shut it down. Already initialized: nothing happens, returns False."""
+        knows to shut it down. Already initialized: nothing happens, returns False.
+
+        A SIGTERM handler installed before (the ``avel`` command's, which raises so that
+        ``finally`` blocks shut Ray down as on Ctrl-C) stays in place (:func:`_keep_sigterm_handler`);
+        an embedded instance listens on 127.0.0.1 only (:func:`_loopback_only`) and is stopped
+        with :func:`shutdown_ray`."""
         import ray
 
         if ray.is_initialized():
@@ -86,7 +150,110 @@ class ClusterConfig:
             kwargs["namespace"] = self.namespace
         if address is None and self.num_cpus is not None:
             kwargs["num_cpus"] = self.num_cpus
-        # "local": a new embedded instance even when a `ray start` cluster runs on this machine
-        # (address=None would connect to it).
-        ray.init(address=address or "local", **kwargs)
+        try:
+            with _keep_sigterm_handler():
+                if address is not None:
+                    ray.init(address=address, **kwargs)
+                    return True
+                # "local": a new embedded instance even when a `ray start` cluster runs on this
+                # machine (address=None would connect to it); loopback only.
+                global _embedded_baseline
+                _embedded_baseline = _descendants()
+                with _loopback_only():
+                    ray.init(address="local", _node_ip_address=LOOPBACK, **kwargs)
+        except BaseException:  # interrupted or failed while starting: stop what was started
+            shutdown_ray()
+            raise
         return True
+
+
+# descendants of this process before it started an embedded instance (None: it started none)
+_embedded_baseline: dict[int, int] | None = None
+
+
+def _descendants() -> dict[int, int]:
+    """``{pid: start time}`` of this process's live descendants (Linux ``/proc``; else empty)."""
+    from pathlib import Path
+
+    kids: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    try:
+        entries = [d for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return {}
+    for d in entries:
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] not in ("Z", "X"):
+            kids.setdefault(int(fields[1]), []).append(int(d))
+            starts[int(d)] = int(fields[19])
+    out: dict[int, int] = {}
+    todo = list(kids.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        out[pid] = starts[pid]
+        todo += kids.get(pid, [])
+    return out
+
+
+def _alive(procs: dict[int, int]) -> dict[int, int]:
+    """The entries of ``procs`` still running (same pid and start time, not a zombie)."""
+    from pathlib import Path
+
+    out = {}
+    for pid, start in procs.items():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] not in ("Z", "X") and int(fields[19]) == start:
+            out[pid] = start
+    return out
+
+
+def ray_error_types() -> tuple[type[BaseException], ...]:
+    """Ray's exception base class (``ray.exceptions.RayError``), or nothing without Ray: lets
+    callers (the CLI's exit codes) recognise Ray failures without importing Ray themselves."""
+    try:
+        import ray.exceptions as rex
+    except ImportError:
+        return ()
+    return (rex.RayError,)
+
+
+def shutdown_ray(*, grace_s: float = 5.0) -> None:
+    """``ray.shutdown()``, then stop what it leaves of the instance this process started.
+
+    ``ray.shutdown`` kills the GCS and raylet of an embedded instance, but the raylet's agents
+    (dashboard agent, runtime-env agent) only notice its death after about a minute (68-78 s
+    measured, benchmarks/ray_interrupt.py). When :meth:`ClusterConfig.init_ray` started an
+    embedded instance, every descendant of this process that appeared since and still runs
+    after the shutdown gets SIGTERM, then SIGKILL after ``grace_s``. A cluster this process
+    merely connected to is only disconnected from.
+    """
+    import signal
+    import time
+
+    import ray
+
+    global _embedded_baseline
+    baseline, _embedded_baseline = _embedded_baseline, None
+    before = {} if baseline is None else {p: t for p, t in _descendants().items() if baseline.get(p) != t}
+    ray.shutdown()
+    left = _alive(before)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 1.0)):
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + wait_s
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = _alive(left)
+        if not left:
+            return

@@ -195,9 +195,14 @@ def decode_video(
     out = DecodedVideo(path=path, meta=VideoMeta(source_path=str(path), source_size_bytes=size))
     duration_s: float | None = None
     if fps:
+        _check_container(path, max_frames)  # before decord, which aborts the process on some headers
         try:
             probe = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         except Exception as e:  # decord raises DECORDError / RuntimeError subclasses
+            codec = _unsupported_codec(path)
+            if codec is not None:
+                raise DecodeError(f"{path}: video codec {codec} is not supported by the decoder (decord 0.6.0); "
+                                  f"{_DECORD_SUPPORTED_NOTE}") from e
             raise DecodeError(f"{path}: no decodable video stream ({type(e).__name__}: {_first_line(e)})") from e
         n_native = len(probe)
         native_fps = float(probe.get_avg_fps())
@@ -207,6 +212,10 @@ def decode_video(
             raise DecodeError(f"{path}: container reports {n_native} frames, more than max_frames={max_frames}")
         height, width = probe[0].shape[:2]  # displayed size (rotation applied); channels may be padded below 64 px
         ts, duration_s, tolerance_s = _frame_times(probe, n_native, native_fps)
+        if duration_s * max(float(f) for f in fps) > max_frames:  # a huge stts delta: absurd duration
+            raise DecodeError(f"{path}: container reports {n_native} frames lasting {duration_s:.6g} s "
+                              f"({native_fps:.6g} fps): more than max_frames={max_frames} output frames; "
+                              f"the header's timing (stts) is corrupt")
         del probe
         out.meta.native_fps = native_fps
         out.meta.num_frames = n_native
@@ -244,6 +253,49 @@ def decode_video(
                 raise DecodeError(out.audio_error) from e
     out.meta.duration_s = duration_s
     return out
+
+
+# how to fix a video whose codec decord 0.6.0 cannot decode (AV1: "cannot find video stream")
+_DECORD_SUPPORTED_NOTE = "re-encode it, e.g. ffmpeg -i IN -c:v libx264 -c:a aac OUT.mp4"
+
+
+def _check_container(path: Path, max_frames: int) -> None:
+    """Header checks with PyAV before decord opens ``path``: decord 0.6.0 aborts the whole
+    process (``std::bad_alloc``) on a sample table claiming billions of frames, and reports an
+    unsupported codec (AV1) as "cannot find video stream". Files PyAV cannot open are left to
+    decord's own error. Raises :class:`DecodeError` naming the frame count or the codec."""
+    try:
+        import av
+    except ImportError:
+        return
+    try:
+        with av.open(str(path)) as container:
+            streams = [(s.type, s.codec_context.codec.canonical_name if s.codec_context else "?",
+                        int(s.frames or 0)) for s in container.streams]
+    except Exception:  # not a container PyAV reads: decord's error names the file
+        return
+    video = [s for s in streams if s[0] == "video"]
+    for _, _, frames in video:
+        if frames > max_frames:
+            raise DecodeError(f"{path}: container reports {frames} frames (its sample table), more than "
+                              f"max_frames={max_frames}; the header is corrupt")
+    if not video:
+        kinds = ", ".join(f"{t} {n}" for t, n, _ in streams) or "none"
+        raise DecodeError(f"{path}: no video stream (streams: {kinds})")
+
+
+def _unsupported_codec(path: Path) -> str | None:
+    """The video codec of ``path`` as PyAV names it, for decord's "cannot find video stream"."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            for s in container.streams.video:
+                cc = s.codec_context
+                return f"{cc.codec.canonical_name!r} (tag {cc.codec_tag!r})"
+    except Exception:
+        return None
+    return None
 
 
 def _read_frames(reader, per_fps: dict[float, np.ndarray], path: Path, h: int, w: int,

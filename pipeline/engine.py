@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from avel.datasets.checks import NonFiniteRowsError, check_finite_rows
+from avel.datasets.config_schema import ConfigError
 from avel.datasets.store import StoreWriter, StreamSpec, VideoMeta, append_error
 from avel.pipeline.decode import DecodedVideo, DecodeError
 from avel.pipeline.jobs import VideoJob
@@ -229,7 +231,12 @@ def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: in
     decoded = decode_video(path, fps=list(ranges), short_side=request["short_side"],
                            sample_rate=request["sample_rate"] if audio else None, frame_ranges=ranges)
     known = totals or {}  # chunk k > 0 may not decode every fps (a stream without rows in it)
-    totals = {s.name: decoded.total_frames.get(float(s.plan.fps), known.get(s.name)) for s in video}
+    totals: dict[str, int] = {}  # stream -> output frames of the whole video
+    for s in video:
+        total = decoded.total_frames.get(float(s.plan.fps), known.get(s.name))
+        if total is None:  # chunk 0 decodes every fps and reports the counts later chunks get
+            raise DecodeError(f"{path}: no frame count for stream {s.name} in chunk {k}")
+        totals[s.name] = total
     _, spans = chunk_plan([(s.name, s.plan, s.context_frames, totals[s.name]) for s in video], k, chunk_s)
     n_chunks = max((math.ceil(s.plan.num_rows(totals[s.name]) / rows_per_chunk(s.plan, chunk_s)) for s in video),
                    default=1)
@@ -429,8 +436,8 @@ RETRYABLE_ERRORS = frozenset({"WorkerKilled", "WorkerCrashedError", "ActorDiedEr
 
 
 def record_failure(store_root: Path, report: RunReport, job: VideoJob, stage: str, exc: BaseException) -> None:
-    rec = {"video_id": job.video_id, "path": str(job.path), "stage": stage, "error_type": type(exc).__name__,
-           "message": str(exc)[:2000]}
+    rec: dict[str, Any] = {"video_id": job.video_id, "path": str(job.path), "stage": stage,
+                           "error_type": type(exc).__name__, "message": str(exc)[:2000]}
     if type(exc).__name__ in RETRYABLE_ERRORS:
         rec["retryable"] = True  # the worker died, not the video: a rerun tries it again
     append_error(store_root, rec)
@@ -538,10 +545,18 @@ def run_local(
             return
         v.done = True
         if not v.failed:
+            features = {}
+            for s in v.streams:
+                if s.name in v.errors or not v.rows.get(s.name):
+                    continue
+                try:  # a non-finite row is a recorded failure of this video and stream, never written
+                    features[s.name] = check_finite_rows(
+                        np.concatenate(v.rows[s.name], axis=0).astype(np.float32, copy=False),
+                        video_id=v.job.video_id, stream=s.name, source=str(v.job.path))
+                except NonFiniteRowsError as e:
+                    v.errors[s.name] = e
             for stream, e in v.errors.items():
                 record_failure(writer.root, report, v.job, f"extract:{stream}", e)
-            features = {s.name: np.concatenate(v.rows[s.name], axis=0).astype(np.float32, copy=False)
-                        for s in v.streams if s.name not in v.errors and v.rows.get(s.name)}
             if features:
                 t0 = time.perf_counter()
                 writer.add(v.job.video_id, features, meta=v.meta, padded={s: v.padded[s] for s in features})
@@ -662,7 +677,10 @@ def build_stream_extractors(
     overrides = dict(overrides or {})
     out = []
     for name in names:
-        cls = get(name)
+        try:
+            cls = get(name)
+        except KeyError as e:
+            raise ConfigError(e.args[0]) from None
         cfg = dict(overrides.get(name, {}))
         if spec_only and (name in weights or random_weights):
             ext = cls.build(device="meta", preset=preset, **cfg)
@@ -682,7 +700,7 @@ def build_stream_extractors(
             ext = cls.random_init(device=device, preset=preset, **cfg)
         else:
             files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
-            raise ValueError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
+            raise ConfigError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
                              f"random weights only with --random-weights (tests and demos)")
         out.append(StreamExtractor(name, ext.fuse_for_inference() if fuse else ext))
     return out

@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from avel.datasets.store import StoreWriter, append_error
-from avel.datasets.config_schema import dataclass_from_dict
+from avel.datasets.config_schema import ConfigError, dataclass_from_dict, read_yaml
 from avel.pipeline.cluster import ClusterConfig
 from avel.pipeline.engine import RunReport, build_stream_extractors, run_local
 from avel.pipeline.jobs import dataset_files, plan_jobs
@@ -107,24 +105,41 @@ class ExtractConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ExtractConfig":
         """Strict: unknown keys and values of the wrong type are errors naming the file and key."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = read_yaml(path)
+        if data is None:
+            data = {}
         cluster = lambda value, _key: ClusterConfig.from_dict(value, source=str(path))  # noqa: E731
         try:
             return dataclass_from_dict(cls, data, parsers={ClusterConfig: cluster})
         except ValueError as e:
-            raise ValueError(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
+            raise ConfigError(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
+
+    def check_extractor_options(self) -> None:
+        """Each extractor's options merged into its config as extraction will merge them: an
+        unknown extractor, key or a value of the wrong type is a :class:`ConfigError` naming
+        ``extractor_options.<extractor>`` and the key."""
+        from avel.extractors.registry import get
+
+        for name, options in self.extractor_options.items():
+            try:
+                get(name).make_config(self.preset, **(options or {}))
+            except KeyError as e:
+                raise ConfigError(f"extractor_options.{name}: {e.args[0]}") from None
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"extractor_options.{name}: {e}") from None
 
     def validate(self) -> None:
+        """Raises :class:`ConfigError` for a missing or invalid option (a usage error, exit code 2)."""
         if self.dataset not in ("unav100", "ave", "folder"):
-            raise ValueError(f"dataset must be unav100, ave or folder, got {self.dataset!r}")
+            raise ConfigError(f"dataset must be unav100, ave or folder, got {self.dataset!r}")
         if not self.videos:
-            raise ValueError("videos (the video directory) is required")
+            raise ConfigError("videos (the video directory) is required")
         if not self.out:
-            raise ValueError("out (the store directory) is required")
+            raise ConfigError("out (the store directory) is required")
         if not self.extractors:
-            raise ValueError("name at least one extractor (see `avel extractors list`)")
+            raise ConfigError("name at least one extractor (see `avel extractors list`)")
         if self.runner not in ("auto", "ray", "local"):
-            raise ValueError(f"runner must be 'auto', 'ray' or 'local', got {self.runner!r}")
+            raise ConfigError(f"runner must be 'auto', 'ray' or 'local', got {self.runner!r}")
         optional = {"batch_size", "actors_per_extractor", "gpus_per_actor"}  # None: chosen for the machine
         for key, low, inclusive in (("batch_size", 1, True), ("actors_per_extractor", 1, True),
                                     ("threads_per_actor", 0, True), ("decode_workers", 1, True),
@@ -137,14 +152,15 @@ class ExtractConfig:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
                 value >= low if inclusive else value > low)
             if not ok:
-                raise ValueError(f"{key} must be a number {'>=' if inclusive else '>'} {low}, got {value!r}")
+                raise ConfigError(f"{key} must be a number {'>=' if inclusive else '>'} {low}, got {value!r}")
         m = self.decode_memory_gb
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0):
-            raise ValueError(f"decode_memory_gb must be a number >= 0 (0: no reservation) or null (estimated), "
+            raise ConfigError(f"decode_memory_gb must be a number >= 0 (0: no reservation) or null (estimated), "
                              f"got {m!r}")
         unknown = sorted(set(self.weights) - set(self.extractors))
         if unknown:
-            raise ValueError(f"weights given for extractors that are not requested: {unknown}")
+            raise ConfigError(f"weights given for extractors that are not requested: {unknown}")
+        self.check_extractor_options()
 
 
 def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None] | None = None) -> dict[str, Any]:

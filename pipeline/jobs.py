@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from avel.datasets.annotations import unsafe_id_reason
+from avel.datasets.config_schema import ConfigError
 from avel.datasets.store import ERRORS, MANIFEST, FeatureStore
 
 
@@ -96,17 +97,19 @@ def dataset_files(dataset: str, *, videos_dir: Path, annotations: Path | None = 
         duplicates = {vid: paths for vid, paths in by_id.items() if len(paths) > 1}
         return files, [], duplicates
     if annotations is None:
-        raise ValueError(f"--annotations is required for dataset {dataset!r}")
+        raise ConfigError(f"--annotations is required for dataset {dataset!r}")
     if dataset == "unav100":
-        from avel.datasets.unav100 import find_video_files, load_unav100
+        from avel.datasets.unav100 import load_unav100
 
         ann = load_unav100(annotations)
     elif dataset == "ave":
         from avel.datasets.ave import load_ave
-        from avel.datasets.unav100 import find_video_files
 
         ann = load_ave(annotations)
     else:
-        raise ValueError(f"unknown dataset {dataset!r}; expected unav100, ave or folder")
+        raise ConfigError(f"unknown dataset {dataset!r}; expected unav100, ave or folder")
+    from avel.datasets.unav100 import find_duplicate_video_files, find_video_files
+
     found, missing = find_video_files(ann.video_ids(), videos_dir)
-    return dict(found), list(missing), {}
+    duplicates = find_duplicate_video_files(ann.video_ids(), videos_dir)  # same id, several extensions
+    return {v: p for v, p in found.items() if v not in duplicates}, list(missing), duplicates

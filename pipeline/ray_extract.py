@@ -41,17 +41,17 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from avel.datasets.store import StoreWriter
+from avel.pipeline.cluster import shutdown_ray
 from avel.pipeline.engine import RunReport, StreamExtractor, StreamInfo, decode_request, record_failure
 from avel.pipeline.jobs import VideoJob
+from avel.pipeline.scheduler import ExtractionScheduler, VideoState
 
-MAX_CALLS_IN_FLIGHT = 2  # per actor: the next batch's inputs arrive while one runs
 ACTOR_MAX_RESTARTS = 2
 DECODE_MAX_RETRIES = 1  # worker deaths only (application errors are not retried)
 
@@ -125,22 +125,6 @@ class _ExtractorActor:
         return time.perf_counter() - t0
 
 
-@dataclass
-class _Video:
-    job: VideoJob
-    streams: list[StreamInfo]
-    meta: Any = None
-    totals: dict[str, int] | None = None
-    chunks_left: int = 1  # decode tasks not yet completed (chunk 0 reports the real count)
-    pending_rows: int = 0  # rows queued or being extracted
-    rows: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # stream -> {chunk: rows}
-    parts: dict[tuple[str, int], tuple[int, list]] = field(default_factory=dict)  # (stream, chunk) -> (rows
-    # expected, [(first row, rows)] received so far)
-    padded: dict[str, bool] = field(default_factory=dict)
-    failed_streams: set[str] = field(default_factory=set)
-    failed: bool = False  # a decode failed: nothing is written
-
-
 # a decode task's heap above an idle worker: decord's reader state and the audio track of a
 # first chunk (decord decodes it whole: ~300 MB for 20 minutes at 16 kHz, measured)
 DECODE_BASE_MEMORY_BYTES = 512 * 2**20
@@ -204,7 +188,7 @@ class RayExtraction:
         self.decode_memory_bytes = 0
         self.started_ray = False
         self.startup_s = 0.0
-        self._decode = None
+        self._decode: Any = None  # the decode task (a Ray remote function), made by start()
         self._load: dict[str, list[int]] = {}  # stream -> calls in flight per actor
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -231,8 +215,7 @@ class RayExtraction:
         self.threads = threads = pool["threads_per_actor"]
         self.batch_sizes, batch_why = choose_batch_sizes(cfg.batch_size, self.extractors, "cuda" if gpu else "cpu")
         self.settings = {"runner": "ray", "device": "cuda" if gpu else "cpu", "batch_size": dict(self.batch_sizes),
-                         **{k: v for k, v in pool.items() if k != "why"},
-                         "decode_workers": cfg.decode_workers,
+                         **{k: v for k, v in pool.items() if k != "why"}, "decode_workers": cfg.decode_workers,
                          "why": {**pool["why"], "batch_size": batch_why}}
         gb = cfg.decode_memory_gb
         self.decode_memory_bytes = (decode_task_memory_bytes(self.request, self.streams, cfg.chunk_s) if gb is None
@@ -243,8 +226,10 @@ class RayExtraction:
                 f"decode tasks would reserve {self.decode_memory_bytes / 2**30:.2f} GiB of memory "
                 f"(decode_memory_gb={gb}{' (estimated)' if gb is None else ''}), more than any node offers "
                 f"({largest / 2**30:.2f} GiB): lower chunk_s, set decode_memory_gb, or 0 for no reservation")
-        self._decode = ray.remote(num_cpus=1, memory=self.decode_memory_bytes or None,
-                                  max_retries=DECODE_MAX_RETRIES, retry_exceptions=False)(_decode_chunk)
+        decode_opts: dict[str, Any] = {"num_cpus": 1, "max_retries": DECODE_MAX_RETRIES, "retry_exceptions": False}
+        if self.decode_memory_bytes:  # 0: no reservation
+            decode_opts["memory"] = self.decode_memory_bytes
+        self._decode = ray.remote(**decode_opts)(_decode_chunk)
         actor_cls = ray.remote(_ExtractorActor)
         opts: dict[str, Any] = {"num_cpus": 0, "max_restarts": ACTOR_MAX_RESTARTS,
                                 "max_task_retries": ACTOR_MAX_RESTARTS}
@@ -301,14 +286,18 @@ class RayExtraction:
                 ray.kill(a, no_restart=True)
         self.pools = {}
         if self.started_ray:
-            ray.shutdown()
+            shutdown_ray()
             self.started_ray = False
 
     # -- the run -------------------------------------------------------------------------------
     def run(self, jobs: Sequence[VideoJob], writer: StoreWriter, *,
             progress: Callable[[RunReport], None] | None = None) -> RunReport:
         """Extract ``jobs`` into ``writer`` (videos already committed for every stream are
-        skipped, others get only their missing streams); returns the run's report."""
+        skipped, others get only their missing streams); returns the run's report.
+
+        The state and the rules live in :class:`avel.pipeline.scheduler.ExtractionScheduler`;
+        this loop submits the decodes and extraction calls it asks for, waits on Ray and reports
+        back what finished."""
         import ray
 
         if not self.pools:
@@ -316,188 +305,80 @@ class RayExtraction:
         cfg = self.cfg
         report = RunReport()
         t_start = time.perf_counter()
-        committed = {s.name: writer.committed(s.name) for s in self.streams}
-        todo = deque(j for j in jobs if not all(j.video_id in committed[s.name] for s in self.streams))
-        report.videos_skipped += len(jobs) - len(todo)
-        chunk_tasks: deque[tuple[str, int]] = deque()  # (video id, k >= 1): before new videos
-        videos: dict[str, _Video] = {}
-        decoding: dict[Any, tuple[str, int, list[tuple[str, Any]], float]] = {}  # info ref -> (vid, k, refs, t0)
-        queues: dict[str, deque] = {s.name: deque() for s in self.streams}  # [vid, k, ref, a, b]
-        queued = {s.name: 0 for s in self.streams}
-        running: dict[Any, tuple[str, int, list[tuple[str, int, int, int]]]] = {}  # ref -> (stream, actor, pieces)
-        self._load = load = {s: [0] * len(p) for s, p in self.pools.items()}
-        sizes = self.batch_sizes
-        high_water = {s: sizes[s] * (MAX_CALLS_IN_FLIGHT * len(p) + 1) for s, p in self.pools.items()}
         gpu = self.settings.get("device") == "cuda"
-        decode_slots = max(1, cfg.decode_workers)
 
-        def submit(vid: str, k: int) -> None:
-            v = videos[vid]
-            todo_streams = [s for s in v.streams if k == 0 or s.modality == "video"]
-            refs = self._decode.options(num_returns=1 + len(todo_streams)).remote(
-                str(v.job.path), self.request, todo_streams, k, cfg.chunk_s, v.totals)
-            decoding[refs[0]] = (vid, k, list(zip([s.name for s in todo_streams], refs[1:])), time.perf_counter())
-
-        def fail_stream(v: _Video, stream: str, stage: str, exc: BaseException) -> None:
-            if stream not in v.failed_streams:
-                v.failed_streams.add(stream)
-                record_failure(writer.root, report, v.job, stage, exc)
-
-        def fail_video(vid: str, exc: BaseException) -> None:
-            v = videos[vid]
-            if v.failed:
-                maybe_finish(vid)
-                return
-            record_failure(writer.root, report, v.job, "decode", exc)
-            v.failed = True
-            for name, q in queues.items():  # drop its queued rows
-                keep = deque(p for p in q if p[0] != vid)
-                queued[name] -= sum(p[4] - p[3] for p in q if p[0] == vid)
-                v.pending_rows -= sum(p[4] - p[3] for p in q if p[0] == vid)
-                queues[name] = keep
-            maybe_finish(vid)
-
-        def maybe_finish(vid: str) -> None:
-            v = videos[vid]
-            if v.pending_rows or (v.chunks_left and not v.failed) or any(d[0] == vid for d in decoding.values()):
-                return
-            del videos[vid]
-            if not v.failed:
-                features = {}
-                for s in v.streams:
-                    if s.name in v.failed_streams:
-                        continue
-                    parts = [rows for _, rows in sorted(v.rows.get(s.name, {}).items())]
-                    features[s.name] = np.concatenate(parts, axis=0)
-                if features:
-                    t0 = time.perf_counter()
-                    writer.add(vid, features, meta=v.meta, padded={s: v.padded.get(s, False) for s in features})
-                    report.write_s += time.perf_counter() - t0
-                    report.windows += sum(r.shape[0] for r in features.values())
-                    for stream, r in features.items():
-                        report.work.written(stream, r.shape[0])
-            if v.failed or v.failed_streams:
-                report.videos_failed += 1
-            else:
+        def finish(v: VideoState) -> None:
+            features = v.features()
+            if features:
+                t0 = time.perf_counter()
+                writer.add(v.job.video_id, features, meta=v.meta,
+                           padded={s: v.padded.get(s, False) for s in features})
+                report.write_s += time.perf_counter() - t0
+                report.windows += sum(r.shape[0] for r in features.values())
+                for stream, r in features.items():
+                    report.work.written(stream, r.shape[0])
+            if v.ok:
                 report.videos_ok += 1
+            else:
+                report.videos_failed += 1
             if progress:
                 progress(report)
 
-        def dispatch(stream: str, final: bool) -> None:
-            q, pool, batch = queues[stream], self.pools[stream], sizes[stream]
-            while q and (queued[stream] >= batch or final):
-                k = int(np.argmin(load[stream]))
-                if load[stream][k] >= MAX_CALLS_IN_FLIGHT:
-                    return
-                pieces, refs, n = [], [], 0
-                while q and n < batch:
-                    item = q[0]
-                    vid, ck, ref, a, b = item
-                    take = min(b - a, batch - n)
-                    pieces.append((vid, ck, a, a + take))
-                    refs.append(ref)
-                    n += take
-                    item[3] = a + take
-                    if item[3] == b:
-                        q.popleft()
-                queued[stream] -= n
-                load[stream][k] += 1
-                ref = pool[k].extract.remote([(a, b) for _, _, a, b in pieces], *refs)
-                report.work.computed(stream, n if gpu else batch)  # a CPU call is padded to the batch
-                running[ref] = (stream, k, pieces)
+        sched = ExtractionScheduler(
+            jobs, self.streams, {s.name: writer.committed(s.name) for s in self.streams},
+            pool_sizes={s: len(p) for s, p in self.pools.items()},
+            batch_sizes=dict(self.batch_sizes), decode_slots=cfg.decode_workers,
+            decode_timeout_s=cfg.decode_timeout_s, on_finish=finish,
+            on_failure=lambda job, stage, exc: record_failure(writer.root, report, job, stage, exc))
+        self._load = sched.load
+        report.videos_skipped += sched.skipped
 
-        while todo or chunk_tasks or decoding or running or any(queues.values()):
-            while len(decoding) < decode_slots and (chunk_tasks or todo) and all(
-                    queued[s] < high_water[s] for s in queued):
-                if chunk_tasks:
-                    vid, k = chunk_tasks.popleft()
-                    if videos[vid].failed:
-                        continue
-                    submit(vid, k)
-                else:
-                    job = todo.popleft()
-                    if writer.claim(job.video_id) != "mine":  # committed or held by another writer
-                        report.videos_skipped += 1
-                        continue
-                    streams = [s for s in self.streams if job.video_id not in committed[s.name]]
-                    videos[job.video_id] = _Video(job, streams)
-                    submit(job.video_id, 0)
-            no_more_input = not (todo or chunk_tasks or decoding)
-            for stream in queues:
-                dispatch(stream, final=no_more_input)
-            waitable = list(decoding) + list(running)
+        def claim(video_id: str) -> bool:
+            return writer.claim(video_id) == "mine"
+
+        while sched.busy:
+            while (nxt := sched.next_decode(claim)) is not None:
+                v, k, streams = nxt
+                refs = self._decode.options(num_returns=1 + len(streams)).remote(
+                    str(v.job.path), self.request, streams, k, cfg.chunk_s, v.totals)
+                sched.decode_started(refs[0], v.job.video_id, k, zip([s.name for s in streams], refs[1:]),
+                                     time.perf_counter())
+            final = not sched.input_left
+            for stream, pool in self.pools.items():
+                while (call := sched.next_batch(stream, final=final)) is not None:
+                    actor, pieces, payloads = call
+                    ref = pool[actor].extract.remote([(a, b) for _, _, a, b in pieces], *payloads)
+                    n = sum(b - a for _, _, a, b in pieces)  # a CPU call is padded to the batch
+                    report.work.computed(stream, n if gpu else self.batch_sizes[stream])
+                    sched.batch_started(ref, stream, actor, pieces)
+            waitable = sched.in_flight()
             if not waitable:
                 continue
             ready, _ = ray.wait(waitable, num_returns=1, timeout=1.0)
             if ready:
                 ready, _ = ray.wait(waitable, num_returns=len(waitable), timeout=0)
-            now = time.perf_counter()
-            for ref, (vid, k, _refs, t0) in list(decoding.items()):  # per-chunk decode time limit
-                if ref not in ready and now - t0 > cfg.decode_timeout_s:
-                    ray.cancel(ref, force=True)
-                    del decoding[ref]
-                    _consume_errors([ref, *(r for _, r in _refs)])
-                    videos[vid].chunks_left -= 1
-                    fail_video(vid, TimeoutError(f"{videos[vid].job.path}: decoding took longer than "
-                                                 f"{cfg.decode_timeout_s:g} s; worker killed"))
+            for task in sched.expire_decodes(time.perf_counter(), done=ready):  # per-chunk time limit
+                ray.cancel(task.token, force=True)
+                _consume_errors([task.token, *(r for _, r in task.outputs)])
             for ref in ready:
-                if ref in decoding:
-                    vid, k, wrefs, _t0 = decoding.pop(ref)
-                    v = videos[vid]
-                    v.chunks_left -= 1
+                if ref in sched.decoding:
                     try:
                         info = ray.get(ref)
                     except Exception as e:  # the task's exception (or the worker's death), recorded
-                        _consume_errors([r for _, r in wrefs])
-                        fail_video(vid, getattr(e, "cause", None) or e)
+                        task = sched.decode_failed(ref, getattr(e, "cause", None) or e)
+                        _consume_errors([r for _, r in task.outputs])
                         continue
-                    if v.failed:
-                        maybe_finish(vid)
-                        continue
-                    report.decode_s += info["busy_s"]
-                    report.work.add_frames(info["frames"])
-                    if k == 0:
-                        v.meta, v.totals = info["meta"], info["totals"]
-                        v.chunks_left += info["n_chunks"] - 1
-                        chunk_tasks.extendleft((vid, j) for j in range(info["n_chunks"] - 1, 0, -1))
-                    for stream, wref in wrefs:
-                        if stream in info["errors"]:
-                            name, msg = info["errors"][stream]
-                            fail_stream(v, stream, f"extract:{stream}", RuntimeError(f"{name}: {msg}"))
-                            continue
-                        n = info["rows"][stream]
-                        if stream in info["padded"]:
-                            v.padded[stream] = info["padded"][stream]
-                        if n:
-                            queues[stream].append([vid, k, wref, 0, n])
-                            queued[stream] += n
-                            v.pending_rows += n
-                            v.parts[(stream, k)] = (n, [])
-                    maybe_finish(vid)
-                elif ref in running:
-                    stream, actor, pieces = running.pop(ref)
-                    load[stream][actor] -= 1
+                    if sched.decode_done(ref, info):
+                        report.decode_s += info["busy_s"]
+                        report.work.add_frames(info["frames"])
+                elif ref in sched.running:
                     try:
                         rows, busy_s = ray.get(ref)
-                        report.extract_s += busy_s
-                    except Exception as e:
-                        rows = None
-                        cause = getattr(e, "cause", None) or e
-                    offset = 0
-                    for vid, k, a, b in pieces:
-                        v = videos[vid]
-                        v.pending_rows -= b - a
-                        if rows is None:
-                            fail_stream(v, stream, f"extract:{stream}", cause)
-                        elif not v.failed and stream not in v.failed_streams:
-                            expected, got = v.parts[(stream, k)]
-                            got.append((a, rows[offset:offset + b - a]))
-                            if sum(len(r) for _, r in got) == expected:  # the chunk's rows, in order
-                                v.rows.setdefault(stream, {})[k] = np.concatenate(
-                                    [r for _, r in sorted(got, key=lambda p: p[0])], axis=0)
-                                del v.parts[(stream, k)]
-                        offset += b - a
-                        maybe_finish(vid)
+                    except Exception as e:  # the call's exception: that stream of its videos fails
+                        sched.batch_done(ref, None, getattr(e, "cause", None) or e)
+                        continue
+                    report.extract_s += busy_s
+                    sched.batch_done(ref, rows)
         t0 = time.perf_counter()
         writer.flush()
         report.write_s += time.perf_counter() - t0

@@ -14,6 +14,7 @@ import json
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -70,7 +71,7 @@ def demo(out: Path, videos: int, epochs: int, model: str, seed: int, workers: in
     click.echo(f"store {store}: {summary['videos']} videos, streams "
                + ", ".join(f"{n} {tuple(s['feature_shape'])} {s['plan_text']}" for n, s in summary["streams"].items()),
                err=True)
-    result = {"timings_s": timings, "store": str(store), "extract": {k: report[k] for k in
+    result: dict[str, Any] = {"timings_s": timings, "store": str(store), "extract": {k: report[k] for k in
                                                                        ("videos_ok", "windows", "windows_per_s")}}
     train_result = _train(out, store, ann_path, model=model, epochs=epochs, seed=seed, timings=timings)
     if train_result is not None:

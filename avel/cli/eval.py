@@ -56,6 +56,8 @@ def eval_(predictions_path: Path | None, run_dir: Path | None, annotations_path:
         raise click.UsageError("give exactly one of --predictions FILE or --run RUN_DIR")
     if run_dir is not None:
         predictions_path = run_dir / f"predictions_{split}.json"
+    if predictions_path is None:  # unreachable after the check above; narrows the type
+        raise click.UsageError("give exactly one of --predictions FILE or --run RUN_DIR")
     thresholds = _thresholds(tiou_text)
     try:
         annotations = load_unav100(annotations_path)

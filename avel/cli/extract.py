@@ -83,17 +83,13 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
     """Extract features from a dataset's videos into a feature store.
 
     Rerunning the same command resumes: committed videos are skipped. Failed videos are
-    recorded in STORE/errors.jsonl and skipped on rerun unless --retry-failed. Exit code 1
-    when any video failed.
+    recorded in STORE/errors.jsonl and skipped on rerun unless --retry-failed. Exit codes:
+    0 all videos done, 1 some video failed, 2 usage / job file error, 3 unusable input
+    (annotations, store, weights), 4 Ray failed, 130 / 143 interrupted (see docs/failure-modes.md).
     """
-    from avel.datasets.store import StoreError
     from avel.pipeline.extract import ExtractConfig, run_extract
 
-    try:
-        cfg = ExtractConfig.from_yaml(config_file) if config_file else ExtractConfig()
-    except ValueError as e:  # unknown key or wrong type in the job file
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    cfg = ExtractConfig.from_yaml(config_file) if config_file else ExtractConfig()  # ConfigError: exit 2
     given = {k: v for k, v in flags.items() if v not in (None, ())}
     if "extractors" in given:
         given["extractors"] = [e.strip() for e in given["extractors"].split(",") if e.strip()]
@@ -103,6 +99,11 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
     cfg = dataclasses.replace(cfg, **given)
     if address:
         cfg.cluster = dataclasses.replace(cfg.cluster, address=address)
+    try:  # extractor_options come from the job file only; checked with the final preset
+        cfg.check_extractor_options()
+    except ValueError as e:
+        click.echo(f"error: {config_file}: {e}" if config_file else f"error: {e}", err=True)
+        sys.exit(2)
     # live bar on stderr; off with --json and when stderr is not a terminal (disable=None)
     bar = tqdm(unit="video", disable=True if as_json else None, desc="extract", file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos [{elapsed}{postfix}]")
@@ -115,13 +116,10 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
                             refresh=False)
         bar.refresh()
 
-    try:
+    try:  # errors escape to the group, which maps their types to exit codes (avel.cli.errors)
         result = run_extract(cfg, progress=progress)
-    except (ValueError, KeyError, FileNotFoundError, StoreError) as e:
+    finally:
         bar.close()
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2 if isinstance(e, ValueError) and "required" in str(e) else 1)
-    bar.close()
     click.echo(json.dumps(result, indent=None if as_json else 1, default=str))
     if result["videos_failed"]:
         click.echo(f"{result['videos_failed']} video(s) failed; see {cfg.out}/errors.jsonl "

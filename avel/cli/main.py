@@ -3,10 +3,18 @@
 Each command lives in its own module of ``avel.cli`` and is registered in ``_COMMANDS``
 (module name, attribute). Modules are imported lazily so ``avel --help`` stays fast and a
 command's heavy imports (torch, ray) load only when it runs.
+
+An exception escaping a command becomes ``error: <message>`` on stderr and the exit code
+:func:`avel.cli.errors.exit_code_for` maps its type to (a traceback only for internal errors);
+SIGTERM is turned into an exception like Ctrl-C, so cleanup (Ray shutdown) runs on both.
 """
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import sys
+import traceback
 
 import click
 
@@ -39,6 +47,22 @@ class _LazyGroup(click.Group):
         module, attr = _COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context):
+        from avel.cli.errors import Terminated
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except (Exception, KeyboardInterrupt, Terminated) as e:
+            from avel.cli.errors import EXIT_INTERNAL, exit_code_for, message_for
+
+            code = exit_code_for(e)
+            if code == EXIT_INTERNAL:
+                traceback.print_exc()
+            click.echo(f"error: {message_for(e)}", err=True)
+            ctx.exit(code)
+
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="avel")
@@ -46,8 +70,30 @@ def cli() -> None:
     """avel: audio-visual event localization toolkit."""
 
 
+def _on_sigterm(signum, frame) -> None:
+    from avel.cli.errors import Terminated
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise Terminated("terminated (SIGTERM)")
+
+
 def main() -> None:
-    cli()
+    """The ``avel`` console entry point: SIGTERM raises like SIGINT, then the click group runs."""
+    if sys.platform != "win32":
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        # read when Ray is imported: its C++ failure handler would otherwise take SIGTERM from
+        # ours and abort the driver, skipping the shutdown (avel.pipeline.cluster)
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    try:
+        cli()
+    except SystemExit as e:
+        if e.code not in (130, 143):
+            raise
+        # interrupted: the run's cleanup (Ray shutdown, store flush) has happened; skip the
+        # interpreter teardown, where Ray's native threads crashed (SIGSEGV) after a Ctrl-C
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,14 @@ def _parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     try:
         dims = tuple(int(x) for x in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected two comma-separated integers like 1536,1536, got {value!r}")
+        raise click.BadParameter(f"expected two comma-separated integers like 1536,1536, got {value!r}") from None
     if len(dims) != 2 or min(dims) <= 0:
         raise click.BadParameter(f"expected two positive integers (visual,audio), got {value!r}")
-    return dims  # type: ignore[return-value]
+    return dims[0], dims[1]
 
 
 def _parse_sets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
-    import yaml
+    from avel.datasets.config_schema import YamlError, parse_yaml
 
     options: dict = {}
     for item in values:
@@ -42,7 +42,10 @@ def _parse_sets(ctx: click.Context, param: click.Parameter, values: tuple[str, .
         parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = parse_yaml(raw, source=f"--set {key}")
+        except YamlError as e:
+            raise click.BadParameter(str(e)) from None
     return options
 
 
@@ -69,5 +72,5 @@ def info(name: str, input_dims: tuple[int, int], seq_len: int, num_classes: int,
         result = model_info(name, input_dims=input_dims, seq_len=seq_len, num_classes=num_classes,
                             options=options, count_flops=not no_flops)
     except ValueError as exc:
-        raise click.UsageError(str(exc))
+        raise click.UsageError(str(exc)) from exc
     click.echo(json.dumps(result, indent=2) if as_json else format_info(result))

@@ -82,7 +82,7 @@ def plot(predictions_path: Path, annotations_path: Path, out_dir: Path, video_id
                       predictions=results.predictions.get(vid, []), classes=annotations.classes,
                       duration_s=sample.duration_s if sample else None, title=vid, config=cfg)
         written += 1
-        if store is not None:
+        if store is not None and visual_stream and audio_stream:  # both given with --store (checked above)
             try:
                 visual = store[vid][visual_stream]
                 audio = store[vid][audio_stream]

@@ -207,8 +207,11 @@ def store_upgrade(store: Path) -> None:
 
     try:
         with tqdm(desc="upgrade", unit="shard", disable=None) as bar:
-            actions = upgrade_store(store, progress=lambda n, total: (setattr(bar, "total", total),
-                                                                       bar.update(n - bar.n)))
+            def progress(n: int, total: int) -> None:
+                bar.total = total
+                bar.update(n - bar.n)
+
+            actions = upgrade_store(store, progress=progress)
     except StoreError as e:
         _fail(str(e))
     for line in actions:

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
 import click
-import yaml
 
 
 @click.command("train")
@@ -36,21 +35,23 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
     With --workers N (or --gpus-per-worker, --address, or distributed.workers > 1 in the config)
     training runs data-parallel on Ray Train (DDP; see docs/training.md), with the same run
     directory and checkpoints."""
-    from avel.datasets.store import StoreError
+    from avel.datasets.config_schema import YamlError, parse_yaml
     from avel.training.config import ConfigError, load_config
-    from avel.training.distributed import DistributedTrainingError
     from avel.training.run import train as run
 
-    parsed = {}
+    parsed: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise click.UsageError(f"--set takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        parsed[key] = yaml.safe_load(value)
-    for key, value in (("distributed.workers", workers), ("distributed.gpus_per_worker", gpus_per_worker),
-                       ("cluster.address", address)):
-        if value is not None:
-            parsed[key] = value
+        try:
+            parsed[key] = parse_yaml(value, source=f"--set {key}")
+        except YamlError as e:
+            raise click.UsageError(str(e)) from None
+    for key, flag in (("distributed.workers", workers), ("distributed.gpus_per_worker", gpus_per_worker),
+                      ("cluster.address", address)):
+        if flag is not None:
+            parsed[key] = flag
     try:
         cfg = load_config(config_file, parsed)
     except ConfigError as e:
@@ -65,10 +66,7 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
 
     # any Ray flag selects Ray Train, even --workers 1 (one worker on a cluster's GPU)
     use_ray = True if (workers, gpus_per_worker, address) != (None, None, None) else None
-    try:
-        summary = run(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress,
-                      use_ray=use_ray)
-    except (ConfigError, KeyError, ValueError, StoreError, DistributedTrainingError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    # errors escape to the group: 2 config, 3 unusable store / annotations / checkpoint, 4 Ray
+    summary = run(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress,
+                  use_ray=use_ray)
     click.echo(json.dumps(summary, indent=1, default=float))

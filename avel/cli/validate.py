@@ -36,7 +36,7 @@ def validate(dataset: str, annotations: Path | None, video_dir: Path | None, spl
         raise click.UsageError("--splits applies to --dataset ave only")
     if dataset == "folder" and annotations is not None and not annotations.is_dir():
         raise click.UsageError(f"--dataset folder: {annotations} is not a directory")
-    if dataset != "folder" and annotations.is_dir():
+    if dataset != "folder" and annotations is not None and annotations.is_dir():
         raise click.UsageError(f"--dataset {dataset}: ANNOTATIONS must be a file, {annotations} is a directory")
     problems = run(dataset, annotations, video_dir=video_dir, split_dir=split_dir)
     target = annotations or video_dir

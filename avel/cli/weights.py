@@ -29,7 +29,7 @@ def verify(path: Path, name: str, preset: str) -> None:
         cls = get(name)
         cls.make_config(preset)
     except (KeyError, ValueError) as e:
-        raise click.UsageError(str(e.args[0] if isinstance(e, KeyError) else e))
+        raise click.UsageError(str(e.args[0] if isinstance(e, KeyError) else e)) from e
     try:
         report = cls.check_checkpoint(path, preset=preset)
     except (FileNotFoundError, ValueError, KeyError) as e:

@@ -32,14 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from avel.datasets.config_schema import dataclass_from_dict
+from avel.datasets.config_schema import ConfigError, YamlError, dataclass_from_dict, read_yaml
 from avel.pipeline.cluster import ClusterConfig
-
-
-class ConfigError(ValueError):
-    """A configuration file or value is invalid."""
 
 
 @dataclass
@@ -87,8 +81,9 @@ class DataSection:
 class OptimSection:
     """Optimizer and schedule (per step), EMA of weights, clipping.
 
-    Defaults are the UnAV-100 baseline's (AdamW, 5 warmup + cosine epochs; see
-    ../shared/reference/datasets-and-models.md). The AVE papers use Adam with a step decay:
+    Defaults are the UnAV-100 baseline's (AdamW, 5 warmup + cosine epochs: the configs of the
+    official UnAV code, ttgeng233/UnAV, for "Dense-Localizing Audio-Visual Events in Untrimmed
+    Videos", CVPR 2023). The AVE papers use Adam with a step decay:
     ``optimizer: adam``, ``schedule: step`` with ``step_size_steps`` / ``step_gamma``.
 
     Args:
@@ -221,11 +216,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     """Load a YAML config; ``overrides`` are dotted keys (``optim.epochs``) applied on top."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from e
+        data = read_yaml(path)
+    except YamlError as e:
+        raise ConfigError(str(e)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level: expected a mapping of config sections, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

@@ -1,7 +1,7 @@
 """Data-parallel training on Ray Train: ``avel train --workers N [--gpus-per-worker G]``.
 
 The driver starts (or joins, per the ``cluster:`` config section) Ray, launches a
-``TorchTrainer`` with N workers and waits. Every worker runs :func:`avel.training.run.fit_and_test`
+``TorchTrainer`` with N workers and waits. Every worker runs :func:`avel.training.fit.fit_and_test`
 (the single-process trainer, DDP-aware when torch.distributed is initialized, which Ray Train
 does: gloo on CPU, NCCL on GPU). Rank 0 writes the run directory exactly as single-process
 training does (config.yaml, last.pt, best.pt, log.jsonl, summary.json, predictions, metrics),
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from avel.datasets.store import FeatureStore
+from avel.pipeline.cluster import shutdown_ray
 from avel.training.config import ConfigError, TrainConfig
 
 
@@ -72,7 +73,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     import torch
     from ray.train.torch import get_device
 
-    from avel.training.run import fit_and_test
+    from avel.training.fit import fit_and_test
 
     cfg: TrainConfig = config["cfg"]
     device = get_device() if cfg.distributed.gpus_per_worker > 0 else torch.device("cpu")
@@ -138,7 +139,7 @@ def train_distributed(cfg: TrainConfig, *, store: str | Path, annotations: str |
     from ray.train import RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from avel.training.run import random_weight_streams
+    from avel.training.fit import random_weight_streams
 
     _check(cfg)
     store, annotations, out = Path(store).resolve(), Path(annotations).resolve(), Path(out).resolve()
@@ -170,7 +171,7 @@ def train_distributed(cfg: TrainConfig, *, store: str | Path, annotations: str |
             raise DistributedTrainingError(f"distributed training of {out} failed: {e}") from None
     finally:
         if started:
-            ray.shutdown()
+            shutdown_ray()
     if _mtime_ns(summary_path) in (None, summary_before):
         raise DistributedTrainingError(f"{summary_path} was not written: is {out} on storage the workers share?")
     return json.loads(summary_path.read_text())

@@ -7,58 +7,30 @@ Input dims, the number of classes and the time grid come from the store manifest
 annotations, never from constants. After fitting, the best checkpoint (chosen on the
 validation split) is evaluated on the test split when the annotations have one.
 
-With ``distributed.workers > 1`` (or ``use_ray=True``) the same :func:`fit_and_test` runs
-in every Ray Train worker (:mod:`avel.training.distributed`); the run directory is the same.
+With ``distributed.workers > 1`` (or ``use_ray=True``) the same
+:func:`avel.training.fit.fit_and_test` runs in every Ray Train worker
+(:mod:`avel.training.distributed`); the run directory is the same.
 """
 from __future__ import annotations
 
-import json
-import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import torch
+from avel.training.config import TrainConfig
+from avel.training.fit import (
+    check_splits,
+    fit_and_test,
+    load_annotations,
+    make_task,
+    random_weight_streams,
+    resolve_model_options,
+)
+from avel.training.trainer import Trainer
 
-from avel.datasets.store import FeatureStore
-from avel.training.config import ConfigError, TrainConfig
-from avel.training.tasks import AveTask, DenseTask
-from avel.training.trainer import Trainer, seed_everything
-
-
-def load_annotations(task: str, path: str | Path, *, ave_split: str = "standard"):
-    if task == "dense":
-        from avel.datasets.unav100 import load_unav100
-
-        return load_unav100(path)
-    from avel.datasets.ave import load_ave
-
-    return load_ave(path, split=ave_split)
-
-
-def make_task(cfg: TrainConfig, store: FeatureStore, annotations) -> DenseTask | AveTask:
-    return DenseTask(store, annotations) if cfg.task == "dense" else AveTask(store, annotations)
-
-
-def resolve_model_options(cfg: TrainConfig, derived: dict[str, Any]) -> dict[str, Any]:
-    """User options plus data-derived ones; a user value contradicting the data is an error."""
-    options = dict(cfg.model.options)
-    for key, value in derived.items():
-        if key in options and options[key] != value:
-            raise ConfigError(f"model.options.{key} = {options[key]!r} contradicts the data ({value!r}); "
-                              f"remove it from the config")
-        options[key] = value
-    return options
-
-
-def random_weight_streams(cfg: TrainConfig, store: FeatureStore) -> list[str]:
-    """The configured streams that were extracted with random weights; warns when any."""
-    streams = cfg.data.visual_streams + cfg.data.audio_streams
-    random_streams = [s for s in streams if s in store.streams and store.streams[s].is_random]
-    if random_streams:
-        warnings.warn(f"TRAINING ON RANDOM-WEIGHT FEATURES: streams {random_streams} of {store.root} were extracted "
-                      f"with random weights (tests/demo only); results say nothing about real backbones",
-                      stacklevel=3)
-    return random_streams
+# the library entry points of a run (fit_and_test and its steps live in avel.training.fit)
+__all__ = ["check_splits", "fit_and_test", "load_annotations", "make_task", "random_weight_streams", "resolve_model_options",
+           "train"]
 
 
 def train(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: str | Path,
@@ -79,6 +51,7 @@ def train(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: 
     """
     if use_ray is None:
         use_ray = cfg.distributed.workers > 1
+    check_splits(cfg, load_annotations(cfg.task, annotations, ave_split=cfg.data.ave_split), annotations)
     if use_ray:
         from avel.training.distributed import train_distributed
 
@@ -86,44 +59,3 @@ def train(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: 
                                  progress=progress, on_step=on_step)
     return fit_and_test(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress,
                         on_step=on_step)
-
-
-def fit_and_test(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: str | Path,
-                 resume: str | Path | None = None, progress: Callable[[dict], None] | None = None,
-                 on_step: Callable[[Trainer], None] | None = None,
-                 device: torch.device | None = None) -> dict[str, Any]:
-    """:func:`train` in this process (one rank when torch.distributed is initialized; rank 0
-    writes the run directory, every rank returns the summary).
-
-    Args:
-        cfg, store, annotations, out, resume, progress, on_step: see :func:`train`.
-        device: training device; None: ``cfg.device``.
-    """
-    from avel.models.registry import build_model
-
-    seed_everything(cfg.seed)
-    st = FeatureStore(store)
-    random_streams = random_weight_streams(cfg, st)
-    ann = load_annotations(cfg.task, annotations, ave_split=cfg.data.ave_split)
-    task = make_task(cfg, st, ann)
-    datasets = task.build_datasets(cfg)
-    options = resolve_model_options(cfg, task.model_options(cfg, datasets["train"]))
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model.name, options=options)
-    spec = {"name": cfg.model.name, "options": options}
-    trainer = Trainer(cfg, task=task, model=model, model_spec=spec, datasets=datasets, out_dir=out, device=device)
-    if resume is not None:
-        trainer.resume(resume)
-    fit = trainer.fit(progress=progress, on_step=on_step)
-    summary: dict[str, Any] = {"run": str(out), "model": cfg.model.name,
-                               "parameters": sum(p.numel() for p in model.parameters()),
-                               "best_epoch": fit.best_epoch, "best_validation_score": fit.best_score,
-                               "random_weight_streams": random_streams}
-    if "test" in datasets:
-        ckpt = torch.load(Path(out) / "best.pt", map_location=trainer.device, weights_only=False)
-        target = trainer.eval_model()
-        target.load_state_dict(ckpt["ema"] if ckpt["ema"] is not None else ckpt["model"])
-        summary["test"] = trainer.evaluate("test")
-    if trainer.is_main:
-        (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    return summary

@@ -7,25 +7,19 @@ evaluates a model on a split and writes its predictions.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from avel.datasets.annotations import AnnotationSet
+from avel.datasets.fileio import atomic_write_text
 from avel.datasets.store import FeatureStore
 from avel.datasets.torch_dataset import AveFeatureDataset, DenseFeatureDataset, stream_statistics
 from avel.training.config import TrainConfig
-from avel.training.trainer import move_to
-
-
-def _write_json_atomic(data: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+from avel.training.trainer import move_to, trainable
 
 
 def _train_stats(store: FeatureStore, annotations: AnnotationSet, cfg: TrainConfig, streams: list[str]):
@@ -45,11 +39,14 @@ class DenseTask:
         self.store = store
         self.annotations = annotations
 
-    def build_datasets(self, cfg: TrainConfig) -> dict[str, Dataset]:
+    def build_datasets(self, cfg: TrainConfig) -> dict[str, DenseFeatureDataset]:
         d = cfg.data
         common = dict(visual_streams=d.visual_streams, audio_streams=d.audio_streams, max_seq_len=d.max_seq_len,
                       stats=_train_stats(self.store, self.annotations, cfg, d.visual_streams + d.audio_streams))
-        crop = tuple(d.crop_ratio) if d.crop_ratio else None
+        crop: tuple[float, float] | None = None
+        if d.crop_ratio:
+            low, high = d.crop_ratio  # (min, max) fraction kept
+            crop = (float(low), float(high))
         out = {"train": DenseFeatureDataset(self.store, self.annotations, subset=d.train_subset, training=True,
                                             crop_ratio=crop, seed=cfg.seed, **common),
                "validation": DenseFeatureDataset(self.store, self.annotations, subset=d.val_subset, **common)}
@@ -69,7 +66,7 @@ class DenseTask:
         results: dict[str, list[dict]] = {}
         for batch in loader:
             batch = move_to(batch, device)
-            preds = model.predict(model(batch), batch)
+            preds = trainable(model).predict(model(batch), batch)
             for vid, dets in zip(batch["video_ids"], preds):
                 entries = results.setdefault(vid, [])
                 for start_s, end_s, label_id, score in dets:
@@ -108,7 +105,7 @@ class DenseTask:
         return metrics, payload
 
     def save_predictions(self, predictions: Any, path: Path) -> None:
-        _write_json_atomic(predictions, path)
+        atomic_write_text(path, json.dumps(predictions))
 
 
 class AveTask:
@@ -120,7 +117,7 @@ class AveTask:
         self.store = store
         self.annotations = annotations
 
-    def build_datasets(self, cfg: TrainConfig) -> dict[str, Dataset]:
+    def build_datasets(self, cfg: TrainConfig) -> dict[str, AveFeatureDataset]:
         d = cfg.data
         if len(d.visual_streams) != 1 or len(d.audio_streams) != 1:
             raise ValueError("the AVE task takes exactly one visual and one audio stream")
@@ -168,7 +165,7 @@ class AveTask:
         out: dict[str, list] = {"sample_ids": [], "seg_preds": [], "seg_labels": [], "distances": [], "masks": []}
         for batch in loader:
             batch = move_to(batch, device)
-            pred = model.predict(model(batch), batch)
+            pred = trainable(model).predict(model(batch), batch)
             labels = batch["segment_labels"].cpu()
             out["sample_ids"] += batch["sample_ids"]
             if isinstance(pred, dict):  # CML: distances between every visual and audio segment
@@ -200,5 +197,5 @@ class AveTask:
                 {"segment_predictions": predictions})
 
     def save_predictions(self, predictions: Any, path: Path) -> None:
-        _write_json_atomic(predictions, path)
+        atomic_write_text(path, json.dumps(predictions))
 

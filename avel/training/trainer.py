@@ -13,7 +13,8 @@ dict whose ``"score"`` selects the best checkpoint) and the prediction file form
 Run directory::
 
     RUN/config.yaml            the resolved config
-    RUN/last.pt, RUN/best.pt   checkpoints (config, model, EMA, optimizer, schedule, RNG state)
+    RUN/last.pt, RUN/best.pt   checkpoints (config, model, EMA, optimizer, schedule, RNG state),
+                               read back by :func:`load_checkpoint` (weights-only: no pickled code runs)
     RUN/log.jsonl              one JSON object per logged step / evaluation
     RUN/tensorboard/           TensorBoard events (optional)
     RUN/predictions_<split>.json, RUN/metrics_<split>.json   written by evaluation
@@ -45,13 +46,13 @@ import copy
 import itertools
 import json
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from collections.abc import Mapping, Sized
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -60,21 +61,28 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+from avel.datasets.fileio import atomic_write
 from avel.training.config import ConfigError, TrainConfig
 
 
-class Task(Protocol):
-    """What a training task provides to the trainer."""
+DatasetT = TypeVar("DatasetT", bound=Dataset)
+
+
+class Task(Protocol[DatasetT]):
+    """What a training task provides to the trainer (generic over the task's dataset class)."""
 
     name: str
 
-    def build_datasets(self, cfg: TrainConfig) -> dict[str, Dataset]:
+    def build_datasets(self, cfg: TrainConfig) -> dict[str, DatasetT]:
         """``{"train": ..., "validation": ..., "test": ...}`` (test may be absent)."""
 
-    def model_options(self, cfg: TrainConfig, train_set: Dataset) -> dict[str, Any]:
+    def model_options(self, cfg: TrainConfig, train_set: DatasetT) -> dict[str, Any]:
         """Options derived from the data (input dims, num_classes, max_seq_len)."""
 
-    def collate(self, dataset: Dataset) -> Callable:
+    def collate(self, dataset: DatasetT) -> Callable:
         """Collate function for ``dataset``."""
 
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *,
@@ -135,9 +143,47 @@ def warmup_step(step: int, *, warmup_steps: int, step_size: int, gamma: float) -
     return gamma ** ((step - warmup_steps) // max(1, step_size))
 
 
+@runtime_checkable
+class TrainableModel(Protocol):
+    """The model protocol of :mod:`avel.models` the trainer and the tasks call besides ``forward``."""
+
+    def losses(self, outputs: Any, batch: Any) -> dict[str, torch.Tensor]: ...
+
+    def predict(self, outputs: Any, batch: Any) -> Any: ...
+
+
+def trainable(model: nn.Module) -> TrainableModel:
+    """``model`` as a :class:`TrainableModel`; a ``TypeError`` when it lacks ``losses`` / ``predict``."""
+    if not isinstance(model, TrainableModel):
+        raise TypeError(f"{type(model).__name__} lacks losses(outputs, batch) / predict(outputs, batch) "
+                        f"(the avel.models protocol)")
+    return model
+
+
+def num_samples(dataset: Dataset) -> int:
+    """``len(dataset)``; training needs datasets that know their size."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"{type(dataset).__name__} has no __len__: the trainer needs sized datasets")
+    return len(dataset)
+
+
+class _Indices(Dataset[int]):
+    """The indices ``0 .. n-1`` as a dataset (to replay a loader's sampler)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices / conv kernels only (not on biases, norms, scales)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -186,12 +232,76 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class CheckpointError(ValueError):
+    """A checkpoint cannot be loaded: unreadable, not a torch file, missing keys, or holding
+    pickled objects outside the weights-only allow-list (which is how a crafted file would run code)."""
+
+
+# what a checkpoint holds besides tensors: plain containers, numbers and strings (torch's
+# weights-only allow-list) plus numpy arrays, which checkpoints written before the numpy RNG
+# state was stored as a tensor hold (uint32 array reconstruction runs no code).
+CHECKPOINT_KEYS = ("model_spec", "model", "ema", "optimizer", "scaler", "step", "epoch", "best_score",
+                   "best_epoch", "history", "rng")
+
+
+def _numpy_safe_globals() -> list:
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", keys: tuple[str, ...] = CHECKPOINT_KEYS
+                    ) -> dict[str, Any]:
+    """Load a training checkpoint (``last.pt`` / ``best.pt``) with ``torch.load(weights_only=True)``.
+
+    Only tensors, plain containers, numbers, strings and numpy arrays are unpickled: a file
+    whose pickle references anything else (a crafted ``__reduce__`` calling ``os.system``, a
+    pickled class) is refused before any of it runs.
+
+    Raises:
+        CheckpointError: naming ``path``: unreadable or not a torch checkpoint, a refused
+            object, or one of ``keys`` missing.
+    """
+    import pickle
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()
+        detail = next((ln.strip() for ln in reason if "GLOBAL" in ln or "Unsupported" in ln), reason[0] if reason else "")
+        raise CheckpointError(f"{path}: refused: the checkpoint holds objects outside the weights-only allow-list "
+                              f"(tensors, containers, numbers, strings): {detail[:300]}; avel checkpoints never do, "
+                              f"so this file was not written by avel training") from None
+    except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: "
+                              f"{first[0][:300] if first else ''})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not an avel training checkpoint: missing key(s) {missing}")
+    return ckpt
+
+
+def _numpy_rng_state() -> tuple:
+    """``np.random.get_state()`` with the key array as an int64 tensor (weights-only loadable)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # the MT19937 tuple
+    if not isinstance(keys, np.ndarray):
+        raise TypeError(f"np.random.get_state(): expected the MT19937 key array, got {type(keys).__name__}")
+    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def _set_numpy_rng_state(state: Any) -> None:
+    name, keys, pos, has_gauss, cached = state
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((name, keys.astype(np.uint32), pos, has_gauss, cached))
 
 
 class Trainer:
@@ -211,14 +321,18 @@ class Trainer:
     the world size.
     """
 
-    def __init__(self, cfg: TrainConfig, *, task: Task, model: nn.Module, model_spec: dict[str, Any],
-                 datasets: dict[str, Dataset], out_dir: str | Path, device: torch.device | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, *, task: Task[Any], model: nn.Module, model_spec: dict[str, Any],
+                 datasets: Mapping[str, Dataset], out_dir: str | Path, device: torch.device | None = None) -> None:
         self.cfg = cfg
         self.task = task
         self.device = device if device is not None else resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.model_spec = model_spec
         self.datasets = datasets
+        for split in ("train", "validation"):
+            if split in datasets and num_samples(datasets[split]) == 0:
+                raise ValueError(f"the {split} split is empty: training needs samples in it (the best checkpoint "
+                                 f"is chosen on validation)")
         self.out_dir = Path(out_dir)
         self.rank, self.world_size = world()
         self.is_main = self.rank == 0
@@ -226,10 +340,11 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         o = cfg.optim
         opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(param_groups(self.model, o.weight_decay), lr=o.lr, betas=tuple(o.betas))
+        beta1, beta2 = o.betas  # two entries (optim.betas)
+        self.optimizer = opt_cls(param_groups(self.model, o.weight_decay), lr=o.lr, betas=(beta1, beta2))
         # the module the training forward goes through (DDP averages gradients over ranks)
         self.forward_model: nn.Module = self.model
-        n_train = len(datasets["train"])
+        n_train = num_samples(datasets["train"])
         if self.world_size > 1:
             if o.batch_size % self.world_size:
                 raise ConfigError(f"optim.batch_size {o.batch_size} is the global batch and must be divisible by "
@@ -259,7 +374,7 @@ class Trainer:
         self.best_score = -math.inf
         self.best_epoch = -1
         self.history: list[dict[str, Any]] = []
-        self._tb = None
+        self._tb: SummaryWriter | None = None
         self._on_step: Callable[["Trainer"], None] | None = None
 
     # -- data ------------------------------------------------------------------------------
@@ -277,7 +392,8 @@ class Trainer:
     def global_batches(self, epoch: int) -> list[list[int]]:
         """Training-set indices of every batch of ``epoch`` as the single-process training
         loader draws them: the same sampler and generator, run over the bare indices."""
-        order = DataLoader(range(len(self.datasets["train"])), batch_size=self.cfg.optim.batch_size, shuffle=True,
+        order = DataLoader(_Indices(num_samples(self.datasets["train"])), batch_size=self.cfg.optim.batch_size,
+                           shuffle=True,
                            drop_last=False, generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
                            collate_fn=list)
         return [[int(i) for i in batch] for batch in order]
@@ -332,7 +448,7 @@ class Trainer:
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "history": self.history,
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+            "rng": {"python": random.getstate(), "numpy": _numpy_rng_state(),
                     "torch": torch.get_rng_state()},
         }
 
@@ -340,13 +456,15 @@ class Trainer:
         """Write a checkpoint (rank 0 only under data parallelism); returns its path."""
         path = self.out_dir / name
         if self.is_main:
-            _atomic_torch_save(self.state(), path)
+            state = self.state()
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
         return path
 
     def resume(self, path: str | Path) -> None:
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        """Continue from a checkpoint (see :func:`load_checkpoint`)."""
+        ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt["model_spec"] != self.model_spec:
-            raise ValueError(f"{path}: checkpoint is for model {ckpt['model_spec']}, not {self.model_spec}")
+            raise CheckpointError(f"{path}: checkpoint is for model {ckpt['model_spec']}, not {self.model_spec}")
         self.model.load_state_dict(ckpt["model"])
         if self.ema and ckpt["ema"] is not None:
             self.ema.module.load_state_dict(ckpt["ema"])
@@ -356,7 +474,7 @@ class Trainer:
         self.best_score, self.best_epoch = ckpt["best_score"], ckpt["best_epoch"]
         self.history = ckpt["history"]
         random.setstate(ckpt["rng"]["python"])
-        np.random.set_state(ckpt["rng"]["numpy"])
+        _set_numpy_rng_state(ckpt["rng"]["numpy"])
         torch.set_rng_state(ckpt["rng"]["torch"])
 
     # -- training ---------------------------------------------------------------------------------
@@ -403,7 +521,7 @@ class Trainer:
             autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp else nullcontext())
             with autocast:
                 outputs = self.forward_model(batch)
-                losses = self.model.losses(outputs, batch)
+                losses = trainable(self.model).losses(outputs, batch)
             total = losses["total"] if weight == 1.0 else losses["total"] * weight
             values = self._global_values(losses, weight)
             if not math.isfinite(values["total"]):
@@ -441,7 +559,7 @@ class Trainer:
                 metrics, predictions = self.task.evaluate(model, loader, self.device, subset=split)
         else:
             ds = self.datasets[split]
-            start, end = shard_bounds(len(ds), self.rank, self.world_size)
+            start, end = shard_bounds(num_samples(ds), self.rank, self.world_size)
             loader = DataLoader(Subset(ds, range(start, end)), batch_size=self.cfg.optim.batch_size, shuffle=False,
                                 collate_fn=self.task.collate(ds), num_workers=self.cfg.data.num_workers,
                                 pin_memory=self.device.type == "cuda")

@@ -10,6 +10,8 @@ numbers are <= 1e-4.
 """
 from __future__ import annotations
 
+import atexit
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -34,13 +36,13 @@ def case(prefix: str):
     return wrap
 
 
-def _random_raft_file(path: Path) -> Path:
-    """A raft_large checkpoint for I3D flow extractors whose flow input is given (RAFT unused)."""
-    from avel.extractors.raft_flow import RaftFlow, RaftFlowConfig
+def _seeded_file(module: torch.nn.Module, path: Path, seed: int = 0) -> Path:
+    """A checkpoint of seeded weights in ``module``'s key layout (``module`` may be on the meta
+    device), for a part that is not compared; reused when it exists."""
+    from common import seeded_state, state_spec
 
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        torch.save(RaftFlow(RaftFlowConfig()).raft.state_dict(), path)
+    if not path.is_file():
+        torch.save(seeded_state(state_spec(module.state_dict()), seed), path)
     return path
 
 
@@ -63,7 +65,7 @@ def run_i3d(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
                    else x)  # B x T x H x W x 3 uint8
         ours = ext.extract(windows)
     else:
-        raft = _random_raft_file(work / "raft.pth")
+        raft = _seeded_file(E.get("i3d_flow").build(device="meta").raft.raft, work / "raft.pth")
         ext = E.get("i3d_flow").from_checkpoint({"flow": ckpt, "raft": raft}, **config)
         ext = ext.fuse_for_inference() if fuse else ext
         if meta["layout"] == "video_features":  # raw flow: our preprocess after RAFT
@@ -76,30 +78,121 @@ def run_i3d(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
     return ours.numpy(), arrays["output"]
 
 
+@case("raft_")
+def run_raft(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], work: Path,
+             tamper: Callable[[dict], None] | None = None, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Our I3D flow stream's RAFT (``window_flows``, loaded through ``i3d_flow.from_checkpoint``)
+    on windows of 2 frames (one pair each) -> (ours, reference) ``P x 2 x H' x W'``."""
+    raft = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
+    cls = E.get("i3d_flow")
+    flow = _seeded_file(cls.build(device="meta").flow, work / "flow_imagenet.pt")
+    ext = cls.from_checkpoint({"flow": flow, "raft": raft}, window_frames=1, stride_frames=1,
+                              num_flow_updates=meta["setup"]["num_flow_updates"], **overrides)
+    frames = torch.from_numpy(arrays["input"])  # T x H x W x 3 uint8
+    batch = ext.windows(frames).data[: len(frames) - 1]  # (T - 1) x 2 x H x W x 3 (the last window would repeat)
+    with torch.no_grad():
+        ours = ext.window_flows(batch, batch.movedim(-1, -3).float())[:, 0]  # (T - 1) x 2 x H' x W'
+    return ours.numpy(), arrays["output"]
+
+
+@case("vggish_")
+def run_vggish(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], work: Path,
+               tamper: Callable[[dict], None] | None = None, part: str = "output",
+               **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Our VGGish (default config: hop 0.96 s, final ReLU) on the waveform. ``part``:
+    ``"examples"`` (log-mel frontend), ``"output"`` (embeddings), ``"output_postprocess"`` (PCA +
+    quantisation with the fixture's PCA file)."""
+    ckpt = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
+    files: Any = ckpt
+    if part == "output_postprocess":
+        pca = {k: torch.from_numpy(arrays[f"pca/{k}"]).float() for k in ("pca_eigen_vectors", "pca_means")}
+        torch.save(pca, work / "vggish_pca_params-970ea276.pth")
+        files, overrides = work, {**overrides, "postprocess": True}
+    ext = E.get("vggish").from_checkpoint(files, **overrides)
+    win = ext.windows(torch.from_numpy(arrays["input"]))
+    with torch.no_grad():
+        examples = ext.preprocess(win.data)  # N x 1 x 96 x 64
+        ours = examples if part == "examples" else ext.forward(examples)
+    return ours.numpy(), arrays[part]
+
+
+@case("vgg19_")
+def run_vgg19(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], work: Path,
+              tamper: Callable[[dict], None] | None = None, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Our VGG-19 (``preprocessing="torchvision"``) pool5 of every frame -> (ours, reference)."""
+    setup = meta["setup"]
+    ckpt = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
+    config = dict(preprocessing=setup["preprocessing"], image_size=setup["image_size"],
+                  window_frames=setup["window_frames"], stride_frames=setup["window_frames"], **overrides)
+    ext = E.get("vgg19").from_checkpoint(ckpt, **config)
+    batch = torch.from_numpy(arrays["input"])  # B x L x S x S x 3
+    with torch.no_grad():
+        x = ext.preprocess(batch)
+        ours = ext.features(x.flatten(0, 1))  # B*L x 512 x S/32 x S/32
+        rows = ext.forward(x)  # B x S/32 x S/32 x 512: the window mean of the same maps
+    ref = arrays["output"]
+    b, length = batch.shape[:2]
+    expected_rows = ref.reshape(b, length, *ref.shape[1:]).mean(axis=1).transpose(0, 2, 3, 1)
+    if max_abs_diff(rows, expected_rows) > TOLERANCE:
+        raise AssertionError("vgg19: forward is not the window mean of pool5 in channels-last order")
+    return ours.numpy(), ref
+
+
+_WORK: dict[str, Path] = {}
+"""fixture -> directory of its rebuilt, untampered checkpoint files (reused within a process:
+rebuilding VGGish's 72M weights takes seconds); removed at exit."""
+
+
+def _work_dir(name: str, tampered: bool) -> tuple[Path, Callable[[], None]]:
+    if tampered:
+        tmp = Path(tempfile.mkdtemp(prefix=f"avel-parity-{name}-"))
+        return tmp, lambda: shutil.rmtree(tmp, ignore_errors=True)
+    if name not in _WORK:
+        _WORK[name] = Path(tempfile.mkdtemp(prefix=f"avel-parity-{name}-"))
+        atexit.register(shutil.rmtree, _WORK[name], True)
+    return _WORK[name], lambda: None
+
+
 def run(name: str, *, tamper: Callable[[dict], None] | None = None, fuse: bool = False,
         **overrides: Any) -> tuple[np.ndarray, np.ndarray, dict]:
     """(ours, reference, sidecar) of one fixture. ``tamper`` edits the rebuilt checkpoint (in the
-    reference's layout) before our loader reads it; ``fuse``: run the module fused for inference,
-    as the pipeline does; ``overrides`` go to our extractor's config."""
+    reference's layout) before our loader reads it; ``fuse`` (I3D): run the module fused for
+    inference, as the pipeline does; ``overrides`` go to our extractor's config."""
     arrays, meta = load_fixture(name)
     fn = next(f for p, f in CASES.items() if name.startswith(p))
-    with tempfile.TemporaryDirectory() as tmp:
-        ours, ref = fn(name, arrays, meta, Path(tmp), tamper=tamper, fuse=fuse, **overrides)
+    work, cleanup = _work_dir(name, tamper is not None)
+    try:
+        ours, ref = fn(name, arrays, meta, work, tamper=tamper, **({"fuse": True} if fuse else {}), **overrides)
+    finally:
+        cleanup()
     return ours, ref, meta
+
+
+VARIANTS: list[tuple[str, dict[str, Any]]] = [
+    ("vggish_torchvggish", {"part": "examples"}),            # log-mel frontend alone
+    ("vggish_video_features", {"part": "examples"}),
+    ("vggish_torchvggish", {"part": "output_postprocess"}),  # PCA + 8-bit quantisation
+    ("raft_torchvision", {"flow_pair_dedupe": False}),       # RAFT on every window's pairs
+]
+"""Further comparisons on the same fixtures (printed by ``main``, asserted by the tests)."""
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    names = sys.argv[1:] or fixture_names()
-    print(f"{'fixture':<28} {'reference':<31} {'max |ours - ref|':>16} {'ref fp32-fp64':>13} {'max |ref|':>9}  "
+    rows = [(n, {}) for n in (sys.argv[1:] or fixture_names())]
+    rows += [(n, o) for n, o in VARIANTS if not sys.argv[1:] or n in sys.argv[1:]]
+    print(f"{'fixture':<56} {'reference':<34} {'max |ours - ref|':>16} {'ref fp32-fp64':>13} {'max |ref|':>9}  "
           f"ok (<= {TOLERANCE:g})")
-    for name in names:
-        ours, ref, meta = run(name)
+    for name, options in rows:
+        ours, ref, meta = run(name, **options)
         d = max_abs_diff(ours, ref)
         r = meta["reference"]
+        version = r["commit"][:7] if all(c in "0123456789abcdef" for c in r["commit"]) else r["commit"]
         arrays, _ = load_fixture(name)
-        floor = f"{max_abs_diff(ref, arrays['output_fp64']):.2e}" if "output_fp64" in arrays else "-"
-        print(f"{name:<28} {r['repository'] + '@' + r['commit'][:7]:<31} {d:>16.2e} {floor:>13} "
+        floor = (f"{max_abs_diff(ref, arrays['output_fp64']):.2e}" if "output_fp64" in arrays and not options
+                 else "-")
+        label = name + "".join(f" {k}={v}" for k, v in options.items())
+        print(f"{label:<56} {r['repository'] + '@' + version:<34} {d:>16.2e} {floor:>13} "
               f"{np.abs(ref).max():>9.3g}  {'yes' if d <= TOLERANCE else 'NO'}")
 
 

@@ -70,7 +70,7 @@ def calibrate_bn(model: torch.nn.Module, run: Callable[[], Any]) -> list[str]:
     """BatchNorm running statistics = the statistics of the calibration forward(s) (cumulative
     average, train mode), variances floored at ``VAR_FLOOR``; returns the state keys it set."""
     bn_names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for n, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
             m.momentum = None
@@ -259,7 +259,8 @@ def record_i3d_pytorch_i3d(args: argparse.Namespace, stream: str) -> None:
 
 
 # -- RAFT -----------------------------------------------------------------------------------
-RAFT_HW, RAFT_UPDATES = (60, 68), 20  # not multiples of 8: the padding is exercised
+RAFT_HW, RAFT_UPDATES = (124, 132), 20  # >= 128 after padding (torchvision); not multiples of 8
+RAFT_HEAD_SCALE = 0.05
 
 
 @recorder("raft_torchvision")
@@ -270,13 +271,19 @@ def record_raft(args: argparse.Namespace) -> None:
     from torchvision.models.optical_flow import Raft_Large_Weights, raft_large
 
     vf = args.refs / "vfsetup" / "vf"
-    spec_ = importlib.util.spec_from_file_location("vf_raft_utils", vf / "models/raft/raft_src/utils/utils.py")
-    utils = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(utils)
+    sys.path.insert(0, str(vf))
+    from models.raft.raft_src.raft import InputPadder  # the padder extract_i3d.py imports
+
+    sys.path.remove(str(vf))
     seed = 31
     net = raft_large(weights=None, progress=False)
     spec = state_spec(net.state_dict())
+    # the flow head's last conv scaled down: with plain random weights the 20 refinement steps are
+    # chaotic (flows of 200 px; a 1e-6 change of the input moves them by 4.6 px), so float32
+    # rounding alone would exceed the tolerance
+    head = ("update_block.flow_head.conv2.weight", "update_block.flow_head.conv2.bias")
     state = seeded_state(spec, seed)
+    state = seeded_state(spec, seed, {k: (RAFT_HEAD_SCALE * state[k]).numpy() for k in head})
     ckpt = args.work / "raft_large_C_T_SKHT_V1-0b8c9e55.pth"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, ckpt)
@@ -287,25 +294,76 @@ def record_raft(args: argparse.Namespace) -> None:
     frames = smooth_frames(g, 3, *RAFT_HW, 3, 255.0, 0.0).round().clamp(0, 255).to(torch.uint8)  # T x H x W x 3
     chw = frames.permute(0, 3, 1, 2)
     transforms = Raft_Large_Weights.C_T_SKHT_V1.transforms()  # uint8 -> float [-1, 1]
-    padder = utils.InputPadder(chw.shape)
+    padder = InputPadder(chw.shape)
 
     def flows(dtype: torch.dtype) -> np.ndarray:
         first, second = transforms(chw[:-1], chw[1:])
-        first, second = padder.pad(first.to(dtype), second.to(dtype))
+        first, second = padder.pad(first.to(dtype)), padder.pad(second.to(dtype))
         with torch.no_grad():
-            return model.to(dtype)(first, second, num_flow_updates=RAFT_UPDATES)[-1].float().numpy()
+            return model.to(dtype)(first, second, num_flow_updates=RAFT_UPDATES)[-1].numpy()
 
-    out, out64 = flows(torch.float32), flows(torch.float64)
-    write_fixture("raft_torchvision", {"input": frames.numpy(), "output": out, "output_fp64": out64}, {
+    out = flows(torch.float32)  # (torchvision's RAFT builds float32 grids: no float64 run)
+    arrays = {"input": frames.numpy(), "output": out}
+    arrays.update({f"weights/{k}": state[k].numpy() for k in head})
+    write_fixture("raft_torchvision", arrays, {
         "reference": {"repository": "pytorch/vision", "commit": f"torchvision {torchvision.__version__}",
                       "code": "torchvision.models.optical_flow.raft_large + Raft_Large_Weights.C_T_SKHT_V1."
                               "transforms(); padding: v-iashin/video_features@" + git_commit(vf)[:7]
-                              + " models/raft/raft_src/utils/utils.py InputPadder"},
+                              + " models/raft/raft_src/raft.py InputPadder (as extract_i3d.py)"},
         "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
-        "weights": weights_meta(spec, seed, state, [], ckpt.name),
+        "weights": weights_meta(spec, seed, state, list(head), ckpt.name),
         "setup": {"num_flow_updates": RAFT_UPDATES, "frame_hw": list(RAFT_HW)},
         "input": "uint8 frames T x H x W x 3; pairs (t, t + 1)",
         "output": "flow of the last update, (T - 1) x 2 x H' x W' at the padded size (not unpadded, as video_features)",
+    })
+
+
+@recorder("raft_video_features")
+def record_raft_video_features(args: argparse.Namespace) -> None:
+    """video_features' RAFT (princeton-vl code, ``raft-sintel.pth`` with DataParallel keys, loaded
+    as ``ExtractI3D.load_model`` does) on frames padded by its ``InputPadder``: the flow of its I3D
+    flow stream."""
+    vf = args.refs / "vfsetup" / "vf"
+    sys.path.insert(0, str(vf))
+    try:
+        from models.raft.raft_src.raft import RAFT, InputPadder
+        from utils.utils import dp_state_to_normal
+
+        seed = 32
+        net = RAFT()
+        spec = state_spec(net.state_dict())
+        # norm3 of a residual block is the module registered again as downsample.1: same values
+        aliases = {k: k.replace(".norm3.", ".downsample.1.") for k, _, _ in spec if ".norm3." in k}
+        head = ("update_block.flow_head.conv2.weight", "update_block.flow_head.conv2.bias")
+        state = seeded_state(spec, seed)
+        state = seeded_state(spec, seed, {k: (RAFT_HEAD_SCALE * state[k]).numpy() for k in head})
+        state.update({k: state[v] for k, v in aliases.items()})
+        ckpt = vf / "models" / "raft" / "checkpoints" / "raft-sintel.pth"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({f"module.{k}": v for k, v in state.items()}, ckpt)
+        model = RAFT()
+        model.load_state_dict(dp_state_to_normal(torch.load(ckpt, map_location="cpu")))
+        model.eval()
+        g = torch.Generator().manual_seed(seed)
+        frames = smooth_frames(g, 3, *RAFT_HW, 3, 255.0, 0.0).round().clamp(0, 255).to(torch.uint8)
+        stack = frames.permute(0, 3, 1, 2).float()  # T x 3 x H x W in [0, 255], as its rgb_stack
+        padder = InputPadder(stack.shape)
+        with torch.no_grad():  # run_on_a_stack: flow_xtr_model(padder.pad(rgb_stack)[:-1], padder.pad(rgb_stack)[1:])
+            out = model(padder.pad(stack)[:-1], padder.pad(stack)[1:]).numpy()
+    finally:
+        sys.path.remove(str(vf))
+    arrays = {"input": frames.numpy(), "output": out}
+    arrays.update({f"weights/{k}": state[k].numpy() for k in head})
+    write_fixture("raft_video_features", arrays, {
+        "reference": {"repository": "v-iashin/video_features", "commit": git_commit(vf),
+                      "code": "models/raft/raft_src/raft.py (RAFT, default iters=20, test_mode; InputPadder), "
+                              "ExtractI3D.load_model's checkpoint loading (dp_state_to_normal)"},
+        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
+        "weights": {**weights_meta(spec, seed, state, list(head), ckpt.name), "aliases": aliases,
+                    "key_prefix": "module."},
+        "setup": {"num_flow_updates": 20, "frame_hw": list(RAFT_HW)},
+        "input": "uint8 frames T x H x W x 3; pairs (t, t + 1)",
+        "output": "flow_up of the last iteration, (T - 1) x 2 x H' x W' at the padded size",
     })
 
 

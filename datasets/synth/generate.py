@@ -42,6 +42,7 @@ from typing import Callable
 import numpy as np
 
 from avel.datasets.annotations import AnnotationSet, Sample, Segment
+from avel.datasets.fileio import atomic_write
 from avel.datasets.synth.signatures import (
     ClassSignature,
     fade,
@@ -295,8 +296,8 @@ def render_audio(plan: VideoPlan, sigs: list[ClassSignature], cfg: SynthConfig) 
     sr = cfg.sample_rate
     n = int(round(plan.duration_s * sr))
     rng = np.random.default_rng([cfg.seed, 1, zlib.crc32(plan.video_id.encode())])
-    noise = rng.standard_normal(n).astype(np.float32)
-    noise = np.convolve(noise, np.ones(4, np.float32) / 4, mode="same")  # slightly coloured
+    white = rng.standard_normal(n).astype(np.float32)
+    noise = np.convolve(white, np.ones(4, np.float32) / 4, mode="same")  # slightly coloured
     background = 0.02 * noise / (noise.std() + 1e-9)
     level = 0.02 * 10 ** (cfg.event_snr_db / 20)
     out = background
@@ -346,33 +347,33 @@ def write_mp4(path: Path, frames, audio: np.ndarray, cfg: SynthConfig) -> None:
     """Encode frames (H.264) and audio (AAC mono) into ``path`` atomically."""
     import av
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.mp4")
-    container = av.open(str(tmp), "w")
-    try:
-        vs = container.add_stream("libx264", rate=cfg.fps)
-        vs.width = vs.height = cfg.size
-        vs.pix_fmt = "yuv420p"
-        vs.options = {"crf": str(cfg.crf), "preset": "ultrafast"}
-        vs.thread_count = 1
-        a = container.add_stream("aac", rate=cfg.sample_rate)
-        a.layout = "mono"
-        for frame in frames:
-            for packet in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+    def encode(tmp: Path) -> None:
+        container = av.open(str(tmp), "w")
+        try:
+            vs = container.add_stream("libx264", rate=cfg.fps)
+            vs.width = vs.height = cfg.size
+            vs.pix_fmt = "yuv420p"
+            vs.options = {"crf": str(cfg.crf), "preset": "ultrafast"}
+            vs.thread_count = 1
+            a = container.add_stream("aac", rate=cfg.sample_rate)
+            a.layout = "mono"
+            for frame in frames:
+                for packet in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in vs.encode():
                 container.mux(packet)
-        for packet in vs.encode():
-            container.mux(packet)
-        step = 1024
-        for k in range(0, len(audio), step):
-            af = av.AudioFrame.from_ndarray(audio[None, k:k + step], format="fltp", layout="mono")
-            af.sample_rate = cfg.sample_rate
-            af.pts, af.time_base = k, fractions.Fraction(1, cfg.sample_rate)
-            for packet in a.encode(af):
+            step = 1024
+            for k in range(0, len(audio), step):
+                af = av.AudioFrame.from_ndarray(audio[None, k:k + step], format="fltp", layout="mono")
+                af.sample_rate = cfg.sample_rate
+                af.pts, af.time_base = k, fractions.Fraction(1, cfg.sample_rate)
+                for packet in a.encode(af):
+                    container.mux(packet)
+            for packet in a.encode():
                 container.mux(packet)
-        for packet in a.encode():
-            container.mux(packet)
-    finally:
-        container.close()
-    os.replace(tmp, path)
+        finally:
+            container.close()
+    atomic_write(path, encode, durable=False)  # a rerun regenerates videos
 
 
 # ---------------------------------------------------------------------------------------
@@ -402,7 +403,7 @@ def annotation_set(cfg: SynthConfig, sigs: list[ClassSignature], plans: list[Vid
 
 
 def generate(cfg: SynthConfig, out_dir: str | os.PathLike, *, workers: int = 1,
-             progress: Callable[[int], None] | None = None) -> AnnotationSet:
+             progress: Callable[[int], object] | None = None) -> AnnotationSet:
     """Write ``out_dir/videos/<id>.mp4``, the annotation files, ``synth.json`` and (with
     ``background_videos``) ``background_videos.txt``; ``progress`` gets the number of videos
     done (annotated plus background)."""

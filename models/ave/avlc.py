@@ -1,6 +1,7 @@
 """Audio-visual long-term correlation network (AVLC; Guo, Zhao, Gao, "Look longer to see better").
 
-No public code exists; this follows the paper (../shared/papers/avlc-long-term-avel.md):
+No public code exists; this follows the paper ("Look longer to see better: Audio-visual event
+localization by exploiting long-term correlation"):
 
 * TSGA (eqs. 1-6): ``V_fd = ReLU(W_vd mean_S(V))``, ``V_ft = ReLU(W_vt V_fd)`` (``d -> T``), the same for
   audio; ``T_m = softmax(V_ft + A_ft)`` (``T x T``) mixes the AGVA spatial maps ``S_map`` (``T x S``) of

@@ -1,6 +1,7 @@
 """CCLN: Cross-modal Contrastive Learning Network (Sun et al., "Listen With Seeing", IEEE TMM 2025).
 
-No public code exists; this follows the paper (../shared/papers/ccln-avel.md). Backbone:
+No public code exists; this follows the paper ("Listen With Seeing: Cross-Modal Contrastive Learning
+for Audio-Visual Event Localization"). Backbone:
 
 * Fusion stage (eqs. 1-3): ``v^A = AGVA(v^E, a^E)``; ``v^F = Sa(Bl(v^A))``, ``a^F = Sa(Bl(a^E))``.
 * Interaction stage, SBI (eqs. 4-10): ``V1, V2, A1, A2`` linear maps of ``v^F, a^F``;

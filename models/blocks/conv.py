@@ -41,7 +41,7 @@ class MaskedConv1D(nn.Module):
         self.stride = stride
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
                               padding=kernel_size // 2, groups=groups, bias=bias)
-        if bias:
+        if self.conv.bias is not None:  # bias=True
             nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

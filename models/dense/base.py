@@ -126,7 +126,7 @@ class DenseDetector(nn.Module):
         audio = audio * mask.to(audio.dtype)
         result = self.features(visual, audio, mask)
         feats, masks = result[0], result[1]
-        extras = result[2] if len(result) > 2 else {}
+        extras: dict[str, torch.Tensor] = result[2] if len(result) > 2 else {}
         if len(feats) != len(self.strides):
             raise RuntimeError(f"{type(self).__name__}.features returned {len(feats)} levels, "
                                f"expected {len(self.strides)}")

@@ -98,9 +98,10 @@ class ChannelAttentionExpansion(nn.Module):
         self.press = MaskedConv1D(in_dim, class_dim, kernel_size, bias=False)
         self.channel_blocks = nn.ModuleList(TransformerBlock(t, 1, hidden_dim=class_dim, path_pdrop=path_pdrop)
                                             for t in level_lengths)
-        self.time_linears = nn.ModuleList(nn.Linear(t, t * num_classes) for t in level_lengths)
-        for lin in self.time_linears:
+        time_linears = [nn.Linear(t, t * num_classes) for t in level_lengths]
+        for lin in time_linears:
             nn.init.zeros_(lin.bias)
+        self.time_linears = nn.ModuleList(time_linears)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, level: int) -> torch.Tensor:
         B, _, T = x.shape
@@ -133,9 +134,10 @@ class MTGC(nn.Module):
         path_pdrop = cfg.path_pdrop
         self.tdm = TemporalDependencyModule(in_dim=dim, num_classes=num_classes, cfg=tdm_cfg) if tdm_cfg else None
         if cfg.c2f:
-            self.c2f_linears = nn.ModuleList(nn.Linear(level_lengths[k + 1], level_lengths[k]) for k in range(L - 1))
-            for lin in self.c2f_linears:
+            c2f_linears = [nn.Linear(level_lengths[k + 1], level_lengths[k]) for k in range(L - 1)]
+            for lin in c2f_linears:
                 nn.init.zeros_(lin.bias)
+            self.c2f_linears = nn.ModuleList(c2f_linears)
             self.c2f_block = TransformerBlock(dim, cfg.c2f_num_heads, path_pdrop=path_pdrop)
         if cfg.f2c:
             self.f2c_pool = nn.MaxPool1d(cfg.pool_kernel, stride=2, padding=cfg.pool_kernel // 2)

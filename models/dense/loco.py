@@ -101,7 +101,7 @@ class MultimodalDecoder(nn.Module):
     def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []
         for level, (x, m) in enumerate(zip(feats, masks)):
-            for block in self.stacks[0 if self.cfg.share_across_levels else level]:
+            for block in self.stacks[0 if self.cfg.share_across_levels else level].children():
                 x, _ = block(x, x, m)
             out.append(x)
         return out
@@ -137,6 +137,8 @@ class LocoDetector(DenseDetector):
     Args:
         cfg: :class:`LocoConfig`.
     """
+
+    cfg: LocoConfig
 
     def __init__(self, cfg: LocoConfig) -> None:
         D = cfg.encoder.embed_dim

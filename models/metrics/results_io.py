@@ -22,6 +22,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from avel.datasets.fileio import atomic_write_text
+
 
 class ResultsFormatError(ValueError):
     """A results file is malformed; the message names the file, video id and entry index."""
@@ -98,8 +100,8 @@ def parse_results(data: Any, *, classes: Sequence[str] | None = None,
             elif isinstance(label, (int, np.integer)) and not isinstance(label, bool):
                 label_id = int(label)
                 if label_id < 0 or (classes is not None and label_id >= len(classes)):
-                    n = len(classes) if classes is not None else "C"
-                    raise ResultsFormatError(f"{where}: label id {label_id} is outside 0..{n if n == 'C' else n - 1}")
+                    top = len(classes) - 1 if classes is not None else "C"
+                    raise ResultsFormatError(f"{where}: label id {label_id} is outside 0..{top}")
             else:
                 raise ResultsFormatError(f"{where}: \"label\" must be a class name or an integer label id, got {label!r}")
             rows[i] = (start, end, label_id, score)
@@ -150,6 +152,4 @@ def write_results(path: str | os.PathLike, predictions: Mapping[str, Any], *,
     """Write :func:`results_to_json` atomically to ``path`` (arguments as there)."""
     path = Path(path)
     doc = results_to_json(predictions, classes=classes, version=version, external_data=external_data)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc))

@@ -6,6 +6,7 @@ concatenated ``[V; A]`` into ``B x 2D x T_l``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -56,9 +57,10 @@ class CrossModalPyramid(nn.Module):
         super().__init__()
         self.cfg = cfg
         strides = [1] + [cfg.scale_factor] * (cfg.num_levels - 1)
-        kw = dict(attn_pdrop=cfg.attn_pdrop, proj_pdrop=cfg.proj_pdrop, path_pdrop=cfg.path_pdrop)
-        self.visual_blocks = nn.ModuleList(TransformerBlock(dim, cfg.num_heads, stride=s, **kw) for s in strides)
-        self.audio_blocks = nn.ModuleList(TransformerBlock(dim, cfg.num_heads, stride=s, **kw) for s in strides)
+        block = functools.partial(TransformerBlock, dim, cfg.num_heads, attn_pdrop=cfg.attn_pdrop,
+                                  proj_pdrop=cfg.proj_pdrop, path_pdrop=cfg.path_pdrop)
+        self.visual_blocks = nn.ModuleList(block(stride=s) for s in strides)
+        self.audio_blocks = nn.ModuleList(block(stride=s) for s in strides)
         if cfg.temporal_consistency_gate:
             gkw = dict(attn_pdrop=cfg.attn_pdrop, proj_pdrop=cfg.proj_pdrop)
             self.gates_from_audio = nn.ModuleList(TemporalGate(dim, cfg.num_heads, stride=s, **gkw) for s in strides)

@@ -116,7 +116,7 @@ def test_ave_every_line_problem(tmp_path):
                        "Dog&c&good&6&4\nDog&d&good&0&12\nDog&a&good&2&5\nDog&e&good&x&5\n&&&1&2\n"
                        "Category&VideoID&Quality&StartTime&EndTime\n")
     assert _pairs(validate("ave", p)) == {
-        ("line 3", f"expected 5 '&'-separated fields (Category&VideoID&Quality&StartTime&EndTime), got 3"),
+        ("line 3", "expected 5 '&'-separated fields (Category&VideoID&Quality&StartTime&EndTime), got 3"),
         ("line 4", "start 6 >= end 4"),
         ("line 5", "segment [0, 12] outside the 10-s clip (expected 0 <= start < end <= 10)"),
         ("line 6", "duplicate of line 2"),
@@ -127,7 +127,7 @@ def test_ave_every_line_problem(tmp_path):
 
 
 def test_ave_split_problems(tmp_path):
-    p = _ave(tmp_path, "Dog&a&good&0&2\nDog&b&good&1&3\nCat&c&good&0&1\nDog&d&good&0&1\n",
+    p = _ave(tmp_path, "Dog&a&good&0&2\nDog&b&good&1&3\nBird&c&good&0&1\nDog&d&good&0&1\n",
              {"train": [0, 1, 9], "test": [1, -1], "val": [2.5]})
     probs = validate("ave", p)
     by_file = {(Path(q.file).name, q.location, q.message) for q in probs}
@@ -176,7 +176,9 @@ def test_real_files():
     load_unav100(SHARED / "unav100" / "unav100_annotations.json")
     probs = validate("ave", SHARED / "ave" / "Annotations.txt")
     # the release's one real defect: a zero-length event (0 to 0 s) for VWi2ENBuTbw on line 27
-    assert [(p.location, p.message) for p in probs] == [("line 27", "start 0 >= end 0")]
+    assert [(p.location, p.message) for p in probs] == [
+        ("line 27", "start 0 >= end 0: an empty event (training keeps the row: all segments background, "
+                    "video label 'Church bell'; see avel.datasets.ave)")]
     assert load_ave(SHARED / "ave" / "Annotations.txt")["row-0026"].video_id == "VWi2ENBuTbw"
 
 

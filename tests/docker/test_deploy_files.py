@@ -631,7 +631,9 @@ def test_launcher_config_passes_rays_validation():
     validate_config(prepared)
     node_type = prepared["available_node_types"][prepared["head_node_type"]]
     assert node_type["min_workers"] == node_type["max_workers"] == len(cfg["provider"]["worker_ips"])
-    with pytest.raises(Exception):  # the same validation rejects a misspelt key
+    from jsonschema.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="worker_imag"):  # the same validation rejects a misspelt key
         validate_config(prepare_config({**cfg, "docker": {**cfg["docker"], "worker_imag": "x"}}))
     images = _image_names()
     assert (cfg["docker"]["head_image"], cfg["docker"]["worker_image"]) == (images["cpu"], images["gpu"])

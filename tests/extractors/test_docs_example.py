@@ -27,6 +27,7 @@ def test_resnet18_worked_example(tmp_path, make_frames, monkeypatch):
         m = cls.random_init(preset="tiny")
         w = m.windows(make_frames(5, 32, 32))
         assert w.num_rows == 2 and m.extract(w.data).shape == (2, 512)
+        assert m.feature_shape == (512,)  # traced: the class declares none
         # a torchvision-layout checkpoint (with fc.*) loads through from_checkpoint
         from torchvision.models import resnet18
         state = resnet18(weights=None).state_dict()

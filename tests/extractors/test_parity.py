@@ -23,8 +23,8 @@ FIXTURES = common.fixture_names()
 
 
 def test_fixtures_are_recorded_and_small():
-    assert {"i3d_rgb_video_features", "i3d_flow_video_features", "i3d_rgb_pytorch_i3d",
-            "i3d_flow_pytorch_i3d"} <= set(FIXTURES)
+    assert {"i3d_rgb_video_features", "i3d_flow_video_features", "i3d_rgb_pytorch_i3d", "i3d_flow_pytorch_i3d",
+            "raft_torchvision", "raft_video_features", "vggish_torchvggish", "vggish_video_features", "vgg19_torchvision"} <= set(FIXTURES)
     for name in FIXTURES:
         assert (common.FIXTURE_DIR / f"{name}.npz").stat().st_size < 600_000, name
         _, meta = common.load_fixture(name)
@@ -38,6 +38,19 @@ def test_matches_reference(name):
     assert np.abs(ref).max() > 0.1  # the reference output is not trivially small
     diff = common.max_abs_diff(ours, ref)
     assert diff <= common.TOLERANCE, f"{name}: max abs diff {diff:.3g} vs {meta['reference']['repository']}"
+
+
+@pytest.mark.parametrize("name,options", [
+    pytest.param(n, o, marks=[pytest.mark.slow] if n.startswith("raft") else []) for n, o in compare.VARIANTS])
+def test_matches_reference_variants(name, options):
+    ours, ref, _ = compare.run(name, **options)
+    assert common.max_abs_diff(ours, ref) <= common.TOLERANCE
+
+
+def test_vggish_fixture_needs_the_final_relu():
+    ours, ref, _ = compare.run("vggish_video_features", final_relu=False)
+    assert (ref >= 0).all() and (ours < 0).any()
+    assert common.max_abs_diff(ours, ref) > 100 * common.TOLERANCE
 
 
 @pytest.mark.slow
@@ -54,3 +67,20 @@ def test_i3d_fixture_catches_one_perturbed_weight():
 
     ours, ref, _ = compare.run("i3d_rgb_video_features", tamper=tamper)
     assert common.max_abs_diff(ours, ref) > common.TOLERANCE
+
+
+def test_princeton_raft_keys_convert_to_torchvision_raft_large():
+    """The key list of video_features' raft-sintel.pth layout (recorded in the fixture) maps onto
+    torchvision's raft_large exactly; unknown keys are refused."""
+    import torch
+    from torchvision.models.optical_flow import raft_large
+
+    from avel.extractors.weights import raft_princeton_to_torchvision
+
+    _, meta = common.load_fixture("raft_video_features")
+    state = {k: torch.zeros(shape) for k, shape, _ in meta["weights"]["spec"]}
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in raft_large().state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in raft_princeton_to_torchvision(state).items()} == expected
+    with pytest.raises(KeyError, match="fnet.layer9.0.conv7.weight"):
+        raft_princeton_to_torchvision({"fnet.layer9.0.conv7.weight": torch.zeros(1)})

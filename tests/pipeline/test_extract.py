@@ -94,8 +94,8 @@ def test_bad_run_option_in_yaml_names_the_key(videos, tmp_path, key, value):
     cfg = tmp_path / "job.yaml"
     cfg.write_text(json.dumps({key: value}))
     res = _run(["--videos", str(videos / "videos"), "--out", str(tmp_path / "s"), "--config", str(cfg)])
-    # a wrong type is caught reading the file (exit 2), a wrong value by the job's checks (exit 1)
-    assert res.exit_code == (2 if isinstance(value, str) else 1), res.output
+    # a wrong type (caught reading the file) and a wrong value (the job's checks) are usage errors
+    assert res.exit_code == 2, res.output
     assert "error: " in res.output and key in res.output and repr(value) in res.output
     assert "must be a number" in res.output or "expected a number" in res.output
     assert not (tmp_path / "s").exists()
@@ -114,7 +114,7 @@ def test_job_yaml_type_errors_name_file_and_key(videos, tmp_path):
 def test_missing_weights_is_a_clear_error(videos, tmp_path):
     res = CliRunner().invoke(cli, ["extract", "--dataset", "folder", "--videos", str(videos / "videos"),
                                    "--extractors", "vggish", "--out", str(tmp_path / "s")])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # a usage error (avel.cli.errors)
     assert "has no weights" in res.output and "vggish-10086976.pth" in res.output
 
 
@@ -148,3 +148,27 @@ def test_chunked_extraction_equals_whole_video(tmp_path):
         assert whole[s].shape == parts[s].shape
         np.testing.assert_array_equal(whole[s], parts[s])
     assert whole["i3d_rgb"].shape[0] == (150 - 8) // 4 + 1  # tiny i3d: 8/4 frames at 25 fps
+
+
+def test_extractor_options_are_type_checked_naming_file_and_key(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("extractor_options: {vgg19: {fps: fast}}\n")
+    res = CliRunner().invoke(cli, ["extract", "--config", str(job), "--dataset", "folder", "--videos", str(tmp_path),
+                                   "--extractors", "vgg19", "--preset", "tiny", "--random-weights",
+                                   "--out", str(tmp_path / "s")])
+    assert res.exit_code == 2
+    assert f"{job}: extractor_options.vgg19: VGG19Config: fps: expected a number, got 'fast'" in res.output
+    job.write_text("extractor_options: {vgg19: {fpss: 1.0}}\n")
+    res = CliRunner().invoke(cli, ["extract", "--config", str(job), "--dataset", "folder", "--videos", str(tmp_path),
+                                   "--extractors", "vgg19", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "extractor_options.vgg19: VGG19Config: unknown config keys ['fpss']" in res.output
+
+
+def test_extractor_config_values_are_type_checked_and_lists_become_tuples():
+    import avel.extractors as E
+
+    cls = E.get("i3d_rgb")
+    assert cls.make_config("tiny", avg_pool_kernel=[1, 2, 2]).avg_pool_kernel == (1, 2, 2)  # YAML writes lists
+    assert cls.make_config(fps=25).fps == 25.0
+    with pytest.raises(ValueError, match=r"I3DConfig: window_frames: expected an integer, got 2\.5"):
+        cls.make_config(window_frames=2.5)

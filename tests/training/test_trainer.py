@@ -117,7 +117,7 @@ def test_config_errors_name_the_key(tmp_path):
         config_from_dict({"optim": {"lr": "fast"}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: dense\noptim:\n  lr: [1\n")
-    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML at line"):
+    with pytest.raises(ConfigError, match="bad.yaml: line 4 column 1: invalid YAML"):
         load_config(bad)
     good = tmp_path / "good.yaml"
     good.write_text("task: ave\nmodel:\n  name: agva\noptim:\n  epochs: 2\n")

@@ -1,0 +1,76 @@
+"""Embedded Ray: loopback only, stdout of `--json` is the JSON alone, SIGINT / SIGTERM stop
+every process it started (issue 14). Each test runs `avel extract --runner ray` in a
+subprocess (benchmarks/ray_interrupt.py does the watching; it prints the linger figures)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import ray_interrupt  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    return ray_interrupt.make_videos(tmp_path_factory.mktemp("ray_hardening"), 30)
+
+
+def test_embedded_ray_listens_on_loopback_only():
+    script = ("import json, os, sys; sys.path.insert(0, sys.argv[1]); import ray_interrupt as ri\n"
+              "from avel.pipeline.cluster import ClusterConfig, shutdown_ray\n"
+              "assert ClusterConfig(num_cpus=1).init_ray()\nimport ray\n"
+              "ray.get(ray.remote(lambda: 1).remote())\n"
+              "print(json.dumps(ri.listening_sockets(ri.process_tree(os.getpid()))))\nshutdown_ray()\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    res = subprocess.run([sys.executable, "-c", script, str(Path(ray_interrupt.__file__).parent)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    sockets = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(sockets) >= 3, sockets  # GCS, raylet, object manager, workers...
+    assert all(ray_interrupt.is_loopback(ip) for ip, _, _ in sockets), sockets
+
+
+def test_ray_json_stdout_is_the_json_alone_and_bad_headers_are_not_retryable(videos, tmp_path):
+    """30 good videos plus an AV1 one and one whose sample table claims 2^31 frames (decord
+    aborts the process on it; its audio alone decodes fine, so vgg19 is extracted too): the Ray
+    runner records both as the videos' fault."""
+    from tests.pipeline.test_bad_videos_hardening import _av1, _stts
+
+    mixed = tmp_path / "videos"
+    shutil.copytree(videos, mixed)
+    _stts(videos / sorted(p.name for p in videos.iterdir())[0], mixed / "billions.mp4", count=2**31, delta=2**30)
+    try:
+        _av1(mixed / "av1.mp4")
+        bad = {"billions", "av1"}
+    except pytest.skip.Exception:
+        bad = {"billions"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    res = subprocess.run([sys.executable, "-m", "avel.cli.main", "extract", "--dataset", "folder", "--videos",
+                          str(mixed), "--extractors", "vgg19,vggish", "--preset", "tiny", "--random-weights",
+                          "--runner", "ray", "--json", "--decode-workers", "1", "--out", str(tmp_path / "s")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 1, res.stderr[-2000:]
+    report = json.loads(res.stdout)  # nothing else on stdout
+    assert report["videos_ok"] == 30 and report["videos_failed"] == len(bad)
+    records = [json.loads(line) for line in (tmp_path / "s" / "errors.jsonl").read_text().splitlines()]
+    assert {r["video_id"] for r in records} == bad
+    assert all(r["error_type"] == "DecodeError" and not r.get("retryable") for r in records), records
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupted_ray_run_stops_every_process(videos, tmp_path, sig, code):
+    trial = ray_interrupt.interrupt_trial(videos, tmp_path / "s", sig=sig, after_s=15.0)
+    assert trial["exit_code"] == code, trial
+    assert not trial["still_alive"], trial
+    # every process is gone when the command has exited (none left to time out on its own)
+    assert trial["linger_s"] - trial["exit_s"] < 2.0, trial
+    assert "Traceback" not in trial["stderr_tail"], trial["stderr_tail"]
