@@ -5,7 +5,7 @@
 #
 # DIR/vf      video_features at the commit below (SOURCE: a git URL or a local clone;
 #             default the GitHub repository)
-# DIR/deps    its imports that our environment lacks (opencv-python-headless, omegaconf),
+# DIR/deps    its imports that our environment lacks (opencv-python-headless, omegaconf, resampy),
 #             installed with --no-deps next to our torch
 # DIR/bin     an ffmpeg executable (from imageio-ffmpeg; video_features calls the ffmpeg CLI)
 #
@@ -23,7 +23,7 @@ fi
 git -C "$dir/vf" ls-tree -r --name-only "$commit" -- main.py models utils configs \
     | grep -v -E '\.(pt|pth)$' | xargs git -C "$dir/vf" checkout --quiet "$commit" --
 python -m pip install --quiet --target "$dir/deps" --no-deps opencv-python-headless omegaconf \
-    "antlr4-python3-runtime==4.9.3" imageio-ffmpeg
+    "antlr4-python3-runtime==4.9.3" imageio-ffmpeg resampy
 mkdir -p "$dir/bin"
 ln -sf "$(PYTHONPATH="$dir/deps" python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" "$dir/bin/ffmpeg"
 echo "--video-features-repo $dir/vf --video-features-pythonpath $dir/deps --ffmpeg-dir $dir/bin"

@@ -96,6 +96,25 @@ def dataclass_from_dict(cls: type, data: Any, *, path: str = "", parsers: Mappin
     return cls(**{k: _convert(v, hints[k], f"{path}.{k}" if path else k, parsers or {}) for k, v in data.items()})
 
 
+def check_fields(cls: type, data: Any, *, path: str = "", parsers: Mapping[type, Parser] | None = None) -> None:
+    """Check that ``data`` sets only fields of dataclass ``cls``, each with a value of its type.
+
+    The checks of :func:`dataclass_from_dict` without building ``cls``: fields it leaves out are
+    not an error (a config before the fields derived from the data are filled in). Raises
+    ``ValueError`` naming the key path.
+    """
+    where = path or "top level"
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - fields, key=str)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; expected some of {sorted(fields)}")
+    for k, v in data.items():
+        _convert(v, hints[k], f"{path}.{k}" if path else k, parsers or {})
+
+
 def _convert(value: Any, tp: Any, path: str, parsers: Mapping[type, Parser]) -> Any:
     if tp in parsers:
         return parsers[tp](value, path)

@@ -53,9 +53,10 @@ import socket
 import time
 import uuid
 import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -88,8 +89,8 @@ from avel.datasets.store_log import (
     sha256_hex,
     store_lock,
     write_new_file,
-    writer_gone,
     write_snapshot,
+    writer_gone,
 )
 
 __all__ = ["FeatureStore", "StoreWriter", "StreamSpec", "VideoMeta", "StoreError", "StoreCorruptError",
@@ -155,7 +156,7 @@ class StreamSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "StreamSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> StreamSpec:
         return cls(
             extractor=d["extractor"],
             plan=SamplingPlan.from_dict(d["plan"]),
@@ -183,7 +184,7 @@ class VideoMeta:
         return json.dumps(vars(self), sort_keys=True)  # == asdict(self): the fields are JSON values
 
     @classmethod
-    def from_json(cls, s: str) -> "VideoMeta":
+    def from_json(cls, s: str) -> VideoMeta:
         return cls(**json.loads(s))
 
 
@@ -373,7 +374,7 @@ def _meta_json(index: _ShardIndex) -> list[str]:
     if index.meta_json is None:
         try:
             index.meta_json = _strs(index.meta_ds[()])
-        except OSError as e:
+        except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
             raise StoreCorruptError(f"shard {index.path}: videos/meta_json cannot be read ({e})") from e
     return index.meta_json
 
@@ -392,7 +393,7 @@ def _check_video(index: _ShardIndex, stream: str, i: int, *, with_meta: bool = F
                                     f"rows): offsets differ from what was written")
         rows = index.data[stream][a:b]
         starts, ends = g["start_s"][a:b], g["end_s"][a:b]
-    except OSError as e:
+    except (OSError, KeyError, ValueError, TypeError) as e:  # h5py: damaged objects, names, types
         raise StoreCorruptError(f"{where}: cannot be read ({e})") from e
     if index.version < 2:
         if _crc32(rows) != int(index.sums[stream][i]):
@@ -464,8 +465,8 @@ def _verify_shard(path: Path, entry: Mapping[str, Any] | None, *, full: bool = T
                     problems.append(str(e))
     except StoreCorruptError as e:
         problems.append(str(e))
-    except OSError as e:
-        problems.append(f"shard {path} cannot be opened by HDF5: {e}")
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        problems.append(f"shard {path} cannot be read by HDF5: {e}")
     return problems
 
 
@@ -807,7 +808,7 @@ class StoreWriter:
             write_snapshot(self.root, state)
 
     # -- context manager ---------------------------------------------------------------
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -1044,7 +1045,7 @@ class StoreWriter:
 class VideoFeatures:
     """Read-only view of one video: ``view[stream] -> np.ndarray`` (T x feature_shape)."""
 
-    def __init__(self, store: "FeatureStore", video_id: str) -> None:
+    def __init__(self, store: FeatureStore, video_id: str) -> None:
         self._store = store
         self.video_id = video_id
 
@@ -1095,15 +1096,15 @@ class FeatureStore:
         for shard in shards:
             self._shard_streams.append(frozenset(shard["streams"]))
             self._absent.append({s: set(v) for s, v in shard.get("absent", {}).items() if v})
-        # dict operations in C (1M videos in well under a second): keys in commit order, then
-        # each video's first shard (updates from the last shard back keep the earliest)
-        self._first = dict.fromkeys(itertools.chain.from_iterable(sh["videos"] for sh in shards), 0)
-        first_shard: dict[str, int] = {}
-        for k in range(len(shards) - 1, -1, -1):
-            first_shard.update(dict.fromkeys(shards[k]["videos"], k))
-        self._first.update(first_shard)
-        del first_shard
+        # one dict built in C, one insertion per video: keys in commit order -> shard number
+        chain = itertools.chain.from_iterable
+        self._first = dict(zip(chain(sh["videos"] for sh in shards),
+                               chain(itertools.repeat(k, len(sh["videos"])) for k, sh in enumerate(shards))))
         if len(self._first) != sum(len(sh["videos"]) for sh in shards):  # some videos span shards
+            first_shard: dict[str, int] = {}  # the earliest shard of each video holds its metadata
+            for k in range(len(shards) - 1, -1, -1):
+                first_shard.update(dict.fromkeys(shards[k]["videos"], k))
+            self._first.update(first_shard)
             for k, shard in enumerate(shards):
                 for v in shard["videos"]:
                     if self._first[v] != k:
@@ -1145,7 +1146,7 @@ class FeatureStore:
                 f.close()
         self._files.clear()
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -1227,7 +1228,7 @@ class FeatureStore:
                     f"shard {path} has {size} bytes, the log says {entry['size_bytes']} (truncated or modified)")
             try:
                 f = _open_h5(path, "r")
-            except OSError as e:
+            except (OSError, KeyError, ValueError, TypeError) as e:
                 raise StoreCorruptError(f"shard {path} cannot be opened by HDF5: {e}") from e
             index = _load_index(f, path, entry["streams"])
             if index.ids != list(entry["videos"]):

@@ -32,9 +32,10 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from avel.datasets.fileio import atomic_write_text, sha256_file
 
@@ -186,7 +187,7 @@ class StoreState:
                 "log": {"file": LOG, "offset": self.log_offset, "records": self.log_records}}
 
     @classmethod
-    def from_snapshot(cls, m: Mapping[str, Any]) -> "StoreState":
+    def from_snapshot(cls, m: Mapping[str, Any]) -> StoreState:
         log = m.get("log", {})
         return cls(schema_version=int(m["schema_version"]), dataset=m["dataset"], streams=dict(m["streams"]),
                    shards=list(m["shards"]), extra=dict(m.get("extra", {})), created=m.get("created", ""),

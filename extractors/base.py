@@ -100,6 +100,13 @@ class DecodeSpec:
         center_crop: video; side of a square centre crop taken after the resize on the CPU,
             ``None`` = no crop (the extractor crops on the device, e.g. flow needs full frames).
         sample_rate: audio; samples per second (equals ``plan.sample_rate``), mono float32.
+        frame_selection: video; which native frame fills each output slot at ``fps``:
+            ``"ffmpeg_fps"`` (the frame nearest the slot time, as ffmpeg's ``fps`` filter with
+            its default ``round=near``: what video_features' re-encode does) or ``"previous"``
+            (the last frame at or before the slot time). See :mod:`avel.pipeline.decode`.
+        resize: video; ``"pil"``: one PIL bilinear resize of the full decoded frame to
+            ``short_side`` / ``size_hw`` (video_features, Keras); ``"torch"``: the decoder scales
+            to ``short_side`` and torch's antialiased bilinear filter resizes further.
     """
 
     modality: Modality
@@ -108,10 +115,28 @@ class DecodeSpec:
     size_hw: tuple[int, int] | None = None
     center_crop: int | None = None
     sample_rate: int | None = None
+    frame_selection: str = "previous"
+    resize: str = "torch"
 
     def __post_init__(self) -> None:
         if self.short_side is not None and self.size_hw is not None:
             raise ValueError(f"DecodeSpec: set at most one of short_side / size_hw, got {self}")
+        check_frame_options("DecodeSpec", self.frame_selection, self.resize)
+
+
+FRAME_SELECTIONS = ("ffmpeg_fps", "previous")
+"""Frame-selection rules of the decoder (:func:`avel.pipeline.decode.frame_indices_for_fps`)."""
+
+RESIZES = ("pil", "torch")
+"""Resize paths of the decoder (see :class:`DecodeSpec`)."""
+
+
+def check_frame_options(owner: str, frame_selection: str, resize: str) -> None:
+    """Raise ``ValueError`` naming ``owner`` for an unknown frame-selection rule or resize path."""
+    if frame_selection not in FRAME_SELECTIONS:
+        raise ValueError(f"{owner}: frame_selection must be one of {list(FRAME_SELECTIONS)}, got {frame_selection!r}")
+    if resize not in RESIZES:
+        raise ValueError(f"{owner}: resize must be one of {list(RESIZES)}, got {resize!r}")
 
 
 @dataclass

@@ -30,7 +30,9 @@ Extractors (choice: both separate streams and the concatenation are offered):
 * ``i3d``      -> (2048,) = [rgb 1024, flow 1024] as the released UnAV-100 features; input
   ``B x 25 x H x W x 3`` (rgb uses the first 24 frames, as video_features does).
 
-Preprocessing (video_features): CPU decode at 25 fps, short side 256 (bilinear); device: RGB
+Preprocessing (video_features): CPU decode at 25 fps (each slot takes the native frame nearest
+its time, as ffmpeg's ``fps`` filter), one PIL bilinear resize of the full frame to short side 256;
+device: RGB
 centre crop 224 and ``2 x / 255 - 1``; flow computed on the uncropped frames, then centre crop 224,
 clamp +-20, ``round(128 + 255/40 f)``, ``2 x / 255 - 1``. Model input ``B x C x T x 224 x 224``
 (C = 3 rgb, 2 flow) in [-1, 1].
@@ -45,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel.extractors import weights as W
-from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig
+from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig, check_frame_options
 from avel.extractors.fusion import fold_batchnorm
 from avel.extractors.preprocess import center_crop, flow_to_i3d, scale_to_pm1, to_float_channels_first
 from avel.extractors.raft_flow import RAFT_CHECKPOINT, RaftFlow, RaftFlowConfig, distinct_pairs
@@ -282,6 +284,12 @@ class I3DConfig(ExtractorConfig):
         raft_pair_batch: frame pairs per RAFT call with ``flow_pair_dedupe`` (each call padded
             to this size, so on the CPU a pair's flow does not depend on its batch neighbours);
             0: all distinct pairs of a batch in one call (no padding; no bitwise promise).
+        frame_selection: ``"ffmpeg_fps"`` (default: the native frame nearest each 25-fps slot,
+            as the ffmpeg ``fps`` filter of video_features' re-encode picks it) or ``"previous"``
+            (the last native frame at or before the slot; avel before 2026-12).
+        resize: ``"pil"`` (default: one PIL bilinear resize of the full decoded frame to
+            ``short_side``, as video_features' ``ResizeImproved``) or ``"torch"`` (decoder-side
+            scaling, then torch's antialiased bilinear resize).
     """
 
     fps: float = 25.0
@@ -299,14 +307,21 @@ class I3DConfig(ExtractorConfig):
     bn_eps: float | None = None
     flow_pair_dedupe: bool = True
     raft_pair_batch: int = 8
+    frame_selection: str = "ffmpeg_fps"
+    resize: str = "pil"
+
+    def __post_init__(self) -> None:
+        check_frame_options("i3d", self.frame_selection, self.resize)
 
 
 _I3D_PRESETS: Mapping[str, Mapping[str, Any]] = {
     "full": {},
     # 8 frames -> T' = 1 after the stride-2 stages; crop 112 -> 4 x 4 before the (1, 2, 2) pool;
     # RAFT needs >= 128 px, hence short side 128.
+    # resize "torch": decoder-side scaling, ~5x cheaper decoding than native frames + PIL (tests, demo)
     "tiny": {"window_frames": 8, "stride_frames": 4, "short_side": 128, "crop_size": 112, "num_classes": 10,
-             "width_divisor": 8, "avg_pool_kernel": (1, 2, 2), "num_flow_updates": 2, "raft_width_divisor": 8},
+             "width_divisor": 8, "avg_pool_kernel": (1, 2, 2), "num_flow_updates": 2, "raft_width_divisor": 8,
+             "resize": "torch"},
 }
 
 
@@ -344,7 +359,9 @@ class _I3DBase(Extractor[I3DConfig]):
     def decode_spec(self) -> DecodeSpec:
         # RGB-only can crop on the CPU (identical result, smaller transfers); flow needs full frames.
         crop = self.config.crop_size if self.streams == ("rgb",) else None
-        return DecodeSpec("video", fps=self.config.fps, short_side=self.config.short_side, center_crop=crop)
+        c = self.config
+        return DecodeSpec("video", fps=c.fps, short_side=c.short_side, center_crop=crop,
+                          frame_selection=c.frame_selection, resize=c.resize)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:

@@ -8,6 +8,7 @@ channel-first ``... x 3 x H x W``.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +28,38 @@ def short_side_size(h: int, w: int, short_side: int) -> tuple[int, int]:
     if h <= w:
         return short_side, int(short_side * w / h)
     return int(short_side * h / w), short_side
+
+
+def resize_target_hw(h: int, w: int, *, short_side: int | None = None,
+                     size_hw: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(H, W) of a ``h x w`` frame after a :class:`DecodeSpec` resize (``short_side`` keeps the
+    aspect, ``size_hw`` ignores it; neither: unchanged)."""
+    if short_side is not None:
+        return short_side_size(h, w, short_side)
+    if size_hw is not None:
+        return int(size_hw[0]), int(size_hw[1])
+    return h, w
+
+
+def pil_resize_frames(frames: np.ndarray, size_hw: tuple[int, int], index: np.ndarray | None = None) -> np.ndarray:
+    """One PIL bilinear resize per frame: uint8 ``N x H x W x 3`` -> ``N x size_hw x 3``
+    (``index``: resize only ``frames[index]``, without copying the full-size frames).
+
+    What video_features (``ResizeImproved``: ``Image.resize(size, BILINEAR)`` on the full
+    decoded frame) and Keras' image loading do; PIL's bilinear filter widens its support when
+    downscaling (antialiased), unlike OpenCV's."""
+    from PIL import Image
+
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"pil_resize_frames: expected uint8 N x H x W x 3 frames, got {frames.shape} {frames.dtype}")
+    index = np.arange(len(frames)) if index is None else np.asarray(index)
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if tuple(frames.shape[1:3]) == (h, w):
+        return frames[index]
+    out = np.empty((len(index), h, w, 3), np.uint8)
+    for i, j in enumerate(index):
+        out[i] = np.asarray(Image.fromarray(frames[j]).resize((w, h), Image.BILINEAR))
+    return out
 
 
 def resize_frames(frames: torch.Tensor, size_hw: tuple[int, int], *, antialias: bool = True) -> torch.Tensor:
@@ -57,13 +90,14 @@ def center_crop(x: torch.Tensor, size: int, *, channels_last: bool = False) -> t
 
 
 def apply_decode_spec(frames: torch.Tensor, spec: DecodeSpec) -> torch.Tensor:
-    """CPU-side resize / crop of one video's uint8 ``T x H x W x 3`` frames as ``spec`` says."""
+    """CPU-side resize / crop of one video's uint8 ``T x H x W x 3`` frames as ``spec`` says.
+
+    With ``spec.resize == "pil"`` the decoder has already resized every frame with PIL to the
+    target size (:func:`pil_resize_frames`), so only the crop is left here; frames of another
+    size are resized with torch (:func:`resize_frames`)."""
     _check_frames(frames, "apply_decode_spec")
     h, w = int(frames.shape[-3]), int(frames.shape[-2])
-    if spec.short_side is not None:
-        frames = resize_frames(frames, short_side_size(h, w, spec.short_side))
-    elif spec.size_hw is not None:
-        frames = resize_frames(frames, spec.size_hw)
+    frames = resize_frames(frames, resize_target_hw(h, w, short_side=spec.short_side, size_hw=spec.size_hw))
     if spec.center_crop is not None:
         frames = center_crop(frames, spec.center_crop, channels_last=True)
     return frames

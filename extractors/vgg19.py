@@ -12,8 +12,8 @@ AVE setup (default): 16 fps, 16 frames per 1-s segment, the 16 pool5 maps averag
 Preprocessing variants (``preprocessing``):
 
 * ``"ave_keras"`` (default; the original AVE features): frames resized to 224 x 224 ignoring the
-  aspect ratio (CPU, bilinear: the exact interpolation of the original frame dump is unknown,
-  Keras ``load_img`` defaults to nearest), RGB -> BGR, subtract the caffe means
+  aspect ratio (CPU, one PIL bilinear resize of the full frame: the exact interpolation of the
+  original frame dump is unknown, Keras ``load_img`` defaults to nearest), RGB -> BGR, subtract the caffe means
   [103.939, 116.779, 123.68] (B, G, R), no scaling.
 * ``"torchvision"``: short side 256 (bilinear), centre crop 224 (CPU), ``x / 255`` then ImageNet
   mean (0.485, 0.456, 0.406) / std (0.229, 0.224, 0.225).
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from avel.extractors import weights as W
-from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig
+from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig, check_frame_options
 from avel.extractors.preprocess import to_float_channels_first
 
 VGG19_CHECKPOINT = "vgg19-dcbb9e9d.pth"
@@ -69,6 +69,11 @@ class VGG19Config(ExtractorConfig):
         image_size: network input side (224).
         resize_short_side: short side before the centre crop (torchvision variant only; 256).
         width_divisor: 1 = faithful; tiny divides channels.
+        frame_selection: ``"ffmpeg_fps"`` (default: the native frame nearest each 16-fps slot, as
+            an ffmpeg ``fps`` / ``-r`` conversion picks it) or ``"previous"`` (last frame at or
+            before the slot).
+        resize: ``"pil"`` (default: one PIL bilinear resize of the full decoded frame) or
+            ``"torch"`` (decoder-side scaling, then torch's antialiased bilinear resize).
     """
 
     fps: float = 16.0
@@ -78,8 +83,11 @@ class VGG19Config(ExtractorConfig):
     image_size: int = 224
     resize_short_side: int = 256
     width_divisor: int = 1
+    frame_selection: str = "ffmpeg_fps"
+    resize: str = "pil"
 
     def __post_init__(self) -> None:
+        check_frame_options("vgg19", self.frame_selection, self.resize)
         if self.preprocessing not in ("ave_keras", "torchvision"):
             raise ValueError(f"vgg19: preprocessing must be 'ave_keras' or 'torchvision', got {self.preprocessing!r}")
 
@@ -90,8 +98,9 @@ class VGG19Extractor(Extractor[VGG19Config]):
     name = "vgg19"
     modality = "video"
     presets = {"full": {},
+               # resize "torch": decoder-side scaling, cheaper than native frames + PIL (tests, demo)
                "tiny": {"fps": 4.0, "window_frames": 4, "stride_frames": 4, "image_size": 64,
-                        "resize_short_side": 72, "width_divisor": 16}}
+                        "resize_short_side": 72, "width_divisor": 16, "resize": "torch"}}
     checkpoint_files = {"model": VGG19_CHECKPOINT}
 
     mean: torch.Tensor  # 3 x 1 x 1 buffer
@@ -109,9 +118,10 @@ class VGG19Extractor(Extractor[VGG19Config]):
     @property
     def decode_spec(self) -> DecodeSpec:
         c = self.config
+        rule = {"frame_selection": c.frame_selection, "resize": c.resize}
         if c.preprocessing == "ave_keras":
-            return DecodeSpec("video", fps=c.fps, size_hw=(c.image_size, c.image_size))
-        return DecodeSpec("video", fps=c.fps, short_side=c.resize_short_side, center_crop=c.image_size)
+            return DecodeSpec("video", fps=c.fps, size_hw=(c.image_size, c.image_size), **rule)
+        return DecodeSpec("video", fps=c.fps, short_side=c.resize_short_side, center_crop=c.image_size, **rule)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:

@@ -28,9 +28,29 @@ _MODELS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def register_model(name: str, *, module: str, config_class: str, model_class: str, description: str = "") -> None:
-    """Add (or replace) a registry entry; the model class takes its config as the only argument."""
+# Inputs of the probe of ``avel models info`` (input_dims = (visual_dim, audio_dim), seq_len T, num_classes C):
+# the features of the setting each model's paper reports its size in.
+DENSE_PROBE = {"input_dims": (1536, 1536), "seq_len": 256, "num_classes": 100}  # UnAV-100, ONE-PEACE, LoCo table 3
+AVE_PROBE = {"input_dims": (512, 128), "seq_len": 10, "num_classes": 29}  # AVE: VGG-19 pool5 7x7x512, VGGish 128
+_PROBES: dict[str, dict[str, Any]] = {"unav": DENSE_PROBE, "ccnet": DENSE_PROBE, "loco": DENSE_PROBE,
+                                      "agva": AVE_PROBE, "ccln": AVE_PROBE, "avlc": AVE_PROBE}
+
+
+def register_model(name: str, *, module: str, config_class: str, model_class: str, description: str = "",
+                   probe: dict[str, Any] | None = None) -> None:
+    """Add (or replace) a registry entry; the model class takes its config as the only argument.
+
+    ``probe``: default inputs of ``avel models info`` (keys of :data:`DENSE_PROBE`; default that).
+    """
     _MODELS[name] = (module, config_class, model_class, description)
+    _PROBES[name] = dict(probe or DENSE_PROBE)
+
+
+def probe_inputs(name: str) -> dict[str, Any]:
+    """Default ``input_dims``, ``seq_len`` and ``num_classes`` of ``avel models info NAME``."""
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {sorted(_MODELS)}")
+    return dict(_PROBES.get(name, DENSE_PROBE))
 
 
 def available_models() -> dict[str, str]:

@@ -143,11 +143,12 @@ def plot_timeline(out_path: str | os.PathLike, *, ground_truth: Any, predictions
         ax.set_xlabel("time (s)")
         if title:
             ax.set_title(title)
-        ax.legend(loc="upper right", fontsize=7)
+        # outside the axes, right of the lanes: inside it covered the top lane's ground-truth bar
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7, frameon=False)
         fig.tight_layout()
         out = Path(out_path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=cfg.dpi)
+        fig.savefig(out, dpi=cfg.dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
     return out

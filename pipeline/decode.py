@@ -2,19 +2,35 @@
 
 Data flow::
 
-    file --decord VideoReader(width, height)--> frames at the native rate, resized at decode
-         --index selection per fps-----------> {fps: uint8 T_fps x H x W x 3}
+    file --decord VideoReader(width, height)--> frames at the native rate (native size or scaled)
+         --index selection per fps (rule)----> PIL resize per fps (block by block)
+         --> {fps: uint8 T_fps x H x W x 3}
     file --decord AudioReader(16 kHz, mono)--> float32 N  (or an audio error, visual still ok)
 
-Frame selection for a target ``fps``: output frame ``k`` (time ``k / fps``) takes the last
-native frame whose presentation time is ``<= k / fps`` (nearest-previous, no interpolation),
-for ``k = 0 .. floor(duration_s * fps) - 1``. Frames are picked by time, never by index:
+Frame selection for a target ``fps`` (:func:`frame_indices_for_fps`, rule per rate):
+
+* ``"ffmpeg_fps"`` (the published presets: I3D / UnAV-100, VGG-19 / AVE): what ffmpeg's
+  ``fps`` filter does with its defaults (``round=near``, no ``start_time``, ``eof_action=round``),
+  i.e. what video_features' ``ffmpeg -filter:v fps=fps=25`` re-encode keeps. Native frame ``i``
+  is assigned to output slot ``round(t_i * fps)`` (halves up); output slot ``k`` shows the last
+  frame assigned to a slot ``<= k`` (a frame whose slot is taken by a later one is dropped, a
+  slot no frame reaches repeats the previous one), for ``k = 0 .. round(duration_s * fps) - 1``.
+  In effect each slot shows the frame nearest its time. Checked against ffmpeg's own filter
+  (PyAV's filter graph) on constant and variable rates (``tests/pipeline/test_frame_selection.py``).
+  Our times are relative to the first video frame; ffmpeg's CLI counts from the file's start
+  (the earliest stream), so a video stream that starts later than its audio rounds on a
+  shifted grid there. We keep the first-frame origin on purpose.
+* ``"previous"`` (ONE-PEACE, and any extractor asking for it): output frame ``k`` (time
+  ``k / fps``) takes the last native frame whose presentation time is ``<= k / fps``
+  (nearest-previous, no interpolation), for ``k = 0 .. floor(duration_s * fps) - 1``.
+
+Both rules give at least one output frame. Frames are picked by time, never by index:
 
 * constant frame rate (every container timestamp within ``min(1 ms, 1/4 frame)`` of
   ``index / native_fps``): times are exactly ``index / native_fps`` and the duration is
   ``frames / native_fps``. decord reports timestamps as float32, whose rounding (up to 30 us
-  at 20 minutes) would otherwise make the rule pick the previous frame whenever a rounded
-  timestamp lands just after the target time.
+  at 20 minutes) would otherwise move a frame across a slot boundary whenever a rounded
+  timestamp lands just after it.
 * variable frame rate: the container's presentation times (relative to the first frame),
   compared with a tolerance of float32 rounding; the duration ends where the last frame
   ends (its presentation time plus its packet duration).
@@ -28,14 +44,22 @@ players do: frames come out upright and ``H x W`` is the displayed size (a portr
 is taller than wide). decord 0.6.0 does this itself when it opens the file; the decode size
 below is computed from the displayed (rotated) size of the first frame.
 
-Resizing at decode: the short side is scaled to ``short_side`` (aspect kept, even sizes); the
-extractors' CPU preprocessing crops / resizes further. ``short_side=None`` keeps the native
-size. Frames narrower than 64 pixels (down to 1 x 1) are scaled up to 64 (a decord
-limitation); 4K frames are decoded straight to the small size.
+Resizing at decode, per rate: ``pil_resize`` rates (``DecodeSpec.resize == "pil"``, the
+published presets) are decoded at the native size and each selected frame gets one PIL
+bilinear resize to its extractor's size (short side 256 for I3D; 224 x 224 for VGG-19), as
+video_features (``ResizeImproved``) does; native-size blocks are capped at
+:data:`BLOCK_BYTES_NATIVE`. Otherwise the decoder scales the short side to ``short_side``
+(aspect kept, even sizes) and the extractors' CPU preprocessing crops / resizes further with
+torch. ``short_side=None`` keeps the native size. Frames narrower than 64 pixels (down to
+1 x 1) are scaled up to 64 (a decord limitation); 4K frames are decoded straight to the small
+size unless PIL resizing asks for native frames.
 
 Only regular files are opened: a directory, FIFO or device named ``*.mp4``, a dangling
 symlink, an empty or unreadable file is a :class:`DecodeError` naming the path (a FIFO would
-otherwise block the decoder forever).
+otherwise block the decoder forever). Before decord opens a file for frames, PyAV reads its
+header: a sample table claiming more than ``max_frames`` frames (decord 0.6.0 aborts the whole
+process on 2^31) or no video stream is a :class:`DecodeError`, and a codec decord cannot decode
+(AV1) is named in the error. These are the video's fault: recorded, never ``retryable``.
 """
 from __future__ import annotations
 
@@ -46,9 +70,10 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from avel.datasets.store import VideoMeta
 
@@ -88,6 +113,11 @@ class DecodedVideo:
 _MIN_DECODE_WIDTH = 64
 
 
+# Native-size blocks (PIL resize path): at most this many bytes of decoded frames at once
+# (1080p: 42 frames).
+BLOCK_BYTES_NATIVE = 256 * 2**20
+
+
 # decord 0.6.0 fails the same way for frames exactly 72 pixels wide (every even width from 64 to
 # 1398 was tried on three sources; only 72 failed): decode 74 wide instead, the extractors'
 # CPU resize then gives the size they ask for.
@@ -107,16 +137,29 @@ def _resized_size(width: int, height: int, short_side: int | None) -> tuple[int,
 
 
 def frame_indices_for_fps(times_s: np.ndarray, duration_s: float, fps: float, *,
-                          tolerance_s: float = 1e-6) -> np.ndarray:
-    """Native frame index for each output frame at ``fps`` (nearest-previous rule).
+                          rule: str = "previous", tolerance_s: float = 1e-6) -> np.ndarray:
+    """Native frame index for each output frame at ``fps`` (see the module doc).
 
     Args:
         times_s: presentation time of each native frame, ascending, first frame at 0.
-        duration_s: video duration; ``floor(duration_s * fps)`` output frames (at least one).
+        duration_s: video duration (where the last frame ends).
         fps: output rate.
-        tolerance_s: a native frame this close after a target time counts as at it (absorbs
-            rounding of ``times_s``).
+        rule: ``"ffmpeg_fps"``: native frame ``i`` goes to slot ``round(times_s[i] * fps)``
+            (halves rounded up) and slot ``k`` shows the last frame whose slot is ``<= k``, for
+            ``k = 0 .. round(duration_s * fps) - 1``: ffmpeg's ``fps`` filter with ``round=near``.
+            ``"previous"``: slot ``k`` shows the last frame at or before ``k / fps``, for
+            ``k = 0 .. floor(duration_s * fps) - 1``. Either way at least one output frame.
+        tolerance_s: timestamp rounding to absorb: a native frame this close after a slot time
+            (``"previous"``) or after a half-slot boundary (``"ffmpeg_fps"``) counts as at it.
     """
+    if rule == "ffmpeg_fps":
+        slack = max(1e-9, tolerance_s * fps)  # slots; ffmpeg rounds exact rational timestamps
+        slots = np.floor(np.asarray(times_s, np.float64) * fps + 0.5 + slack)
+        n_out = max(1, int(math.floor(duration_s * fps + 0.5 + slack)) - int(slots[0]))
+        idx = np.searchsorted(slots, slots[0] + np.arange(n_out), side="right") - 1
+        return np.clip(idx, 0, len(times_s) - 1)
+    if rule != "previous":
+        raise ValueError(f"frame selection rule must be 'ffmpeg_fps' or 'previous', got {rule!r}")
     slack = 1e-6 if tolerance_s <= 1e-6 else tolerance_s * fps  # output frames
     n_out = max(1, int(math.floor(duration_s * fps + slack)))
     targets = np.arange(n_out) / fps
@@ -151,6 +194,8 @@ def decode_video(
     max_frames: int = 200_000,
     frame_ranges: dict[float, tuple[int, int]] | None = None,
     block_frames: int = 128,
+    frame_selection: str | Mapping[float, str] = "previous",
+    pil_resize: Mapping[float, tuple[int | None, tuple[int, int] | None]] | None = None,
 ) -> DecodedVideo:
     """Decode ``path`` once for all requested frame rates and the audio track.
 
@@ -166,7 +211,15 @@ def decode_video(
         block_frames: native frames per decord ``get_batch`` call. Frames are copied block by
             block into the preallocated outputs, so decoding holds the outputs plus one block
             (reading all frames in one call held them three times: decord's array, its numpy
-            copy and the per-fps selection).
+            copy and the per-fps selection). With ``pil_resize`` blocks hold native-size
+            frames: they are capped at :data:`BLOCK_BYTES_NATIVE`.
+        frame_selection: the rule of :func:`frame_indices_for_fps` (``"ffmpeg_fps"`` or
+            ``"previous"``), one for all rates or ``{fps: rule}`` (rates left out: previous).
+        pil_resize: ``{fps: (short_side, size_hw)}``: frames of these rates are decoded at the
+            native size and resized with one PIL bilinear resize each
+            (:func:`avel.extractors.preprocess.pil_resize_frames`; ``short_side`` keeps the
+            aspect, ``size_hw`` does not). Other rates are then scaled to ``short_side`` with
+            torch's antialiased bilinear filter instead of decoder-side scaling.
 
     Raises:
         DecodeError: the path is missing, not a regular file (directory, FIFO, device),
@@ -212,6 +265,9 @@ def decode_video(
             raise DecodeError(f"{path}: container reports {n_native} frames, more than max_frames={max_frames}")
         height, width = probe[0].shape[:2]  # displayed size (rotation applied); channels may be padded below 64 px
         ts, duration_s, tolerance_s = _frame_times(probe, n_native, native_fps)
+        if not (math.isfinite(duration_s) and duration_s > 0):  # e.g. every timestamp 0 in a truncated file
+            raise DecodeError(f"{path}: container timestamps give {n_native} frames a duration of {duration_s} s; "
+                              f"the file is truncated or its timing is corrupt")
         if duration_s * max(float(f) for f in fps) > max_frames:  # a huge stts delta: absurd duration
             raise DecodeError(f"{path}: container reports {n_native} frames lasting {duration_s:.6g} s "
                               f"({native_fps:.6g} fps): more than max_frames={max_frames} output frames; "
@@ -219,20 +275,34 @@ def decode_video(
         del probe
         out.meta.native_fps = native_fps
         out.meta.num_frames = n_native
-        w, h = _resized_size(width, height, short_side)
+        pil_resize = {float(f): v for f, v in (pil_resize or {}).items() if float(f) in {float(x) for x in fps}}
+        sizes = {}  # fps -> (h, w) of its output frames when they differ from the decoded size
+        if pil_resize:
+            w, h = _resized_size(width, height, None)  # native size (widened below 64 px)
+            from avel.extractors.preprocess import resize_target_hw
+
+            for f in fps:
+                side, size_hw = pil_resize.get(float(f), (short_side, None))
+                sizes[float(f)] = (resize_target_hw(height, width, short_side=side, size_hw=size_hw) if side or size_hw
+                                   else (h, w))
+            block_frames = max(1, min(block_frames, BLOCK_BYTES_NATIVE // (3 * w * h)))
+        else:
+            w, h = _resized_size(width, height, short_side)
         try:
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
         except Exception as e:
             raise DecodeError(f"{path}: cannot reopen for decoding ({type(e).__name__}: {_first_line(e)})") from e
         per_fps = {}
         for f in fps:
-            idx = frame_indices_for_fps(ts, duration_s, float(f), tolerance_s=tolerance_s)
+            rule = frame_selection if isinstance(frame_selection, str) else frame_selection.get(float(f), "previous")
+            idx = frame_indices_for_fps(ts, duration_s, float(f), rule=rule, tolerance_s=tolerance_s)
             out.total_frames[float(f)] = len(idx)
             a, b = (frame_ranges or {}).get(float(f), (0, len(idx)))
             a, b = max(0, min(a, len(idx))), max(0, min(b, len(idx)))
             out.first_frame[float(f)] = a
             per_fps[float(f)] = out.native_index[float(f)] = idx[a:b]
-        out.frames = _read_frames(reader, per_fps, path, h, w, block_frames)
+        out.frames = _read_frames(reader, per_fps, path, h, w, block_frames,
+                                  sizes={f: (sz, f in pil_resize) for f, sz in sizes.items()})
         del reader
     if sample_rate:
         try:
@@ -299,12 +369,17 @@ def _unsupported_codec(path: Path) -> str | None:
 
 
 def _read_frames(reader, per_fps: dict[float, np.ndarray], path: Path, h: int, w: int,
-                 block_frames: int) -> dict[float, np.ndarray]:
+                 block_frames: int, sizes: dict[float, tuple[tuple[int, int], bool]] | None = None
+                 ) -> dict[float, np.ndarray]:
     """``{fps: frames}`` with ``frames[j] = native frame idx[j]`` (``per_fps[fps] = idx``,
     non-decreasing); every needed native frame is decoded once, in ascending order, in
-    blocks of ``block_frames``."""
+    blocks of ``block_frames``. ``sizes[fps] = ((H, W), pil)``: that rate's frames are resized
+    block by block to ``H x W`` (PIL bilinear when ``pil``, else torch antialiased bilinear)."""
+    from avel.extractors.preprocess import pil_resize_frames, resize_frames
+
+    sizes = sizes or {}
     needed = np.unique(np.concatenate(list(per_fps.values())))
-    out = {f: np.empty((len(idx), h, w, 3), np.uint8) for f, idx in per_fps.items()}
+    out = {f: np.empty((len(idx), *sizes.get(f, ((h, w), False))[0], 3), np.uint8) for f, idx in per_fps.items()}
     for a in range(0, len(needed), max(1, block_frames)):
         block = needed[a:a + block_frames]
         try:
@@ -318,7 +393,16 @@ def _read_frames(reader, per_fps: dict[float, np.ndarray], path: Path, h: int, w
             j0 = int(np.searchsorted(idx, block[0], side="left"))
             j1 = int(np.searchsorted(idx, block[-1], side="right"))
             if j1 > j0:
-                out[f][j0:j1] = frames[np.searchsorted(block, idx[j0:j1])]
+                size_hw, pil = sizes.get(f, ((h, w), False))
+                uniq, inverse = np.unique(idx[j0:j1], return_inverse=True)  # a frame shown twice is resized once
+                at = np.searchsorted(block, uniq)
+                if pil:
+                    picked = pil_resize_frames(frames, size_hw, index=at)
+                elif size_hw != (h, w):
+                    picked = resize_frames(torch.from_numpy(frames[at]), size_hw).numpy()
+                else:
+                    picked = frames[at]
+                out[f][j0:j1] = picked[inverse]
         del frames
     return out
 

@@ -54,25 +54,51 @@ def _jsonable(obj: Any) -> Any:
 
 
 def decode_request(extractors: Sequence[StreamExtractor]) -> dict[str, Any]:
-    """Arguments of :func:`decode_video` that serve every extractor with one decode."""
+    """Arguments of :func:`decode_video` that serve every extractor with one decode.
+
+    Keys: ``fps`` (rates), ``short_side`` (largest short side asked for), ``sample_rate``,
+    ``frame_selection`` (``{fps: rule}``) and ``pil_resize`` (``{fps: (short_side, size_hw)}``
+    for rates whose extractor resizes with PIL). Extractors that share a rate must agree on its
+    frame-selection rule and on a PIL target (``ValueError`` otherwise: run them separately).
+    """
     fps: list[float] = []
     sides: list[int] = []
     sample_rate = None
+    rules: dict[float, tuple[str, str]] = {}  # fps -> (rule, extractor that set it)
+    pil: dict[float, tuple[Any, str]] = {}  # fps -> ((short_side, size_hw) or None, extractor)
     for se in extractors:
         spec = se.extractor.decode_spec
         if spec.modality == "video":
-            if spec.fps not in fps:
-                fps.append(float(spec.fps))
+            f = float(spec.fps)
+            if f not in fps:
+                fps.append(f)
             if spec.short_side:
                 sides.append(int(spec.short_side))
             if spec.size_hw:
                 sides.append(int(max(spec.size_hw)))
+            rule, first = rules.setdefault(f, (spec.frame_selection, se.stream))
+            if rule != spec.frame_selection:
+                raise ValueError(f"streams {first!r} and {se.stream!r} select frames at {f:g} fps by different rules "
+                                 f"({rule!r} vs {spec.frame_selection!r}); run them separately")
+            target = (spec.short_side, tuple(spec.size_hw) if spec.size_hw else None) if spec.resize == "pil" else None
+            known, first = pil.setdefault(f, (target, se.stream))
+            if known != target:
+                raise ValueError(f"streams {first!r} and {se.stream!r} resize {f:g}-fps frames differently "
+                                 f"({known or 'torch'} vs {target or 'torch'}); run them separately")
         else:
             if sample_rate not in (None, spec.sample_rate):
                 raise ValueError(f"audio extractors need different sample rates ({sample_rate} vs "
                                  f"{spec.sample_rate}); run them separately")
             sample_rate = int(spec.sample_rate)
-    return {"fps": fps, "short_side": max(sides) if sides else None, "sample_rate": sample_rate}
+    return {"fps": fps, "short_side": max(sides) if sides else None, "sample_rate": sample_rate,
+            "frame_selection": {f: r for f, (r, _) in rules.items()},
+            "pil_resize": {f: t for f, (t, _) in pil.items() if t is not None}}
+
+
+def frame_args(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The frame arguments of :func:`decode_video` in a :func:`decode_request`."""
+    return {"short_side": request["short_side"], "frame_selection": request.get("frame_selection", "previous"),
+            "pil_resize": request.get("pil_resize")}
 
 
 def frames_for(decoded: DecodedVideo, spec: Any) -> torch.Tensor:
@@ -228,7 +254,7 @@ def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: in
     audio = [s for s in streams if s.modality == "audio"]
     ranges, _ = chunk_plan([(s.name, s.plan, s.context_frames, (totals or {}).get(s.name)) for s in video],
                            k, chunk_s)
-    decoded = decode_video(path, fps=list(ranges), short_side=request["short_side"],
+    decoded = decode_video(path, fps=list(ranges), **frame_args(request),
                            sample_rate=request["sample_rate"] if audio else None, frame_ranges=ranges)
     known = totals or {}  # chunk k > 0 may not decode every fps (a stream without rows in it)
     totals: dict[str, int] = {}  # stream -> output frames of the whole video
@@ -698,6 +724,8 @@ def build_stream_extractors(
             ext = cls.from_checkpoint(weights[name], device=device, preset=preset, **cfg)
         elif random_weights:
             ext = cls.random_init(device=device, preset=preset, **cfg)
+        elif default:
+            ext = cls.from_checkpoint(default, device=device, preset=preset, **cfg)
         else:
             files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
             raise ConfigError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "

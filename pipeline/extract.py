@@ -163,6 +163,34 @@ class ExtractConfig:
         self.check_extractor_options()
 
 
+STORE_INHERITED = ("dataset", "videos", "annotations")
+"""Fields ``avel extract --store S`` takes from the store's last extraction unless given."""
+
+
+def config_for_store(store: str | Path, base: ExtractConfig | None = None, **given: Any) -> ExtractConfig:
+    """The job that adds streams to an existing store: ``out = store``; ``dataset``, ``videos``
+    and ``annotations`` from the store's last extraction (``manifest.json`` ``extra.extract_config``)
+    unless ``given``; everything else from ``base`` (a job file) and ``given``.
+
+    Raises:
+        ValueError: the store has no manifest, or no recorded extraction and no ``videos`` given.
+    """
+    from avel.datasets.store import MANIFEST
+
+    root = Path(store)
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise ValueError(f"--store {root}: no {MANIFEST} there (create the store with --out first)")
+    previous = (json.loads(manifest_path.read_text(encoding="utf-8")).get("extra") or {}).get("extract_config") or {}
+    cfg = dataclasses.replace(base or ExtractConfig(), out=str(root))
+    inherited = {k: previous[k] for k in STORE_INHERITED if k in previous and k not in given}
+    cfg = dataclasses.replace(cfg, **inherited, **given)
+    if not cfg.videos:
+        raise ValueError(f"--store {root}: {MANIFEST} records no extraction (extra.extract_config.videos); "
+                         f"pass --videos (and --dataset / --annotations)")
+    return cfg
+
+
 def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None] | None = None) -> dict[str, Any]:
     """Run one extraction job; returns the final report (also written to ``STORE/report.json``)."""
     import torch

@@ -57,6 +57,9 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
               help="Allow random weights for extractors without --weights (tests and demos only).")
 @click.option("--preset", type=click.Choice(["full", "tiny"]), help="Extractor configuration preset.")
 @click.option("--out", type=click.Path(file_okay=False), help="Store directory (created or resumed).")
+@click.option("--store", type=click.Path(file_okay=False),
+              help="Existing store to add streams to: --out, and --dataset/--videos/--annotations default to "
+                   "its last extraction's.")
 @click.option("--runner", type=click.Choice(["auto", "local", "ray"]),
               help="Execution engine (default auto: local for a small job on one machine, Ray for --address, "
                    "several GPUs or a big job; the report's settings.why says which and why).")
@@ -82,7 +85,9 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
 def extract(config_file: Path | None, as_json: bool, **flags) -> None:
     """Extract features from a dataset's videos into a feature store.
 
-    Rerunning the same command resumes: committed videos are skipped. Failed videos are
+    Rerunning the same command resumes: committed videos are skipped. --store S --extractors NEW
+    adds streams to an existing store over the same videos (each video decoded once for all
+    new streams; streams a video already has are not recomputed). Failed videos are
     recorded in STORE/errors.jsonl and skipped on rerun unless --retry-failed. Exit codes:
     0 all videos done, 1 some video failed, 2 usage / job file error, 3 unusable input
     (annotations, store, weights), 4 Ray failed, 130 / 143 interrupted (see docs/failure-modes.md).
@@ -96,6 +101,18 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
     if "weights" in given:
         given["weights"] = {**cfg.weights, **_kv(given["weights"], "--weights")}
     address = given.pop("address", None)
+    store = given.pop("store", None)
+    if store and given.get("out") and Path(given["out"]) != Path(store):
+        click.echo(f"error: --store {store} and --out {given['out']} name different stores", err=True)
+        sys.exit(2)
+    if store:
+        from avel.pipeline.extract import config_for_store
+
+        try:
+            cfg = config_for_store(store, cfg, **given)
+        except ValueError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
     cfg = dataclasses.replace(cfg, **given)
     if address:
         cfg.cluster = dataclasses.replace(cfg.cluster, address=address)

@@ -38,5 +38,6 @@ def list_(preset: str, as_json: bool) -> None:
         else:
             click.echo(f"{name:<20} {info['modality']:<6} shape {tuple(info['feature_shape'])}  "
                        f"{module.plan.describe()}")
-            click.echo(f"{'':<20} weights: {', '.join(cls.checkpoint_files.values())}")
+            default = getattr(cls, "default_weights", None)  # backbone files name their weights
+            click.echo(f"{'':<20} weights: {default or ', '.join(cls.checkpoint_files.values())}")
     sys.exit(1 if failed else 0)

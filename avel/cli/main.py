@@ -34,6 +34,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("avel.cli.weights", "weights"),
     "eval": ("avel.cli.eval", "eval_"),
     "plot": ("avel.cli.plot", "plot"),
+    "predict": ("avel.cli.predict", "predict"),
+    "report": ("avel.cli.predict", "report"),
 }
 
 

@@ -20,7 +20,9 @@ def list_() -> None:
         click.echo(f"{name:<12}{desc}")
 
 
-def _parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+def _parse_dims(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
     try:
         dims = tuple(int(x) for x in value.split(","))
     except ValueError:
@@ -51,16 +53,18 @@ def _parse_sets(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 
 @models.command("info")
 @click.argument("name")
-@click.option("--input-dims", default="1536,1536", show_default=True, callback=_parse_dims,
-              help="visual,audio feature dims")
-@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(min=1),
-              help="max_seq_len of the model and the probe input length")
-@click.option("--num-classes", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--input-dims", default=None, callback=_parse_dims,
+              help="visual,audio feature dims [default: the model's paper setting: 1536,1536 (ONE-PEACE) for "
+                   "unav/ccnet/loco, 512,128 (VGG-19 pool5 7x7x512, VGGish) for agva/ccln/avlc]")
+@click.option("--seq-len", default=None, type=click.IntRange(min=1),
+              help="T: max_seq_len (dense) or segments (AVE) and the probe input length [default: 256 dense, 10 AVE]")
+@click.option("--num-classes", default=None, type=click.IntRange(min=1),
+              help="classes [default: 100 dense (UnAV-100), 29 AVE (28 events + background)]")
 @click.option("--set", "options", multiple=True, callback=_parse_sets,
               help="config field override, e.g. --set mtgc.c2f=false (repeatable)")
 @click.option("--no-flops", is_flag=True, help="only count parameters")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def info(name: str, input_dims: tuple[int, int], seq_len: int, num_classes: int, options: dict,
+def info(name: str, input_dims: tuple[int, int] | None, seq_len: int | None, num_classes: int | None, options: dict,
          no_flops: bool, as_json: bool) -> None:
     """Parameters and GFLOPs/GMACs of model NAME (one forward pass, batch 1)."""
     from avel.models.info import format_info, model_info

@@ -14,6 +14,22 @@ def _file_stem(video_id: str) -> str:
     return video_id if is_safe_video_id(video_id) else quote(video_id, safe="")
 
 
+def _similarity_strip(store, vid: str, visual_stream: str, audio_stream: str):
+    """Per-row cosine similarity of aligned visual / audio rows and the row centres (s), or (None, None)."""
+    import numpy as np
+
+    from avel.models.visualize import cross_similarity
+
+    try:
+        v, a = store[vid][visual_stream], store[vid][audio_stream]
+        n = min(len(v), len(a))
+        sim = np.diag(cross_similarity(v.reshape(len(v), -1)[:n], a.reshape(len(a), -1)[:n]))
+    except (KeyError, ValueError):
+        return None, None
+    start, end = store.times(vid, visual_stream)
+    return sim, ((np.asarray(start) + np.asarray(end)) / 2)[:n]
+
+
 @click.command("plot")
 @click.option("--predictions", "predictions_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Results JSON ({\"results\": {video_id: [{segment, label, score}]}}).")
@@ -37,14 +53,17 @@ def _file_stem(video_id: str) -> str:
 def plot(predictions_path: Path, annotations_path: Path, out_dir: Path, video_ids: tuple[str, ...], split: str,
          limit: int, top_k: int, min_score: float, store_path: Path | None, visual_stream: str | None,
          audio_stream: str | None) -> None:
-    """Write OUT/<video_id>.timeline.png (ground truth vs top predictions per class) for each video and,
-    with --store, OUT/<video_id>.similarity.png (cosine similarity of the visual and audio rows).
+    """Write, for each video, OUT/<video_id>.video.png (one figure: ground truth, the top 2 x --top-k
+    detections with scores and, with --store, the per-row audio-visual similarity strip),
+    OUT/<video_id>.timeline.png (ground truth vs top predictions per class lane) and, with --store,
+    OUT/<video_id>.similarity.png (cosine similarity of every visual row with every audio row).
 
     Exit code 0 when every figure was written, 1 when some video could not be plotted (each is
     reported), 2 on usage errors.
     """
     from avel.datasets.unav100 import AnnotationError, load_unav100
     from avel.models.metrics.results_io import ResultsFormatError, read_results
+    from avel.models.figures import plot_video
     from avel.models.visualize import TimelinePlotConfig, plot_cross_similarity, plot_timeline
 
     if store_path is not None and not (visual_stream and audio_stream):
@@ -81,6 +100,14 @@ def plot(predictions_path: Path, annotations_path: Path, out_dir: Path, video_id
         plot_timeline(stem.with_name(stem.name + ".timeline.png"), ground_truth=gt,
                       predictions=results.predictions.get(vid, []), classes=annotations.classes,
                       duration_s=sample.duration_s if sample else None, title=vid, config=cfg)
+        written += 1
+        strip, strip_times = None, None
+        if store is not None:
+            strip, strip_times = _similarity_strip(store, vid, visual_stream, audio_stream)
+        plot_video(stem.with_name(stem.name + ".video.png"), video_id=vid, ground_truth=gt,
+                   predictions=results.predictions.get(vid, []), classes=annotations.classes,
+                   duration_s=sample.duration_s if sample else None, top_k=top_k * 2, min_score=min_score,
+                   similarity=strip, similarity_times_s=strip_times)
         written += 1
         if store is not None and visual_stream and audio_stream:  # both given with --store (checked above)
             try:

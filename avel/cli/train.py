@@ -8,6 +8,22 @@ from typing import Any
 import click
 
 
+_ROLES = {"visual": "visual", "rgb": "visual", "video": "visual", "audio": "audio"}
+
+
+def parse_streams(text: str) -> dict[str, list[str]]:
+    """``visual=a+b,audio=c`` -> ``{"data.visual_streams": ["a", "b"], "data.audio_streams": ["c"]}``."""
+    out: dict[str, list[str]] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        role, sep, names = item.partition("=")
+        if not sep or role.strip() not in _ROLES or not names.strip():
+            raise click.UsageError(f"--streams takes ROLE=STREAM[+STREAM...] with ROLE in visual/rgb/video/audio, "
+                                   f"got {item!r}")
+        key = f"data.{_ROLES[role.strip()]}_streams"
+        out.setdefault(key, []).extend(n.strip() for n in names.split("+") if n.strip())
+    return out
+
+
 @click.command("train")
 @click.option("--config", "config_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Training config YAML (see configs/).")
@@ -19,6 +35,10 @@ import click
               help="Checkpoint to resume from (e.g. RUN/last.pt).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set optim.epochs=3 (YAML value syntax).")
+@click.option("--streams", default=None, metavar="visual=A+B,audio=C",
+              help="Store streams per modality (data.visual_streams / data.audio_streams), e.g. "
+                   "visual=clip_vit_b16,audio=ast_audioset; '+' joins streams concatenated along D "
+                   "(rgb / video are aliases of visual).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Data-parallel training on Ray Train with N workers (distributed.workers); "
                    "optim.batch_size is the global batch.")
@@ -27,14 +47,15 @@ import click
 @click.option("--address", default=None,
               help="Ray cluster address (cluster.address; default: RAY_ADDRESS or an embedded local instance).")
 def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: Path | None,
-          overrides: tuple[str, ...], workers: int | None, gpus_per_worker: float | None,
+          overrides: tuple[str, ...], streams: str | None, workers: int | None, gpus_per_worker: float | None,
           address: str | None) -> None:
     """Train a localization model; the best checkpoint is chosen on the validation split
     and evaluated on the test split. Writes RUN/{config.yaml,last.pt,best.pt,log.jsonl,summary.json}.
 
     With --workers N (or --gpus-per-worker, --address, or distributed.workers > 1 in the config)
     training runs data-parallel on Ray Train (DDP; see docs/training.md), with the same run
-    directory and checkpoints."""
+    directory and checkpoints. RUN/model_card.json records the streams that trained the model
+    (extractor, config, weights digest): `avel predict RUN VIDEO` extracts exactly those."""
     from avel.datasets.config_schema import YamlError, parse_yaml
     from avel.training.config import ConfigError, load_config
     from avel.training.run import train as run
@@ -48,6 +69,8 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
             parsed[key] = parse_yaml(value, source=f"--set {key}")
         except YamlError as e:
             raise click.UsageError(str(e)) from None
+    if streams:
+        parsed.update(parse_streams(streams))
     for key, flag in (("distributed.workers", workers), ("distributed.gpus_per_worker", gpus_per_worker),
                       ("cluster.address", address)):
         if flag is not None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avel.datasets.config_schema import ConfigError, YamlError, dataclass_from_dict, read_yaml
+from avel.datasets.config_schema import ConfigError, YamlError, check_fields, dataclass_from_dict, read_yaml
 from avel.pipeline.cluster import ClusterConfig
 
 
@@ -185,8 +185,24 @@ def _build(data: Any, source: str) -> TrainConfig:
         raise ConfigError(f"{source}: {e}") from None
 
 
+def _check_model_options(cfg: TrainConfig, source: str) -> None:
+    """``model.name`` is registered and ``model.options`` sets only fields of its config
+    dataclass, with values of their types: a key no code reads is an error naming the file."""
+    from avel.models.registry import available_models, resolve
+
+    if cfg.model.name not in available_models():
+        raise ConfigError(f"{source}: model.name {cfg.model.name!r} is not a registered model; "
+                          f"registered: {sorted(available_models())}")
+    config_cls, _ = resolve(cfg.model.name)
+    try:
+        check_fields(config_cls, cfg.model.options, path="model.options")
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
 def config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> TrainConfig:
     cfg = _build(data, source)
+    _check_model_options(cfg, source)
     if cfg.task not in ("dense", "ave"):
         raise ConfigError(f"{source}: task must be 'dense' or 'ave', got {cfg.task!r}")
     if cfg.optim.optimizer not in ("adamw", "adam"):

@@ -98,6 +98,14 @@ def fit_and_test(cfg: TrainConfig, *, store: str | Path, annotations: str | Path
     model = build_model(cfg.model.name, options=options)
     spec = {"name": cfg.model.name, "options": options}
     trainer = Trainer(cfg, task=task, model=model, model_spec=spec, datasets=datasets, out_dir=out, device=device)
+    if trainer.is_main:
+        from avel.training.model_card import build_model_card, write_model_card
+
+        card = build_model_card(task=cfg.task, model_name=cfg.model.name, options=options, store=st,
+                                visual_streams=cfg.data.visual_streams, audio_streams=cfg.data.audio_streams,
+                                classes=list(ann.classes), background_id=ann.background_id,
+                                annotations=annotations, standardize=cfg.data.standardize)
+        write_model_card(out, card, getattr(datasets["train"], "stats", None) or None)
     if resume is not None:
         trainer.resume(resume)
     fit = trainer.fit(progress=progress, on_step=on_step)

@@ -143,10 +143,11 @@ class AveTask:
     def model_options(self, cfg: TrainConfig, train_set: AveFeatureDataset) -> dict[str, Any]:
         vspec = self.store.streams[cfg.data.visual_streams[0]]
         aspec = self.store.streams[cfg.data.audio_streams[0]]
-        if len(vspec.feature_shape) != 3:
+        if len(vspec.feature_shape) not in (1, 3):
             raise ValueError(f"AVE visual stream {cfg.data.visual_streams[0]!r} must hold H x W x C region "
-                             f"features (VGG-19 pool5), got shape {vspec.feature_shape}")
-        h, w, c = vspec.feature_shape
+                             f"features (VGG-19 pool5) or D-dim pooled rows (one region), got shape "
+                             f"{vspec.feature_shape}")
+        h, w, c = vspec.feature_shape if len(vspec.feature_shape) == 3 else (1, 1, vspec.feature_shape[0])
         return {"visual_dim": c, "num_regions": h * w, "audio_dim": aspec.feature_dim,
                 "num_classes": train_set.num_classes, "background_id": train_set.background_id}
 

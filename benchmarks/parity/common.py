@@ -69,8 +69,10 @@ def state_digest(state: Mapping[str, torch.Tensor]) -> str:
 
 
 def write_fixture(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
-                  out_dir: Path = FIXTURE_DIR) -> Path:
-    """``<name>.npz`` (compressed) + ``<name>.json``; returns the npz path."""
+                  out_dir: Path | None = None) -> Path:
+    """``<name>.npz`` (compressed) + ``<name>.json`` in ``out_dir`` (default :data:`FIXTURE_DIR`,
+    which ``record.py --out`` changes); returns the npz path."""
+    out_dir = out_dir or FIXTURE_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.npz"
     np.savez_compressed(path, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -94,11 +96,13 @@ def fixture_names(fixture_dir: Path = FIXTURE_DIR) -> list[str]:
 
 
 def rebuild_checkpoint(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], path: Path,
-                       *, entry: str = "weights", tamper: Callable[[dict], None] | None = None) -> Path:
+                       *, entry: str = "weights", tamper: Callable[[dict], None] | None = None,
+                       wrap: str | None = None) -> Path:
     """Write the checkpoint file the reference ran (``meta[entry]``: spec, seed, digest, stored
     keys with arrays ``<entry>/<key>``) to ``path``; raise if the digest differs. ``tamper``
     may change the state dict after the check (tests that show a wrong weight is caught).
-    Without ``tamper``, a file already at ``path`` from an earlier call is reused."""
+    Without ``tamper``, a file already at ``path`` from an earlier call is reused. ``wrap``
+    nests the state dict under that key (fairseq checkpoints: ``"model"``)."""
     w = meta[entry]
     marker = path.with_name(path.name + ".digest")
     if tamper is None and path.is_file() and marker.is_file() and marker.read_text() == w["digest"]:
@@ -113,7 +117,8 @@ def rebuild_checkpoint(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
     if tamper is not None:
         tamper(state)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({w.get("key_prefix", "") + k: v for k, v in state.items()}, path)
+    state = {w.get("key_prefix", "") + k: v for k, v in state.items()}
+    torch.save({wrap: state} if wrap else state, path)
     if tamper is None:
         marker.write_text(w["digest"])
     return path

@@ -138,6 +138,22 @@ def run_vgg19(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, An
     return ours.numpy(), ref
 
 
+@case("onepeace_")
+def run_onepeace(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], work: Path,
+                 tamper: Callable[[dict], None] | None = None, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Our ``onepeace_image`` / ``onepeace_audio`` (tiny preset, loaded from the fairseq-style
+    file) tokens after the final LayerNorm. Audio: ``audio_max_positions`` 1024 as the reference
+    hard-codes (the tiny preset's 64 gives other log buckets)."""
+    modality = name.split("_")[1]
+    ckpt = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper, wrap="model")
+    if modality == "audio":
+        overrides = {"audio_max_positions": meta["setup"]["audio_max_positions"], **overrides}
+    ext = E.get(f"onepeace_{modality}").from_checkpoint(ckpt, preset=meta["setup"]["preset"], **overrides)
+    with torch.no_grad():
+        ours = ext.model.encode(torch.from_numpy(arrays["input"]), modality=modality)
+    return ours.numpy(), arrays["output"]
+
+
 _WORK: dict[str, Path] = {}
 """fixture -> directory of its rebuilt, untampered checkpoint files (reused within a process:
 rebuilding VGGish's 72M weights takes seconds); removed at exit."""

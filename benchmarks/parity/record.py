@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TOLERANCE, seeded_state, state_digest, state_spec, write_fixture  # noqa: E402
+import common  # noqa: E402
+from common import FIXTURE_DIR, TOLERANCE, seeded_state, state_digest, state_spec, write_fixture  # noqa: E402
 
 RECORDERS: dict[str, Callable[[argparse.Namespace], None]] = {}
 
@@ -472,6 +473,148 @@ def record_vggish_video_features(args: argparse.Namespace) -> None:
     })
 
 
+# -- ONE-PEACE ------------------------------------------------------------------------------
+def _fairseq_standins(repo: Path) -> None:
+    """ONE-PEACE's model code imports fairseq, whose vendored copy does not import on Python 3.11
+    (dataclass configs with mutable defaults). The few names the image adapter and the encoder
+    use get inference-time stand-ins: ``FairseqDropout`` (dropout, identity in eval),
+    ``LayerDropModuleList`` (a ``ModuleList``; layerdrop is 0), ``FairseqEncoder`` (a ``Module``
+    keeping the dictionary), ``utils.softmax`` (softmax in float32, as fairseq's) and
+    ``utils.new_arange`` (as fairseq's). The
+    ``one_peace`` packages are registered without running their ``__init__`` (which imports the
+    fairseq task and model registries); the model files themselves run unchanged."""
+    import types
+
+    import torch.nn.functional as F
+
+    class FairseqDropout(torch.nn.Module):
+        def __init__(self, p, module_name=None):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x, inplace: bool = False):
+            return F.dropout(x, self.p, self.training)
+
+    class LayerDropModuleList(torch.nn.ModuleList):
+        def __init__(self, p, modules=None):
+            super().__init__(modules)
+            self.p = p
+
+    class FairseqEncoder(torch.nn.Module):
+        def __init__(self, dictionary):
+            super().__init__()
+            self.dictionary = dictionary
+
+    fq, mods, fd, models, utils = (types.ModuleType(n) for n in (
+        "fairseq", "fairseq.modules", "fairseq.modules.fairseq_dropout", "fairseq.models", "fairseq.utils"))
+    utils.softmax = lambda x, dim, onnx_trace=False: F.softmax(x.float(), dim=dim)
+    utils.new_arange = lambda x, *size: torch.arange((size or x.size())[-1], device=x.device).expand(
+        *(size or x.size())).contiguous()
+    fd.FairseqDropout = mods.FairseqDropout = FairseqDropout
+    mods.LayerDropModuleList, mods.fairseq_dropout, models.FairseqEncoder = LayerDropModuleList, fd, FairseqEncoder
+    fq.modules, fq.models, fq.utils = mods, models, utils
+    sys.modules.update({"fairseq": fq, "fairseq.modules": mods, "fairseq.modules.fairseq_dropout": fd,
+                        "fairseq.models": models, "fairseq.utils": utils})
+    for name, path in (("one_peace", repo / "one_peace"), ("one_peace.models", repo / "one_peace" / "models")):
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [str(path)]
+        sys.modules[name] = pkg
+
+
+# tiny architecture = avel's onepeace_image "tiny" preset; switches as run_scripts/finetune_3B.yaml
+OP_DIM, OP_HEADS, OP_FFN, OP_LAYERS, OP_IMAGE, OP_POS_BUCKET = 64, 2, 128, 2, 64, 4
+OP_AUDIO_SPEC, OP_AUDIO_BUCKET = "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] + [(32, 2, 2)]", 8
+# the reference builds the audio bucket matrix for 1024 positions (hard-coded); avel's
+# audio_max_positions is set to 1024 for this comparison (its tiny preset uses 64)
+
+
+@recorder("onepeace_image", "onepeace_audio")
+def record_onepeace(args: argparse.Namespace, modality: str) -> None:
+    """ONE-PEACE image or audio branch (its adapter + ``TransformerEncoder``, glued as
+    ``ModelWrapper.forward`` does for ``encoder_type=modality``) on a tiny configuration."""
+    from types import SimpleNamespace as NS
+
+    repo = args.refs / "one-peace"
+    _fairseq_standins(repo)
+    sys.path.insert(0, str(repo))
+    try:
+        from one_peace.models.adapter.audio import AudioAdapter
+        from one_peace.models.adapter.image import ImageAdapter
+        from one_peace.models.transformer.transformer_encoder import TransformerEncoder
+    finally:
+        sys.path.remove(str(repo))
+    grid = OP_IMAGE // 16
+    common_cfg = dict(dropout=0.0, shrink_alpha=1.0, layernorm_embedding=False, add_type_embedding=False,
+                      use_attn_bias=True)
+    img_cfg = NS(vision_encoder_type="hmlp", bucket_size=OP_POS_BUCKET, rel_bucket_size=grid, **common_cfg)
+    aud_cfg = NS(feature_encoder_spec=OP_AUDIO_SPEC, conv_bias=False, abs_pos_type="conv", conv_pos_depth=5,
+                 conv_pos_width=95, conv_pos_groups=16, conv_pos_pre_ln=False, bucket_size=OP_AUDIO_BUCKET,
+                 **common_cfg)
+    enc_cfg = NS(dropout=0.0, layerdrop=0.0, embed_dim=OP_DIM, max_positions=1024, attention_heads=OP_HEADS,
+                 drop_path_rate=0.0, layers=OP_LAYERS, use_text_moe=False, use_image_moe=modality == "image",
+                 use_audio_moe=modality == "audio", ffn_embed_dim=OP_FFN, activation_dropout=0.0,
+                 attention_dropout=0.0, scale_attn=False, use_layer_scale=True, layer_scale_init_value=1e-6,
+                 scale_heads=False, magneto_scale_attn=True, scale_fc=True,
+                 encoder=NS(normalize_before=True, layers=OP_LAYERS))
+
+    class Wrapper(torch.nn.Module):  # ModelWrapper's part for this modality (module names as the checkpoint)
+        def __init__(self):
+            super().__init__()
+            if modality == "image":
+                self.image_adapter = ImageAdapter(img_cfg, OP_DIM, OP_HEADS, None)
+            else:
+                self.audio_adapter = AudioAdapter(aud_cfg, OP_DIM, OP_HEADS, None)
+            self.fusion_model = TransformerEncoder(enc_cfg, None, use_text_norm=True, use_image_norm=True,
+                                                   use_audio_norm=True)
+
+    class Top(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder_wrapper = Wrapper()
+            self.add_module(f"{modality}_proj", torch.nn.Linear(OP_DIM, OP_DIM))
+
+    seed = {"image": 61, "audio": 62}[modality]
+    model = Top()
+    buffers = {n for n, _ in model.named_buffers()}  # position_idx, rp_bucket, version: built by the code
+    spec = state_spec({k: v for k, v in model.state_dict().items() if k not in buffers})
+    state = seeded_state(spec, seed)
+    ckpt = args.work / "one-peace.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state}, ckpt)  # fairseq checkpoints hold the weights under "model"
+    missing, unexpected = model.load_state_dict(torch.load(ckpt)["model"], strict=False)
+    assert not unexpected and set(missing) <= buffers, (missing, unexpected)
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    wrapper = model.encoder_wrapper
+    with torch.no_grad():  # ModelWrapper.forward for encoder_type=modality
+        if modality == "image":
+            inputs = torch.randn(2, 3, OP_IMAGE, OP_IMAGE, generator=g)  # normalised pixels
+            info = wrapper.image_adapter(inputs, None, None, None, False)
+        else:  # hub_interface.process_audio: layer-normalised 16 kHz waveform, mask of T + 1 False
+            wave = torch.randn(2, 16000, generator=g) * 0.1 + torch.sin(torch.arange(16000) * 0.05)
+            inputs = torch.nn.functional.layer_norm(wave, wave.shape[-1:])
+            frames = wrapper.audio_adapter.embed_audios(inputs).size(1)
+            info = wrapper.audio_adapter(inputs, torch.zeros(2, frames + 1, dtype=torch.bool))
+        out = wrapper.fusion_model(None, info if modality == "image" else None,
+                                   info if modality == "audio" else None, encoder_type=modality)
+        tokens = out["encoder_out"][0].transpose(0, 1)[:, -info[0].size(1):, :]
+    write_fixture(f"onepeace_{modality}", {"input": inputs.numpy(), "output": tokens.numpy()}, {
+        "reference": {"repository": "OFA-Sys/ONE-PEACE", "commit": git_commit(repo),
+                      "code": f"one_peace/models/adapter/{modality}.py, one_peace/models/transformer/"
+                              "transformer_encoder.py TransformerEncoder (+ its layer and attention), glued as "
+                              f"one_peace_base.ModelWrapper.forward(encoder_type='{modality}'); fairseq stand-ins "
+                              "(FairseqDropout, LayerDropModuleList, FairseqEncoder, utils.softmax / new_arange)"},
+        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
+        "weights": weights_meta(spec, seed, state, [], ckpt.name),
+        "setup": {"preset": "tiny", "embed_dim": OP_DIM, "layers": OP_LAYERS, "attention_heads": OP_HEADS,
+                  "image_size": OP_IMAGE, "pos_bucket_size": OP_POS_BUCKET, "audio_rel_bucket_size": OP_AUDIO_BUCKET,
+                  "audio_max_positions": 1024},
+        "input": ("float32 B x 3 x 64 x 64 normalised images" if modality == "image" else
+                  "float32 B x 16000 layer-normalised 16 kHz waveforms (1 s)"),
+        "output": f"{modality} tokens after {modality}_layer_norm, B x (1 + N) x 64",
+    })
+
+
 # -- VGG-19 ---------------------------------------------------------------------------------
 @recorder("vgg19_torchvision")
 def record_vgg19(args: argparse.Namespace) -> None:
@@ -517,14 +660,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--refs", type=Path, required=True, help="directory made by setup_refs.sh")
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default REFS/work)")
+    ap.add_argument("--out", type=Path, default=FIXTURE_DIR, help="fixture directory (default: the tests')")
     ap.add_argument("--only", nargs="*", default=None, help=f"fixtures to record (default all: {sorted(RECORDERS)})")
     args = ap.parse_args()
     args.refs = args.refs.resolve()
     args.work = (args.work or args.refs / "work").resolve()
+    common.FIXTURE_DIR = args.out.resolve()
     torch.set_num_threads(1)
     for name in args.only or sorted(RECORDERS):
         fn = RECORDERS[name]
-        fn(args, "flow" if "_flow_" in name else "rgb") if name.startswith("i3d_") else fn(args)
+        if name.startswith("i3d_"):
+            fn(args, "flow" if "_flow_" in name else "rgb")
+        elif name.startswith("onepeace_"):
+            fn(args, name.split("_")[1])
+        else:
+            fn(args)
         print(f"recorded {name}", flush=True)
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel.models.ave.blocks import (AudioGuidedVisualAttention, AveModel, BiLstm, check_ave_batch, check_setting,
-                                    segment_targets, weak_video_targets)
+                                    resolved, segment_targets, weak_video_targets)
 
 
 @dataclass
@@ -38,10 +38,10 @@ class AgvaConfig:
         lstm_hidden: Bi-LSTM hidden size per direction (``hidden_dim`` = 128).
         classifier_hidden: width of ``L1`` (64).
         weak_targets: weak label construction, see :func:`weak_video_targets`.
-        lr: Adam learning rate (1e-3).
-        lr_step_iters / lr_gamma: StepLR every 15000 iterations, x0.1.
-        batch_size: 64.
-        epochs: 300 fully (``supervised_main.py``), 250 weakly (``weak_supervised_main.py``); None = per setting.
+
+    Training (Adam 1e-3, batch 64, 300 epochs fully / 250 weakly, x0.1 every 15,000 iterations)
+    is not a model field: ``configs/ave/agva_{fully,weakly}.yaml`` hold it in their ``optim``
+    section, the one place training reads it from.
     """
 
     setting: str = "fully"
@@ -54,18 +54,11 @@ class AgvaConfig:
     lstm_hidden: int = 128
     classifier_hidden: int = 64
     weak_targets: str = "reference"
-    lr: float = 1e-3
-    lr_step_iters: int = 15000
-    lr_gamma: float = 0.1
-    batch_size: int = 64
-    epochs: int | None = None
 
     def __post_init__(self) -> None:
         check_setting(self.setting, ("fully", "weakly"), "AGVA")
         if self.background_id is None:
             self.background_id = self.num_classes - 1
-        if self.epochs is None:
-            self.epochs = 300 if self.setting == "fully" else 250
 
 
 class AgvaNet(AveModel):
@@ -74,6 +67,8 @@ class AgvaNet(AveModel):
     Args:
         config: :class:`AgvaConfig`.
     """
+
+    config: AgvaConfig
 
     def __init__(self, config: AgvaConfig) -> None:
         super().__init__()
@@ -117,7 +112,7 @@ class AgvaNet(AveModel):
             loss = F.multilabel_soft_margin_loss(probs.flatten(0, 1), target.flatten(0, 1))
         else:
             probs = torch.softmax(outputs["video_scores"], dim=-1)  # B x C
-            target = weak_video_targets(batch, background_id=c.background_id, mode=c.weak_targets)
+            target = weak_video_targets(batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets)
             loss = F.multilabel_soft_margin_loss(probs, target)
         return {"total": loss, "classification": loss.detach()}
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel.models.ave.blocks import (AudioGuidedVisualAttention, AveModel, BiLstm, check_ave_batch, check_setting,
-                                    segment_targets, weak_video_targets)
+                                    resolved, segment_targets, weak_video_targets)
 
 
 @dataclass
@@ -57,7 +57,10 @@ class AvlcConfig:
         dropout: dropout on PTRF's linear layers (0.2).
         classifier_hidden: hidden width of the two-layer classifier.
         weak_targets: weak label construction, see :func:`avel.models.ave.blocks.weak_video_targets`.
-        lr: Adam learning rate (1e-3).  batch_size: 128.  epochs: 300.
+
+    Training (Adam 1e-3, batch 128, 300 epochs) is not a model field:
+    ``configs/ave/avlc_{fully,weakly}.yaml`` hold it in their ``optim`` section, the one place
+    training reads it from.
     """
 
     setting: str = "fully"
@@ -80,9 +83,6 @@ class AvlcConfig:
     dropout: float = 0.2
     classifier_hidden: int = 64
     weak_targets: str = "reference"
-    lr: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 300
 
     def __post_init__(self) -> None:
         check_setting(self.setting, ("fully", "weakly"), "AVLC")
@@ -197,9 +197,12 @@ class AvlcNet(AveModel):
         config: :class:`AvlcConfig`.
     """
 
+    config: AvlcConfig
+
     def __init__(self, config: AvlcConfig) -> None:
         super().__init__()
         self.config = c = config
+        self.spatial: TimeSpatialGuidedAttention | AudioGuidedVisualAttention
         if c.spatial == "tsga":
             self.spatial = TimeSpatialGuidedAttention(
                 visual_dim=c.visual_dim, audio_dim=c.audio_dim, hidden_dim=c.tsga_hidden, num_segments=c.num_segments,
@@ -211,7 +214,8 @@ class AvlcNet(AveModel):
         self.lstm_a = BiLstm(in_dim=c.audio_dim, hidden_dim=c.lstm_hidden)
         d_in = 2 * c.lstm_hidden
         if c.use_ptrf:
-            self.ptrf = PositiveTimeResidualFusion(dim=d_in, channels=c.ptrf_channels, threshold=c.threshold,
+            self.ptrf = PositiveTimeResidualFusion(dim=d_in, channels=resolved(c.ptrf_channels, "ptrf_channels"),
+                                                   threshold=resolved(c.threshold, "threshold"),
                                                    epsilon=c.epsilon, mean_source=c.mean_source, dropout=c.dropout)
         self.classifier = nn.Sequential(nn.Linear(d_in, c.classifier_hidden), nn.ReLU(),
                                         nn.Linear(c.classifier_hidden, c.num_classes))
@@ -255,7 +259,7 @@ class AvlcNet(AveModel):
             labels = segment_targets(batch, num_classes=c.num_classes)
             loss = F.cross_entropy(outputs["segment_scores"].flatten(0, 1), labels.flatten())
         else:
-            target = weak_video_targets(batch, background_id=c.background_id, mode=c.weak_targets)
+            target = weak_video_targets(batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets)
             target = target / target.sum(-1, keepdim=True).clamp(min=1.0)
             probs = torch.softmax(outputs["video_scores"], dim=-1)
             loss = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target)

@@ -15,7 +15,7 @@ Every model here follows the trainer protocol of :class:`AveModel`:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -278,6 +278,36 @@ def wccl_loss(views: list[torch.Tensor], labels: torch.Tensor, *, temperature: f
     raise ValueError(f"WCCL reduction must be 'sum' or 'mean', got {reduction!r}")
 
 
+_T = TypeVar("_T")
+
+
+def resolved(value: _T | None, key: str) -> _T:
+    """A config field that ``__post_init__`` fills in when given as None (``background_id``,
+    ``tau``, ``ptrf_channels``, ...); None here means the config was built around it."""
+    if value is None:
+        raise ValueError(f"config field {key} is unset (None is resolved by the config's __post_init__)")
+    return value
+
+
+class AveConfigFields(Protocol):
+    """The fields every AVE model config has (what :meth:`AveModel.example_batch` reads)."""
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def background_id(self) -> int | None: ...
+
+    @property
+    def num_regions(self) -> int: ...
+
+    @property
+    def visual_dim(self) -> int: ...
+
+    @property
+    def audio_dim(self) -> int: ...
+
+
 class AveModel(nn.Module):
     """Protocol of the AVE models (documentation base class).
 
@@ -288,22 +318,26 @@ class AveModel(nn.Module):
     """
 
     def example_batch(self, *, batch_size: int = 1, seq_len: int | None = None) -> dict[str, Any]:
-        """Synthetic AVE batch for probes (FLOP counting): ``T = config.num_segments`` (10 when absent).
+        """Synthetic AVE batch for probes (FLOP counting): ``T = seq_len`` one-second segments.
 
-        ``seq_len`` is accepted for interface parity with the dense models and ignored: AVE clips
-        have a fixed number of one-second segments. Visual maps are square ``sqrt(S) x sqrt(S)``.
+        ``seq_len`` None: ``config.num_segments`` where the model has one (a model built for a
+        fixed T rejects another), else 10 (AVE clips). Visual maps are square ``sqrt(S) x sqrt(S)``.
         """
         c = self.config
-        t = getattr(c, "num_segments", 10)
+        fixed = getattr(c, "num_segments", None)
+        t = seq_len if seq_len is not None else (fixed if fixed is not None else 10)
+        if fixed is not None and t != fixed:
+            raise ValueError(f"model built for num_segments {fixed}, probe asked for seq_len {t}")
         side = math.isqrt(c.num_regions)
         if side * side != c.num_regions:
             raise ValueError(f"num_regions {c.num_regions} is not a square grid")
         device = next(self.parameters()).device
-        seg = torch.full((batch_size, t), c.background_id, dtype=torch.long, device=device)
+        background = resolved(c.background_id, "background_id")
+        seg = torch.full((batch_size, t), background, dtype=torch.long, device=device)
         seg[:, t // 4: t // 2] = 0
         video_labels = torch.zeros(batch_size, c.num_classes, device=device)
         video_labels[:, 0] = 1.0
-        video_labels[:, c.background_id] = 1.0
+        video_labels[:, background] = 1.0
         return {
             "sample_ids": [f"example-{i}" for i in range(batch_size)],
             "video_ids": [f"example-{i}" for i in range(batch_size)],
@@ -317,3 +351,5 @@ class AveModel(nn.Module):
     def predict_segments(self, logits: torch.Tensor) -> torch.Tensor:
         """Segment class ids ``B x T`` from per-segment scores ``B x T x C``."""
         return logits.argmax(dim=-1)
+
+    config: AveConfigFields  # set by each model's __init__ (its config dataclass)

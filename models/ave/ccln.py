@@ -50,13 +50,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel.models.ave.blocks import (AudioGuidedVisualAttention, AveModel, BiLstm, FeedForwardNorm, SelfAttention,
-                                    check_ave_batch, check_setting, segment_targets, sigmoid_focal_loss,
+                                    check_ave_batch, check_setting, resolved, segment_targets, sigmoid_focal_loss,
                                     video_class_ids, wccl_loss, weak_video_targets)
 from avel.models.metrics.ave import cml_predict_starts
 
 BRANCH_MODES = ("AV", "AV+V", "AV+A", "AV+V+A")
 _DEFAULT_TAU = {"fully": 0.05, "weakly": 0.06, "cml": 0.05}
-_DEFAULT_LR = {"fully": 1e-3, "weakly": 1e-4, "cml": 1e-4}
 
 
 @dataclass
@@ -94,8 +93,10 @@ class CclnConfig:
             ``"sum"`` (eq. 27 as printed; scales with the batch size).
         focal_alpha / focal_gamma: focal loss parameters ("default parameters").
         weak_targets: weak label construction, see :func:`avel.models.ave.blocks.weak_video_targets`.
-        lr: Adam learning rate (None: 1e-3 fully, 1e-4 weakly and CML).
-        batch_size: 128.  epochs: 200.
+
+    Training (Adam, lr 1e-3 fully / 1e-4 weakly and CML, batch 128, 200 epochs) is not a model
+    field: ``configs/ave/ccln_{fully,weakly,cml}.yaml`` hold it in their ``optim`` section, the
+    one place training reads it from.
     """
 
     setting: str = "fully"
@@ -128,9 +129,6 @@ class CclnConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     weak_targets: str = "reference"
-    lr: float | None = None
-    batch_size: int = 128
-    epochs: int = 200
 
     def __post_init__(self) -> None:
         check_setting(self.setting, ("fully", "weakly", "cml"), "CCLN")
@@ -142,8 +140,6 @@ class CclnConfig:
             raise ValueError(f"background_id {self.background_id} outside 0..{self.num_classes - 1}")
         if self.tau is None:
             self.tau = _DEFAULT_TAU[self.setting]
-        if self.lr is None:
-            self.lr = _DEFAULT_LR[self.setting]
         if self.wccl_reduction not in ("mean", "sum"):
             raise ValueError(f"CCLN wccl_reduction must be 'mean' or 'sum', got {self.wccl_reduction!r}")
         if self.topk < 1:
@@ -220,6 +216,9 @@ class CclnNet(AveModel):
         config: :class:`CclnConfig`.
     """
 
+    config: CclnConfig
+    fg_index: torch.Tensor  # class id -> event index, -1 = background (buffer)
+
     def __init__(self, config: CclnConfig) -> None:
         super().__init__()
         self.config = c = config
@@ -246,7 +245,7 @@ class CclnNet(AveModel):
             self.sa_a = SelfAttention(dim=d, num_heads=c.num_heads, dropout=c.dropout)
         # interaction stage
         if c.use_sbi:
-            self.sbi = SelfConstrainedBimodalInteraction(dim=d, tau=c.tau, dropout=c.dropout,
+            self.sbi = SelfConstrainedBimodalInteraction(dim=d, tau=resolved(c.tau, "tau"), dropout=c.dropout,
                                                          renormalize=c.sbi_renormalize)
         # integration stage
         self.integrate_v = _Integration(c)
@@ -269,7 +268,8 @@ class CclnNet(AveModel):
             self.branch_a_head = nn.Linear(d, 1)
         self.drop = nn.Dropout(c.dropout)
 
-    def fusion_stage(self, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def fusion_stage(self, visual: torch.Tensor, audio: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``v^F, a^F`` (``B x T x d``) and the AGVA attention (``B x T x S`` or None)."""
         c = self.config
         alpha = None
@@ -336,7 +336,7 @@ class CclnNet(AveModel):
         """WCCL (eq. 27) between ``P^f`` and the branch predictions of ``branch_mode``."""
         c = self.config
         views = [outputs["p_f"]] + [outputs[k] for k in ("p_v", "p_a") if k in outputs]
-        labels = video_class_ids(batch, background_id=c.background_id)
+        labels = video_class_ids(batch, background_id=resolved(c.background_id, "background_id"))
         return wccl_loss(views, labels, temperature=c.wccl_temperature, normalize=c.wccl_normalize,
                          reduction=c.wccl_reduction)
 
@@ -364,7 +364,7 @@ class CclnNet(AveModel):
                 terms["event"] = -(picked * (fg >= 0)).mean()  # eq. 29: background rows of Y^e are zero
                 total = total + c.lambda_fee * terms["event"]
         elif c.setting == "weakly":
-            target = weak_video_targets(batch, background_id=c.background_id, mode=c.weak_targets)  # B x (C+1)
+            target = weak_video_targets(batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets)  # B x (C+1)
             focal = sigmoid_focal_loss(outputs["video_scores"], target, alpha=c.focal_alpha, gamma=c.focal_gamma)
             terms["focal"] = focal.sum(-1).mean()  # eq. 32
             total = total + terms["focal"]
@@ -376,7 +376,7 @@ class CclnNet(AveModel):
                 total = total + c.lambda_fee * terms["event"]
         else:
             labels = segment_targets(batch, num_classes=c.num_classes)
-            y = (labels != c.background_id).float()  # B x T: 1 = audio-visual match (Y^cml)
+            y = (labels != resolved(c.background_id, "background_id")).float()  # B x T: 1 = audio-visual match (Y^cml)
             d = outputs["p_cml"]
             bce = y * d - (1 - y) * torch.log(-torch.expm1(-d).clamp(max=-1e-7))  # BCE on p = exp(-d)
             terms["match"] = bce.sum(-1).mean()  # eq. 36

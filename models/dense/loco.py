@@ -23,12 +23,26 @@ Ablations (tables 2a-2d) are config switches: ``use_lcc`` and ``cdp.mode`` (2a: 
 "cdp"), ``lcc.target`` (2b), ``cdp.mode`` "global" / "fixed" / "cdp" (2c), ``cdp.window_size``
 and "global" for "Full" (2d).
 
-Table 3 (ONE-PEACE 1536/1536, T 256, C 100; its "GFLOPs" are conv/Linear multiply-accumulates,
-see :mod:`avel.models.info`): our LCC adds 0.79 M / 0.20 G and CDP 0.05 M / 0 G over global
-attention, as reported. The paper's "base" (71.35 M, 18.26 G) and its +12.99 G for the global
-pyramid are both explained by a base with one 256-row level whose decoder + heads hold ~52 M
-per-row parameters, and a FLOP counter that does not see the pyramid blocks; the table 2a / 3
-"base" is therefore ``cdp.mode: none, cdp.num_levels: 1, assigner.regression_ranges: [[0, 1e4]]``.
+Table 3 (ONE-PEACE 1536/1536, T 256, C 100), measured with ``avel models info loco`` (its
+"GFLOPs" are conv/Linear multiply-accumulates, see :mod:`avel.models.info`): ours 100.76 M /
+29.86 G against 103.73 M / 31.45 G; the table 2a / 3 "base" (``use_lcc: false, cdp.mode:
+none, cdp.num_levels: 1, assigner.regression_ranges: [[0, 1e4]]``) 61.97 M / 15.83 G against
+71.35 M / 18.26 G. LCC (0.79 M / 0.20 G) and CDP over global attention (+0.05 M) match the
+table. The rest comes from two sizes the paper does not state, and from its counting rule:
+
+- the table is self-consistent with our layout: its base costs exactly encoders (4.84 G, 18.94
+  M here) + 256 rows x (decoder + heads) = 18.26 G when decoder + heads hold 52.41 M
+  (= 71.35 - 18.94), and its +12.99 G for the pyramid is 248 more rows (levels 2-6) x 52.4 M,
+  i.e. the table leaves out the pyramid blocks' own MACs (3.18 G here; its UnAV row, 60.28 G,
+  equals ours with UnAV's pyramid included, so why LoCo's are left out is not known);
+- our decoder + heads hold 43.03 M (3 shared 1024-d blocks = 37.85 M, see
+  :class:`DecoderConfig`): 9.38 M fewer than implied. 47.22 M of decoder is not a whole number
+  of such blocks (3.74), so the paper's decoder width or depth is unknown, and we keep 3;
+- our pyramid holds 37.99 M: L_c = 6 CDP blocks per modality as the text says (12 x 3.17 M,
+  MLP 4 x D); the table's +31.55 M for the global pyramid implies 2.63 M per block (an MLP of
+  ~3 x D would fit; not stated). Net: 9.38 - 6.39 = 2.97 M fewer parameters in all, and in MACs
+  504 rows x 9.38 M = 4.73 G fewer in the decoder + heads, partly offset by the pyramid's 3.18 G that we
+  count and the table apparently does not.
 """
 from __future__ import annotations
 
@@ -58,8 +72,9 @@ class DecoderConfig:
 
     Attributes:
         num_blocks: fusion blocks per level (0 = heads directly on the pyramid). The paper gives
-            no depth; 3 shared blocks put the full model at 100.8 M parameters, within 3% of
-            table 3's 103.73 M (1 block: 75.5 M).
+            no depth; 3 shared blocks put the full model at 100.76 M parameters, 2.9 % under
+            table 3's 103.73 M (1 block: 75.5 M; the table implies 47.2 M of decoder, 3.74 blocks:
+            see the module docstring).
         num_heads: attention heads.
         share_across_levels: one set of blocks for all levels (like the heads) instead of one per level.
         mlp_ratio: MLP hidden width = ``mlp_ratio * 2D``.

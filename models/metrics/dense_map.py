@@ -40,8 +40,9 @@ Ties (choices, deterministic where the reference is not):
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -210,6 +211,138 @@ def _dedup(gt: np.ndarray, tol: float) -> np.ndarray:
     return keep
 
 
+def _flatten(tables: Mapping[str, Any], video_ids: Sequence[str], *, width: int,
+             what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of every video in ``video_ids`` stacked: (``N x width`` float64, ``N`` video index).
+
+    Checked in bulk; on a problem the video's table is re-checked alone by :func:`_rows`, whose
+    error names the video and row.
+    """
+    arrays = []
+    for vid in video_ids:
+        try:
+            arr = np.asarray(tables[vid], dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = _rows(tables[vid], width=width, video_id=vid, what=what)
+        if arr.size == 0:
+            arr = np.zeros((0, width))
+        elif arr.ndim != 2 or arr.shape[1] != width:
+            arr = _rows(tables[vid], width=width, video_id=vid, what=what)
+        arrays.append(arr)
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    rows = np.concatenate(arrays) if arrays else np.zeros((0, width))
+    vidx = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)
+    lab = rows[:, 2]
+    bad = (~np.isfinite(rows).all(axis=1)) | (rows[:, 1] < rows[:, 0]) | (lab != np.round(lab)) | (lab < 0)
+    if bad.any():
+        vid = video_ids[int(vidx[np.flatnonzero(bad)[0]])]
+        _rows(tables[vid], width=width, video_id=vid, what=what)  # raises, naming the row
+    return rows, vidx
+
+
+def _dedup_all(gt: np.ndarray, gt_v: np.ndarray, tol: float) -> np.ndarray:
+    """Keep-mask over all videos' ground truth (:func:`_dedup` per video, run only where needed).
+
+    A duplicate pair has the same (video, label) and starts within ``tol``; sorted by (video, label,
+    start), such a pair is joined by a chain of neighbours with start steps <= ``tol``, so videos
+    without such a neighbour pair have no duplicate and skip the per-video loop.
+    """
+    keep = np.ones(len(gt), dtype=bool)
+    if len(gt) < 2:
+        return keep
+    order = np.lexsort((gt[:, 0], gt[:, 2], gt_v))
+    g, v = gt[order], gt_v[order]
+    near = (v[1:] == v[:-1]) & (g[1:, 2] == g[:-1, 2]) & (np.abs(g[1:, 0] - g[:-1, 0]) <= tol)
+    for video in np.unique(v[1:][near]):
+        rows = np.flatnonzero(gt_v == video)
+        keep[rows] = _dedup(gt[rows], tol)
+    return keep
+
+
+def _group_steps(keys: np.ndarray) -> np.ndarray:
+    """Position of each element within its run of equal ``keys`` in input order (``keys`` need not be sorted)."""
+    n = len(keys)
+    by_group = np.argsort(keys, kind="stable")  # groups contiguous, input order kept inside
+    gk = keys[by_group]
+    starts = np.r_[0, np.flatnonzero(np.diff(gk) != 0) + 1] if n else np.zeros(0, dtype=np.int64)
+    first = np.zeros(n, dtype=np.int64)
+    first[starts] = starts
+    first = np.maximum.accumulate(first) if n else first
+    steps = np.empty(n, dtype=np.int64)
+    steps[by_group] = np.arange(n) - first
+    return steps
+
+
+def _match(gt: np.ndarray, gt_key: np.ndarray, pr: np.ndarray, pr_key: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    """True positives (``K x P`` bool) of ranked predictions against ground truth of the same key.
+
+    Args:
+        gt: ``G x 3`` ground truth; ``gt_key``: ``G`` (video, class) key of each row.
+        pr: ``P x 4`` predictions in rank order (class, then score descending); ``pr_key``: ``P`` keys.
+        thr: ``K`` tIoU thresholds.
+    """
+    K, P = len(thr), len(pr)
+    tp = np.zeros((K, P), dtype=bool)
+    gt_sort = np.argsort(gt_key, kind="stable")  # keeps within-group GT order
+    keys_sorted = gt_key[gt_sort]
+    lo = np.searchsorted(keys_sorted, pr_key, side="left")
+    n_cand = np.searchsorted(keys_sorted, pr_key, side="right") - lo
+    live = np.flatnonzero(n_cand > 0)  # Q predictions with candidates; the others are false positives
+    if live.size == 0:
+        return tp
+    lo, n_cand, box = lo[live], n_cand[live], pr[live, :2]
+    G = int(n_cand.max())
+    slot = np.arange(G)
+    valid = slot[None, :] < n_cand[:, None]  # Q x G
+    cand = gt_sort[np.minimum(lo[:, None] + slot[None, :], len(gt_sort) - 1)]  # Q x G global GT index
+    g0, g1 = gt[cand, 0], gt[cand, 1]
+    inter = (np.minimum(box[:, 1:2], g1) - np.maximum(box[:, 0:1], g0)).clip(0)
+    union = (box[:, 1:2] - box[:, 0:1]) + (g1 - g0) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tiou = np.where(valid & (union > 0), inter / np.where(union > 0, union, 1.0), 0.0)
+    tiou[~valid] = -np.inf
+    # candidates in descending tIoU, ties: later ground truth first (stable sort of the reversed row)
+    rank = G - 1 - np.argsort(-tiou[:, ::-1], axis=1, kind="stable")
+    cand = np.take_along_axis(cand, rank, axis=1)
+    tiou = np.take_along_axis(tiou, rank, axis=1)
+    cand[tiou == -np.inf] = len(gt)  # padding: a sink column of `locked`
+    # step r matches the r-th ranked prediction of every (video, class) group at once: groups never
+    # share ground truth, so a step has no conflicts, and rank order within a group is kept
+    steps = _group_steps(pr_key[live])
+    order = np.argsort(steps, kind="stable")
+    bounds = np.searchsorted(steps[order], np.arange(int(steps.max()) + 2))
+    locked = np.zeros((K, len(gt) + 1), dtype=bool)
+    above = tiou[None, :, :] >= thr[:, None, None]  # K x Q x G
+    for r in range(len(bounds) - 1):
+        sel = order[bounds[r]:bounds[r + 1]]
+        c = cand[sel]  # S x G
+        ok = above[:, sel] & ~locked[:, c]  # K x S x G
+        j = ok.argmax(axis=2)  # K x S: first free candidate above the threshold
+        hit = np.take_along_axis(ok, j[:, :, None], axis=2)[:, :, 0]
+        tp[:, live[sel]] = hit
+        kk, ss = np.nonzero(hit)
+        locked[kk, c[ss, j[kk, ss]]] = True
+    return tp
+
+
+def _average_precision(tp: np.ndarray, cls_row: np.ndarray, num_gt: np.ndarray) -> np.ndarray:
+    """``K x C`` interpolated AP from ``K x P`` true positives grouped by class row (``P`` ascending)."""
+    K, C = tp.shape[0], len(num_gt)
+    ap = np.zeros((K, C))
+    bounds = np.searchsorted(cls_row, np.arange(C + 1))
+    for row in range(C):
+        a, b = bounds[row], bounds[row + 1]
+        if a == b:
+            continue
+        tp_cum = np.cumsum(tp[:, a:b], axis=1, dtype=np.float64)  # K x Pc
+        fp_cum = np.cumsum(~tp[:, a:b], axis=1, dtype=np.float64)
+        recall = tp_cum / float(num_gt[row])
+        precision = tp_cum / (tp_cum + fp_cum)
+        for k in range(K):
+            ap[k, row] = interpolated_ap(precision[k], recall[k])
+    return ap
+
+
 def evaluate_detection(
     ground_truth: Mapping[str, Any],
     predictions: Mapping[str, Any],
@@ -240,134 +373,61 @@ def evaluate_detection(
     if thr.size == 0 or not np.isfinite(thr).all():
         raise ValueError(f"tiou_thresholds must be a non-empty list of finite numbers, got {thr.tolist()}")
     K = thr.size
-
-    # ---- ground truth: flat arrays over (deduplicated) segments ------------------------------
     if isinstance(subset, str):
         raise TypeError("subset must be a collection of video ids, not a string")
     keep_videos = None if subset is None else set(subset)
-    video_index: dict[str, int] = {}
-    gt_parts, gt_vid, n_dup = [], [], 0
-    for vid, table in ground_truth.items():
-        if keep_videos is not None and vid not in keep_videos:
-            continue
-        arr = _rows(table, width=3, video_id=vid, what="ground truth")
-        video_index[vid] = len(video_index)
-        if duplicate_tol_s is not None and len(arr) > 1:
-            keep = _dedup(arr, duplicate_tol_s)
-            n_dup += int((~keep).sum())
-            arr = arr[keep]
-        gt_parts.append(arr)
-        gt_vid.append(np.full(len(arr), video_index[vid], dtype=np.int64))
-    gt = np.concatenate(gt_parts) if gt_parts else np.zeros((0, 3))
-    gt_v = np.concatenate(gt_vid) if gt_vid else np.zeros(0, dtype=np.int64)
+
+    # ground truth: flat (deduplicated) segments; video index = position among the evaluated videos
+    gt_videos = [v for v in ground_truth if keep_videos is None or v in keep_videos]
+    gt, gt_v = _flatten(ground_truth, gt_videos, width=3, what="ground truth")  # G x 3, G
+    n_dup = 0
+    if duplicate_tol_s is not None:
+        keep = _dedup_all(gt, gt_v, duplicate_tol_s)
+        n_dup = int((~keep).sum())
+        gt, gt_v = gt[keep], gt_v[keep]
     gt_c = gt[:, 2].astype(np.int64)
     num_videos = int(len(np.unique(gt_v)))
 
-    # ---- predictions: flat arrays; videos unknown to the ground truth get fresh ids -----------
-    pr_parts, pr_vid = [], []
-    n_vid_known = len(video_index)
-    extra_videos: dict[str, int] = {}
-    for vid, table in predictions.items():
-        arr = _rows(table, width=4, video_id=vid, what="predictions")
-        if vid in video_index:
-            v = video_index[vid]
-        else:
-            v = extra_videos.setdefault(vid, n_vid_known + len(extra_videos))
-        pr_parts.append(arr)
-        pr_vid.append(np.full(len(arr), v, dtype=np.int64))
-    pr = np.concatenate(pr_parts) if pr_parts else np.zeros((0, 4))
-    pr_v = np.concatenate(pr_vid) if pr_vid else np.zeros(0, dtype=np.int64)
+    # predictions: flat; videos unknown to the ground truth get fresh indices after the known ones
+    video_index = {v: i for i, v in enumerate(gt_videos)}
+    pr_videos = list(predictions)
+    pr, pr_row_video = _flatten(predictions, pr_videos, width=4, what="predictions")  # P x 4, P
+    n_known = len(gt_videos)
+    extra = np.cumsum([v not in video_index for v in pr_videos], dtype=np.int64)
+    video_of = np.array([video_index.get(v, n_known - 1 + int(e)) for v, e in zip(pr_videos, extra)],
+                        dtype=np.int64)
+    pr_v = video_of[pr_row_video] if len(pr_videos) else np.zeros(0, dtype=np.int64)
     pr_c = pr[:, 2].astype(np.int64)
     if num_classes is not None:
         for name, labels in (("ground truth", gt_c), ("predictions", pr_c)):
             if labels.size and labels.max() >= num_classes:
                 raise DetectionInputError(f"{name}: label_id {int(labels.max())} >= num_classes {num_classes}")
     num_predictions_total = len(pr)
-    no_gt_video = int((pr_v >= n_vid_known).sum() + np.isin(pr_v, np.setdiff1d(np.arange(n_vid_known), gt_v)).sum())
+    has_gt = np.zeros(n_known + int(extra[-1] if len(extra) else 0) + 1, dtype=bool)
+    has_gt[gt_v] = True
+    no_gt_video = int((~has_gt[pr_v]).sum())
 
     class_ids = np.unique(gt_c)  # C evaluated classes
     C = class_ids.size
     scored = np.isin(pr_c, class_ids)
     num_ignored = int((~scored).sum())
     pr, pr_v, pr_c = pr[scored], pr_v[scored], pr_c[scored]
-    P = len(pr)
 
     # rank: by class, then score descending (stable: ties keep input order)
     order = np.lexsort((-pr[:, 3], pr_c))
     pr, pr_v, pr_c = pr[order], pr_v[order], pr_c[order]
+    n_vid_all = len(has_gt)
+    tp = _match(gt, gt_c * n_vid_all + gt_v, pr, pr_c * n_vid_all + pr_v, thr)  # K x P
 
-    # ---- candidate ground truth of every prediction, padded to the largest (video, class) group ----
-    n_vid_all = n_vid_known + len(extra_videos)
-    gt_key = gt_c * n_vid_all + gt_v
-    pr_key = pr_c * n_vid_all + pr_v
-    gt_sort = np.argsort(gt_key, kind="stable")  # keeps within-group GT order
-    keys_sorted = gt_key[gt_sort]
-    lo = np.searchsorted(keys_sorted, pr_key, side="left")  # P
-    hi = np.searchsorted(keys_sorted, pr_key, side="right")
-    n_cand = hi - lo
-    G = int(n_cand.max()) if P else 0
-    tp = np.zeros((K, P), dtype=bool)
-    if G > 0:
-        slot = np.arange(G)
-        valid = slot[None, :] < n_cand[:, None]  # P x G
-        cand = np.where(valid, gt_sort[np.minimum(lo[:, None] + slot[None, :], len(gt_sort) - 1)], -1)  # P x G
-        inter = (np.minimum(pr[:, None, 1], gt[cand, 1]) - np.maximum(pr[:, None, 0], gt[cand, 0])).clip(0)
-        union = (pr[:, None, 1] - pr[:, None, 0]) + (gt[cand, 1] - gt[cand, 0]) - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tiou = np.where(valid & (union > 0), inter / np.where(union > 0, union, 1.0), 0.0)
-        tiou = np.where(valid, tiou, -np.inf)
-        # candidates in descending tIoU, ties: later ground truth first
-        rank = np.lexsort((-slot[None, :].repeat(P, 0), -tiou), axis=-1) if P else np.zeros((0, G), int)
-        cand = np.take_along_axis(cand, rank, axis=1)
-        tiou = np.take_along_axis(tiou, rank, axis=1)
-        # process the r-th ranked prediction of every (video, class) group at once: groups never
-        # share ground truth, so one step has no conflicts, and rank order within a group is kept.
-        # rank of each prediction within its (video, class) group; a stable sort keeps score order
-        by_group = np.argsort(pr_key, kind="stable")  # groups contiguous, score order inside kept
-        gk = pr_key[by_group]
-        starts = np.r_[0, np.flatnonzero(np.diff(gk) != 0) + 1]
-        first = np.zeros(P, dtype=np.int64)
-        first[starts] = starts
-        first = np.maximum.accumulate(first)
-        step_of = np.empty(P, dtype=np.int64)
-        step_of[by_group] = np.arange(P) - first
-        locked = np.zeros((K, len(gt) + 1), dtype=bool)  # last column: padding sink
-        has_cand = n_cand > 0
-        step_order = np.argsort(step_of, kind="stable")
-        bounds = np.searchsorted(step_of[step_order], np.arange(int(step_of.max()) + 2))
-        for r in range(int(step_of.max()) + 1):
-            sel = step_order[bounds[r]:bounds[r + 1]]
-            sel = sel[has_cand[sel]]
-            if sel.size == 0:
-                continue
-            c = cand[sel]  # S x G (global GT index, -1 padding)
-            ok = (tiou[sel][None, :, :] >= thr[:, None, None]) & ~locked[:, c]  # K x S x G
-            hit = ok.any(axis=2)  # K x S
-            j = ok.argmax(axis=2)  # K x S
-            tp[:, sel] = hit
-            kk, ss = np.nonzero(hit)
-            locked[kk, c[ss, j[kk, ss]]] = True
-
-    # ---- AP per class and threshold ------------------------------------------------------------
     num_gt = np.bincount(np.searchsorted(class_ids, gt_c), minlength=C) if C else np.zeros(0, int)
     cls_row = np.searchsorted(class_ids, pr_c)
     num_pred = np.bincount(cls_row, minlength=C) if C else np.zeros(0, int)
-    ap = np.zeros((C, K))
-    bounds_c = np.r_[0, np.cumsum(num_pred)]
-    for row in range(C):
-        a, b = bounds_c[row], bounds_c[row + 1]
-        if a == b:
-            continue
-        tp_cum = np.cumsum(tp[:, a:b], axis=1, dtype=np.float64)  # K x Pc
-        fp_cum = np.cumsum(~tp[:, a:b], axis=1, dtype=np.float64)
-        recall = tp_cum / float(num_gt[row])
-        precision = tp_cum / (tp_cum + fp_cum)
-        for k in range(K):
-            ap[row, k] = interpolated_ap(precision[k], recall[k])
-
-    map_per_threshold = ap.mean(axis=0) if C else np.zeros(K)
+    ap_kc = _average_precision(tp, cls_row, num_gt)  # K x C
+    # mean over classes of the K x C table row by row, as the reference sums (bit-identical means)
+    map_per_threshold = ap_kc.mean(axis=1) if C else np.zeros(K)
     return DetectionResult(
         tiou_thresholds=thr, map_per_threshold=map_per_threshold, average_map=float(map_per_threshold.mean()),
-        class_ids=class_ids, ap=ap, num_gt=num_gt, num_predictions=num_pred, num_videos=num_videos,
-        num_gt_total=int(len(gt)), num_gt_duplicates=n_dup, num_predictions_total=num_predictions_total,
-        num_predictions_ignored=num_ignored, num_predictions_no_gt_video=no_gt_video)
+        class_ids=class_ids, ap=np.ascontiguousarray(ap_kc.T), num_gt=num_gt, num_predictions=num_pred,
+        num_videos=num_videos, num_gt_total=int(len(gt)), num_gt_duplicates=n_dup,
+        num_predictions_total=num_predictions_total, num_predictions_ignored=num_ignored,
+        num_predictions_no_gt_video=no_gt_video)

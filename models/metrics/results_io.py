@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +57,72 @@ def _number(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+_NUMBER_TYPES = (int, float)  # exact types: bool (a subclass of int) is not a number here
+
+
+def _fast_rows(entries: list, index: Mapping[str, int] | None, num_classes: int | None) -> np.ndarray | None:
+    """``P x 4`` rows of well-formed entries (JSON-decoded dicts), or None when any entry needs the
+    entry-by-entry check of :func:`_checked_rows` (which then names the problem)."""
+    rows = []
+    try:
+        for e in entries:
+            seg = e["segment"] if type(e) is dict else None
+            label = e.get("label", e.get("label_id"))
+            score = e.get("score", e.get("scores"))
+            if (type(seg) is not list or len(seg) != 2 or type(seg[0]) not in _NUMBER_TYPES
+                    or type(seg[1]) not in _NUMBER_TYPES or type(score) not in _NUMBER_TYPES):
+                return None
+            if type(label) is str:
+                if index is None:
+                    return None
+                label = index[label]  # KeyError: not a class name, the checked path says so
+            elif type(label) is not int:
+                return None
+            rows.append((seg[0], seg[1], label, score))
+        arr = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    except (KeyError, TypeError, AttributeError, OverflowError):
+        return None
+    if not (np.isfinite(arr).all() and (arr[:, 1] >= arr[:, 0]).all() and (arr[:, 2] >= 0).all()
+            and (num_classes is None or (arr[:, 2] < num_classes).all())):
+        return None
+    return arr
+
+
+def _checked_rows(entries: list, index: Mapping[str, int] | None, classes: Sequence[str] | None,
+                  where_prefix: str) -> np.ndarray:
+    """``P x 4`` rows, checking entry by entry; the first problem raises, naming the entry."""
+    rows = np.zeros((len(entries), 4))
+    for i, e in enumerate(entries):
+        where = f"{where_prefix}[{i}]"
+        if not isinstance(e, Mapping):
+            raise ResultsFormatError(f"{where}: expected an object with segment, label, score")
+        seg = e.get("segment")
+        if not (isinstance(seg, (list, tuple)) and len(seg) == 2 and all(_number(x) is not None for x in seg)):
+            raise ResultsFormatError(f"{where}: \"segment\" must be [start_s, end_s] (finite numbers), got {seg!r}")
+        start, end = float(seg[0]), float(seg[1])
+        if end < start:
+            raise ResultsFormatError(f"{where}: segment end {end} < start {start}")
+        score = _number(e.get("score", e.get("scores")))
+        if score is None:
+            raise ResultsFormatError(f"{where}: \"score\" must be a finite number, got {e.get('score', e.get('scores'))!r}")
+        label = e.get("label", e.get("label_id"))
+        if isinstance(label, str):
+            if index is None:
+                raise ResultsFormatError(f"{where}: label {label!r} is a name but no class list was given")
+            if label not in index:
+                raise ResultsFormatError(f"{where}: label {label!r} is not one of the {len(index)} classes")
+            label_id = index[label]
+        elif isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            label_id = int(label)
+            if label_id < 0 or (classes is not None and label_id >= len(classes)):
+                top = len(classes) - 1 if classes is not None else "C"
+                raise ResultsFormatError(f"{where}: label id {label_id} is outside 0..{top}")
+        else:
+            raise ResultsFormatError(f"{where}: \"label\" must be a class name or an integer label id, got {label!r}")
+        rows[i] = (start, end, label_id, score)
+    return rows
+
+
 def parse_results(data: Any, *, classes: Sequence[str] | None = None,
                   source: str = "<results>") -> DetectionResults:
     """Validate a decoded results document and convert it to arrays.
@@ -76,36 +143,8 @@ def parse_results(data: Any, *, classes: Sequence[str] | None = None,
     for vid, entries in data[key].items():
         if not isinstance(entries, list):
             raise ResultsFormatError(f"{source}: {key}/{vid}: expected a list of entries, got {type(entries).__name__}")
-        rows = np.zeros((len(entries), 4))
-        for i, e in enumerate(entries):
-            where = f"{source}: {key}/{vid}[{i}]"
-            if not isinstance(e, Mapping):
-                raise ResultsFormatError(f"{where}: expected an object with segment, label, score")
-            seg = e.get("segment")
-            if not (isinstance(seg, (list, tuple)) and len(seg) == 2 and all(_number(x) is not None for x in seg)):
-                raise ResultsFormatError(f"{where}: \"segment\" must be [start_s, end_s] (finite numbers), got {seg!r}")
-            start, end = float(seg[0]), float(seg[1])
-            if end < start:
-                raise ResultsFormatError(f"{where}: segment end {end} < start {start}")
-            score = _number(e.get("score", e.get("scores")))
-            if score is None:
-                raise ResultsFormatError(f"{where}: \"score\" must be a finite number, got {e.get('score', e.get('scores'))!r}")
-            label = e.get("label", e.get("label_id"))
-            if isinstance(label, str):
-                if index is None:
-                    raise ResultsFormatError(f"{where}: label {label!r} is a name but no class list was given")
-                if label not in index:
-                    raise ResultsFormatError(f"{where}: label {label!r} is not one of the {len(index)} classes")
-                label_id = index[label]
-            elif isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-                label_id = int(label)
-                if label_id < 0 or (classes is not None and label_id >= len(classes)):
-                    top = len(classes) - 1 if classes is not None else "C"
-                    raise ResultsFormatError(f"{where}: label id {label_id} is outside 0..{top}")
-            else:
-                raise ResultsFormatError(f"{where}: \"label\" must be a class name or an integer label id, got {label!r}")
-            rows[i] = (start, end, label_id, score)
-        out[str(vid)] = rows
+        rows = _fast_rows(entries, index, len(classes) if classes is not None else None)
+        out[str(vid)] = rows if rows is not None else _checked_rows(entries, index, classes, f"{source}: {key}/{vid}")
     version = data.get("version")
     return DetectionResults(out, version=None if version is None else str(version),
                             external_data=data.get("external_data"))

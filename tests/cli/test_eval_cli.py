@@ -92,10 +92,28 @@ def test_plot_timelines_and_similarity(tmp_path, ann):
                               "--visual-stream", "vis", "--audio-stream", "aud"])
     # t2 is not in the store: its timeline is drawn, its similarity figure reported as a problem
     assert res.exit_code == 1 and "t2: similarity figure" in res.stderr
-    assert sorted(f.name for f in out.iterdir()) == ["-t1.similarity.png", "-t1.timeline.png", "t2.timeline.png"]
+    assert sorted(f.name for f in out.iterdir()) == ["-t1.similarity.png", "-t1.timeline.png", "-t1.video.png",
+                                                     "t2.timeline.png", "t2.video.png"]
     res = runner.invoke(cli, ["plot", "--predictions", str(p), "--annotations", str(ann), "--out", str(out),
                               "--split", "train"])
     assert res.exit_code == 0 and (out / "tr.timeline.png").exists()
     res = runner.invoke(cli, ["plot", "--predictions", str(p), "--annotations", str(ann), "--out", str(out),
                               "--store", str(tmp_path / "store")])
     assert res.exit_code == 2 and "--visual-stream" in res.output
+
+
+def test_eval_command_imports_neither_torch_nor_ray(tmp_path, ann):
+    # the whole command in a fresh interpreter, as a user runs it; the modules it loaded are listed
+    import subprocess
+    import sys
+
+    p = _preds(tmp_path / "p.json", {"t2": [{"segment": [2, 6], "label": 1, "score": 0.7}]})
+    code = ("import sys, runpy\n"
+            f"sys.argv = ['avel', 'eval', '--predictions', {str(p)!r}, '--annotations', {str(ann)!r}]\n"
+            "try:\n    runpy.run_module('avel.cli.main', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print('LOADED', sorted({m.split('.')[0] for m in sys.modules}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = out.split("LOADED", 1)[1]
+    assert "tIoU 0.50" in out and "'numpy'" in loaded
+    assert "'torch'" not in loaded and "'ray'" not in loaded, loaded

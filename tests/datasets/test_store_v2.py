@@ -16,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 import avel.datasets.store as store_mod
+from avel.cli.errors import EXIT_INPUT
 from avel.cli.main import cli
 from avel.datasets import store_log
 from avel.datasets.annotations import AnnotationSet, Sample, Segment
@@ -215,7 +216,7 @@ def test_zeroed_tail_is_an_error_on_read_verify_and_train(tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(root),
                                    "--annotations", str(tmp_path / "ann.json"), "--out", str(tmp_path / "run")])
-    assert res.exit_code == 3 and f"error: shard {shard}" in res.output, res.output  # bad input (avel.cli.errors)
+    assert res.exit_code == EXIT_INPUT and f"error: shard {shard}" in res.output, res.output
 
 
 def _enospc_write(path, data):

@@ -24,7 +24,8 @@ FIXTURES = common.fixture_names()
 
 def test_fixtures_are_recorded_and_small():
     assert {"i3d_rgb_video_features", "i3d_flow_video_features", "i3d_rgb_pytorch_i3d", "i3d_flow_pytorch_i3d",
-            "raft_torchvision", "raft_video_features", "vggish_torchvggish", "vggish_video_features", "vgg19_torchvision"} <= set(FIXTURES)
+            "raft_torchvision", "raft_video_features", "vggish_torchvggish", "vggish_video_features", "vgg19_torchvision",
+            "onepeace_image", "onepeace_audio"} <= set(FIXTURES)
     for name in FIXTURES:
         assert (common.FIXTURE_DIR / f"{name}.npz").stat().st_size < 600_000, name
         _, meta = common.load_fixture(name)

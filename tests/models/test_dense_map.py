@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from avel.models.metrics.dense_map import (DetectionInputError, evaluate_detection, interpolated_ap,
-                                           segment_tiou)
+from avel.models.metrics.dense_map import DetectionInputError, evaluate_detection, interpolated_ap, segment_tiou
 
 
 def _ev(gt, preds, thr=(0.5,), **kw):
@@ -183,3 +182,66 @@ def test_vectorized_matches_naive_loop_on_random_sets():
             preds[f"v{i}"] = np.stack([ps, ps + rng.uniform(0.5, 8, m), rng.integers(0, 3, m), rng.random(m)], 1)
         r = evaluate_detection(gt, preds, tiou_thresholds=thr, duplicate_tol_s=None)
         np.testing.assert_allclose(r.ap, _naive_map(gt, preds, thr), rtol=0, atol=1e-12)
+
+
+def _unav_loop_map(gt, preds, thr, tol=1e-3):
+    """UnAV ``metrics.py`` restated as plain loops: duplicates dropped, per class a ranked list
+    matched per threshold against the video's ground truth (descending tIoU, later segment first
+    on ties), ``lock_gt`` per threshold, VOC 2011 AP; mAP = mean over classes of the K x C table."""
+    kept = {}
+    for v, rows in gt.items():
+        kept[v] = []
+        for s, e, c in rows:
+            if not any(abs(s - ks) <= tol and abs(e - ke) <= tol and c == kc for ks, ke, kc in kept[v]):
+                kept[v].append((s, e, c))
+    classes = sorted({int(c) for rows in kept.values() for _, _, c in rows})
+    ap = np.zeros((len(thr), len(classes)))
+    for ci, c in enumerate(classes):
+        g = [(v, s, e) for v, rows in kept.items() for s, e, cc in rows if cc == c]
+        p = sorted(((v, s, e, sc) for v, rows in preds.items() for s, e, cc, sc in rows if cc == c),
+                   key=lambda x: -x[3])
+        if not p:
+            continue
+        lock = np.full((len(thr), len(g)), -1)
+        tp = np.zeros((len(thr), len(p)))
+        for i, (v, s, e, _) in enumerate(p):
+            mine = [j for j, (gv, _, _) in enumerate(g) if gv == v]
+            ious = [max(0.0, min(e, g[j][2]) - max(s, g[j][1])) for j in mine]
+            ious = [x / ((e - s) + (g[j][2] - g[j][1]) - x) for x, j in zip(ious, mine)]
+            ranked = sorted(range(len(mine)), key=lambda n: (-ious[n], -n))
+            for k, t in enumerate(thr):
+                for n in ranked:
+                    if ious[n] < t:
+                        break
+                    if lock[k, mine[n]] < 0:
+                        tp[k, i], lock[k, mine[n]] = 1, i
+                        break
+        ctp, cfp = np.cumsum(tp, axis=1), np.cumsum(1 - tp, axis=1)
+        for k in range(len(thr)):
+            ap[k, ci] = interpolated_ap(ctp[k] / (ctp[k] + cfp[k]), ctp[k] / len(g))
+    return ap.mean(axis=1)
+
+
+def test_vectorized_equals_unav_loop_exactly_on_random_sets():
+    # duplicates, videos without ground truth, predicted classes without ground truth, crowded
+    # videos (many segments of one class): the mAPs are equal to the last bit
+    rng = np.random.default_rng(11)
+    thr = np.linspace(0.1, 0.9, 9)
+    for _ in range(8):
+        gt, preds = {}, {}
+        for i in range(int(rng.integers(2, 12))):
+            n = int(rng.integers(0, 9))
+            s = np.round(rng.uniform(0, 30, n), 2)
+            rows = [(float(a), float(a + b), int(c)) for a, b, c in
+                    zip(s, np.round(rng.uniform(0.5, 10, n), 2), rng.integers(0, 4, n))]
+            rows += [(r[0] + 5e-4, r[1], r[2]) for r in rows[:int(rng.integers(0, 2))]]  # a duplicate
+            gt[f"v{i}"] = rows
+            m = int(rng.integers(0, 40))
+            ps = rng.uniform(0, 30, m)
+            preds[f"v{i}"] = [(float(a), float(a + b), int(c), float(sc)) for a, b, c, sc in
+                              zip(ps, rng.uniform(0.2, 10, m), rng.integers(0, 5, m), rng.random(m))]
+        preds["no_gt_video"] = [(1.0, 4.0, 0, 0.95), (2.0, 3.0, 1, 0.05)]
+        r = evaluate_detection(gt, preds, tiou_thresholds=thr)
+        expected = _unav_loop_map(gt, preds, thr)
+        assert r.map_per_threshold.tolist() == expected.tolist()
+        assert r.average_map == expected.mean()

@@ -90,7 +90,6 @@ def test_defaults_follow_the_paper():
     assert AvlcConfig().threshold == "fixed" and AvlcConfig().epsilon == 0.0599
     assert AvlcConfig(setting="weakly").threshold == "mean"
     assert AvlcConfig().ptrf_channels == 56 and AvlcConfig().dropout == 0.2
-    assert (AvlcConfig().lr, AvlcConfig().batch_size) == (1e-3, 128)
 
 
 @pytest.mark.parametrize("setting", ["fully", "weakly"])

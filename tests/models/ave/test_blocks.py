@@ -92,8 +92,13 @@ def test_example_batch_runs_through_every_model(name):
     model = {"agva": lambda: AgvaNet(AgvaConfig(lstm_hidden=4, **tiny)),
              "ccln": lambda: CclnNet(CclnConfig(d_model=8, num_heads=2, ff_dim=16, **tiny)),
              "avlc": lambda: AvlcNet(AvlcConfig(tsga_hidden=8, lstm_hidden=4, **tiny))}[name]()
-    batch = model.example_batch(batch_size=2, seq_len=256)
+    batch = model.example_batch(batch_size=2)  # T: the model's num_segments, else 10 (AVE clips)
     assert batch["visual"].shape == (2, 10, 7, 7, VISUAL_DIM)
+    if name == "avlc":  # built for a fixed T: another probe length is refused, not ignored
+        with pytest.raises(ValueError, match="num_segments 10"):
+            model.example_batch(batch_size=2, seq_len=256)
+    else:
+        assert model.example_batch(batch_size=1, seq_len=12)["audio"].shape == (1, 12, AUDIO_DIM)
     out = model(batch)
     assert torch.isfinite(model.losses(out, batch)["total"])
     assert model.predict(out, batch).shape == (2, 10)
