@@ -28,7 +28,7 @@ import torch
 from avel.datasets.checks import NonFiniteRowsError, check_finite_rows
 from avel.datasets.config_schema import ConfigError
 from avel.datasets.store import StoreWriter, StreamSpec, VideoMeta, append_error
-from avel.pipeline.decode import DecodedVideo, DecodeError
+from avel.pipeline.decode import DecodedVideo, DecodeError, start_decode
 from avel.pipeline.jobs import VideoJob
 
 
@@ -521,8 +521,6 @@ def run_local(
     A failing video is recorded in ``errors.jsonl`` (stage ``decode`` or ``extract:<stream>``)
     and the run goes on; an audio-less video still gets its visual streams.
     """
-    from avel.pipeline.decode import start_decode
-
     device = torch.device(device)
     report = RunReport()
     t_start = report.started_s
@@ -708,27 +706,25 @@ def build_stream_extractors(
         except KeyError as e:
             raise ConfigError(e.args[0]) from None
         cfg = dict(overrides.get(name, {}))
-        if spec_only and (name in weights or random_weights):
+        default = getattr(cls, "default_weights", None)  # a backbone file may name its weights
+        path = weights.get(name) or (None if random_weights else default)
+        if path is None and not random_weights:
+            files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
+            raise ConfigError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
+                              f"random weights only with --random-weights (tests and demos)")
+        if spec_only:
             ext = cls.build(device="meta", preset=preset, **cfg)
-            if name in weights:
-                report = cls.check_checkpoint(weights[name], preset=preset, **cfg)
+            if path is not None:
+                report = cls.check_checkpoint(path, preset=preset, **cfg)
                 if not report.ok:
                     raise report.error()
                 ext.adopt_checkpoint(report.info)
                 ext.weights_sha256 = report.weights_sha256
             else:
                 ext.weights_sha256 = RANDOM_WEIGHTS
-            out.append(StreamExtractor(name, ext))
-            continue
-        if name in weights:
-            ext = cls.from_checkpoint(weights[name], device=device, preset=preset, **cfg)
-        elif random_weights:
-            ext = cls.random_init(device=device, preset=preset, **cfg)
-        elif default:
-            ext = cls.from_checkpoint(default, device=device, preset=preset, **cfg)
         else:
-            files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
-            raise ConfigError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
-                             f"random weights only with --random-weights (tests and demos)")
-        out.append(StreamExtractor(name, ext.fuse_for_inference() if fuse else ext))
+            ext = (cls.from_checkpoint(path, device=device, preset=preset, **cfg) if path is not None else
+                   cls.random_init(device=device, preset=preset, **cfg))
+            ext = ext.fuse_for_inference() if fuse else ext
+        out.append(StreamExtractor(cls.name, ext))  # a backbone given as a .yaml path streams under its name
     return out
