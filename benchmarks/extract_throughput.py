@@ -130,7 +130,7 @@ def long_video(args, names: list[str], options: dict, work: Path) -> dict:
     """One video of ``--long-video-s`` through the Ray or the local runner: peak memory and throughput."""
     from avel.datasets.store import StoreWriter
     from avel.datasets.synth import SynthConfig, generate
-    from avel.pipeline.engine import build_stream_extractors, run_sequential
+    from avel.pipeline.engine import build_stream_extractors, run_local
     from avel.pipeline.extract import ExtractConfig
     from avel.pipeline.jobs import VideoJob
     from avel.pipeline.ray_extract import RayExtraction
@@ -161,7 +161,7 @@ def long_video(args, names: list[str], options: dict, work: Path) -> dict:
         if pipe is not None:
             rep = pipe.run([job], writer)
         else:
-            rep = run_sequential([job], exts, writer, batch_size=args.batch_size, chunk_s=args.chunk_s)
+            rep = run_local([job], exts, writer, batch_size=args.batch_size, chunk_s=args.chunk_s)
         run_s = time.perf_counter() - t1
     finally:
         if pipe is not None:
@@ -233,7 +233,7 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
     from avel.datasets.store import FeatureStore, StoreWriter
     from avel.datasets.synth import SynthConfig, generate
     from avel.pipeline.decode import decode_video
-    from avel.pipeline.engine import build_stream_extractors, decode_request, extract_batch, frames_for, run_sequential
+    from avel.pipeline.engine import build_stream_extractors, decode_request, extract_batch, frames_for, run_local
     from avel.pipeline.extract import ExtractConfig
     from avel.pipeline.jobs import VideoJob
     from avel.pipeline.ray_extract import RayExtraction
@@ -285,7 +285,7 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
     # (no re-encode), batch of one window, no overlap
     writer = StoreWriter(work / "seq", dataset="bench", streams=specs)
     t0 = time.perf_counter()
-    rep = run_sequential(jobs, exts, writer, batch_size=1, decode_timeout_s=None, chunk_s=1e9)
+    rep = run_local(jobs, exts, writer, batch_size=1, decode_timeout_s=None, chunk_s=1e9)
     record("a2_sequential_our_decoder", time.perf_counter() - t0, rep.windows)
     if results["a_video_features"]["windows"] != rep.windows:
         raise RuntimeError(f"(a) computed {results['a_video_features']['windows']} windows, (a2) {rep.windows}: "

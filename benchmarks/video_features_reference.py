@@ -30,13 +30,17 @@ from pathlib import Path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("videos", nargs="+", type=Path)
+    ap.add_argument("videos", nargs="*", type=Path)
     ap.add_argument("--repo", type=Path, required=True, help="a video_features checkout")
     ap.add_argument("--out-dir", type=Path, required=True, help="where video_features saves its .npy files")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--make-random-weights", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights-only", action="store_true",
+                    help="with --make-random-weights: write the checkpoint, print its path, extract nothing")
     args = ap.parse_args()
+    if not args.videos and not args.weights_only:
+        ap.error("name at least one video (or --weights-only)")
 
     os.chdir(args.repo)
     sys.path.insert(0, str(args.repo))
@@ -62,6 +66,9 @@ def main() -> None:
             net(torch.rand(2, 3, 24, 224, 224) * 2 - 1)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         torch.save(net.state_dict(), ckpt)
+    if args.weights_only:
+        print(json.dumps({"checkpoint": str(ckpt)}))
+        return
     from models.i3d.extract_i3d import ExtractI3D
 
     cfg = OmegaConf.create({

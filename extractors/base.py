@@ -217,6 +217,14 @@ def merge_config(config_cls: type[ConfigT], presets: Mapping[str, Mapping[str, A
         raise ValueError(f"{config_cls.__name__}: {e}") from None
 
 
+def combined_sha256(sha256: Mapping[str, str]) -> str:
+    """``weights_sha256`` of checkpoint files ``{role: hex sha256}``: the hash of a single file,
+    ``role=sha;role=sha`` for several."""
+    if len(sha256) == 1:
+        return next(iter(sha256.values()))
+    return ";".join(f"{r}={h}" for r, h in sha256.items())
+
+
 @dataclass
 class CheckpointReport:
     """Result of :meth:`Extractor.check_checkpoint`.
@@ -250,9 +258,7 @@ class CheckpointReport:
     @property
     def weights_sha256(self) -> str:
         """The file's sha256, or ``role=sha;role=sha`` for several files."""
-        if len(self.sha256) == 1:
-            return next(iter(self.sha256.values()))
-        return ";".join(f"{r}={h}" for r, h in self.sha256.items())
+        return combined_sha256(self.sha256)
 
     def error(self) -> Exception:
         from avel.extractors.weights import CheckpointMismatch, describe_mismatch
@@ -283,6 +289,9 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
         context_frames: video only; extra frames needed after each window (see module doc).
         context_samples: audio only; extra samples needed after each window (zero-filled past
             the end of the input), e.g. VGGish's last STFT frame reaches 240 samples past 0.96 s.
+        cpu_batch_size / gpu_batch_size: the windows per device call the pipeline uses when the
+            user gives no ``batch_size`` (a CPU wants small batches: the memory-bound layers
+            stay in cache; a GPU wants large ones to fill it). Defaults 4 / 32.
 
     The contract: a new extractor is a config dataclass and a subclass implementing
     ``__init__(self, config)`` (build the layers) and :meth:`forward` (abstract). The rest is
@@ -306,6 +315,8 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
     checkpoint_files: ClassVar[Mapping[str, str]] = {}
     context_frames: ClassVar[int] = 0
     context_samples: ClassVar[int] = 0
+    cpu_batch_size: ClassVar[int] = 4
+    gpu_batch_size: ClassVar[int] = 32
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -550,6 +561,13 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
     @abstractmethod
     def forward(self, x: Any) -> torch.Tensor:
         """The model input of :meth:`preprocess` -> ``B x *feature_shape`` rows."""
+
+    def fuse_for_inference(self) -> "Extractor":
+        """Rewrite the module for faster inference with the same rows up to float rounding
+        (e.g. BatchNorm folded into convolutions), in place; returns ``self``. Called by the
+        extraction pipeline after loading; the module is then for inference only. Default:
+        nothing to fuse."""
+        return self
 
     @torch.no_grad()
     def extract(self, batch: torch.Tensor) -> torch.Tensor:

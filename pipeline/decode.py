@@ -67,9 +67,10 @@ import math
 import os
 import signal
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -92,12 +93,15 @@ class DecodedVideo:
         meta: duration, native fps, frame count, audio rate, source path and size.
         first_frame / total_frames: with ``frame_ranges``, ``frames[fps]`` holds output frames
             ``first_frame[fps] ..`` of ``total_frames[fps]``.
+        native_index: ``{fps: int64 T}`` the native frame behind each output frame of
+            ``frames[fps]`` (equal neighbours: a duplicated frame, the source rate is lower).
     """
 
     path: Path
     frames: dict[float, np.ndarray] = field(default_factory=dict)
     first_frame: dict[float, int] = field(default_factory=dict)  # output-frame index of frames[fps][0]
     total_frames: dict[float, int] = field(default_factory=dict)  # output frames of the whole video at fps
+    native_index: dict[float, np.ndarray] = field(default_factory=dict)
     audio: np.ndarray | None = None
     sample_rate: int | None = None
     audio_error: str | None = None
@@ -296,7 +300,7 @@ def decode_video(
             a, b = (frame_ranges or {}).get(float(f), (0, len(idx)))
             a, b = max(0, min(a, len(idx))), max(0, min(b, len(idx)))
             out.first_frame[float(f)] = a
-            per_fps[float(f)] = idx[a:b]
+            per_fps[float(f)] = out.native_index[float(f)] = idx[a:b]
         out.frames = _read_frames(reader, per_fps, path, h, w, block_frames,
                                   sizes={f: (sz, f in pil_resize) for f, sz in sizes.items()})
         del reader
@@ -441,14 +445,83 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _decode_child(conn, path, kwargs, parent_pid: int) -> None:
+def _decode_child(conn, path, fn, kwargs, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     try:
-        conn.send(("ok", decode_video(path, **kwargs)))
+        conn.send(("ok", fn(path, **kwargs)))
     except BaseException as e:  # report every failure to the parent, never hang it
         conn.send(("error", (type(e).__name__, str(e))))
     finally:
         conn.close()
+
+
+class PendingDecode:
+    """A decode running in a forked child process (:func:`start_decode`); :meth:`result` waits.
+
+    The child runs ``fn(path, **kwargs)`` (default :func:`decode_video`) and is killed when the
+    result is not there ``timeout_s`` after the start, so the caller can do other work (load a
+    model, extract the previous chunk) while the child decodes. ``timeout_s=None`` runs ``fn``
+    in-process at the start (no guard, no overlap).
+    """
+
+    def __init__(self, path: str | os.PathLike, timeout_s: float | None, fn: Callable[..., Any],
+                 kwargs: dict[str, Any]) -> None:
+        self.path, self.timeout_s = path, timeout_s
+        self.started_s = time.monotonic()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._proc = None
+        if timeout_s is None:
+            try:
+                self._value = fn(path, **kwargs)
+            except BaseException as e:  # raised from result(), as the child's would be
+                self._error = e
+            return
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self._conn, child = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_decode_child, args=(child, path, fn, kwargs, os.getpid()), daemon=True)
+        self._proc.start()
+        child.close()
+
+    def result(self) -> Any:
+        """The child's return value; raises :class:`DecodeTimeout`, :class:`WorkerKilled` or
+        :class:`DecodeError` (the child's exception, its message prefixed with the path)."""
+        if self._proc is None:
+            if self._error is not None:
+                raise self._error
+            return self._value
+        path, proc, parent = self.path, self._proc, self._conn
+        try:
+            if not parent.poll(max(0.0, self.timeout_s - (time.monotonic() - self.started_s))):
+                proc.kill()
+                raise DecodeTimeout(f"{path}: decoding took longer than {self.timeout_s:g} s; worker killed")
+            try:
+                status, payload = parent.recv()
+            except EOFError:
+                proc.join(timeout=5)
+                if proc.exitcode == -signal.SIGKILL:
+                    raise WorkerKilled(f"{path}: decoder process was killed (SIGKILL); retried on rerun") from None
+                raise DecodeError(f"{path}: decoder process died (exit code {proc.exitcode})") from None
+        finally:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+            parent.close()
+            self._proc = None
+            self._error = DecodeError(f"{path}: result() called twice")
+        if status == "error":
+            name, message = payload
+            raise DecodeError(message if message.startswith(str(path)) else f"{path}: {name}: {message}")
+        return payload
+
+
+def start_decode(path: str | os.PathLike, *, timeout_s: float | None = 600.0,
+                 fn: Callable[..., Any] | None = None, **kwargs) -> PendingDecode:
+    """Start ``fn(path, **kwargs)`` (default :func:`decode_video`) in a forked child that is
+    killed after ``timeout_s``; returns at once (see :class:`PendingDecode`)."""
+    return PendingDecode(path, timeout_s, fn or decode_video, kwargs)
 
 
 def decode_with_timeout(path: str | os.PathLike, *, timeout_s: float | None = 600.0, **kwargs) -> DecodedVideo:
@@ -458,32 +531,4 @@ def decode_with_timeout(path: str | os.PathLike, *, timeout_s: float | None = 60
     so a thread cannot interrupt it; a process can be killed. ``timeout_s=None`` decodes
     in-process (no guard).
     """
-    if timeout_s is None:
-        return decode_video(path, **kwargs)
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_decode_child, args=(child, path, kwargs, os.getpid()), daemon=True)
-    proc.start()
-    child.close()
-    try:
-        if not parent.poll(timeout_s):
-            proc.kill()
-            raise DecodeTimeout(f"{path}: decoding took longer than {timeout_s:g} s; worker killed")
-        try:
-            status, payload = parent.recv()
-        except EOFError:
-            proc.join(timeout=5)
-            if proc.exitcode == -signal.SIGKILL:
-                raise WorkerKilled(f"{path}: decoder process was killed (SIGKILL); retried on rerun") from None
-            raise DecodeError(f"{path}: decoder process died (exit code {proc.exitcode})") from None
-    finally:
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.kill()
-        parent.close()
-    if status == "error":
-        name, message = payload
-        raise DecodeError(message if message.startswith(str(path)) else f"{path}: {name}: {message}")
-    return payload
+    return start_decode(path, timeout_s=timeout_s, **kwargs).result()

@@ -1,17 +1,17 @@
-"""Extraction without Ray: decode once, cut windows per extractor, run batches, write rows.
+"""Extraction without Ray (the local runner) and the stages both runners share.
 
-Data flow for one video (:func:`extract_video_chunked`)::
+Data flow (:func:`decode_chunk`, the same in both runners)::
 
-    file --probe: frame counts per fps, audio decoded once (16 kHz mono)
-         --chunk k: decode_video(output frames of chunk k for every fps, each rate's selection rule,
-                  short side = largest need, or PIL-resized per rate)
-         --per extractor: CPU resize/crop per its DecodeSpec--> frames T_k x H x W x 3
-         --windows of the chunk's rows--> batches of `batch_size` on the device--> rows
+    file --chunk k: decode_video(output frames of chunk k for every fps, short side = largest
+                    need; chunk 0 also learns the frame counts and decodes the audio track)
+         --per extractor: CPU resize/crop per its DecodeSpec--> frames T_k x H x W x 3 + window index
+    windows of one stream, across chunks and videos --> full batches of `batch_size` --> rows
     rows of all chunks + plan times --> StoreWriter.add(video)
 
-This module is the building block of both runners: :func:`run_sequential` (one video at a
-time, the reference tools' behaviour; also the benchmark's baseline) and the Ray pipeline in
-:mod:`avel.pipeline.ray_extract`, which calls the same functions in its stages.
+:func:`run_local` runs it in one process: a forked child decodes chunk k + 1 while the
+parent extracts chunk k (:class:`WindowBatcher` carries windows across videos; only the run's
+last batch is padded). The Ray pipeline in :mod:`avel.pipeline.ray_extract` runs the same
+functions in its decode tasks and actors.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections import deque
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -27,8 +28,7 @@ import torch
 from avel.datasets.checks import NonFiniteRowsError, check_finite_rows
 from avel.datasets.config_schema import ConfigError
 from avel.datasets.store import StoreWriter, StreamSpec, VideoMeta, append_error
-from avel.extractors.base import cut_audio_windows
-from avel.pipeline.decode import DecodedVideo, DecodeError, decode_with_timeout
+from avel.pipeline.decode import DecodedVideo, DecodeError, start_decode
 from avel.pipeline.jobs import VideoJob
 
 
@@ -139,21 +139,6 @@ def extract_batch(ext: Any, windows: torch.Tensor, *, batch_size: int, device: t
     return rows[:n].float().cpu().numpy()
 
 
-def _extract_batches(ext: Any, data: torch.Tensor, *, batch_size: int, device: torch.device,
-                     index: torch.Tensor | None = None) -> np.ndarray:
-    """Rows of every window in fixed batches. Windows are ``data`` itself (possibly a strided
-    view of overlapping windows: each batch is copied to contiguous memory), or with ``index``
-    (``N x window`` frame indices) ``data[index]`` cut one batch at a time, so overlapping
-    windows are never materialised all at once (3x the frames for I3D's 24/8 plan)."""
-    n = int(data.shape[0] if index is None else index.shape[0])
-
-    def batch(a: int) -> torch.Tensor:
-        return data[a:a + batch_size].contiguous() if index is None else data[index[a:a + batch_size]]
-
-    out = [extract_batch(ext, batch(a), batch_size=batch_size, device=device) for a in range(0, n, batch_size)]
-    return np.concatenate(out, axis=0).astype(np.float32, copy=False)
-
-
 def rows_per_chunk(plan: Any, chunk_s: float) -> int:
     """Rows of one stream per chunk of about ``chunk_s`` seconds (at least one)."""
     return max(1, int(round(chunk_s / plan.step_seconds)))
@@ -206,90 +191,230 @@ def window_index(plan: Any, r0: int, r1: int, *, context_frames: int, total_fram
     return idx - first_frame
 
 
-def extract_video_chunked(
-    path: Path,
-    extractors: Sequence[StreamExtractor],
-    *,
-    chunk_s: float,
-    batch_size: int,
-    device: torch.device,
-    decode_timeout_s: float | None,
-    timings: dict[str, float] | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, bool], dict[str, BaseException], VideoMeta]:
-    """Extract every stream of one video, decoding about ``chunk_s`` seconds of frames at a time.
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a decode task needs to know about one requested stream (picklable, no model)."""
 
-    Memory per video is bounded by one chunk of frames (plus the audio track, decoded once),
-    whatever the video's length. Chunks are laid out by :func:`chunk_plan`; the frames of chunk
-    ``k`` are decoded for all streams in one call and cut by :func:`window_index`.
+    name: str
+    modality: str
+    decode_spec: Any
+    plan: Any
+    context_frames: int
+    context_samples: int
 
-    Returns rows and padded flags per stream, errors per failed stream, and the video metadata.
-    Raises :class:`DecodeError` when the video cannot be opened at all. ``timings``, when given,
-    gets ``decode_s`` added: the seconds spent decoding (the rest of the call is extraction).
-    """
-    request = decode_request(extractors)
-    fps_list = request["fps"]
-    timings = {} if timings is None else timings
-    t0 = time.perf_counter()
-    probe = decode_with_timeout(path, timeout_s=decode_timeout_s, fps=fps_list, **frame_args(request),
-                                sample_rate=request["sample_rate"], frame_ranges={f: (0, 0) for f in fps_list})
-    timings["decode_s"] = timings.get("decode_s", 0.0) + time.perf_counter() - t0
-    rows: dict[str, list[np.ndarray]] = {}
-    padded: dict[str, bool] = {}
-    errors: dict[str, BaseException] = {}
-    video = []
-    for se in extractors:
+    @classmethod
+    def of(cls, se: StreamExtractor) -> "StreamInfo":
         ext = se.extractor
-        plan = ext.plan
-        if ext.modality == "audio":
-            try:
-                if probe.audio is None:
-                    raise DecodeError(probe.audio_error or f"{path}: no audio")
-                # a view: each batch of windows is copied when it is extracted, not all at once
-                win = cut_audio_windows(torch.from_numpy(probe.audio), plan, context_samples=ext.context_samples,
-                                        copy=False)
-                rows[se.stream] = [_extract_batches(ext, win.data, batch_size=batch_size, device=device)]
-                padded[se.stream] = win.padded
-            except (DecodeError, ValueError, RuntimeError) as e:
-                errors[se.stream] = e
-            continue
-        total = probe.total_frames[float(plan.fps)]
-        video.append((se, total))
-        rows[se.stream], padded[se.stream] = [], plan.is_padded(total)
-    n_chunks = max((math.ceil(se.extractor.plan.num_rows(t) / rows_per_chunk(se.extractor.plan, chunk_s))
-                    for se, t in video), default=0)
-    for k in range(n_chunks):
-        ranges, spans = chunk_plan([(se.stream, se.extractor.plan, se.extractor.context_frames, t)
-                                    for se, t in video if se.stream not in errors], k, chunk_s)
-        if not spans:
-            continue
+        return cls(se.stream, ext.modality, ext.decode_spec, ext.plan, int(ext.context_frames),
+                   int(ext.context_samples))
+
+    @property
+    def window_length(self) -> int:
+        """Frames or samples of one window, context included."""
+        return self.plan.window_units + (self.context_frames if self.modality == "video" else self.context_samples)
+
+
+def decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: int, chunk_s: float,
+                 totals: dict[str, int] | None) -> list:
+    """Decode chunk ``k`` of a video for every stream; returns ``[info, *payloads]`` (both
+    runners: the body of the Ray decode task, and of the local runner's decode child).
+
+    Args:
+        path: the video file.
+        request: :func:`decode_request` of the run's extractors.
+        streams: the streams to extract; audio streams only in chunk 0 (the track is decoded
+            once, whole).
+        k: chunk index.
+        chunk_s: chunk length in seconds.
+        totals: ``{stream: output frames of the whole video}`` from chunk 0; None for chunk 0
+            (the frame counts are learnt by decoding it, no separate probe).
+
+    Payload per stream (None when the stream failed or has no rows in this chunk): video
+    ``(frames T x H x W x 3 uint8, index N x (window + context) int64 into frames)``; audio
+    ``(waveform S' float32 zero-padded to the last window, starts N int64)``. ``info`` holds
+    the metadata, frame counts, rows, padded flags and errors per stream, the busy seconds and
+    ``frames``: per fps, output frames decoded, decoded again (the overlap with chunk
+    ``k - 1``), duplicates (the same native frame as the previous output frame) and unused
+    (in no window of this chunk).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a decode worker or forked child: one thread (restored for in-process calls)
+    try:
+        return _decode_chunk(path, request, streams, k, chunk_s, totals)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: int, chunk_s: float,
+                  totals: dict[str, int] | None) -> list:
+    from avel.pipeline.decode import decode_video
+
+    t0 = time.perf_counter()
+    video = [s for s in streams if s.modality == "video"]
+    audio = [s for s in streams if s.modality == "audio"]
+    ranges, _ = chunk_plan([(s.name, s.plan, s.context_frames, (totals or {}).get(s.name)) for s in video],
+                           k, chunk_s)
+    decoded = decode_video(path, fps=list(ranges), **frame_args(request),
+                           sample_rate=request["sample_rate"] if audio else None, frame_ranges=ranges)
+    known = totals or {}  # chunk k > 0 may not decode every fps (a stream without rows in it)
+    totals: dict[str, int] = {}  # stream -> output frames of the whole video
+    for s in video:
+        total = decoded.total_frames.get(float(s.plan.fps), known.get(s.name))
+        if total is None:  # chunk 0 decodes every fps and reports the counts later chunks get
+            raise DecodeError(f"{path}: no frame count for stream {s.name} in chunk {k}")
+        totals[s.name] = total
+    _, spans = chunk_plan([(s.name, s.plan, s.context_frames, totals[s.name]) for s in video], k, chunk_s)
+    n_chunks = max((math.ceil(s.plan.num_rows(totals[s.name]) / rows_per_chunk(s.plan, chunk_s)) for s in video),
+                   default=1)
+    info: dict[str, Any] = {"meta": decoded.meta, "totals": totals, "n_chunks": n_chunks,
+                            "rows": {}, "padded": {}, "errors": {}}
+    payloads: list[Any] = []
+    used: dict[float, set] = {}  # output frames (relative to first_frame) some window of this chunk reads
+    for s in streams:
+        try:
+            if s.modality == "video":
+                if s.name not in spans:
+                    info["rows"][s.name] = 0
+                    payloads.append(None)
+                    continue
+                r0, r1 = spans[s.name]
+                frames = frames_for(decoded, s.decode_spec).numpy()  # frames from first_frame on
+                idx = window_index(s.plan, r0, r1, context_frames=s.context_frames, total_frames=totals[s.name],
+                                   first_frame=decoded.first_frame[float(s.plan.fps)]).numpy()
+                lo, hi = int(idx.min()), int(idx.max()) + 1  # ship only the frames the windows use
+                used.setdefault(float(s.plan.fps), set()).update(np.unique(idx).tolist())
+                payloads.append((np.ascontiguousarray(frames[lo:hi]), idx - lo))
+                info["rows"][s.name] = r1 - r0
+                info["padded"][s.name] = s.plan.is_padded(totals[s.name])
+            else:
+                if decoded.audio is None:
+                    raise DecodeError(decoded.audio_error or f"{path}: no audio")
+                n_samples = int(decoded.audio.shape[0])
+                n = s.plan.num_rows(n_samples)
+                starts = s.plan.window_bounds(n)[:, 0]
+                need = int(starts[-1]) + s.plan.window_units + s.context_samples
+                wave = np.zeros(max(need, n_samples), np.float32)  # zeros past the end, as cut_audio_windows
+                wave[:n_samples] = decoded.audio
+                payloads.append((wave, starts))
+                info["rows"][s.name] = n
+                info["padded"][s.name] = s.plan.is_padded(n_samples)
+        except Exception as e:  # recorded per stream; the video's other streams still run
+            info["errors"][s.name] = (type(e).__name__, str(e))
+            info["rows"][s.name] = 0
+            payloads.append(None)
+    prev = chunk_plan([(s.name, s.plan, s.context_frames, totals[s.name]) for s in video], k - 1, chunk_s)[0] \
+        if k else {}
+    info["frames"] = {}
+    for fps, native in decoded.native_index.items():
+        first = decoded.first_frame[fps]
+        info["frames"][fps] = {
+            "decoded": int(len(native)),
+            "redecoded": max(0, min(prev.get(fps, (0, 0))[1], first + len(native)) - first) if k else 0,
+            "duplicate": int(np.count_nonzero(native[1:] == native[:-1])),
+            "unused": int(len(native)) - len(used.get(fps, ())),
+        }
+    info["busy_s"] = time.perf_counter() - t0
+    return [info, *payloads]
+
+
+def payload_windows(payload: tuple[np.ndarray, np.ndarray], a: int, b: int, stream: StreamInfo) -> np.ndarray:
+    """Windows ``a..b`` of a :func:`decode_chunk` payload: video ``n x (window + context) x H x
+    W x 3`` uint8 (gathered by the window index), audio ``n x samples`` float32."""
+    data, index = payload
+    if stream.modality == "video":
+        return data[index[a:b]]
+    return data[index[a:b, None] + np.arange(stream.window_length)]
+
+
+class WorkCounts:
+    """Work done vs work written, summed over a run (the report's ``work``).
+
+    ``windows_computed`` counts every window a model ran on, the padding of short batches
+    included; ``windows_written`` the rows stored. Frames are output frames at a plan's fps:
+    ``decoded`` (chunk overlaps decoded again are in ``redecoded``), ``duplicate`` (the same
+    native frame as the one before: the source rate is below the plan's), ``unused`` (read by no
+    window of their chunk: the tail after the last window, gaps of stride > window).
+    """
+
+    def __init__(self) -> None:
+        self.windows_computed: dict[str, int] = {}
+        self.windows_written: dict[str, int] = {}
+        self.frames: dict[float, dict[str, int]] = {}
+
+    def computed(self, stream: str, n: int) -> None:
+        self.windows_computed[stream] = self.windows_computed.get(stream, 0) + int(n)
+
+    def written(self, stream: str, n: int) -> None:
+        self.windows_written[stream] = self.windows_written.get(stream, 0) + int(n)
+
+    def add_frames(self, frames: Mapping[float, Mapping[str, int]]) -> None:
+        for fps, counts in frames.items():
+            acc = self.frames.setdefault(float(fps), {})
+            for key, n in counts.items():
+                acc[key] = acc.get(key, 0) + int(n)
+
+    def as_dict(self) -> dict[str, Any]:
+        computed, written = sum(self.windows_computed.values()), sum(self.windows_written.values())
+        return {"windows_computed": computed, "windows_written": written,
+                "windows_wasted": computed - written,  # padding of short batches, rows of failed videos
+                "per_stream": {s: {"computed": n, "written": self.windows_written.get(s, 0)}
+                               for s, n in sorted(self.windows_computed.items())},
+                "frames": {f"{fps:g}": dict(c) for fps, c in sorted(self.frames.items())}}
+
+
+class WindowBatcher:
+    """Windows of one stream from consecutive chunks and videos, extracted in full batches.
+
+    Pieces are queued in order; a batch is run as soon as ``batch_size`` windows are queued, so
+    a video's last windows share a batch with the next video's first ones and only the run's
+    last batch (:meth:`flush`) is padded. Results come back in order as ``(owner, rows)`` or
+    ``(owner, exception)`` for every piece of a failed batch.
+    """
+
+    def __init__(self, stream: str, ext: Any, batch_size: int, device: torch.device, work: WorkCounts,
+                 timings: dict[str, float], *, amp: bool = False) -> None:
+        self.stream, self.ext, self.batch_size, self.device, self.amp = stream, ext, int(batch_size), device, amp
+        self.work, self.timings = work, timings
+        self.pending: list[tuple[Any, torch.Tensor]] = []
+        self.queued = 0
+        self.pieces_added = 0  # pieces queued so far (each comes back once as a result)
+
+    def add(self, owner: Any, windows: Callable[[int, int], np.ndarray | torch.Tensor], n: int
+            ) -> list[tuple[Any, np.ndarray | BaseException]]:
+        """Queue ``n`` windows of ``owner`` (``windows(a, b)`` cuts rows ``a..b``); returns the
+        results of the batches this completed."""
+        out: list[tuple[Any, np.ndarray | BaseException]] = []
+        a = 0
+        while a < n:
+            take = min(n - a, self.batch_size - self.queued)
+            self.pending.append((owner, torch.as_tensor(windows(a, a + take))))
+            self.pieces_added += 1
+            self.queued += take
+            a += take
+            if self.queued == self.batch_size:
+                out.extend(self._run())
+        return out
+
+    def flush(self) -> list[tuple[Any, np.ndarray | BaseException]]:
+        """Run what is queued (the run's last, padded batch)."""
+        return self._run() if self.pending else []
+
+    def _run(self) -> list[tuple[Any, np.ndarray | BaseException]]:
+        pieces, self.pending, n, self.queued = self.pending, [], self.queued, 0
+        batch = pieces[0][1] if len(pieces) == 1 else torch.cat([w for _, w in pieces])
         t0 = time.perf_counter()
-        chunk = decode_with_timeout(path, timeout_s=decode_timeout_s, fps=list(ranges),
-                                    **frame_args(request), sample_rate=None, frame_ranges=ranges)
-        timings["decode_s"] += time.perf_counter() - t0
-        for se, total in video:
-            if se.stream not in spans:
-                continue
-            ext = se.extractor
-            plan = ext.plan
-            r0, r1 = spans[se.stream]
-            try:
-                frames = frames_for(chunk, ext.decode_spec)  # frames of [first, ...)
-                idx = window_index(plan, r0, r1, context_frames=ext.context_frames, total_frames=total,
-                                   first_frame=chunk.first_frame[float(plan.fps)])
-                rows[se.stream].append(_extract_batches(ext, frames, index=idx, batch_size=batch_size,
-                                                        device=device))
-            except (ValueError, RuntimeError) as e:
-                errors[se.stream] = e
-    out = {}
-    for s, r in rows.items():
-        if r and s not in errors:
-            try:  # a non-finite row is a recorded failure of this video and stream, never written
-                out[s] = check_finite_rows(np.concatenate(r, axis=0), video_id=path.stem, stream=s, source=str(path))
-            except NonFiniteRowsError as e:
-                errors[s] = e
-    return out, {s: padded[s] for s in out}, errors, probe.meta
-
-
+        try:
+            rows = extract_batch(self.ext, batch, batch_size=self.batch_size, device=self.device, amp=self.amp)
+        except (ValueError, RuntimeError) as e:
+            return [(owner, e) for owner, _ in pieces]
+        finally:
+            self.timings["extract_s"] = self.timings.get("extract_s", 0.0) + time.perf_counter() - t0
+            self.work.computed(self.stream, self.batch_size if self.device.type == "cpu" else n)
+        out, offset = [], 0
+        for owner, w in pieces:
+            out.append((owner, rows[offset:offset + len(w)]))
+            offset += len(w)
+        return out
 @dataclass
 class RunReport:
     """What a run did; ``as_dict`` is the final JSON report."""
@@ -303,8 +428,11 @@ class RunReport:
     write_s: float = 0.0
     wall_s: float = 0.0
     startup_s: float = 0.0  # ray runner: Ray start / connect and actor construction (part of wall_s)
+    load_s: float = 0.0  # local runner: building the models, overlapped with the first decode
     bytes_written: int = 0
     failures: list[dict] = field(default_factory=list)
+    work: WorkCounts = field(default_factory=WorkCounts)
+    settings: dict[str, Any] = field(default_factory=dict)  # runner, batch sizes, ... and why
     started_s: float = field(default_factory=time.perf_counter)  # perf_counter when the run began
 
     def elapsed_s(self) -> float:
@@ -321,7 +449,8 @@ class RunReport:
             "windows_per_busy_s": {k: round(self.windows / v, 3) if v > 0 else None for k, v in busy.items()},
             "videos_per_s": round(self.videos_ok / self.wall_s, 3) if self.wall_s else None,
             "windows_per_s": round(self.windows / self.wall_s, 3) if self.wall_s else None,
-            "bytes_written": self.bytes_written,
+            "bytes_written": self.bytes_written, "load_s": round(self.load_s, 3),
+            "settings": self.settings, "work": self.work.as_dict(),
             "failures": self.failures[:50],
         }
 
@@ -341,69 +470,203 @@ def record_failure(store_root: Path, report: RunReport, job: VideoJob, stage: st
     report.failures.append(rec)
 
 
-def run_sequential(
+@dataclass
+class _LocalVideo:
+    """A video in flight in the local runner."""
+
+    job: VideoJob
+    streams: list[StreamInfo]
+    meta: Any = None
+    totals: dict[str, int] | None = None
+    chunks_left: int = 1  # chunk 0 reports the real count
+    pending: int = 0  # windows queued in a batcher, not yet returned
+    rows: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    padded: dict[str, bool] = field(default_factory=dict)
+    errors: dict[str, BaseException] = field(default_factory=dict)
+    failed: bool = False  # a decode failed: nothing is written
+    done: bool = False  # written (or counted as failed)
+
+
+def run_local(
     jobs: Iterable[VideoJob],
     extractors: Sequence[StreamExtractor],
     writer: StoreWriter,
     *,
-    batch_size: int = 1,
+    batch_size: int | Mapping[str, int] = 1,
     device: torch.device | str = "cpu",
     decode_timeout_s: float | None = 600.0,
     chunk_s: float = 30.0,
     progress: Callable[[RunReport], None] | None = None,
+    load: Callable[[], Sequence[StreamExtractor]] | None = None,
+    claim_poll_s: float = 0.5,
 ) -> RunReport:
-    """Decode and extract one video at a time (no overlap between stages), in chunks of
-    about ``chunk_s`` seconds so memory does not grow with the video's length.
+    """Extract in one process: chunks of about ``chunk_s`` seconds decoded one ahead in a
+    forked child (:func:`avel.pipeline.decode.start_decode`, killed after ``decode_timeout_s``)
+    while the previous chunk is extracted, windows carried across chunks and videos so that
+    every batch is full except the run's last one per stream (:class:`WindowBatcher`), a video
+    written as soon as all its rows are back. Memory stays bounded by about two chunks of frames
+    whatever the videos' length. ``decode_timeout_s=None`` decodes in-process (no overlap).
+
+    Args:
+        batch_size: windows per device call, one value or ``{stream: value}``.
+        load: when given, ``extractors`` only describe the streams (e.g. built on the meta
+            device) and ``load()`` builds the real ones (same order); it is called once the
+            first decode has started, so the model loads while the video decodes
+            (``report.load_s``).
+
+    Videos are claimed in the store before they are decoded (:meth:`StoreWriter.claim`), so
+    several writers of one store extract each video once; a video another live writer holds is
+    retried every ``claim_poll_s`` after the others, until it is committed or taken over.
 
     A failing video is recorded in ``errors.jsonl`` (stage ``decode`` or ``extract:<stream>``)
     and the run goes on; an audio-less video still gets its visual streams.
     """
     device = torch.device(device)
     report = RunReport()
-    committed = {se.stream: writer.committed(se.stream) for se in extractors}
-    t_start = time.perf_counter()
+    t_start = report.started_s
+    infos = [StreamInfo.of(se) for se in extractors]
+    by_name = {i.name: i for i in infos}
+    request = decode_request(extractors)
+    sizes = {se.stream: int(batch_size[se.stream] if isinstance(batch_size, Mapping) else batch_size)
+             for se in extractors}
+    committed = {i.name: writer.committed(i.name) for i in infos}
+    todo = deque(jobs)
+    tasks: deque[tuple[_LocalVideo, int]] = deque()  # chunks k >= 1 of the current video, before new ones
+    timings: dict[str, float] = {}
+    batchers: dict[str, WindowBatcher] = {}
 
-    def committed_elsewhere(_job: VideoJob) -> None:
-        report.videos_skipped += 1
+    deferred: list[VideoJob] = []  # claimed by another live writer: retried at the end
 
-    # claims share the videos with other writers of the store: each is extracted once
-    for job in writer.claim_each(jobs, key=lambda j: j.video_id, on_skip=committed_elsewhere):
-        todo = [se for se in extractors if job.video_id not in committed[se.stream]]
-        if not todo:
-            report.videos_skipped += 1
-            continue
-        t0 = time.perf_counter()
-        timings: dict[str, float] = {}
-        try:
-            features, padded, errors, meta = extract_video_chunked(
-                job.path, todo, chunk_s=chunk_s, batch_size=batch_size, device=device,
-                decode_timeout_s=decode_timeout_s, timings=timings)
-        except DecodeError as e:
-            record_failure(writer.root, report, job, "decode", e)
-            report.videos_failed += 1
-            report.decode_s += time.perf_counter() - t0
-            if progress:
-                progress(report)
-            continue
-        report.decode_s += timings["decode_s"]
-        report.extract_s += time.perf_counter() - t0 - timings["decode_s"]
-        for stream, error in errors.items():
-            record_failure(writer.root, report, job, f"extract:{stream}", error)
-        failed = bool(errors)
-        report.windows += sum(r.shape[0] for r in features.values())
-        if features:
-            t2 = time.perf_counter()
-            writer.add(job.video_id, features, meta=meta, padded=padded)
-            report.write_s += time.perf_counter() - t2
-        if failed:
+    def next_task() -> tuple[_LocalVideo, int] | None:
+        if tasks:
+            return tasks.popleft()
+        while todo:
+            job = todo.popleft()
+            streams = [i for i in infos if job.video_id not in committed[i.name]]
+            if not streams:
+                report.videos_skipped += 1
+                continue
+            # claims share the videos with other writers of the store: each is extracted once
+            status = writer.claim(job.video_id)
+            if status == "mine":
+                return _LocalVideo(job, streams), 0
+            if status == "busy":
+                deferred.append(job)
+            else:  # committed meanwhile, or failed under a live writer
+                report.videos_skipped += 1
+        return None
+
+    def submit(task: tuple[_LocalVideo, int] | None):
+        if task is None:
+            return None
+        v, k = task
+        streams = [s for s in v.streams if (k == 0 or s.modality == "video") and s.name not in v.errors]
+        return task, streams, start_decode(v.job.path, timeout_s=decode_timeout_s, fn=decode_chunk,
+                                           request=request, streams=streams, k=k, chunk_s=chunk_s, totals=v.totals)
+
+    def finish(v: _LocalVideo) -> None:
+        if v.pending or v.chunks_left or v.done:
+            return
+        v.done = True
+        if not v.failed:
+            features = {}
+            for s in v.streams:
+                if s.name in v.errors or not v.rows.get(s.name):
+                    continue
+                try:  # a non-finite row is a recorded failure of this video and stream, never written
+                    features[s.name] = check_finite_rows(
+                        np.concatenate(v.rows[s.name], axis=0).astype(np.float32, copy=False),
+                        video_id=v.job.video_id, stream=s.name, source=str(v.job.path))
+                except NonFiniteRowsError as e:
+                    v.errors[s.name] = e
+            for stream, e in v.errors.items():
+                record_failure(writer.root, report, v.job, f"extract:{stream}", e)
+            if features:
+                t0 = time.perf_counter()
+                writer.add(v.job.video_id, features, meta=v.meta, padded={s: v.padded[s] for s in features})
+                report.write_s += time.perf_counter() - t0
+                for stream, r in features.items():
+                    report.work.written(stream, r.shape[0])
+                    report.windows += r.shape[0]
+        if v.failed or v.errors:
             report.videos_failed += 1
         else:
             report.videos_ok += 1
         if progress:
             progress(report)
+
+    def deliver(results: list[tuple[Any, np.ndarray | BaseException]]) -> None:
+        done = []
+        for (v, stream), rows in results:
+            v.pending -= 1
+            if isinstance(rows, BaseException):
+                v.errors.setdefault(stream, rows)
+            elif stream not in v.errors:
+                v.rows.setdefault(stream, []).append(rows)
+            if not v.pending:
+                done.append(v)
+        for v in done:
+            finish(v)
+
+    current = submit(next_task())
+    if load is not None:
+        t0 = time.perf_counter()
+        extractors = list(load())
+        report.load_s = time.perf_counter() - t0
+    for se in extractors:
+        batchers[se.stream] = WindowBatcher(se.stream, se.extractor, sizes[se.stream], device, report.work, timings)
+    while current is not None:
+        (v, k), streams, pending = current
+        try:
+            info, *payloads = pending.result()
+        except DecodeError as e:
+            info = None
+            if not v.failed:
+                v.failed = True
+                record_failure(writer.root, report, v.job, "decode", e)
+            v.chunks_left = 0
+            tasks.clear()  # its other chunks
+        else:
+            report.decode_s += info["busy_s"]
+            report.work.add_frames(info["frames"])
+            if k == 0:
+                v.meta, v.totals = info["meta"], info["totals"]
+                v.chunks_left = info["n_chunks"]
+                tasks.extend((v, j) for j in range(1, info["n_chunks"]))
+        current = submit(next_task())  # decodes while this chunk is extracted
+        if info is not None:
+            for s, payload in zip(streams, payloads):
+                if s.name in info["errors"]:
+                    name, msg = info["errors"][s.name]
+                    v.errors.setdefault(s.name, DecodeError(msg) if name == "DecodeError" else
+                                        RuntimeError(f"{name}: {msg}"))
+                    continue
+                if s.name in info["padded"]:
+                    v.padded[s.name] = info["padded"][s.name]
+                n = info["rows"][s.name]
+                if not n or s.name in v.errors:
+                    continue
+                b = batchers[s.name]
+                before = b.pieces_added
+                results = b.add((v, s.name), lambda a0, a1, p=payload, st=by_name[s.name]:
+                                payload_windows(p, a0, a1, st), n)
+                v.pending += b.pieces_added - before
+                deliver(results)
+            v.chunks_left -= 1  # after its windows are queued: the video cannot finish before
+        finish(v)
+        if current is None:
+            for b in batchers.values():
+                deliver(b.flush())
+            while current is None and deferred:  # ours are written: commit them (the other writers
+                writer.flush()  # may wait for those claims), then retry the videos others held
+                time.sleep(claim_poll_s)
+                todo.extend(deferred)
+                deferred.clear()
+                current = submit(next_task())
     t3 = time.perf_counter()
     writer.flush()
     report.write_s += time.perf_counter() - t3
+    report.extract_s = timings.get("extract_s", 0.0)
     report.wall_s = time.perf_counter() - t_start
     return report
 
@@ -416,13 +679,22 @@ def build_stream_extractors(
     preset: str = "full",
     device: str | torch.device = "cpu",
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    fuse: bool = True,
+    spec_only: bool = False,
 ) -> list[StreamExtractor]:
     """Instantiate extractors by registry name.
 
-    Every extractor needs a weights path in ``weights`` (or, for a backbone file, its own
-    ``weights:`` entry) unless ``random_weights`` is set explicitly (tests, demo): a real
-    extraction never falls back to random weights.
+    Every extractor needs a weights path in ``weights`` unless ``random_weights`` is set
+    explicitly (tests, demo): a real extraction never falls back to random weights. ``fuse``:
+    rewrite each for inference (:meth:`Extractor.fuse_for_inference`, e.g. I3D's BatchNorm
+    folded into its convolutions; rows move by float rounding only). ``spec_only``: modules on
+    the meta device (no model built): plans, decode specs and store specs, for a driver that
+    never runs the models; a checkpoint is still read and checked (keys, shapes, what
+    :meth:`Extractor.inspect_checkpoint` learns from it, its sha256), so a bad file stops the
+    run before any start-up.
     """
+    from avel.extractors.base import RANDOM_WEIGHTS
+
     from avel.extractors import get
 
     weights = dict(weights or {})
@@ -435,15 +707,24 @@ def build_stream_extractors(
             raise ConfigError(e.args[0]) from None
         cfg = dict(overrides.get(name, {}))
         default = getattr(cls, "default_weights", None)  # a backbone file may name its weights
-        if name in weights:
-            ext = cls.from_checkpoint(weights[name], device=device, preset=preset, **cfg)
-        elif random_weights:
-            ext = cls.random_init(device=device, preset=preset, **cfg)
-        elif default:
-            ext = cls.from_checkpoint(default, device=device, preset=preset, **cfg)
-        else:
+        path = weights.get(name) or (None if random_weights else default)
+        if path is None and not random_weights:
             files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
             raise ConfigError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
-                             f"random weights only with --random-weights (tests and demos)")
+                              f"random weights only with --random-weights (tests and demos)")
+        if spec_only:
+            ext = cls.build(device="meta", preset=preset, **cfg)
+            if path is not None:
+                report = cls.check_checkpoint(path, preset=preset, **cfg)
+                if not report.ok:
+                    raise report.error()
+                ext.adopt_checkpoint(report.info)
+                ext.weights_sha256 = report.weights_sha256
+            else:
+                ext.weights_sha256 = RANDOM_WEIGHTS
+        else:
+            ext = (cls.from_checkpoint(path, device=device, preset=preset, **cfg) if path is not None else
+                   cls.random_init(device=device, preset=preset, **cfg))
+            ext = ext.fuse_for_inference() if fuse else ext
         out.append(StreamExtractor(cls.name, ext))  # a backbone given as a .yaml path streams under its name
     return out

@@ -48,7 +48,7 @@ import numpy as np
 
 from avel.datasets.store import StoreWriter
 from avel.pipeline.cluster import shutdown_ray
-from avel.pipeline.engine import RunReport, StreamExtractor, decode_request, record_failure
+from avel.pipeline.engine import RunReport, StreamExtractor, StreamInfo, decode_request, record_failure
 from avel.pipeline.jobs import VideoJob
 from avel.pipeline.scheduler import ExtractionScheduler, VideoState
 
@@ -56,95 +56,12 @@ ACTOR_MAX_RESTARTS = 2
 DECODE_MAX_RETRIES = 1  # worker deaths only (application errors are not retried)
 
 
-@dataclass(frozen=True)
-class _Stream:
-    """What a decode task needs to know about one requested stream."""
-
-    name: str
-    modality: str
-    decode_spec: Any
-    plan: Any
-    context_frames: int
-    context_samples: int
-
-
-def _decode_chunk(path: str, request: dict, streams: list[_Stream], k: int, chunk_s: float,
+def _decode_chunk(path: str, request: dict, streams: list[StreamInfo], k: int, chunk_s: float,
                   totals: dict[str, int] | None) -> list:
-    """Ray task body: decode chunk ``k`` of a video for every stream, returns ``[info, *payloads]``.
+    """Ray decode task: :func:`avel.pipeline.engine.decode_chunk` (one torch thread)."""
+    from avel.pipeline.engine import decode_chunk
 
-    Args:
-        path: the video file.
-        request: :func:`avel.pipeline.engine.decode_request` of the run's extractors.
-        streams: the streams to extract; audio streams only in chunk 0 (the track is decoded
-            once, whole).
-        k: chunk index.
-        chunk_s: chunk length in seconds.
-        totals: ``{stream: output frames of the whole video}`` from chunk 0; None for chunk 0
-            (the frame counts are learnt by decoding it, no separate probe).
-
-    Payload per stream (None when the stream failed or has no rows in this chunk): video
-    ``(frames T x H x W x 3 uint8, index N x (window + context) int64 into frames)``; audio
-    ``(waveform S' float32 zero-padded to the last window, starts N int64)``.
-    """
-    import torch
-
-    from avel.pipeline.decode import DecodeError, decode_video
-    from avel.pipeline.engine import chunk_plan, frame_args, frames_for, window_index
-
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    video = [s for s in streams if s.modality == "video"]
-    audio = [s for s in streams if s.modality == "audio"]
-    ranges, _ = chunk_plan([(s.name, s.plan, s.context_frames, (totals or {}).get(s.name)) for s in video],
-                           k, chunk_s)
-    decoded = decode_video(path, fps=list(ranges), **frame_args(request),
-                           sample_rate=request["sample_rate"] if audio else None, frame_ranges=ranges)
-    known = totals or {}  # chunk k > 0 may not decode every fps (a stream without rows in it)
-    counts: dict[str, int] = {}  # stream -> output frames of the whole video
-    for s in video:
-        total = decoded.total_frames.get(float(s.plan.fps), known.get(s.name))
-        if total is None:  # chunk 0 decodes every fps and reports the counts later chunks get
-            raise DecodeError(f"{path}: no frame count for stream {s.name} in chunk {k}")
-        counts[s.name] = total
-    _, spans = chunk_plan([(s.name, s.plan, s.context_frames, counts[s.name]) for s in video], k, chunk_s)
-    n_chunks = max((math.ceil(s.plan.num_rows(counts[s.name]) / max(1, int(round(chunk_s / s.plan.step_seconds))))
-                    for s in video), default=1)
-    info: dict[str, Any] = {"meta": decoded.meta, "totals": counts, "n_chunks": n_chunks,
-                            "rows": {}, "padded": {}, "errors": {}}
-    payloads: list[Any] = []
-    for s in streams:
-        try:
-            if s.modality == "video":
-                if s.name not in spans:
-                    info["rows"][s.name] = 0
-                    payloads.append(None)
-                    continue
-                r0, r1 = spans[s.name]
-                frames = frames_for(decoded, s.decode_spec).numpy()  # frames from first_frame on
-                idx = window_index(s.plan, r0, r1, context_frames=s.context_frames, total_frames=counts[s.name],
-                                   first_frame=decoded.first_frame[float(s.plan.fps)]).numpy()
-                lo, hi = int(idx.min()), int(idx.max()) + 1  # ship only the frames the windows use
-                payloads.append((np.ascontiguousarray(frames[lo:hi]), idx - lo))
-                info["rows"][s.name] = r1 - r0
-                info["padded"][s.name] = s.plan.is_padded(counts[s.name])
-            else:
-                if decoded.audio is None:
-                    raise DecodeError(decoded.audio_error or f"{path}: no audio")
-                n_samples = int(decoded.audio.shape[0])
-                n = s.plan.num_rows(n_samples)
-                starts = s.plan.window_bounds(n)[:, 0]
-                need = int(starts[-1]) + s.plan.window_units + s.context_samples
-                wave = np.zeros(max(need, n_samples), np.float32)  # zeros past the end, as cut_audio_windows
-                wave[:n_samples] = decoded.audio
-                payloads.append((wave, starts))
-                info["rows"][s.name] = n
-                info["padded"][s.name] = s.plan.is_padded(n_samples)
-        except Exception as e:  # recorded per stream; the video's other streams still run
-            info["errors"][s.name] = (type(e).__name__, str(e))
-            info["rows"][s.name] = 0
-            payloads.append(None)
-    info["busy_s"] = time.perf_counter() - t0
-    return [info, *payloads]
+    return decode_chunk(path, request, streams, k, chunk_s, totals)
 
 
 def _warm_decode_worker() -> int:
@@ -163,7 +80,7 @@ class _ExtractorActor:
     """Holds one extractor on its device; extracts one fixed-size batch of windows per call."""
 
     def __init__(self, name: str, weights: str | None, random_weights: bool, preset: str, options: dict,
-                 device: str, batch_size: int, threads: int) -> None:
+                 device: str, batch_size: int, threads: int, fuse: bool = True) -> None:
         import torch
 
         from avel.pipeline.engine import build_stream_extractors
@@ -172,10 +89,9 @@ class _ExtractorActor:
         self.device = torch.device(device)
         (self.se,) = build_stream_extractors([name], weights={name: weights} if weights else {},
                                              random_weights=random_weights, preset=preset, device=self.device,
-                                             overrides={name: options})
+                                             overrides={name: options}, fuse=fuse)
         self.batch_size = batch_size
-        ext = self.se.extractor
-        self.length = (ext.plan.window_units + ext.context_samples) if ext.modality == "audio" else None
+        self.info = StreamInfo.of(self.se)
 
     def describe(self) -> dict[str, Any]:
         """``{pid, threads, device}`` of this actor (tests kill it by pid)."""
@@ -188,15 +104,10 @@ class _ExtractorActor:
         one device call; returns ``(rows n x *feature_shape, busy seconds)``."""
         import torch
 
-        from avel.pipeline.engine import extract_batch
+        from avel.pipeline.engine import extract_batch, payload_windows
 
         t0 = time.perf_counter()
-        parts = []
-        for (a, b), (data, index) in zip(pieces, payloads):
-            if self.length is None:
-                parts.append(data[index[a:b]])  # n x (window + context) x H x W x 3
-            else:
-                parts.append(data[index[a:b, None] + np.arange(self.length)])  # n x samples
+        parts = [payload_windows(payload, a, b, self.info) for (a, b), payload in zip(pieces, payloads)]
         windows = torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts))
         rows = extract_batch(self.se.extractor, windows, batch_size=self.batch_size, device=self.device,
                              amp=self.device.type == "cuda")
@@ -247,16 +158,6 @@ def decode_task_memory_bytes(request: dict, streams: Sequence[Any], chunk_s: flo
     return int(total)
 
 
-def default_threads_per_actor(cpus: float, cpu_actors: int) -> int:
-    """Torch threads per CPU extractor actor: the cluster's CPUs shared by the actors (>= 1;
-    an actor never runs more threads than its node has CPUs).
-
-    Decode tasks run beside them (actors reserve no CPU slot, see :class:`RayExtraction`);
-    for decode-heavy jobs lower it (``threads_per_actor``) and raise ``decode_workers``.
-    """
-    return max(1, int(cpus) // max(1, cpu_actors))
-
-
 class RayExtraction:
     """The Ray pipeline, in three steps: :meth:`start` (Ray, actor pools, optional warm-up),
     :meth:`run` (any number of job lists), :meth:`close`.
@@ -272,18 +173,18 @@ class RayExtraction:
     :func:`decode_task_memory_bytes`), so a node never starts more than its memory holds;
     extractor actors take ``gpus_per_actor`` of a GPU and no CPU slot, so on a small machine
     the decode tasks are never starved by actors; a CPU actor runs ``threads_per_actor`` torch
-    threads (0: :func:`default_threads_per_actor`).
+    threads; every value left unset is chosen by :func:`avel.pipeline.tuning.choose_ray_pool`.
     """
 
     def __init__(self, cfg: Any, extractors: Sequence[StreamExtractor]) -> None:
         self.cfg = cfg
         self.extractors = list(extractors)
         self.request = decode_request(self.extractors)
-        self.streams = [_Stream(se.stream, se.extractor.modality, se.extractor.decode_spec, se.extractor.plan,
-                                int(se.extractor.context_frames), int(se.extractor.context_samples))
-                        for se in self.extractors]
+        self.streams = [StreamInfo.of(se) for se in self.extractors]
         self.pools: dict[str, list] = {}
         self.threads = 0
+        self.batch_sizes: dict[str, int] = {}
+        self.settings: dict[str, Any] = {}  # what start() chose and why (the report's ``settings``)
         self.decode_memory_bytes = 0
         self.started_ray = False
         self.startup_s = 0.0
@@ -300,16 +201,22 @@ class RayExtraction:
         """
         import ray
 
+        from avel.pipeline.tuning import choose_batch_sizes, choose_ray_pool
+
         t0 = time.perf_counter()
         cfg = self.cfg
         self.started_ray = cfg.cluster.init_ray()
-        gpu = bool(cfg.gpus_per_actor)
-        n_actors = max(1, cfg.actors_per_extractor)
-        threads = int(cfg.threads_per_actor or 0)
-        if not threads:
-            threads = 1 if gpu else default_threads_per_actor(ray.cluster_resources().get("CPU", 1),
-                                                               n_actors * len(self.extractors))
-        self.threads = threads
+        resources = ray.cluster_resources()
+        pool = choose_ray_pool(actors_per_extractor=cfg.actors_per_extractor, threads_per_actor=cfg.threads_per_actor,
+                               gpus_per_actor=cfg.gpus_per_actor, extractors=len(self.extractors),
+                               cpus=resources.get("CPU", 1), gpus=resources.get("GPU", 0))
+        gpu = bool(pool["gpus_per_actor"])
+        n_actors = pool["actors_per_extractor"]
+        self.threads = threads = pool["threads_per_actor"]
+        self.batch_sizes, batch_why = choose_batch_sizes(cfg.batch_size, self.extractors, "cuda" if gpu else "cpu")
+        self.settings = {"runner": "ray", "device": "cuda" if gpu else "cpu", "batch_size": dict(self.batch_sizes),
+                         **{k: v for k, v in pool.items() if k != "why"}, "decode_workers": cfg.decode_workers,
+                         "why": {**pool["why"], "batch_size": batch_why}}
         gb = cfg.decode_memory_gb
         self.decode_memory_bytes = (decode_task_memory_bytes(self.request, self.streams, cfg.chunk_s) if gb is None
                                     else int(gb * 2**30))
@@ -327,7 +234,7 @@ class RayExtraction:
         opts: dict[str, Any] = {"num_cpus": 0, "max_restarts": ACTOR_MAX_RESTARTS,
                                 "max_task_retries": ACTOR_MAX_RESTARTS}
         if gpu:
-            opts["num_gpus"] = cfg.gpus_per_actor
+            opts["num_gpus"] = pool["gpus_per_actor"]
         else:
             # CPU actors share cores with decode tasks: OpenMP threads that spin while waiting
             # for a descheduled sibling make a 2-thread model 10x slower on a busy 2-core
@@ -337,7 +244,8 @@ class RayExtraction:
             self.pools[se.stream] = [
                 actor_cls.options(**opts).remote(se.stream, cfg.weights.get(se.stream), cfg.random_weights,
                                                  cfg.preset, cfg.extractor_options.get(se.stream, {}),
-                                                 "cuda" if gpu else "cpu", cfg.batch_size, threads)
+                                                 "cuda" if gpu else "cpu", self.batch_sizes[se.stream], threads,
+                                                 getattr(cfg, "fuse_models", True))
                 for _ in range(n_actors)]
         calls = [a.describe.remote() for pool in self.pools.values() for a in pool]
         if warm_up:
@@ -397,6 +305,7 @@ class RayExtraction:
         cfg = self.cfg
         report = RunReport()
         t_start = time.perf_counter()
+        gpu = self.settings.get("device") == "cuda"
 
         def finish(v: VideoState) -> None:
             features = v.features()
@@ -406,6 +315,8 @@ class RayExtraction:
                            padded={s: v.padded.get(s, False) for s in features})
                 report.write_s += time.perf_counter() - t0
                 report.windows += sum(r.shape[0] for r in features.values())
+                for stream, r in features.items():
+                    report.work.written(stream, r.shape[0])
             if v.ok:
                 report.videos_ok += 1
             else:
@@ -416,7 +327,7 @@ class RayExtraction:
         sched = ExtractionScheduler(
             jobs, self.streams, {s.name: writer.committed(s.name) for s in self.streams},
             pool_sizes={s: len(p) for s, p in self.pools.items()},
-            batch_sizes={s: cfg.batch_size for s in self.pools}, decode_slots=cfg.decode_workers,
+            batch_sizes=dict(self.batch_sizes), decode_slots=cfg.decode_workers,
             decode_timeout_s=cfg.decode_timeout_s, on_finish=finish,
             on_failure=lambda job, stage, exc: record_failure(writer.root, report, job, stage, exc))
         self._load = sched.load
@@ -437,6 +348,8 @@ class RayExtraction:
                 while (call := sched.next_batch(stream, final=final)) is not None:
                     actor, pieces, payloads = call
                     ref = pool[actor].extract.remote([(a, b) for _, _, a, b in pieces], *payloads)
+                    n = sum(b - a for _, _, a, b in pieces)  # a CPU call is padded to the batch
+                    report.work.computed(stream, n if gpu else self.batch_sizes[stream])
                     sched.batch_started(ref, stream, actor, pieces)
             waitable = sched.in_flight()
             if not waitable:
@@ -457,6 +370,7 @@ class RayExtraction:
                         continue
                     if sched.decode_done(ref, info):
                         report.decode_s += info["busy_s"]
+                        report.work.add_frames(info["frames"])
                 elif ref in sched.running:
                     try:
                         rows, busy_s = ray.get(ref)
@@ -501,4 +415,5 @@ def run_ray(jobs: Sequence[VideoJob], cfg: Any, extractors: Sequence[StreamExtra
         pipeline.close()
     report.startup_s = startup_s
     report.wall_s += startup_s
+    report.settings = pipeline.settings
     return report

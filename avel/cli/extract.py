@@ -60,11 +60,17 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option("--store", type=click.Path(file_okay=False),
               help="Existing store to add streams to: --out, and --dataset/--videos/--annotations default to "
                    "its last extraction's.")
-@click.option("--runner", type=click.Choice(["local", "ray"]), help="Execution engine.")
+@click.option("--runner", type=click.Choice(["auto", "local", "ray"]),
+              help="Execution engine (default auto: local for a small job on one machine, Ray for --address, "
+                   "several GPUs or a big job; the report's settings.why says which and why).")
 @click.option("--address", help="Ray cluster address (default: RAY_ADDRESS or an embedded local instance).")
-@click.option("--batch-size", type=int, help="Windows per device batch.")
-@click.option("--gpus-per-actor", type=float, help="GPU fraction per extractor actor (ray runner).")
-@click.option("--actors-per-extractor", type=click.IntRange(min=1), help="Actor pool size per extractor (ray runner).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Windows per device batch (default: chosen per extractor and device, e.g. 1 for I3D RGB "
+                   "on a CPU, 32 on a GPU).")
+@click.option("--gpus-per-actor", type=float,
+              help="GPU fraction per extractor actor (ray runner; default: the GPUs shared by the extractors).")
+@click.option("--actors-per-extractor", type=click.IntRange(min=1),
+              help="Actor pool size per extractor (ray runner; default: one per CPU, or per GPU).")
 @click.option("--threads-per-actor", type=click.IntRange(min=0),
               help="Torch threads of a CPU extractor actor (ray runner; 0: the CPUs shared by the actors).")
 @click.option("--decode-workers", type=click.IntRange(min=1), help="Concurrent decode tasks (ray runner).")

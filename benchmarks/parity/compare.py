@@ -48,8 +48,10 @@ def _seeded_file(module: torch.nn.Module, path: Path, seed: int = 0) -> Path:
 
 @case("i3d_")
 def run_i3d(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], work: Path,
-            tamper: Callable[[dict], None] | None = None, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Our I3D stream on the fixture's windows -> (ours, reference) ``B x 1024``."""
+            tamper: Callable[[dict], None] | None = None, fuse: bool = False,
+            **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Our I3D stream on the fixture's windows -> (ours, reference) ``B x 1024``; ``fuse``: the
+    module as the pipeline runs it (:meth:`Extractor.fuse_for_inference`)."""
     setup, stream = meta["setup"], meta["stream"]
     ckpt = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
     config = dict(window_frames=setup["window_frames"], crop_size=setup["frame_hw"],
@@ -58,12 +60,14 @@ def run_i3d(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
     x = torch.from_numpy(arrays["input"])
     if stream == "rgb":
         ext = E.get("i3d_rgb").from_checkpoint(ckpt, **config)
+        ext = ext.fuse_for_inference() if fuse else ext
         windows = (torch.stack([x[s:s + t] for s in setup["window_starts"]]) if meta["layout"] == "video_features"
                    else x)  # B x T x H x W x 3 uint8
         ours = ext.extract(windows)
     else:
         raft = _seeded_file(E.get("i3d_flow").build(device="meta").raft.raft, work / "raft.pth")
         ext = E.get("i3d_flow").from_checkpoint({"flow": ckpt, "raft": raft}, **config)
+        ext = ext.fuse_for_inference() if fuse else ext
         if meta["layout"] == "video_features":  # raw flow: our preprocess after RAFT
             flow = torch.stack([x[s:s + t] for s in setup["window_starts"]]).float()  # B x T x 2 x H x W
             model_in = flow_to_i3d(center_crop(flow, ext.config.crop_size), clamp=ext.config.flow_clamp)
@@ -165,15 +169,16 @@ def _work_dir(name: str, tampered: bool) -> tuple[Path, Callable[[], None]]:
     return _WORK[name], lambda: None
 
 
-def run(name: str, *, tamper: Callable[[dict], None] | None = None,
+def run(name: str, *, tamper: Callable[[dict], None] | None = None, fuse: bool = False,
         **overrides: Any) -> tuple[np.ndarray, np.ndarray, dict]:
     """(ours, reference, sidecar) of one fixture. ``tamper`` edits the rebuilt checkpoint (in the
-    reference's layout) before our loader reads it; ``overrides`` go to our extractor's config."""
+    reference's layout) before our loader reads it; ``fuse`` (I3D): run the module fused for
+    inference, as the pipeline does; ``overrides`` go to our extractor's config."""
     arrays, meta = load_fixture(name)
     fn = next(f for p, f in CASES.items() if name.startswith(p))
     work, cleanup = _work_dir(name, tamper is not None)
     try:
-        ours, ref = fn(name, arrays, meta, work, tamper=tamper, **overrides)
+        ours, ref = fn(name, arrays, meta, work, tamper=tamper, **({"fuse": True} if fuse else {}), **overrides)
     finally:
         cleanup()
     return ours, ref, meta

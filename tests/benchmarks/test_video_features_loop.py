@@ -12,7 +12,7 @@ import numpy as np
 
 from avel.datasets.store import FeatureStore, StoreWriter
 from avel.datasets.synth import SynthConfig, generate
-from avel.pipeline.engine import build_stream_extractors, run_sequential
+from avel.pipeline.engine import build_stream_extractors, run_local
 from avel.pipeline.jobs import VideoJob
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -37,7 +37,7 @@ def test_same_windows_as_the_pipeline(tmp_path):
     exts = build_stream_extractors(["i3d_rgb", "vggish"], random_weights=True, preset="tiny")
     windows = run_video_features_loop(jobs, exts, tmp_path / "vf")
     writer = StoreWriter(tmp_path / "s", dataset="b", streams={se.stream: se.spec() for se in exts})
-    report = run_sequential(jobs, exts, writer, batch_size=1, decode_timeout_s=None)
+    report = run_local(jobs, exts, writer, batch_size=1, decode_timeout_s=None)
     assert windows == report.windows > 0
     store = FeatureStore(tmp_path / "s")
     for job in jobs:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import avel.extractors as E
-from avel.extractors.i3d import MaxPool3dSame, Unit3D, max_pool_3d_separable, same_pad_amounts
+from avel.extractors.i3d import MaxPool3dSame, Unit3D, max_pool_3d_same, same_pad_amounts
 from avel.extractors.preprocess import flow_to_i3d
 from avel.extractors.weights import i3d_hassony_to_piergiaj, i3d_piergiaj_to_hassony
 
@@ -75,15 +75,23 @@ def test_unit3d_equals_conv_on_explicitly_padded_input():
 
 
 @pytest.mark.parametrize("kernel,stride", [((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (1, 1, 1)), ((3, 3, 3), (2, 2, 2)),
-                                           ((2, 2, 2), (2, 2, 2)), ((2, 3, 1), (1, 3, 2))])
-def test_separable_max_pool_is_bitwise_max_pool3d(kernel, stride):
+                                           ((2, 2, 2), (2, 2, 2)), ((2, 3, 1), (1, 3, 2)), ((1, 4, 5), (1, 3, 1))])
+def test_same_max_pool_is_bitwise_max_pool3d_of_the_inf_padded_input(kernel, stride):
+    """Axis maxima without a padded copy: bitwise max_pool3d of the -inf padded input (TF SAME),
+    on signed inputs (where zero padding would differ) and with NaNs propagated."""
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 5, 7, 9, 11, generator=g)
-    x[0, 0, 3, 4, 5] = float("nan")  # NaN propagates as in max_pool3d
-    want = F.max_pool3d(x, kernel, stride)
-    got = max_pool_3d_separable(x, kernel, stride)
-    assert got.shape == want.shape
-    assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0)) and torch.equal(got.isnan(), want.isnan())
+    for shape in ((2, 5, 7, 9, 11), (1, 3, 4, 8, 6), (1, 2, 1, 2, 3)):
+        x = torch.randn(*shape, generator=g)
+        x[0, 0, 0, 1, 2] = float("nan")  # NaN propagates as in max_pool3d
+        before = x.clone()
+        pads = []
+        for d in (2, 1, 0):
+            pads.extend(same_pad_amounts(shape[2 + d], kernel[d], stride[d]))
+        want = F.max_pool3d(F.pad(x, pads, value=float("-inf")), kernel, stride)
+        got = max_pool_3d_same(x, kernel, stride)
+        assert got.shape == want.shape
+        assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0)) and torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(x.nan_to_num(7.0), before.nan_to_num(7.0))  # the input is not written
 
 
 def test_unit3d_symmetric_padding_path_is_bitwise_explicit_padding():

@@ -33,13 +33,13 @@ def _extract(*args):
 @pytest.fixture
 def decodes(monkeypatch):
     calls: Counter = Counter()
-    real = engine.decode_with_timeout
+    real = engine.start_decode  # every decode of the local runner (one per chunk)
 
     def counting(path, **kw):
         calls[str(path)] += 1
         return real(path, **kw)
 
-    monkeypatch.setattr(engine, "decode_with_timeout", counting)
+    monkeypatch.setattr(engine, "start_decode", counting)
     return calls
 
 

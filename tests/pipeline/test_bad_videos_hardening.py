@@ -12,7 +12,7 @@ import pytest
 
 from avel.datasets.store import FeatureStore, StoreWriter
 from avel.pipeline.decode import DecodeError, decode_video, decode_with_timeout
-from avel.pipeline.engine import build_stream_extractors, run_sequential
+from avel.pipeline.engine import build_stream_extractors, run_local
 from avel.pipeline.jobs import VideoJob
 
 from tests.pipeline.test_bad_inputs import _mp4
@@ -78,7 +78,7 @@ def test_corrupt_headers_are_recorded_not_retryable(videos, tmp_path):
     extractors = build_stream_extractors(["vgg19"], random_weights=True, preset="tiny")
     writer = StoreWriter(tmp_path / "s", dataset="folder", streams={se.stream: se.spec() for se in extractors})
     jobs = [VideoJob(n, videos / f"{n}.mp4") for n in ("good", "many_frames", "long_frames", "billions")]
-    report = run_sequential(jobs, extractors, writer, batch_size=4, decode_timeout_s=60)
+    report = run_local(jobs, extractors, writer, batch_size=4, decode_timeout_s=60)
     assert report.videos_ok == 1 and report.videos_failed == 3
     records = [json.loads(line) for line in (tmp_path / "s" / "errors.jsonl").read_text().splitlines()]
     assert {r["video_id"] for r in records} == {"many_frames", "long_frames", "billions"}
@@ -97,8 +97,8 @@ def test_non_finite_rows_are_a_recorded_failure_never_written(videos, tmp_path, 
 
     monkeypatch.setattr(vggish, "extract", poisoned)
     writer = StoreWriter(tmp_path / "s", dataset="folder", streams={se.stream: se.spec() for se in extractors})
-    report = run_sequential([VideoJob("good", videos / "good.mp4")], extractors, writer, batch_size=4,
-                            decode_timeout_s=60)
+    report = run_local([VideoJob("good", videos / "good.mp4")], extractors, writer, batch_size=4,
+                       decode_timeout_s=60)
     assert report.videos_failed == 1
     store = FeatureStore(tmp_path / "s")
     assert store.video_streams("good") == ["vgg19"]  # the finite stream is kept

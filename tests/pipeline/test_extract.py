@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from avel.cli.main import cli
 from avel.datasets.store import FeatureStore
 from avel.datasets.synth import SynthConfig, generate
+from avel.pipeline.extract import ExtractConfig, run_extract
 
 EXTRACTORS = "vgg19,vggish"
 
@@ -128,21 +129,22 @@ def test_unav100_dataset_with_annotations(videos, tmp_path):
 def test_chunked_extraction_equals_whole_video(tmp_path):
     """Chunks of 1 s give the same rows as one 60-s chunk, bitwise (memory bounded by the chunk;
     fixed-shape batches make the different batch groupings irrelevant)."""
-    import torch
-
-    from avel.pipeline.engine import build_stream_extractors, extract_video_chunked
-
     generate(SynthConfig(kind="unav100", videos=1, seed=9, size=64, min_duration_s=6.0, max_duration_s=6.0,
                          num_classes=2), tmp_path)
-    path = next((tmp_path / "videos").glob("*.mp4"))
-    exts = build_stream_extractors(["i3d_rgb", "vgg19", "vggish"], random_weights=True, preset="tiny",
-                                   overrides={"vgg19": {"fps": 12.5, "window_frames": 12, "stride_frames": 4}})
-    kw = dict(batch_size=4, device=torch.device("cpu"), decode_timeout_s=60)
-    whole, pad_w, err_w, meta = extract_video_chunked(path, exts, chunk_s=60.0, **kw)
-    parts, pad_p, err_p, _ = extract_video_chunked(path, exts, chunk_s=1.0, **kw)
-    assert not err_w and not err_p and pad_w == pad_p
-    assert meta.duration_s == pytest.approx(6.0, abs=0.05)
-    for s in whole:
+    stores = {}
+    for chunk_s in (60.0, 1.0):
+        out = tmp_path / f"s{chunk_s:g}"
+        cfg = ExtractConfig(dataset="folder", videos=str(tmp_path / "videos"), out=str(out), random_weights=True,
+                            extractors=["i3d_rgb", "vgg19", "vggish"], preset="tiny", runner="local", device="cpu",
+                            batch_size=4, chunk_s=chunk_s, decode_timeout_s=60,
+                            extractor_options={"vgg19": {"fps": 12.5, "window_frames": 12, "stride_frames": 4}})
+        report = run_extract(cfg)
+        assert report["videos_ok"] == 1 and not report["failures"], report
+        stores[chunk_s] = FeatureStore(out)
+    (vid,) = stores[60.0].videos()
+    whole, parts = stores[60.0][vid], stores[1.0][vid]
+    assert stores[60.0].meta(vid).duration_s == pytest.approx(6.0, abs=0.05)
+    for s in ("i3d_rgb", "vgg19", "vggish"):
         assert whole[s].shape == parts[s].shape
         np.testing.assert_array_equal(whole[s], parts[s])
     assert whole["i3d_rgb"].shape[0] == (150 - 8) // 4 + 1  # tiny i3d: 8/4 frames at 25 fps

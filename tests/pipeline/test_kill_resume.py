@@ -22,13 +22,15 @@ STREAMS = ("vgg19", "vggish")
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    """Eight short videos and a job file committing a shard every two videos."""
+    """Eight short videos and a job file committing a shard every two videos (batches of 2: the
+    local runner carries windows across videos, so a video is written when its last batch is
+    full; small batches keep commits and decodes interleaved)."""
     root = tmp_path_factory.mktemp("kill")
     generate(SynthConfig(kind="unav100", videos=8, seed=11, size=64, min_duration_s=1.5, max_duration_s=2.5,
                          num_classes=2), root)
     (root / "job.yaml").write_text(
         f"dataset: folder\nvideos: {root / 'videos'}\nextractors: [{', '.join(STREAMS)}]\npreset: tiny\n"
-        "random_weights: true\nbatch_size: 8\nshard_max_videos: 2\ndevice: cpu\n")
+        "random_weights: true\nbatch_size: 2\nshard_max_videos: 2\ndevice: cpu\n")
     return root
 
 

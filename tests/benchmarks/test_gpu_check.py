@@ -1,0 +1,42 @@
+"""benchmarks/gpu_check.sh runs end to end in its small CPU mode (no GPU here): every stage of
+the script, the JSON it prints and the estimate are exercised on two short synthetic clips."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from avel.datasets.synth import SynthConfig, generate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_cpu(tmp_path):
+    generate(SynthConfig(kind="unav100", videos=2, seed=3, size=64, min_duration_s=2.0, max_duration_s=2.5,
+                         num_classes=2), tmp_path / "data")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for src, name in zip(sorted((tmp_path / "data" / "videos").glob("*.mp4")), ("v_GGSY1Qvo990", "v_ZNVhz7ctTq0")):
+        shutil.copyfile(src, clips / f"{name}.mp4")
+    out = tmp_path / "gpu_check.json"
+    env = {**os.environ, "PYTHON": sys.executable, "CLIPS_DIR": str(clips), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--", "--device", "cpu", "--dry",
+                           "--work", str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["preset"] == "tiny"
+    assert set(result["extractors"]) == {"i3d_rgb", "i3d_flow", "vggish"}
+    for name, row in result["extractors"].items():
+        assert row["fp32"]["windows"] > 0 and row["fp32"]["windows_per_s"] > 0, name
+        assert row["fp32"]["bound"] in ("decode-bound", "model-bound")
+        assert row["decode_windows_per_s_per_core"] > 0
+        assert result["pipeline"][name]["windows"] > 0 and not result["pipeline"][name]["failures"]
+    est = result["unav100_estimate"]
+    assert est["windows_per_stream"] == 1_417_500 and est["videos"] == 10_790
+    assert est["estimate_hours"] == max(est["model_hours"], est["decode_hours_with_decode_workers"]) > 0
