@@ -79,7 +79,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, 
             batch_size: int = 16, top_k: int = 3, min_score: float = 0.05, plots: bool = True) -> PredictResult:
     """Extract the run's streams from ``inputs``, apply the model, write results and plots (module doc)."""
     from avel.datasets.store import FeatureStore, StoreWriter
-    from avel.pipeline.engine import run_sequential
+    from avel.pipeline.engine import run_local
     from avel.pipeline.jobs import plan_jobs
 
     card = read_model_card(run_dir)
@@ -96,7 +96,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, 
         extractors = run_extractors(card, weights=weights, random_weights=random_weights, device=dev)
         writer = StoreWriter(store_root, dataset="folder", streams={se.stream: se.spec() for se in extractors},
                              extra={"predict": {"run": str(run_dir)}})
-        report = run_sequential(plan.todo, extractors, writer, batch_size=batch_size, device=dev).as_dict()
+        report = run_local(plan.todo, extractors, writer, batch_size=batch_size, device=dev).as_dict()
     store = FeatureStore(store_root)
     ready = [v for v in files if all(store.has(v, s) for s in streams)]
     failed = sorted(set(files) - set(ready))
