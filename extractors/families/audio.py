@@ -80,8 +80,12 @@ class HFAudio(FamilyExtractor):
         from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING_NAMES
 
         self.model = AutoModel.from_config(AutoConfig.for_model(config.model_type, **config.architecture))
-        cls = getattr(transformers, FEATURE_EXTRACTOR_MAPPING_NAMES[config.model_type])
-        self.processor = cls(**{"sampling_rate": config.sample_rate, **config.processor})
+        # The feature extractor always runs on the CPU. Its first use imports modules that create
+        # tensors at import time (torchaudio.compliance.kaldi's EPSILON): under build(device="meta")
+        # they would be meta tensors for the rest of the process.
+        with torch.device("cpu"):
+            cls = getattr(transformers, FEATURE_EXTRACTOR_MAPPING_NAMES[config.model_type])
+            self.processor = cls(**{"sampling_rate": config.sample_rate, **config.processor})
         self._check_rate()
 
     def _check_rate(self) -> None:
@@ -95,7 +99,8 @@ class HFAudio(FamilyExtractor):
         from transformers import AutoFeatureExtractor, AutoModel
 
         self.model = AutoModel.from_pretrained(source)
-        self.processor = AutoFeatureExtractor.from_pretrained(source)
+        with torch.device("cpu"):  # see __init__
+            self.processor = AutoFeatureExtractor.from_pretrained(source)
         self._check_rate()
 
     @property
