@@ -410,7 +410,8 @@ class WindowBatcher:
         finally:
             self.timings["extract_s"] = self.timings.get("extract_s", 0.0) + time.perf_counter() - t0
             self.work.computed(self.stream, self.batch_size if self.device.type == "cpu" else n)
-        out, offset = [], 0
+        out: list[tuple[Any, np.ndarray | BaseException]] = []
+        offset = 0
         for owner, w in pieces:
             out.append((owner, rows[offset:offset + len(w)]))
             offset += len(w)
