@@ -126,9 +126,10 @@ def _max_same_axis(x: torch.Tensor, dim: int, k: int, s: int) -> torch.Tensor:
     n = -(-size // s)  # SAME output length
     front = same_pad_amounts(size, k, s)[0]
     lead = (slice(None),) * dim
-    full, partial = [], []
+    full: list[tuple[int, int, torch.Tensor]] = []  # (first output, end output, strided view of x)
+    partial: list[tuple[int, int, torch.Tensor]] = []
     for o in range(-front, k - front):  # input offset of output 0 for kernel tap o + front
-        lo = -(-(-o) // s) if o < 0 else 0  # first output whose tap is inside the input
+        lo = -(o // s) if o < 0 else 0  # first output whose tap is inside the input: ceil(-o / s)
         hi = min(n, (size - 1 - o) // s + 1) if size - 1 - o >= 0 else 0
         if hi > lo:
             view = x[lead + (slice(o + lo * s, o + (hi - 1) * s + 1, s),)]

@@ -257,16 +257,16 @@ def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: in
     decoded = decode_video(path, fps=list(ranges), **frame_args(request),
                            sample_rate=request["sample_rate"] if audio else None, frame_ranges=ranges)
     known = totals or {}  # chunk k > 0 may not decode every fps (a stream without rows in it)
-    totals: dict[str, int] = {}  # stream -> output frames of the whole video
+    counts: dict[str, int] = {}  # stream -> output frames of the whole video
     for s in video:
         total = decoded.total_frames.get(float(s.plan.fps), known.get(s.name))
         if total is None:  # chunk 0 decodes every fps and reports the counts later chunks get
             raise DecodeError(f"{path}: no frame count for stream {s.name} in chunk {k}")
-        totals[s.name] = total
-    _, spans = chunk_plan([(s.name, s.plan, s.context_frames, totals[s.name]) for s in video], k, chunk_s)
-    n_chunks = max((math.ceil(s.plan.num_rows(totals[s.name]) / rows_per_chunk(s.plan, chunk_s)) for s in video),
+        counts[s.name] = total
+    _, spans = chunk_plan([(s.name, s.plan, s.context_frames, counts[s.name]) for s in video], k, chunk_s)
+    n_chunks = max((math.ceil(s.plan.num_rows(counts[s.name]) / rows_per_chunk(s.plan, chunk_s)) for s in video),
                    default=1)
-    info: dict[str, Any] = {"meta": decoded.meta, "totals": totals, "n_chunks": n_chunks,
+    info: dict[str, Any] = {"meta": decoded.meta, "totals": counts, "n_chunks": n_chunks,
                             "rows": {}, "padded": {}, "errors": {}}
     payloads: list[Any] = []
     used: dict[float, set] = {}  # output frames (relative to first_frame) some window of this chunk reads
@@ -279,13 +279,13 @@ def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: in
                     continue
                 r0, r1 = spans[s.name]
                 frames = frames_for(decoded, s.decode_spec).numpy()  # frames from first_frame on
-                idx = window_index(s.plan, r0, r1, context_frames=s.context_frames, total_frames=totals[s.name],
+                idx = window_index(s.plan, r0, r1, context_frames=s.context_frames, total_frames=counts[s.name],
                                    first_frame=decoded.first_frame[float(s.plan.fps)]).numpy()
                 lo, hi = int(idx.min()), int(idx.max()) + 1  # ship only the frames the windows use
                 used.setdefault(float(s.plan.fps), set()).update(np.unique(idx).tolist())
                 payloads.append((np.ascontiguousarray(frames[lo:hi]), idx - lo))
                 info["rows"][s.name] = r1 - r0
-                info["padded"][s.name] = s.plan.is_padded(totals[s.name])
+                info["padded"][s.name] = s.plan.is_padded(counts[s.name])
             else:
                 if decoded.audio is None:
                     raise DecodeError(decoded.audio_error or f"{path}: no audio")
@@ -302,7 +302,7 @@ def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: in
             info["errors"][s.name] = (type(e).__name__, str(e))
             info["rows"][s.name] = 0
             payloads.append(None)
-    prev = chunk_plan([(s.name, s.plan, s.context_frames, totals[s.name]) for s in video], k - 1, chunk_s)[0] \
+    prev = chunk_plan([(s.name, s.plan, s.context_frames, counts[s.name]) for s in video], k - 1, chunk_s)[0] \
         if k else {}
     info["frames"] = {}
     for fps, native in decoded.native_index.items():
@@ -410,7 +410,8 @@ class WindowBatcher:
         finally:
             self.timings["extract_s"] = self.timings.get("extract_s", 0.0) + time.perf_counter() - t0
             self.work.computed(self.stream, self.batch_size if self.device.type == "cpu" else n)
-        out, offset = [], 0
+        out: list[tuple[Any, np.ndarray | BaseException]] = []
+        offset = 0
         for owner, w in pieces:
             out.append((owner, rows[offset:offset + len(w)]))
             offset += len(w)
@@ -579,8 +580,8 @@ def run_local(
                         video_id=v.job.video_id, stream=s.name, source=str(v.job.path))
                 except NonFiniteRowsError as e:
                     v.errors[s.name] = e
-            for stream, e in v.errors.items():
-                record_failure(writer.root, report, v.job, f"extract:{stream}", e)
+            for stream, error in v.errors.items():
+                record_failure(writer.root, report, v.job, f"extract:{stream}", error)
             if features:
                 t0 = time.perf_counter()
                 writer.add(v.job.video_id, features, meta=v.meta, padded={s: v.padded[s] for s in features})
