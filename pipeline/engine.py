@@ -15,6 +15,7 @@ functions in its decode tasks and actors.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -649,8 +650,7 @@ def run_local(
                     continue
                 b = batchers[s.name]
                 before = b.pieces_added
-                results = b.add((v, s.name), lambda a0, a1, p=payload, st=by_name[s.name]:
-                                payload_windows(p, a0, a1, st), n)
+                results = b.add((v, s.name), functools.partial(payload_windows, payload, stream=by_name[s.name]), n)
                 v.pending += b.pieces_added - before
                 deliver(results)
             v.chunks_left -= 1  # after its windows are queued: the video cannot finish before
