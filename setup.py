@@ -7,6 +7,7 @@ The repository keeps the user-facing top-level folders (`datasets/`, `extractors
 nothing named `datasets` or `models` lands in site-packages. See docs/architecture.md.
 Metadata lives in pyproject.toml.
 """
+
 from pathlib import Path
 
 from setuptools import find_packages, setup

@@ -23,6 +23,7 @@ max abs difference of the mAPs (per threshold and average).
     python benchmarks/eval_speed.py --annotations unav100_annotations.json \
         [--unav-source https://github.com/ttgeng233/UnAV] [--repeats 3] [--per-video 100]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,13 +41,13 @@ import numpy as np
 UNAV_COMMIT = "1609deba4fbaf25222c6ee6c7d43b0d0ddfab20d"  # ttgeng233/UnAV master, 2026-01-04
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-_SHIM = r'''
+_SHIM = r"""
 import numpy as np
 if not hasattr(np, "float"):
     np.float = float  # the reference uses np.float, removed in numpy 1.24
-'''
+"""
 
-_DRIVER = r'''
+_DRIVER = r"""
 import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
@@ -54,7 +55,7 @@ import metrics
 det = metrics.ANETdetection(sys.argv[2], "test", tiou_thresholds=np.linspace(0.1, 0.9, 9))
 mAP, average_mAP = det.evaluate(sys.argv[3], verbose=False)
 print(json.dumps({"mAP": [float(x) for x in mAP], "average_mAP": float(average_mAP)}))
-'''
+"""
 
 
 def make_predictions(annotations: dict, *, split: str, per_video: int, seed: int) -> dict:
@@ -77,10 +78,22 @@ def make_predictions(annotations: dict, *, split: str, per_video: int, seed: int
                 rows.append((centre - half, centre + half, label, float(rng.beta(5, 2))))
         while len(rows) < per_video:  # background: random segments, labels and low scores
             start_s = rng.uniform(0, dur_s)
-            rows.append((start_s, start_s + rng.uniform(0.5, 0.5 * dur_s + 0.5), int(rng.integers(num_classes)),
-                         float(rng.beta(1.5, 6))))
-        out[vid] = [{"segment": [round(float(max(0.0, s)), 3), round(float(min(dur_s, max(e, s + 0.05))), 3)],
-                     "label_id": int(lab), "scores": sc} for s, e, lab, sc in rows]
+            rows.append(
+                (
+                    start_s,
+                    start_s + rng.uniform(0.5, 0.5 * dur_s + 0.5),
+                    int(rng.integers(num_classes)),
+                    float(rng.beta(1.5, 6)),
+                )
+            )
+        out[vid] = [
+            {
+                "segment": [round(float(max(0.0, s)), 3), round(float(min(dur_s, max(e, s + 0.05))), 3)],
+                "label_id": int(lab),
+                "scores": sc,
+            }
+            for s, e, lab, sc in rows
+        ]
     return {"version": "eval_speed", "database": out}
 
 
@@ -88,8 +101,9 @@ def checkout_unav(source: str, where: Path) -> Path:
     """Clone ``source`` into ``where`` and check out ``UNAV_COMMIT``'s ``libs/utils/metrics.py``."""
     if not (where / ".git").exists():
         subprocess.run(["git", "clone", "--quiet", "--no-checkout", source, str(where)], check=True)
-    subprocess.run(["git", "-C", str(where), "checkout", "--quiet", UNAV_COMMIT, "--", "libs/utils/metrics.py"],
-                   check=True)
+    subprocess.run(
+        ["git", "-C", str(where), "checkout", "--quiet", UNAV_COMMIT, "--", "libs/utils/metrics.py"], check=True
+    )
     return where / "libs" / "utils"
 
 
@@ -131,8 +145,19 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     ref_env = dict(os.environ, PYTHONPATH=str(shim_dir))
     ref_cmd = [sys.executable, str(driver), str(metrics_dir), str(args.annotations), str(pred_file)]
-    avel_cmd = [sys.executable, "-m", "avel.cli.main", "eval", "--predictions", str(pred_file),
-                "--annotations", str(args.annotations), "--split", "test", "--json"]
+    avel_cmd = [
+        sys.executable,
+        "-m",
+        "avel.cli.main",
+        "eval",
+        "--predictions",
+        str(pred_file),
+        "--annotations",
+        str(args.annotations),
+        "--split",
+        "test",
+        "--json",
+    ]
     print(f"reference: UnAV {UNAV_COMMIT} libs/utils/metrics.py, ANETdetection defaults (num_workers=8)")
 
     ref_s, avel_s = [], []
@@ -155,8 +180,10 @@ def main() -> None:
     print(f"UnAV metrics.py: median {statistics.median(ref_s):.2f} s (min {min(ref_s):.2f}, max {max(ref_s):.2f})")
     print(f"avel eval      : median {statistics.median(avel_s):.2f} s (min {min(avel_s):.2f}, max {max(avel_s):.2f})")
     print(f"ratio UnAV / avel: median {statistics.median(ratios):.1f}x (range {min(ratios):.1f}-{max(ratios):.1f}x)")
-    print("mAP % (UnAV, avel) at tIoU 0.1..0.9, average: "
-          + ", ".join(f"{100 * a:.2f}/{100 * b:.2f}" for a, b in zip(ref_map, avel_map)))
+    print(
+        "mAP % (UnAV, avel) at tIoU 0.1..0.9, average: "
+        + ", ".join(f"{100 * a:.2f}/{100 * b:.2f}" for a, b in zip(ref_map, avel_map))
+    )
     print(f"max abs difference of the mAPs: {np.abs(ref_map - avel_map).max():.3g}")
 
 

@@ -42,6 +42,7 @@ included, on the same video):
 
 Random weights are used (``--preset full`` is the real architecture, UnAV-100 plan for i3d).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,8 +103,13 @@ class MemorySampler(threading.Thread):
             mem = [_memory_kib(p) for p in pids]
             p = self.peak
             if sum(m[1] for m in mem) > p["pss_total_kib"]:
-                self.breakdown = sorted(({"process": _process_name(pid), "pss_gib": _gib(m[1]), "rss_gib": _gib(m[0])}
-                                         for pid, m in zip(pids, mem)), key=lambda r: -r["pss_gib"])
+                self.breakdown = sorted(
+                    (
+                        {"process": _process_name(pid), "pss_gib": _gib(m[1]), "rss_gib": _gib(m[0])}
+                        for pid, m in zip(pids, mem)
+                    ),
+                    key=lambda r: -r["pss_gib"],
+                )
             p["pss_total_kib"] = max(p["pss_total_kib"], sum(m[1] for m in mem))
             p["rss_total_kib"] = max(p["rss_total_kib"], sum(m[0] for m in mem))
             p["rss_max_process_kib"] = max(p["rss_max_process_kib"], max(m[0] for m in mem))
@@ -137,16 +143,35 @@ def long_video(args, names: list[str], options: dict, work: Path) -> dict:
 
     t0 = time.perf_counter()
     if not (work / "data" / "videos").is_dir():  # a kept --work holds the same video already
-        generate(SynthConfig(kind="unav100", videos=1, seed=0, size=args.size, min_duration_s=args.long_video_s,
-                             max_duration_s=args.long_video_s), work / "data")
+        generate(
+            SynthConfig(
+                kind="unav100",
+                videos=1,
+                seed=0,
+                size=args.size,
+                min_duration_s=args.long_video_s,
+                max_duration_s=args.long_video_s,
+            ),
+            work / "data",
+        )
     gen_s = time.perf_counter() - t0
     (path,) = sorted((work / "data" / "videos").glob("*.mp4"))
     exts = build_stream_extractors(names, random_weights=True, preset=args.preset, overrides=options)
     runner = args.long_video_runner
-    cfg = ExtractConfig(dataset="folder", videos=str(path.parent), extractors=names, random_weights=True,
-                        preset=args.preset, extractor_options=options, out=str(work / runner), runner=runner,
-                        batch_size=args.batch_size, decode_workers=int(args.decode_workers.split(",")[0]),
-                        chunk_s=args.chunk_s, threads_per_actor=args.threads_per_actor)
+    cfg = ExtractConfig(
+        dataset="folder",
+        videos=str(path.parent),
+        extractors=names,
+        random_weights=True,
+        preset=args.preset,
+        extractor_options=options,
+        out=str(work / runner),
+        runner=runner,
+        batch_size=args.batch_size,
+        decode_workers=int(args.decode_workers.split(",")[0]),
+        chunk_s=args.chunk_s,
+        threads_per_actor=args.threads_per_actor,
+    )
     shutil.rmtree(work / runner, ignore_errors=True)
     writer = StoreWriter(work / runner, dataset="bench", streams={se.stream: se.spec() for se in exts})
     job = VideoJob(path.stem, path)
@@ -169,21 +194,35 @@ def long_video(args, names: list[str], options: dict, work: Path) -> dict:
         sampler.stop.set()
         sampler.join()
     peak = sampler.peak
-    return {"mode": "long_video", "runner": runner, "extractors": names, "preset": args.preset,
-            "options": options,
-            "video_s": args.long_video_s, "video_bytes": path.stat().st_size, "generate_s": round(gen_s, 1),
-            "chunk_s": args.chunk_s, "batch_size": args.batch_size, "decode_workers": cfg.decode_workers,
-            "threads_per_actor": pipe.threads if pipe else None, "startup_s": round(startup_s, 2),
-            "run_s": round(run_s, 2),
-            "windows": rep.windows, "videos_ok": rep.videos_ok, "failures": rep.failures,
-            "windows_per_s": round(rep.windows / run_s, 2),
-            "peak_memory_gib": {"pss_sum_all_processes": _gib(peak["pss_total_kib"]),
-                                "rss_sum_all_processes": _gib(peak["rss_total_kib"]),
-                                "rss_largest_process": _gib(peak["rss_max_process_kib"]),
-                                "processes": peak["processes"]},
-            "at_peak_per_process_gib": sampler.breakdown,
-            "memory_method": "/proc/<pid>/smaps_rollup of the driver and all its descendants every 0.2 s; "
-                             "PSS splits shared pages (object store) between the processes mapping them"}
+    return {
+        "mode": "long_video",
+        "runner": runner,
+        "extractors": names,
+        "preset": args.preset,
+        "options": options,
+        "video_s": args.long_video_s,
+        "video_bytes": path.stat().st_size,
+        "generate_s": round(gen_s, 1),
+        "chunk_s": args.chunk_s,
+        "batch_size": args.batch_size,
+        "decode_workers": cfg.decode_workers,
+        "threads_per_actor": pipe.threads if pipe else None,
+        "startup_s": round(startup_s, 2),
+        "run_s": round(run_s, 2),
+        "windows": rep.windows,
+        "videos_ok": rep.videos_ok,
+        "failures": rep.failures,
+        "windows_per_s": round(rep.windows / run_s, 2),
+        "peak_memory_gib": {
+            "pss_sum_all_processes": _gib(peak["pss_total_kib"]),
+            "rss_sum_all_processes": _gib(peak["rss_total_kib"]),
+            "rss_largest_process": _gib(peak["rss_max_process_kib"]),
+            "processes": peak["processes"],
+        },
+        "at_peak_per_process_gib": sampler.breakdown,
+        "memory_method": "/proc/<pid>/smaps_rollup of the driver and all its descendants every 0.2 s; "
+        "PSS splits shared pages (object store) between the processes mapping them",
+    }
 
 
 def run_video_features_reference(args, jobs: list, out_dir: Path) -> dict:
@@ -196,9 +235,18 @@ def run_video_features_reference(args, jobs: list, out_dir: Path) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(args.video_features_repo), *args.video_features_pythonpath])
     if args.ffmpeg_dir:
         env["PATH"] = os.pathsep.join([str(args.ffmpeg_dir), env.get("PATH", "")])
-    cmd = [sys.executable, str(Path(__file__).with_name("video_features_reference.py")), "--repo",
-           str(Path(args.video_features_repo).resolve()), "--out-dir", str(out_dir.resolve()), "--threads",
-           str(args.threads), "--make-random-weights", *(str(j.path.resolve()) for j in jobs)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).with_name("video_features_reference.py")),
+        "--repo",
+        str(Path(args.video_features_repo).resolve()),
+        "--out-dir",
+        str(out_dir.resolve()),
+        "--threads",
+        str(args.threads),
+        "--make-random-weights",
+        *(str(j.path.resolve()) for j in jobs),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"video_features failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -223,12 +271,17 @@ def compare_rows(vf_dir: Path, store) -> dict:
         spreads.append(ours.std(axis=0).mean())
         corr += [float(np.corrcoef(ours[i] - mean, theirs[i] - mean)[0, 1]) for i in range(n)]
     d = np.concatenate(diffs)
-    return {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
-            "row_spread_mean_std": float(np.mean(spreads)), "mean_correlation_of_deviations": float(np.mean(corr))}
+    return {
+        "max_abs_diff": float(d.max()),
+        "mean_abs_diff": float(d.mean()),
+        "row_spread_mean_std": float(np.mean(spreads)),
+        "mean_correlation_of_deviations": float(np.mean(corr)),
+    }
 
 
 def throughput(args, names: list[str], options: dict, work: Path) -> dict:
     import torch
+    from video_features_loop import run_video_features_loop
 
     from avel.datasets.store import FeatureStore, StoreWriter
     from avel.datasets.synth import SynthConfig, generate
@@ -237,18 +290,31 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
     from avel.pipeline.extract import ExtractConfig
     from avel.pipeline.jobs import VideoJob
     from avel.pipeline.ray_extract import RayExtraction
-    from video_features_loop import run_video_features_loop
 
     t0 = time.perf_counter()
-    generate(SynthConfig(kind="unav100", videos=args.videos, seed=0, size=args.size,
-                         min_duration_s=args.duration_s, max_duration_s=args.duration_s), work / "data")
+    generate(
+        SynthConfig(
+            kind="unav100",
+            videos=args.videos,
+            seed=0,
+            size=args.size,
+            min_duration_s=args.duration_s,
+            max_duration_s=args.duration_s,
+        ),
+        work / "data",
+    )
     gen_s = time.perf_counter() - t0
     jobs = [VideoJob(p.stem, p) for p in sorted((work / "data" / "videos").glob("*.mp4"))]
     results: dict[str, dict] = {}
 
     def record(name: str, seconds: float, windows: int, **extra) -> None:
-        results[name] = {"seconds": round(seconds, 3), "videos_per_s": round(len(jobs) / seconds, 3),
-                         "windows_per_s": round(windows / seconds, 3), "windows": windows, **extra}
+        results[name] = {
+            "seconds": round(seconds, 3),
+            "videos_per_s": round(len(jobs) / seconds, 3),
+            "windows_per_s": round(windows / seconds, 3),
+            "windows": windows,
+            **extra,
+        }
 
     weights: dict[str, str] = {}
     if args.video_features_repo:
@@ -261,8 +327,9 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
         shutil.copy(vf["checkpoint"], work / "weights" / "rgb_imagenet.pt")
         weights = {"i3d_rgb": str(work / "weights")}
         options = {**options, "i3d_rgb": {**options.get("i3d_rgb", {}), "bn_eps": 1e-5}}  # the hassony2 port's
-    exts = build_stream_extractors(names, weights=weights, random_weights=not weights, preset=args.preset,
-                                   overrides=options)
+    exts = build_stream_extractors(
+        names, weights=weights, random_weights=not weights, preset=args.preset, overrides=options
+    )
     specs = {se.stream: se.spec() for se in exts}
     request = decode_request(exts)
     cpu = torch.device("cpu")
@@ -288,8 +355,9 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
     rep = run_local(jobs, exts, writer, batch_size=1, decode_timeout_s=None, chunk_s=1e9)
     record("a2_sequential_our_decoder", time.perf_counter() - t0, rep.windows)
     if results["a_video_features"]["windows"] != rep.windows:
-        raise RuntimeError(f"(a) computed {results['a_video_features']['windows']} windows, (a2) {rep.windows}: "
-                           "not the same work")
+        raise RuntimeError(
+            f"(a) computed {results['a_video_features']['windows']} windows, (a2) {rep.windows}: not the same work"
+        )
     if args.video_features_repo:
         results["a_video_features"]["rows_vs_a2"] = compare_rows(work / "video_features", FeatureStore(work / "seq"))
 
@@ -298,29 +366,47 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
     decoded = []
     for j in jobs:
         d = decode_video(j.path, **request)
-        decoded.append([frames_for(d, se.extractor.decode_spec) if se.extractor.modality == "video"
-                        else torch.from_numpy(d.audio) for se in exts])
+        decoded.append(
+            [
+                frames_for(d, se.extractor.decode_spec)
+                if se.extractor.modality == "video"
+                else torch.from_numpy(d.audio)
+                for se in exts
+            ]
+        )
     record("b_decode", time.perf_counter() - t0, rep.windows)
 
     # (c) the models alone on pre-cut windows of all videos, fixed full batches (no per-video padding)
-    cut = [(se.extractor, torch.cat([se.extractor.windows(src[i]).data for src in decoded]))
-           for i, se in enumerate(exts)]
+    cut = [
+        (se.extractor, torch.cat([se.extractor.windows(src[i]).data for src in decoded])) for i, se in enumerate(exts)
+    ]
     del decoded
     n_windows = sum(w.shape[0] for _, w in cut)
     t0 = time.perf_counter()
     for ext, data in cut:
         for a in range(0, data.shape[0], args.batch_size):
-            extract_batch(ext, data[a:a + args.batch_size], batch_size=args.batch_size, device=cpu)
+            extract_batch(ext, data[a : a + args.batch_size], batch_size=args.batch_size, device=cpu)
     record("c_models", time.perf_counter() - t0, n_windows)
     del cut
 
     # (d) the Ray pipeline: start-up timed apart, then one steady-state run per decode-worker count
     workers = [int(n) for n in args.decode_workers.split(",")]
-    cfg = ExtractConfig(dataset="folder", videos=str(work / "data" / "videos"), extractors=names,
-                        weights=weights, random_weights=not weights, preset=args.preset, extractor_options=options, out=str(work / "ray"),
-                        runner="ray", batch_size=args.batch_size, decode_workers=max(workers),
-                        chunk_s=args.chunk_s, threads_per_actor=args.threads_per_actor,
-                        actors_per_extractor=args.actors)
+    cfg = ExtractConfig(
+        dataset="folder",
+        videos=str(work / "data" / "videos"),
+        extractors=names,
+        weights=weights,
+        random_weights=not weights,
+        preset=args.preset,
+        extractor_options=options,
+        out=str(work / "ray"),
+        runner="ray",
+        batch_size=args.batch_size,
+        decode_workers=max(workers),
+        chunk_s=args.chunk_s,
+        threads_per_actor=args.threads_per_actor,
+        actors_per_extractor=args.actors,
+    )
     t0 = time.perf_counter()
     cfg.cluster.init_ray()
     ray_init_s = time.perf_counter() - t0
@@ -334,10 +420,17 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
             rep = pipe.run(jobs, writer)
             seconds = time.perf_counter() - t0
             assert rep.videos_ok == len(jobs), rep.failures
-            record(f"d_ray_{n}_decode_workers", seconds, rep.windows,
-                   with_startup_s=round(seconds + ray_init_s + pool_s, 3),
-                   busy_s={"decode": round(rep.decode_s, 3), "extract": round(rep.extract_s, 3),
-                           "write": round(rep.write_s, 3)})
+            record(
+                f"d_ray_{n}_decode_workers",
+                seconds,
+                rep.windows,
+                with_startup_s=round(seconds + ray_init_s + pool_s, 3),
+                busy_s={
+                    "decode": round(rep.decode_s, 3),
+                    "extract": round(rep.extract_s, 3),
+                    "write": round(rep.write_s, 3),
+                },
+            )
         threads = pipe.threads
     finally:
         pipe.close()
@@ -345,23 +438,40 @@ def throughput(args, names: list[str], options: dict, work: Path) -> dict:
 
         ray.shutdown()
 
-    a, a2, b, c = (results[k]["seconds"] for k in ("a_video_features", "a2_sequential_our_decoder",
-                                                    "b_decode", "c_models"))
+    a, a2, b, c = (
+        results[k]["seconds"] for k in ("a_video_features", "a2_sequential_our_decoder", "b_decode", "c_models")
+    )
     ratios = {}
     for n in workers:
         d = results[f"d_ray_{n}_decode_workers"]["seconds"]
         d_startup = results[f"d_ray_{n}_decode_workers"]["with_startup_s"]
-        ratios[f"{n}_decode_workers"] = {"d_over_a": round(a / d, 3), "d_over_min_b_c": round(max(b, c) / d, 3),
-                                         "d_over_a2": round(a2 / d, 3), "d_with_startup_over_a": round(a / d_startup, 3),
-                                         "d_with_startup_over_a2": round(a2 / d_startup, 3)}
-    return {"mode": "throughput", "extractors": names, "preset": args.preset, "options": options,
-            "videos": len(jobs), "duration_s": args.duration_s, "size": args.size, "generate_s": round(gen_s, 1),
-            "batch_size": args.batch_size, "threads_a_c": args.threads, "actors_per_extractor": args.actors,
-            "threads_per_actor": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-            "chunk_s": args.chunk_s, "cpus": os.cpu_count(),
-            "startup": {"ray_init_s": round(ray_init_s, 2), "actors_and_warm_up_s": round(pool_s, 2)},
-            **results,
-            "ratios (throughput; d = steady state, start-up excluded)": ratios}
+        ratios[f"{n}_decode_workers"] = {
+            "d_over_a": round(a / d, 3),
+            "d_over_min_b_c": round(max(b, c) / d, 3),
+            "d_over_a2": round(a2 / d, 3),
+            "d_with_startup_over_a": round(a / d_startup, 3),
+            "d_with_startup_over_a2": round(a2 / d_startup, 3),
+        }
+    return {
+        "mode": "throughput",
+        "extractors": names,
+        "preset": args.preset,
+        "options": options,
+        "videos": len(jobs),
+        "duration_s": args.duration_s,
+        "size": args.size,
+        "generate_s": round(gen_s, 1),
+        "batch_size": args.batch_size,
+        "threads_a_c": args.threads,
+        "actors_per_extractor": args.actors,
+        "threads_per_actor": threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "chunk_s": args.chunk_s,
+        "cpus": os.cpu_count(),
+        "startup": {"ray_init_s": round(ray_init_s, 2), "actors_and_warm_up_s": round(pool_s, 2)},
+        **results,
+        "ratios (throughput; d = steady state, start-up excluded)": ratios,
+    }
 
 
 def main() -> None:
@@ -378,19 +488,36 @@ def main() -> None:
     ap.add_argument("--threads-per-actor", type=int, default=0, help="0: the CPUs divided among the actors")
     ap.add_argument("--actors", type=int, default=1, help="actors per extractor (d)")
     ap.add_argument("--chunk-s", type=float, default=30.0, help="the runners' default")
-    ap.add_argument("--long-video-s", type=float, default=0.0,
-                    help="measure peak memory of one video this long through the Ray runner instead")
-    ap.add_argument("--long-video-runner", default="ray", choices=["ray", "local"],
-                    help="the runner --long-video-s measures")
-    ap.add_argument("--video-features-repo", type=Path, default=None,
-                    help="a v-iashin/video_features checkout: (a) runs it (i3d_rgb only) instead of the re-creation")
-    ap.add_argument("--video-features-pythonpath", nargs="*", default=[],
-                    help="directories with video_features' other imports (cv2, omegaconf)")
+    ap.add_argument(
+        "--long-video-s",
+        type=float,
+        default=0.0,
+        help="measure peak memory of one video this long through the Ray runner instead",
+    )
+    ap.add_argument(
+        "--long-video-runner", default="ray", choices=["ray", "local"], help="the runner --long-video-s measures"
+    )
+    ap.add_argument(
+        "--video-features-repo",
+        type=Path,
+        default=None,
+        help="a v-iashin/video_features checkout: (a) runs it (i3d_rgb only) instead of the re-creation",
+    )
+    ap.add_argument(
+        "--video-features-pythonpath",
+        nargs="*",
+        default=[],
+        help="directories with video_features' other imports (cv2, omegaconf)",
+    )
     ap.add_argument("--ffmpeg-dir", type=Path, default=None, help="directory of an ffmpeg executable")
     ap.add_argument("--work", type=Path, default=None, help="keep the videos and stores here")
-    ap.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
-                    help="OpenMP idle threads sleep (PASSIVE) or spin (ACTIVE) in every stage (the actors "
-                         "inherit it); spinning threads are 10x slower on a busy machine")
+    ap.add_argument(
+        "--omp-wait-policy",
+        default="PASSIVE",
+        choices=["PASSIVE", "ACTIVE", "default"],
+        help="OpenMP idle threads sleep (PASSIVE) or spin (ACTIVE) in every stage (the actors "
+        "inherit it); spinning threads are 10x slower on a busy machine",
+    )
     args = ap.parse_args()
 
     if args.omp_wait_policy != "default":

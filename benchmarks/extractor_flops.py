@@ -8,6 +8,7 @@ for; extractors that take whole frames (flow) get 4:3 frames at their short side
 
     python benchmarks/extractor_flops.py            # JSON: GFLOPs per window, windows per video second
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,12 +44,16 @@ def count(name: str, preset: str) -> dict:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         ext.extract(x)
-    parts = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()
-             if k != "Global" and k.count(".") <= 1}  # modules and their children
-    return {"gflops_per_window": round(counter.get_total_flops() / 1e9, 2), "window_input": list(x.shape),
-            "plan": ext.plan.describe(), "windows_per_video_s": round(1 / ext.plan.step_seconds, 3),
-            "largest_parts_gflops": {k: round(v / 1e9, 1) for k, v in
-                                     sorted(parts.items(), key=lambda kv: -kv[1])[:3]}}
+    parts = {
+        k: sum(v.values()) for k, v in counter.get_flop_counts().items() if k != "Global" and k.count(".") <= 1
+    }  # modules and their children
+    return {
+        "gflops_per_window": round(counter.get_total_flops() / 1e9, 2),
+        "window_input": list(x.shape),
+        "plan": ext.plan.describe(),
+        "windows_per_video_s": round(1 / ext.plan.step_seconds, 3),
+        "largest_parts_gflops": {k: round(v / 1e9, 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3]},
+    }
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ speed-up, and how far the two settings' flows and rows are apart.
 
     python benchmarks/flow_pair_dedupe.py --preset full --batch 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ def moving_texture(frames: int, height: int, width: int, *, seed: int = 0) -> to
     """``T x H x W x 3`` uint8: a random texture shifted 2 px right and 1 px down per frame."""
     g = torch.Generator().manual_seed(seed)
     base = torch.randint(0, 256, (height + frames, width + 2 * frames, 3), dtype=torch.uint8, generator=g)
-    return torch.stack([base[frames - t:frames - t + height, 2 * (frames - t):2 * (frames - t) + width]
-                        for t in range(frames)])
+    return torch.stack(
+        [base[frames - t : frames - t + height, 2 * (frames - t) : 2 * (frames - t) + width] for t in range(frames)]
+    )
 
 
 def main() -> None:
@@ -40,16 +42,25 @@ def main() -> None:
     from avel.extractors.raft_flow import distinct_pairs
 
     torch.set_num_threads(args.threads)
-    exts = {dedupe: E.get("i3d_flow").random_init(preset=args.preset, seed=0, flow_pair_dedupe=dedupe,
-                                                  raft_pair_batch=args.raft_pair_batch)
-            for dedupe in (False, True)}
+    exts = {
+        dedupe: E.get("i3d_flow").random_init(
+            preset=args.preset, seed=0, flow_pair_dedupe=dedupe, raft_pair_batch=args.raft_pair_batch
+        )
+        for dedupe in (False, True)
+    }
     cfg = exts[True].config
     frames = moving_texture(cfg.stride_frames * (args.batch - 1) + cfg.window_frames + 1, args.height, args.width)
-    win = exts[True].windows(frames).data[:args.batch]  # B x (window + 1) x H x W x 3
-    report: dict = {"preset": args.preset, "windows": int(win.shape[0]), "frames": list(win.shape[1:4]),
-                    "window_frames": cfg.window_frames, "stride_frames": cfg.stride_frames,
-                    "num_flow_updates": cfg.num_flow_updates, "raft_pair_batch": args.raft_pair_batch,
-                    "threads": args.threads}
+    win = exts[True].windows(frames).data[: args.batch]  # B x (window + 1) x H x W x 3
+    report: dict = {
+        "preset": args.preset,
+        "windows": int(win.shape[0]),
+        "frames": list(win.shape[1:4]),
+        "window_frames": cfg.window_frames,
+        "stride_frames": cfg.stride_frames,
+        "num_flow_updates": cfg.num_flow_updates,
+        "raft_pair_batch": args.raft_pair_batch,
+        "threads": args.threads,
+    }
     rows, flows = {}, {}
     floats = win.permute(0, 1, 4, 2, 3).float()  # B x (window + 1) x 3 x H x W
     for dedupe, ext in exts.items():
@@ -64,10 +75,14 @@ def main() -> None:
             best = min(best, time.perf_counter() - t0)
         with torch.no_grad():
             flows[dedupe] = ext.window_flows(win, floats)
-        pairs = (len(distinct_pairs(win, shifts=(cfg.stride_frames, 0))[0]) if dedupe
-                 else win.shape[0] * cfg.window_frames)
+        pairs = (
+            len(distinct_pairs(win, shifts=(cfg.stride_frames, 0))[0]) if dedupe else win.shape[0] * cfg.window_frames
+        )
         report["dedupe" if dedupe else "every_pair"] = {
-            "seconds": round(best, 3), "windows_per_s": round(win.shape[0] / best, 4), "raft_pairs": int(pairs)}
+            "seconds": round(best, 3),
+            "windows_per_s": round(win.shape[0] / best, 4),
+            "raft_pairs": int(pairs),
+        }
     report["speedup"] = round(report["every_pair"]["seconds"] / report["dedupe"]["seconds"], 3)
     report["flow_max_abs_diff_px"] = float((flows[True] - flows[False]).abs().max())
     report["flow_std_px"] = float(flows[False].std())

@@ -22,6 +22,7 @@ it; the run takes the larger of the two. Printed as JSON.
 
 ``--device cpu --dry`` is a small mode for tests (tiny presets, a few windows, no nvidia-smi).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,9 +56,18 @@ class GpuSampler(threading.Thread):
     def run(self) -> None:
         if not self.available:
             return
-        self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
-                                      "--format=csv,noheader,nounits", f"-lms={self.period_ms}", "-i", "0"],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                "nvidia-smi",
+                "--query-gpu=utilization.gpu,memory.used",
+                "--format=csv,noheader,nounits",
+                f"-lms={self.period_ms}",
+                "-i",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for line in self.proc.stdout:
             try:
                 util, mem = (float(x) for x in line.split(","))
@@ -75,8 +85,12 @@ class GpuSampler(threading.Thread):
         if not s:
             return {"gpu_util_mean": None, "gpu_util_median": None, "memory_mib_peak": None, "samples": 0}
         utils = [u for u, _ in s]
-        return {"gpu_util_mean": round(statistics.fmean(utils), 1), "gpu_util_median": statistics.median(utils),
-                "memory_mib_peak": max(m for _, m in s), "samples": len(s)}
+        return {
+            "gpu_util_mean": round(statistics.fmean(utils), 1),
+            "gpu_util_median": statistics.median(utils),
+            "memory_mib_peak": max(m for _, m in s),
+            "samples": len(s),
+        }
 
 
 def clip_windows(ext, request: dict, clips: list[Path], limit: int | None, chunk_s: float = 30.0):
@@ -125,14 +139,18 @@ def measure_model(ext, windows, *, batch: int, device, amp: bool, seconds: float
     m0 = time.monotonic()
     while True:
         for a in range(0, windows.shape[0], batch):
-            extract_batch(ext, windows[a:a + batch], batch_size=batch, device=device, amp=amp)
+            extract_batch(ext, windows[a : a + batch], batch_size=batch, device=device, amp=amp)
             done += min(batch, windows.shape[0] - a)
         sync()
         if time.perf_counter() - t0 >= seconds:
             break
     elapsed = time.perf_counter() - t0
-    return {"windows": done, "seconds": round(elapsed, 3), "windows_per_s": round(done / elapsed, 2),
-            **sampler.stats(m0, time.monotonic())}
+    return {
+        "windows": done,
+        "seconds": round(elapsed, 3),
+        "windows_per_s": round(done / elapsed, 2),
+        **sampler.stats(m0, time.monotonic()),
+    }
 
 
 def run_pipeline(names: list[str], clips: list[Path], preset: str, device: str, work: Path) -> dict:
@@ -146,15 +164,28 @@ def run_pipeline(names: list[str], clips: list[Path], preset: str, device: str, 
             os.symlink(c.resolve(), videos / c.name)
     out = work / "store"
     shutil.rmtree(out, ignore_errors=True)
-    cfg = ExtractConfig(dataset="folder", videos=str(videos), out=str(out), extractors=names, random_weights=True,
-                        preset=preset, runner="ray" if device == "cuda" else "local",
-                        device=device, decode_workers=max(1, (os.cpu_count() or 2) - 1))
+    cfg = ExtractConfig(
+        dataset="folder",
+        videos=str(videos),
+        out=str(out),
+        extractors=names,
+        random_weights=True,
+        preset=preset,
+        runner="ray" if device == "cuda" else "local",
+        device=device,
+        decode_workers=max(1, (os.cpu_count() or 2) - 1),
+    )
     t0 = time.perf_counter()
     report = run_extract(cfg)
     seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 2), "windows": report["windows"],
-            "windows_per_s": round(report["windows"] / seconds, 2), "startup_s": report["startup_s"],
-            "settings": report["settings"], "failures": report["failures"][:3]}
+    return {
+        "seconds": round(seconds, 2),
+        "windows": report["windows"],
+        "windows_per_s": round(report["windows"] / seconds, 2),
+        "startup_s": report["startup_s"],
+        "settings": report["settings"],
+        "failures": report["failures"][:3],
+    }
 
 
 def main() -> None:
@@ -164,8 +195,12 @@ def main() -> None:
     ap.add_argument("--dry", action="store_true", help="tiny presets, a few windows: tests the script itself")
     ap.add_argument("--model-s", type=float, default=15.0, help="seconds per model measurement")
     ap.add_argument("--batch-size", type=int, default=0, help="0: the extractor's gpu/cpu batch size")
-    ap.add_argument("--decode-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                    help="cores that would decode beside the GPU")
+    ap.add_argument(
+        "--decode-workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="cores that would decode beside the GPU",
+    )
     ap.add_argument("--extractors", default=",".join(EXTRACTORS))
     ap.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--work", type=Path, default=None)
@@ -185,26 +220,37 @@ def main() -> None:
     sampler = GpuSampler()
     sampler.start()
     t_start = time.perf_counter()
-    result: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-                    "cpus": os.cpu_count(), "decode_workers": args.decode_workers, "preset": preset,
-                    "clips": [c.name for c in args.clips], "nvidia_smi": sampler.available, "extractors": {}}
+    result: dict = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "cpus": os.cpu_count(),
+        "decode_workers": args.decode_workers,
+        "preset": preset,
+        "clips": [c.name for c in args.clips],
+        "nvidia_smi": sampler.available,
+        "extractors": {},
+    }
     try:
         for name in names:
             (se,) = build_stream_extractors([name], random_weights=True, preset=preset, device=device)
             ext = se.extractor
             batch = args.batch_size or (ext.gpu_batch_size if device.type == "cuda" else ext.cpu_batch_size)
-            windows, decode_s, n_windows = clip_windows(ext, decode_request([se]), args.clips, limit,
-                                                        chunk_s=2.0 if args.dry else 30.0)
+            windows, decode_s, n_windows = clip_windows(
+                ext, decode_request([se]), args.clips, limit, chunk_s=2.0 if args.dry else 30.0
+            )
             decode_rate = n_windows / decode_s  # windows/s, one process
-            row = {"batch_size": batch, "clip_windows": n_windows,
-                   "decode_windows_per_s_per_core": round(decode_rate, 2),
-                   "decode_windows_per_s_all_workers": round(decode_rate * args.decode_workers, 2)}
+            row = {
+                "batch_size": batch,
+                "clip_windows": n_windows,
+                "decode_windows_per_s_per_core": round(decode_rate, 2),
+                "decode_windows_per_s_all_workers": round(decode_rate * args.decode_workers, 2),
+            }
             for precision, amp in (("fp32", False), ("bf16", True)):
                 if amp and device.type != "cuda":
                     continue  # bf16 autocast is a CUDA path in the pipeline
                 m = measure_model(ext, windows, batch=batch, device=device, amp=amp, seconds=model_s, sampler=sampler)
-                m["bound"] = ("decode-bound" if row["decode_windows_per_s_all_workers"] < m["windows_per_s"]
-                              else "model-bound")
+                m["bound"] = (
+                    "decode-bound" if row["decode_windows_per_s_all_workers"] < m["windows_per_s"] else "model-bound"
+                )
                 row[precision] = m
             result["extractors"][name] = row
             del ext, se, windows
@@ -221,14 +267,17 @@ def main() -> None:
     gpu_s = sum(windows / r[best]["windows_per_s"] for r in result["extractors"].values())
     decode_s = sum(windows / r["decode_windows_per_s_all_workers"] for r in result["extractors"].values())
     result["unav100_estimate"] = {
-        "videos": UNAV100_VIDEOS, "video_hours": round(UNAV100_VIDEO_S / 3600, 1),
-        "windows_per_stream": int(windows), "precision": best, "streams": names,
+        "videos": UNAV100_VIDEOS,
+        "video_hours": round(UNAV100_VIDEO_S / 3600, 1),
+        "windows_per_stream": int(windows),
+        "precision": best,
+        "streams": names,
         "model_hours": round(gpu_s / 3600, 2),
         "decode_hours_with_decode_workers": round(decode_s / 3600, 2),
         "estimate_hours": round(max(gpu_s, decode_s) / 3600, 2),
         "bound": "decode" if decode_s > gpu_s else "model",
         "note": "decode counted per stream (each extractor's own decode request); one decode per video for "
-                "all streams would cost less",
+        "all streams would cost less",
     }
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(result, indent=1))

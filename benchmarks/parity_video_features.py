@@ -38,6 +38,7 @@ What runs as the reference, per stream:
 
 Results are cached under ``CACHE`` (delete a file to recompute it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,16 +68,25 @@ def _raft_tv_key(key: str) -> str | None:
             layer, block, name = rest[0], rest[1], rest[2]
             if name == "norm3":
                 return None  # princeton registers the downsample norm twice (norm3 and downsample.1)
-            sub = {"conv1": "convnormrelu1.0", "norm1": "convnormrelu1.1", "conv2": "convnormrelu2.0",
-                   "norm2": "convnormrelu2.1"}.get(name)
+            sub = {
+                "conv1": "convnormrelu1.0",
+                "norm1": "convnormrelu1.1",
+                "conv2": "convnormrelu2.0",
+                "norm2": "convnormrelu2.1",
+            }.get(name)
             if sub is None:  # downsample.0 / downsample.1
                 return ".".join([enc[parts[0]], layer, block, *rest[2:]])
             return ".".join([enc[parts[0]], layer, block, sub, *rest[3:]])
     if parts[0] == "update_block":
         mod, name, leaf = parts[1], parts[2], parts[3:]
         if mod == "encoder":
-            sub = {"convc1": "convcorr1.0", "convc2": "convcorr2.0", "convf1": "convflow1.0",
-                   "convf2": "convflow2.0", "conv": "conv.0"}[name]
+            sub = {
+                "convc1": "convcorr1.0",
+                "convc2": "convcorr2.0",
+                "convf1": "convflow1.0",
+                "convf2": "convflow2.0",
+                "conv": "conv.0",
+            }[name]
             return ".".join(["update_block.motion_encoder", sub, *leaf])
         if mod == "gru":
             return ".".join(["update_block.recurrent_block", f"convgru{name[-1]}", name[:-1], *leaf])
@@ -119,10 +129,22 @@ def reference_main(args: argparse.Namespace) -> None:
 
         _install_i3d_weights(weights)
         stream = args.job.split("_")[1]
-        cfg = OmegaConf.create({
-            "feature_type": "i3d", "streams": stream, "flow_type": "raft", "stack_size": 24, "step_size": 8,
-            "extraction_fps": 25, "device": "cpu", "on_extraction": "save_numpy", "output_path": str(tmp),
-            "tmp_path": str(tmp), "keep_tmp_files": False, "show_pred": False})
+        cfg = OmegaConf.create(
+            {
+                "feature_type": "i3d",
+                "streams": stream,
+                "flow_type": "raft",
+                "stack_size": 24,
+                "step_size": 8,
+                "extraction_fps": 25,
+                "device": "cpu",
+                "on_extraction": "save_numpy",
+                "output_path": str(tmp),
+                "tmp_path": str(tmp),
+                "keep_tmp_files": False,
+                "show_pred": False,
+            }
+        )
         rows = ExtractI3D(cfg).extract(video)[stream]
     elif args.job == "vggish":
         from models.vggish import extract_vggish as ev
@@ -134,9 +156,17 @@ def reference_main(args: argparse.Namespace) -> None:
             return {"model": model.eval()}
 
         ev.ExtractVGGish.load_model = load_model
-        cfg = OmegaConf.create({"feature_type": "vggish", "device": "cpu", "on_extraction": "save_numpy",
-                                "output_path": str(tmp), "tmp_path": str(tmp), "keep_tmp_files": False,
-                                "show_pred": False})
+        cfg = OmegaConf.create(
+            {
+                "feature_type": "vggish",
+                "device": "cpu",
+                "on_extraction": "save_numpy",
+                "output_path": str(tmp),
+                "tmp_path": str(tmp),
+                "keep_tmp_files": False,
+                "show_pred": False,
+            }
+        )
         rows = ev.ExtractVGGish(cfg).extract(video)["vggish"]
     elif args.job == "vgg19":
         rows = _reference_vgg19(video, weights, tmp)
@@ -203,7 +233,7 @@ def _reference_weights(weights: Path, videos: list[Path], flow_seconds: float) -
             frames.append(torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float())
         cap.release()
         for start in np.linspace(0, len(frames) - 26, 4).astype(int):
-            windows.append(torch.stack(frames[start:start + 25]))  # 25 x 3 x H x W in [0, 255]
+            windows.append(torch.stack(frames[start : start + 25]))  # 25 x 3 x H x W in [0, 255]
     for stream in ("rgb", "flow"):
         if (weights / f"i3d_{stream}.pt").exists():
             continue
@@ -227,7 +257,7 @@ def _reference_weights(weights: Path, videos: list[Path], flow_seconds: float) -
                     x = x.clamp(-20, 20)
                     x = (128 + 255 / 40 * x).round()
                 h, wd = x.shape[-2:]
-                x = x[..., (h - 224) // 2:(h - 224) // 2 + 224, (wd - 224) // 2:(wd - 224) // 2 + 224]
+                x = x[..., (h - 224) // 2 : (h - 224) // 2 + 224, (wd - 224) // 2 : (wd - 224) // 2 + 224]
                 x = (2 * x / 255 - 1).permute(1, 0, 2, 3).unsqueeze(0)  # 1 x C x T x 224 x 224
                 net(x, features=True)
         torch.save(net.state_dict(), weights / f"i3d_{stream}.pt")
@@ -253,7 +283,7 @@ def _reference_vgg19(video: str, weights: Path, tmp: Path):
             maps.append(features(x))  # N x 512 x 7 x 7
     maps = torch.cat(maps)
     n = maps.shape[0] // 16
-    return maps[:n * 16].reshape(n, 16, *maps.shape[1:]).mean(1).permute(0, 2, 3, 1).numpy()
+    return maps[: n * 16].reshape(n, 16, *maps.shape[1:]).mean(1).permute(0, 2, 3, 1).numpy()
 
 
 # -- the driver --------------------------------------------------------------------------------
@@ -262,11 +292,30 @@ def _ffmpeg(setup: Path) -> str:
 
 
 def _run_reference(args, job: str, inputs: list[Path], out: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=f"{args.setup / 'vf'}:{args.setup / 'deps'}",
-               PATH=f"{args.setup / 'bin'}:{os.environ.get('PATH', '')}")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "reference", "--job", job,
-           "--vf", str(args.setup / "vf"), "--weights", str(args.cache / "weights"), "--out", str(out),
-           "--threads", str(args.threads), "--flow-seconds", str(args.flow_seconds), *map(str, inputs)]
+    env = dict(
+        os.environ,
+        PYTHONPATH=f"{args.setup / 'vf'}:{args.setup / 'deps'}",
+        PATH=f"{args.setup / 'bin'}:{os.environ.get('PATH', '')}",
+    )
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--role",
+        "reference",
+        "--job",
+        job,
+        "--vf",
+        str(args.setup / "vf"),
+        "--weights",
+        str(args.cache / "weights"),
+        "--out",
+        str(out),
+        "--threads",
+        str(args.threads),
+        "--flow-seconds",
+        str(args.flow_seconds),
+        *map(str, inputs),
+    ]
     subprocess.run(cmd, check=True, env=env)
 
 
@@ -282,14 +331,21 @@ def _avel_rows(args, stream: str, video: Path, **options):
     if stream == "i3d_rgb":
         ext = E.get("i3d_rgb").from_checkpoint(w / "i3d_rgb.pt", **options)
     elif stream == "i3d_flow":
-        ext = E.get("i3d_flow").from_checkpoint({"flow": w / "i3d_flow.pt",
-                                                 "raft": w / "raft_large_C_T_SKHT_V1-0b8c9e55.pth"}, **options)
+        ext = E.get("i3d_flow").from_checkpoint(
+            {"flow": w / "i3d_flow.pt", "raft": w / "raft_large_C_T_SKHT_V1-0b8c9e55.pth"}, **options
+        )
     elif stream == "vggish":
         ext = E.get("vggish").from_checkpoint(w / "vggish.pth")
     else:
         ext = E.get("vgg19").from_checkpoint(w / "vgg19-dcbb9e9d.pth", **options)
-    rows, _, errors, _ = extract_video_chunked(video, [StreamExtractor(stream, ext)], chunk_s=30.0,
-                                               batch_size=4, device=torch.device("cpu"), decode_timeout_s=None)
+    rows, _, errors, _ = extract_video_chunked(
+        video,
+        [StreamExtractor(stream, ext)],
+        chunk_s=30.0,
+        batch_size=4,
+        device=torch.device("cpu"),
+        decode_timeout_s=None,
+    )
     if errors:
         raise RuntimeError(f"{video}: {errors}")
     return rows[stream].reshape(rows[stream].shape[0], -1)
@@ -313,12 +369,19 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("parity-cache"))
     ap.add_argument("--streams", default=",".join(STREAMS))
     ap.add_argument("--flow-seconds", type=float, default=4.0, help="flow on the first N seconds of each video")
-    ap.add_argument("--clip-seconds", type=float, default=0.0,
-                    help="I3D RGB and VGG-19 on the first N seconds of each video (0: whole videos)")
+    ap.add_argument(
+        "--clip-seconds",
+        type=float,
+        default=0.0,
+        help="I3D RGB and VGG-19 on the first N seconds of each video (0: whole videos)",
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--old", action="store_true",
-                    help="also avel with the previous rule and resize (frame_selection=previous, resize=torch)")
+    ap.add_argument(
+        "--old",
+        action="store_true",
+        help="also avel with the previous rule and resize (frame_selection=previous, resize=torch)",
+    )
     # reference role
     ap.add_argument("--job")
     ap.add_argument("--vf", type=Path)
@@ -337,25 +400,34 @@ def main() -> None:
     for name in SAMPLES:
         path = videos_dir / f"{name}.mp4"
         if not path.exists():
-            blob = subprocess.run(["git", "-C", str(args.samples_from), "show", f"HEAD:sample/{name}.mp4"],
-                                  check=True, capture_output=True).stdout
+            blob = subprocess.run(
+                ["git", "-C", str(args.samples_from), "show", f"HEAD:sample/{name}.mp4"],
+                check=True,
+                capture_output=True,
+            ).stdout
             path.write_bytes(blob)
         originals.append(path)
 
     def derived(src: Path, tag: str, ffargs: list[str]) -> Path:
         out = videos_dir / f"{src.stem}_{tag}.mp4"
         if not out.exists():
-            subprocess.run([_ffmpeg(args.setup), "-hide_banner", "-loglevel", "error", "-y", "-i", str(src),
-                            *ffargs, str(out)], check=True)
+            subprocess.run(
+                [_ffmpeg(args.setup), "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), *ffargs, str(out)],
+                check=True,
+            )
         return out
 
     # video_features' own re-encode command (utils/io.py reencode_video_with_diff_fps)
     reencode = lambda src: derived(src, "reenc25", ["-filter:v", "fps=fps=25"])  # noqa: E731
+
     def subclip(src: Path, seconds: float) -> Path:  # lossless: the same frames and timestamps
         if not seconds:
             return src
-        return derived(src, f"first{seconds:g}s", ["-t", f"{seconds:g}", "-c:v", "libx264", "-qp", "0",
-                                                   "-fps_mode", "passthrough", "-c:a", "copy"])
+        return derived(
+            src,
+            f"first{seconds:g}s",
+            ["-t", f"{seconds:g}", "-c:v", "libx264", "-qp", "0", "-fps_mode", "passthrough", "-c:a", "copy"],
+        )
 
     if not (args.cache / "weights" / "i3d_flow.pt").exists():
         _run_reference(args, "weights", originals, args.cache / "weights" / "done")
@@ -380,22 +452,33 @@ def main() -> None:
                     else:
                         _run_reference(args, stream, [path], out)
                 feats[tool] = np.load(out)
-            results.append({"video": src.stem, "stream": stream, "clip_s": seconds,
-                            "rows_avel": len(feats["avel"]), "rows_ref": len(feats["ref"]),
-                            "ratio": _ratio(feats["avel"], feats["ref"]),
-                            "floor": _ratio(feats["ref_reenc"], feats["ref"]),
-                            "ratio_old": _ratio(feats["avel_old"], feats["ref"]) if "avel_old" in feats else None})
+            results.append(
+                {
+                    "video": src.stem,
+                    "stream": stream,
+                    "clip_s": seconds,
+                    "rows_avel": len(feats["avel"]),
+                    "rows_ref": len(feats["ref"]),
+                    "ratio": _ratio(feats["avel"], feats["ref"]),
+                    "floor": _ratio(feats["ref_reenc"], feats["ref"]),
+                    "ratio_old": _ratio(feats["avel_old"], feats["ref"]) if "avel_old" in feats else None,
+                }
+            )
     if args.json:
         print(json.dumps(results, indent=1))
         return
     old = any(r["ratio_old"] is not None for r in results)
-    print(f"{'video':<16}{'stream':<10}{'rows avel/ref':>14}{'ratio':>8}{'floor':>8}{'ratio/floor':>13}"
-          + (f"{'old ratio/floor':>17}" if old else ""))
+    print(
+        f"{'video':<16}{'stream':<10}{'rows avel/ref':>14}{'ratio':>8}{'floor':>8}{'ratio/floor':>13}"
+        + (f"{'old ratio/floor':>17}" if old else "")
+    )
     for r in results:
         clip = f"  (first {r['clip_s']:g} s)" if r["clip_s"] else ""
         extra = (f"{r['ratio_old'] / r['floor']:>17.2f}" if r["ratio_old"] is not None else f"{'-':>17}") if old else ""
-        print(f"{r['video']:<16}{r['stream']:<10}{r['rows_avel']:>7}/{r['rows_ref']:<6}{r['ratio']:>8.3f}"
-              f"{r['floor']:>8.3f}{r['ratio'] / r['floor']:>13.2f}{extra}{clip}")
+        print(
+            f"{r['video']:<16}{r['stream']:<10}{r['rows_avel']:>7}/{r['rows_ref']:<6}{r['ratio']:>8.3f}"
+            f"{r['floor']:>8.3f}{r['ratio'] / r['floor']:>13.2f}{extra}{clip}"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ processes (wall time as a user sees it, imports included) and, in this process, 
 :func:`avel.training.predict.predict`: reading the card and building the extractors, extraction
 (local runner), loading the model, prediction + figure. Prints seconds per stage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,27 @@ def main() -> None:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "avel.cli.main", "predict", str(args.run), str(args.video),
-                            "--out", tmp, *flags], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "avel.cli.main",
+                    "predict",
+                    str(args.run),
+                    str(args.video),
+                    "--out",
+                    tmp,
+                    *flags,
+                ],
+                check=True,
+                capture_output=True,
+            )
             walls.append(time.perf_counter() - t0)
-    print(f"avel predict, one video, fresh process: wall {min(walls):.2f} s (min of {len(walls)}; all "
-          + ", ".join(f"{w:.2f}" for w in walls) + ")")
+    print(
+        f"avel predict, one video, fresh process: wall {min(walls):.2f} s (min of {len(walls)}; all "
+        + ", ".join(f"{w:.2f}" for w in walls)
+        + ")"
+    )
 
     import torch
 
@@ -44,16 +61,19 @@ def main() -> None:
         card = P.read_model_card(args.run)
         extractors = P.run_extractors(card, random_weights=args.random_weights, device="cpu")
         t1 = time.perf_counter()
-        P.predict(args.run, [args.video], Path(tmp) / "a", random_weights=args.random_weights, device="cpu",
-                  plots=False)
+        P.predict(
+            args.run, [args.video], Path(tmp) / "a", random_weights=args.random_weights, device="cpu", plots=False
+        )
         t2 = time.perf_counter()
         P.load_run_model(args.run, torch.device("cpu"))
         t3 = time.perf_counter()
         P.predict(args.run, [args.video], Path(tmp) / "a", random_weights=args.random_weights, device="cpu")
         t4 = time.perf_counter()
-    print(f"in-process stages: card + extractors {t1 - t0:.2f} s; predict without figure (extractors again, "
-          f"extraction, model, results) {t2 - t1:.2f} s; model load alone {t3 - t2:.2f} s; rerun with the "
-          f"features already extracted + figure {t4 - t3:.2f} s  [{len(extractors)} streams]")
+    print(
+        f"in-process stages: card + extractors {t1 - t0:.2f} s; predict without figure (extractors again, "
+        f"extraction, model, results) {t2 - t1:.2f} s; model load alone {t3 - t2:.2f} s; rerun with the "
+        f"features already extracted + figure {t4 - t3:.2f} s  [{len(extractors)} streams]"
+    )
 
 
 if __name__ == "__main__":

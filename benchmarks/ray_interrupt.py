@@ -13,6 +13,7 @@ was gone (``linger_s``), plus which processes it listened with (loopback only, L
 
 Linux only (reads /proc).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ def children_map() -> dict[int, list[int]]:
             stat = Path(f"/proc/{d}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] != "Z":
             kids.setdefault(int(fields[1]), []).append(int(d))
     return kids
@@ -60,7 +61,7 @@ def start_time(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
@@ -104,7 +105,7 @@ def listening_sockets(pids: set[int]) -> list[tuple[str, int, int]]:
                 continue
             ip_hex, port_hex = f[1].split(":")
             raw = bytes.fromhex(ip_hex)
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # per 32-bit word, little endian
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # per 32-bit word, little endian
             out.append((socket.inet_ntop(family, raw), int(port_hex, 16), inodes[f[9]]))
     return out
 
@@ -116,19 +117,51 @@ def is_loopback(ip: str) -> bool:
 def make_videos(root: Path, n: int) -> Path:
     from avel.datasets.synth import SynthConfig, generate
 
-    generate(SynthConfig(kind="unav100", videos=n, seed=3, size=64, min_duration_s=2.0, max_duration_s=4.0,
-                         num_classes=3), root)
+    generate(
+        SynthConfig(kind="unav100", videos=n, seed=3, size=64, min_duration_s=2.0, max_duration_s=4.0, num_classes=3),
+        root,
+    )
     return root / "videos"
 
 
-def interrupt_trial(videos: Path, out: Path, *, sig: int, after_s: float = 3.0, timeout_s: float = 180.0,
-                    extra_args: tuple[str, ...] = ()) -> dict:
+def interrupt_trial(
+    videos: Path,
+    out: Path,
+    *,
+    sig: int,
+    after_s: float = 3.0,
+    timeout_s: float = 180.0,
+    extra_args: tuple[str, ...] = (),
+) -> dict:
     """One run of ``avel extract --runner ray --json`` interrupted by ``sig`` (see the module doc)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "avel.cli.main", "extract", "--dataset", "folder", "--videos", str(videos),
-           "--extractors", "vggish", "--preset", "tiny", "--random-weights", "--runner", "ray", "--json",
-           "--decode-workers", "1", "--actors-per-extractor", "1", "--threads-per-actor", "1",
-           "--out", str(out), *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "avel.cli.main",
+        "extract",
+        "--dataset",
+        "folder",
+        "--videos",
+        str(videos),
+        "--extractors",
+        "vggish",
+        "--preset",
+        "tiny",
+        "--random-weights",
+        "--runner",
+        "ray",
+        "--json",
+        "--decode-workers",
+        "1",
+        "--actors-per-extractor",
+        "1",
+        "--threads-per-actor",
+        "1",
+        "--out",
+        str(out),
+        *extra_args,
+    ]
     names: dict[int, str] = {}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
     seen: dict[int, int] = {}  # pid -> start time
@@ -174,11 +207,18 @@ def interrupt_trial(videos: Path, out: Path, *, sig: int, after_s: float = 3.0, 
     linger_s = time.monotonic() - t_sig
     alive = sorted({process_name(p) for p, st in seen.items() if start_time(p) == st})
     stdout, stderr = proc.communicate(timeout=30)
-    return {"signal": signal.Signals(sig).name, "exit_code": proc.returncode, "exit_s": round(exited_s or -1, 2),
-            "linger_s": round(linger_s, 2), "processes_seen": len(seen),
-            "gone_s": sorted((s, names.get(p, "?")) for p, s in gone_s.items()), "still_alive": alive,
-            "listening": [(ip, port, process_name(pid)) for ip, port, pid in sockets],
-            "stdout": stdout.decode(errors="replace")[-500:], "stderr_tail": stderr.decode(errors="replace")[-800:]}
+    return {
+        "signal": signal.Signals(sig).name,
+        "exit_code": proc.returncode,
+        "exit_s": round(exited_s or -1, 2),
+        "linger_s": round(linger_s, 2),
+        "processes_seen": len(seen),
+        "gone_s": sorted((s, names.get(p, "?")) for p, s in gone_s.items()),
+        "still_alive": alive,
+        "listening": [(ip, port, process_name(pid)) for ip, port, pid in sockets],
+        "stdout": stdout.decode(errors="replace")[-500:],
+        "stderr_tail": stderr.decode(errors="replace")[-800:],
+    }
 
 
 def main() -> None:
@@ -190,15 +230,24 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         videos = make_videos(Path(tmp) / "data", args.videos)
-        trials = [interrupt_trial(videos, Path(tmp) / f"store{i}", sig=getattr(signal, f"SIG{args.signal}"),
-                                  after_s=args.after_s) for i in range(args.trials)]
+        trials = [
+            interrupt_trial(
+                videos, Path(tmp) / f"store{i}", sig=getattr(signal, f"SIG{args.signal}"), after_s=args.after_s
+            )
+            for i in range(args.trials)
+        ]
     for t in trials:
         t.pop("stdout"), t.pop("stderr_tail")
-    print(json.dumps({"trials": trials,
-                      "linger_s": {"min": min(t["linger_s"] for t in trials),
-                                   "max": max(t["linger_s"] for t in trials)},
-                      "all_loopback": all(is_loopback(ip) for t in trials for ip, _, _ in t["listening"])},
-                     indent=1))
+    print(
+        json.dumps(
+            {
+                "trials": trials,
+                "linger_s": {"min": min(t["linger_s"] for t in trials), "max": max(t["linger_s"] for t in trials)},
+                "all_loopback": all(is_loopback(ip) for t in trials for ip, _, _ in t["listening"]),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ pipeline; unfused, and fused as the pipeline runs it). Prints one JSON line per
 run, then a summary per configuration: windows/s (median, min-max), the ratio to
 video_features (median, min-max) and the load average seen during the runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,16 @@ AVEL_FLAGS = {
     "avel-ray": ["--runner", "ray"],
     "avel-b32": ["--runner", "local", "--batch-size", "32"],
     "avel-tuned": ["--runner", "local", "--batch-size", "2"],
-    "avel-ray-tuned": ["--runner", "ray", "--actors-per-extractor", "2", "--threads-per-actor", "1",
-                       "--batch-size", "2"],
+    "avel-ray-tuned": [
+        "--runner",
+        "ray",
+        "--actors-per-extractor",
+        "2",
+        "--threads-per-actor",
+        "1",
+        "--batch-size",
+        "2",
+    ],
 }
 
 
@@ -62,8 +71,9 @@ def fetch_samples(videos: Path, source: str) -> list[Path]:
             if src.is_file():
                 shutil.copyfile(src, dst)
             else:
-                blob = subprocess.run(["git", "-C", source, "show", f"HEAD:sample/{name}.mp4"], capture_output=True,
-                                      check=True).stdout
+                blob = subprocess.run(
+                    ["git", "-C", source, "show", f"HEAD:sample/{name}.mp4"], capture_output=True, check=True
+                ).stdout
                 dst.write_bytes(blob)
         out.append(dst)
     return out
@@ -78,8 +88,16 @@ def vf_env(vf_dir: Path) -> dict[str, str]:
 
 def make_weights(vf_dir: Path) -> Path:
     """Random I3D RGB weights in video_features' layout, where its main.py loads them."""
-    cmd = [sys.executable, str(REPO / "benchmarks" / "video_features_reference.py"), "--repo", str(vf_dir / "vf"),
-           "--out-dir", str(vf_dir / "unused"), "--make-random-weights", "--weights-only"]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "video_features_reference.py"),
+        "--repo",
+        str(vf_dir / "vf"),
+        "--out-dir",
+        str(vf_dir / "unused"),
+        "--make-random-weights",
+        "--weights-only",
+    ]
     done = subprocess.run(cmd, env=vf_env(vf_dir), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"writing video_features' random checkpoint failed:\n{done.stderr[-3000:]}")
@@ -89,9 +107,20 @@ def make_weights(vf_dir: Path) -> Path:
 def run_vf(vf_dir: Path, videos: list[Path], out: Path) -> tuple[float, int]:
     """video_features' main.py on the videos; (seconds, windows written)."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "main.py", "feature_type=i3d", "streams=rgb", "device=cpu", "stack_size=24",
-           "step_size=8", "extraction_fps=25", "on_extraction=save_numpy", f"output_path={out}",
-           f"tmp_path={out / 'tmp'}", f"video_paths=[{','.join(str(v) for v in videos)}]"]
+    cmd = [
+        sys.executable,
+        "main.py",
+        "feature_type=i3d",
+        "streams=rgb",
+        "device=cpu",
+        "stack_size=24",
+        "step_size=8",
+        "extraction_fps=25",
+        "on_extraction=save_numpy",
+        f"output_path={out}",
+        f"tmp_path={out / 'tmp'}",
+        f"video_paths=[{','.join(str(v) for v in videos)}]",
+    ]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=vf_dir / "vf", env=vf_env(vf_dir), capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
@@ -101,8 +130,9 @@ def run_vf(vf_dir: Path, videos: list[Path], out: Path) -> tuple[float, int]:
 
     files = sorted(out.rglob("*_rgb.npy"))
     if len(files) != len(videos):
-        raise SystemExit(f"video_features wrote {len(files)} feature files for {len(videos)} videos:\n"
-                         f"{done.stdout[-2000:]}")
+        raise SystemExit(
+            f"video_features wrote {len(files)} feature files for {len(videos)} videos:\n{done.stdout[-2000:]}"
+        )
     return seconds, sum(int(np.load(f).shape[0]) for f in files)
 
 
@@ -125,8 +155,17 @@ def run_forward(ckpt: Path, fused: bool, windows: int) -> tuple[float, int]:
     """The bare forward in a fresh process (see :func:`forward_only`); (seconds, windows)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    cmd = [sys.executable, __file__, "--forward-only", str(ckpt), "--forward-windows", str(windows),
-           *(["--fused"] if fused else []), "--vf-dir", "unused"]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--forward-only",
+        str(ckpt),
+        "--forward-windows",
+        str(windows),
+        *(["--fused"] if fused else []),
+        "--vf-dir",
+        "unused",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     out = json.loads(done.stdout.strip().splitlines()[-1])
     return out["seconds"], out["windows"]
@@ -141,12 +180,13 @@ def forward_only(ckpt: Path, fused: bool, windows: int) -> None:
     ext = E.get("i3d_rgb").from_checkpoint(ckpt, bn_eps=1e-5)
     if fused:
         ext.fuse_for_inference()
-    x = torch.randint(0, 256, (windows + 1, 24, 224, 224, 3), dtype=torch.uint8,
-                      generator=torch.Generator().manual_seed(0))
+    x = torch.randint(
+        0, 256, (windows + 1, 24, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     ext.extract(x[:1])  # first-call costs
     t0 = time.perf_counter()
     for i in range(1, windows + 1):
-        ext.extract(x[i:i + 1])
+        ext.extract(x[i : i + 1])
     print(json.dumps({"seconds": time.perf_counter() - t0, "windows": windows, "threads": torch.get_num_threads()}))
 
 
@@ -157,20 +197,29 @@ def summary(runs: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for config in dict.fromkeys(r["config"] for r in runs):
         rates = [r["windows_per_s"] for r in runs if r["config"] == config]
-        ratios = [rd[config]["windows_per_s"] / rd["vf"]["windows_per_s"] for rd in by_round.values()
-                  if config in rd and "vf" in rd]
+        ratios = [
+            rd[config]["windows_per_s"] / rd["vf"]["windows_per_s"]
+            for rd in by_round.values()
+            if config in rd and "vf" in rd
+        ]
         loads = [r["load_before"] for r in runs if r["config"] == config]
         if config == "one-window":
             over = [r["overhead_s"] for r in runs if r["config"] == config]
-            out[config] = {"seconds": [r["seconds"] for r in runs if r["config"] == config],
-                           "overhead_s_median": round(statistics.median(over), 2),
-                           "overhead_s_min_max": [min(over), max(over)], "load_average_min_max": [min(loads), max(loads)]}
+            out[config] = {
+                "seconds": [r["seconds"] for r in runs if r["config"] == config],
+                "overhead_s_median": round(statistics.median(over), 2),
+                "overhead_s_min_max": [min(over), max(over)],
+                "load_average_min_max": [min(loads), max(loads)],
+            }
             continue
-        out[config] = {"windows_per_s_median": round(statistics.median(rates), 3),
-                       "windows_per_s_min_max": [round(min(rates), 3), round(max(rates), 3)],
-                       "vs_video_features_median": round(statistics.median(ratios), 3) if ratios else None,
-                       "vs_video_features_min_max": [round(min(ratios), 3), round(max(ratios), 3)] if ratios else None,
-                       "load_average_min_max": [min(loads), max(loads)], "runs": len(rates)}
+        out[config] = {
+            "windows_per_s_median": round(statistics.median(rates), 3),
+            "windows_per_s_min_max": [round(min(rates), 3), round(max(rates), 3)],
+            "vs_video_features_median": round(statistics.median(ratios), 3) if ratios else None,
+            "vs_video_features_min_max": [round(min(ratios), 3), round(max(ratios), 3)] if ratios else None,
+            "load_average_min_max": [min(loads), max(loads)],
+            "runs": len(rates),
+        }
     return out
 
 
@@ -198,13 +247,27 @@ def main() -> None:
     videos = fetch_samples(work / "videos", args.source)
     ckpt = make_weights(vf_dir)
     job = work / "job.yaml"
-    job.write_text(f"dataset: folder\nvideos: {work / 'videos'}\nextractors: [i3d_rgb]\n"
-                   f"weights: {{i3d_rgb: {ckpt}}}\nextractor_options: {{i3d_rgb: {{bn_eps: 1.0e-5}}}}\n")
+    job.write_text(
+        f"dataset: folder\nvideos: {work / 'videos'}\nextractors: [i3d_rgb]\n"
+        f"weights: {{i3d_rgb: {ckpt}}}\nextractor_options: {{i3d_rgb: {{bn_eps: 1.0e-5}}}}\n"
+    )
     if "one-window" in configs:  # the first second of a sample: 25 frames at 25 fps, one window
         one = work / "one_window"
         one.mkdir(exist_ok=True)
-        subprocess.run([str(vf_dir / "bin" / "ffmpeg"), "-y", "-loglevel", "error", "-i", str(videos[0]), "-t", "1",
-                        str(one / "first_second.mp4")], check=True)
+        subprocess.run(
+            [
+                str(vf_dir / "bin" / "ffmpeg"),
+                "-y",
+                "-loglevel",
+                "error",
+                "-i",
+                str(videos[0]),
+                "-t",
+                "1",
+                str(one / "first_second.mp4"),
+            ],
+            check=True,
+        )
         one_job = work / "one_window.yaml"
         one_job.write_text(job.read_text().replace(f"videos: {work / 'videos'}", f"videos: {one}"))
     runs = []
@@ -220,19 +283,34 @@ def main() -> None:
             elif config == "one-window":
                 seconds, windows, report = run_avel(one_job, work / "one_window_out", [])
                 busy = report["busy_s"]["extract"]
-                extra = {"extract_busy_s": busy, "overhead_s": round(seconds - busy, 2),
-                         "runner": report["settings"].get("runner"), "load_s": report.get("load_s")}
+                extra = {
+                    "extract_busy_s": busy,
+                    "overhead_s": round(seconds - busy, 2),
+                    "runner": report["settings"].get("runner"),
+                    "load_s": report.get("load_s"),
+                }
             else:
                 seconds, windows, report = run_avel(job, work / f"{config}_out", AVEL_FLAGS[config])
-                extra = {"runner": report["settings"].get("runner"), "batch_size": report["settings"].get("batch_size"),
-                         "startup_s": report.get("startup_s"), "load_s": report.get("load_s"),
-                         "run_wall_s": report["wall_s"], "windows_computed": report["work"]["windows_computed"]}
-            rec = {"round": rnd, "config": config, "seconds": round(seconds, 2), "windows": windows,
-                   "windows_per_s": round(windows / seconds, 3), "load_before": load, **extra}
+                extra = {
+                    "runner": report["settings"].get("runner"),
+                    "batch_size": report["settings"].get("batch_size"),
+                    "startup_s": report.get("startup_s"),
+                    "load_s": report.get("load_s"),
+                    "run_wall_s": report["wall_s"],
+                    "windows_computed": report["work"]["windows_computed"],
+                }
+            rec = {
+                "round": rnd,
+                "config": config,
+                "seconds": round(seconds, 2),
+                "windows": windows,
+                "windows_per_s": round(windows / seconds, 3),
+                "load_before": load,
+                **extra,
+            }
             runs.append(rec)
             print(json.dumps(rec), flush=True)
-    print(json.dumps({"summary": summary(runs), "cpus": os.cpu_count(), "videos": [v.name for v in videos]},
-                     indent=1))
+    print(json.dumps({"summary": summary(runs), "cpus": os.cpu_count(), "videos": [v.name for v in videos]}, indent=1))
 
 
 if __name__ == "__main__":

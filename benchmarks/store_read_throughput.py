@@ -11,6 +11,7 @@ The "group per video" variant stores ``/<video_id>/<stream>`` datasets (the layo
 per-video feature files folded into shards). Both read paths open each shard once and
 keep it open, as the FeatureStore does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,10 @@ def _features(rng: np.random.Generator, t: int) -> dict[str, np.ndarray]:
 
 
 def write_ours(root: Path, lengths: list[int], seed: int, shard_videos: int) -> float:
-    specs = {s: StreamSpec("bench", UNAV100_VGGISH if s == "vggish" else UNAV100_I3D, (d,))
-             for s, d in STREAMS.items()}
+    specs = {s: StreamSpec("bench", UNAV100_VGGISH if s == "vggish" else UNAV100_I3D, (d,)) for s, d in STREAMS.items()}
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    with StoreWriter(root, dataset="bench", streams=specs, shard_max_videos=shard_videos,
-                     shard_max_bytes=1 << 40) as w:
+    with StoreWriter(root, dataset="bench", streams=specs, shard_max_videos=shard_videos, shard_max_bytes=1 << 40) as w:
         for i, t in enumerate(lengths):
             w.add(f"v{i:05d}", _features(rng, t))
     return time.perf_counter() - t0
@@ -129,7 +128,8 @@ def main() -> None:
         ids = [f"v{i:05d}" for i in range(args.videos)]
         cold = _drop_page_cache()
         report = {
-            "videos": args.videos, "rows_total": sum(lengths),
+            "videos": args.videos,
+            "rows_total": sum(lengths),
             "write_seconds": {"concatenated": round(w_ours, 2), "group_per_video": round(w_groups, 2)},
             "file_mib": {"concatenated": round(size_ours / 2**20, 1), "group_per_video": round(size_groups / 2**20, 1)},
         }
@@ -148,8 +148,10 @@ def _measure(work: Path, ids: list[str], args: argparse.Namespace, drop: bool) -
         order = ids[:]
         random.Random(rep).shuffle(order)
         # Alternate which layout goes first so neither always profits from a warmer cache.
-        runs = [("concatenated", lambda order=order: read_ours(work / "ours", order)),
-                ("group_per_video", lambda order=order: read_groups(work / "groups", order, args.shard_videos))]
+        runs = [
+            ("concatenated", lambda order=order: read_ours(work / "ours", order)),
+            ("group_per_video", lambda order=order: read_groups(work / "groups", order, args.shard_videos)),
+        ]
         if rep % 2:
             runs.reverse()
         for name, fn in runs:
@@ -161,11 +163,14 @@ def _measure(work: Path, ids: list[str], args: argparse.Namespace, drop: bool) -
     report = {}
     for name, r in results.items():
         best = min(r["seconds"])
-        report[name] = {"best_seconds": round(best, 3),
-                        "videos_per_s": round(args.videos / best, 1),
-                        "mb_per_s": round(r["bytes"][0] / best / 1e6, 1)}
+        report[name] = {
+            "best_seconds": round(best, 3),
+            "videos_per_s": round(args.videos / best, 1),
+            "mb_per_s": round(r["bytes"][0] / best / 1e6, 1),
+        }
     report["speedup_concatenated_over_groups"] = round(
-        report["group_per_video"]["best_seconds"] / report["concatenated"]["best_seconds"], 2)
+        report["group_per_video"]["best_seconds"] / report["concatenated"]["best_seconds"], 2
+    )
     return report
 
 

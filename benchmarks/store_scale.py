@@ -16,6 +16,7 @@ prints the total throughput relative to one writer, and checks every video is co
     python benchmarks/store_scale.py                       # both parts
     python benchmarks/store_scale.py --videos 100000 --writers ''
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,15 +84,19 @@ def commit_scaling(root: Path, videos: int, shard_videos: int, *, reuse: bool = 
     store_mod.store_lock = real_lock
     build_s = time.perf_counter() - t_build
     print(f"built {videos:,} videos in {len(sizes):,} shards of {shard_videos} in {build_s:.0f} s")
-    print(f"{'store size':>12} {'commits':>8} {'flush p50':>10} {'flush p99':>10} {'locked p50':>11} {'locked p99':>11}")
+    print(
+        f"{'store size':>12} {'commits':>8} {'flush p50':>10} {'flush p99':>10} {'locked p50':>11} {'locked p99':>11}"
+    )
     lo = 0
     for c in checkpoints:  # the commits that brought the store from the previous checkpoint to c
         idx = [k for k, n in enumerate(sizes) if lo < n <= c]
         idx = idx[-200:]  # the last 200 commits before the checkpoint
         f = [flush_s[k] for k in idx]
         g = [lock_s[k] for k in idx]
-        print(f"{c:>12,} {len(idx):>8} {_pct(f, 50):>8.1f}ms {_pct(f, 99):>8.1f}ms {_pct(g, 50):>9.2f}ms "
-              f"{_pct(g, 99):>9.2f}ms")
+        print(
+            f"{c:>12,} {len(idx):>8} {_pct(f, 50):>8.1f}ms {_pct(f, 99):>8.1f}ms {_pct(g, 50):>9.2f}ms "
+            f"{_pct(g, 99):>9.2f}ms"
+        )
         lo = c
     open_and_read(root)
 
@@ -115,8 +120,10 @@ def open_and_read(root: Path) -> None:
     ids = st.videos()
     t0 = time.perf_counter()
     set(json.loads(json.dumps(ids)))
-    print(f"machine calibration: a set of {len(ids):,} fresh id strings built in {time.perf_counter() - t0:.3f} s "
-          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(
+        f"machine calibration: a set of {len(ids):,} fresh id strings built in {time.perf_counter() - t0:.3f} s "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
     rng = np.random.default_rng(0)
     first, later = [], []
     for vid in rng.choice(len(ids), size=300, replace=False):
@@ -124,29 +131,40 @@ def open_and_read(root: Path) -> None:
             t0 = time.perf_counter()
             st[ids[vid]][s]
             out.append(time.perf_counter() - t0)
-    print(f"read one video's rows: first read of its shard (opens it) p50 {_pct(first, 50):.2f} ms, "
-          f"p99 {_pct(first, 99):.2f} ms; later reads p50 {_pct(later, 50):.3f} ms, p99 {_pct(later, 99):.3f} ms")
+    print(
+        f"read one video's rows: first read of its shard (opens it) p50 {_pct(first, 50):.2f} ms, "
+        f"p99 {_pct(first, 99):.2f} ms; later reads p50 {_pct(later, 50):.3f} ms, p99 {_pct(later, 99):.3f} ms"
+    )
 
 
 def concurrent_writers(work: Path, counts: list[int], videos: int) -> None:
     from avel.datasets.synth import SynthConfig, generate
 
     data = work / "synth"
-    generate(SynthConfig(kind="unav100", videos=videos, seed=3, size=64, min_duration_s=2.0, max_duration_s=3.0,
-                         num_classes=2), data)
+    generate(
+        SynthConfig(
+            kind="unav100", videos=videos, seed=3, size=64, min_duration_s=2.0, max_duration_s=3.0, num_classes=2
+        ),
+        data,
+    )
     job = work / "job.yaml"
-    job.write_text(f"dataset: folder\nvideos: {data / 'videos'}\nextractors: [vgg19, vggish]\npreset: tiny\n"
-                   "random_weights: true\nbatch_size: 8\nshard_max_videos: 4\ndevice: cpu\nrunner: local\n")
+    job.write_text(
+        f"dataset: folder\nvideos: {data / 'videos'}\nextractors: [vgg19, vggish]\npreset: tiny\n"
+        "random_weights: true\nbatch_size: 8\nshard_max_videos: 4\ndevice: cpu\nrunner: local\n"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     base = None
-    print(f"{videos} synthetic videos (2-3 s, 64 px), extractors vgg19 + vggish, tiny preset, local runner, "
-          f"1 torch thread per process, {os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}")
+    print(
+        f"{videos} synthetic videos (2-3 s, 64 px), extractors vgg19 + vggish, tiny preset, local runner, "
+        f"1 torch thread per process, {os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}"
+    )
     for n in counts:
         out = work / f"store-{n}"
         args = [sys.executable, "-m", "avel.cli.main", "extract", "--config", str(job), "--out", str(out), "--json"]
         t0 = time.perf_counter()
-        procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(n)]
+        procs = [
+            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)
+        ]
         outs = [p.communicate() for p in procs]
         wall = time.perf_counter() - t0
         bad = [err[-500:] for p, (_, err) in zip(procs, outs) if p.returncode != 0]
@@ -159,10 +177,12 @@ def concurrent_writers(work: Path, counts: list[int], videos: int) -> None:
         rate = videos / wall
         run_s = max(r["wall_s"] for r in reports)  # the extraction loops, without process start-up
         base = base or (rate, videos / run_s)
-        print(f"{n} writer(s): {wall:6.1f} s wall, {rate:5.2f} videos/s ({rate / base[0]:4.2f}x one writer); "
-              f"extraction loops {run_s:6.1f} s, {videos / run_s:5.2f} videos/s ({videos / run_s / base[1]:4.2f}x); "
-              f"per writer {[r['videos_ok'] for r in reports]}, every video exactly once: {once}, "
-              f"verify: {'ok' if not st.verify() else 'PROBLEMS'}, load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"{n} writer(s): {wall:6.1f} s wall, {rate:5.2f} videos/s ({rate / base[0]:4.2f}x one writer); "
+            f"extraction loops {run_s:6.1f} s, {videos / run_s:5.2f} videos/s ({videos / run_s / base[1]:4.2f}x); "
+            f"per writer {[r['videos_ok'] for r in reports]}, every video exactly once: {once}, "
+            f"verify: {'ok' if not st.verify() else 'PROBLEMS'}, load average {os.getloadavg()[0]:.1f}"
+        )
 
 
 def main() -> None:

@@ -25,12 +25,14 @@ matches the other stages; video_features' ``window + 1`` stacks are one frame lo
 Per-frame resizing uses PIL (bilinear) as video_features does, so rows differ from the
 pipeline's: this stage is for timing only.
 """
+
 from __future__ import annotations
 
 import fractions
 import wave
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -128,7 +130,7 @@ def _video_rows(se: Any, path: Path, tmp: Path) -> np.ndarray:
                 if spec.center_crop is not None:
                     window = center_crop(window, spec.center_crop, channels_last=True)
                 rows.append(extract_batch(ext, window[None], batch_size=1, device=cpu))
-                stack = stack[plan.step_units:]
+                stack = stack[plan.step_units :]
     src.unlink()
     return np.concatenate(rows) if rows else np.zeros((0, *ext.feature_shape), np.float32)
 

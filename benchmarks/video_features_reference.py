@@ -18,6 +18,7 @@ layout at the path it loads from, with BatchNorm statistics measured on random w
 load the same file (the hassony2 keys are converted, ``bn_eps`` 1e-5) and every stage of the
 benchmark runs the same weights. Prints one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--make-random-weights", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--weights-only", action="store_true",
-                    help="with --make-random-weights: write the checkpoint, print its path, extract nothing")
+    ap.add_argument(
+        "--weights-only",
+        action="store_true",
+        help="with --make-random-weights: write the checkpoint, print its path, extract nothing",
+    )
     args = ap.parse_args()
     if not args.videos and not args.weights_only:
         ap.error("name at least one video (or --weights-only)")
@@ -71,10 +75,22 @@ def main() -> None:
         return
     from models.i3d.extract_i3d import ExtractI3D
 
-    cfg = OmegaConf.create({
-        "feature_type": "i3d", "streams": "rgb", "flow_type": "raft", "stack_size": 24, "step_size": 8,
-        "extraction_fps": 25, "device": "cpu", "on_extraction": "save_numpy", "output_path": str(args.out_dir),
-        "tmp_path": str(args.out_dir / "tmp"), "keep_tmp_files": False, "show_pred": False})
+    cfg = OmegaConf.create(
+        {
+            "feature_type": "i3d",
+            "streams": "rgb",
+            "flow_type": "raft",
+            "stack_size": 24,
+            "step_size": 8,
+            "extraction_fps": 25,
+            "device": "cpu",
+            "on_extraction": "save_numpy",
+            "output_path": str(args.out_dir),
+            "tmp_path": str(args.out_dir / "tmp"),
+            "keep_tmp_files": False,
+            "show_pred": False,
+        }
+    )
     extractor = ExtractI3D(cfg)
     per_video = {}
     t_all = time.perf_counter()
@@ -83,11 +99,24 @@ def main() -> None:
         extractor._extract(str(path))
         per_video[path.stem] = time.perf_counter() - t0
     seconds = time.perf_counter() - t_all
-    rows = {p.stem: int(np.load(args.out_dir / f"{p.stem}_rgb.npy").shape[0])
-            for p in args.videos if (args.out_dir / f"{p.stem}_rgb.npy").exists()}
-    print(json.dumps({"seconds": seconds, "windows": sum(rows.values()), "rows": rows, "per_video_s": per_video,
-                      "checkpoint": str(ckpt), "threads": torch.get_num_threads(),
-                      "missing": sorted(p.stem for p in args.videos if p.stem not in rows)}))
+    rows = {
+        p.stem: int(np.load(args.out_dir / f"{p.stem}_rgb.npy").shape[0])
+        for p in args.videos
+        if (args.out_dir / f"{p.stem}_rgb.npy").exists()
+    }
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "windows": sum(rows.values()),
+                "rows": rows,
+                "per_video_s": per_video,
+                "checkpoint": str(ckpt),
+                "threads": torch.get_num_threads(),
+                "missing": sorted(p.stem for p in args.videos if p.stem not in rows),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@ samples, each pointing at one video of the feature store. UnAV-100 has one sampl
 AVE has one sample per annotation ROW (a video may appear on several rows), so a sample has
 its own ``sample_id`` besides the ``video_id`` that keys the store.
 """
+
 from __future__ import annotations
 
 import os
 import unicodedata
-
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 SUBSETS = ("train", "validation", "test")
 

@@ -29,12 +29,13 @@ Splits: ``{train,val,test}_order.h5``, dataset ``order`` = row indices (``val`` 
 ``"validation"``); ``split="match"`` reads ``*_order_match.h5``, the cross-modal localization
 (CML) split. Times are whole seconds in the release but any number is accepted.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -42,15 +43,51 @@ import numpy as np
 from avel.datasets.annotations import AnnotationError, AnnotationSet, Sample, Segment
 from avel.datasets.fileio import atomic_write, atomic_write_text
 
-__all__ = ["AVE_CLASSES", "HEADER", "is_header", "NUM_SEGMENTS", "CLIP_DURATION_S", "BACKGROUND_ID", "SPLIT_SUFFIXES", "split_files",
-           "read_order", "load_ave", "segment_labels", "write_ave"]
+__all__ = [
+    "AVE_CLASSES",
+    "HEADER",
+    "is_header",
+    "NUM_SEGMENTS",
+    "CLIP_DURATION_S",
+    "BACKGROUND_ID",
+    "SPLIT_SUFFIXES",
+    "split_files",
+    "read_order",
+    "load_ave",
+    "segment_labels",
+    "write_ave",
+]
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
 AVE_CLASSES = (
-    "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane", "Race car, auto racing",
-    "Female speech, woman speaking", "Helicopter", "Violin, fiddle", "Flute", "Ukulele", "Frying (food)", "Truck",
-    "Shofar", "Motorcycle", "Acoustic guitar", "Train horn", "Clock", "Banjo", "Goat", "Baby cry, infant cry", "Bus",
-    "Chainsaw", "Cat", "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin",
+    "Church bell",
+    "Male speech, man speaking",
+    "Bark",
+    "Fixed-wing aircraft, airplane",
+    "Race car, auto racing",
+    "Female speech, woman speaking",
+    "Helicopter",
+    "Violin, fiddle",
+    "Flute",
+    "Ukulele",
+    "Frying (food)",
+    "Truck",
+    "Shofar",
+    "Motorcycle",
+    "Acoustic guitar",
+    "Train horn",
+    "Clock",
+    "Banjo",
+    "Goat",
+    "Baby cry, infant cry",
+    "Bus",
+    "Chainsaw",
+    "Cat",
+    "Horse",
+    "Toilet flush",
+    "Rodents, rats, mice",
+    "Accordion",
+    "Mandolin",
 )
 """The 28 published AVE event classes; label id = index (background is 28)."""
 NUM_SEGMENTS = 10
@@ -91,8 +128,13 @@ def read_order(path: Path) -> np.ndarray:
     return order.reshape(-1).astype(np.int64)
 
 
-def load_ave(annotations_path: str | os.PathLike, *, split_dir: str | os.PathLike | None = None,
-             split: str = "standard", classes: Sequence[str] | None = None) -> AnnotationSet:
+def load_ave(
+    annotations_path: str | os.PathLike,
+    *,
+    split_dir: str | os.PathLike | None = None,
+    split: str = "standard",
+    classes: Sequence[str] | None = None,
+) -> AnnotationSet:
     """Parse ``Annotations.txt`` and assign subsets from the split files.
 
     Args:
@@ -130,14 +172,16 @@ def load_ave(annotations_path: str | os.PathLike, *, split_dir: str | os.PathLik
         first = False
         parts = line.strip().split("&")
         if len(parts) != 5:
-            raise AnnotationError(f"{path}: line {lineno}: expected 5 '&'-separated fields ({HEADER}), "
-                                  f"got {len(parts)}")
+            raise AnnotationError(
+                f"{path}: line {lineno}: expected 5 '&'-separated fields ({HEADER}), got {len(parts)}"
+            )
         category, vid, quality, start, end = (p.strip() for p in parts)
         try:
             start_s, end_s = float(start), float(end)
         except ValueError:
-            raise AnnotationError(f"{path}: line {lineno}: StartTime/EndTime must be numbers, got "
-                                  f"{start!r}, {end!r}") from None
+            raise AnnotationError(
+                f"{path}: line {lineno}: StartTime/EndTime must be numbers, got {start!r}, {end!r}"
+            ) from None
         if not (math.isfinite(start_s) and math.isfinite(end_s)):
             raise AnnotationError(f"{path}: line {lineno}: StartTime/EndTime must be finite, got {start!r}, {end!r}")
         if not category or not vid:
@@ -146,9 +190,16 @@ def load_ave(annotations_path: str | os.PathLike, *, split_dir: str | os.PathLik
     names = _class_list(path, rows, classes)
     samples: list[Sample] = []
     for row, (lineno, category, vid, quality, start_s, end_s) in enumerate(rows):
-        samples.append(Sample(f"row-{row:04d}", vid, CLIP_DURATION_S, None,
-                              [Segment(start_s, end_s, category, names.index(category))],
-                              {"row": row, "quality": quality, "line": lineno}))
+        samples.append(
+            Sample(
+                f"row-{row:04d}",
+                vid,
+                CLIP_DURATION_S,
+                None,
+                [Segment(start_s, end_s, category, names.index(category))],
+                {"row": row, "quality": quality, "line": lineno},
+            )
+        )
     present = [f.exists() for f in files.values()]
     if split_dir is None and split == "standard" and not any(present):
         return AnnotationSet("ave", names, samples, source=path, background_id=len(names))
@@ -182,14 +233,17 @@ def _class_list(path: Path, rows: list[tuple], classes: Sequence[str] | None) ->
         return list(dict.fromkeys(r[1] for r in rows))
     for lineno, category, *_ in rows:
         if category not in AVE_CLASSES:
-            raise AnnotationError(f"{path}: line {lineno}: category {category!r} is not one of the 28 AVE classes "
-                                  f"(the other rows use them; expected e.g. {AVE_CLASSES[0]!r}, see "
-                                  f"avel.datasets.ave.AVE_CLASSES)")
+            raise AnnotationError(
+                f"{path}: line {lineno}: category {category!r} is not one of the 28 AVE classes "
+                f"(the other rows use them; expected e.g. {AVE_CLASSES[0]!r}, see "
+                f"avel.datasets.ave.AVE_CLASSES)"
+            )
     return list(AVE_CLASSES)
 
 
-def segment_labels(sample: Sample, *, num_segments: int = NUM_SEGMENTS,
-                   background_id: int = BACKGROUND_ID) -> np.ndarray:
+def segment_labels(
+    sample: Sample, *, num_segments: int = NUM_SEGMENTS, background_id: int = BACKGROUND_ID
+) -> np.ndarray:
     """Per-segment class ids ``(num_segments,)`` int64.
 
     Segment ``t`` covers ``[t, t+1)`` s and takes an event's ``label_id`` when
@@ -242,8 +296,9 @@ def write_ave(annset: AnnotationSet, out_dir: str | os.PathLike) -> None:
             if not value or any(c in value for c in "&\r\n"):
                 raise ValueError(f"{out}: sample {s.sample_id!r}: {field} {value!r} is empty or holds '&' or a newline")
         if annset.classes and (not 0 <= g.label_id < len(annset.classes) or annset.classes[g.label_id] != g.label):
-            raise ValueError(f"{out}: sample {s.sample_id!r}: label {g.label!r} with id {g.label_id} "
-                             f"does not match the class list")
+            raise ValueError(
+                f"{out}: sample {s.sample_id!r}: label {g.label!r} with id {g.label_id} does not match the class list"
+            )
         lines.append(f"{g.label}&{s.video_id}&{quality}&{_time(g.start_s)}&{_time(g.end_s)}")
     atomic_write_text(out / "Annotations.txt", "\n".join(lines) + "\n")
 
@@ -251,6 +306,7 @@ def write_ave(annset: AnnotationSet, out_dir: str | os.PathLike) -> None:
         def write(p: Path) -> None:
             with h5py.File(p, "w") as h:
                 h.create_dataset("order", data=order)
+
         return write
 
     for subset in _SPLIT_STEMS:

@@ -5,6 +5,7 @@ and stream (``errors.jsonl``, error type :class:`NonFiniteRowsError`); readers r
 rows in stores written by other tools, naming the video and stream, before they reach a model
 (where they surfaced as "index out of bounds" deep in the post-processing).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,6 +36,8 @@ def check_finite_rows(rows: np.ndarray, *, video_id: str, stream: str, source: s
         return rows
     bad = np.flatnonzero(~np.atleast_1d(finite))
     where = f"{source}: " if source else ""
-    raise NonFiniteRowsError(f"{where}video {video_id!r}, stream {stream!r}: {bad.size} of {values.shape[0]} rows "
-                             f"hold NaN or Inf (first: row {int(bad[0])}); such rows are never written by avel "
-                             f"extract: re-extract the video or drop it")
+    raise NonFiniteRowsError(
+        f"{where}video {video_id!r}, stream {stream!r}: {bad.size} of {values.shape[0]} rows "
+        f"hold NaN or Inf (first: row {int(bad[0])}); such rows are never written by avel "
+        f"extract: re-extract the video or drop it"
+    )

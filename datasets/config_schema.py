@@ -10,12 +10,14 @@ fixed ``tuple[A, B]`` (from a list), ``dict`` (a mapping; values unchecked), ``X
 other unions (the first member that accepts the value), nested dataclasses (recursively),
 ``Any`` (unchecked). Classes with a parser of their own go in ``parsers``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 Parser = Callable[[Any, str], Any]  # (value, key path) -> instance
 
@@ -89,8 +91,11 @@ def dataclass_from_dict(cls: type, data: Any, *, path: str = "", parsers: Mappin
     unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; expected some of {sorted(fields)}")
-    required = sorted(n for n, f in fields.items() if f.default is dataclasses.MISSING
-                      and f.default_factory is dataclasses.MISSING and n not in data)
+    required = sorted(
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in data
+    )
     if required:
         raise ValueError(f"{where}: missing required key(s) {required} for {cls.__name__}")
     return cls(**{k: _convert(v, hints[k], f"{path}.{k}" if path else k, parsers or {}) for k, v in data.items()})

@@ -1,4 +1,5 @@
 """Folder datasets (every video under a directory, without labels) and the loader dispatch."""
+
 from __future__ import annotations
 
 import os
@@ -55,9 +56,15 @@ def load_folder(video_dir: str | os.PathLike, *, extensions: tuple[str, ...] = V
     return AnnotationSet("folder", [], samples, source=root)
 
 
-def load_dataset(name: str, annotations: str | os.PathLike | None = None, *,
-                 video_dir: str | os.PathLike | None = None, split_dir: str | os.PathLike | None = None,
-                 split: str = "standard", extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> AnnotationSet:
+def load_dataset(
+    name: str,
+    annotations: str | os.PathLike | None = None,
+    *,
+    video_dir: str | os.PathLike | None = None,
+    split_dir: str | os.PathLike | None = None,
+    split: str = "standard",
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
+) -> AnnotationSet:
     """Load any supported dataset by name.
 
     Args:

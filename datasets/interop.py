@@ -18,13 +18,15 @@ AVE stores hold one entry per VIDEO; rows that repeat a video must carry identic
 
 Imported streams record ``weights_sha256 = "unknown"`` and their source in ``provenance``.
 """
+
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
@@ -131,17 +133,27 @@ def import_unav_npy(
     fam_by_stream = {f.stream: f for f in families if f.stream in present}
     specs = {
         f.stream: StreamSpec(
-            extractor=f.extractor, plan=f.plan, feature_shape=(f.dim,), dtype="float32",
+            extractor=f.extractor,
+            plan=f.plan,
+            feature_shape=(f.dim,),
+            dtype="float32",
             config={"source_format": "unav100-npy", "suffix": f.suffix},
-            weights_sha256="unknown", provenance={"imported_from": str(folder.resolve())})
-        for f in fam_by_stream.values()}
+            weights_sha256="unknown",
+            provenance={"imported_from": str(folder.resolve())},
+        )
+        for f in fam_by_stream.values()
+    }
     durations = {}
     if annotations is not None:
         durations = {s.video_id: s.duration_s for s in annotations}
         found = {v: files for v, files in found.items() if v in durations}
     report = ImportReport()
-    with StoreWriter(store, dataset=annotations.dataset if annotations else "unav100", streams=specs,
-                     shard_max_videos=shard_max_videos) as writer:
+    with StoreWriter(
+        store,
+        dataset=annotations.dataset if annotations else "unav100",
+        streams=specs,
+        shard_max_videos=shard_max_videos,
+    ) as writer:
         done = {s: writer.committed(s) for s in specs}
         for n, vid in enumerate(sorted(found), 1):
             feats = {}
@@ -161,14 +173,17 @@ def import_unav_npy(
                     report.problems.append(f"{path}: dtype {rows.dtype}, expected floating-point features")
                     continue
                 if not np.all(np.isfinite(rows)):
-                    report.problems.append(f"{path}: NaN or Inf in rows {np.flatnonzero(~np.isfinite(rows).all(1))[:5].tolist()}")
+                    report.problems.append(
+                        f"{path}: NaN or Inf in rows {np.flatnonzero(~np.isfinite(rows).all(1))[:5].tolist()}"
+                    )
                     continue
                 feats[stream] = rows
             if not feats:
                 report.skipped_existing += 1
             else:
-                writer.add(vid, feats, meta=VideoMeta(duration_s=durations.get(vid),
-                                                      extra={"imported_from": str(folder)}))
+                writer.add(
+                    vid, feats, meta=VideoMeta(duration_s=durations.get(vid), extra={"imported_from": str(folder)})
+                )
                 report.videos += 1
             if progress:
                 progress(n)
@@ -199,8 +214,10 @@ def export_unav_npy(
     if streams is None:
         streams = {f.stream: f.suffix for f in UNAV_NPY_STREAMS if f.stream in st.streams}
         if not streams:
-            raise StoreError(f"{st.root}: none of the UnAV streams {[f.stream for f in UNAV_NPY_STREAMS]} "
-                             f"are in this store (it has {sorted(st.streams)}); pass streams explicitly")
+            raise StoreError(
+                f"{st.root}: none of the UnAV streams {[f.stream for f in UNAV_NPY_STREAMS]} "
+                f"are in this store (it has {sorted(st.streams)}); pass streams explicitly"
+            )
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -279,10 +296,17 @@ def import_ave_h5(
         if arr.shape[0] != len(rows):
             raise StoreError(f"{path}: {arr.shape[0]} rows, the annotations have {len(rows)}")
     specs = {
-        s: StreamSpec(extractor=ex, plan=plan, feature_shape=shape, dtype=dtype,
-                      config={"source_format": "ave-h5"}, weights_sha256="unknown",
-                      provenance={"imported_from": str(path.resolve()), "source_dtype": str(arrays[s].dtype)})
-        for s, (path, plan, shape, ex) in sources.items()}
+        s: StreamSpec(
+            extractor=ex,
+            plan=plan,
+            feature_shape=shape,
+            dtype=dtype,
+            config={"source_format": "ave-h5"},
+            weights_sha256="unknown",
+            provenance={"imported_from": str(path.resolve()), "source_dtype": str(arrays[s].dtype)},
+        )
+        for s, (path, plan, shape, ex) in sources.items()
+    }
     report = ImportReport()
     first_row: dict[str, int] = {}
     with StoreWriter(store, dataset="ave", streams=specs, shard_max_videos=shard_max_videos) as writer:
@@ -295,7 +319,8 @@ def import_ave_h5(
                 for s, arr in arrays.items():
                     if not np.array_equal(arr[r], arr[r0]):
                         report.problems.append(
-                            f"{sources[s][0]}: rows {r0} and {r} (video {vid!r}) differ; kept row {r0}")
+                            f"{sources[s][0]}: rows {r0} and {r} (video {vid!r}) differ; kept row {r0}"
+                        )
             else:
                 first_row[vid] = r
                 feats = {}
@@ -352,14 +377,24 @@ def export_ave_h5(
             raise StoreError(f"{st.root}: {len(missing)} AVE videos lack stream {stream!r}, e.g. {missing[:5]}")
         first = st.read(rows[0].video_id, stream)
         path = out / name
-        atomic_write(path, functools.partial(_write_ave_h5, st=st, video_ids=[s.video_id for s in rows],
-                                             stream=stream, row_shape=first.shape, dtype=out_dtype))
+        atomic_write(
+            path,
+            functools.partial(
+                _write_ave_h5,
+                st=st,
+                video_ids=[s.video_id for s in rows],
+                stream=stream,
+                row_shape=first.shape,
+                dtype=out_dtype,
+            ),
+        )
         written.append(path)
     return written
 
 
-def _write_ave_h5(path: Path, *, st: FeatureStore, video_ids: list[str], stream: str, row_shape: tuple[int, ...],
-                  dtype: Any) -> None:
+def _write_ave_h5(
+    path: Path, *, st: FeatureStore, video_ids: list[str], stream: str, row_shape: tuple[int, ...], dtype: Any
+) -> None:
     """One AVE feature file: ``AVE_KEY`` = N x *row_shape, row i from video ``video_ids[i]``."""
     with h5py.File(path, "w") as f:
         ds = f.create_dataset(AVE_KEY, shape=(len(video_ids), *row_shape), dtype=dtype)

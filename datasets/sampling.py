@@ -19,6 +19,7 @@ video, zeros for audio) and the row is recorded as padded (``num_rows`` returns 
 ``is_padded`` is True). Incomplete trailing windows of longer inputs are dropped, as the
 reference tools do.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,26 +63,35 @@ class SamplingPlan:
 
     def __post_init__(self) -> None:
         if self.modality == "video":
-            if not (self.fps and self.fps > 0 and self.window_frames and self.window_frames > 0
-                    and self.stride_frames and self.stride_frames > 0):
-                raise ValueError(
-                    f"video plan needs fps > 0, window_frames > 0 and stride_frames > 0, got {self}")
+            if not (
+                self.fps
+                and self.fps > 0
+                and self.window_frames
+                and self.window_frames > 0
+                and self.stride_frames
+                and self.stride_frames > 0
+            ):
+                raise ValueError(f"video plan needs fps > 0, window_frames > 0 and stride_frames > 0, got {self}")
         elif self.modality == "audio":
-            if not (self.sample_rate and self.sample_rate > 0 and self.window_s and self.window_s > 0
-                    and self.hop_s and self.hop_s > 0):
-                raise ValueError(
-                    f"audio plan needs sample_rate > 0, window_s > 0 and hop_s > 0, got {self}")
+            if not (
+                self.sample_rate
+                and self.sample_rate > 0
+                and self.window_s
+                and self.window_s > 0
+                and self.hop_s
+                and self.hop_s > 0
+            ):
+                raise ValueError(f"audio plan needs sample_rate > 0, window_s > 0 and hop_s > 0, got {self}")
         else:
             raise ValueError(f"modality must be 'video' or 'audio', got {self.modality!r}")
 
     # -- constructors -------------------------------------------------------------------
     @classmethod
-    def video(cls, *, fps: float, window_frames: int, stride_frames: int) -> "SamplingPlan":
-        return cls("video", fps=float(fps), window_frames=int(window_frames),
-                   stride_frames=int(stride_frames))
+    def video(cls, *, fps: float, window_frames: int, stride_frames: int) -> SamplingPlan:
+        return cls("video", fps=float(fps), window_frames=int(window_frames), stride_frames=int(stride_frames))
 
     @classmethod
-    def audio(cls, *, sample_rate: int, window_s: float, hop_s: float) -> "SamplingPlan":
+    def audio(cls, *, sample_rate: int, window_s: float, hop_s: float) -> SamplingPlan:
         return cls("audio", sample_rate=int(sample_rate), window_s=float(window_s), hop_s=float(hop_s))
 
     # -- units ----------------------------------------------------------------------------
@@ -154,7 +164,7 @@ class SamplingPlan:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SamplingPlan":
+    def from_dict(cls, d: dict[str, Any]) -> SamplingPlan:
         known = {"modality", "fps", "window_frames", "stride_frames", "sample_rate", "window_s", "hop_s"}
         unknown = set(d) - known
         if unknown:
@@ -163,9 +173,11 @@ class SamplingPlan:
 
     def describe(self) -> str:
         if self.modality == "video":
-            return (f"video {self.fps:g} fps, window {self.window_frames} frames, stride {self.stride_frames} "
-                    f"({self.window_seconds:g} s every {self.step_seconds:g} s)")
-        return (f"audio {self.sample_rate} Hz, window {self.window_s:g} s, hop {self.hop_s:g} s")
+            return (
+                f"video {self.fps:g} fps, window {self.window_frames} frames, stride {self.stride_frames} "
+                f"({self.window_seconds:g} s every {self.step_seconds:g} s)"
+            )
+        return f"audio {self.sample_rate} Hz, window {self.window_s:g} s, hop {self.hop_s:g} s"
 
 
 # Plans used by the published datasets (see docs/feature-store.md).

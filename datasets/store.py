@@ -42,6 +42,7 @@ before the append leaves an uncommitted shard that the next writer adopts (it is
 and checked) or, when all its pairs are committed elsewhere and its writer is gone, deletes
 and records in ``deletions.jsonl``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,9 +94,27 @@ from avel.datasets.store_log import (
     writer_gone,
 )
 
-__all__ = ["FeatureStore", "StoreWriter", "StreamSpec", "VideoMeta", "StoreError", "StoreCorruptError",
-           "AlignmentError", "append_error", "repair_store", "upgrade_store", "compact_store",
-           "atomic_write_text", "SCHEMA_VERSION", "MANIFEST", "ERRORS", "LOG", "DELETIONS", "CLAIMS", "LOCK"]
+__all__ = [
+    "FeatureStore",
+    "StoreWriter",
+    "StreamSpec",
+    "VideoMeta",
+    "StoreError",
+    "StoreCorruptError",
+    "AlignmentError",
+    "append_error",
+    "repair_store",
+    "upgrade_store",
+    "compact_store",
+    "atomic_write_text",
+    "SCHEMA_VERSION",
+    "MANIFEST",
+    "ERRORS",
+    "LOG",
+    "DELETIONS",
+    "CLAIMS",
+    "LOCK",
+]
 
 ERRORS = "errors.jsonl"
 V1_LOCK = "manifest.lock"
@@ -199,8 +218,9 @@ def _crc32(*arrays: np.ndarray | bytes) -> int:
 
 
 def _flags_crc(a: int, b: int, padded: bool) -> int:
-    return zlib.crc32(int(a).to_bytes(8, "little") + int(b).to_bytes(8, "little")
-                      + int(bool(padded)).to_bytes(8, "little"))
+    return zlib.crc32(
+        int(a).to_bytes(8, "little") + int(b).to_bytes(8, "little") + int(bool(padded)).to_bytes(8, "little")
+    )
 
 
 def _h5_locking() -> bool | None:
@@ -244,13 +264,17 @@ def _open_state(root: Path) -> tuple[StoreState, list[str]]:
                     raise StoreCorruptError(f"{root / MANIFEST}: missing key {key!r}")
             return StoreState.from_snapshot({**m, "log": {}}), []
         if version == SCHEMA_VERSION:
-            raise StoreError(f"{root}: {LOG} is missing (manifest.json alone is a snapshot that may be stale); "
-                             f"run `avel info --repair {root}` to rebuild the log from the snapshot and the shards")
+            raise StoreError(
+                f"{root}: {LOG} is missing (manifest.json alone is a snapshot that may be stale); "
+                f"run `avel info --repair {root}` to rebuild the log from the snapshot and the shards"
+            )
         raise StoreError(f"{root / MANIFEST}: schema_version {version!r} is not supported (expected 1 or 2)")
     shards = list((root / SHARD_DIR).glob("shard-*.h5")) if (root / SHARD_DIR).is_dir() else []
     if shards:
-        raise StoreError(f"{root}: {len(shards)} shards but no {MANIFEST} or {LOG}; run "
-                         f"`avel info --repair {root}` to rebuild the index from the shards")
+        raise StoreError(
+            f"{root}: {len(shards)} shards but no {MANIFEST} or {LOG}; run "
+            f"`avel info --repair {root}` to rebuild the index from the shards"
+        )
     raise StoreError(f"{root}: not a feature store (no {MANIFEST})")
 
 
@@ -266,8 +290,9 @@ class _PendingVideo:
     times: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # stored times (upgrade); default: plan
 
 
-def build_shard_image(pending: list[_PendingVideo], specs: Mapping[str, StreamSpec], *, dataset: str,
-                      writer: Mapping[str, Any]) -> tuple[bytes, dict[str, int]]:
+def build_shard_image(
+    pending: list[_PendingVideo], specs: Mapping[str, StreamSpec], *, dataset: str, writer: Mapping[str, Any]
+) -> tuple[bytes, dict[str, int]]:
     """One v2 shard as bytes (built in memory, so the disk sees a plain write whose errors
     are ordinary ``OSError``s) and its rows per stream."""
     str_dt = h5py.string_dtype("utf-8")
@@ -366,8 +391,9 @@ def _load_index(f: h5py.File, path: Path, streams: Iterable[str]) -> _ShardIndex
             raise StoreCorruptError(f"shard {path}: stream {s!r} index arrays do not match its {n} videos")
     if meta.shape != (n,) or (meta_crc is not None and len(meta_crc) != n):
         raise StoreCorruptError(f"shard {path}: videos/meta_json does not match its {n} videos")
-    return _ShardIndex(path, version, ids, offsets, sums, padded, meta, meta_crc, data, group,
-                       {v: i for i, v in enumerate(ids)})
+    return _ShardIndex(
+        path, version, ids, offsets, sums, padded, meta, meta_crc, data, group, {v: i for i, v in enumerate(ids)}
+    )
 
 
 def _meta_json(index: _ShardIndex) -> list[str]:
@@ -379,8 +405,9 @@ def _meta_json(index: _ShardIndex) -> list[str]:
     return index.meta_json
 
 
-def _check_video(index: _ShardIndex, stream: str, i: int, *, with_meta: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_video(
+    index: _ShardIndex, stream: str, i: int, *, with_meta: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, start_s, end_s of video ``i`` in ``stream``, checked against the per-video
     checksums; a mismatch raises StoreCorruptError naming the shard, video and field."""
     vid = index.ids[i]
@@ -389,8 +416,10 @@ def _check_video(index: _ShardIndex, stream: str, i: int, *, with_meta: bool = F
     g = index.group[stream]
     try:
         if not 0 <= a < b <= index.data[stream].shape[0]:
-            raise StoreCorruptError(f"{where}: offsets {a}:{b} are invalid (data has {index.data[stream].shape[0]} "
-                                    f"rows): offsets differ from what was written")
+            raise StoreCorruptError(
+                f"{where}: offsets {a}:{b} are invalid (data has {index.data[stream].shape[0]} "
+                f"rows): offsets differ from what was written"
+            )
         rows = index.data[stream][a:b]
         starts, ends = g["start_s"][a:b], g["end_s"][a:b]
     except (OSError, KeyError, ValueError, TypeError) as e:  # h5py: damaged objects, names, types
@@ -401,13 +430,15 @@ def _check_video(index: _ShardIndex, stream: str, i: int, *, with_meta: bool = F
         return rows, starts, ends
     want = index.sums[stream][i]
     if _flags_crc(a, b, index.padded[stream][i]) != int(want[2]):
-        raise StoreCorruptError(f"{where}: checksum mismatch for video {vid!r}: offsets or padded flag differ "
-                                f"from what was written")
+        raise StoreCorruptError(
+            f"{where}: checksum mismatch for video {vid!r}: offsets or padded flag differ from what was written"
+        )
     if _crc32(rows) != int(want[0]):
         raise StoreCorruptError(f"{where}: checksum mismatch for video {vid!r}: rows differ from what was written")
     if _crc32(starts, ends) != int(want[1]):
-        raise StoreCorruptError(f"{where}: checksum mismatch for video {vid!r}: start_s/end_s differ from what "
-                                f"was written")
+        raise StoreCorruptError(
+            f"{where}: checksum mismatch for video {vid!r}: start_s/end_s differ from what was written"
+        )
     if with_meta:
         _check_meta(index, i)
     return rows, starts, ends
@@ -415,8 +446,9 @@ def _check_video(index: _ShardIndex, stream: str, i: int, *, with_meta: bool = F
 
 def _check_meta(index: _ShardIndex, i: int) -> None:
     if index.meta_crc is not None and _crc32(_meta_json(index)[i].encode("utf-8")) != int(index.meta_crc[i]):
-        raise StoreCorruptError(f"shard {index.path}: checksum mismatch for video {index.ids[i]!r}: meta_json "
-                                f"differs from what was written")
+        raise StoreCorruptError(
+            f"shard {index.path}: checksum mismatch for video {index.ids[i]!r}: meta_json differs from what was written"
+        )
 
 
 def _verify_shard(path: Path, entry: Mapping[str, Any] | None, *, full: bool = True) -> list[str]:
@@ -443,16 +475,21 @@ def _verify_shard(path: Path, entry: Mapping[str, Any] | None, *, full: bool = T
             for s in streams:
                 n_data = index.data[s].shape[0]
                 if int(index.offsets[s][-1]) != n_data:
-                    problems.append(f"shard {path}: stream {s} offsets end at {index.offsets[s][-1]}, "
-                                    f"data has {n_data} rows")
+                    problems.append(
+                        f"shard {path}: stream {s} offsets end at {index.offsets[s][-1]}, data has {n_data} rows"
+                    )
                 absent = set(entry.get("absent", {}).get(s, ())) if entry is not None else set()
                 for i, v in enumerate(index.ids):
-                    if index.offsets[s][i + 1] == index.offsets[s][i] and (entry is None or v in absent
-                                                                             or index.version < 2):
-                        if index.version >= 2 and _flags_crc(int(index.offsets[s][i]), int(index.offsets[s][i]),
-                                                             index.padded[s][i]) != int(index.sums[s][i][2]):
-                            problems.append(f"shard {path}: checksum mismatch for video {v!r}: offsets or padded "
-                                            f"flag differ from what was written")
+                    if index.offsets[s][i + 1] == index.offsets[s][i] and (
+                        entry is None or v in absent or index.version < 2
+                    ):
+                        if index.version >= 2 and _flags_crc(
+                            int(index.offsets[s][i]), int(index.offsets[s][i]), index.padded[s][i]
+                        ) != int(index.sums[s][i][2]):
+                            problems.append(
+                                f"shard {path}: checksum mismatch for video {v!r}: offsets or padded "
+                                f"flag differ from what was written"
+                            )
                         continue
                     try:
                         _check_video(index, s, i, with_meta=False)
@@ -473,8 +510,10 @@ def _verify_shard(path: Path, entry: Mapping[str, Any] | None, *, full: bool = T
 def _shard_attrs(path: Path) -> dict[str, Any]:
     """Self-description of a v2 shard: attrs, ids, streams and absent pairs, rows."""
     with _open_h5(path, "r") as f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v)
-                 for k, v in f.attrs.items()}
+        attrs = {
+            k: (v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v)
+            for k, v in f.attrs.items()
+        }
         ids = _strs(f["videos/ids"][()])
         streams, absent, rows = [], {}, {}
         for s in f["streams"]:
@@ -488,18 +527,35 @@ def _shard_attrs(path: Path) -> dict[str, Any]:
     return attrs
 
 
-def _commit_entry(file: str, ids: list[str], streams: list[str], absent: Mapping[str, list[str]],
-                  rows: Mapping[str, int], size: int, digest: str, writer: str, created: str | None = None) -> dict:
-    return {"file": file, "videos": ids, "streams": streams, "absent": {s: v for s, v in absent.items() if v},
-            "rows": dict(rows), "size_bytes": size, "sha256": digest, "created": created or now_iso(),
-            "writer": writer}
+def _commit_entry(
+    file: str,
+    ids: list[str],
+    streams: list[str],
+    absent: Mapping[str, list[str]],
+    rows: Mapping[str, int],
+    size: int,
+    digest: str,
+    writer: str,
+    created: str | None = None,
+) -> dict:
+    return {
+        "file": file,
+        "videos": ids,
+        "streams": streams,
+        "absent": {s: v for s, v in absent.items() if v},
+        "rows": dict(rows),
+        "size_bytes": size,
+        "sha256": digest,
+        "created": created or now_iso(),
+        "writer": writer,
+    }
 
 
 def _parse_tmp_name(name: str) -> tuple[str, int, str] | None:
     """``.tmp-<writer>-<pid>-<host>.h5`` -> (writer, pid, host)."""
     if not (name.startswith(".tmp-") and name.endswith(".h5")):
         return None
-    parts = name[len(".tmp-"):-len(".h5")].split("-", 2)
+    parts = name[len(".tmp-") : -len(".h5")].split("-", 2)
     if len(parts) != 3 or not parts[1].isdigit():
         return None
     return parts[0], int(parts[1]), parts[2]
@@ -534,8 +590,7 @@ def _committed_pairs(manifest: Mapping[str, Any]) -> set[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------
 # Recovery: adopt uncommitted shards, remove leftovers of writers that are gone
 # ---------------------------------------------------------------------------------------
-def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *, me: str | None = None
-               ) -> list[str]:
+def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *, me: str | None = None) -> list[str]:
     """Under the store lock: adopt complete uncommitted shards (their pairs not committed
     elsewhere are appended to the log), delete (and log) temp files and fully redundant
     shards of writers that are gone. Returns what was done, one line each."""
@@ -549,8 +604,14 @@ def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *,
         if tmp is not None:
             wid, pid, host = tmp
             if wid != me and writer_gone(root, wid, host, pid):
-                log_deletion(root, p, "temporary file of a writer that is gone (never renamed, never committed)",
-                             writer=wid, host=host, pid=pid)
+                log_deletion(
+                    root,
+                    p,
+                    "temporary file of a writer that is gone (never renamed, never committed)",
+                    writer=wid,
+                    host=host,
+                    pid=pid,
+                )
                 p.unlink(missing_ok=True)
                 actions.append(f"removed temporary file {p.name} of writer {wid} ({host} pid {pid}), which is gone")
             continue
@@ -564,8 +625,10 @@ def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *,
             parts = p.name.split("-")  # shard-<time>-<writer>-<rand>.h5
             attrs = {"writer": parts[2], "schema_version": 2} if len(parts) == 4 else {}
         if attrs and int(attrs.get("schema_version", 1)) < 2:
-            actions.append(f"kept {p.name}: an uncommitted version-1 shard (a leftover of an interrupted "
-                           f"`avel store upgrade`; rerun it)")
+            actions.append(
+                f"kept {p.name}: an uncommitted version-1 shard (a leftover of an interrupted "
+                f"`avel store upgrade`; rerun it)"
+            )
             continue
         owner, owner_host, owner_pid = attrs.get("writer", ""), attrs.get("host"), attrs.get("pid")
         if problems:
@@ -596,8 +659,17 @@ def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *,
                 new_specs = {s: d for s, d in specs.items() if s not in state.streams}
                 if new_specs:
                     recs.append({"op": "streams", "streams": new_specs})
-                entry = _commit_entry(f"{SHARD_DIR}/{p.name}", attrs["ids"], attrs["streams"], absent, attrs["rows"],
-                                      p.stat().st_size, sha256_hex(p), owner, attrs.get("created"))
+                entry = _commit_entry(
+                    f"{SHARD_DIR}/{p.name}",
+                    attrs["ids"],
+                    attrs["streams"],
+                    absent,
+                    attrs["rows"],
+                    p.stat().st_size,
+                    sha256_hex(p),
+                    owner,
+                    attrs.get("created"),
+                )
                 recs.append({"op": "commit", "shard": entry, "adopted": True})
                 append_records(root, recs)
                 read_log_tail(root, state)
@@ -606,15 +678,21 @@ def _reconcile(root: Path, state: StoreState, committed: dict[str, set[str]], *,
                 actions.append(f"adopted uncommitted shard {p.name} of writer {owner} ({fresh} video-stream pairs)")
                 continue
         if owner and owner != me and writer_gone(root, owner, owner_host, owner_pid):
-            reason = ("damaged uncommitted leftover: " + "; ".join(problems)[:500] if problems else
-                      "uncommitted leftover of a writer that is gone; all its (video, stream) pairs are committed "
-                      "in other shards")
+            reason = (
+                "damaged uncommitted leftover: " + "; ".join(problems)[:500]
+                if problems
+                else "uncommitted leftover of a writer that is gone; all its (video, stream) pairs are committed "
+                "in other shards"
+            )
             log_deletion(root, p, reason, writer=owner, host=owner_host, pid=owner_pid)
             p.unlink(missing_ok=True)
             actions.append(f"removed {p.name}: {reason}")
         else:
-            actions.append(f"kept {p.name}: uncommitted" + (f" and damaged ({problems[0]})" if problems else "")
-                           + (f"; its writer {wid} may still be running" if wid else "; its writer is unknown"))
+            actions.append(
+                f"kept {p.name}: uncommitted"
+                + (f" and damaged ({problems[0]})" if problems else "")
+                + (f"; its writer {wid} may still be running" if wid else "; its writer is unknown")
+            )
     return actions
 
 
@@ -632,13 +710,17 @@ def _new_log(root: Path, records: Sequence[Mapping[str, Any]]) -> None:
     from avel.datasets.store_log import encode_record
 
     (root / LOG).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(root / LOG, b"".join(encode_record({**r, "time": r.get("time") or now_iso()})
-                                            for r in records))
+    atomic_write_bytes(root / LOG, b"".join(encode_record({**r, "time": r.get("time") or now_iso()}) for r in records))
 
 
-def _recover_locked(root: Path, *, dataset: str | None = None, streams: Mapping[str, Any] | None = None,
-                    extra: Mapping[str, Any] | None = None, allow_damaged_log: bool = False,
-                    ) -> tuple[StoreState, list[str]]:
+def _recover_locked(
+    root: Path,
+    *,
+    dataset: str | None = None,
+    streams: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    allow_damaged_log: bool = False,
+) -> tuple[StoreState, list[str]]:
     """Under the store lock: a usable v2 state, rebuilding what is lost where it is
     unambiguous (snapshot from the log; log from the snapshot; log from the shards).
     A damaged log is only cut back to its last good record when ``allow_damaged_log``."""
@@ -660,8 +742,10 @@ def _recover_locked(root: Path, *, dataset: str | None = None, streams: Mapping[
             aside = root / f"{LOG}.damaged-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
             os.replace(root / LOG, aside)
             _new_log(root, good)
-            actions.append(f"{root / LOG} was damaged at line {len(good) + 1}: kept its first {len(good)} records, "
-                           f"moved the damaged file to {aside.name}; shards committed after the damage are re-adopted")
+            actions.append(
+                f"{root / LOG} was damaged at line {len(good) + 1}: kept its first {len(good)} records, "
+                f"moved the damaged file to {aside.name}; shards committed after the damage are re-adopted"
+            )
             state, notes = load_state(root)
         actions += notes
         return state, actions
@@ -669,14 +753,18 @@ def _recover_locked(root: Path, *, dataset: str | None = None, streams: Mapping[
     if (root / MANIFEST).exists():
         m = read_json_file(root / MANIFEST)
         if m.get("schema_version") == 1:
-            raise StoreError(f"{root}: a schema version 1 store; run `avel store upgrade {root}` once (it rewrites "
-                             f"the shards with full checksums) and rerun")
+            raise StoreError(
+                f"{root}: a schema version 1 store; run `avel store upgrade {root}` once (it rewrites "
+                f"the shards with full checksums) and rerun"
+            )
         snap = StoreState.from_snapshot(m)
     if snap is not None:
         recs = _init_records(snap.dataset, snap.streams, snap.extra)
         recs += [{"op": "commit", "shard": e} for e in snap.shards if (root / e["file"]).exists()]
-        actions.append(f"{root / LOG} was missing: rebuilt from {MANIFEST} ({len(snap.shards)} shards); shards "
-                       f"committed after that snapshot are re-adopted")
+        actions.append(
+            f"{root / LOG} was missing: rebuilt from {MANIFEST} ({len(snap.shards)} shards); shards "
+            f"committed after that snapshot are re-adopted"
+        )
     else:
         v2 = []
         for p in sorted((root / SHARD_DIR).glob("shard-*.h5")) if (root / SHARD_DIR).is_dir() else []:
@@ -686,13 +774,17 @@ def _recover_locked(root: Path, *, dataset: str | None = None, streams: Mapping[
                     v2.append(a)
         datasets = {a["dataset"] for a in v2} | ({dataset} if dataset else set())
         if len(datasets) > 1:
-            raise StoreError(f"{root}: no {MANIFEST} or {LOG}, and the shards hold several datasets "
-                             f"{sorted(datasets)}; cannot rebuild the index unambiguously")
+            raise StoreError(
+                f"{root}: no {MANIFEST} or {LOG}, and the shards hold several datasets "
+                f"{sorted(datasets)}; cannot rebuild the index unambiguously"
+            )
         if not datasets:
             n = len(list((root / SHARD_DIR).glob("shard-*.h5"))) if (root / SHARD_DIR).is_dir() else 0
             if n:
-                raise StoreError(f"{root}: {n} shards but no {MANIFEST} or {LOG}, and the shards are version-1 "
-                                 f"(no stream specs inside): the index cannot be rebuilt; restore manifest.json")
+                raise StoreError(
+                    f"{root}: {n} shards but no {MANIFEST} or {LOG}, and the shards are version-1 "
+                    f"(no stream specs inside): the index cannot be rebuilt; restore manifest.json"
+                )
             raise StoreError(f"{root}: not a feature store (no {MANIFEST})")
         recs = _init_records(datasets.pop(), streams or {}, extra or {})
         if v2:
@@ -793,7 +885,8 @@ class StoreWriter:
             elif known != d:
                 raise StoreError(
                     f"{self.root}: stream {name!r} exists with a different spec; "
-                    f"stored {json.dumps(known, sort_keys=True)}, given {json.dumps(d, sort_keys=True)}")
+                    f"stored {json.dumps(known, sort_keys=True)}, given {json.dumps(d, sort_keys=True)}"
+                )
         if new:
             recs.append({"op": "streams", "streams": new})
         if extra and any(state.extra.get(k) != v for k, v in extra.items()):
@@ -877,9 +970,18 @@ class StoreWriter:
                     elif not writer_gone(self.root, held["writer"], held.get("host"), held.get("pid")):
                         return "failed" if held.get("failed") else "busy"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(path, json.dumps({"video_id": video_id, "writer": self.lease.id,
-                                                    "host": self.lease.host, "pid": self.lease.pid,
-                                                    "time": now_iso()}))
+                atomic_write_text(
+                    path,
+                    json.dumps(
+                        {
+                            "video_id": video_id,
+                            "writer": self.lease.id,
+                            "host": self.lease.host,
+                            "pid": self.lease.pid,
+                            "time": now_iso(),
+                        }
+                    ),
+                )
         except OSError as e:
             raise StoreError(os_error_message(self.root, e, f"claiming video {video_id!r}")) from e
         self._claims.add(video_id)
@@ -893,8 +995,14 @@ class StoreWriter:
             if held and held.get("writer") == self.lease.id:
                 path.unlink()
 
-    def claim_each(self, items: Iterable[T], *, key: Callable[[T], str], on_skip: Callable[[T], None] | None = None,
-                   poll_s: float = 0.5) -> Iterator[T]:
+    def claim_each(
+        self,
+        items: Iterable[T],
+        *,
+        key: Callable[[T], str],
+        on_skip: Callable[[T], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> Iterator[T]:
         """Yield the items this writer claims; items another live writer holds are retried
         at the end until they are committed (skipped, ``on_skip``) or their writer is gone
         (taken over). Every video is thus extracted by exactly one writer."""
@@ -929,12 +1037,23 @@ class StoreWriter:
         marked failed (other live writers skip it, as a rerun skips recorded failures) so no
         writer waits for it."""
         if any(v == video_id for v, _ in self._pending_pairs) or any(
-                video_id in self._committed.get(s, ()) for s in self.streams):
+            video_id in self._committed.get(s, ()) for s in self.streams
+        ):
             return
         with contextlib.suppress(OSError):
-            atomic_write_text(claim_path(self.root, video_id), json.dumps({
-                "video_id": video_id, "writer": self.lease.id, "host": self.lease.host, "pid": self.lease.pid,
-                "time": now_iso(), "failed": True}))
+            atomic_write_text(
+                claim_path(self.root, video_id),
+                json.dumps(
+                    {
+                        "video_id": video_id,
+                        "writer": self.lease.id,
+                        "host": self.lease.host,
+                        "pid": self.lease.pid,
+                        "time": now_iso(),
+                        "failed": True,
+                    }
+                ),
+            )
             self._claims.discard(video_id)
 
     # -- writing -------------------------------------------------------------------------
@@ -959,7 +1078,8 @@ class StoreWriter:
             if rows.ndim != 1 + len(spec.feature_shape) or tuple(rows.shape[1:]) != spec.feature_shape:
                 raise ValueError(
                     f"video {video_id!r}, stream {name!r}: rows have shape {rows.shape}, "
-                    f"expected T x {spec.feature_shape}")
+                    f"expected T x {spec.feature_shape}"
+                )
             if rows.shape[0] < 1:
                 raise ValueError(f"video {video_id!r}, stream {name!r}: zero rows (a stream needs >= 1 row)")
             if not np.all(np.isfinite(rows)):
@@ -984,8 +1104,13 @@ class StoreWriter:
         self._pending_bytes = 0
         shard_name = f"shard-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{self.lease.id}-{uuid.uuid4().hex[:8]}.h5"
         created = now_iso()
-        info = {"writer": self.lease.id, "host": self.lease.host, "pid": self.lease.pid, "created": created,
-                "file": shard_name}
+        info = {
+            "writer": self.lease.id,
+            "host": self.lease.host,
+            "pid": self.lease.pid,
+            "created": created,
+            "file": shard_name,
+        }
         image, rows = build_shard_image(pending, self.streams, dataset=self.dataset, writer=info)
         tmp = self.root / SHARD_DIR / f".tmp-{self.lease.id}-{self.lease.pid}-{self.lease.host}.h5"
         final = self.root / SHARD_DIR / shard_name
@@ -995,8 +1120,9 @@ class StoreWriter:
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise StoreError(os_error_message(self.root, e, f"writing a shard of {len(pending)} videos",
-                                              needed_bytes=len(image))) from e
+            raise StoreError(
+                os_error_message(self.root, e, f"writing a shard of {len(pending)} videos", needed_bytes=len(image))
+            ) from e
         streams = sorted({s for p in pending for s in p.features})
         absent = {s: [p.video_id for p in pending if s not in p.features] for s in streams}
         ids = [p.video_id for p in pending]
@@ -1016,8 +1142,9 @@ class StoreWriter:
                     return None
                 os.replace(tmp, final)
                 fsync_dir(final.parent)
-                entry = _commit_entry(f"{SHARD_DIR}/{shard_name}", ids, streams, absent, rows, len(image), digest,
-                                      self.lease.id, created)
+                entry = _commit_entry(
+                    f"{SHARD_DIR}/{shard_name}", ids, streams, absent, rows, len(image), digest, self.lease.id, created
+                )
                 try:
                     append_records(self.root, [{"op": "commit", "shard": entry}])
                 except BaseException:
@@ -1027,8 +1154,9 @@ class StoreWriter:
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise StoreError(os_error_message(self.root, e, f"committing a shard of {len(pending)} videos",
-                                              needed_bytes=len(image))) from e
+            raise StoreError(
+                os_error_message(self.root, e, f"committing a shard of {len(pending)} videos", needed_bytes=len(image))
+            ) from e
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -1085,8 +1213,7 @@ class FeatureStore:
         self.state, self.notes = _open_state(self.root)
         self.schema_version = self.state.schema_version
         self.dataset: str = self.state.dataset
-        self.streams: dict[str, StreamSpec] = {
-            name: StreamSpec.from_dict(d) for name, d in self.state.streams.items()}
+        self.streams: dict[str, StreamSpec] = {name: StreamSpec.from_dict(d) for name, d in self.state.streams.items()}
         shards = self.state.shards
         # video -> first shard holding it (its metadata); videos found in several shards
         self._first: dict[str, int] = {}
@@ -1098,8 +1225,12 @@ class FeatureStore:
             self._absent.append({s: set(v) for s, v in shard.get("absent", {}).items() if v})
         # one dict built in C, one insertion per video: keys in commit order -> shard number
         chain = itertools.chain.from_iterable
-        self._first = dict(zip(chain(sh["videos"] for sh in shards),
-                               chain(itertools.repeat(k, len(sh["videos"])) for k, sh in enumerate(shards))))
+        self._first = dict(
+            zip(
+                chain(sh["videos"] for sh in shards),
+                chain(itertools.repeat(k, len(sh["videos"])) for k, sh in enumerate(shards)),
+            )
+        )
         if len(self._first) != sum(len(sh["videos"]) for sh in shards):  # some videos span shards
             first_shard: dict[str, int] = {}  # the earliest shard of each video holds its metadata
             for k in range(len(shards) - 1, -1, -1):
@@ -1118,7 +1249,8 @@ class FeatureStore:
                     if s in seen:
                         raise StoreCorruptError(
                             f"{self.root}: video {v!r} stream {s!r} committed twice "
-                            f"({shards[seen[s]]['file']} and {shards[k]['file']})")
+                            f"({shards[seen[s]]['file']} and {shards[k]['file']})"
+                        )
                     seen[s] = k
         self._pid = os.getpid()
         self._files: dict[int, h5py.File] = {}
@@ -1225,7 +1357,8 @@ class FeatureStore:
             size = path.stat().st_size
             if size != entry["size_bytes"]:
                 raise StoreCorruptError(
-                    f"shard {path} has {size} bytes, the log says {entry['size_bytes']} (truncated or modified)")
+                    f"shard {path} has {size} bytes, the log says {entry['size_bytes']} (truncated or modified)"
+                )
             try:
                 f = _open_h5(path, "r")
             except (OSError, KeyError, ValueError, TypeError) as e:
@@ -1291,9 +1424,10 @@ class FeatureStore:
         if full and self.schema_version >= 2:  # the log prefix the snapshot stands for, too
             try:
                 whole = read_log_tail(self.root, StoreState(schema_version=SCHEMA_VERSION, dataset=""))
-                if whole.shards[:len(self.state.shards)] != self.state.shards:
-                    problems.append(f"{self.root / MANIFEST}: snapshot differs from {self.root / LOG} (run "
-                                    f"`avel store compact`)")
+                if whole.shards[: len(self.state.shards)] != self.state.shards:
+                    problems.append(
+                        f"{self.root / MANIFEST}: snapshot differs from {self.root / LOG} (run `avel store compact`)"
+                    )
             except StoreCorruptError as e:
                 problems.append(str(e))
         for entry in self.state.shards:
@@ -1312,11 +1446,11 @@ class FeatureStore:
         shards = self.state.shards
         streams = {}
         for name, spec in self.streams.items():
-            n_videos = sum(len(sh["videos"]) - len(sh.get("absent", {}).get(name, ()))
-                           for sh in shards if name in sh["streams"])
+            n_videos = sum(
+                len(sh["videos"]) - len(sh.get("absent", {}).get(name, ())) for sh in shards if name in sh["streams"]
+            )
             n_rows = sum(sh.get("rows", {}).get(name, 0) for sh in shards)
-            streams[name] = {**spec.to_dict(), "videos": n_videos, "rows": n_rows,
-                             "plan_text": spec.plan.describe()}
+            streams[name] = {**spec.to_dict(), "videos": n_videos, "rows": n_rows, "plan_text": spec.plan.describe()}
         errors = self.errors()
         return {
             "path": str(self.root),
@@ -1406,8 +1540,12 @@ def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], obj
                         a = _shard_attrs(p)
                         pairs = {(v, s) for s in a["streams"] for v in a["ids"] if v not in a["absent"].get(s, ())}
                         if int(a.get("schema_version", 1)) < 2 and pairs <= committed:
-                            log_deletion(root, p, "version-1 shard superseded by `avel store upgrade` (its videos "
-                                                  "are committed in version-2 shards)")
+                            log_deletion(
+                                root,
+                                p,
+                                "version-1 shard superseded by `avel store upgrade` (its videos "
+                                "are committed in version-2 shards)",
+                            )
                             p.unlink()
                             actions.append(f"removed superseded version-1 shard {p.name}")
                 return actions or [f"{root} is already schema version {SCHEMA_VERSION}"]
@@ -1416,12 +1554,14 @@ def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], obj
                 raise StoreError(f"{root}: schema version {old.schema_version}, nothing to upgrade")
             problems = old.verify(full=True)
             if problems:
-                raise StoreCorruptError(f"{root}: cannot upgrade a damaged store ({len(problems)} problems): "
-                                        + "; ".join(problems[:5]))
+                raise StoreCorruptError(
+                    f"{root}: cannot upgrade a damaged store ({len(problems)} problems): " + "; ".join(problems[:5])
+                )
             for p in (root / SHARD_DIR).glob("shard-*.h5"):  # new shards of an interrupted upgrade
                 with contextlib.suppress(OSError, KeyError, ValueError):
                     if _shard_attrs(p).get("writer") == "upgrade" and p.name not in {
-                            Path(s["file"]).name for s in old.state.shards}:
+                        Path(s["file"]).name for s in old.state.shards
+                    }:
                         log_deletion(root, p, "partial output of an interrupted `avel store upgrade` (never committed)")
                         p.unlink()
             recs = _init_records(old.dataset, old.state.streams, old.state.extra)
@@ -1440,16 +1580,39 @@ def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], obj
                     pending.append(_PendingVideo(v, feats, padded, old.meta(v), times))
                 name = f"shard-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-upgrade-{uuid.uuid4().hex[:8]}.h5"
                 created = entry.get("created", now_iso())
-                image, rows = build_shard_image(pending, specs, dataset=old.dataset, writer={
-                    "writer": "upgrade", "host": socket.gethostname(), "pid": os.getpid(), "created": created,
-                    "file": name, "upgraded_from": entry["file"]})
+                image, rows = build_shard_image(
+                    pending,
+                    specs,
+                    dataset=old.dataset,
+                    writer={
+                        "writer": "upgrade",
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "created": created,
+                        "file": name,
+                        "upgraded_from": entry["file"],
+                    },
+                )
                 try:
                     atomic_write_bytes(root / SHARD_DIR / name, image)
                 except OSError as e:
                     raise StoreError(os_error_message(root, e, "writing an upgraded shard", len(image))) from e
-                recs.append({"op": "commit", "shard": _commit_entry(
-                    f"{SHARD_DIR}/{name}", entry["videos"], entry["streams"], entry.get("absent", {}), rows,
-                    len(image), sha256_hex(image), "upgrade", created)})
+                recs.append(
+                    {
+                        "op": "commit",
+                        "shard": _commit_entry(
+                            f"{SHARD_DIR}/{name}",
+                            entry["videos"],
+                            entry["streams"],
+                            entry.get("absent", {}),
+                            rows,
+                            len(image),
+                            sha256_hex(image),
+                            "upgrade",
+                            created,
+                        ),
+                    }
+                )
                 if progress:
                     progress(n + 1, total)
             old.close()
@@ -1459,9 +1622,13 @@ def upgrade_store(root: str | os.PathLike, *, progress: Callable[[int, int], obj
             actions.append(f"rewrote {total} version-1 shards as version-2 shards; wrote {LOG} and {MANIFEST}")
             for entry in old.state.shards:
                 p = root / entry["file"]
-                log_deletion(root, p, "version-1 shard superseded by `avel store upgrade` (same videos, rows, "
-                                      "times, flags and metadata, checked, in a version-2 shard)",
-                             sha256=entry["sha256"])
+                log_deletion(
+                    root,
+                    p,
+                    "version-1 shard superseded by `avel store upgrade` (same videos, rows, "
+                    "times, flags and metadata, checked, in a version-2 shard)",
+                    sha256=entry["sha256"],
+                )
                 p.unlink(missing_ok=True)
             actions.append(f"removed the {total} version-1 shards (listed in {DELETIONS})")
             (root / V1_LOCK).unlink(missing_ok=True)

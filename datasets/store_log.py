@@ -19,6 +19,7 @@ The store's filesystem helpers: fsync, atomic writes and sha256 come from
 :mod:`avel.datasets.fileio` (the package's one helper each); :mod:`avel.datasets.store`
 re-exports them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,7 +83,7 @@ def write_new_file(path: Path, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -98,11 +99,15 @@ def os_error_message(root: Path, e: OSError, doing: str, needed_bytes: int | Non
         except OSError:
             free = ""
         kind = "out of quota" if e.errno == errno.EDQUOT else "out of space"
-        return (f"store {root}: {kind} while {doing} ({need} needed{free}); committed videos are kept: "
-                f"free space and rerun to resume")
+        return (
+            f"store {root}: {kind} while {doing} ({need} needed{free}); committed videos are kept: "
+            f"free space and rerun to resume"
+        )
     if e.errno in READONLY_ERRNOS:
-        return (f"store {root}: cannot write ({os.strerror(e.errno)}) while {doing}; the store needs write "
-                f"access to {root}, {root}/shards and {root}/log")
+        return (
+            f"store {root}: cannot write ({os.strerror(e.errno)}) while {doing}; the store needs write "
+            f"access to {root}, {root}/shards and {root}/log"
+        )
     return f"store {root}: {os.strerror(e.errno) if e.errno else e} while {doing}"
 
 
@@ -147,7 +152,8 @@ def decode_records(data: bytes, path: Path, first_line: int) -> tuple[list[dict]
         except ValueError as e:
             raise StoreCorruptError(
                 f"{path}: line {n} is damaged ({e}); run `avel info --repair STORE` to keep the records "
-                f"before it and re-adopt the shards after it") from e
+                f"before it and re-adopt the shards after it"
+            ) from e
         out.append(rec)
     return out, end
 
@@ -182,17 +188,31 @@ class StoreState:
         self.log_records += 1
 
     def to_snapshot(self) -> dict:
-        return {"schema_version": self.schema_version, "dataset": self.dataset, "created": self.created,
-                "updated": self.updated, "streams": self.streams, "extra": self.extra, "shards": self.shards,
-                "log": {"file": LOG, "offset": self.log_offset, "records": self.log_records}}
+        return {
+            "schema_version": self.schema_version,
+            "dataset": self.dataset,
+            "created": self.created,
+            "updated": self.updated,
+            "streams": self.streams,
+            "extra": self.extra,
+            "shards": self.shards,
+            "log": {"file": LOG, "offset": self.log_offset, "records": self.log_records},
+        }
 
     @classmethod
     def from_snapshot(cls, m: Mapping[str, Any]) -> StoreState:
         log = m.get("log", {})
-        return cls(schema_version=int(m["schema_version"]), dataset=m["dataset"], streams=dict(m["streams"]),
-                   shards=list(m["shards"]), extra=dict(m.get("extra", {})), created=m.get("created", ""),
-                   updated=m.get("updated", ""), log_offset=int(log.get("offset", 0)),
-                   log_records=int(log.get("records", 0)))
+        return cls(
+            schema_version=int(m["schema_version"]),
+            dataset=m["dataset"],
+            streams=dict(m["streams"]),
+            shards=list(m["shards"]),
+            extra=dict(m.get("extra", {})),
+            created=m.get("created", ""),
+            updated=m.get("updated", ""),
+            log_offset=int(log.get("offset", 0)),
+            log_records=int(log.get("records", 0)),
+        )
 
 
 def read_json_file(path: Path) -> dict:
@@ -293,7 +313,7 @@ def append_records(root: Path, records: Sequence[Mapping[str, Any]]) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         except OSError:
             os.ftruncate(fd, before)  # never leave half a record behind
@@ -303,14 +323,19 @@ def append_records(root: Path, records: Sequence[Mapping[str, Any]]) -> None:
 
 
 def write_snapshot(root: Path, state: StoreState) -> None:
-    atomic_write_text(Path(root) / MANIFEST, json.dumps(state.to_snapshot(), sort_keys=True,
-                                                        separators=(",", ":")))
+    atomic_write_text(Path(root) / MANIFEST, json.dumps(state.to_snapshot(), sort_keys=True, separators=(",", ":")))
 
 
 def log_deletion(root: Path, path: Path, reason: str, **fields: Any) -> None:
     """Record a deletion in ``deletions.jsonl`` (before the file is removed)."""
-    rec = {"time": now_iso(), "file": str(Path(path).relative_to(root)), "reason": reason,
-           "by_host": socket.gethostname(), "by_pid": os.getpid(), **fields}
+    rec = {
+        "time": now_iso(),
+        "file": str(Path(path).relative_to(root)),
+        "reason": reason,
+        "by_host": socket.gethostname(),
+        "by_pid": os.getpid(),
+        **fields,
+    }
     fd = os.open(Path(root) / DELETIONS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (json.dumps(rec, sort_keys=True) + "\n").encode("utf-8"))
@@ -368,8 +393,18 @@ class WriterLease:
         self._thread.start()
 
     def renew(self) -> None:
-        atomic_write_text(self.path, json.dumps({"writer": self.id, "host": self.host, "pid": self.pid,
-                                                 "expires_unix": time.time() + self.ttl_s, "ttl_s": self.ttl_s}))
+        atomic_write_text(
+            self.path,
+            json.dumps(
+                {
+                    "writer": self.id,
+                    "host": self.host,
+                    "pid": self.pid,
+                    "expires_unix": time.time() + self.ttl_s,
+                    "ttl_s": self.ttl_s,
+                }
+            ),
+        )
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):

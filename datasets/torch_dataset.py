@@ -19,12 +19,14 @@ is an :class:`~avel.datasets.store.AlignmentError` naming the video and the leng
 Grid convention (UnAV / ActionFormer): row ``g`` is centred at
 ``g * step_s + 0.5 * window_s`` seconds, so ``grid = (t_s - 0.5 * window_s) / step_s``.
 """
+
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,22 +61,26 @@ def check_time_grid(store: FeatureStore, streams: Sequence[str]) -> tuple[float,
         if abs(plan.step_seconds - step) > 1e-6:
             raise AlignmentError(
                 f"streams {streams[0]!r} (step {step:g} s) and {s!r} (step {plan.step_seconds:g} s) are on "
-                f"different time grids; choose streams extracted with the same step")
+                f"different time grids; choose streams extracted with the same step"
+            )
         if abs(plan.window_seconds - window) / 2 >= step / 2:
             raise AlignmentError(
                 f"streams {streams[0]!r} and {s!r}: window centres differ by "
-                f"{abs(plan.window_seconds - window) / 2:g} s, at least half a step ({step / 2:g} s)")
+                f"{abs(plan.window_seconds - window) / 2:g} s, at least half a step ({step / 2:g} s)"
+            )
     return step, window
 
 
-def align_rows(video_id: str, arrays: dict[str, np.ndarray], *, max_length_diff: int = 1,
-               stats: AlignmentStats | None = None) -> dict[str, np.ndarray]:
+def align_rows(
+    video_id: str, arrays: dict[str, np.ndarray], *, max_length_diff: int = 1, stats: AlignmentStats | None = None
+) -> dict[str, np.ndarray]:
     """Trim streams of one video to a common length by the alignment rule (module doc)."""
     lengths = {s: a.shape[0] for s, a in arrays.items()}
     shortest, longest = min(lengths.values()), max(lengths.values())
     if longest - shortest > max_length_diff:
         raise AlignmentError(
-            f"video {video_id!r}: stream lengths {lengths} differ by more than {max_length_diff} row(s)")
+            f"video {video_id!r}: stream lengths {lengths} differ by more than {max_length_diff} row(s)"
+        )
     if longest != shortest and stats is not None:
         stats.trimmed_videos += 1
         stats.trimmed_rows += sum(n - shortest for n in lengths.values())
@@ -89,8 +95,9 @@ def read_rows(store: FeatureStore, video_id: str, stream: str) -> np.ndarray:
     return check_finite_rows(store.read(video_id, stream), video_id=video_id, stream=stream, source=str(store.root))
 
 
-def stream_statistics(store: FeatureStore, video_ids: Sequence[str], streams: Sequence[str], *,
-                      max_videos: int = 2000) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def stream_statistics(
+    store: FeatureStore, video_ids: Sequence[str], streams: Sequence[str], *, max_videos: int = 2000
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-stream, per-dimension mean and std over (up to ``max_videos``) videos' rows.
 
     Used to standardize features (``standardize=True`` in the datasets): compute it on the
@@ -98,8 +105,11 @@ def stream_statistics(store: FeatureStore, video_ids: Sequence[str], streams: Se
     """
     out = {}
     for s in streams:
-        rows = [read_rows(store, v, s).reshape(store.num_rows(v, s), -1).astype(np.float64)
-                for v in list(video_ids)[:max_videos] if store.has(v, s)]
+        rows = [
+            read_rows(store, v, s).reshape(store.num_rows(v, s), -1).astype(np.float64)
+            for v in list(video_ids)[:max_videos]
+            if store.has(v, s)
+        ]
         if not rows:
             raise StoreError(f"no rows of stream {s!r} to compute statistics from in {store.root}")
         cat = np.concatenate(rows, axis=0)
@@ -182,12 +192,12 @@ class DenseFeatureDataset(Dataset):
         self.seed = 0 if seed is None else int(seed)
         self.epoch = 0
         samples = annotations.subset(subset)
-        missing = [s.video_id for s in samples
-                   if not all(self.store.has(s.video_id, st) for st in self.streams)]
+        missing = [s.video_id for s in samples if not all(self.store.has(s.video_id, st) for st in self.streams)]
         if missing and not skip_missing:
             raise StoreError(
                 f"{len(missing)} {subset or 'all'} videos lack streams {self.streams} in {self.store.root}, "
-                f"e.g. {missing[:5]}")
+                f"e.g. {missing[:5]}"
+            )
         missing_set = set(missing)
         self.missing_videos = sorted(missing_set)
         self.samples: list[Sample] = [s for s in samples if s.video_id not in missing_set]
@@ -211,8 +221,7 @@ class DenseFeatureDataset(Dataset):
     def _load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         arrays = {s: _standardize(read_rows(self.store, sample.video_id, s), self.stats.get(s)) for s in self.streams}
         arrays = {s: a.reshape(a.shape[0], -1) for s, a in arrays.items()}
-        arrays = align_rows(sample.video_id, arrays, max_length_diff=self.max_length_diff,
-                            stats=self.alignment_stats)
+        arrays = align_rows(sample.video_id, arrays, max_length_diff=self.max_length_diff, stats=self.alignment_stats)
         visual = np.concatenate([arrays[s] for s in self.visual_streams], axis=1)
         audio = np.concatenate([arrays[s] for s in self.audio_streams], axis=1)
         return visual.astype(np.float32, copy=False), audio.astype(np.float32, copy=False)
@@ -262,8 +271,9 @@ class DenseFeatureDataset(Dataset):
             offset = a
         duration = sample.duration_s
         if duration is None:
-            duration = float(self.store.meta(sample.video_id).duration_s or
-                             (visual.shape[0] - 1) * self.step_s + self.window_s)
+            duration = float(
+                self.store.meta(sample.video_id).duration_s or (visual.shape[0] - 1) * self.step_s + self.window_s
+            )
         return {
             "sample_id": sample.sample_id,
             "video_id": sample.video_id,
@@ -355,17 +365,24 @@ class AveFeatureDataset(Dataset):
         self.background_id = int(annotations.background_id)
         self.num_classes = annotations.num_classes + 1
         self.samples = annotations.subset(subset)
-        missing = [s.video_id for s in self.samples
-                   if not (self.store.has(s.video_id, visual_stream) and self.store.has(s.video_id, audio_stream))]
+        missing = [
+            s.video_id
+            for s in self.samples
+            if not (self.store.has(s.video_id, visual_stream) and self.store.has(s.video_id, audio_stream))
+        ]
         if missing:
-            raise StoreError(f"{len(missing)} AVE videos lack {visual_stream}/{audio_stream} in "
-                             f"{self.store.root}, e.g. {missing[:5]}")
+            raise StoreError(
+                f"{len(missing)} AVE videos lack {visual_stream}/{audio_stream} in "
+                f"{self.store.root}, e.g. {missing[:5]}"
+            )
         self.extra_audio, self.extra_visual = (None, None)
         if extra_background is not None:
             self.extra_audio, self.extra_visual = extra_background
             if self.extra_visual is None:
-                raise ValueError("extra background videos need visual features too for this dataset; "
-                                 "pass them or leave extra_background out")
+                raise ValueError(
+                    "extra background videos need visual features too for this dataset; "
+                    "pass them or leave extra_background out"
+                )
         self.alignment_stats = AlignmentStats()
 
     def __len__(self) -> int:
@@ -387,15 +404,23 @@ class AveFeatureDataset(Dataset):
             sample_id, video_id, is_bg = f"background-{j:04d}", f"background-{j:04d}", True
         else:
             sample = self.samples[index]
-            arrays = align_rows(sample.video_id, {
-                "v": _standardize(read_rows(self.store, sample.video_id, self.visual_stream),
-                                  self.stats.get(self.visual_stream)),
-                "a": _standardize(read_rows(self.store, sample.video_id, self.audio_stream),
-                                  self.stats.get(self.audio_stream))}, stats=self.alignment_stats)
+            arrays = align_rows(
+                sample.video_id,
+                {
+                    "v": _standardize(
+                        read_rows(self.store, sample.video_id, self.visual_stream), self.stats.get(self.visual_stream)
+                    ),
+                    "a": _standardize(
+                        read_rows(self.store, sample.video_id, self.audio_stream), self.stats.get(self.audio_stream)
+                    ),
+                },
+                stats=self.alignment_stats,
+            )
             visual, audio = arrays["v"].astype(np.float32), arrays["a"].astype(np.float32)
             if visual.shape[0] < self.num_segments:
-                raise AlignmentError(f"video {sample.video_id!r}: {visual.shape[0]} rows, "
-                                     f"expected {self.num_segments} segments")
+                raise AlignmentError(
+                    f"video {sample.video_id!r}: {visual.shape[0]} rows, expected {self.num_segments} segments"
+                )
             visual, audio = visual[: self.num_segments], audio[: self.num_segments]
             seg = self.segment_labels(sample)
             sample_id, video_id, is_bg = sample.sample_id, sample.video_id, False

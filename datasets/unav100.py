@@ -17,20 +17,29 @@ types, unknown subset, inconsistent label ids, a video id twice) with one
 duration, duplicates): :func:`avel.datasets.validate.validate` reports those, and all
 problems at once.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from avel.datasets.annotations import SUBSETS, AnnotationError, AnnotationSet, Sample, Segment
 from avel.datasets.fileio import atomic_write_text
 
-__all__ = ["AnnotationError", "VIDEO_EXTENSIONS", "load_unav100", "write_unav100", "find_video_files",
-           "find_duplicate_video_files",
-           "read_json_with_duplicates", "json_number", "json_type"]
+__all__ = [
+    "AnnotationError",
+    "VIDEO_EXTENSIONS",
+    "load_unav100",
+    "write_unav100",
+    "find_video_files",
+    "find_duplicate_video_files",
+    "read_json_with_duplicates",
+    "json_number",
+    "json_type",
+]
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 VERSION = "unav100"
@@ -61,8 +70,14 @@ def read_json_with_duplicates(path: Path):
 
 def json_type(x) -> str:
     """The JSON name of ``x``'s type (for messages)."""
-    for t, name in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"), (int, "number"),
-                    (float, "number")):
+    for t, name in (
+        (bool, "boolean"),
+        (dict, "object"),
+        (list, "array"),
+        (str, "string"),
+        (int, "number"),
+        (float, "number"),
+    ):
         if isinstance(x, t):
             return name
     return "null" if x is None else type(x).__name__
@@ -129,11 +144,22 @@ def load_unav100(path: str | os.PathLike) -> AnnotationSet:
             seg = ann.get("segment") if isinstance(ann, dict) else None
             label = ann.get("label") if isinstance(ann, dict) else None
             label_id = ann.get("label_id") if isinstance(ann, dict) else None
-            if not (isinstance(seg, list) and len(seg) == 2 and all(json_number(x) is not None for x in seg)
-                    and isinstance(label, str) and label
-                    and isinstance(label_id, int) and not isinstance(label_id, bool) and label_id >= 0):
-                raise _fail(path, w, 'expected {"segment": [start_s, end_s], "label": non-empty str, '
-                                     f'"label_id": int >= 0}}, got {ann!r}')
+            if not (
+                isinstance(seg, list)
+                and len(seg) == 2
+                and all(json_number(x) is not None for x in seg)
+                and isinstance(label, str)
+                and label
+                and isinstance(label_id, int)
+                and not isinstance(label_id, bool)
+                and label_id >= 0
+            ):
+                raise _fail(
+                    path,
+                    w,
+                    'expected {"segment": [start_s, end_s], "label": non-empty str, '
+                    f'"label_id": int >= 0}}, got {ann!r}',
+                )
             if names.setdefault(label_id, label) != label:
                 raise _fail(path, w, f"label_id {label_id} is {label!r} here but {names[label_id]!r} elsewhere")
             if ids_of.setdefault(label, label_id) != label_id:
@@ -165,23 +191,29 @@ def write_unav100(annset: AnnotationSet, path: str | os.PathLike) -> None:
         if s.video_id in database:
             raise ValueError(f"{path}: video id {s.video_id!r} appears on two samples; UnAV-100 has one per video")
         if s.subset not in SUBSETS or s.duration_s is None:
-            raise ValueError(f"{path}: sample {s.sample_id!r} needs a subset in {list(SUBSETS)} and a duration, "
-                             f"got subset={s.subset!r}, duration_s={s.duration_s!r}")
+            raise ValueError(
+                f"{path}: sample {s.sample_id!r} needs a subset in {list(SUBSETS)} and a duration, "
+                f"got subset={s.subset!r}, duration_s={s.duration_s!r}"
+            )
         for g in s.segments:
             if not 0 <= g.label_id < len(annset.classes) or annset.classes[g.label_id] != g.label:
-                raise ValueError(f"{path}: sample {s.sample_id!r}: label {g.label!r} with id {g.label_id} "
-                                 f"does not match the class list")
+                raise ValueError(
+                    f"{path}: sample {s.sample_id!r}: label {g.label!r} with id {g.label_id} "
+                    f"does not match the class list"
+                )
         database[s.video_id] = {
             "duration": s.duration_s,
             "subset": s.subset,
-            "annotations": [{"segment": [g.start_s, g.end_s], "label": g.label, "label_id": g.label_id}
-                            for g in s.segments],
+            "annotations": [
+                {"segment": [g.start_s, g.end_s], "label": g.label, "label_id": g.label_id} for g in s.segments
+            ],
         }
     atomic_write_text(path, json.dumps({"version": VERSION, "database": database}))
 
 
-def find_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
-                     extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> tuple[dict[str, Path], list[str]]:
+def find_video_files(
+    video_ids: Iterable[str], video_dir: str | os.PathLike, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+) -> tuple[dict[str, Path], list[str]]:
     """Map each id to ``<video_dir>/<id><ext>``.
 
     The directory is listed once and names are compared exactly (no globbing, so ids with
@@ -212,8 +244,9 @@ def find_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
     return found, missing
 
 
-def find_duplicate_video_files(video_ids: Iterable[str], video_dir: str | os.PathLike,
-                               extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> dict[str, list[Path]]:
+def find_duplicate_video_files(
+    video_ids: Iterable[str], video_dir: str | os.PathLike, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+) -> dict[str, list[Path]]:
     """``{id: [paths]}`` for the ids that have a file under more than one extension
     (``abc.mp4`` and ``abc.mkv``): which one holds the video is the user's call."""
     video_dir = Path(video_dir)

@@ -20,6 +20,7 @@ Checks:
     control characters).
     Folder: not a directory, no videos, two files for one id, empty files.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,15 @@ from pathlib import Path
 from avel.datasets.annotations import SUBSETS, AnnotationError, unsafe_id_reason
 from avel.datasets.ave import AVE_CLASSES, CLIP_DURATION_S, HEADER, SPLIT_SUFFIXES, is_header, read_order, split_files
 from avel.datasets.folder import DATASETS, video_files
-from avel.datasets.unav100 import (VIDEO_EXTENSIONS, JsonObject, json_number, find_duplicate_video_files,
-                                   find_video_files, json_type,
-                                   read_json_with_duplicates)
+from avel.datasets.unav100 import (
+    VIDEO_EXTENSIONS,
+    JsonObject,
+    find_duplicate_video_files,
+    find_video_files,
+    json_number,
+    json_type,
+    read_json_with_duplicates,
+)
 
 __all__ = ["DURATION_TOLERANCE_S", "Problem", "validate"]
 
@@ -61,9 +68,13 @@ class Problem:
         return f"{self.file}: {self.location}: {self.message}"
 
 
-def validate(dataset: str, annotations_path: str | os.PathLike | None = None, *,
-             video_dir: str | os.PathLike | None = None,
-             split_dir: str | os.PathLike | None = None) -> list[Problem]:
+def validate(
+    dataset: str,
+    annotations_path: str | os.PathLike | None = None,
+    *,
+    video_dir: str | os.PathLike | None = None,
+    split_dir: str | os.PathLike | None = None,
+) -> list[Problem]:
     """Every problem of an annotation file, its split files and its videos.
 
     Args:
@@ -94,8 +105,10 @@ def validate(dataset: str, annotations_path: str | os.PathLike | None = None, *,
 
 def _repeated(obj, f: str, where: str) -> list[Problem]:
     keys = obj.duplicate_keys if isinstance(obj, JsonObject) else []
-    return [Problem(f, f"{where}/{k}" if where else k, "key appears more than once (JSON keeps only the last)")
-            for k in dict.fromkeys(keys)]
+    return [
+        Problem(f, f"{where}/{k}" if where else k, "key appears more than once (JSON keeps only the last)")
+        for k in dict.fromkeys(keys)
+    ]
 
 
 def _validate_unav100(path: Path, video_dir) -> list[Problem]:
@@ -119,8 +132,9 @@ def _validate_unav100(path: Path, video_dir) -> list[Problem]:
         where = f"database/{vid}"
         reason = unsafe_id_reason(vid)
         if reason is not None or "/" in vid or "\\" in vid:
-            problems.append(Problem(f, where, f"video id {vid!r} cannot be a file name "
-                                              f"({reason or 'contains a path separator'})"))
+            problems.append(
+                Problem(f, where, f"video id {vid!r} cannot be a file name ({reason or 'contains a path separator'})")
+            )
         if not isinstance(entry, dict):
             problems.append(Problem(f, where, 'expected an object {"duration", "subset", "annotations"}'))
             continue
@@ -149,16 +163,18 @@ def _validate_unav100(path: Path, video_dir) -> list[Problem]:
                 if key not in ann:
                     problems.append(Problem(f, w, f"missing key {key!r}"))
             seg, label, label_id = ann.get("segment"), ann.get("label"), ann.get("label_id")
-            if "segment" in ann and not (isinstance(seg, list) and len(seg) == 2
-                                         and all(json_number(x) is not None for x in seg)):
+            if "segment" in ann and not (
+                isinstance(seg, list) and len(seg) == 2 and all(json_number(x) is not None for x in seg)
+            ):
                 problems.append(Problem(f, f"{w}/segment", f"expected [start_s, end_s] numbers, got {seg!r}"))
             if "label" in ann and (not isinstance(label, str) or not label):
                 problems.append(Problem(f, f"{w}/label", f"expected a non-empty class name, got {label!r}"))
             if "label_id" in ann and (isinstance(label_id, bool) or not isinstance(label_id, int) or label_id < 0):
                 problems.append(Problem(f, f"{w}/label_id", f"expected an integer >= 0, got {label_id!r}"))
             label_name = label if isinstance(label, str) and label else None
-            label_num = label_id if isinstance(label_id, int) and not isinstance(label_id, bool) and label_id >= 0 \
-                else None
+            label_num = (
+                label_id if isinstance(label_id, int) and not isinstance(label_id, bool) and label_id >= 0 else None
+            )
             if label_name is not None and label_num is not None:
                 names.setdefault(label_num, set()).add(label_name)
                 ids_of.setdefault(label_name, set()).add(label_num)
@@ -170,21 +186,37 @@ def _validate_unav100(path: Path, video_dir) -> list[Problem]:
             if start < 0:
                 problems.append(Problem(f, f"{w}/segment", f"start {start:g} < 0"))
             if duration is not None and end > duration + DURATION_TOLERANCE_S:
-                problems.append(Problem(f, f"{w}/segment", f"end {end:g} after the duration {duration:g} s "
-                                                           f"(tolerance {DURATION_TOLERANCE_S} s)"))
+                problems.append(
+                    Problem(
+                        f,
+                        f"{w}/segment",
+                        f"end {end:g} after the duration {duration:g} s (tolerance {DURATION_TOLERANCE_S} s)",
+                    )
+                )
             event = (round(start, 6), round(end, 6), label_name)
             if event in first_of:
-                problems.append(Problem(f, w, f"duplicate event {label!r} [{start:g}, {end:g}] "
-                                              f"(same as annotations[{first_of[event]}])"))
+                problems.append(
+                    Problem(
+                        f, w, f"duplicate event {label!r} [{start:g}, {end:g}] (same as annotations[{first_of[event]}])"
+                    )
+                )
             first_of.setdefault(event, k)
     for label_id, labels in sorted(names.items()):
         if len(labels) > 1:
-            problems.append(Problem(f, "database", f"label_id {label_id} is used for several labels {sorted(labels)} "
-                                                   "(expected one label per id)"))
+            problems.append(
+                Problem(
+                    f,
+                    "database",
+                    f"label_id {label_id} is used for several labels {sorted(labels)} (expected one label per id)",
+                )
+            )
     for label, ids in sorted(ids_of.items()):
         if len(ids) > 1:
-            problems.append(Problem(f, "database", f"label {label!r} has several label_ids {sorted(ids)} "
-                                                   "(expected one id per label)"))
+            problems.append(
+                Problem(
+                    f, "database", f"label {label!r} has several label_ids {sorted(ids)} (expected one id per label)"
+                )
+            )
     if names and sorted(names) != list(range(max(names) + 1)):
         gaps = sorted(set(range(max(names) + 1)) - set(names))
         problems.append(Problem(f, "database", f"label_id values must be 0..C-1 without gaps; missing {gaps[:10]}"))
@@ -192,9 +224,10 @@ def _validate_unav100(path: Path, video_dir) -> list[Problem]:
         _, missing = find_video_files(list(database), video_dir)
         exts = ",".join(VIDEO_EXTENSIONS)
         problems += [Problem(f, f"database/{vid}", f"no video file {vid}{{{exts}}} in {video_dir}") for vid in missing]
-        problems += [Problem(f, f"database/{vid}", f"several files for one id: {[p.name for p in paths]} "
-                                                   f"(keep one)")
-                     for vid, paths in find_duplicate_video_files(list(database), video_dir).items()]
+        problems += [
+            Problem(f, f"database/{vid}", f"several files for one id: {[p.name for p in paths]} (keep one)")
+            for vid, paths in find_duplicate_video_files(list(database), video_dir).items()
+        ]
     return problems
 
 
@@ -231,8 +264,9 @@ def _validate_ave(path: Path, video_dir, split_dir) -> list[Problem]:
                 problems.append(Problem(f, loc, f"empty {name}"))
         reason = unsafe_id_reason(vid) if vid else None
         if reason is not None or "/" in vid or "\\" in vid:
-            problems.append(Problem(f, loc, f"VideoID {vid!r} cannot be a file name "
-                                            f"({reason or 'contains a path separator'})"))
+            problems.append(
+                Problem(f, loc, f"VideoID {vid!r} cannot be a file name ({reason or 'contains a path separator'})")
+            )
         elif vid:
             line_of_vid.setdefault(vid, lineno)
         if category:
@@ -243,29 +277,46 @@ def _validate_ave(path: Path, video_dir, split_dir) -> list[Problem]:
             problems.append(Problem(f, loc, f"StartTime/EndTime must be numbers, got {start!r}, {end!r}"))
             continue
         if start_s == end_s:
-            problems.append(Problem(f, loc, f"start {start_s:g} >= end {end_s:g}: an empty event (training keeps "
-                                            f"the row: all segments background, video label {category!r}; see "
-                                            f"avel.datasets.ave)"))
+            problems.append(
+                Problem(
+                    f,
+                    loc,
+                    f"start {start_s:g} >= end {end_s:g}: an empty event (training keeps "
+                    f"the row: all segments background, video label {category!r}; see "
+                    f"avel.datasets.ave)",
+                )
+            )
         elif start_s > end_s:
             problems.append(Problem(f, loc, f"start {start_s:g} >= end {end_s:g}"))
         if start_s < 0 or end_s > CLIP_DURATION_S:
-            problems.append(Problem(f, loc, f"segment [{start_s:g}, {end_s:g}] outside the {CLIP_DURATION_S:g}-s "
-                                            f"clip (expected 0 <= start < end <= {CLIP_DURATION_S:g})"))
+            problems.append(
+                Problem(
+                    f,
+                    loc,
+                    f"segment [{start_s:g}, {end_s:g}] outside the {CLIP_DURATION_S:g}-s "
+                    f"clip (expected 0 <= start < end <= {CLIP_DURATION_S:g})",
+                )
+            )
         key = (category, vid, start_s, end_s)
         if key in first_line:
             problems.append(Problem(f, loc, f"duplicate of line {first_line[key]}"))
         first_line.setdefault(key, lineno)
     if any(c in AVE_CLASSES for _, c in categories):  # a published-class file: every category must be one
-        problems += [Problem(f, f"line {n}", f"category {c!r} is not one of the 28 AVE classes")
-                     for n, c in categories if c not in AVE_CLASSES]
+        problems += [
+            Problem(f, f"line {n}", f"category {c!r} is not one of the 28 AVE classes")
+            for n, c in categories
+            if c not in AVE_CLASSES
+        ]
     problems += _validate_splits(path, split_dir, n_rows)
     if video_dir is not None:
         _, missing = find_video_files(list(line_of_vid), video_dir)
-        problems += [Problem(f, f"line {line_of_vid[vid]}", f"no video file for {vid!r} in {video_dir}")
-                     for vid in missing]
-        problems += [Problem(f, f"line {line_of_vid[vid]}", f"several files for {vid!r}: {[p.name for p in paths]} "
-                                                            f"(keep one)")
-                     for vid, paths in find_duplicate_video_files(list(line_of_vid), video_dir).items()]
+        problems += [
+            Problem(f, f"line {line_of_vid[vid]}", f"no video file for {vid!r} in {video_dir}") for vid in missing
+        ]
+        problems += [
+            Problem(f, f"line {line_of_vid[vid]}", f"several files for {vid!r}: {[p.name for p in paths]} (keep one)")
+            for vid, paths in find_duplicate_video_files(list(line_of_vid), video_dir).items()
+        ]
     return problems
 
 
@@ -280,8 +331,13 @@ def _validate_splits(path: Path, split_dir, n_rows: int) -> list[Problem]:
         owner: dict[int, str] = {}
         for sf in files.values():
             if not sf.exists():
-                problems.append(Problem(str(sf), "file", f"missing split file (the {split} split needs "
-                                                         f"{', '.join(p.name for p in files.values())})"))
+                problems.append(
+                    Problem(
+                        str(sf),
+                        "file",
+                        f"missing split file (the {split} split needs {', '.join(p.name for p in files.values())})",
+                    )
+                )
                 continue
             try:
                 order = read_order(sf)

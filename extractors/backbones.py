@@ -17,12 +17,14 @@ family's. Files are found in ``configs/backbones/`` of this repository and in th
 of the ``AVEL_BACKBONES`` environment variable (``os.pathsep``-separated); a path to a ``.yaml``
 file is accepted wherever an extractor name is.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -86,12 +88,20 @@ def load_backbone_file(path: str | Path) -> BackboneSpec:
     if weights is not None and not isinstance(weights, str):
         raise ValueError(f"{path}: key 'weights' must be a path or hub name (string), got {weights!r}")
     name = str(data.get("name") or path.stem)
-    return BackboneSpec(name=name, family=family, path=path.resolve(), description=str(data.get("description", "")),
-                        config=dict(data.get("config") or {}), weights=weights, tiny=dict(data.get("tiny") or {}))
+    return BackboneSpec(
+        name=name,
+        family=family,
+        path=path.resolve(),
+        description=str(data.get("description", "")),
+        config=dict(data.get("config") or {}),
+        weights=weights,
+        tiny=dict(data.get("tiny") or {}),
+    )
 
 
-def backbone_class(spec_or_path: BackboneSpec | str | Path, family_class: Callable[[str], type[Extractor]]
-                   ) -> type[Extractor]:
+def backbone_class(
+    spec_or_path: BackboneSpec | str | Path, family_class: Callable[[str], type[Extractor]]
+) -> type[Extractor]:
     """The extractor class of a backbone file (cached per file).
 
     Args:
@@ -110,15 +120,28 @@ def backbone_class(spec_or_path: BackboneSpec | str | Path, family_class: Callab
     for key, values in (("config", spec.config), ("tiny", spec.tiny)):
         bad = sorted(set(values) - fields)
         if bad:
-            raise ValueError(f"{spec.path}: {key}: unknown {spec.family} config fields {bad}; expected a subset of "
-                             f"{sorted(fields)}")
+            raise ValueError(
+                f"{spec.path}: {key}: unknown {spec.family} config fields {bad}; expected a subset of {sorted(fields)}"
+            )
     full = {**family.presets["full"], **spec.config}
-    tiny = {**family.presets["tiny"], **{k: v for k, v in spec.config.items() if k not in _ARCH_FIELDS
-                                         and k not in family.presets["tiny"]}, **spec.tiny}
-    cls = type(f"Backbone_{spec.name}", (family,), {
-        "name": spec.name, "presets": {"full": full, "tiny": tiny}, "family": spec.family,
-        "default_weights": spec.weights, "backbone_file": str(spec.path), "__module__": family.__module__,
-        "__doc__": f"{spec.description or spec.name} (backbone file {spec.path}; family {spec.family})"})
+    tiny = {
+        **family.presets["tiny"],
+        **{k: v for k, v in spec.config.items() if k not in _ARCH_FIELDS and k not in family.presets["tiny"]},
+        **spec.tiny,
+    }
+    cls = type(
+        f"Backbone_{spec.name}",
+        (family,),
+        {
+            "name": spec.name,
+            "presets": {"full": full, "tiny": tiny},
+            "family": spec.family,
+            "default_weights": spec.weights,
+            "backbone_file": str(spec.path),
+            "__module__": family.__module__,
+            "__doc__": f"{spec.description or spec.name} (backbone file {spec.path}; family {spec.family})",
+        },
+    )
     try:  # validate the values now, naming the file on error
         family.make_config("full", **spec.config)
     except (TypeError, ValueError) as e:

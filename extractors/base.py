@@ -46,14 +46,16 @@ configuration (the dataclass defaults), ``"tiny"`` a small one for tests and dem
 fewer channels / smaller inputs; only ever used with random weights). Config keyword arguments
 override the preset: ``Cls.random_init(preset="tiny", hop_s=0.32)``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, Mapping, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -194,8 +196,9 @@ ConfigT = TypeVar("ConfigT", bound=ExtractorConfig)
 """The config dataclass of an extractor: ``class VGG19Extractor(Extractor[VGG19Config])``."""
 
 
-def merge_config(config_cls: type[ConfigT], presets: Mapping[str, Mapping[str, Any]],
-                 preset: str = "full", **overrides: Any) -> ConfigT:
+def merge_config(
+    config_cls: type[ConfigT], presets: Mapping[str, Mapping[str, Any]], preset: str = "full", **overrides: Any
+) -> ConfigT:
     """Build ``config_cls`` from a preset plus keyword overrides, rejecting unknown keys.
 
     Values are type-checked against the field annotations by the package's one dict -> dataclass
@@ -208,8 +211,9 @@ def merge_config(config_cls: type[ConfigT], presets: Mapping[str, Mapping[str, A
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise TypeError(f"{config_cls.__name__}: unknown config keys {unknown}; expected a subset of "
-                        f"{sorted(fields - {'preset'})}")
+        raise TypeError(
+            f"{config_cls.__name__}: unknown config keys {unknown}; expected a subset of {sorted(fields - {'preset'})}"
+        )
     values = {**presets[preset], **overrides, "preset": preset}
     try:
         return typing.cast(ConfigT, dataclass_from_dict(config_cls, values))
@@ -263,8 +267,13 @@ class CheckpointReport:
     def error(self) -> Exception:
         from avel.extractors.weights import CheckpointMismatch, describe_mismatch
 
-        msg = describe_mismatch(self.missing, self.unexpected, self.mismatched, extractor=self.extractor,
-                                expected_file=", ".join(self.expected_files.values()))
+        msg = describe_mismatch(
+            self.missing,
+            self.unexpected,
+            self.mismatched,
+            extractor=self.extractor,
+            expected_file=", ".join(self.expected_files.values()),
+        )
         msg += "\n  files read: " + ", ".join(f"{r}={p}" for r, p in self.files.items())
         return CheckpointMismatch(msg, missing=self.missing, unexpected=self.unexpected, mismatched=self.mismatched)
 
@@ -329,8 +338,9 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
                 continue  # still generic (a shared base of several extractors)
             declared = cls.__dict__.get("config_cls")
             if declared is not None and declared is not param:
-                raise TypeError(f"{cls.__name__}: config_cls {declared.__name__} differs from its type parameter "
-                                f"{param.__name__}")
+                raise TypeError(
+                    f"{cls.__name__}: config_cls {declared.__name__} differs from its type parameter {param.__name__}"
+                )
             cls.config_cls = param
 
     def __init__(self, config: ConfigT) -> None:
@@ -350,8 +360,10 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
         if self.modality == "audio" and isinstance(c, AudioWindowFields):
             return SamplingPlan.audio(sample_rate=c.sample_rate, window_s=c.window_s, hop_s=c.hop_s)
         fields = "fps, window_frames, stride_frames" if self.modality == "video" else "sample_rate, window_s, hop_s"
-        raise TypeError(f"{type(self).__name__}: {type(c).__name__} lacks the {self.modality} window fields "
-                        f"({fields}); add them or override plan")
+        raise TypeError(
+            f"{type(self).__name__}: {type(c).__name__} lacks the {self.modality} window fields "
+            f"({fields}); add them or override plan"
+        )
 
     @property
     def decode_spec(self) -> DecodeSpec:
@@ -396,10 +408,16 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary for manifests and ``avel extractors list``."""
-        return {"name": self.name, "modality": self.modality, "feature_shape": list(self.feature_shape),
-                "plan": self.plan.to_dict(), "decode": dataclasses.asdict(self.decode_spec),
-                "config": self.config.to_dict(), "weights_sha256": self.weights_sha256,
-                "provenance": self.provenance()}
+        return {
+            "name": self.name,
+            "modality": self.modality,
+            "feature_shape": list(self.feature_shape),
+            "plan": self.plan.to_dict(),
+            "decode": dataclasses.asdict(self.decode_spec),
+            "config": self.config.to_dict(),
+            "weights_sha256": self.weights_sha256,
+            "provenance": self.provenance(),
+        }
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -415,8 +433,9 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
         return module.eval()
 
     @classmethod
-    def random_init(cls, *, device: str | torch.device = "cpu", seed: int = 0, preset: str = "full",
-                    **config: Any) -> Self:
+    def random_init(
+        cls, *, device: str | torch.device = "cpu", seed: int = 0, preset: str = "full", **config: Any
+    ) -> Self:
         """The module with random weights, explicitly marked ``weights_sha256 == "random"``.
 
         Args:
@@ -449,8 +468,14 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
                     m.bias.uniform_(-0.1, 0.1)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, device: str | torch.device = "cpu",
-                        preset: str = "full", **config: Any) -> Self:
+    def from_checkpoint(
+        cls,
+        path: str | Path | Mapping[str, str | Path],
+        *,
+        device: str | torch.device = "cpu",
+        preset: str = "full",
+        **config: Any,
+    ) -> Self:
         """A ready eval module with verified official weights.
 
         Args:
@@ -478,8 +503,9 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
         return module.eval()
 
     @classmethod
-    def check_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, preset: str = "full",
-                         **config: Any) -> "CheckpointReport":
+    def check_checkpoint(
+        cls, path: str | Path | Mapping[str, str | Path], *, preset: str = "full", **config: Any
+    ) -> CheckpointReport:
         """Load and compare checkpoint file(s) with the module's keys and shapes (meta device).
 
         Never raises for a key/shape mismatch (see :class:`CheckpointReport`); missing or
@@ -495,16 +521,24 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
             module = cls(cfg)
         state = cls.convert_checkpoint(states, cfg)
         missing, unexpected, mismatched = weights.compare_state_dicts(
-            module.state_dict(), state, ignore_prefixes=cls.ignored_checkpoint_prefixes(cfg))
-        return CheckpointReport(extractor=cls.name, files=files,
-                                expected_files={r: cls.checkpoint_files[r] for r in files},
-                                sha256={r: weights.sha256_file(p) for r, p in files.items()},
-                                missing=missing, unexpected=unexpected, mismatched=mismatched, state=state,
-                                info=info)
+            module.state_dict(), state, ignore_prefixes=cls.ignored_checkpoint_prefixes(cfg)
+        )
+        return CheckpointReport(
+            extractor=cls.name,
+            files=files,
+            expected_files={r: cls.checkpoint_files[r] for r in files},
+            sha256={r: weights.sha256_file(p) for r, p in files.items()},
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+            state=state,
+            info=info,
+        )
 
     @classmethod
-    def inspect_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]], files: Mapping[str, Path],
-                           config: ConfigT) -> dict[str, Any]:
+    def inspect_checkpoint(
+        cls, states: Mapping[str, Mapping[str, torch.Tensor]], files: Mapping[str, Path], config: ConfigT
+    ) -> dict[str, Any]:
         """Facts about the loaded file(s) that settings depend on (default: none). Raise
         ``ValueError`` naming the file when they cannot be told (e.g. an ambiguous key layout)."""
         return {}
@@ -522,8 +556,9 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
         return tuple(cls.checkpoint_files)
 
     @classmethod
-    def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
-                           config: ConfigT) -> dict[str, torch.Tensor]:
+    def convert_checkpoint(
+        cls, states: Mapping[str, Mapping[str, torch.Tensor]], config: ConfigT
+    ) -> dict[str, torch.Tensor]:
         """Map the loaded file(s) (role -> state dict) onto this module's ``state_dict`` keys.
 
         Default: a single file whose keys already match.
@@ -562,7 +597,7 @@ class Extractor(nn.Module, ABC, Generic[ConfigT]):
     def forward(self, x: Any) -> torch.Tensor:
         """The model input of :meth:`preprocess` -> ``B x *feature_shape`` rows."""
 
-    def fuse_for_inference(self) -> "Extractor":
+    def fuse_for_inference(self) -> Extractor:
         """Rewrite the module for faster inference with the same rows up to float rounding
         (e.g. BatchNorm folded into convolutions), in place; returns ``self``. Called by the
         extraction pipeline after loading; the module is then for inference only. Default:
@@ -597,8 +632,9 @@ def cut_video_windows(frames: torch.Tensor, plan: SamplingPlan, *, context_frame
     return Windows(frames[idx], bounds, plan.is_padded(t))
 
 
-def cut_audio_windows(wave: torch.Tensor, plan: SamplingPlan, *, context_samples: int = 0,
-                      copy: bool = True) -> Windows:
+def cut_audio_windows(
+    wave: torch.Tensor, plan: SamplingPlan, *, context_samples: int = 0, copy: bool = True
+) -> Windows:
     """``S`` float mono waveform -> :class:`Windows` of ``N x (window_samples + context_samples)``.
 
     A short input is zero-padded to one window; context samples past the end are zeros.

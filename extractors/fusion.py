@@ -10,15 +10,17 @@ rounding only (I3D full: within 1e-4, tested).
 Only for inference: the folded module has no BatchNorm running statistics to update, so it
 must not be trained or have an unfolded state dict loaded into it.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
 
-def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: Mapping[str, torch.Tensor],
-                   eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_batchnorm(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: Mapping[str, torch.Tensor], eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``conv`` followed by eval-mode BatchNorm, as one convolution.
 
     A pure function: the inputs are not changed.
@@ -39,8 +41,7 @@ def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: Mapping[
     gamma = bn["weight"].double() if bn.get("weight") is not None else torch.ones_like(mean)
     beta = bn["bias"].double() if bn.get("bias") is not None else torch.zeros_like(mean)
     if weight.shape[0] != mean.shape[0]:
-        raise ValueError(f"fold_batchnorm: conv has {weight.shape[0]} output channels, BatchNorm "
-                         f"{mean.shape[0]}")
+        raise ValueError(f"fold_batchnorm: conv has {weight.shape[0]} output channels, BatchNorm {mean.shape[0]}")
     scale = gamma / torch.sqrt(var + eps)  # C_out
     w = weight.double() * scale.view(-1, *([1] * (weight.ndim - 1)))
     b = ((bias.double() if bias is not None else torch.zeros_like(mean)) - mean) * scale + beta

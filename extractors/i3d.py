@@ -37,10 +37,12 @@ centre crop 224 and ``2 x / 255 - 1``; flow computed on the uncropped frames, th
 clamp +-20, ``round(128 + 255/40 f)``, ``2 x / 255 - 1``. Model input ``B x C x T x 224 x 224``
 (C = 3 rgb, 2 flow) in [-1, 1].
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +53,6 @@ from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig, check_f
 from avel.extractors.fusion import fold_batchnorm
 from avel.extractors.preprocess import center_crop, flow_to_i3d, scale_to_pm1, to_float_channels_first
 from avel.extractors.raft_flow import RAFT_CHECKPOINT, RaftFlow, RaftFlowConfig, distinct_pairs
-
 
 DEFAULT_BN_EPS = 1e-3
 """BatchNorm eps without a checkpoint (random weights): TF / pytorch-i3d's."""
@@ -88,9 +89,18 @@ class Unit3D(nn.Module):
     Symmetric SAME padding is passed to the convolution instead of padding a copy of the input
     (bitwise the same output on the CPU, measured; 5 % less I3D forward time)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: Sequence[int] = (1, 1, 1),
-                 stride: Sequence[int] = (1, 1, 1), *, batch_norm: bool = True, relu: bool = True,
-                 bias: bool = False, bn_eps: float = 1e-3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: Sequence[int] = (1, 1, 1),
+        stride: Sequence[int] = (1, 1, 1),
+        *,
+        batch_norm: bool = True,
+        relu: bool = True,
+        bias: bool = False,
+        bn_eps: float = 1e-3,
+    ) -> None:
         super().__init__()
         self.kernel, self.stride = _triple(kernel, "kernel"), _triple(stride, "stride")
         self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=0, bias=bias)
@@ -112,8 +122,12 @@ class Unit3D(nn.Module):
         :mod:`avel.extractors.fusion`); afterwards ``bn`` is None and the conv has a bias."""
         if self.bn is None:
             return
-        w, b = fold_batchnorm(self.conv3d.weight.detach(), None if self.conv3d.bias is None else
-                              self.conv3d.bias.detach(), self.bn.state_dict(), self.bn.eps)
+        w, b = fold_batchnorm(
+            self.conv3d.weight.detach(),
+            None if self.conv3d.bias is None else self.conv3d.bias.detach(),
+            self.bn.state_dict(),
+            self.bn.eps,
+        )
         self.conv3d.weight = nn.Parameter(w, requires_grad=False)
         self.conv3d.bias = nn.Parameter(b, requires_grad=False)
         self.bn = None
@@ -216,8 +230,15 @@ class InceptionI3d(nn.Module):
         bn_eps: BatchNorm epsilon (1e-3 as TF / piergiaj; the hassony2 port uses 1e-5).
     """
 
-    def __init__(self, *, in_channels: int, num_classes: int = 400, width_divisor: int = 1,
-                 avg_pool_kernel: Sequence[int] = (2, 7, 7), bn_eps: float = 1e-3) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int = 400,
+        width_divisor: int = 1,
+        avg_pool_kernel: Sequence[int] = (2, 7, 7),
+        bn_eps: float = 1e-3,
+    ) -> None:
         super().__init__()
         d = width_divisor
         self.Conv3d_1a_7x7 = Unit3D(in_channels, 64 // d, (7, 7, 7), (2, 2, 2), bn_eps=bn_eps)
@@ -237,10 +258,24 @@ class InceptionI3d(nn.Module):
         self.out_channels = channels
         self.avg_pool = nn.AvgPool3d(_triple(avg_pool_kernel, "avg_pool_kernel"), stride=(1, 1, 1))
         self.logits = Unit3D(channels, num_classes, batch_norm=False, relu=False, bias=True)
-        self._trunk = ["Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3",
-                       "MaxPool3d_3a_3x3", "Mixed_3b", "Mixed_3c", "MaxPool3d_4a_3x3", "Mixed_4b",
-                       "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f", "MaxPool3d_5a_2x2",
-                       "Mixed_5b", "Mixed_5c"]
+        self._trunk = [
+            "Conv3d_1a_7x7",
+            "MaxPool3d_2a_3x3",
+            "Conv3d_2b_1x1",
+            "Conv3d_2c_3x3",
+            "MaxPool3d_3a_3x3",
+            "Mixed_3b",
+            "Mixed_3c",
+            "MaxPool3d_4a_3x3",
+            "Mixed_4b",
+            "Mixed_4c",
+            "Mixed_4d",
+            "Mixed_4e",
+            "Mixed_4f",
+            "MaxPool3d_5a_2x2",
+            "Mixed_5b",
+            "Mixed_5c",
+        ]
 
     def extract_features(self, x: torch.Tensor) -> torch.Tensor:
         """``B x C x T x H x W`` in [-1, 1] -> avg-pool output ``B x 1024 x T' x H' x W'``."""
@@ -320,9 +355,18 @@ _I3D_PRESETS: Mapping[str, Mapping[str, Any]] = {
     # 8 frames -> T' = 1 after the stride-2 stages; crop 112 -> 4 x 4 before the (1, 2, 2) pool;
     # RAFT needs >= 128 px, hence short side 128.
     # resize "torch": decoder-side scaling, ~5x cheaper decoding than native frames + PIL (tests, demo)
-    "tiny": {"window_frames": 8, "stride_frames": 4, "short_side": 128, "crop_size": 112, "num_classes": 10,
-             "width_divisor": 8, "avg_pool_kernel": (1, 2, 2), "num_flow_updates": 2, "raft_width_divisor": 8,
-             "resize": "torch"},
+    "tiny": {
+        "window_frames": 8,
+        "stride_frames": 4,
+        "short_side": 128,
+        "crop_size": 112,
+        "num_classes": 10,
+        "width_divisor": 8,
+        "avg_pool_kernel": (1, 2, 2),
+        "num_flow_updates": 2,
+        "raft_width_divisor": 8,
+        "resize": "torch",
+    },
 }
 
 
@@ -344,8 +388,13 @@ class _I3DBase(Extractor[I3DConfig]):
         self.stream_weights: dict[str, tuple[str | None, float]] = {s: (None, eps) for s in self.streams}
 
         def trunk(in_channels: int) -> InceptionI3d:
-            return InceptionI3d(in_channels=in_channels, num_classes=c.num_classes, width_divisor=c.width_divisor,
-                                avg_pool_kernel=c.avg_pool_kernel, bn_eps=eps)
+            return InceptionI3d(
+                in_channels=in_channels,
+                num_classes=c.num_classes,
+                width_divisor=c.width_divisor,
+                avg_pool_kernel=c.avg_pool_kernel,
+                bn_eps=eps,
+            )
 
         if "rgb" in self.streams:
             self.rgb = trunk(3)
@@ -353,16 +402,25 @@ class _I3DBase(Extractor[I3DConfig]):
             if c.raft_pair_batch < 0:
                 raise ValueError(f"{self.name}: raft_pair_batch must be >= 0 (0: one call), got {c.raft_pair_batch}")
             self.flow = trunk(2)
-            self.raft = RaftFlow(RaftFlowConfig(num_flow_updates=c.num_flow_updates,
-                                                width_divisor=c.raft_width_divisor, unpad=c.unpad_flow))
+            self.raft = RaftFlow(
+                RaftFlowConfig(
+                    num_flow_updates=c.num_flow_updates, width_divisor=c.raft_width_divisor, unpad=c.unpad_flow
+                )
+            )
 
     @property
     def decode_spec(self) -> DecodeSpec:
         # RGB-only can crop on the CPU (identical result, smaller transfers); flow needs full frames.
         crop = self.config.crop_size if self.streams == ("rgb",) else None
         c = self.config
-        return DecodeSpec("video", fps=c.fps, short_side=c.short_side, center_crop=crop,
-                          frame_selection=c.frame_selection, resize=c.resize)
+        return DecodeSpec(
+            "video",
+            fps=c.fps,
+            short_side=c.short_side,
+            center_crop=crop,
+            frame_selection=c.frame_selection,
+            resize=c.resize,
+        )
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -371,11 +429,13 @@ class _I3DBase(Extractor[I3DConfig]):
 
     # -- weights ---------------------------------------------------------------------------
     @classmethod
-    def inspect_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]], files: Mapping[str, Any],
-                           config: I3DConfig) -> dict[str, Any]:
+    def inspect_checkpoint(
+        cls, states: Mapping[str, Mapping[str, torch.Tensor]], files: Mapping[str, Any], config: I3DConfig
+    ) -> dict[str, Any]:
         """``{"layouts": {stream: "pytorch_i3d" | "video_features"}}``; refuses ambiguous files."""
-        return {"layouts": {r: W.i3d_checkpoint_layout(states[r], file=files[r]) for r in states
-                            if r in ("rgb", "flow")}}
+        return {
+            "layouts": {r: W.i3d_checkpoint_layout(states[r], file=files[r]) for r in states if r in ("rgb", "flow")}
+        }
 
     def adopt_checkpoint(self, info: Mapping[str, Any]) -> None:
         """Set each stream's BatchNorm eps from its checkpoint layout (unless ``bn_eps`` is given)."""
@@ -389,13 +449,21 @@ class _I3DBase(Extractor[I3DConfig]):
     def provenance(self) -> dict[str, Any]:
         """``{"i3d": {stream: {checkpoint_layout, bn_eps, bn_eps_from}}}`` for the store."""
         src = "config" if self.config.bn_eps is not None else None
-        return {"i3d": {s: {"checkpoint_layout": layout, "bn_eps": eps,
-                            "bn_eps_from": src or ("checkpoint layout" if layout else "default (no checkpoint)")}
-                        for s, (layout, eps) in self.stream_weights.items()}}
+        return {
+            "i3d": {
+                s: {
+                    "checkpoint_layout": layout,
+                    "bn_eps": eps,
+                    "bn_eps_from": src or ("checkpoint layout" if layout else "default (no checkpoint)"),
+                }
+                for s, (layout, eps) in self.stream_weights.items()
+            }
+        }
 
     @classmethod
-    def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
-                           config: I3DConfig) -> dict[str, torch.Tensor]:
+    def convert_checkpoint(
+        cls, states: Mapping[str, Mapping[str, torch.Tensor]], config: I3DConfig
+    ) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for role, state in states.items():
             if role in ("rgb", "flow") and W.i3d_checkpoint_layout(state) == "video_features":
@@ -414,15 +482,16 @@ class _I3DBase(Extractor[I3DConfig]):
         """
         c = self.config
         if batch.dtype != torch.uint8 or batch.ndim != 5 or batch.shape[-1] != 3:
-            raise ValueError(f"{self.name}: expected uint8 B x L x H x W x 3 windows, got "
-                             f"{tuple(batch.shape)} {batch.dtype}")
+            raise ValueError(
+                f"{self.name}: expected uint8 B x L x H x W x 3 windows, got {tuple(batch.shape)} {batch.dtype}"
+            )
         need = c.window_frames + self.context_frames
         if batch.shape[1] != need:
             raise ValueError(f"{self.name}: expected {need} frames per window, got {batch.shape[1]}")
         frames = to_float_channels_first(batch)  # B x L x 3 x H x W in [0, 255]
         out: dict[str, torch.Tensor] = {}
         if "rgb" in self.streams:
-            rgb = scale_to_pm1(center_crop(frames[:, :c.window_frames], c.crop_size))
+            rgb = scale_to_pm1(center_crop(frames[:, : c.window_frames], c.crop_size))
             out["rgb"] = rgb.transpose(1, 2).contiguous()  # B x 3 x T x crop x crop
         if "flow" in self.streams:
             flow = self.window_flows(batch, frames)  # B x T x 2 x H' x W'
@@ -440,7 +509,7 @@ class _I3DBase(Extractor[I3DConfig]):
         flows = self.raft.pair_flows(frames, pairs.to(frames.device), pair_batch=c.raft_pair_batch)
         return flows[index.to(frames.device)]  # B x T x 2 x H' x W'
 
-    def fuse_for_inference(self) -> "_I3DBase":
+    def fuse_for_inference(self) -> _I3DBase:
         """Fold every BatchNorm of the I3D networks into its convolution, in place (rows move
         by float rounding only, within 1e-4; :mod:`avel.extractors.fusion`). RAFT is left as
         it is. Afterwards the module is for inference only; returns ``self``."""

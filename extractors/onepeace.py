@@ -32,25 +32,20 @@ pickled code (unknown globals become inert placeholders in the metadata we never
 :func:`avel.extractors.weights.load_verified` checks keys, shapes and the ``rp_bucket`` index
 buffers before loading.
 """
+
 from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from typing_extensions import Self
 
 from avel.extractors.base import CheckpointReport, DecodeSpec, Extractor, ExtractorConfig
-from avel.extractors.weights import (
-    CheckpointMismatch,
-    compare_state_dicts,
-    load_checkpoint_file,
-    load_verified,
-    sha256_file,
-)
 from avel.extractors.onepeace_model import (
     AUDIO_FEATURE_SPEC,
     CLIP_MEAN,
@@ -61,6 +56,13 @@ from avel.extractors.onepeace_model import (
     OnePeaceModel,
     OnePeaceVideoConfig,
     OnePeaceVideoModel,
+)
+from avel.extractors.weights import (
+    CheckpointMismatch,
+    compare_state_dicts,
+    load_checkpoint_file,
+    load_verified,
+    sha256_file,
 )
 
 ONEPEACE_CKPT_NAME = "one-peace.pt"
@@ -78,23 +80,31 @@ def _modal_prefix_skip(modalities: Iterable[str], with_projection: bool) -> re.P
     """Checkpoint keys of parts we do not build (text, pretraining decoder, unused modality, projections)."""
     unused = [m for m in ("text", "image", "audio") if m not in set(modalities)]
     alternatives = [
-        r"decoder_wrapper\.", r"logit_scale$", r"decoder_\w+_embed\.", r"\w+_mask_token$", r"\w+_mask_head\.",
+        r"decoder_wrapper\.",
+        r"logit_scale$",
+        r"decoder_\w+_embed\.",
+        r"\w+_mask_token$",
+        r"\w+_mask_head\.",
         r"encoder_wrapper\.fusion_model\.version$",
         r"encoder_wrapper\.audio_adapter\.mask_embedding$",
         r"encoder_wrapper\.image_adapter\.position_idx$",
         r"encoder_wrapper\.\w+_adapter\.rp_bucket$",
     ]
     for m in unused:
-        alternatives += [rf"{m}_proj\.", rf"encoder_wrapper\.{m}_adapter\.",
-                         rf"encoder_wrapper\.fusion_model\.layers\.\d+\.{m}_ffn\.",
-                         rf"encoder_wrapper\.fusion_model\.{m}_layer_norm\."]
+        alternatives += [
+            rf"{m}_proj\.",
+            rf"encoder_wrapper\.{m}_adapter\.",
+            rf"encoder_wrapper\.fusion_model\.layers\.\d+\.{m}_ffn\.",
+            rf"encoder_wrapper\.fusion_model\.{m}_layer_norm\.",
+        ]
     if not with_projection:
         alternatives.append(r"\w+_proj\.")
     return re.compile("^(?:" + "|".join(alternatives) + ")")
 
 
-def select_onepeace_state(model_state: Mapping[str, Any], modalities: Iterable[str], *, with_projection: bool = True
-                          ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def select_onepeace_state(
+    model_state: Mapping[str, Any], modalities: Iterable[str], *, with_projection: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Pick the tensors of the image/audio encoders from a fairseq ``ckpt["model"]``.
 
     Renames the legacy single table ``*_adapter.rel_pos_table.weight`` to
@@ -130,11 +140,11 @@ def select_video_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.T
     state: dict[str, torch.Tensor] = {}
     buffers: dict[str, torch.Tensor] = {}
     if state_dict and all(str(k).startswith("module.") for k in state_dict):
-        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
     for key, value in state_dict.items():
         if key.startswith("cls_head."):
             continue
-        key = key[len("backbone."):] if key.startswith("backbone.") else key
+        key = key[len("backbone.") :] if key.startswith("backbone.") else key
         if key.endswith("rp_bucket"):
             buffers[key] = value
             continue
@@ -142,8 +152,13 @@ def select_video_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.T
     return state, buffers
 
 
-def load_onepeace(path: str | Path, cfg: OnePeaceConfig | None = None, *, device: str | torch.device = "cpu",
-                  dtype: torch.dtype | None = None) -> OnePeaceModel:
+def load_onepeace(
+    path: str | Path,
+    cfg: OnePeaceConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> OnePeaceModel:
     """Build :class:`OnePeaceModel` on the meta device and fill it from ``one-peace.pt``.
 
     Args:
@@ -155,8 +170,10 @@ def load_onepeace(path: str | Path, cfg: OnePeaceConfig | None = None, *, device
     cfg = cfg or OnePeaceConfig.full()
     ckpt = load_checkpoint_file(path)
     if "model" not in ckpt or not isinstance(ckpt["model"], Mapping):
-        raise CheckpointError(f"{path}: no 'model' dict in the checkpoint (top-level keys {sorted(map(str, ckpt))}); "
-                              f"expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}")
+        raise CheckpointError(
+            f"{path}: no 'model' dict in the checkpoint (top-level keys {sorted(map(str, ckpt))}); "
+            f"expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}"
+        )
     state, buffers = select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
     with torch.device("meta"):
         model = OnePeaceModel(cfg)
@@ -164,8 +181,13 @@ def load_onepeace(path: str | Path, cfg: OnePeaceConfig | None = None, *, device
     return model.to(device=device, dtype=dtype).eval()
 
 
-def load_onepeace_video(path: str | Path, cfg: OnePeaceVideoConfig | None = None, *,
-                        device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> OnePeaceVideoModel:
+def load_onepeace_video(
+    path: str | Path,
+    cfg: OnePeaceVideoConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> OnePeaceVideoModel:
     """Build :class:`OnePeaceVideoModel` on the meta device and fill it from ``onepeace_video_k400.pth``.
 
     Accepts the mmaction layout (``ckpt["state_dict"]``, keys ``backbone.*``) and, for converted files,
@@ -182,8 +204,14 @@ def load_onepeace_video(path: str | Path, cfg: OnePeaceVideoConfig | None = None
     state, buffers = select_video_state(raw)
     with torch.device("meta"):
         model = OnePeaceVideoModel(cfg)
-    load_verified(model, state, expected_file=ONEPEACE_VIDEO_CKPT_NAME, extractor="onepeace_video_k400", source=path,
-                  buffers=buffers)
+    load_verified(
+        model,
+        state,
+        expected_file=ONEPEACE_VIDEO_CKPT_NAME,
+        extractor="onepeace_video_k400",
+        source=path,
+        buffers=buffers,
+    )
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -216,11 +244,17 @@ def preprocess_images(frames: Any, *, size: int = 256) -> torch.Tensor:
     x = _as_uint8_frames(frames)
     if tuple(x.shape[-2:]) != (size, size):
         if x.device.type == "cpu":
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
-                                                antialias=True)
+            x = torch.nn.functional.interpolate(
+                x, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+            )
         else:  # uint8 antialiased resize is CPU-only; the float kernel skips PIL's per-pass clipping
-            x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bicubic", align_corners=False,
-                                                antialias=True).round_().clamp_(0, 255)
+            x = (
+                torch.nn.functional.interpolate(
+                    x.float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True
+                )
+                .round_()
+                .clamp_(0, 255)
+            )
     x = x.float() / 255.0
     mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
@@ -249,10 +283,13 @@ def preprocess_video_k400(frames: Any, *, size: int = 256) -> torch.Tensor:
         if x.device.type == "cpu":
             x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
         else:
-            x = torch.nn.functional.interpolate(x.float(), size=(new_h, new_w), mode="bilinear",
-                                                align_corners=False).round_().clamp_(0, 255)
+            x = (
+                torch.nn.functional.interpolate(x.float(), size=(new_h, new_w), mode="bilinear", align_corners=False)
+                .round_()
+                .clamp_(0, 255)
+            )
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    x = x[:, :, top:top + size, left:left + size].float()
+    x = x[:, :, top : top + size, left : left + size].float()
     mean = torch.tensor(K400_MEAN_255, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(K400_STD_255, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -325,8 +362,14 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         return path
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, device: str | torch.device = "cpu",
-                        preset: str = "full", **config: Any) -> Self:
+    def from_checkpoint(
+        cls,
+        path: str | Path | Mapping[str, str | Path],
+        *,
+        device: str | torch.device = "cpu",
+        preset: str = "full",
+        **config: Any,
+    ) -> Self:
         """Ready eval module with verified official weights (see :func:`load_checkpoint_file`).
 
         Args:
@@ -343,16 +386,23 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         """
         cfg = cls.make_config(preset, **config)
         file, module, state, buffers = cls._read_checkpoint(path, cfg)
-        load_verified(module.model, state, expected_file=cls.checkpoint_files["model"], extractor=cls.name,
-                      source=file, buffers=buffers)
+        load_verified(
+            module.model,
+            state,
+            expected_file=cls.checkpoint_files["model"],
+            extractor=cls.name,
+            source=file,
+            buffers=buffers,
+        )
         device = torch.device(device)
         module.to(device=device, dtype=resolve_amp_dtype(cfg.amp_dtype, device))
         module.weights_sha256 = sha256_file(file)
         return module.eval()
 
     @classmethod
-    def check_checkpoint(cls, path: str | Path | Mapping[str, str | Path], *, preset: str = "full",
-                         **config: Any) -> CheckpointReport:
+    def check_checkpoint(
+        cls, path: str | Path | Mapping[str, str | Path], *, preset: str = "full", **config: Any
+    ) -> CheckpointReport:
         """Keys and shapes of the checkpoint against the module, built on the meta device.
 
         Same file handling and key selection as :meth:`from_checkpoint`; never raises for a
@@ -361,18 +411,27 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         cfg = cls.make_config(preset, **config)
         file, module, state, buffers = cls._read_checkpoint(path, cfg)
         missing, unexpected, mismatched = compare_state_dicts(
-            module.model.state_dict(), state, expected_buffers=dict(module.model.named_buffers()),
-            actual_buffers=buffers)
+            module.model.state_dict(),
+            state,
+            expected_buffers=dict(module.model.named_buffers()),
+            actual_buffers=buffers,
+        )
         pre = "model."
         return CheckpointReport(
-            extractor=cls.name, files={"model": file}, expected_files={"model": cls.checkpoint_files["model"]},
-            sha256={"model": sha256_file(file)}, missing=[pre + k for k in missing],
-            unexpected=[pre + k for k in unexpected], mismatched=[(pre + k, a, b) for k, a, b in mismatched],
-            state={pre + k: v for k, v in state.items()})
+            extractor=cls.name,
+            files={"model": file},
+            expected_files={"model": cls.checkpoint_files["model"]},
+            sha256={"model": sha256_file(file)},
+            missing=[pre + k for k in missing],
+            unexpected=[pre + k for k in unexpected],
+            mismatched=[(pre + k, a, b) for k, a, b in mismatched],
+            state={pre + k: v for k, v in state.items()},
+        )
 
     @classmethod
-    def _read_checkpoint(cls, path: str | Path | Mapping[str, str | Path], cfg: OnePeaceConfigT
-                         ) -> tuple[Path, Self, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _read_checkpoint(
+        cls, path: str | Path | Mapping[str, str | Path], cfg: OnePeaceConfigT
+    ) -> tuple[Path, Self, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(file, module on the meta device, selected tensors, index buffers) for ``cfg``."""
         file = cls._checkpoint_path(path)
         with torch.device("meta"):
@@ -382,8 +441,9 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         return file, module, state, buffers
 
     @classmethod
-    def _select_state(cls, ckpt: Mapping[str, Any], file: Path, module: "_OnePeaceExtractor"
-                      ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _select_state(
+        cls, ckpt: Mapping[str, Any], file: Path, module: _OnePeaceExtractor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(tensors keyed like ``module.model``, checkpoint index buffers to compare) from the loaded file."""
         raise NotImplementedError
 
@@ -402,8 +462,10 @@ class _FairseqOnePeaceExtractor(_OnePeaceExtractor[OnePeaceConfigT]):
     @classmethod
     def _select_state(cls, ckpt, file, module):
         if not isinstance(ckpt.get("model"), Mapping):
-            raise CheckpointError(f"{file}: no 'model' dict in the checkpoint (top-level keys "
-                                  f"{sorted(map(str, ckpt))}); expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}")
+            raise CheckpointError(
+                f"{file}: no 'model' dict in the checkpoint (top-level keys "
+                f"{sorted(map(str, ckpt))}); expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}"
+            )
         cfg = module.model.cfg
         return select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
 
@@ -466,18 +528,35 @@ class OnePeaceImageExtractor(_FairseqOnePeaceExtractor[OnePeaceImageConfig]):
 
     name = "onepeace_image"
     modality = "video"
-    presets = {"full": {}, "tiny": {**_TINY_ARCH, "image_size": 64, "pos_bucket_size": 4, "window_frames": 4,
-                                    "stride_frames": 2, "frame_batch": 8}}
+    presets = {
+        "full": {},
+        "tiny": {
+            **_TINY_ARCH,
+            "image_size": 64,
+            "pos_bucket_size": 4,
+            "window_frames": 4,
+            "stride_frames": 2,
+            "frame_batch": 8,
+        },
+    }
 
     model: OnePeaceModel
 
     def __init__(self, config: OnePeaceImageConfig) -> None:
         super().__init__(config)
         c = config
-        self.model = OnePeaceModel(OnePeaceConfig(
-            embed_dim=c.embed_dim, ffn_embed_dim=c.ffn_embed_dim, layers=c.layers, attention_heads=c.attention_heads,
-            modalities=("image",), image_size=c.image_size, pos_bucket_size=c.pos_bucket_size,
-            with_projection=c.output == "embedding"))
+        self.model = OnePeaceModel(
+            OnePeaceConfig(
+                embed_dim=c.embed_dim,
+                ffn_embed_dim=c.ffn_embed_dim,
+                layers=c.layers,
+                attention_heads=c.attention_heads,
+                modalities=("image",),
+                image_size=c.image_size,
+                pos_bucket_size=c.pos_bucket_size,
+                with_projection=c.output == "embedding",
+            )
+        )
 
     @property
     def decode_spec(self) -> DecodeSpec:
@@ -503,8 +582,9 @@ class OnePeaceImageExtractor(_FairseqOnePeaceExtractor[OnePeaceImageConfig]):
         out = []
         with autocast_for(flat.device, dtype):
             for chunk in flat.split(self.config.frame_batch):
-                out.append(self.model.embed(chunk.to(dtype), modality="image", project=project,
-                                            normalize=project).float())
+                out.append(
+                    self.model.embed(chunk.to(dtype), modality="image", project=project, normalize=project).float()
+                )
         return torch.cat(out).view(b, t, -1).mean(dim=1)
 
 
@@ -560,20 +640,35 @@ class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor[OnePeaceAudioConfig]):
 
     name = "onepeace_audio"
     modality = "audio"
-    presets = {"full": {}, "tiny": {**_TINY_ARCH,
-                                    "audio_feature_spec": OnePeaceConfig.tiny().audio_feature_spec,
-                                    "audio_rel_bucket_size": 8, "audio_max_positions": 64}}
+    presets = {
+        "full": {},
+        "tiny": {
+            **_TINY_ARCH,
+            "audio_feature_spec": OnePeaceConfig.tiny().audio_feature_spec,
+            "audio_rel_bucket_size": 8,
+            "audio_max_positions": 64,
+        },
+    }
 
     model: OnePeaceModel
 
     def __init__(self, config: OnePeaceAudioConfig) -> None:
         super().__init__(config)
         c = config
-        self.model = OnePeaceModel(OnePeaceConfig(
-            embed_dim=c.embed_dim, ffn_embed_dim=c.ffn_embed_dim, layers=c.layers, attention_heads=c.attention_heads,
-            modalities=("audio",), audio_feature_spec=c.audio_feature_spec,
-            audio_conv_pos_groups=c.audio_conv_pos_groups, audio_rel_bucket_size=c.audio_rel_bucket_size,
-            audio_max_positions=c.audio_max_positions, with_projection=c.output == "embedding"))
+        self.model = OnePeaceModel(
+            OnePeaceConfig(
+                embed_dim=c.embed_dim,
+                ffn_embed_dim=c.ffn_embed_dim,
+                layers=c.layers,
+                attention_heads=c.attention_heads,
+                modalities=("audio",),
+                audio_feature_spec=c.audio_feature_spec,
+                audio_conv_pos_groups=c.audio_conv_pos_groups,
+                audio_rel_bucket_size=c.audio_rel_bucket_size,
+                audio_max_positions=c.audio_max_positions,
+                with_projection=c.output == "embedding",
+            )
+        )
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -581,8 +676,9 @@ class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor[OnePeaceAudioConfig]):
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.dim() != 2 or not batch.is_floating_point():
-            raise ValueError(f"{self.name}: expected a float batch of windows B x N, got {tuple(batch.shape)} "
-                             f"{batch.dtype}")
+            raise ValueError(
+                f"{self.name}: expected a float batch of windows B x N, got {tuple(batch.shape)} {batch.dtype}"
+            )
         batch = batch.float()
         return normalize_waveform(batch) if self.config.normalize == "window" else batch
 
@@ -635,18 +731,29 @@ class OnePeaceVideoK400Extractor(_OnePeaceExtractor[OnePeaceVideoK400Config]):
     name = "onepeace_video_k400"
     modality = "video"
     checkpoint_files = {"model": ONEPEACE_VIDEO_CKPT_NAME}
-    presets = {"full": {}, "tiny": {**_TINY_ARCH, "image_size": 64, "bucket_size": 4, "window_frames": 4,
-                                    "stride_frames": 2}}
+    presets = {
+        "full": {},
+        "tiny": {**_TINY_ARCH, "image_size": 64, "bucket_size": 4, "window_frames": 4, "stride_frames": 2},
+    }
 
     model: OnePeaceVideoModel
 
     def __init__(self, config: OnePeaceVideoK400Config) -> None:
         super().__init__(config)
         c = config
-        self.model = OnePeaceVideoModel(OnePeaceVideoConfig(
-            embed_dim=c.embed_dim, ffn_embed_dim=c.ffn_embed_dim, layers=c.layers, attention_heads=c.attention_heads,
-            num_frames=c.window_frames, image_size=c.image_size, bucket_size=c.bucket_size,
-            adapter_ratio=c.adapter_ratio, adapter_scale=c.adapter_scale))
+        self.model = OnePeaceVideoModel(
+            OnePeaceVideoConfig(
+                embed_dim=c.embed_dim,
+                ffn_embed_dim=c.ffn_embed_dim,
+                layers=c.layers,
+                attention_heads=c.attention_heads,
+                num_frames=c.window_frames,
+                image_size=c.image_size,
+                bucket_size=c.bucket_size,
+                adapter_ratio=c.adapter_ratio,
+                adapter_scale=c.adapter_scale,
+            )
+        )
 
     @classmethod
     def _select_state(cls, ckpt, file, module):
@@ -657,8 +764,9 @@ class OnePeaceVideoK400Extractor(_OnePeaceExtractor[OnePeaceVideoK400Config]):
 
     @property
     def decode_spec(self) -> DecodeSpec:
-        return DecodeSpec("video", fps=self.config.fps, short_side=self.config.image_size,
-                          center_crop=self.config.image_size)
+        return DecodeSpec(
+            "video", fps=self.config.fps, short_side=self.config.image_size, center_crop=self.config.image_size
+        )
 
     @property
     def feature_shape(self) -> tuple[int, ...]:

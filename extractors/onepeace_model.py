@@ -29,11 +29,12 @@ Index tables (relative position buckets) are computed on the CPU at construction
 model is built under ``torch.device("meta")``, and are non-persistent buffers: they are recomputed,
 never loaded (the loader checks the checkpoint's copies against them).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -112,8 +113,9 @@ class OnePeaceConfig:
         if self.image_size % PATCH_SIZE:
             raise ValueError(f"image_size {self.image_size} must be a multiple of {PATCH_SIZE}")
         if self.embed_dim % self.audio_conv_pos_groups:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by audio_conv_pos_groups "
-                             f"{self.audio_conv_pos_groups}")
+            raise ValueError(
+                f"embed_dim {self.embed_dim} is not divisible by audio_conv_pos_groups {self.audio_conv_pos_groups}"
+            )
         if not self.audio_rel_bucket_size < self.audio_max_positions:
             raise ValueError("audio_rel_bucket_size must be < audio_max_positions")
 
@@ -127,21 +129,29 @@ class OnePeaceConfig:
         return max(3, self.audio_conv_pos_width // self.audio_conv_pos_depth)
 
     @classmethod
-    def full(cls, **overrides) -> "OnePeaceConfig":
+    def full(cls, **overrides) -> OnePeaceConfig:
         """The released ONE-PEACE configuration (``one-peace.pt``)."""
         return replace(cls(), **overrides)
 
     @classmethod
-    def tiny(cls, **overrides) -> "OnePeaceConfig":
+    def tiny(cls, **overrides) -> OnePeaceConfig:
         """Same code at toy size for CPU tests (64-d, 2 layers, 2 heads, 64 x 64 images).
 
         The audio conv stack keeps the official kernels and strides (so 1 s still gives 49 frames)
         with 32 channels; relative buckets 8 over 64 positions (1 s = 50 tokens fits).
         """
-        base = cls(embed_dim=64, ffn_embed_dim=128, layers=2, attention_heads=2, image_size=64,
-                   pos_bucket_size=4,
-                   audio_feature_spec=tuple((32, k, s) for _, k, s in AUDIO_FEATURE_SPEC),
-                   audio_conv_pos_groups=16, audio_rel_bucket_size=8, audio_max_positions=64)
+        base = cls(
+            embed_dim=64,
+            ffn_embed_dim=128,
+            layers=2,
+            attention_heads=2,
+            image_size=64,
+            pos_bucket_size=4,
+            audio_feature_spec=tuple((32, k, s) for _, k, s in AUDIO_FEATURE_SPEC),
+            audio_conv_pos_groups=16,
+            audio_rel_bucket_size=8,
+            audio_max_positions=64,
+        )
         return replace(base, **overrides)
 
 
@@ -172,18 +182,23 @@ class OnePeaceVideoConfig:
         if self.embed_dim % self.attention_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by attention_heads {self.attention_heads}")
         if self.image_size != PATCH_SIZE * self.bucket_size:
-            raise ValueError(f"image_size {self.image_size} must equal 16 * bucket_size "
-                             f"({PATCH_SIZE * self.bucket_size})")
+            raise ValueError(
+                f"image_size {self.image_size} must equal 16 * bucket_size ({PATCH_SIZE * self.bucket_size})"
+            )
 
     @classmethod
-    def full(cls, **overrides) -> "OnePeaceVideoConfig":
+    def full(cls, **overrides) -> OnePeaceVideoConfig:
         return replace(cls(), **overrides)
 
     @classmethod
-    def tiny(cls, **overrides) -> "OnePeaceVideoConfig":
+    def tiny(cls, **overrides) -> OnePeaceVideoConfig:
         """64-d, 2 layers, 2 heads, 4 frames of 64 x 64 (CPU tests)."""
-        return replace(cls(embed_dim=64, ffn_embed_dim=128, layers=2, attention_heads=2, num_frames=4,
-                           image_size=64, bucket_size=4), **overrides)
+        return replace(
+            cls(
+                embed_dim=64, ffn_embed_dim=128, layers=2, attention_heads=2, num_frames=4, image_size=64, bucket_size=4
+            ),
+            **overrides,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,8 +319,9 @@ class GeGLU(nn.Module):
 def geglu_ffn(embed_dim: int, ffn_dim: int) -> nn.Sequential:
     """GeGLU FFN with the 'scale_fc' LayerNorm: keys ``0.wi_0, 0.wi_1, 2.{weight,bias}, 3.{weight,bias}``
     (index 1 is the reference's activation dropout, identity at inference)."""
-    return nn.Sequential(GeGLU(embed_dim, ffn_dim), nn.Identity(), nn.LayerNorm(ffn_dim, eps=LN_EPS),
-                         nn.Linear(ffn_dim, embed_dim))
+    return nn.Sequential(
+        GeGLU(embed_dim, ffn_dim), nn.Identity(), nn.LayerNorm(ffn_dim, eps=LN_EPS), nn.Linear(ffn_dim, embed_dim)
+    )
 
 
 class MultiheadAttention(nn.Module):
@@ -386,7 +402,7 @@ class ImageAdapter(nn.Module):
         self.pos_bucket_size = cfg.pos_bucket_size
         self.embed_images = hmlp_stem(d)
         self.cls_embedding = nn.Parameter(torch.zeros(1, 1, d))
-        self.pos_embed = nn.Parameter(torch.zeros(cfg.pos_bucket_size ** 2 + 1, d))
+        self.pos_embed = nn.Parameter(torch.zeros(cfg.pos_bucket_size**2 + 1, d))
         num_rel = (2 * cfg.grid_size - 1) ** 2 + 3
         self.rel_pos_table_list = nn.ModuleList([nn.Embedding(num_rel, cfg.attention_heads)])
         self.register_buffer("rp_bucket", image_rel_pos_index(cfg.grid_size), persistent=False)
@@ -397,8 +413,12 @@ class ImageAdapter(nn.Module):
         Returns:
             tokens ``B x (1 + G*G) x D`` and relative bias ``1 x H x (1+G*G) x (1+G*G)``.
         """
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3] \
-                or images.shape[2] // PATCH_SIZE != self.grid_size:
+        if (
+            images.dim() != 4
+            or images.shape[1] != 3
+            or images.shape[2] != images.shape[3]
+            or images.shape[2] // PATCH_SIZE != self.grid_size
+        ):
             side = self.grid_size * PATCH_SIZE
             raise ValueError(f"expected images of shape B x 3 x {side} x {side}, got {tuple(images.shape)}")
         b = images.shape[0]
@@ -422,12 +442,14 @@ class ConvFeatureExtractor(nn.Module):
             if len(item) != 3:
                 raise ValueError(f"audio_feature_spec[{i}] must be (channels, kernel, stride), got {item}")
             ch, kernel, stride = item
-            self.conv_layers.append(nn.Sequential(
-                nn.Conv1d(in_ch, ch, kernel, stride=stride, bias=False),
-                nn.Identity(),
-                nn.Sequential(_TransposeLast(), nn.LayerNorm(ch, eps=LN_EPS), _TransposeLast()),
-                nn.GELU(),
-            ))
+            self.conv_layers.append(
+                nn.Sequential(
+                    nn.Conv1d(in_ch, ch, kernel, stride=stride, bias=False),
+                    nn.Identity(),
+                    nn.Sequential(_TransposeLast(), nn.LayerNorm(ch, eps=LN_EPS), _TransposeLast()),
+                    nn.GELU(),
+                )
+            )
             in_ch = ch
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
@@ -445,7 +467,9 @@ class _ConvPosLayer(nn.Sequential):
         super().__init__(
             nn.Conv1d(dim, dim, kernel_size=kernel, padding=kernel // 2, groups=groups),
             nn.Identity(),
-            _TransposeLast(), nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=False), _TransposeLast(),
+            _TransposeLast(),
+            nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=False),
+            _TransposeLast(),
             nn.GELU(),
         )
         self.remove = 1 if kernel % 2 == 0 else 0
@@ -453,7 +477,7 @@ class _ConvPosLayer(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self[0](x)
         if self.remove:  # 'SamePad': an even kernel yields one extra frame
-            x = x[:, :, :-self.remove]
+            x = x[:, :, : -self.remove]
         for module in list(self)[2:]:
             x = module(x)
         return x
@@ -485,8 +509,9 @@ class AudioAdapter(nn.Module):
         self.cls_embedding = nn.Parameter(torch.zeros(1, 1, d))
         self.max_positions = cfg.audio_max_positions
         self.rel_pos_table_list = nn.ModuleList([nn.Embedding(2 * cfg.audio_rel_bucket_size + 2, cfg.attention_heads)])
-        self.register_buffer("rp_bucket", audio_rel_pos_index(cfg.audio_rel_bucket_size, cfg.audio_max_positions),
-                             persistent=False)
+        self.register_buffer(
+            "rp_bucket", audio_rel_pos_index(cfg.audio_rel_bucket_size, cfg.audio_max_positions), persistent=False
+        )
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Args:
@@ -500,8 +525,10 @@ class AudioAdapter(nn.Module):
         if frames < 1:
             raise ValueError(f"waveform of {wav.shape[1]} samples is too short for the audio conv stack")
         if frames + 1 > self.max_positions:
-            raise ValueError(f"{frames + 1} audio tokens exceed audio_max_positions {self.max_positions} "
-                             f"(ONE-PEACE uses at most 15 s of audio)")
+            raise ValueError(
+                f"{frames + 1} audio tokens exceed audio_max_positions {self.max_positions} "
+                f"(ONE-PEACE uses at most 15 s of audio)"
+            )
         b = wav.shape[0]
         x = self.embed_audios(wav)  # B x T x D
         pos = self.embed_positions(x)  # B x T x D
@@ -520,10 +547,12 @@ class FusionModel(nn.Module):
 
     def __init__(self, cfg: OnePeaceConfig):
         super().__init__()
-        self.layers = nn.ModuleList([
-            TransformerLayer(cfg.embed_dim, cfg.ffn_embed_dim, cfg.attention_heads, cfg.modalities)
-            for _ in range(cfg.layers)
-        ])
+        self.layers = nn.ModuleList(
+            [
+                TransformerLayer(cfg.embed_dim, cfg.ffn_embed_dim, cfg.attention_heads, cfg.modalities)
+                for _ in range(cfg.layers)
+            ]
+        )
         for m in cfg.modalities:
             self.add_module(f"{m}_layer_norm", nn.LayerNorm(cfg.embed_dim, eps=LN_EPS))
 
@@ -599,8 +628,9 @@ class OnePeaceModel(nn.Module):
         x, bias = adapter(inputs)
         return self.encoder_wrapper.fusion_model(x, bias, modality)
 
-    def embed(self, inputs: torch.Tensor, *, modality: str, project: bool = True,
-              normalize: bool = True) -> torch.Tensor:
+    def embed(
+        self, inputs: torch.Tensor, *, modality: str, project: bool = True, normalize: bool = True
+    ) -> torch.Tensor:
         """Clip embedding from the CLS token.
 
         Args:
@@ -649,7 +679,7 @@ class VideoImageAdapter(nn.Module):
         self.grid_size = cfg.bucket_size
         self.embed_images = hmlp_stem(d)
         self.cls_embedding = nn.Parameter(torch.zeros(1, 1, d))
-        self.pos_embed = nn.Parameter(torch.zeros(cfg.bucket_size ** 2 + 1, d))
+        self.pos_embed = nn.Parameter(torch.zeros(cfg.bucket_size**2 + 1, d))
         self.temporal_embedding = nn.Parameter(torch.zeros(1, cfg.num_frames, d))
         self.rel_pos_table = nn.Embedding((2 * cfg.bucket_size - 1) ** 2 + 3, cfg.attention_heads)
         self.register_buffer("rp_bucket", image_rel_pos_index(cfg.bucket_size), persistent=False)
@@ -766,10 +796,16 @@ class OnePeaceVideoModel(nn.Module):
         """
         cfg = self.cfg
         side = cfg.image_size
-        if clips.dim() != 5 or clips.shape[1] != 3 or clips.shape[2] != cfg.num_frames \
-                or clips.shape[3] != side or clips.shape[4] != side:
-            raise ValueError(f"expected clips of shape B x 3 x {cfg.num_frames} x {side} x {side}, "
-                             f"got {tuple(clips.shape)}")
+        if (
+            clips.dim() != 5
+            or clips.shape[1] != 3
+            or clips.shape[2] != cfg.num_frames
+            or clips.shape[3] != side
+            or clips.shape[4] != side
+        ):
+            raise ValueError(
+                f"expected clips of shape B x 3 x {cfg.num_frames} x {side} x {side}, got {tuple(clips.shape)}"
+            )
         b, _, t = clips.shape[:3]
         frames = clips.transpose(1, 2).reshape(b * t, 3, side, side)  # (B*T) x 3 x S x S
         x, bias = self.image_adapter(frames)
@@ -782,7 +818,17 @@ class OnePeaceVideoModel(nn.Module):
 
 
 __all__ = [
-    "AUDIO_FEATURE_SPEC", "CLIP_MEAN", "CLIP_STD", "K400_MEAN_255", "K400_STD_255", "PATCH_SIZE",
-    "OnePeaceConfig", "OnePeaceVideoConfig", "OnePeaceModel", "OnePeaceVideoModel",
-    "image_rel_pos_index", "audio_rel_pos_index", "conv_stack_length",
+    "AUDIO_FEATURE_SPEC",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "K400_MEAN_255",
+    "K400_STD_255",
+    "PATCH_SIZE",
+    "OnePeaceConfig",
+    "OnePeaceVideoConfig",
+    "OnePeaceModel",
+    "OnePeaceVideoModel",
+    "image_rel_pos_index",
+    "audio_rel_pos_index",
+    "conv_stack_length",
 ]

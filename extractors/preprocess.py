@@ -6,6 +6,7 @@ Device side (batched, inside ``Extractor.preprocess``): crops, scaling, padding,
 Layouts: ``uint8`` frames are channel-last ``... x H x W x 3`` (RGB); float image tensors are
 channel-first ``... x 3 x H x W``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,9 @@ def short_side_size(h: int, w: int, short_side: int) -> tuple[int, int]:
     return int(short_side * h / w), short_side
 
 
-def resize_target_hw(h: int, w: int, *, short_side: int | None = None,
-                     size_hw: tuple[int, int] | None = None) -> tuple[int, int]:
+def resize_target_hw(
+    h: int, w: int, *, short_side: int | None = None, size_hw: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """(H, W) of a ``h x w`` frame after a :class:`DecodeSpec` resize (``short_side`` keeps the
     aspect, ``size_hw`` ignores it; neither: unchanged)."""
     if short_side is not None:

@@ -9,10 +9,11 @@ False = reference behaviour; the two differ by at most one pixel of crop offset 
 side is odd). The princeton-vl RAFT takes [0, 255] images and maps them to [-1, 1]; torchvision
 takes [-1, 1] directly, so we feed ``2 x / 255 - 1``. The flow of the last update is used.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -47,17 +48,24 @@ def build_raft(cfg: RaftFlowConfig) -> nn.Module:
     enc = tuple(max(c // d, 4) for c in (64, 64, 96, 128, 256))
     hidden = enc[-1] // 2
     return tv_raft._raft(
-        weights=None, progress=False,
-        feature_encoder_layers=enc, feature_encoder_block=tv_raft.ResidualBlock,
+        weights=None,
+        progress=False,
+        feature_encoder_layers=enc,
+        feature_encoder_block=tv_raft.ResidualBlock,
         feature_encoder_norm_layer=nn.InstanceNorm2d,
-        context_encoder_layers=enc, context_encoder_block=tv_raft.ResidualBlock,
+        context_encoder_layers=enc,
+        context_encoder_block=tv_raft.ResidualBlock,
         context_encoder_norm_layer=nn.BatchNorm2d,
-        corr_block_num_levels=4, corr_block_radius=4,
-        motion_encoder_corr_layers=(256 // d, 192 // d), motion_encoder_flow_layers=(128 // d, 64 // d),
+        corr_block_num_levels=4,
+        corr_block_radius=4,
+        motion_encoder_corr_layers=(256 // d, 192 // d),
+        motion_encoder_flow_layers=(128 // d, 64 // d),
         motion_encoder_out_channels=hidden,
         recurrent_block_hidden_state_size=hidden,
-        recurrent_block_kernel_size=((1, 5), (5, 1)), recurrent_block_padding=((0, 2), (2, 0)),
-        flow_head_hidden_size=256 // d, use_mask_predictor=True,
+        recurrent_block_kernel_size=((1, 5), (5, 1)),
+        recurrent_block_padding=((0, 2), (2, 0)),
+        flow_head_hidden_size=256 // d,
+        use_mask_predictor=True,
     )
 
 
@@ -85,7 +93,7 @@ class RaftFlow(nn.Module):
         x, (left, right, top, bottom) = pad_to_multiple(scale_to_pm1(torch.cat([first, second])), 8)
         flow = self.raft(x[:n], x[n:], num_flow_updates=self.cfg.num_flow_updates)[-1]
         if self.cfg.unpad:
-            flow = flow[..., top:flow.shape[-2] - bottom, left:flow.shape[-1] - right]
+            flow = flow[..., top : flow.shape[-2] - bottom, left : flow.shape[-1] - right]
         return flow
 
     def pair_flows(self, frames: torch.Tensor, pairs: torch.Tensor, *, pair_batch: int) -> torch.Tensor:
@@ -104,7 +112,7 @@ class RaftFlow(nn.Module):
         step = pair_batch if pair_batch > 0 else n
         out = []
         for a in range(0, n, step):
-            sel = pairs[a:a + step]
+            sel = pairs[a : a + step]
             k = int(sel.shape[0])
             if k < step:
                 sel = torch.cat([sel, sel[-1:].expand(step - k, 2)])
@@ -138,8 +146,8 @@ def distinct_pairs(windows: torch.Tensor, shifts: Sequence[int]) -> tuple[torch.
         start = 0
         if i > 0:
             for s in shifts:
-                if 0 <= s < l1 and torch.equal(windows[i, :l1 - s], windows[i - 1, s:]):
-                    index[i, :length - s] = index[i - 1, s:]
+                if 0 <= s < l1 and torch.equal(windows[i, : l1 - s], windows[i - 1, s:]):
+                    index[i, : length - s] = index[i - 1, s:]
                     start = length - s
                     break
         for t in range(start, length):

@@ -8,6 +8,7 @@ A name may also be registered at run time with :func:`register` (plugins, tests)
 the table are looked up as backbone files (``configs/backbones/<name>.yaml``, ``AVEL_BACKBONES``, or
 a ``.yaml`` path; :mod:`avel.extractors.backbones`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -64,8 +65,10 @@ def get(name: str) -> type[Extractor]:
         backbone = find_backbone(name, get)
         if backbone is not None:
             if backbone.name in _REGISTRY or backbone.name in _RUNTIME:
-                raise ValueError(f"backbone file {getattr(backbone, 'backbone_file', name)}: name {backbone.name!r} is a built-in "
-                                 f"extractor; pick another name")
+                raise ValueError(
+                    f"backbone file {getattr(backbone, 'backbone_file', name)}: name {backbone.name!r} is a built-in "
+                    f"extractor; pick another name"
+                )
             return backbone
         raise KeyError(f"unknown extractor {name!r}; registered: {', '.join(list_extractors())}")
     module, attr = _REGISTRY[name]

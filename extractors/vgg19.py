@@ -21,10 +21,11 @@ Preprocessing variants (``preprocessing``):
 Layouts: ``preprocess`` takes ``B x 16 x 224 x 224 x 3`` uint8 and returns
 ``B x 16 x 3 x 224 x 224`` float; ``forward`` returns ``B x 7 x 7 x 512``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -39,9 +40,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 # torchvision classifier shapes for the full (width 1) model, checked but not loaded.
-_CLASSIFIER_SHAPES = {"classifier.0.weight": (4096, 25088), "classifier.0.bias": (4096,),
-                      "classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,),
-                      "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,)}
+_CLASSIFIER_SHAPES = {
+    "classifier.0.weight": (4096, 25088),
+    "classifier.0.bias": (4096,),
+    "classifier.3.weight": (4096, 4096),
+    "classifier.3.bias": (4096,),
+    "classifier.6.weight": (1000, 4096),
+    "classifier.6.bias": (1000,),
+}
 
 
 def vgg19_features(width_divisor: int = 1) -> nn.Sequential:
@@ -97,10 +103,19 @@ class VGG19Extractor(Extractor[VGG19Config]):
 
     name = "vgg19"
     modality = "video"
-    presets = {"full": {},
-               # resize "torch": decoder-side scaling, cheaper than native frames + PIL (tests, demo)
-               "tiny": {"fps": 4.0, "window_frames": 4, "stride_frames": 4, "image_size": 64,
-                        "resize_short_side": 72, "width_divisor": 16, "resize": "torch"}}
+    presets = {
+        "full": {},
+        # resize "torch": decoder-side scaling, cheaper than native frames + PIL (tests, demo)
+        "tiny": {
+            "fps": 4.0,
+            "window_frames": 4,
+            "stride_frames": 4,
+            "image_size": 64,
+            "resize_short_side": 72,
+            "width_divisor": 16,
+            "resize": "torch",
+        },
+    }
     checkpoint_files = {"model": VGG19_CHECKPOINT}
 
     mean: torch.Tensor  # 3 x 1 x 1 buffer
@@ -119,10 +134,21 @@ class VGG19Extractor(Extractor[VGG19Config]):
     def decode_spec(self) -> DecodeSpec:
         c = self.config
         if c.preprocessing == "ave_keras":
-            return DecodeSpec("video", fps=c.fps, size_hw=(c.image_size, c.image_size),
-                              frame_selection=c.frame_selection, resize=c.resize)
-        return DecodeSpec("video", fps=c.fps, short_side=c.resize_short_side, center_crop=c.image_size,
-                          frame_selection=c.frame_selection, resize=c.resize)
+            return DecodeSpec(
+                "video",
+                fps=c.fps,
+                size_hw=(c.image_size, c.image_size),
+                frame_selection=c.frame_selection,
+                resize=c.resize,
+            )
+        return DecodeSpec(
+            "video",
+            fps=c.fps,
+            short_side=c.resize_short_side,
+            center_crop=c.image_size,
+            frame_selection=c.frame_selection,
+            resize=c.resize,
+        )
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -134,23 +160,33 @@ class VGG19Extractor(Extractor[VGG19Config]):
         return ("classifier.",)
 
     @classmethod
-    def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
-                           config: VGG19Config) -> dict[str, torch.Tensor]:
+    def convert_checkpoint(
+        cls, states: Mapping[str, Mapping[str, torch.Tensor]], config: VGG19Config
+    ) -> dict[str, torch.Tensor]:
         state = dict(states["model"])
         if config.width_divisor == 1:
-            bad = [f"{k} expected {s} got {tuple(state[k].shape)}" for k, s in _CLASSIFIER_SHAPES.items()
-                   if k in state and tuple(state[k].shape) != s]
+            bad = [
+                f"{k} expected {s} got {tuple(state[k].shape)}"
+                for k, s in _CLASSIFIER_SHAPES.items()
+                if k in state and tuple(state[k].shape) != s
+            ]
             if bad:
-                raise W.CheckpointMismatch(f"vgg19: classifier shapes differ from {VGG19_CHECKPOINT}: {bad}",
-                                           missing=[], unexpected=[], mismatched=[])
+                raise W.CheckpointMismatch(
+                    f"vgg19: classifier shapes differ from {VGG19_CHECKPOINT}: {bad}",
+                    missing=[],
+                    unexpected=[],
+                    mismatched=[],
+                )
         return state
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``B x L x S x S x 3`` -> normalised float ``B x L x 3 x S x S``."""
         s = self.config.image_size
         if batch.dtype != torch.uint8 or batch.ndim != 5 or tuple(batch.shape[2:]) != (s, s, 3):
-            raise ValueError(f"vgg19: expected uint8 B x L x {s} x {s} x 3 windows (decode_spec resizes), got "
-                             f"{tuple(batch.shape)} {batch.dtype}")
+            raise ValueError(
+                f"vgg19: expected uint8 B x L x {s} x {s} x 3 windows (decode_spec resizes), got "
+                f"{tuple(batch.shape)} {batch.dtype}"
+            )
         x = to_float_channels_first(batch)  # B x L x 3 x S x S in [0, 255]
         if self.config.preprocessing == "ave_keras":
             x = x.flip(-3)  # RGB -> BGR

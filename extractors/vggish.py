@@ -28,11 +28,12 @@ embedding of the later TF revision. PCA + 8-bit quantisation (``postprocess=True
 Layouts: ``preprocess`` takes ``B x 15600`` float32 waveforms (window + context), returns
 ``B x 1 x 96 x 64`` log-mel examples; ``forward`` returns ``B x 128``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -49,18 +50,31 @@ def hertz_to_mel(f_hz: torch.Tensor) -> torch.Tensor:
     return 1127.0 * torch.log1p(f_hz / 700.0)
 
 
-def tf_mel_matrix(*, num_mel_bins: int = 64, num_spectrogram_bins: int = 257, sample_rate: int = 16000,
-                  lower_hz: float = 125.0, upper_hz: float = 7500.0) -> torch.Tensor:
+def tf_mel_matrix(
+    *,
+    num_mel_bins: int = 64,
+    num_spectrogram_bins: int = 257,
+    sample_rate: int = 16000,
+    lower_hz: float = 125.0,
+    upper_hz: float = 7500.0,
+) -> torch.Tensor:
     """``num_spectrogram_bins x num_mel_bins`` float64 matrix built as TF VGGish's
     ``spectrogram_to_mel_matrix``: triangles in mel space between ``num_mel_bins + 2`` equally
     spaced edges, evaluated at the linear bin frequencies ``linspace(0, sr/2, bins)``; row 0 (DC) = 0."""
     if not 0.0 <= lower_hz < upper_hz <= sample_rate / 2:
-        raise ValueError(f"mel band edges must satisfy 0 <= lower ({lower_hz}) < upper ({upper_hz}) <= "
-                         f"nyquist ({sample_rate / 2})")
-    bins_mel = hertz_to_mel(torch.linspace(0.0, sample_rate / 2, num_spectrogram_bins, dtype=torch.float64,
-                                           device="cpu"))
-    edges = torch.linspace(1127.0 * math.log1p(lower_hz / 700.0), 1127.0 * math.log1p(upper_hz / 700.0),
-                           num_mel_bins + 2, dtype=torch.float64, device="cpu")
+        raise ValueError(
+            f"mel band edges must satisfy 0 <= lower ({lower_hz}) < upper ({upper_hz}) <= nyquist ({sample_rate / 2})"
+        )
+    bins_mel = hertz_to_mel(
+        torch.linspace(0.0, sample_rate / 2, num_spectrogram_bins, dtype=torch.float64, device="cpu")
+    )
+    edges = torch.linspace(
+        1127.0 * math.log1p(lower_hz / 700.0),
+        1127.0 * math.log1p(upper_hz / 700.0),
+        num_mel_bins + 2,
+        dtype=torch.float64,
+        device="cpu",
+    )
     lower, center, upper = edges[:-2], edges[1:-1], edges[2:]  # num_mel_bins each
     lower_slope = (bins_mel[:, None] - lower) / (center - lower)
     upper_slope = (upper - bins_mel[:, None]) / (upper - center)
@@ -84,16 +98,35 @@ class VGGishFrontend(nn.Module):
     window: torch.Tensor  # stft_window_samples buffer (periodic Hann)
     mel_matrix: torch.Tensor  # 257 x 64 buffer
 
-    def __init__(self, *, sample_rate: int = 16000, stft_window_samples: int = 400, stft_hop_samples: int = 160,
-                 fft_length: int = 512, num_mel_bins: int = 64, lower_hz: float = 125.0, upper_hz: float = 7500.0,
-                 log_offset: float = 0.01) -> None:
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        stft_window_samples: int = 400,
+        stft_hop_samples: int = 160,
+        fft_length: int = 512,
+        num_mel_bins: int = 64,
+        lower_hz: float = 125.0,
+        upper_hz: float = 7500.0,
+        log_offset: float = 0.01,
+    ) -> None:
         super().__init__()
-        self.win, self.hop, self.fft_length, self.log_offset = stft_window_samples, stft_hop_samples, fft_length, log_offset
+        self.win, self.hop, self.fft_length, self.log_offset = (
+            stft_window_samples,
+            stft_hop_samples,
+            fft_length,
+            log_offset,
+        )
         n = torch.arange(stft_window_samples, dtype=torch.float64, device="cpu")
         window = 0.5 - 0.5 * torch.cos(2 * math.pi / stft_window_samples * n)  # periodic Hann
         self.register_buffer("window", window.float(), persistent=False)
-        mel = tf_mel_matrix(num_mel_bins=num_mel_bins, num_spectrogram_bins=fft_length // 2 + 1,
-                            sample_rate=sample_rate, lower_hz=lower_hz, upper_hz=upper_hz)
+        mel = tf_mel_matrix(
+            num_mel_bins=num_mel_bins,
+            num_spectrogram_bins=fft_length // 2 + 1,
+            sample_rate=sample_rate,
+            lower_hz=lower_hz,
+            upper_hz=upper_hz,
+        )
         self.register_buffer("mel_matrix", mel.float(), persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
@@ -115,8 +148,14 @@ class VGGishNet(nn.Module):
         example_hw: input example size (96, 64).
     """
 
-    def __init__(self, *, width_divisor: int = 1, embedding_size: int = 128, final_relu: bool = True,
-                 example_hw: tuple[int, int] = (96, 64)) -> None:
+    def __init__(
+        self,
+        *,
+        width_divisor: int = 1,
+        embedding_size: int = 128,
+        final_relu: bool = True,
+        example_hw: tuple[int, int] = (96, 64),
+    ) -> None:
         super().__init__()
         d = width_divisor
         layers: list[nn.Module] = []
@@ -130,8 +169,13 @@ class VGGishNet(nn.Module):
         self.features = nn.Sequential(*layers)
         h, w = example_hw[0] // 16, example_hw[1] // 16
         hidden = 4096 // d
-        head: list[nn.Module] = [nn.Linear(c_in * h * w, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden),
-                                 nn.ReLU(inplace=True), nn.Linear(hidden, embedding_size)]
+        head: list[nn.Module] = [
+            nn.Linear(c_in * h * w, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, embedding_size),
+        ]
         if final_relu:
             head.append(nn.ReLU(inplace=True))
         self.embeddings = nn.Sequential(*head)
@@ -192,14 +236,26 @@ class VGGishExtractor(Extractor[VGGishConfig]):
         super().__init__(config)
         c = config
         if abs(c.window_s * c.sample_rate - c.num_frames * c.stft_hop_samples) > 0.5:
-            raise ValueError(f"vggish: window_s ({c.window_s}) must equal num_frames * stft_hop_samples / "
-                             f"sample_rate ({c.num_frames * c.stft_hop_samples / c.sample_rate})")
-        self.frontend = VGGishFrontend(sample_rate=c.sample_rate, stft_window_samples=c.stft_window_samples,
-                                       stft_hop_samples=c.stft_hop_samples, fft_length=c.fft_length,
-                                       num_mel_bins=c.num_mel_bins, lower_hz=c.lower_hz, upper_hz=c.upper_hz,
-                                       log_offset=c.log_offset)
-        self.net = VGGishNet(width_divisor=c.width_divisor, embedding_size=c.embedding_size,
-                             final_relu=c.final_relu, example_hw=(c.num_frames, c.num_mel_bins))
+            raise ValueError(
+                f"vggish: window_s ({c.window_s}) must equal num_frames * stft_hop_samples / "
+                f"sample_rate ({c.num_frames * c.stft_hop_samples / c.sample_rate})"
+            )
+        self.frontend = VGGishFrontend(
+            sample_rate=c.sample_rate,
+            stft_window_samples=c.stft_window_samples,
+            stft_hop_samples=c.stft_hop_samples,
+            fft_length=c.fft_length,
+            num_mel_bins=c.num_mel_bins,
+            lower_hz=c.lower_hz,
+            upper_hz=c.upper_hz,
+            log_offset=c.log_offset,
+        )
+        self.net = VGGishNet(
+            width_divisor=c.width_divisor,
+            embedding_size=c.embedding_size,
+            final_relu=c.final_relu,
+            example_hw=(c.num_frames, c.num_mel_bins),
+        )
         if c.postprocess:
             self.pca_eigen_vectors = nn.Parameter(torch.empty(c.embedding_size, c.embedding_size), requires_grad=False)
             self.pca_means = nn.Parameter(torch.empty(c.embedding_size, 1), requires_grad=False)
@@ -218,15 +274,20 @@ class VGGishExtractor(Extractor[VGGishConfig]):
         return ("model", "pca") if config.postprocess else ("model",)
 
     @classmethod
-    def convert_checkpoint(cls, states: Mapping[str, Mapping[str, torch.Tensor]],
-                           config: VGGishConfig) -> dict[str, torch.Tensor]:
+    def convert_checkpoint(
+        cls, states: Mapping[str, Mapping[str, torch.Tensor]], config: VGGishConfig
+    ) -> dict[str, torch.Tensor]:
         out = {f"net.{k}": v for k, v in states["model"].items()}
         if "pca" in states:
             pca = states["pca"]
             for key in ("pca_eigen_vectors", "pca_means"):
                 if key not in pca:
-                    raise W.CheckpointMismatch(f"vggish: {VGGISH_PCA_CHECKPOINT} lacks {key!r}; keys: {sorted(pca)}",
-                                               missing=[key], unexpected=[], mismatched=[])
+                    raise W.CheckpointMismatch(
+                        f"vggish: {VGGISH_PCA_CHECKPOINT} lacks {key!r}; keys: {sorted(pca)}",
+                        missing=[key],
+                        unexpected=[],
+                        mismatched=[],
+                    )
             out["pca_eigen_vectors"] = pca["pca_eigen_vectors"]
             out["pca_means"] = pca["pca_means"].reshape(-1, 1)
         return out

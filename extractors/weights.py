@@ -18,14 +18,16 @@ mis-shaped keys and naming the file read and the official file expected.
 Converters are pure functions ``state dict -> state dict`` (no module needed) so they can be
 tested on synthetic state dicts and reused by ``avel weights verify``.
 """
+
 from __future__ import annotations
 
 import argparse
 import pickle
 import re
 import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -38,8 +40,14 @@ Mismatch = tuple[str, tuple[int, ...], tuple[int, ...]]
 class CheckpointMismatch(ValueError):
     """A checkpoint's keys or shapes do not match the module; the message lists the differences."""
 
-    def __init__(self, message: str, *, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
-                 mismatched: Iterable[Mismatch] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: Iterable[str] = (),
+        unexpected: Iterable[str] = (),
+        mismatched: Iterable[Mismatch] = (),
+    ) -> None:
         super().__init__(message)
         self.missing = list(missing)
         self.unexpected = list(unexpected)
@@ -89,12 +97,14 @@ def _allowed_globals() -> dict[str, Any]:
 
         import torch._utils as tu
 
-        allowed.update({
-            "collections.OrderedDict": collections.OrderedDict,
-            "torch._utils._rebuild_tensor_v2": tu._rebuild_tensor_v2,
-            "torch._utils._rebuild_parameter": tu._rebuild_parameter,
-            "torch.Size": torch.Size,
-        })
+        allowed.update(
+            {
+                "collections.OrderedDict": collections.OrderedDict,
+                "torch._utils._rebuild_tensor_v2": tu._rebuild_tensor_v2,
+                "torch._utils._rebuild_parameter": tu._rebuild_parameter,
+                "torch.Size": torch.Size,
+            }
+        )
     return allowed
 
 
@@ -168,12 +178,13 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
     state = dict(obj)
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
-def resolve_checkpoint_files(path: str | Path | Mapping[str, str | Path], official: Mapping[str, str],
-                             roles: Iterable[str], *, extractor: str) -> dict[str, Path]:
+def resolve_checkpoint_files(
+    path: str | Path | Mapping[str, str | Path], official: Mapping[str, str], roles: Iterable[str], *, extractor: str
+) -> dict[str, Path]:
     """Files of the needed ``roles``: a single file, a directory with the official names, or a mapping.
 
     Raises:
@@ -187,8 +198,11 @@ def resolve_checkpoint_files(path: str | Path | Mapping[str, str | Path], offici
         files = {r: Path(path[r]) for r in roles if r in path}
         missing = [r for r in roles if r not in files]
         if missing:
-            raise FileNotFoundError(f"{extractor}: no checkpoint given for roles {missing} (expected "
-                                    + ", ".join(official[r] for r in missing) + ")")
+            raise FileNotFoundError(
+                f"{extractor}: no checkpoint given for roles {missing} (expected "
+                + ", ".join(official[r] for r in missing)
+                + ")"
+            )
     else:
         p = Path(path)
         if p.is_dir():
@@ -196,13 +210,16 @@ def resolve_checkpoint_files(path: str | Path | Mapping[str, str | Path], offici
         elif len(roles) == 1:
             files = {roles[0]: p}
         else:
-            raise ValueError(f"{extractor}: needs {len(roles)} checkpoint files "
-                             f"({', '.join(official[r] for r in roles)}); pass a directory holding them "
-                             f"or a mapping role -> path, got the file {p}")
+            raise ValueError(
+                f"{extractor}: needs {len(roles)} checkpoint files "
+                f"({', '.join(official[r] for r in roles)}); pass a directory holding them "
+                f"or a mapping role -> path, got the file {p}"
+            )
     for r, f in files.items():
         if not f.is_file():
-            raise FileNotFoundError(f"{extractor}: checkpoint for {r!r} not found at {f}; expected the official "
-                                    f"file {official[r]}")
+            raise FileNotFoundError(
+                f"{extractor}: checkpoint for {r!r} not found at {f}; expected the official file {official[r]}"
+            )
     return files
 
 
@@ -211,10 +228,14 @@ def _fmt(keys: list[Any], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def compare_state_dicts(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], *,
-                        ignore_prefixes: Iterable[str] = (), expected_buffers: Mapping[str, torch.Tensor] | None = None,
-                        actual_buffers: Mapping[str, torch.Tensor] | None = None
-                        ) -> tuple[list[str], list[str], list[Mismatch]]:
+def compare_state_dicts(
+    expected: Mapping[str, torch.Tensor],
+    actual: Mapping[str, torch.Tensor],
+    *,
+    ignore_prefixes: Iterable[str] = (),
+    expected_buffers: Mapping[str, torch.Tensor] | None = None,
+    actual_buffers: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[list[str], list[str], list[Mismatch]]:
     """(missing, unexpected, mismatched) keys of ``actual`` relative to ``expected``.
 
     Args:
@@ -231,8 +252,11 @@ def compare_state_dicts(expected: Mapping[str, torch.Tensor], actual: Mapping[st
     ignore = tuple(ignore_prefixes)
     missing = sorted(k for k in expected if k not in actual)
     unexpected = sorted(k for k in actual if k not in expected and not k.startswith(ignore))
-    mismatched = [(k, tuple(expected[k].shape), tuple(actual[k].shape)) for k in expected
-                  if k in actual and tuple(expected[k].shape) != tuple(actual[k].shape)]
+    mismatched = [
+        (k, tuple(expected[k].shape), tuple(actual[k].shape))
+        for k in expected
+        if k in actual and tuple(expected[k].shape) != tuple(actual[k].shape)
+    ]
     own = expected_buffers or {}
     for name, value in (actual_buffers or {}).items():
         mine = own.get(name)
@@ -245,33 +269,70 @@ def compare_state_dicts(expected: Mapping[str, torch.Tensor], actual: Mapping[st
     return missing, unexpected, sorted(mismatched)
 
 
-def verify_state_dict(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], *,
-                      expected_file: str, extractor: str, source: str | Path | None = None,
-                      ignore_prefixes: Iterable[str] = (), expected_buffers: Mapping[str, torch.Tensor] | None = None,
-                      actual_buffers: Mapping[str, torch.Tensor] | None = None) -> None:
+def verify_state_dict(
+    expected: Mapping[str, torch.Tensor],
+    actual: Mapping[str, torch.Tensor],
+    *,
+    expected_file: str,
+    extractor: str,
+    source: str | Path | None = None,
+    ignore_prefixes: Iterable[str] = (),
+    expected_buffers: Mapping[str, torch.Tensor] | None = None,
+    actual_buffers: Mapping[str, torch.Tensor] | None = None,
+) -> None:
     """Raise :class:`CheckpointMismatch` unless keys and shapes match exactly
     (arguments as :func:`compare_state_dicts`; ``source`` is the file read, for the message)."""
-    missing, unexpected, mismatched = compare_state_dicts(expected, actual, ignore_prefixes=ignore_prefixes,
-                                                          expected_buffers=expected_buffers,
-                                                          actual_buffers=actual_buffers)
+    missing, unexpected, mismatched = compare_state_dicts(
+        expected,
+        actual,
+        ignore_prefixes=ignore_prefixes,
+        expected_buffers=expected_buffers,
+        actual_buffers=actual_buffers,
+    )
     if missing or unexpected or mismatched:
-        raise CheckpointMismatch(describe_mismatch(missing, unexpected, mismatched, extractor=extractor,
-                                                   expected_file=expected_file, source=source),
-                                 missing=missing, unexpected=unexpected, mismatched=mismatched)
+        raise CheckpointMismatch(
+            describe_mismatch(
+                missing, unexpected, mismatched, extractor=extractor, expected_file=expected_file, source=source
+            ),
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+        )
 
 
-def load_verified(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, expected_file: str, extractor: str,
-                  source: str | Path | None = None, buffers: Mapping[str, torch.Tensor] | None = None) -> None:
+def load_verified(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    expected_file: str,
+    extractor: str,
+    source: str | Path | None = None,
+    buffers: Mapping[str, torch.Tensor] | None = None,
+) -> None:
     """:func:`verify_state_dict` of ``state`` against ``module``, then load it with ``assign=True``
     (a module built on the meta device gets the checkpoint's tensors). ``buffers``: checkpoint
     copies of the module's index buffers, which must be equal."""
-    verify_state_dict(module.state_dict(), state, expected_file=expected_file, extractor=extractor, source=source,
-                      expected_buffers=dict(module.named_buffers()) if buffers else None, actual_buffers=buffers)
+    verify_state_dict(
+        module.state_dict(),
+        state,
+        expected_file=expected_file,
+        extractor=extractor,
+        source=source,
+        expected_buffers=dict(module.named_buffers()) if buffers else None,
+        actual_buffers=buffers,
+    )
     module.load_state_dict(dict(state), strict=True, assign=True)
 
 
-def describe_mismatch(missing: list[str], unexpected: list[str], mismatched: list[Mismatch], *, extractor: str,
-                      expected_file: str, source: str | Path | None = None) -> str:
+def describe_mismatch(
+    missing: list[str],
+    unexpected: list[str],
+    mismatched: list[Mismatch],
+    *,
+    extractor: str,
+    expected_file: str,
+    source: str | Path | None = None,
+) -> str:
     """Multi-line message listing missing, unexpected and mis-shaped keys."""
     read = f" {source}" if source is not None else ""
     lines = [f"{extractor}: checkpoint{read} does not match the model (expected the official file {expected_file})"]
@@ -280,8 +341,10 @@ def describe_mismatch(missing: list[str], unexpected: list[str], mismatched: lis
     if unexpected:
         lines.append(f"  unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
     if mismatched:
-        lines.append(f"  shape mismatches ({len(mismatched)}): "
-                     + _fmt([f"{k}: checkpoint {a} vs model {e}" for k, e, a in mismatched]))
+        lines.append(
+            f"  shape mismatches ({len(mismatched)}): "
+            + _fmt([f"{k}: checkpoint {a} vs model {e}" for k, e, a in mismatched])
+        )
     return "\n".join(lines)
 
 
@@ -311,26 +374,38 @@ def i3d_checkpoint_layout(state: Mapping[str, torch.Tensor], *, file: str | Path
     if hass and not pier:
         return "video_features"
     if pier and hass:
-        raise ValueError(f"{file}: ambiguous I3D checkpoint layout: {len(pier)} keys of the pytorch-i3d layout "
-                         f"({_fmt(pier, 3)}) and {len(hass)} of the video_features layout ({_fmt(hass, 3)}); "
-                         f"expected keys of exactly one (its BatchNorm eps depends on it)")
-    raise ValueError(f"{file}: not an I3D checkpoint of a known layout: no key starts with a pytorch-i3d "
-                     f"(Conv3d_1a_7x7., Mixed_3b., logits.) or video_features (conv3d_1a_7x7., mixed_3b., "
-                     f"conv3d_0c_1x1.) module; its keys: {_fmt(sorted(state), 6)}")
+        raise ValueError(
+            f"{file}: ambiguous I3D checkpoint layout: {len(pier)} keys of the pytorch-i3d layout "
+            f"({_fmt(pier, 3)}) and {len(hass)} of the video_features layout ({_fmt(hass, 3)}); "
+            f"expected keys of exactly one (its BatchNorm eps depends on it)"
+        )
+    raise ValueError(
+        f"{file}: not an I3D checkpoint of a known layout: no key starts with a pytorch-i3d "
+        f"(Conv3d_1a_7x7., Mixed_3b., logits.) or video_features (conv3d_1a_7x7., mixed_3b., "
+        f"conv3d_0c_1x1.) module; its keys: {_fmt(sorted(state), 6)}"
+    )
 
 
 # -- I3D: video_features (hassony2 port) layout -> piergiaj layout ------------------------------
 _HASSONY_STEM = {
-    "conv3d_1a_7x7": "Conv3d_1a_7x7", "conv3d_2b_1x1": "Conv3d_2b_1x1", "conv3d_2c_3x3": "Conv3d_2c_3x3",
+    "conv3d_1a_7x7": "Conv3d_1a_7x7",
+    "conv3d_2b_1x1": "Conv3d_2b_1x1",
+    "conv3d_2c_3x3": "Conv3d_2c_3x3",
 }
-_HASSONY_BRANCH = {("branch_0", None): "b0", ("branch_1", "0"): "b1a", ("branch_1", "1"): "b1b",
-                   ("branch_2", "0"): "b2a", ("branch_2", "1"): "b2b", ("branch_3", "1"): "b3b"}
+_HASSONY_BRANCH = {
+    ("branch_0", None): "b0",
+    ("branch_1", "0"): "b1a",
+    ("branch_1", "1"): "b1b",
+    ("branch_2", "0"): "b2a",
+    ("branch_2", "1"): "b2b",
+    ("branch_3", "1"): "b3b",
+}
 
 
 def _hassony_unit(rest: str) -> str:
     """``conv3d.weight`` / ``batch3d.<x>`` -> ``conv3d.weight`` / ``bn.<x>``."""
     if rest.startswith("batch3d."):
-        return "bn." + rest[len("batch3d."):]
+        return "bn." + rest[len("batch3d.") :]
     if rest.startswith("conv3d."):
         return rest
     raise KeyError(rest)
@@ -396,7 +471,7 @@ def i3d_piergiaj_to_hassony(state: Mapping[str, torch.Tensor]) -> dict[str, torc
         elif parts[0].startswith("Mixed_") and len(parts) == 4 and parts[1] in branch:
             b, sub = branch[parts[1]]
             mid = b if sub is None else f"{b}.{sub}"
-            out[f"mixed_{parts[0][len('Mixed_'):]}.{mid}.{unit_rest}"] = value
+            out[f"mixed_{parts[0][len('Mixed_') :]}.{mid}.{unit_rest}"] = value
         else:
             raise KeyError(f"i3d_piergiaj_to_hassony: unrecognised piergiaj key {key!r}")
     return out
@@ -414,12 +489,23 @@ def add_num_batches_tracked(state: Mapping[str, torch.Tensor]) -> dict[str, torc
 
 
 # -- RAFT: princeton-vl / video_features layout -> torchvision layout ---------------------------
-_RAFT_UPDATE = {"encoder.convc1": "motion_encoder.convcorr1.0", "encoder.convc2": "motion_encoder.convcorr2.0",
-                "encoder.convf1": "motion_encoder.convflow1.0", "encoder.convf2": "motion_encoder.convflow2.0",
-                "encoder.conv": "motion_encoder.conv.0", "flow_head.conv1": "flow_head.conv1",
-                "flow_head.conv2": "flow_head.conv2"}
-_RAFT_BLOCK = {"conv1": "convnormrelu1.0", "norm1": "convnormrelu1.1", "conv2": "convnormrelu2.0",
-               "norm2": "convnormrelu2.1", "downsample.0": "downsample.0", "downsample.1": "downsample.1"}
+_RAFT_UPDATE = {
+    "encoder.convc1": "motion_encoder.convcorr1.0",
+    "encoder.convc2": "motion_encoder.convcorr2.0",
+    "encoder.convf1": "motion_encoder.convflow1.0",
+    "encoder.convf2": "motion_encoder.convflow2.0",
+    "encoder.conv": "motion_encoder.conv.0",
+    "flow_head.conv1": "flow_head.conv1",
+    "flow_head.conv2": "flow_head.conv2",
+}
+_RAFT_BLOCK = {
+    "conv1": "convnormrelu1.0",
+    "norm1": "convnormrelu1.1",
+    "conv2": "convnormrelu2.0",
+    "norm2": "convnormrelu2.1",
+    "downsample.0": "downsample.0",
+    "downsample.1": "downsample.1",
+}
 
 
 def is_raft_princeton_layout(state: Mapping[str, torch.Tensor]) -> bool:

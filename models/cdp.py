@@ -25,6 +25,7 @@ contribute nothing), sizes/offsets shared by keys and values (one WA per block: 
 +0.05 M over global attention), and sequences whose length is not a multiple of ``W`` (padded
 with invalid rows).
 """
+
 from __future__ import annotations
 
 import functools
@@ -87,8 +88,13 @@ class CdpConfig:
     path_pdrop: float = 0.1
 
     def __post_init__(self) -> None:
-        choices = {"mode": CROSS_MODAL_MODES, "window_scale": ("exp", "affine"), "offset_unit": ("window", "row"),
-                   "interpolation": ("linear", "nearest"), "border": ("clamp", "zeros")}
+        choices = {
+            "mode": CROSS_MODAL_MODES,
+            "window_scale": ("exp", "affine"),
+            "offset_unit": ("window", "row"),
+            "interpolation": ("linear", "nearest"),
+            "border": ("clamp", "zeros"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"cdp.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -105,9 +111,15 @@ def base_window_positions(num_windows: int, window_size: int, *, device: torch.d
     return torch.arange(num_windows * window_size, dtype=torch.float32, device=device).view(num_windows, window_size)
 
 
-def target_window_positions(size: torch.Tensor, offset: torch.Tensor, window_size: int, *,
-                            window_scale: str = "exp", min_scale: float = 0.1,
-                            offset_unit: str = "window") -> torch.Tensor:
+def target_window_positions(
+    size: torch.Tensor,
+    offset: torch.Tensor,
+    window_size: int,
+    *,
+    window_scale: str = "exp",
+    min_scale: float = 0.1,
+    offset_unit: str = "window",
+) -> torch.Tensor:
     """Uniform sample positions (in rows) inside the target windows.
 
     Args:
@@ -129,8 +141,14 @@ def target_window_positions(size: torch.Tensor, offset: torch.Tensor, window_siz
     return centre[..., None] + rel * scale[..., None]
 
 
-def sample_rows(x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, *, interpolation: str = "linear",
-                border: str = "clamp") -> tuple[torch.Tensor, torch.Tensor]:
+def sample_rows(
+    x: torch.Tensor,
+    positions: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    interpolation: str = "linear",
+    border: str = "clamp",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample ``x`` at fractional row positions, per head.
 
     Args:
@@ -183,7 +201,7 @@ def _neighbourhood(x: torch.Tensor, n: int, fill: float | bool) -> torch.Tensor:
     pad_shape[2] = n
     pad = torch.full(pad_shape, fill, dtype=x.dtype, device=x.device)
     xp = torch.cat([pad, x, pad], dim=2)
-    return torch.cat([xp[:, :, j:j + N] for j in range(2 * n + 1)], dim=3)
+    return torch.cat([xp[:, :, j : j + N] for j in range(2 * n + 1)], dim=3)
 
 
 class WindowAdaptation(nn.Module):
@@ -213,7 +231,7 @@ class WindowAdaptation(nn.Module):
         m = mask.view(B, 1, N, window_size).to(k.dtype)
         pooled = (k.view(B, C, N, window_size) * m).sum(-1) / m.sum(-1).clamp(min=1.0)  # B x C x N
         out = self.conv(F.leaky_relu(pooled, self.negative_slope))  # B x 2H x N
-        return out[:, :self.num_heads], out[:, self.num_heads:]
+        return out[:, : self.num_heads], out[:, self.num_heads :]
 
 
 class DynamicWindowAttention(MaskedMHCA):
@@ -228,12 +246,14 @@ class DynamicWindowAttention(MaskedMHCA):
     """
 
     def __init__(self, dim: int, cfg: CdpConfig, *, stride: int = 1) -> None:
-        super().__init__(dim, cfg.num_heads, q_stride=stride, kv_stride=stride, attn_pdrop=cfg.attn_pdrop,
-                         proj_pdrop=cfg.proj_pdrop)
+        super().__init__(
+            dim, cfg.num_heads, q_stride=stride, kv_stride=stride, attn_pdrop=cfg.attn_pdrop, proj_pdrop=cfg.proj_pdrop
+        )
         self.cfg = cfg
         self.dynamic = cfg.mode == "cdp"
-        adaptation = functools.partial(WindowAdaptation, dim, cfg.num_heads, negative_slope=cfg.leaky_relu_slope,
-                                       zero_init=cfg.zero_init_window)
+        adaptation = functools.partial(
+            WindowAdaptation, dim, cfg.num_heads, negative_slope=cfg.leaky_relu_slope, zero_init=cfg.zero_init_window
+        )
         self.window_adapt = adaptation() if self.dynamic else None
         self.value_window_adapt = adaptation() if self.dynamic and not cfg.shared_kv_window else None
 
@@ -245,11 +265,16 @@ class DynamicWindowAttention(MaskedMHCA):
         if adapt is None:
             return base_window_positions(N, W, device=k.device).expand(B, self.num_heads, N, W)
         size, offset = adapt(k, kv_mask, W)
-        return target_window_positions(size.float(), offset.float(), W, window_scale=cfg.window_scale,
-                                       min_scale=cfg.min_scale, offset_unit=cfg.offset_unit)
+        return target_window_positions(
+            size.float(),
+            offset.float(),
+            W,
+            window_scale=cfg.window_scale,
+            min_scale=cfg.min_scale,
+            offset_unit=cfg.offset_unit,
+        )
 
-    def forward(self, x_kv: torch.Tensor, x_q: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x_kv: torch.Tensor, x_q: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x_kv, x_q: B x C x T; mask: B x 1 x T -> out B x C x T', mask B x 1 x T' (T' = T / stride)
         cfg, W, H, Dh = self.cfg, self.cfg.window_size, self.num_heads, self.head_dim
         B, C, _ = x_kv.shape
@@ -267,10 +292,12 @@ class DynamicWindowAttention(MaskedMHCA):
         pos_k = self.positions(k, kvm, self.window_adapt)  # B x H x N x W
         pos_v = pos_k if self.value_window_adapt is None else self.positions(v, kvm, self.value_window_adapt)
         heads = lambda t: t.view(B, H, Dh, N * W).transpose(2, 3)  # noqa: E731  B x H x N*W x Dh
-        sk, valid = sample_rows(heads(k), pos_k.reshape(B, H, N * W), kvm, interpolation=cfg.interpolation,
-                                border=cfg.border)
-        sv, valid_v = sample_rows(heads(v), pos_v.reshape(B, H, N * W), kvm, interpolation=cfg.interpolation,
-                                  border=cfg.border)
+        sk, valid = sample_rows(
+            heads(k), pos_k.reshape(B, H, N * W), kvm, interpolation=cfg.interpolation, border=cfg.border
+        )
+        sv, valid_v = sample_rows(
+            heads(v), pos_v.reshape(B, H, N * W), kvm, interpolation=cfg.interpolation, border=cfg.border
+        )
         # a base window without valid rows (pure padding) yields no keys
         valid = (valid & valid_v).view(B, H, N, W) & kvm.view(B, 1, N, W).any(-1, keepdim=True)
         n = cfg.neighbor_windows
@@ -297,8 +324,14 @@ class CdpBlock(TransformerBlock):
     """
 
     def __init__(self, dim: int, cfg: CdpConfig, *, stride: int = 1) -> None:
-        super().__init__(dim, cfg.num_heads, stride=stride, attn_pdrop=cfg.attn_pdrop, proj_pdrop=cfg.proj_pdrop,
-                         path_pdrop=cfg.path_pdrop)
+        super().__init__(
+            dim,
+            cfg.num_heads,
+            stride=stride,
+            attn_pdrop=cfg.attn_pdrop,
+            proj_pdrop=cfg.proj_pdrop,
+            path_pdrop=cfg.path_pdrop,
+        )
         self.attn = DynamicWindowAttention(dim, cfg, stride=stride)
 
 
@@ -320,31 +353,37 @@ class CrossModalDynamicPyramid(nn.Module):
         self.visual_blocks = nn.ModuleList(self._block(dim, s) for s in strides)
         self.audio_blocks = nn.ModuleList(self._block(dim, s) for s in strides)
         k = cfg.scale_factor
-        self.pool = (nn.MaxPool1d(k + 1, stride=k, padding=(k + 1) // 2) if k > 1 else nn.Identity())
+        self.pool = nn.MaxPool1d(k + 1, stride=k, padding=(k + 1) // 2) if k > 1 else nn.Identity()
 
     def _block(self, dim: int, stride: int) -> nn.Module:
         cfg = self.cfg
         if cfg.mode == "none":
             return nn.Identity()
         if cfg.mode == "global":
-            return TransformerBlock(dim, cfg.num_heads, stride=stride, attn_pdrop=cfg.attn_pdrop,
-                                    proj_pdrop=cfg.proj_pdrop, path_pdrop=cfg.path_pdrop)
+            return TransformerBlock(
+                dim,
+                cfg.num_heads,
+                stride=stride,
+                attn_pdrop=cfg.attn_pdrop,
+                proj_pdrop=cfg.proj_pdrop,
+                path_pdrop=cfg.path_pdrop,
+            )
         return CdpBlock(dim, cfg, stride=stride)
 
     @property
     def strides(self) -> list[int]:
-        return [self.cfg.scale_factor ** i for i in range(self.cfg.num_levels)]
+        return [self.cfg.scale_factor**i for i in range(self.cfg.num_levels)]
 
-    def forward(self, v: torch.Tensor, a: torch.Tensor,
-                mask: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(
+        self, v: torch.Tensor, a: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         feats, masks = [], []
         for level in range(self.cfg.num_levels):
             if self.cfg.mode == "none":
                 if level > 0:
                     new_mask = downsample_mask(mask, self.cfg.scale_factor)
                     # padded rows never win the max; fully padded outputs become 0
-                    v, a = (torch.where(new_mask, self.pool(x.masked_fill(~mask, float("-inf"))), 0.0)
-                            for x in (v, a))
+                    v, a = (torch.where(new_mask, self.pool(x.masked_fill(~mask, float("-inf"))), 0.0) for x in (v, a))
                     mask = new_mask
             else:
                 v_new, new_mask = self.visual_blocks[level](v, a, mask)

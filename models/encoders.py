@@ -1,4 +1,5 @@
 """Unimodal temporal encoders: masked conv embedding + sinusoidal position + self-attention (UnAV)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,15 +59,21 @@ class UnimodalEncoder(nn.Module):
         self.cfg = cfg
         self.max_seq_len = max_seq_len
         D = cfg.embed_dim
-        self.convs = nn.ModuleList(MaskedConv1D(in_dim if i == 0 else D, D, cfg.kernel_size, bias=not cfg.with_ln)
-                                   for i in range(cfg.num_convs))
-        self.norms = nn.ModuleList((ChannelLayerNorm(D) if cfg.with_ln else nn.Identity())
-                                   for _ in range(cfg.num_convs))
+        self.convs = nn.ModuleList(
+            MaskedConv1D(in_dim if i == 0 else D, D, cfg.kernel_size, bias=not cfg.with_ln)
+            for i in range(cfg.num_convs)
+        )
+        self.norms = nn.ModuleList(
+            (ChannelLayerNorm(D) if cfg.with_ln else nn.Identity()) for _ in range(cfg.num_convs)
+        )
         if cfg.use_abs_pe:
-            self.register_buffer("pos_embed", sinusoid_encoding(max_seq_len, D) / D ** 0.5, persistent=False)
+            self.register_buffer("pos_embed", sinusoid_encoding(max_seq_len, D) / D**0.5, persistent=False)
         self.blocks = nn.ModuleList(
-            TransformerBlock(D, cfg.num_heads, attn_pdrop=cfg.attn_pdrop, proj_pdrop=cfg.proj_pdrop,
-                             path_pdrop=cfg.path_pdrop) for _ in range(cfg.num_self_attn))
+            TransformerBlock(
+                D, cfg.num_heads, attn_pdrop=cfg.attn_pdrop, proj_pdrop=cfg.proj_pdrop, path_pdrop=cfg.path_pdrop
+            )
+            for _ in range(cfg.num_self_attn)
+        )
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Conv stem + position encoding: ``B x Din x T`` -> ``B x D x T``."""

@@ -10,23 +10,35 @@
 
 Everything renders with the non-interactive Agg backend.
 """
+
 from __future__ import annotations
 
 import html
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from avel.models.visualize import _pyplot, _table
 
 
-def plot_video(out_path: str | os.PathLike, *, video_id: str, predictions: Any, classes: Sequence[str],
-               ground_truth: Any = None, duration_s: float | None = None, top_k: int = 5, min_score: float = 0.0,
-               similarity: np.ndarray | None = None, similarity_times_s: np.ndarray | None = None,
-               dpi: int = 110) -> Path:
+def plot_video(
+    out_path: str | os.PathLike,
+    *,
+    video_id: str,
+    predictions: Any,
+    classes: Sequence[str],
+    ground_truth: Any = None,
+    duration_s: float | None = None,
+    top_k: int = 5,
+    min_score: float = 0.0,
+    similarity: np.ndarray | None = None,
+    similarity_times_s: np.ndarray | None = None,
+    dpi: int = 110,
+) -> Path:
     """One video's figure (module doc); returns the written PNG path.
 
     Args:
@@ -45,6 +57,7 @@ def plot_video(out_path: str | os.PathLike, *, video_id: str, predictions: Any, 
     pr = pr[pr[:, 3] >= min_score]
     pr = pr[np.argsort(-pr[:, 3], kind="stable")][:top_k]
     end = duration_s or max([1.0, *gt[:, 1].tolist(), *pr[:, 1].tolist()])
+
     def name(c: float) -> str:
         return classes[int(c)] if 0 <= int(c) < len(classes) else str(int(c))
 
@@ -55,8 +68,14 @@ def plot_video(out_path: str | os.PathLike, *, video_id: str, predictions: Any, 
     if similarity is not None and len(similarity):
         panels += [("sim", 0.8)]
     plt = _pyplot()
-    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(10, 0.9 + sum(h for _, h in panels)),
-                             gridspec_kw={"height_ratios": [h for _, h in panels]}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        sharex=True,
+        figsize=(10, 0.9 + sum(h for _, h in panels)),
+        gridspec_kw={"height_ratios": [h for _, h in panels]},
+        squeeze=False,
+    )
     try:
         for (kind, _), ax in zip(panels, axes[:, 0]):
             if kind == "gt":
@@ -70,23 +89,48 @@ def plot_video(out_path: str | os.PathLike, *, video_id: str, predictions: Any, 
                 n = max(len(pr), 1)
                 for i, (s, e, c, score) in enumerate(pr):
                     y = n - 1 - i
-                    ax.broken_barh([(s, e - s)], (y + 0.15, 0.7), color=colours[int(c)],
-                                   alpha=float(np.clip(0.35 + 0.65 * score, 0, 1)))
+                    ax.broken_barh(
+                        [(s, e - s)],
+                        (y + 0.15, 0.7),
+                        color=colours[int(c)],
+                        alpha=float(np.clip(0.35 + 0.65 * score, 0, 1)),
+                    )
                     ax.text(s + 0.01 * end, y + 0.5, f"{name(c)} {score:.2f}", va="center", fontsize=8, clip_on=True)
                 ax.set_yticks([n - 1 - i + 0.5 for i in range(len(pr))])
                 ax.set_yticklabels([f"#{i + 1}" for i in range(len(pr))])
                 ax.set_ylim(0, n)
                 ax.set_ylabel(f"top {len(pr)}", fontsize=8)
                 if not len(pr):
-                    ax.text(0.5, 0.5, "no detections above the score threshold", transform=ax.transAxes,
-                            ha="center", va="center", fontsize=8)
+                    ax.text(
+                        0.5,
+                        0.5,
+                        "no detections above the score threshold",
+                        transform=ax.transAxes,
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                    )
             else:
                 sim = np.asarray(similarity, dtype=np.float64)
-                times = (np.asarray(similarity_times_s, dtype=np.float64) if similarity_times_s is not None
-                         else (np.arange(len(sim)) + 0.5) * end / len(sim))
-                ax.imshow(sim[None, :], aspect="auto", cmap="coolwarm", vmin=-1, vmax=1, interpolation="nearest",
-                          extent=(times[0] - (times[1] - times[0]) / 2 if len(times) > 1 else 0,
-                                  times[-1] + (times[1] - times[0]) / 2 if len(times) > 1 else end, 0, 1))
+                times = (
+                    np.asarray(similarity_times_s, dtype=np.float64)
+                    if similarity_times_s is not None
+                    else (np.arange(len(sim)) + 0.5) * end / len(sim)
+                )
+                ax.imshow(
+                    sim[None, :],
+                    aspect="auto",
+                    cmap="coolwarm",
+                    vmin=-1,
+                    vmax=1,
+                    interpolation="nearest",
+                    extent=(
+                        times[0] - (times[1] - times[0]) / 2 if len(times) > 1 else 0,
+                        times[-1] + (times[1] - times[0]) / 2 if len(times) > 1 else end,
+                        0,
+                        1,
+                    ),
+                )
                 ax.set_yticks([0.5])
                 ax.set_yticklabels(["A-V cos"])
         axes[-1, 0].set_xlim(0, end)
@@ -94,8 +138,14 @@ def plot_video(out_path: str | os.PathLike, *, video_id: str, predictions: Any, 
         axes[0, 0].set_title(video_id)
         handles = [plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in lanes]
         if handles:  # below the panels: never over a bar
-            fig.legend(handles, [name(c) for c in lanes], loc="lower center", ncol=min(len(lanes), 6), fontsize=8,
-                       frameon=False)
+            fig.legend(
+                handles,
+                [name(c) for c in lanes],
+                loc="lower center",
+                ncol=min(len(lanes), 6),
+                fontsize=8,
+                frameon=False,
+            )
         fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
         out = Path(out_path)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,8 +162,9 @@ def _read_log(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def write_run_report(run_dir: str | os.PathLike, *, per_class_ap: dict[str, float] | None = None,
-                     title: str | None = None) -> Path:
+def write_run_report(
+    run_dir: str | os.PathLike, *, per_class_ap: dict[str, float] | None = None, title: str | None = None
+) -> Path:
     """Write ``RUN/report/{curves.png, per_class_ap.png, report.html}``; returns the HTML path.
 
     Args:
@@ -166,13 +217,23 @@ def write_run_report(run_dir: str | os.PathLike, *, per_class_ap: dict[str, floa
             plt.close(fig)
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
     card = json.loads((run / "model_card.json").read_text()) if (run / "model_card.json").is_file() else {}
-    streams = [f"{role}: {e['stream']} ({e['extractor']}, weights {str(e['weights_sha256'])[:16]})"
-               for role in ("visual", "audio") for e in card.get("streams", {}).get(role, [])]
-    body = [f"<h1>{html.escape(title or run.name)}</h1>",
-            "<h2>Streams</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in streams) + "</ul>",
-            "<h2>Summary</h2><pre>" + html.escape(json.dumps(summary, indent=1, default=float)) + "</pre>"]
+    streams = [
+        f"{role}: {e['stream']} ({e['extractor']}, weights {str(e['weights_sha256'])[:16]})"
+        for role in ("visual", "audio")
+        for e in card.get("streams", {}).get(role, [])
+    ]
+    body = [
+        f"<h1>{html.escape(title or run.name)}</h1>",
+        "<h2>Streams</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in streams) + "</ul>",
+        "<h2>Summary</h2><pre>" + html.escape(json.dumps(summary, indent=1, default=float)) + "</pre>",
+    ]
     body += [f"<h2>{html.escape(t)}</h2><img src='{f}'>" for t, f in images]
     page = out / "report.html"
-    page.write_text("<!doctype html><html><head><meta charset='utf-8'><title>"
-                    + html.escape(title or run.name) + "</title></head><body>" + "\n".join(body) + "</body></html>")
+    page.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>"
+        + html.escape(title or run.name)
+        + "</title></head><body>"
+        + "\n".join(body)
+        + "</body></html>"
+    )
     return page

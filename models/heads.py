@@ -3,6 +3,7 @@
 Both heads run the same convolutions on every pyramid level (shared weights). Inputs are
 per-level ``B x D x T_l`` features with ``B x 1 x T_l`` masks.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ class HeadConfig:
 def _trunk(in_dim: int, cfg: HeadConfig) -> tuple[nn.ModuleList, nn.ModuleList]:
     convs, norms = nn.ModuleList(), nn.ModuleList()
     for i in range(cfg.num_layers - 1):
-        convs.append(MaskedConv1D(in_dim if i == 0 else cfg.head_dim, cfg.head_dim, cfg.kernel_size,
-                                  bias=not cfg.with_ln))
+        convs.append(
+            MaskedConv1D(in_dim if i == 0 else cfg.head_dim, cfg.head_dim, cfg.kernel_size, bias=not cfg.with_ln)
+        )
         norms.append(ChannelLayerNorm(cfg.head_dim) if cfg.with_ln else nn.Identity())
     return convs, norms
 

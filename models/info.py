@@ -14,6 +14,7 @@ FlopCounterMode has no formula for recurrent layers; LSTM / GRU gate products (p
 and direction ``gates x hidden x (input + hidden)``) are added from forward hooks and count as
 layers. ``gmacs_by_module`` splits both figures by top-level child module.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +33,7 @@ _LAYER_OPS = {"convolution", "mm", "addmm", "_convolution", "conv1d", "conv2d"}
 def _rnn_hook(acc: dict[str, int], child: str):
     """Forward hook adding an LSTM / GRU's gate MACs to ``acc[child]``: per step, layer and
     direction ``gates x hidden x (input + hidden)`` (4 gates LSTM, 3 GRU); element-wise ops not counted."""
+
     def hook(module: nn.Module, args: tuple, output: Any) -> None:
         assert isinstance(module, (nn.LSTM, nn.GRU))
         x = args[0]
@@ -47,12 +49,19 @@ def _rnn_hook(acc: dict[str, int], child: str):
             in_dim = input_size if layer == 0 else h * dirs
             per_step += dirs * gates * h * (in_dim + h)
         acc[child] = acc.get(child, 0) + steps * per_step
+
     return hook
 
 
-def model_info(name: str, *, input_dims: tuple[int, int] | None = None, seq_len: int | None = None,
-               num_classes: int | None = None, options: dict[str, Any] | None = None, count_flops: bool = True
-               ) -> dict[str, Any]:
+def model_info(
+    name: str,
+    *,
+    input_dims: tuple[int, int] | None = None,
+    seq_len: int | None = None,
+    num_classes: int | None = None,
+    options: dict[str, Any] | None = None,
+    count_flops: bool = True,
+) -> dict[str, Any]:
     """Parameters (total, trainable, per top-level module) and FLOPs of model ``name``.
 
     Args:
@@ -69,20 +78,31 @@ def model_info(name: str, *, input_dims: tuple[int, int] | None = None, seq_len:
     C 29 for the AVE models.
     """
     defaults = probe_inputs(name)
-    dims: tuple[int, int] = (int(input_dims[0]), int(input_dims[1])) if input_dims is not None else defaults["input_dims"]
+    dims: tuple[int, int] = (
+        (int(input_dims[0]), int(input_dims[1])) if input_dims is not None else defaults["input_dims"]
+    )
     seq_len = seq_len if seq_len is not None else defaults["seq_len"]
     num_classes = num_classes if num_classes is not None else defaults["num_classes"]
     cfg_cls, model_cls = resolve(name)
     field_names = {f.name for f in dataclasses.fields(cfg_cls)}
-    data = {"visual_dim": dims[0], "audio_dim": dims[1], "num_classes": num_classes,
-            "max_seq_len": seq_len, "num_segments": seq_len}
+    data = {
+        "visual_dim": dims[0],
+        "audio_dim": dims[1],
+        "num_classes": num_classes,
+        "max_seq_len": seq_len,
+        "num_segments": seq_len,
+    }
     merged = {k: v for k, v in data.items() if k in field_names}
     merged.update(options or {})
     model = model_cls(config_from_dict(cfg_cls, merged, path=f"model[{name}].options")).eval()
     params = sum(p.numel() for p in model.parameters())
     info: dict[str, Any] = {
-        "model": name, "input_dims": list(dims), "seq_len": seq_len, "num_classes": num_classes,
-        "params": params, "params_m": params / 1e6,
+        "model": name,
+        "input_dims": list(dims),
+        "seq_len": seq_len,
+        "num_classes": num_classes,
+        "params": params,
+        "params_m": params / 1e6,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "params_by_module": {n: sum(p.numel() for p in c.parameters()) for n, c in model.named_children()},
     }
@@ -96,8 +116,11 @@ def model_info(name: str, *, input_dims: tuple[int, int] | None = None, seq_len:
         batch = example_batch(batch_size=1, seq_len=seq_len)
         counter = FlopCounterMode(display=False)
         rnn_macs: dict[str, int] = {}  # top-level child -> recurrent-layer MACs (FlopCounterMode skips RNNs)
-        hooks = [m.register_forward_hook(_rnn_hook(rnn_macs, path.split(".")[0]))
-                 for path, m in model.named_modules() if isinstance(m, (nn.LSTM, nn.GRU))]
+        hooks = [
+            m.register_forward_hook(_rnn_hook(rnn_macs, path.split(".")[0]))
+            for path, m in model.named_modules()
+            if isinstance(m, (nn.LSTM, nn.GRU))
+        ]
         try:
             with torch.no_grad(), counter:
                 model(batch)
@@ -120,9 +143,16 @@ def model_info(name: str, *, input_dims: tuple[int, int] | None = None, seq_len:
             entry = by_module.setdefault(child, {"gmacs": 0.0, "gmacs_layers": 0.0})
             entry["gmacs"] += macs / 1e9
             entry["gmacs_layers"] += macs / 1e9
-        info.update({"flops": flops, "gflops": flops / 1e9, "gmacs": flops / 2e9,
-                     "gmacs_layers": layer_flops / 2e9, "gmacs_by_op": {k: v / 2e9 for k, v in by_op.items()},
-                     "gmacs_by_module": by_module})
+        info.update(
+            {
+                "flops": flops,
+                "gflops": flops / 1e9,
+                "gmacs": flops / 2e9,
+                "gmacs_layers": layer_flops / 2e9,
+                "gmacs_by_op": {k: v / 2e9 for k, v in by_op.items()},
+                "gmacs_by_module": by_module,
+            }
+        )
     return info
 
 
@@ -132,9 +162,11 @@ def format_info(info: dict[str, Any]) -> str:
     if "visual_regions" in info:
         side = int(round(info["visual_regions"] ** 0.5))
         grid = f" (visual {side} x {side} x {info['input_dims'][0]})" if side * side == info["visual_regions"] else ""
-    lines = [f"model       {info['model']}",
-             f"inputs      dims {info['input_dims']}{grid}, seq_len {info['seq_len']}, classes {info['num_classes']}",
-             f"parameters  {info['params']:,} ({info['params_m']:.2f} M), trainable {info['trainable_params']:,}"]
+    lines = [
+        f"model       {info['model']}",
+        f"inputs      dims {info['input_dims']}{grid}, seq_len {info['seq_len']}, classes {info['num_classes']}",
+        f"parameters  {info['params']:,} ({info['params_m']:.2f} M), trainable {info['trainable_params']:,}",
+    ]
     by_module = info.get("gmacs_by_module", {})
     nd = 2 if info.get("gmacs", 1.0) >= 1 else 4
     if by_module:
@@ -146,8 +178,10 @@ def format_info(info: dict[str, Any]) -> str:
             lines.append(f"  {n:<22}{c / 1e6:10.2f} M{cost}")
     if "flops" in info:
         nd = 2 if info["gmacs"] >= 1 else 4
-        lines.append(f"GMACs       {info['gmacs_layers']:.{nd}f}  conv + Linear (+ recurrent) layers only "
-                     "(what LoCo table 3 calls GFLOPs)")
+        lines.append(
+            f"GMACs       {info['gmacs_layers']:.{nd}f}  conv + Linear (+ recurrent) layers only "
+            "(what LoCo table 3 calls GFLOPs)"
+        )
         lines.append(f"GMACs       {info['gmacs']:.{nd}f}  all, incl. attention products")
         lines.append(f"GFLOPs      {info['gflops']:.{nd}f}  2 x all MACs")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ truth segment ``[a, b]`` (grid units) when it lies strictly inside it (or inside
 region with centre sampling) and ``max(t - a, b - t)`` falls in the level's regression range.
 Regression targets are ``(t - a, b - t) / s_l``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,8 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-UNAV_REGRESSION_RANGES: tuple[tuple[float, float], ...] = (
-    (0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000))
+UNAV_REGRESSION_RANGES: tuple[tuple[float, float], ...] = ((0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000))
 
 
 @dataclass
@@ -49,11 +49,10 @@ class AssignerConfig:
 
     @property
     def strides(self) -> list[int]:
-        return [self.scale_factor ** i for i in range(len(self.regression_ranges))]
+        return [self.scale_factor**i for i in range(len(self.regression_ranges))]
 
 
-def make_points(level_lengths: list[int], cfg: AssignerConfig, *,
-                device: torch.device | None = None) -> torch.Tensor:
+def make_points(level_lengths: list[int], cfg: AssignerConfig, *, device: torch.device | None = None) -> torch.Tensor:
     """Points of all levels concatenated: ``sum(T_l) x 4`` columns (t, range_low, range_high, stride)."""
     if len(level_lengths) != len(cfg.regression_ranges):
         raise ValueError(f"{len(level_lengths)} pyramid levels but {len(cfg.regression_ranges)} regression ranges")
@@ -64,8 +63,9 @@ def make_points(level_lengths: list[int], cfg: AssignerConfig, *,
     return torch.cat(rows, 0)
 
 
-def assign_targets(points: torch.Tensor, segments: torch.Tensor, labels: torch.Tensor, *, num_classes: int,
-                   cfg: AssignerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def assign_targets(
+    points: torch.Tensor, segments: torch.Tensor, labels: torch.Tensor, *, num_classes: int, cfg: AssignerConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets for one video.
 
     Args:

@@ -22,6 +22,7 @@ Choices the paper leaves open (all fields of :class:`LccConfig`):
   the reported 0.78 M parameters and 0.2 G multiply-accumulates at D 512, T 256.
 - Temperature as in ALBEF: a learnable scalar, init 0.07, clamped to ``[0.001, 0.5]``.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,17 +84,24 @@ class LccConfig:
         if self.sigma_init <= 0:
             raise ValueError(f"lcc.sigma_init must be > 0, got {self.sigma_init}")
         if not 0 < self.temperature_min <= self.temperature_init <= self.temperature_max:
-            raise ValueError("lcc temperatures must satisfy 0 < temperature_min <= temperature_init <= "
-                             f"temperature_max, got {self.temperature_min}, {self.temperature_init}, "
-                             f"{self.temperature_max}")
+            raise ValueError(
+                "lcc temperatures must satisfy 0 < temperature_min <= temperature_init <= "
+                f"temperature_max, got {self.temperature_min}, {self.temperature_init}, "
+                f"{self.temperature_max}"
+            )
         if self.proj_layers < 1:
             raise ValueError(f"lcc.proj_layers must be >= 1, got {self.proj_layers}")
         if not 0 <= self.softened_eps < 1:
             raise ValueError(f"lcc.softened_eps must lie in [0, 1), got {self.softened_eps}")
 
 
-def gaussian_correspondence(video_index: torch.Tensor, row_index: torch.Tensor, sigma: torch.Tensor, *,
-                            distance_scale: float = 1.0 / math.sqrt(2.0)) -> torch.Tensor:
+def gaussian_correspondence(
+    video_index: torch.Tensor,
+    row_index: torch.Tensor,
+    sigma: torch.Tensor,
+    *,
+    distance_scale: float = 1.0 / math.sqrt(2.0),
+) -> torch.Tensor:
     """Correspondence objective ``G`` of eqs. 3-4 (``mu = 0``), ``M x M``, not normalised.
 
     Args:
@@ -109,9 +117,16 @@ def gaussian_correspondence(video_index: torch.Tensor, row_index: torch.Tensor, 
     return g * same_video.to(g.dtype)
 
 
-def correspondence_target(video_index: torch.Tensor, row_index: torch.Tensor, *, target: str,
-                          sigma: torch.Tensor | None = None, distance_scale: float = 1.0 / math.sqrt(2.0),
-                          softened_eps: float = 0.2, normalize: bool = True) -> torch.Tensor:
+def correspondence_target(
+    video_index: torch.Tensor,
+    row_index: torch.Tensor,
+    *,
+    target: str,
+    sigma: torch.Tensor | None = None,
+    distance_scale: float = 1.0 / math.sqrt(2.0),
+    softened_eps: float = 0.2,
+    normalize: bool = True,
+) -> torch.Tensor:
     """``M x M`` target of any type in :data:`LCC_TARGETS` (rows summing to 1 if ``normalize``).
 
     Args:
@@ -140,8 +155,14 @@ def correspondence_target(video_index: torch.Tensor, row_index: torch.Tensor, *,
     return g
 
 
-def lcc_loss(visual: torch.Tensor, audio: torch.Tensor, target: torch.Tensor, temperature: torch.Tensor, *,
-             reduction: str = "mean") -> torch.Tensor:
+def lcc_loss(
+    visual: torch.Tensor,
+    audio: torch.Tensor,
+    target: torch.Tensor,
+    temperature: torch.Tensor,
+    *,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Eq. 5: ``(L_v2a + L_a2v) / 2`` for ``M x D'`` embeddings and an ``M x M`` target.
 
     ``L_v2a = -sum_ij G_ij log softmax_j(<v_i, a_j> / tau)``; ``L_a2v`` swaps the modalities
@@ -214,8 +235,10 @@ class LocalityAwareCorrespondence(nn.Module):
             mask: ``B x T`` bool, True = valid row.
         """
         if emb_visual.shape != emb_audio.shape or emb_visual.shape[:2] != mask.shape:
-            raise ValueError(f"LCC: visual {tuple(emb_visual.shape)}, audio {tuple(emb_audio.shape)} and mask "
-                             f"{tuple(mask.shape)} must share B x T")
+            raise ValueError(
+                f"LCC: visual {tuple(emb_visual.shape)}, audio {tuple(emb_audio.shape)} and mask "
+                f"{tuple(mask.shape)} must share B x T"
+            )
         B, T = mask.shape
         vid = torch.arange(B, device=mask.device)[:, None].expand(B, T)[mask]  # M
         row = torch.arange(T, device=mask.device)[None, :].expand(B, T)[mask]  # M
@@ -224,8 +247,14 @@ class LocalityAwareCorrespondence(nn.Module):
         if v.shape[0] == 0:
             return emb_visual.sum() * 0.0
         cfg = self.cfg
-        target = correspondence_target(vid, row, target=cfg.target, sigma=self.sigma.to(dtype),
-                                       distance_scale=cfg.distance_scale, softened_eps=cfg.softened_eps,
-                                       normalize=cfg.normalize_target)
+        target = correspondence_target(
+            vid,
+            row,
+            target=cfg.target,
+            sigma=self.sigma.to(dtype),
+            distance_scale=cfg.distance_scale,
+            softened_eps=cfg.softened_eps,
+            normalize=cfg.normalize_target,
+        )
         tau = self.temperature.to(dtype).clamp(cfg.temperature_min, cfg.temperature_max)
         return lcc_loss(v, a, target, tau, reduction=cfg.reduction)

@@ -1,4 +1,5 @@
 """Dense detection losses: sigmoid focal loss, 1-D DIoU / GIoU on centre offsets, EMA normaliser."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +9,9 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, alpha: float = 0.25,
-                       gamma: float = 2.0, reduction: str = "none") -> torch.Tensor:
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, *, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "none"
+) -> torch.Tensor:
     """RetinaNet focal loss on logits (Lin et al. 2017), computed in float32.
 
     ``FL = -alpha_t (1 - p_t)^gamma log(p_t)``; ``alpha < 0`` disables the alpha weighting.
@@ -47,8 +49,9 @@ def _offset_terms(pred: torch.Tensor, target: torch.Tensor, eps: float):
     return lp, rp, lg, rg, iou, enclose
 
 
-def diou_loss_1d(pred: torch.Tensor, target: torch.Tensor, *, reduction: str = "none",
-                 eps: float = 1e-8) -> torch.Tensor:
+def diou_loss_1d(
+    pred: torch.Tensor, target: torch.Tensor, *, reduction: str = "none", eps: float = 1e-8
+) -> torch.Tensor:
     """Distance-IoU loss for segments given as offsets ``(left, right)`` from a shared point.
 
     ``1 - IoU + (centre distance / enclosing length)^2``; inputs ``... x 2``, non-negative.
@@ -58,8 +61,9 @@ def diou_loss_1d(pred: torch.Tensor, target: torch.Tensor, *, reduction: str = "
     return _reduce(1.0 - iou + (rho / enclose.clamp(min=eps)) ** 2, reduction)
 
 
-def giou_loss_1d(pred: torch.Tensor, target: torch.Tensor, *, reduction: str = "none",
-                 eps: float = 1e-8) -> torch.Tensor:
+def giou_loss_1d(
+    pred: torch.Tensor, target: torch.Tensor, *, reduction: str = "none", eps: float = 1e-8
+) -> torch.Tensor:
     """Generalized-IoU loss ``1 - IoU + (enclosing - union) / enclosing`` on 1-D offsets."""
     lp, rp, lg, rg, iou, enclose = _offset_terms(pred, target, eps)
     inter = torch.minimum(lp, lg) + torch.minimum(rp, rg)
@@ -102,11 +106,15 @@ class EmaNormalizer(nn.Module):
                 global batch; None: an even split is assumed).
         """
         share = 1.0
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        ):
             world_size = torch.distributed.get_world_size()
-            counts = torch.tensor([float(num_pos), float(batch_size or 0)], dtype=torch.float64,
-                                  device=self.value.device)
+            counts = torch.tensor(
+                [float(num_pos), float(batch_size or 0)], dtype=torch.float64, device=self.value.device
+            )
             torch.distributed.all_reduce(counts)
             num_pos = int(counts[0])
             share = batch_size / float(counts[1]) if batch_size else 1.0 / world_size

@@ -5,6 +5,7 @@ Mirrors UnAV's inference: per level keep scores > ``pre_nms_thresh`` and the top
 ``duration_thresh`` grid rows, run Gaussian Soft-NMS per class (``w = exp(-iou^2 / sigma)``,
 drop below ``min_score``, keep ``max_seg_num`` per class) and keep ``max_seg_num`` per video.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,10 +44,18 @@ class PostprocessConfig:
             raise ValueError(f"postprocess.nms_method must be soft|linear|hard|none, got {self.nms_method!r}")
 
 
-def soft_nms_1d(segs: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, *, method: str = "soft",
-                sigma: float = 0.4, iou_threshold: float = 0.7, min_score: float = 0.001,
-                max_per_group: int = 100, multiclass: bool = True
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def soft_nms_1d(
+    segs: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    method: str = "soft",
+    sigma: float = 0.4,
+    iou_threshold: float = 0.7,
+    min_score: float = 0.001,
+    max_per_group: int = 100,
+    multiclass: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Soft-NMS on 1-D segments, all classes at once (one padded row per class).
 
     Each step picks the highest current score in every class row, then decays the rest of the
@@ -118,9 +127,13 @@ def soft_nms_1d(segs: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, 
     return segs[kept], kept_scores, labels[kept]
 
 
-def decode_video(cls_logits: list[torch.Tensor], offsets: list[torch.Tensor], masks: list[torch.Tensor],
-                 strides: list[int], cfg: PostprocessConfig
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def decode_video(
+    cls_logits: list[torch.Tensor],
+    offsets: list[torch.Tensor],
+    masks: list[torch.Tensor],
+    strides: list[int],
+    cfg: PostprocessConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Candidates of one video in grid units before NMS.
 
     Args:
@@ -160,9 +173,14 @@ def grid_to_seconds(segs: torch.Tensor, *, step_s: float, window_s: float, durat
 
 
 @torch.no_grad()
-def postprocess_batch(cls_logits: list[torch.Tensor], offsets: list[torch.Tensor], masks: list[torch.Tensor],
-                      strides: list[int], batch: dict, cfg: PostprocessConfig
-                      ) -> list[list[tuple[float, float, int, float]]]:
+def postprocess_batch(
+    cls_logits: list[torch.Tensor],
+    offsets: list[torch.Tensor],
+    masks: list[torch.Tensor],
+    strides: list[int],
+    batch: dict,
+    cfg: PostprocessConfig,
+) -> list[list[tuple[float, float, int, float]]]:
     """Detections per sample as ``(start_s, end_s, label_id, score)`` sorted by score.
 
     Level tensors carry the batch axis first (``B x T_l x ...``); the batch supplies
@@ -170,20 +188,36 @@ def postprocess_batch(cls_logits: list[torch.Tensor], offsets: list[torch.Tensor
     """
     results = []
     for b in range(cls_logits[0].shape[0]):
-        segs, scores, labels = decode_video([x[b] for x in cls_logits], [x[b] for x in offsets],
-                                            [x[b] for x in masks], strides, cfg)
+        segs, scores, labels = decode_video(
+            [x[b] for x in cls_logits], [x[b] for x in offsets], [x[b] for x in masks], strides, cfg
+        )
         segs, scores, labels = segs.cpu(), scores.cpu(), labels.cpu()
         if cfg.nms_method != "none":
             segs, scores, labels = soft_nms_1d(
-                segs, scores, labels, method=cfg.nms_method, sigma=cfg.nms_sigma,
-                iou_threshold=cfg.iou_threshold, min_score=cfg.min_score,
-                max_per_group=cfg.max_seg_num, multiclass=cfg.multiclass)
+                segs,
+                scores,
+                labels,
+                method=cfg.nms_method,
+                sigma=cfg.nms_sigma,
+                iou_threshold=cfg.iou_threshold,
+                min_score=cfg.min_score,
+                max_per_group=cfg.max_seg_num,
+                multiclass=cfg.multiclass,
+            )
         else:
             order = scores.argsort(descending=True)
             segs, scores, labels = segs[order], scores[order], labels[order]
-        segs, scores, labels = segs[:cfg.max_seg_num], scores[:cfg.max_seg_num], labels[:cfg.max_seg_num]
-        segs_s = grid_to_seconds(segs, step_s=float(batch["step_s"][b]), window_s=float(batch["window_s"][b]),
-                                 duration_s=float(batch["durations_s"][b]))
-        results.append([(float(s), float(e), int(c), float(p))
-                        for (s, e), c, p in zip(segs_s.tolist(), labels.tolist(), scores.tolist())])
+        segs, scores, labels = segs[: cfg.max_seg_num], scores[: cfg.max_seg_num], labels[: cfg.max_seg_num]
+        segs_s = grid_to_seconds(
+            segs,
+            step_s=float(batch["step_s"][b]),
+            window_s=float(batch["window_s"][b]),
+            duration_s=float(batch["durations_s"][b]),
+        )
+        results.append(
+            [
+                (float(s), float(e), int(c), float(p))
+                for (s, e), c, p in zip(segs_s.tolist(), labels.tolist(), scores.tolist())
+            ]
+        )
     return results

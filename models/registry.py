@@ -5,6 +5,7 @@ dataclass (nested dataclasses, lists -> tuples where the field is a tuple) and b
 Unknown keys and wrong types are errors naming the key path. Entries are imported lazily so
 listing models does not import every model module.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,10 +18,18 @@ from avel.datasets.config_schema import dataclass_from_dict
 
 # name -> (module, config class, model class, one-line description)
 _MODELS: dict[str, tuple[str, str, str, str]] = {
-    "unav": ("avel.models.dense.unav", "UnavConfig", "UnavDetector",
-             "UnAV baseline (CVPR 2023): cross-modal pyramid + TDM, dense localization"),
-    "ccnet": ("avel.models.dense.ccnet", "CcnetConfig", "CcnetDetector",
-              "CCNet (AAAI 2025): CMCC pyramid + MTGC, dense localization"),
+    "unav": (
+        "avel.models.dense.unav",
+        "UnavConfig",
+        "UnavDetector",
+        "UnAV baseline (CVPR 2023): cross-modal pyramid + TDM, dense localization",
+    ),
+    "ccnet": (
+        "avel.models.dense.ccnet",
+        "CcnetConfig",
+        "CcnetDetector",
+        "CCNet (AAAI 2025): CMCC pyramid + MTGC, dense localization",
+    ),
     "agva": ("avel.models.ave.agva", "AgvaConfig", "AgvaNet", "AGVA baseline (ECCV 2018), AVE"),
     "ccln": ("avel.models.ave.ccln", "CclnConfig", "CclnNet", "CCLN (TMM 2025), AVE fully/weakly/CML"),
     "avlc": ("avel.models.ave.avlc", "AvlcConfig", "AvlcNet", "Long-term correlation net (TSGA+PTRF), AVE"),
@@ -32,12 +41,25 @@ _MODELS: dict[str, tuple[str, str, str, str]] = {
 # the features of the setting each model's paper reports its size in.
 DENSE_PROBE = {"input_dims": (1536, 1536), "seq_len": 256, "num_classes": 100}  # UnAV-100, ONE-PEACE, LoCo table 3
 AVE_PROBE = {"input_dims": (512, 128), "seq_len": 10, "num_classes": 29}  # AVE: VGG-19 pool5 7x7x512, VGGish 128
-_PROBES: dict[str, dict[str, Any]] = {"unav": DENSE_PROBE, "ccnet": DENSE_PROBE, "loco": DENSE_PROBE,
-                                      "agva": AVE_PROBE, "ccln": AVE_PROBE, "avlc": AVE_PROBE}
+_PROBES: dict[str, dict[str, Any]] = {
+    "unav": DENSE_PROBE,
+    "ccnet": DENSE_PROBE,
+    "loco": DENSE_PROBE,
+    "agva": AVE_PROBE,
+    "ccln": AVE_PROBE,
+    "avlc": AVE_PROBE,
+}
 
 
-def register_model(name: str, *, module: str, config_class: str, model_class: str, description: str = "",
-                   probe: dict[str, Any] | None = None) -> None:
+def register_model(
+    name: str,
+    *,
+    module: str,
+    config_class: str,
+    model_class: str,
+    description: str = "",
+    probe: dict[str, Any] | None = None,
+) -> None:
     """Add (or replace) a registry entry; the model class takes its config as the only argument.
 
     ``probe``: default inputs of ``avel models info`` (keys of :data:`DENSE_PROBE`; default that).
@@ -75,12 +97,14 @@ def config_from_dict(cls: type, options: dict[str, Any], *, path: str = "model.o
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict (tuples -> lists) suitable for YAML / JSON."""
+
     def plain(x: Any) -> Any:
         if isinstance(x, (list, tuple)):
             return [plain(v) for v in x]
         if isinstance(x, dict):
             return {k: plain(v) for k, v in x.items()}
         return x
+
     return plain(dataclasses.asdict(cfg))
 
 

@@ -1,4 +1,5 @@
 """Temporal dependency modelling (UnAV TDM): per-class temporal attention + class co-occurrence attention."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,8 +60,9 @@ class TemporalDependencyModule(nn.Module):
     def mix_level(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``B x C x H x T`` expanded features -> ``B x D x T``."""
         B, C, H, T = e.shape
-        temporal, _ = self.temporal(e.reshape(B * C, H, T), e.reshape(B * C, H, T),
-                                    mask.repeat_interleave(C, dim=0))  # BC x H x T
+        temporal, _ = self.temporal(
+            e.reshape(B * C, H, T), e.reshape(B * C, H, T), mask.repeat_interleave(C, dim=0)
+        )  # BC x H x T
         co = e.permute(0, 3, 2, 1).reshape(B * T, H, C)  # BT x H x C
         co_mask = torch.ones(B * T, 1, C, dtype=torch.bool, device=e.device)
         co, _ = self.cooccur(co, co, co_mask)

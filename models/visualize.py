@@ -7,12 +7,14 @@
 
 Both render with the non-interactive Agg backend and write a PNG.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +72,9 @@ def _table(rows: Any, width: int, name: str) -> np.ndarray:
     return arr
 
 
-def select_timeline_predictions(predictions: Any, *, ground_truth: Any = None,
-                                config: TimelinePlotConfig | None = None) -> tuple[list[int], np.ndarray]:
+def select_timeline_predictions(
+    predictions: Any, *, ground_truth: Any = None, config: TimelinePlotConfig | None = None
+) -> tuple[list[int], np.ndarray]:
     """The class lanes and predictions :func:`plot_timeline` draws.
 
     Args:
@@ -89,19 +92,26 @@ def select_timeline_predictions(predictions: Any, *, ground_truth: Any = None,
     pr = pr[np.lexsort((-pr[:, 3], pr[:, 2]))]  # by class, score descending
     keep = np.zeros(len(pr), dtype=bool)
     for c in np.unique(pr[:, 2]):
-        keep[np.flatnonzero(pr[:, 2] == c)[:cfg.top_k_per_class]] = True
+        keep[np.flatnonzero(pr[:, 2] == c)[: cfg.top_k_per_class]] = True
     pr = pr[keep]
     lanes = list(dict.fromkeys(int(c) for c in gt[:, 2]))
     for c in pr[np.argsort(-pr[:, 3], kind="stable"), 2]:
         if int(c) not in lanes:
             lanes.append(int(c))
-    lanes = lanes[:cfg.max_classes]
+    lanes = lanes[: cfg.max_classes]
     return lanes, pr[np.isin(pr[:, 2], lanes)]
 
 
-def plot_timeline(out_path: str | os.PathLike, *, ground_truth: Any, predictions: Any,
-                  classes: Sequence[str] | None = None, duration_s: float | None = None,
-                  title: str | None = None, config: TimelinePlotConfig | None = None) -> Path:
+def plot_timeline(
+    out_path: str | os.PathLike,
+    *,
+    ground_truth: Any,
+    predictions: Any,
+    classes: Sequence[str] | None = None,
+    duration_s: float | None = None,
+    title: str | None = None,
+    config: TimelinePlotConfig | None = None,
+) -> Path:
     """Draw one video's ground truth against its top predictions per class, write a PNG.
 
     Args:
@@ -127,8 +137,12 @@ def plot_timeline(out_path: str | os.PathLike, *, ground_truth: Any, predictions
         for row, c in enumerate(lanes):
             y = n - 1 - row
             g = gt[gt[:, 2] == c]
-            ax.broken_barh([(s, e - s) for s, e in g[:, :2]], (y + 0.52, 0.36), color="tab:green",
-                           label="ground truth" if row == 0 else None)
+            ax.broken_barh(
+                [(s, e - s) for s, e in g[:, :2]],
+                (y + 0.52, 0.36),
+                color="tab:green",
+                label="ground truth" if row == 0 else None,
+            )
             mine = pr[pr[:, 2] == c]  # score descending: one sub-row each, best on top
             h = 0.4 / max(len(mine), 1)
             for i, (s, e, _, score) in enumerate(mine):
@@ -169,8 +183,10 @@ def cross_similarity(visual: np.ndarray, audio: np.ndarray) -> np.ndarray:
     if v.ndim != 2 or a.ndim != 2:
         raise ValueError(f"expected 2-D features (T x D), got visual {v.shape} and audio {a.shape}")
     if v.shape[1] != a.shape[1]:
-        raise ValueError(f"visual and audio feature dims differ ({v.shape[1]} vs {a.shape[1]}): cosine similarity "
-                         "needs features of one embedding space (e.g. ONE-PEACE visual/audio streams)")
+        raise ValueError(
+            f"visual and audio feature dims differ ({v.shape[1]} vs {a.shape[1]}): cosine similarity "
+            "needs features of one embedding space (e.g. ONE-PEACE visual/audio streams)"
+        )
     vn = np.linalg.norm(v, axis=1, keepdims=True)
     an = np.linalg.norm(a, axis=1, keepdims=True)
     v = np.divide(v, vn, out=np.zeros_like(v), where=vn > 0)
@@ -178,10 +194,16 @@ def cross_similarity(visual: np.ndarray, audio: np.ndarray) -> np.ndarray:
     return v @ a.T  # T_v x T_a
 
 
-def plot_cross_similarity(visual: np.ndarray, audio: np.ndarray, out_path: str | os.PathLike, *,
-                          visual_times_s: tuple[np.ndarray, np.ndarray] | None = None,
-                          audio_times_s: tuple[np.ndarray, np.ndarray] | None = None,
-                          title: str | None = None, config: SimilarityPlotConfig | None = None) -> np.ndarray:
+def plot_cross_similarity(
+    visual: np.ndarray,
+    audio: np.ndarray,
+    out_path: str | os.PathLike,
+    *,
+    visual_times_s: tuple[np.ndarray, np.ndarray] | None = None,
+    audio_times_s: tuple[np.ndarray, np.ndarray] | None = None,
+    title: str | None = None,
+    config: SimilarityPlotConfig | None = None,
+) -> np.ndarray:
     """Plot the ``T_v x T_a`` cosine similarity matrix of one video's unimodal features as a PNG.
 
     Args:
@@ -215,8 +237,16 @@ def plot_cross_similarity(visual: np.ndarray, audio: np.ndarray, out_path: str |
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(cfg.size_in, cfg.size_in))
     try:
-        im = ax.imshow(sim, origin="lower", aspect="auto", cmap=cfg.cmap, vmin=-1, vmax=1,
-                       extent=(x0, x1, y0, y1), interpolation="nearest")
+        im = ax.imshow(
+            sim,
+            origin="lower",
+            aspect="auto",
+            cmap=cfg.cmap,
+            vmin=-1,
+            vmax=1,
+            extent=(x0, x1, y0, y1),
+            interpolation="nearest",
+        )
         ax.set_xlabel(f"audio {xl}")
         ax.set_ylabel(f"visual {yl}")
         if title:

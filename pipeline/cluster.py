@@ -14,13 +14,15 @@ volume, ...): workers open them by the same path as the driver.
 Ray is imported only inside :meth:`ClusterConfig.init_ray`, so the dataclass can be loaded,
 validated and saved without Ray.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 # Ray's own switch for single-machine instances (its default on macOS and Windows): with it
 # off, the node address is the loopback address and every server binds to it.
@@ -104,7 +106,7 @@ class ClusterConfig:
     num_cpus: int | None = None
 
     @classmethod
-    def from_dict(cls, data: Any, *, source: str = "<config>") -> "ClusterConfig":
+    def from_dict(cls, data: Any, *, source: str = "<config>") -> ClusterConfig:
         """Strict: unknown keys and wrong types are errors naming ``source`` and the key."""
         if data is None:
             return cls()
@@ -186,7 +188,7 @@ def _descendants() -> dict[int, int]:
             stat = Path(f"/proc/{d}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] not in ("Z", "X"):
             kids.setdefault(int(fields[1]), []).append(int(d))
             starts[int(d)] = int(fields[19])
@@ -209,7 +211,7 @@ def _alive(procs: dict[int, int]) -> dict[int, int]:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] not in ("Z", "X") and int(fields[19]) == start:
             out[pid] = start
     return out

@@ -61,6 +61,7 @@ header: a sample table claiming more than ``max_frames`` frames (decord 0.6.0 ab
 process on 2^31) or no video stream is a :class:`DecodeError`, and a codec decord cannot decode
 (AV1) is named in the error. These are the video's fault: recorded, never ``retryable``.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,9 +69,10 @@ import os
 import signal
 import stat
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,8 +138,9 @@ def _resized_size(width: int, height: int, short_side: int | None) -> tuple[int,
     return w, h
 
 
-def frame_indices_for_fps(times_s: np.ndarray, duration_s: float, fps: float, *,
-                          rule: str = "previous", tolerance_s: float = 1e-6) -> np.ndarray:
+def frame_indices_for_fps(
+    times_s: np.ndarray, duration_s: float, fps: float, *, rule: str = "previous", tolerance_s: float = 1e-6
+) -> np.ndarray:
     """Native frame index for each output frame at ``fps`` (see the module doc).
 
     Args:
@@ -180,7 +183,7 @@ def _frame_times(reader, n_native: int, native_fps: float) -> tuple[np.ndarray, 
     if np.max(np.abs(start - grid)) <= min(1e-3, 0.25 / native_fps):
         return grid, n_native / native_fps, 1e-6
     # variable rate: float32 timestamps are rounded by up to 2^-24 of their magnitude
-    tolerance_s = max(1e-6, float(end[-1]) * 2.0 ** -22)
+    tolerance_s = max(1e-6, float(end[-1]) * 2.0**-22)
     last = end[-1] if end[-1] > start[-1] else start[-1] + start[-1] / max(n_native - 1, 1)
     return start, float(last), tolerance_s
 
@@ -254,8 +257,10 @@ def decode_video(
         except Exception as e:  # decord raises DECORDError / RuntimeError subclasses
             codec = _unsupported_codec(path)
             if codec is not None:
-                raise DecodeError(f"{path}: video codec {codec} is not supported by the decoder (decord 0.6.0); "
-                                  f"{_DECORD_SUPPORTED_NOTE}") from e
+                raise DecodeError(
+                    f"{path}: video codec {codec} is not supported by the decoder (decord 0.6.0); "
+                    f"{_DECORD_SUPPORTED_NOTE}"
+                ) from e
             raise DecodeError(f"{path}: no decodable video stream ({type(e).__name__}: {_first_line(e)})") from e
         n_native = len(probe)
         native_fps = float(probe.get_avg_fps())
@@ -266,12 +271,16 @@ def decode_video(
         height, width = probe[0].shape[:2]  # displayed size (rotation applied); channels may be padded below 64 px
         ts, duration_s, tolerance_s = _frame_times(probe, n_native, native_fps)
         if not (math.isfinite(duration_s) and duration_s > 0):  # e.g. every timestamp 0 in a truncated file
-            raise DecodeError(f"{path}: container timestamps give {n_native} frames a duration of {duration_s} s; "
-                              f"the file is truncated or its timing is corrupt")
+            raise DecodeError(
+                f"{path}: container timestamps give {n_native} frames a duration of {duration_s} s; "
+                f"the file is truncated or its timing is corrupt"
+            )
         if duration_s * max(float(f) for f in fps) > max_frames:  # a huge stts delta: absurd duration
-            raise DecodeError(f"{path}: container reports {n_native} frames lasting {duration_s:.6g} s "
-                              f"({native_fps:.6g} fps): more than max_frames={max_frames} output frames; "
-                              f"the header's timing (stts) is corrupt")
+            raise DecodeError(
+                f"{path}: container reports {n_native} frames lasting {duration_s:.6g} s "
+                f"({native_fps:.6g} fps): more than max_frames={max_frames} output frames; "
+                f"the header's timing (stts) is corrupt"
+            )
         del probe
         out.meta.native_fps = native_fps
         out.meta.num_frames = n_native
@@ -283,8 +292,9 @@ def decode_video(
 
             for f in fps:
                 side, size_hw = pil_resize.get(float(f), (short_side, None))
-                sizes[float(f)] = (resize_target_hw(height, width, short_side=side, size_hw=size_hw) if side or size_hw
-                                   else (h, w))
+                sizes[float(f)] = (
+                    resize_target_hw(height, width, short_side=side, size_hw=size_hw) if side or size_hw else (h, w)
+                )
             block_frames = max(1, min(block_frames, BLOCK_BYTES_NATIVE // (3 * w * h)))
         else:
             w, h = _resized_size(width, height, short_side)
@@ -301,8 +311,9 @@ def decode_video(
             a, b = max(0, min(a, len(idx))), max(0, min(b, len(idx)))
             out.first_frame[float(f)] = a
             per_fps[float(f)] = out.native_index[float(f)] = idx[a:b]
-        out.frames = _read_frames(reader, per_fps, path, h, w, block_frames,
-                                  sizes={f: (sz, f in pil_resize) for f, sz in sizes.items()})
+        out.frames = _read_frames(
+            reader, per_fps, path, h, w, block_frames, sizes={f: (sz, f in pil_resize) for f, sz in sizes.items()}
+        )
         del reader
     if sample_rate:
         try:
@@ -340,15 +351,19 @@ def _check_container(path: Path, max_frames: int) -> None:
         return
     try:
         with av.open(str(path)) as container:
-            streams = [(s.type, s.codec_context.codec.canonical_name if s.codec_context else "?",
-                        int(s.frames or 0)) for s in container.streams]
+            streams = [
+                (s.type, s.codec_context.codec.canonical_name if s.codec_context else "?", int(s.frames or 0))
+                for s in container.streams
+            ]
     except Exception:  # not a container PyAV reads: decord's error names the file
         return
     video = [s for s in streams if s[0] == "video"]
     for _, _, frames in video:
         if frames > max_frames:
-            raise DecodeError(f"{path}: container reports {frames} frames (its sample table), more than "
-                              f"max_frames={max_frames}; the header is corrupt")
+            raise DecodeError(
+                f"{path}: container reports {frames} frames (its sample table), more than "
+                f"max_frames={max_frames}; the header is corrupt"
+            )
     if not video:
         kinds = ", ".join(f"{t} {n}" for t, n, _ in streams) or "none"
         raise DecodeError(f"{path}: no video stream (streams: {kinds})")
@@ -368,9 +383,15 @@ def _unsupported_codec(path: Path) -> str | None:
     return None
 
 
-def _read_frames(reader, per_fps: dict[float, np.ndarray], path: Path, h: int, w: int,
-                 block_frames: int, sizes: dict[float, tuple[tuple[int, int], bool]] | None = None
-                 ) -> dict[float, np.ndarray]:
+def _read_frames(
+    reader,
+    per_fps: dict[float, np.ndarray],
+    path: Path,
+    h: int,
+    w: int,
+    block_frames: int,
+    sizes: dict[float, tuple[tuple[int, int], bool]] | None = None,
+) -> dict[float, np.ndarray]:
     """``{fps: frames}`` with ``frames[j] = native frame idx[j]`` (``per_fps[fps] = idx``,
     non-decreasing); every needed native frame is decoded once, in ascending order, in
     blocks of ``block_frames``. ``sizes[fps] = ((H, W), pil)``: that rate's frames are resized
@@ -381,14 +402,13 @@ def _read_frames(reader, per_fps: dict[float, np.ndarray], path: Path, h: int, w
     needed = np.unique(np.concatenate(list(per_fps.values())))
     out = {f: np.empty((len(idx), *sizes.get(f, ((h, w), False))[0], 3), np.uint8) for f, idx in per_fps.items()}
     for a in range(0, len(needed), max(1, block_frames)):
-        block = needed[a:a + block_frames]
+        block = needed[a : a + block_frames]
         try:
             frames = reader.get_batch(block.tolist()).asnumpy()  # K x H x W x 3 uint8
         except Exception as e:
             raise DecodeError(f"{path}: frame decoding failed ({type(e).__name__}: {_first_line(e)})") from e
         if frames.shape != (len(block), h, w, 3):
-            raise DecodeError(f"{path}: decoded frames of shape {frames.shape}, expected "
-                              f"{(len(block), h, w, 3)}")
+            raise DecodeError(f"{path}: decoded frames of shape {frames.shape}, expected {(len(block), h, w, 3)}")
         for f, idx in per_fps.items():
             j0 = int(np.searchsorted(idx, block[0], side="left"))
             j1 = int(np.searchsorted(idx, block[-1], side="right"))
@@ -408,8 +428,13 @@ def _read_frames(reader, per_fps: dict[float, np.ndarray], path: Path, h: int, w
 
 
 def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return f"mode {oct(mode)}"
@@ -464,8 +489,9 @@ class PendingDecode:
     in-process at the start (no guard, no overlap).
     """
 
-    def __init__(self, path: str | os.PathLike, timeout_s: float | None, fn: Callable[..., Any],
-                 kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, path: str | os.PathLike, timeout_s: float | None, fn: Callable[..., Any], kwargs: dict[str, Any]
+    ) -> None:
         self.path, self.timeout_s = path, timeout_s
         self.started_s = time.monotonic()
         self._value: Any = None
@@ -492,11 +518,12 @@ class PendingDecode:
             if self._error is not None:
                 raise self._error
             return self._value
-        path, proc, parent = self.path, self._proc, self._conn
+        path, proc, parent, timeout_s = self.path, self._proc, self._conn, self.timeout_s
+        assert timeout_s is not None  # a child is started only with a timeout
         try:
-            if not parent.poll(max(0.0, self.timeout_s - (time.monotonic() - self.started_s))):
+            if not parent.poll(max(0.0, timeout_s - (time.monotonic() - self.started_s))):
                 proc.kill()
-                raise DecodeTimeout(f"{path}: decoding took longer than {self.timeout_s:g} s; worker killed")
+                raise DecodeTimeout(f"{path}: decoding took longer than {timeout_s:g} s; worker killed")
             try:
                 status, payload = parent.recv()
             except EOFError:
@@ -517,8 +544,9 @@ class PendingDecode:
         return payload
 
 
-def start_decode(path: str | os.PathLike, *, timeout_s: float | None = 600.0,
-                 fn: Callable[..., Any] | None = None, **kwargs) -> PendingDecode:
+def start_decode(
+    path: str | os.PathLike, *, timeout_s: float | None = 600.0, fn: Callable[..., Any] | None = None, **kwargs
+) -> PendingDecode:
     """Start ``fn(path, **kwargs)`` (default :func:`decode_video`) in a forked child that is
     killed after ``timeout_s``; returns at once (see :class:`PendingDecode`)."""
     return PendingDecode(path, timeout_s, fn or decode_video, kwargs)

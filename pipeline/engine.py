@@ -13,22 +13,24 @@ parent extracts chunk k (:class:`WindowBatcher` carries windows across videos; o
 last batch is padded). The Ray pipeline in :mod:`avel.pipeline.ray_extract` runs the same
 functions in its decode tasks and actors.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections import deque
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from avel.datasets.checks import NonFiniteRowsError, check_finite_rows
 from avel.datasets.config_schema import ConfigError
-from avel.datasets.store import StoreWriter, StreamSpec, VideoMeta, append_error
+from avel.datasets.store import StoreWriter, StreamSpec, append_error
 from avel.pipeline.decode import DecodedVideo, DecodeError, start_decode
 from avel.pipeline.jobs import VideoJob
 
@@ -42,9 +44,15 @@ class StreamExtractor:
 
     def spec(self) -> StreamSpec:
         ext = self.extractor
-        return StreamSpec(extractor=ext.name, plan=ext.plan, feature_shape=tuple(ext.feature_shape),
-                          dtype="float32", config=ext.config.to_dict(), weights_sha256=ext.weights_sha256,
-                          provenance={"decode": _jsonable(ext.decode_spec), **ext.provenance()})
+        return StreamSpec(
+            extractor=ext.name,
+            plan=ext.plan,
+            feature_shape=tuple(ext.feature_shape),
+            dtype="float32",
+            config=ext.config.to_dict(),
+            weights_sha256=ext.weights_sha256,
+            provenance={"decode": _jsonable(ext.decode_spec), **ext.provenance()},
+        )
 
 
 def _jsonable(obj: Any) -> Any:
@@ -79,27 +87,40 @@ def decode_request(extractors: Sequence[StreamExtractor]) -> dict[str, Any]:
                 sides.append(int(max(spec.size_hw)))
             rule, first = rules.setdefault(f, (spec.frame_selection, se.stream))
             if rule != spec.frame_selection:
-                raise ValueError(f"streams {first!r} and {se.stream!r} select frames at {f:g} fps by different rules "
-                                 f"({rule!r} vs {spec.frame_selection!r}); run them separately")
+                raise ValueError(
+                    f"streams {first!r} and {se.stream!r} select frames at {f:g} fps by different rules "
+                    f"({rule!r} vs {spec.frame_selection!r}); run them separately"
+                )
             target = (spec.short_side, tuple(spec.size_hw) if spec.size_hw else None) if spec.resize == "pil" else None
             known, first = pil.setdefault(f, (target, se.stream))
             if known != target:
-                raise ValueError(f"streams {first!r} and {se.stream!r} resize {f:g}-fps frames differently "
-                                 f"({known or 'torch'} vs {target or 'torch'}); run them separately")
+                raise ValueError(
+                    f"streams {first!r} and {se.stream!r} resize {f:g}-fps frames differently "
+                    f"({known or 'torch'} vs {target or 'torch'}); run them separately"
+                )
         else:
             if sample_rate not in (None, spec.sample_rate):
-                raise ValueError(f"audio extractors need different sample rates ({sample_rate} vs "
-                                 f"{spec.sample_rate}); run them separately")
+                raise ValueError(
+                    f"audio extractors need different sample rates ({sample_rate} vs "
+                    f"{spec.sample_rate}); run them separately"
+                )
             sample_rate = int(spec.sample_rate)
-    return {"fps": fps, "short_side": max(sides) if sides else None, "sample_rate": sample_rate,
-            "frame_selection": {f: r for f, (r, _) in rules.items()},
-            "pil_resize": {f: t for f, (t, _) in pil.items() if t is not None}}
+    return {
+        "fps": fps,
+        "short_side": max(sides) if sides else None,
+        "sample_rate": sample_rate,
+        "frame_selection": {f: r for f, (r, _) in rules.items()},
+        "pil_resize": {f: t for f, (t, _) in pil.items() if t is not None},
+    }
 
 
 def frame_args(request: Mapping[str, Any]) -> dict[str, Any]:
     """The frame arguments of :func:`decode_video` in a :func:`decode_request`."""
-    return {"short_side": request["short_side"], "frame_selection": request.get("frame_selection", "previous"),
-            "pil_resize": request.get("pil_resize")}
+    return {
+        "short_side": request["short_side"],
+        "frame_selection": request.get("frame_selection", "previous"),
+        "pil_resize": request.get("pil_resize"),
+    }
 
 
 def frames_for(decoded: DecodedVideo, spec: Any) -> torch.Tensor:
@@ -110,8 +131,9 @@ def frames_for(decoded: DecodedVideo, spec: Any) -> torch.Tensor:
     return apply_decode_spec(torch.from_numpy(decoded.frames[float(spec.fps)]), spec).contiguous()
 
 
-def extract_batch(ext: Any, windows: torch.Tensor, *, batch_size: int, device: torch.device,
-                  amp: bool = False) -> np.ndarray:
+def extract_batch(
+    ext: Any, windows: torch.Tensor, *, batch_size: int, device: torch.device, amp: bool = False
+) -> np.ndarray:
     """Rows of ``windows`` (``n <= batch_size`` of them) from one device call: ``n x *feature_shape``.
 
     On the CPU every call has exactly ``batch_size`` windows: a short batch is padded with
@@ -145,8 +167,9 @@ def rows_per_chunk(plan: Any, chunk_s: float) -> int:
     return max(1, int(round(chunk_s / plan.step_seconds)))
 
 
-def chunk_plan(streams: Sequence[tuple[str, Any, int, int | None]], k: int, chunk_s: float
-               ) -> tuple[dict[float, tuple[int, int]], dict[str, tuple[int, int]]]:
+def chunk_plan(
+    streams: Sequence[tuple[str, Any, int, int | None]], k: int, chunk_s: float
+) -> tuple[dict[float, tuple[int, int]], dict[str, tuple[int, int]]]:
     """What chunk ``k`` of a video decodes and extracts (both runners use this).
 
     Chunk ``k`` of a stream holds rows ``[k*R, (k+1)*R)`` with ``R = rows_per_chunk(plan,
@@ -182,8 +205,9 @@ def chunk_plan(streams: Sequence[tuple[str, Any, int, int | None]], k: int, chun
     return ranges, rows
 
 
-def window_index(plan: Any, r0: int, r1: int, *, context_frames: int, total_frames: int,
-                 first_frame: int) -> torch.Tensor:
+def window_index(
+    plan: Any, r0: int, r1: int, *, context_frames: int, total_frames: int, first_frame: int
+) -> torch.Tensor:
     """Frame indices of rows ``[r0, r1)``: ``(r1 - r0) x (window + context)`` into frames that
     start at output frame ``first_frame``. Windows are cut exactly as
     :func:`avel.extractors.base.cut_video_windows` cuts them (indices clamped to the last frame)."""
@@ -204,10 +228,11 @@ class StreamInfo:
     context_samples: int
 
     @classmethod
-    def of(cls, se: StreamExtractor) -> "StreamInfo":
+    def of(cls, se: StreamExtractor) -> StreamInfo:
         ext = se.extractor
-        return cls(se.stream, ext.modality, ext.decode_spec, ext.plan, int(ext.context_frames),
-                   int(ext.context_samples))
+        return cls(
+            se.stream, ext.modality, ext.decode_spec, ext.plan, int(ext.context_frames), int(ext.context_samples)
+        )
 
     @property
     def window_length(self) -> int:
@@ -215,8 +240,9 @@ class StreamInfo:
         return self.plan.window_units + (self.context_frames if self.modality == "video" else self.context_samples)
 
 
-def decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: int, chunk_s: float,
-                 totals: dict[str, int] | None) -> list:
+def decode_chunk(
+    path: str, request: dict, streams: Sequence[StreamInfo], k: int, chunk_s: float, totals: dict[str, int] | None
+) -> list:
     """Decode chunk ``k`` of a video for every stream; returns ``[info, *payloads]`` (both
     runners: the body of the Ray decode task, and of the local runner's decode child).
 
@@ -246,17 +272,22 @@ def decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: int
         torch.set_num_threads(threads)
 
 
-def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: int, chunk_s: float,
-                  totals: dict[str, int] | None) -> list:
+def _decode_chunk(
+    path: str, request: dict, streams: Sequence[StreamInfo], k: int, chunk_s: float, totals: dict[str, int] | None
+) -> list:
     from avel.pipeline.decode import decode_video
 
     t0 = time.perf_counter()
     video = [s for s in streams if s.modality == "video"]
     audio = [s for s in streams if s.modality == "audio"]
-    ranges, _ = chunk_plan([(s.name, s.plan, s.context_frames, (totals or {}).get(s.name)) for s in video],
-                           k, chunk_s)
-    decoded = decode_video(path, fps=list(ranges), **frame_args(request),
-                           sample_rate=request["sample_rate"] if audio else None, frame_ranges=ranges)
+    ranges, _ = chunk_plan([(s.name, s.plan, s.context_frames, (totals or {}).get(s.name)) for s in video], k, chunk_s)
+    decoded = decode_video(
+        path,
+        fps=list(ranges),
+        **frame_args(request),
+        sample_rate=request["sample_rate"] if audio else None,
+        frame_ranges=ranges,
+    )
     known = totals or {}  # chunk k > 0 may not decode every fps (a stream without rows in it)
     counts: dict[str, int] = {}  # stream -> output frames of the whole video
     for s in video:
@@ -265,10 +296,17 @@ def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: in
             raise DecodeError(f"{path}: no frame count for stream {s.name} in chunk {k}")
         counts[s.name] = total
     _, spans = chunk_plan([(s.name, s.plan, s.context_frames, counts[s.name]) for s in video], k, chunk_s)
-    n_chunks = max((math.ceil(s.plan.num_rows(counts[s.name]) / rows_per_chunk(s.plan, chunk_s)) for s in video),
-                   default=1)
-    info: dict[str, Any] = {"meta": decoded.meta, "totals": counts, "n_chunks": n_chunks,
-                            "rows": {}, "padded": {}, "errors": {}}
+    n_chunks = max(
+        (math.ceil(s.plan.num_rows(counts[s.name]) / rows_per_chunk(s.plan, chunk_s)) for s in video), default=1
+    )
+    info: dict[str, Any] = {
+        "meta": decoded.meta,
+        "totals": counts,
+        "n_chunks": n_chunks,
+        "rows": {},
+        "padded": {},
+        "errors": {},
+    }
     payloads: list[Any] = []
     used: dict[float, set] = {}  # output frames (relative to first_frame) some window of this chunk reads
     for s in streams:
@@ -280,8 +318,14 @@ def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: in
                     continue
                 r0, r1 = spans[s.name]
                 frames = frames_for(decoded, s.decode_spec).numpy()  # frames from first_frame on
-                idx = window_index(s.plan, r0, r1, context_frames=s.context_frames, total_frames=counts[s.name],
-                                   first_frame=decoded.first_frame[float(s.plan.fps)]).numpy()
+                idx = window_index(
+                    s.plan,
+                    r0,
+                    r1,
+                    context_frames=s.context_frames,
+                    total_frames=counts[s.name],
+                    first_frame=decoded.first_frame[float(s.plan.fps)],
+                ).numpy()
                 lo, hi = int(idx.min()), int(idx.max()) + 1  # ship only the frames the windows use
                 used.setdefault(float(s.plan.fps), set()).update(np.unique(idx).tolist())
                 payloads.append((np.ascontiguousarray(frames[lo:hi]), idx - lo))
@@ -303,8 +347,9 @@ def _decode_chunk(path: str, request: dict, streams: Sequence[StreamInfo], k: in
             info["errors"][s.name] = (type(e).__name__, str(e))
             info["rows"][s.name] = 0
             payloads.append(None)
-    prev = chunk_plan([(s.name, s.plan, s.context_frames, counts[s.name]) for s in video], k - 1, chunk_s)[0] \
-        if k else {}
+    prev = (
+        chunk_plan([(s.name, s.plan, s.context_frames, counts[s.name]) for s in video], k - 1, chunk_s)[0] if k else {}
+    )
     info["frames"] = {}
     for fps, native in decoded.native_index.items():
         first = decoded.first_frame[fps]
@@ -356,11 +401,16 @@ class WorkCounts:
 
     def as_dict(self) -> dict[str, Any]:
         computed, written = sum(self.windows_computed.values()), sum(self.windows_written.values())
-        return {"windows_computed": computed, "windows_written": written,
-                "windows_wasted": computed - written,  # padding of short batches, rows of failed videos
-                "per_stream": {s: {"computed": n, "written": self.windows_written.get(s, 0)}
-                               for s, n in sorted(self.windows_computed.items())},
-                "frames": {f"{fps:g}": dict(c) for fps, c in sorted(self.frames.items())}}
+        return {
+            "windows_computed": computed,
+            "windows_written": written,
+            "windows_wasted": computed - written,  # padding of short batches, rows of failed videos
+            "per_stream": {
+                s: {"computed": n, "written": self.windows_written.get(s, 0)}
+                for s, n in sorted(self.windows_computed.items())
+            },
+            "frames": {f"{fps:g}": dict(c) for fps, c in sorted(self.frames.items())},
+        }
 
 
 class WindowBatcher:
@@ -372,16 +422,26 @@ class WindowBatcher:
     ``(owner, exception)`` for every piece of a failed batch.
     """
 
-    def __init__(self, stream: str, ext: Any, batch_size: int, device: torch.device, work: WorkCounts,
-                 timings: dict[str, float], *, amp: bool = False) -> None:
+    def __init__(
+        self,
+        stream: str,
+        ext: Any,
+        batch_size: int,
+        device: torch.device,
+        work: WorkCounts,
+        timings: dict[str, float],
+        *,
+        amp: bool = False,
+    ) -> None:
         self.stream, self.ext, self.batch_size, self.device, self.amp = stream, ext, int(batch_size), device, amp
         self.work, self.timings = work, timings
         self.pending: list[tuple[Any, torch.Tensor]] = []
         self.queued = 0
         self.pieces_added = 0  # pieces queued so far (each comes back once as a result)
 
-    def add(self, owner: Any, windows: Callable[[int, int], np.ndarray | torch.Tensor], n: int
-            ) -> list[tuple[Any, np.ndarray | BaseException]]:
+    def add(
+        self, owner: Any, windows: Callable[[int, int], np.ndarray | torch.Tensor], n: int
+    ) -> list[tuple[Any, np.ndarray | BaseException]]:
         """Queue ``n`` windows of ``owner`` (``windows(a, b)`` cuts rows ``a..b``); returns the
         results of the batches this completed."""
         out: list[tuple[Any, np.ndarray | BaseException]] = []
@@ -414,9 +474,11 @@ class WindowBatcher:
         out: list[tuple[Any, np.ndarray | BaseException]] = []
         offset = 0
         for owner, w in pieces:
-            out.append((owner, rows[offset:offset + len(w)]))
+            out.append((owner, rows[offset : offset + len(w)]))
             offset += len(w)
         return out
+
+
 @dataclass
 class RunReport:
     """What a run did; ``as_dict`` is the final JSON report."""
@@ -444,28 +506,47 @@ class RunReport:
     def as_dict(self) -> dict[str, Any]:
         busy = {"decode": self.decode_s, "extract": self.extract_s, "write": self.write_s}
         return {
-            "videos_ok": self.videos_ok, "videos_failed": self.videos_failed, "videos_skipped": self.videos_skipped,
-            "windows": self.windows, "wall_s": round(self.wall_s, 3), "startup_s": round(self.startup_s, 3),
+            "videos_ok": self.videos_ok,
+            "videos_failed": self.videos_failed,
+            "videos_skipped": self.videos_skipped,
+            "windows": self.windows,
+            "wall_s": round(self.wall_s, 3),
+            "startup_s": round(self.startup_s, 3),
             "busy_s": {k: round(v, 3) for k, v in busy.items()},
             # each stage's throughput while it was busy: windows / that stage's busy seconds
             "windows_per_busy_s": {k: round(self.windows / v, 3) if v > 0 else None for k, v in busy.items()},
             "videos_per_s": round(self.videos_ok / self.wall_s, 3) if self.wall_s else None,
             "windows_per_s": round(self.windows / self.wall_s, 3) if self.wall_s else None,
-            "bytes_written": self.bytes_written, "load_s": round(self.load_s, 3),
-            "settings": self.settings, "work": self.work.as_dict(),
+            "bytes_written": self.bytes_written,
+            "load_s": round(self.load_s, 3),
+            "settings": self.settings,
+            "work": self.work.as_dict(),
             "failures": self.failures[:50],
         }
 
 
 # Failures of the machinery rather than of the video (a killed decoder, a dead Ray worker or
 # actor, the OOM killer): recorded with ``retryable: true`` and redone by a plain rerun.
-RETRYABLE_ERRORS = frozenset({"WorkerKilled", "WorkerCrashedError", "ActorDiedError", "ActorUnavailableError",
-                              "NodeDiedError", "OutOfMemoryError"})
+RETRYABLE_ERRORS = frozenset(
+    {
+        "WorkerKilled",
+        "WorkerCrashedError",
+        "ActorDiedError",
+        "ActorUnavailableError",
+        "NodeDiedError",
+        "OutOfMemoryError",
+    }
+)
 
 
 def record_failure(store_root: Path, report: RunReport, job: VideoJob, stage: str, exc: BaseException) -> None:
-    rec: dict[str, Any] = {"video_id": job.video_id, "path": str(job.path), "stage": stage,
-                           "error_type": type(exc).__name__, "message": str(exc)[:2000]}
+    rec: dict[str, Any] = {
+        "video_id": job.video_id,
+        "path": str(job.path),
+        "stage": stage,
+        "error_type": type(exc).__name__,
+        "message": str(exc)[:2000],
+    }
     if type(exc).__name__ in RETRYABLE_ERRORS:
         rec["retryable"] = True  # the worker died, not the video: a rerun tries it again
     append_error(store_root, rec)
@@ -529,8 +610,9 @@ def run_local(
     infos = [StreamInfo.of(se) for se in extractors]
     by_name = {i.name: i for i in infos}
     request = decode_request(extractors)
-    sizes = {se.stream: int(batch_size[se.stream] if isinstance(batch_size, Mapping) else batch_size)
-             for se in extractors}
+    sizes = {
+        se.stream: int(batch_size[se.stream] if isinstance(batch_size, Mapping) else batch_size) for se in extractors
+    }
     committed = {i.name: writer.committed(i.name) for i in infos}
     todo = deque(jobs)
     tasks: deque[tuple[_LocalVideo, int]] = deque()  # chunks k >= 1 of the current video, before new ones
@@ -563,8 +645,20 @@ def run_local(
             return None
         v, k = task
         streams = [s for s in v.streams if (k == 0 or s.modality == "video") and s.name not in v.errors]
-        return task, streams, start_decode(v.job.path, timeout_s=decode_timeout_s, fn=decode_chunk,
-                                           request=request, streams=streams, k=k, chunk_s=chunk_s, totals=v.totals)
+        return (
+            task,
+            streams,
+            start_decode(
+                v.job.path,
+                timeout_s=decode_timeout_s,
+                fn=decode_chunk,
+                request=request,
+                streams=streams,
+                k=k,
+                chunk_s=chunk_s,
+                totals=v.totals,
+            ),
+        )
 
     def finish(v: _LocalVideo) -> None:
         if v.pending or v.chunks_left or v.done:
@@ -578,7 +672,10 @@ def run_local(
                 try:  # a non-finite row is a recorded failure of this video and stream, never written
                     features[s.name] = check_finite_rows(
                         np.concatenate(v.rows[s.name], axis=0).astype(np.float32, copy=False),
-                        video_id=v.job.video_id, stream=s.name, source=str(v.job.path))
+                        video_id=v.job.video_id,
+                        stream=s.name,
+                        source=str(v.job.path),
+                    )
                 except NonFiniteRowsError as e:
                     v.errors[s.name] = e
             for stream, error in v.errors.items():
@@ -640,8 +737,9 @@ def run_local(
             for s, payload in zip(streams, payloads):
                 if s.name in info["errors"]:
                     name, msg = info["errors"][s.name]
-                    v.errors.setdefault(s.name, DecodeError(msg) if name == "DecodeError" else
-                                        RuntimeError(f"{name}: {msg}"))
+                    v.errors.setdefault(
+                        s.name, DecodeError(msg) if name == "DecodeError" else RuntimeError(f"{name}: {msg}")
+                    )
                     continue
                 if s.name in info["padded"]:
                     v.padded[s.name] = info["padded"][s.name]
@@ -694,9 +792,8 @@ def build_stream_extractors(
     :meth:`Extractor.inspect_checkpoint` learns from it, its sha256), so a bad file stops the
     run before any start-up.
     """
-    from avel.extractors.base import RANDOM_WEIGHTS
-
     from avel.extractors import get
+    from avel.extractors.base import RANDOM_WEIGHTS
 
     weights = dict(weights or {})
     overrides = dict(overrides or {})
@@ -711,8 +808,10 @@ def build_stream_extractors(
         path = weights.get(name) or (None if random_weights else default)
         if path is None and not random_weights:
             files = ", ".join(cls.checkpoint_files.values()) or "its checkpoint"
-            raise ConfigError(f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
-                              f"random weights only with --random-weights (tests and demos)")
+            raise ConfigError(
+                f"extractor {name!r} has no weights: pass --weights {name}=PATH ({files}); "
+                f"random weights only with --random-weights (tests and demos)"
+            )
         if spec_only:
             ext = cls.build(device="meta", preset=preset, **cfg)
             if path is not None:
@@ -724,8 +823,11 @@ def build_stream_extractors(
             else:
                 ext.weights_sha256 = RANDOM_WEIGHTS
         else:
-            ext = (cls.from_checkpoint(path, device=device, preset=preset, **cfg) if path is not None else
-                   cls.random_init(device=device, preset=preset, **cfg))
+            ext = (
+                cls.from_checkpoint(path, device=device, preset=preset, **cfg)
+                if path is not None
+                else cls.random_init(device=device, preset=preset, **cfg)
+            )
             ext = ext.fuse_for_inference() if fuse else ext
         out.append(StreamExtractor(cls.name, ext))  # a backbone given as a .yaml path streams under its name
     return out

@@ -17,16 +17,18 @@ are built where they run (the local runner: while the first chunk decodes; Ray: 
 Unset batch sizes, actors and threads are chosen by :mod:`avel.pipeline.tuning`; the report's
 ``settings`` says what was chosen and why.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from avel.datasets.store import StoreWriter, append_error
 from avel.datasets.config_schema import ConfigError, dataclass_from_dict, read_yaml
+from avel.datasets.store import StoreWriter, append_error
 from avel.pipeline.cluster import ClusterConfig
 from avel.pipeline.engine import RunReport, build_stream_extractors, run_local
 from avel.pipeline.jobs import dataset_files, plan_jobs
@@ -103,7 +105,7 @@ class ExtractConfig:
     device: str = "auto"
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "ExtractConfig":
+    def from_yaml(cls, path: str | Path) -> ExtractConfig:
         """Strict: unknown keys and values of the wrong type are errors naming the file and key."""
         data = read_yaml(path)
         if data is None:
@@ -141,22 +143,32 @@ class ExtractConfig:
         if self.runner not in ("auto", "ray", "local"):
             raise ConfigError(f"runner must be 'auto', 'ray' or 'local', got {self.runner!r}")
         optional = {"batch_size", "actors_per_extractor", "gpus_per_actor"}  # None: chosen for the machine
-        for key, low, inclusive in (("batch_size", 1, True), ("actors_per_extractor", 1, True),
-                                    ("threads_per_actor", 0, True), ("decode_workers", 1, True),
-                                    ("shard_max_videos", 1, True), ("gpus_per_actor", 0, True),
-                                    ("chunk_s", 0, False), ("decode_timeout_s", 0, False),
-                                    ("auto_ray_min_videos", 0, True)):
+        for key, low, inclusive in (
+            ("batch_size", 1, True),
+            ("actors_per_extractor", 1, True),
+            ("threads_per_actor", 0, True),
+            ("decode_workers", 1, True),
+            ("shard_max_videos", 1, True),
+            ("gpus_per_actor", 0, True),
+            ("chunk_s", 0, False),
+            ("decode_timeout_s", 0, False),
+            ("auto_ray_min_videos", 0, True),
+        ):
             value = getattr(self, key)
             if value is None and key in optional:
                 continue
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                value >= low if inclusive else value > low)
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and (value >= low if inclusive else value > low)
+            )
             if not ok:
                 raise ConfigError(f"{key} must be a number {'>=' if inclusive else '>'} {low}, got {value!r}")
         m = self.decode_memory_gb
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0):
-            raise ConfigError(f"decode_memory_gb must be a number >= 0 (0: no reservation) or null (estimated), "
-                             f"got {m!r}")
+            raise ConfigError(
+                f"decode_memory_gb must be a number >= 0 (0: no reservation) or null (estimated), got {m!r}"
+            )
         unknown = sorted(set(self.weights) - set(self.extractors))
         if unknown:
             raise ConfigError(f"weights given for extractors that are not requested: {unknown}")
@@ -186,8 +198,10 @@ def config_for_store(store: str | Path, base: ExtractConfig | None = None, **giv
     inherited = {k: previous[k] for k in STORE_INHERITED if k in previous and k not in given}
     cfg = dataclasses.replace(cfg, **inherited, **given)
     if not cfg.videos:
-        raise ValueError(f"--store {root}: {MANIFEST} records no extraction (extra.extract_config.videos); "
-                         f"pass --videos (and --dataset / --annotations)")
+        raise ValueError(
+            f"--store {root}: {MANIFEST} records no extraction (extra.extract_config.videos); "
+            f"pass --videos (and --dataset / --annotations)"
+        )
     return cfg
 
 
@@ -198,46 +212,90 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     from avel.pipeline.tuning import available_cpus, choose_batch_sizes, choose_runner
 
     cfg.validate()
-    files, missing, duplicates = dataset_files(cfg.dataset, videos_dir=Path(cfg.videos),
-                                         annotations=Path(cfg.annotations) if cfg.annotations else None)
+    files, missing, duplicates = dataset_files(
+        cfg.dataset, videos_dir=Path(cfg.videos), annotations=Path(cfg.annotations) if cfg.annotations else None
+    )
     # plans, specs and sha256 only: the models are built where they run
-    extractors = build_stream_extractors(cfg.extractors, weights=cfg.weights, random_weights=cfg.random_weights,
-                                         preset=cfg.preset, overrides=cfg.extractor_options, spec_only=True)
+    extractors = build_stream_extractors(
+        cfg.extractors,
+        weights=cfg.weights,
+        random_weights=cfg.random_weights,
+        preset=cfg.preset,
+        overrides=cfg.extractor_options,
+        spec_only=True,
+    )
     out = Path(cfg.out)
-    writer = StoreWriter(out, dataset=cfg.dataset, streams={se.stream: se.spec() for se in extractors},
-                         shard_max_videos=cfg.shard_max_videos,
-                         extra={"extract_config": dataclasses.asdict(cfg)})
-    plan = plan_jobs(files, store_root=out, streams=[se.stream for se in extractors],
-                     retry_failed=cfg.retry_failed, missing=missing, duplicates=duplicates)
+    writer = StoreWriter(
+        out,
+        dataset=cfg.dataset,
+        streams={se.stream: se.spec() for se in extractors},
+        shard_max_videos=cfg.shard_max_videos,
+        extra={"extract_config": dataclasses.asdict(cfg)},
+    )
+    plan = plan_jobs(
+        files,
+        store_root=out,
+        streams=[se.stream for se in extractors],
+        retry_failed=cfg.retry_failed,
+        missing=missing,
+        duplicates=duplicates,
+    )
     for rec in plan.rejected:
         append_error(out, rec)
     total = len(plan.todo)
     gpus = 0 if cfg.device == "cpu" else torch.cuda.device_count()
-    runner, runner_why = choose_runner(cfg.runner, address=cfg.cluster.resolved_address(), videos=total,
-                                       cpus=available_cpus(), gpus=gpus, auto_ray_min_videos=cfg.auto_ray_min_videos)
+    runner, runner_why = choose_runner(
+        cfg.runner,
+        address=cfg.cluster.resolved_address(),
+        videos=total,
+        cpus=available_cpus(),
+        gpus=gpus,
+        auto_ray_min_videos=cfg.auto_ray_min_videos,
+    )
     try:
         if runner == "local":
-            device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                                  ("cpu" if cfg.device == "auto" else cfg.device))
+            device = torch.device(
+                "cuda"
+                if cfg.device == "auto" and torch.cuda.is_available()
+                else ("cpu" if cfg.device == "auto" else cfg.device)
+            )
             sizes, sizes_why = choose_batch_sizes(cfg.batch_size, extractors, device.type)
 
             def load():
-                return build_stream_extractors(cfg.extractors, weights=cfg.weights,
-                                               random_weights=cfg.random_weights, preset=cfg.preset, device=device,
-                                               overrides=cfg.extractor_options, fuse=cfg.fuse_models)
+                return build_stream_extractors(
+                    cfg.extractors,
+                    weights=cfg.weights,
+                    random_weights=cfg.random_weights,
+                    preset=cfg.preset,
+                    device=device,
+                    overrides=cfg.extractor_options,
+                    fuse=cfg.fuse_models,
+                )
 
-            report = run_local(plan.todo, extractors, writer, batch_size=sizes, device=device,
-                               decode_timeout_s=cfg.decode_timeout_s, chunk_s=cfg.chunk_s, load=load,
-                               progress=(lambda r: progress(r, total)) if progress else None)
-            report.settings = {"runner": "local", "device": str(device), "batch_size": sizes,
-                               "torch_threads": torch.get_num_threads(),
-                               "why": {"batch_size": sizes_why,
-                                       "torch_threads": "torch's default: one per core of this process"}}
+            report = run_local(
+                plan.todo,
+                extractors,
+                writer,
+                batch_size=sizes,
+                device=device,
+                decode_timeout_s=cfg.decode_timeout_s,
+                chunk_s=cfg.chunk_s,
+                load=load,
+                progress=(lambda r: progress(r, total)) if progress else None,
+            )
+            report.settings = {
+                "runner": "local",
+                "device": str(device),
+                "batch_size": sizes,
+                "torch_threads": torch.get_num_threads(),
+                "why": {"batch_size": sizes_why, "torch_threads": "torch's default: one per core of this process"},
+            }
         else:
             from avel.pipeline.ray_extract import run_ray
 
-            report = run_ray(plan.todo, cfg, extractors, writer,
-                             progress=(lambda r: progress(r, total)) if progress else None)
+            report = run_ray(
+                plan.todo, cfg, extractors, writer, progress=(lambda r: progress(r, total)) if progress else None
+            )
             report.settings.setdefault("runner", "ray")
     except BaseException:
         writer.abort()  # release this writer's claims and lease; committed shards stay
@@ -248,9 +306,14 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     report.videos_failed += len(plan.rejected)
     report.failures = plan.rejected + report.failures
     result = report.as_dict()
-    result.update({"store": str(out), "videos_total": len(files) + len(missing) + len(duplicates),
-                   "previously_failed_skipped": len(plan.previously_failed),
-                   "shards_written": len(writer.shards_written),
-                   "bytes_written": sum((out / "shards" / s).stat().st_size for s in writer.shards_written)})
+    result.update(
+        {
+            "store": str(out),
+            "videos_total": len(files) + len(missing) + len(duplicates),
+            "previously_failed_skipped": len(plan.previously_failed),
+            "shards_written": len(writer.shards_written),
+            "bytes_written": sum((out / "shards" / s).stat().st_size for s in writer.shards_written),
+        }
+    )
     (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
     return result

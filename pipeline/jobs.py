@@ -10,11 +10,12 @@
   store directory, duplicate ids, missing files), each with the reason; they are recorded
   as errors, never silently dropped.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from avel.datasets.annotations import unsafe_id_reason
 from avel.datasets.config_schema import ConfigError
@@ -47,13 +48,26 @@ def plan_jobs(
     """Split ``files`` (``{video_id: path}``) into todo / done / failed / rejected."""
     plan = JobPlan()
     for vid, paths in (duplicates or {}).items():
-        plan.rejected.append({"video_id": vid, "path": str(paths[0]), "stage": "list", "error_type": "DuplicateVideoId",
-                              "message": f"files {[str(p) for p in paths]} all map to video id {vid!r}; keep one"})
+        plan.rejected.append(
+            {
+                "video_id": vid,
+                "path": str(paths[0]),
+                "stage": "list",
+                "error_type": "DuplicateVideoId",
+                "message": f"files {[str(p) for p in paths]} all map to video id {vid!r}; keep one",
+            }
+        )
     for vid in missing:
         reason = unsafe_id_reason(vid)
-        plan.rejected.append({"video_id": vid, "path": None, "stage": "list",
-                              "error_type": "UnsafeVideoId" if reason else "MissingVideoFile",
-                              "message": reason or f"no video file found for id {vid!r}"})
+        plan.rejected.append(
+            {
+                "video_id": vid,
+                "path": None,
+                "stage": "list",
+                "error_type": "UnsafeVideoId" if reason else "MissingVideoFile",
+                "message": reason or f"no video file found for id {vid!r}",
+            }
+        )
     committed: dict[str, set[str]] = {s: set() for s in streams}
     failed: set[str] = set()
     if (store_root / MANIFEST).exists():
@@ -66,8 +80,9 @@ def plan_jobs(
     for vid, path in files.items():
         reason = unsafe_id_reason(vid)
         if reason:
-            plan.rejected.append({"video_id": vid, "path": str(path), "stage": "list", "error_type": "UnsafeVideoId",
-                                  "message": reason})
+            plan.rejected.append(
+                {"video_id": vid, "path": str(path), "stage": "list", "error_type": "UnsafeVideoId", "message": reason}
+            )
             continue
         if all(vid in committed[s] for s in streams):
             plan.done.append(vid)
@@ -78,8 +93,9 @@ def plan_jobs(
     return plan
 
 
-def dataset_files(dataset: str, *, videos_dir: Path, annotations: Path | None = None
-                  ) -> tuple[dict[str, Path], list[str], dict[str, list[Path]]]:
+def dataset_files(
+    dataset: str, *, videos_dir: Path, annotations: Path | None = None
+) -> tuple[dict[str, Path], list[str], dict[str, list[Path]]]:
     """``({video_id: path}, missing_ids, duplicate_ids)`` for a dataset.
 
     ``unav100`` and ``ave`` map annotated ids to ``<videos_dir>/<id>.<ext>``; ``folder``

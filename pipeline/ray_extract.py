@@ -36,13 +36,14 @@ Failures:
 
 Ray stays inside this module: the library (datasets, extractors, models) never imports it.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,8 +57,9 @@ ACTOR_MAX_RESTARTS = 2
 DECODE_MAX_RETRIES = 1  # worker deaths only (application errors are not retried)
 
 
-def _decode_chunk(path: str, request: dict, streams: list[StreamInfo], k: int, chunk_s: float,
-                  totals: dict[str, int] | None) -> list:
+def _decode_chunk(
+    path: str, request: dict, streams: list[StreamInfo], k: int, chunk_s: float, totals: dict[str, int] | None
+) -> list:
     """Ray decode task: :func:`avel.pipeline.engine.decode_chunk` (one torch thread)."""
     from avel.pipeline.engine import decode_chunk
 
@@ -79,17 +81,33 @@ def _warm_decode_worker() -> int:
 class _ExtractorActor:
     """Holds one extractor on its device; extracts one fixed-size batch of windows per call."""
 
-    def __init__(self, name: str, weights: str | None, random_weights: bool, preset: str, options: dict,
-                 device: str, batch_size: int, threads: int, fuse: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        weights: str | None,
+        random_weights: bool,
+        preset: str,
+        options: dict,
+        device: str,
+        batch_size: int,
+        threads: int,
+        fuse: bool = True,
+    ) -> None:
         import torch
 
         from avel.pipeline.engine import build_stream_extractors
 
         torch.set_num_threads(max(1, min(threads, os.cpu_count() or threads)))
         self.device = torch.device(device)
-        (self.se,) = build_stream_extractors([name], weights={name: weights} if weights else {},
-                                             random_weights=random_weights, preset=preset, device=self.device,
-                                             overrides={name: options}, fuse=fuse)
+        (self.se,) = build_stream_extractors(
+            [name],
+            weights={name: weights} if weights else {},
+            random_weights=random_weights,
+            preset=preset,
+            device=self.device,
+            overrides={name: options},
+            fuse=fuse,
+        )
         self.batch_size = batch_size
         self.info = StreamInfo.of(self.se)
 
@@ -109,8 +127,9 @@ class _ExtractorActor:
         t0 = time.perf_counter()
         parts = [payload_windows(payload, a, b, self.info) for (a, b), payload in zip(pieces, payloads)]
         windows = torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts))
-        rows = extract_batch(self.se.extractor, windows, batch_size=self.batch_size, device=self.device,
-                             amp=self.device.type == "cuda")
+        rows = extract_batch(
+            self.se.extractor, windows, batch_size=self.batch_size, device=self.device, amp=self.device.type == "cuda"
+        )
         return rows, time.perf_counter() - t0
 
     def warm_up(self, shape: tuple[int, ...], dtype: str) -> float:
@@ -120,8 +139,12 @@ class _ExtractorActor:
         from avel.pipeline.engine import extract_batch
 
         t0 = time.perf_counter()
-        extract_batch(self.se.extractor, torch.zeros((1, *shape), dtype=getattr(torch, dtype)),
-                      batch_size=self.batch_size, device=self.device)
+        extract_batch(
+            self.se.extractor,
+            torch.zeros((1, *shape), dtype=getattr(torch, dtype)),
+            batch_size=self.batch_size,
+            device=self.device,
+        )
         return time.perf_counter() - t0
 
 
@@ -130,8 +153,7 @@ class _ExtractorActor:
 DECODE_BASE_MEMORY_BYTES = 512 * 2**20
 
 
-def decode_task_memory_bytes(request: dict, streams: Sequence[Any], chunk_s: float, *,
-                             aspect: float = 16 / 9) -> int:
+def decode_task_memory_bytes(request: dict, streams: Sequence[Any], chunk_s: float, *, aspect: float = 16 / 9) -> int:
     """Estimated peak heap of one decode task: what :func:`_decode_chunk` holds at once.
 
     Per requested fps, the chunk's frames as decoded (``chunk_s x fps`` plus one window of
@@ -145,15 +167,26 @@ def decode_task_memory_bytes(request: dict, streams: Sequence[Any], chunk_s: flo
     frame = 3 * short * int(round(short * aspect))
     total = DECODE_BASE_MEMORY_BYTES
     for fps in request.get("fps", []):
-        context = max((s.plan.window_units + s.context_frames for s in streams
-                       if s.modality == "video" and float(s.plan.fps) == float(fps)), default=0)
+        context = max(
+            (
+                s.plan.window_units + s.context_frames
+                for s in streams
+                if s.modality == "video" and float(s.plan.fps) == float(fps)
+            ),
+            default=0,
+        )
         total += int(math.ceil(chunk_s * fps) + context) * frame
     for s in streams:
         if s.modality != "video":
             continue
         spec = s.decode_spec
-        side_h, side_w = ((spec.center_crop, spec.center_crop) if spec.center_crop else
-                          tuple(spec.size_hw) if spec.size_hw else (short, int(round(short * aspect))))
+        side_h, side_w = (
+            (spec.center_crop, spec.center_crop)
+            if spec.center_crop
+            else tuple(spec.size_hw)
+            if spec.size_hw
+            else (short, int(round(short * aspect)))
+        )
         total += int(math.ceil(chunk_s * s.plan.fps) + s.plan.window_units + s.context_frames) * 3 * side_h * side_w
     return int(total)
 
@@ -207,32 +240,47 @@ class RayExtraction:
         cfg = self.cfg
         self.started_ray = cfg.cluster.init_ray()
         resources = ray.cluster_resources()
-        pool = choose_ray_pool(actors_per_extractor=cfg.actors_per_extractor, threads_per_actor=cfg.threads_per_actor,
-                               gpus_per_actor=cfg.gpus_per_actor, extractors=len(self.extractors),
-                               cpus=resources.get("CPU", 1), gpus=resources.get("GPU", 0))
+        pool = choose_ray_pool(
+            actors_per_extractor=cfg.actors_per_extractor,
+            threads_per_actor=cfg.threads_per_actor,
+            gpus_per_actor=cfg.gpus_per_actor,
+            extractors=len(self.extractors),
+            cpus=resources.get("CPU", 1),
+            gpus=resources.get("GPU", 0),
+        )
         gpu = bool(pool["gpus_per_actor"])
         n_actors = pool["actors_per_extractor"]
         self.threads = threads = pool["threads_per_actor"]
         self.batch_sizes, batch_why = choose_batch_sizes(cfg.batch_size, self.extractors, "cuda" if gpu else "cpu")
-        self.settings = {"runner": "ray", "device": "cuda" if gpu else "cpu", "batch_size": dict(self.batch_sizes),
-                         **{k: v for k, v in pool.items() if k != "why"}, "decode_workers": cfg.decode_workers,
-                         "why": {**pool["why"], "batch_size": batch_why}}
+        self.settings = {
+            "runner": "ray",
+            "device": "cuda" if gpu else "cpu",
+            "batch_size": dict(self.batch_sizes),
+            **{k: v for k, v in pool.items() if k != "why"},
+            "decode_workers": cfg.decode_workers,
+            "why": {**pool["why"], "batch_size": batch_why},
+        }
         gb = cfg.decode_memory_gb
-        self.decode_memory_bytes = (decode_task_memory_bytes(self.request, self.streams, cfg.chunk_s) if gb is None
-                                    else int(gb * 2**30))
+        self.decode_memory_bytes = (
+            decode_task_memory_bytes(self.request, self.streams, cfg.chunk_s) if gb is None else int(gb * 2**30)
+        )
         largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
         if self.decode_memory_bytes > largest:
             raise ValueError(
                 f"decode tasks would reserve {self.decode_memory_bytes / 2**30:.2f} GiB of memory "
                 f"(decode_memory_gb={gb}{' (estimated)' if gb is None else ''}), more than any node offers "
-                f"({largest / 2**30:.2f} GiB): lower chunk_s, set decode_memory_gb, or 0 for no reservation")
+                f"({largest / 2**30:.2f} GiB): lower chunk_s, set decode_memory_gb, or 0 for no reservation"
+            )
         decode_opts: dict[str, Any] = {"num_cpus": 1, "max_retries": DECODE_MAX_RETRIES, "retry_exceptions": False}
         if self.decode_memory_bytes:  # 0: no reservation
             decode_opts["memory"] = self.decode_memory_bytes
         self._decode = ray.remote(**decode_opts)(_decode_chunk)
         actor_cls = ray.remote(_ExtractorActor)
-        opts: dict[str, Any] = {"num_cpus": 0, "max_restarts": ACTOR_MAX_RESTARTS,
-                                "max_task_retries": ACTOR_MAX_RESTARTS}
+        opts: dict[str, Any] = {
+            "num_cpus": 0,
+            "max_restarts": ACTOR_MAX_RESTARTS,
+            "max_task_retries": ACTOR_MAX_RESTARTS,
+        }
         if gpu:
             opts["num_gpus"] = pool["gpus_per_actor"]
         else:
@@ -242,15 +290,24 @@ class RayExtraction:
             opts["runtime_env"] = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
         for se in self.extractors:
             self.pools[se.stream] = [
-                actor_cls.options(**opts).remote(se.stream, cfg.weights.get(se.stream), cfg.random_weights,
-                                                 cfg.preset, cfg.extractor_options.get(se.stream, {}),
-                                                 "cuda" if gpu else "cpu", self.batch_sizes[se.stream], threads,
-                                                 getattr(cfg, "fuse_models", True))
-                for _ in range(n_actors)]
+                actor_cls.options(**opts).remote(
+                    se.stream,
+                    cfg.weights.get(se.stream),
+                    cfg.random_weights,
+                    cfg.preset,
+                    cfg.extractor_options.get(se.stream, {}),
+                    "cuda" if gpu else "cpu",
+                    self.batch_sizes[se.stream],
+                    threads,
+                    getattr(cfg, "fuse_models", True),
+                )
+                for _ in range(n_actors)
+            ]
         calls = [a.describe.remote() for pool in self.pools.values() for a in pool]
         if warm_up:
-            calls += [a.warm_up.remote(*self._window_shape(se)) for se in self.extractors
-                      for a in self.pools[se.stream]]
+            calls += [
+                a.warm_up.remote(*self._window_shape(se)) for se in self.extractors for a in self.pools[se.stream]
+            ]
             warm = ray.remote(num_cpus=1)(_warm_decode_worker)
             calls += [warm.remote() for _ in range(max(1, cfg.decode_workers))]
         ray.get(calls)  # raises here if an extractor cannot be built (weights, config)
@@ -290,8 +347,9 @@ class RayExtraction:
             self.started_ray = False
 
     # -- the run -------------------------------------------------------------------------------
-    def run(self, jobs: Sequence[VideoJob], writer: StoreWriter, *,
-            progress: Callable[[RunReport], None] | None = None) -> RunReport:
+    def run(
+        self, jobs: Sequence[VideoJob], writer: StoreWriter, *, progress: Callable[[RunReport], None] | None = None
+    ) -> RunReport:
         """Extract ``jobs`` into ``writer`` (videos already committed for every stream are
         skipped, others get only their missing streams); returns the run's report.
 
@@ -311,8 +369,7 @@ class RayExtraction:
             features = v.features()
             if features:
                 t0 = time.perf_counter()
-                writer.add(v.job.video_id, features, meta=v.meta,
-                           padded={s: v.padded.get(s, False) for s in features})
+                writer.add(v.job.video_id, features, meta=v.meta, padded={s: v.padded.get(s, False) for s in features})
                 report.write_s += time.perf_counter() - t0
                 report.windows += sum(r.shape[0] for r in features.values())
                 for stream, r in features.items():
@@ -325,11 +382,16 @@ class RayExtraction:
                 progress(report)
 
         sched = ExtractionScheduler(
-            jobs, self.streams, {s.name: writer.committed(s.name) for s in self.streams},
+            jobs,
+            self.streams,
+            {s.name: writer.committed(s.name) for s in self.streams},
             pool_sizes={s: len(p) for s, p in self.pools.items()},
-            batch_sizes=dict(self.batch_sizes), decode_slots=cfg.decode_workers,
-            decode_timeout_s=cfg.decode_timeout_s, on_finish=finish,
-            on_failure=lambda job, stage, exc: record_failure(writer.root, report, job, stage, exc))
+            batch_sizes=dict(self.batch_sizes),
+            decode_slots=cfg.decode_workers,
+            decode_timeout_s=cfg.decode_timeout_s,
+            on_finish=finish,
+            on_failure=lambda job, stage, exc: record_failure(writer.root, report, job, stage, exc),
+        )
         self._load = sched.load
         report.videos_skipped += sched.skipped
 
@@ -340,9 +402,11 @@ class RayExtraction:
             while (nxt := sched.next_decode(claim)) is not None:
                 v, k, streams = nxt
                 refs = self._decode.options(num_returns=1 + len(streams)).remote(
-                    str(v.job.path), self.request, streams, k, cfg.chunk_s, v.totals)
-                sched.decode_started(refs[0], v.job.video_id, k, zip([s.name for s in streams], refs[1:]),
-                                     time.perf_counter())
+                    str(v.job.path), self.request, streams, k, cfg.chunk_s, v.totals
+                )
+                sched.decode_started(
+                    refs[0], v.job.video_id, k, zip([s.name for s in streams], refs[1:]), time.perf_counter()
+                )
             final = not sched.input_left
             for stream, pool in self.pools.items():
                 while (call := sched.next_batch(stream, final=final)) is not None:
@@ -398,8 +462,14 @@ def _consume_errors(refs: list) -> None:
             pass
 
 
-def run_ray(jobs: Sequence[VideoJob], cfg: Any, extractors: Sequence[StreamExtractor], writer: StoreWriter, *,
-            progress: Callable[[RunReport], None] | None = None) -> RunReport:
+def run_ray(
+    jobs: Sequence[VideoJob],
+    cfg: Any,
+    extractors: Sequence[StreamExtractor],
+    writer: StoreWriter,
+    *,
+    progress: Callable[[RunReport], None] | None = None,
+) -> RunReport:
     """Run the extraction on Ray (``cfg.cluster``: embedded local instance unless an address is
     set): start, run, close. The report's ``wall_s`` includes the start-up. Nothing to do
     (every job committed): Ray is not started."""

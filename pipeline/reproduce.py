@@ -6,9 +6,11 @@ extractor from that config (weights from the caller, a backbone file's ``weights
 weights when the card says ``random`` and the caller allows it) and refuses any difference
 (:func:`mismatches`). Used by ``avel predict`` (:mod:`avel.training.predict`).
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -38,8 +40,13 @@ def mismatches(entry: Mapping[str, Any], ext: Any) -> list[str]:
     return diffs
 
 
-def run_extractors(card: Mapping[str, Any], *, weights: Mapping[str, str] | None = None,
-                   random_weights: bool = False, device: str | torch.device = "cpu") -> list[Any]:
+def run_extractors(
+    card: Mapping[str, Any],
+    *,
+    weights: Mapping[str, str] | None = None,
+    random_weights: bool = False,
+    device: str | torch.device = "cpu",
+) -> list[Any]:
     """The run's streams as :class:`~avel.pipeline.engine.StreamExtractor` s, verified against the card.
 
     Args:
@@ -61,8 +68,10 @@ def run_extractors(card: Mapping[str, Any], *, weights: Mapping[str, str] | None
         try:
             cls = get(name)
         except KeyError:
-            raise PredictError(f"stream {stream!r} was made by extractor {name!r}, which is not registered here "
-                               f"(a backbone file? put it in configs/backbones or AVEL_BACKBONES)") from None
+            raise PredictError(
+                f"stream {stream!r} was made by extractor {name!r}, which is not registered here "
+                f"(a backbone file? put it in configs/backbones or AVEL_BACKBONES)"
+            ) from None
         cfg = dict(entry["config"])
         preset = cfg.pop("preset", "full")
         source = weights.get(stream) or weights.get(name)
@@ -72,21 +81,26 @@ def run_extractors(card: Mapping[str, Any], *, weights: Mapping[str, str] | None
                 ext = cls.from_checkpoint(source, device=device, preset=preset, **cfg)
             elif digest == "random":
                 if not random_weights:
-                    raise PredictError(f"stream {stream!r} was extracted with random weights; pass --random-weights "
-                                       f"to rebuild them (tests and demos only)")
+                    raise PredictError(
+                        f"stream {stream!r} was extracted with random weights; pass --random-weights "
+                        f"to rebuild them (tests and demos only)"
+                    )
                 ext = cls.random_init(device=device, preset=preset, **cfg)
             elif default_weights := getattr(cls, "default_weights", None):  # backbone files name theirs
                 ext = cls.from_checkpoint(default_weights, device=device, preset=preset, **cfg)
             else:
-                raise PredictError(f"stream {stream!r} needs the weights of {name!r} with sha256 {digest}: pass "
-                                   f"--weights {stream}=PATH")
+                raise PredictError(
+                    f"stream {stream!r} needs the weights of {name!r} with sha256 {digest}: pass "
+                    f"--weights {stream}=PATH"
+                )
         except (TypeError, ValueError, FileNotFoundError) as e:
             if isinstance(e, PredictError):
                 raise
             raise PredictError(f"stream {stream!r} ({name}): {e}") from e
         diffs = mismatches(entry, ext)
         if diffs:
-            raise PredictError(f"stream {stream!r}: extractor {name!r} does not reproduce the run's features:\n  "
-                               + "\n  ".join(diffs))
+            raise PredictError(
+                f"stream {stream!r}: extractor {name!r} does not reproduce the run's features:\n  " + "\n  ".join(diffs)
+            )
         out.append(StreamExtractor(stream, ext))
     return out

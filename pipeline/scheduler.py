@@ -84,8 +84,11 @@ class VideoState:
         """stream -> all rows of the video (chunks in order); failed streams left out."""
         if self.failed:
             return {}
-        return {s.name: np.concatenate([r for _, r in sorted(self.rows.get(s.name, {}).items())], axis=0)
-                for s in self.streams if s.name not in self.failed_streams}
+        return {
+            s.name: np.concatenate([r for _, r in sorted(self.rows.get(s.name, {}).items())], axis=0)
+            for s in self.streams
+            if s.name not in self.failed_streams
+        }
 
 
 @dataclass
@@ -140,14 +143,25 @@ class ExtractionScheduler:
         max_calls_in_flight: per actor.
     """
 
-    def __init__(self, jobs: Sequence[VideoJob], streams: Sequence[StreamLike], committed: Mapping[str, set[str]], *,
-                 pool_sizes: Mapping[str, int], batch_sizes: Mapping[str, int], decode_slots: int,
-                 decode_timeout_s: float, on_finish: FinishFn, on_failure: FailureFn,
-                 max_calls_in_flight: int = MAX_CALLS_IN_FLIGHT) -> None:
+    def __init__(
+        self,
+        jobs: Sequence[VideoJob],
+        streams: Sequence[StreamLike],
+        committed: Mapping[str, set[str]],
+        *,
+        pool_sizes: Mapping[str, int],
+        batch_sizes: Mapping[str, int],
+        decode_slots: int,
+        decode_timeout_s: float,
+        on_finish: FinishFn,
+        on_failure: FailureFn,
+        max_calls_in_flight: int = MAX_CALLS_IN_FLIGHT,
+    ) -> None:
         self.streams = list(streams)
         self.committed = committed
         self.todo: deque[VideoJob] = deque(
-            j for j in jobs if not all(j.video_id in committed[s.name] for s in self.streams))
+            j for j in jobs if not all(j.video_id in committed[s.name] for s in self.streams)
+        )
         self.skipped = len(jobs) - len(self.todo)  # committed already, or claimed by another writer
         self.chunk_tasks: deque[tuple[str, int]] = deque()  # (video id, k >= 1): before new videos
         self.videos: dict[str, VideoState] = {}
@@ -158,8 +172,9 @@ class ExtractionScheduler:
         self.load = {s.name: [0] * pool_sizes[s.name] for s in self.streams}  # calls in flight per actor
         self.batch_sizes = dict(batch_sizes)
         self.max_calls_in_flight = max_calls_in_flight
-        self.high_water = {s.name: batch_sizes[s.name] * (max_calls_in_flight * pool_sizes[s.name] + 1)
-                           for s in self.streams}
+        self.high_water = {
+            s.name: batch_sizes[s.name] * (max_calls_in_flight * pool_sizes[s.name] + 1) for s in self.streams
+        }
         self.decode_slots = max(1, decode_slots)
         self.decode_timeout_s = decode_timeout_s
         self.on_finish = on_finish
@@ -188,8 +203,11 @@ class ExtractionScheduler:
         """The next chunk to decode as ``(video, chunk, streams to decode)``, or None (back-pressure
         or nothing left). Remaining chunks of started videos come first; a new video must be
         won by ``claim(video_id)`` (others are skipped)."""
-        while len(self.decoding) < self.decode_slots and (self.chunk_tasks or self.todo) and all(
-                self.queued[s] < self.high_water[s] for s in self.queued):
+        while (
+            len(self.decoding) < self.decode_slots
+            and (self.chunk_tasks or self.todo)
+            and all(self.queued[s] < self.high_water[s] for s in self.queued)
+        ):
             if self.chunk_tasks:
                 vid, k = self.chunk_tasks.popleft()
                 v = self.videos[vid]
@@ -206,8 +224,9 @@ class ExtractionScheduler:
             return v, k, [s for s in v.streams if k == 0 or s.modality == "video"]
         return None
 
-    def decode_started(self, token: Hashable, video_id: str, chunk: int, outputs: Iterable[tuple[str, Hashable]],
-                       now_s: float) -> None:
+    def decode_started(
+        self, token: Hashable, video_id: str, chunk: int, outputs: Iterable[tuple[str, Hashable]], now_s: float
+    ) -> None:
         self.decoding[token] = DecodeTask(token, video_id, chunk, list(outputs), now_s)
 
     def expire_decodes(self, now_s: float, done: Iterable[Hashable] = ()) -> list[DecodeTask]:
@@ -221,8 +240,10 @@ class ExtractionScheduler:
                 expired.append(task)
                 v = self.videos[task.video_id]
                 v.chunks_left -= 1
-                self._fail_video(task.video_id, TimeoutError(
-                    f"{v.job.path}: decoding took longer than {self.decode_timeout_s:g} s; worker killed"))
+                self._fail_video(
+                    task.video_id,
+                    TimeoutError(f"{v.job.path}: decoding took longer than {self.decode_timeout_s:g} s; worker killed"),
+                )
         return expired
 
     def decode_failed(self, token: Hashable, error: BaseException) -> DecodeTask:
@@ -264,7 +285,9 @@ class ExtractionScheduler:
         return True
 
     # -- extraction ----------------------------------------------------------------------------
-    def next_batch(self, stream: str, *, final: bool) -> tuple[int, list[tuple[str, int, int, int]], list[Hashable]] | None:
+    def next_batch(
+        self, stream: str, *, final: bool
+    ) -> tuple[int, list[tuple[str, int, int, int]], list[Hashable]] | None:
         """``(actor, pieces, payload tokens)`` of the next call of ``stream``, or None: fewer than
         ``batch_size`` rows queued (unless ``final``: no input left) or every actor busy. The
         pieces (video id, chunk, first row, end row) hold ``batch_size`` rows at most."""
@@ -307,13 +330,14 @@ class ExtractionScheduler:
                 self._fail_stream(v, task.stream, error or RuntimeError("extraction failed"))
             elif not v.failed and task.stream not in v.failed_streams:
                 expected, got = v.parts[(task.stream, k)]
-                got.append((a, rows[offset:offset + b - a]))
+                got.append((a, rows[offset : offset + b - a]))
                 if sum(len(r) for _, r in got) == expected:  # the chunk's rows, in order
                     chunk_rows = np.concatenate([r for _, r in sorted(got, key=lambda p: p[0])], axis=0)
                     del v.parts[(task.stream, k)]
                     try:  # a non-finite row is a recorded failure of this video and stream, never written
                         v.rows.setdefault(task.stream, {})[k] = check_finite_rows(
-                            chunk_rows, video_id=vid, stream=task.stream, source=str(v.job.path))
+                            chunk_rows, video_id=vid, stream=task.stream, source=str(v.job.path)
+                        )
                     except NonFiniteRowsError as e:
                         self._fail_stream(v, task.stream, e)
             offset += b - a
@@ -340,8 +364,7 @@ class ExtractionScheduler:
 
     def _maybe_finish(self, vid: str) -> None:
         v = self.videos[vid]
-        if v.pending_rows or (v.chunks_left and not v.failed) or any(
-                t.video_id == vid for t in self.decoding.values()):
+        if v.pending_rows or (v.chunks_left and not v.failed) or any(t.video_id == vid for t in self.decoding.values()):
             return
         del self.videos[vid]
         self.on_finish(v)

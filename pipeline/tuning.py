@@ -17,10 +17,12 @@ value, and every setting stays an override (``--runner``, ``--batch-size``,
   (10-12 s measured on 2 cores) and on 2 cores ran as fast as tuned Ray (1.21-1.27 against
   1.20-1.26 windows/s for I3D RGB).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 AUTO_RAY_MIN_CPUS = 4  # below this, Ray's processes compete with the model for the same cores
 
@@ -33,8 +35,9 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def choose_batch_sizes(batch_size: int | None, extractors: Sequence[Any], device_type: str
-                       ) -> tuple[dict[str, int], dict[str, str]]:
+def choose_batch_sizes(
+    batch_size: int | None, extractors: Sequence[Any], device_type: str
+) -> tuple[dict[str, int], dict[str, str]]:
     """``({stream: batch size}, {stream: why})``: ``batch_size`` when given, else the
     extractor's preferred size on ``device_type`` (``cpu`` / ``cuda``)."""
     sizes, why = {}, {}
@@ -45,13 +48,16 @@ def choose_batch_sizes(batch_size: int | None, extractors: Sequence[Any], device
         ext = se.extractor
         gpu = device_type == "cuda"
         sizes[se.stream] = int(ext.gpu_batch_size if gpu else ext.cpu_batch_size)
-        why[se.stream] = (f"{ext.name} on {'a GPU' if gpu else 'the CPU'}: its "
-                          f"{'gpu' if gpu else 'cpu'}_batch_size ({'large batches fill the GPU' if gpu else 'small batches keep the memory-bound layers in cache'})")
+        why[se.stream] = (
+            f"{ext.name} on {'a GPU' if gpu else 'the CPU'}: its "
+            f"{'gpu' if gpu else 'cpu'}_batch_size ({'large batches fill the GPU' if gpu else 'small batches keep the memory-bound layers in cache'})"
+        )
     return sizes, why
 
 
-def choose_runner(runner: str, *, address: str | None, videos: int, cpus: int, gpus: int,
-                  auto_ray_min_videos: int) -> tuple[str, str]:
+def choose_runner(
+    runner: str, *, address: str | None, videos: int, cpus: int, gpus: int, auto_ray_min_videos: int
+) -> tuple[str, str]:
     """``(local | ray, why)`` for ``runner`` (``auto``, ``local`` or ``ray``)."""
     if runner != "auto":
         return runner, f"given (--runner {runner})"
@@ -60,22 +66,37 @@ def choose_runner(runner: str, *, address: str | None, videos: int, cpus: int, g
     if gpus > 1:
         return "ray", f"{gpus} GPUs: the local runner drives one"
     if videos >= auto_ray_min_videos and cpus >= AUTO_RAY_MIN_CPUS:
-        return "ray", (f"{videos} videos >= auto_ray_min_videos ({auto_ray_min_videos}) on {cpus} CPUs: "
-                       f"parallel decode and one actor per CPU repay Ray's start-up")
-    reason = (f"{videos} video(s) < auto_ray_min_videos ({auto_ray_min_videos})" if videos < auto_ray_min_videos
-              else f"{cpus} CPUs < {AUTO_RAY_MIN_CPUS}")
+        return "ray", (
+            f"{videos} videos >= auto_ray_min_videos ({auto_ray_min_videos}) on {cpus} CPUs: "
+            f"parallel decode and one actor per CPU repay Ray's start-up"
+        )
+    reason = (
+        f"{videos} video(s) < auto_ray_min_videos ({auto_ray_min_videos})"
+        if videos < auto_ray_min_videos
+        else f"{cpus} CPUs < {AUTO_RAY_MIN_CPUS}"
+    )
     return "local", f"{reason}: one process, no Ray start-up"
 
 
-def choose_ray_pool(*, actors_per_extractor: int | None, threads_per_actor: int, gpus_per_actor: float | None,
-                    extractors: int, cpus: float, gpus: float) -> dict[str, Any]:
+def choose_ray_pool(
+    *,
+    actors_per_extractor: int | None,
+    threads_per_actor: int,
+    gpus_per_actor: float | None,
+    extractors: int,
+    cpus: float,
+    gpus: float,
+) -> dict[str, Any]:
     """Actors per extractor, torch threads per CPU actor and GPU fraction per actor for a
     cluster of ``cpus`` / ``gpus``; returns the values and ``why`` for each."""
     why: dict[str, str] = {}
     if gpus_per_actor is None:
         gpus_per_actor = round(1.0 / max(1, extractors), 4) if gpus >= 1 else 0.0
-        why["gpus_per_actor"] = (f"{gpus:g} GPU(s): each of {extractors} extractor(s) gets {gpus_per_actor:g} of one"
-                                 if gpus >= 1 else "no GPU in the cluster: CPU actors")
+        why["gpus_per_actor"] = (
+            f"{gpus:g} GPU(s): each of {extractors} extractor(s) gets {gpus_per_actor:g} of one"
+            if gpus >= 1
+            else "no GPU in the cluster: CPU actors"
+        )
     else:
         why["gpus_per_actor"] = "given (--gpus-per-actor)"
     gpu = gpus_per_actor > 0
@@ -85,8 +106,9 @@ def choose_ray_pool(*, actors_per_extractor: int | None, threads_per_actor: int,
             why["actors_per_extractor"] = "one actor per GPU and extractor"
         else:
             actors_per_extractor = max(1, int(cpus) // max(1, extractors))
-            why["actors_per_extractor"] = (f"{int(cpus)} CPUs shared by {extractors} extractor(s): one "
-                                           f"single-threaded actor per CPU")
+            why["actors_per_extractor"] = (
+                f"{int(cpus)} CPUs shared by {extractors} extractor(s): one single-threaded actor per CPU"
+            )
     else:
         why["actors_per_extractor"] = "given (--actors-per-extractor)"
     if threads_per_actor:
@@ -96,8 +118,12 @@ def choose_ray_pool(*, actors_per_extractor: int | None, threads_per_actor: int,
     else:
         threads = max(1, int(cpus) // max(1, actors_per_extractor * extractors))
         why["threads_per_actor"] = f"{int(cpus)} CPUs / {actors_per_extractor * extractors} actor(s)"
-    return {"actors_per_extractor": actors_per_extractor, "threads_per_actor": threads,
-            "gpus_per_actor": gpus_per_actor, "why": why}
+    return {
+        "actors_per_extractor": actors_per_extractor,
+        "threads_per_actor": threads,
+        "gpus_per_actor": gpus_per_actor,
+        "why": why,
+    }
 
 
 def settings_report(values: Mapping[str, Any], why: Mapping[str, Any]) -> dict[str, Any]:

@@ -241,17 +241,21 @@ def rule_violations(graph: Graph) -> list[str]:
         for target in modules:
             dst = room(target)
             if src and dst and dst != src and dst not in ALLOWED.get(src, frozenset()):
-                out.append(f"{_where(graph, imp)}: {imp.source} imports {target} ({src} may import only "
-                           f"{sorted(ALLOWED.get(src, ())) or 'nothing else from avel'})")
+                out.append(
+                    f"{_where(graph, imp)}: {imp.source} imports {target} ({src} may import only "
+                    f"{sorted(ALLOWED.get(src, ())) or 'nothing else from avel'})"
+                )
     return out
 
 
 def ray_violations(graph: Graph) -> list[str]:
     """Ray imports outside the orchestration code (:data:`RAY_ALLOWED`)."""
-    return [f"{_where(graph, imp)}: {imp.source} imports {imp.target} (Ray belongs in {', '.join(RAY_ALLOWED)})"
-            for imp in graph.imports
-            if (imp.target == "ray" or imp.target.startswith("ray."))
-            and not any(imp.source == a or imp.source.startswith(a + ".") for a in RAY_ALLOWED)]
+    return [
+        f"{_where(graph, imp)}: {imp.source} imports {imp.target} (Ray belongs in {', '.join(RAY_ALLOWED)})"
+        for imp in graph.imports
+        if (imp.target == "ray" or imp.target.startswith("ray."))
+        and not any(imp.source == a or imp.source.startswith(a + ".") for a in RAY_ALLOWED)
+    ]
 
 
 def _where(graph: Graph, imp: Import) -> str:
@@ -293,7 +297,9 @@ def mermaid(graph: Graph) -> str:
     """The rooms and their arrows: solid = imported at import time, dotted = only inside functions."""
     lines = ["```mermaid", "flowchart BT"]
     for r in ROOMS:
-        lines.append(f"    {r}[{r}/]" if r in ("datasets", "extractors", "models", "pipeline") else f"    {r}[avel/{r}/]")
+        lines.append(
+            f"    {r}[{r}/]" if r in ("datasets", "extractors", "models", "pipeline") else f"    {r}[avel/{r}/]"
+        )
     lines.append("    ray((Ray))")
     for (a, b), eager in sorted(room_edges(graph).items()):
         lines.append(f"    {a} {'-->' if eager else '-.->'} {b}")

@@ -1,4 +1,5 @@
 """Project-wide test settings: deterministic, single-threaded torch on CPU."""
+
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

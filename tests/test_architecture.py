@@ -45,8 +45,11 @@ def test_rooms_import_only_what_the_rule_allows(graph):
 
 def test_ray_only_in_the_orchestration_code(graph):
     assert G.ray_violations(graph) == []
-    eager = [f"{imp.source}:{imp.line}" for imp in graph.imports
-             if (imp.target == "ray" or imp.target.startswith("ray.")) and not imp.lazy]
+    eager = [
+        f"{imp.source}:{imp.line}"
+        for imp in graph.imports
+        if (imp.target == "ray" or imp.target.startswith("ray.")) and not imp.lazy
+    ]
     assert eager == [], "Ray is imported inside functions only: the package imports without it"
 
 
@@ -57,7 +60,9 @@ def test_no_import_cycles(graph):
 def test_architecture_doc_shows_the_generated_picture(graph):
     picture = G.doc_picture()
     assert picture is not None, "docs/architecture.md lacks the import-graph markers"
-    assert picture == G.mermaid(graph), "docs/architecture.md is out of date: run python scripts/import_graph.py --write"
+    assert picture == G.mermaid(graph), (
+        "docs/architecture.md is out of date: run python scripts/import_graph.py --write"
+    )
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -69,18 +74,21 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 def test_the_checks_catch_each_kind_of_violation(tmp_path):
     """A small package breaking every rule once: each check names the file and line."""
-    _write(tmp_path, {
-        "avel/__init__.py": "",
-        "avel/datasets/__init__.py": "",
-        "avel/datasets/store.py": "from avel.models import heads\n",  # ground floor imports a room
-        "avel/models/__init__.py": "from .heads import Head\n",
-        "avel/models/heads.py": "class Head: ...\nfrom avel.models.missing import x\n",
-        "avel/extractors/__init__.py": "",
-        "avel/extractors/base.py": "from avel.extractors import nothing_here\nimport ray\n",
-        "avel/training/__init__.py": "",
-        "avel/training/run.py": "def f():\n    from avel.training.distributed import g\n",
-        "avel/training/distributed.py": "from avel.training.run import f\n\n\ndef g(): ...\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "avel/__init__.py": "",
+            "avel/datasets/__init__.py": "",
+            "avel/datasets/store.py": "from avel.models import heads\n",  # ground floor imports a room
+            "avel/models/__init__.py": "from .heads import Head\n",
+            "avel/models/heads.py": "class Head: ...\nfrom avel.models.missing import x\n",
+            "avel/extractors/__init__.py": "",
+            "avel/extractors/base.py": "from avel.extractors import nothing_here\nimport ray\n",
+            "avel/training/__init__.py": "",
+            "avel/training/run.py": "def f():\n    from avel.training.distributed import g\n",
+            "avel/training/distributed.py": "from avel.training.run import f\n\n\ndef g(): ...\n",
+        },
+    )
     g = G.build_graph(tmp_path)
     unresolved = G.unresolved(g)
     assert any("heads.py:2" in p and "avel.models.missing" in p for p in unresolved), unresolved

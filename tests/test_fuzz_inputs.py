@@ -11,6 +11,7 @@ catch every changed byte). Seeded; a bounded number of cases per format (``CASES
 Store shards and the manifest belong to the store's own checks (store v2, per-video checksums);
 for them only a clean ``StoreError`` (or the exact rows) is asserted.
 """
+
 from __future__ import annotations
 
 import fractions
@@ -18,8 +19,8 @@ import json
 import math
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import av
 import h5py
@@ -80,8 +81,7 @@ def assert_clear(exc: BaseException, path: Path) -> None:
     assert path.name in str(exc), f"message does not name {path.name}: {exc}"
 
 
-def check(path: Path, load: Callable[[Path], object], errors: tuple[type, ...],
-          ok: Callable[[object], None]) -> None:
+def check(path: Path, load: Callable[[Path], object], errors: tuple[type, ...], ok: Callable[[object], None]) -> None:
     try:
         result = load(path)
     except errors as e:
@@ -111,7 +111,7 @@ def _write_video(path: Path, vcodec: str, acodec: str, afmt: str) -> Path:
     x = (x * 32767).astype(np.int16) if afmt == "s16" else x.astype(np.float32)
     step = 960 if acodec == "libopus" else 1024
     for k in range(0, len(x) - step + 1, step):
-        fr = av.AudioFrame.from_ndarray(x[None, k:k + step], format=afmt, layout="mono")
+        fr = av.AudioFrame.from_ndarray(x[None, k : k + step], format=afmt, layout="mono")
         fr.sample_rate, fr.pts, fr.time_base = rate, k, fractions.Fraction(1, rate)
         for p in a.encode(fr):
             c.mux(p)
@@ -121,8 +121,11 @@ def _write_video(path: Path, vcodec: str, acodec: str, afmt: str) -> Path:
     return path
 
 
-VIDEO_FORMATS = {"mp4": ("libx264", "aac", "fltp"), "mkv": ("libx264", "flac", "s16"),
-                 "webm": ("libvpx-vp9", "libopus", "flt")}
+VIDEO_FORMATS = {
+    "mp4": ("libx264", "aac", "fltp"),
+    "mkv": ("libx264", "flac", "s16"),
+    "webm": ("libvpx-vp9", "libopus", "flt"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -140,28 +143,51 @@ def _decoded_ok(decoded) -> None:
         assert np.isfinite(decoded.audio).all() and decoded.audio.ndim == 1
 
 
-@pytest.mark.parametrize("ext, n", [(ext, 2) for ext in VIDEO_FORMATS] + [
-    pytest.param(ext, 12, marks=pytest.mark.slow, id=f"{ext}-many") for ext in VIDEO_FORMATS])
+@pytest.mark.parametrize(
+    "ext, n",
+    [(ext, 2) for ext in VIDEO_FORMATS]
+    + [pytest.param(ext, 12, marks=pytest.mark.slow, id=f"{ext}-many") for ext in VIDEO_FORMATS],
+)
 def test_fuzz_videos(video_sources, tmp_path, ext, n):
     """Each decode forks a child (~0.5 s): 6 cases per format here, 36 in the slow variant."""
     src = video_sources[ext]
     for kind, i in cases(ext, n):
         path = mutate(src, tmp_path / f"v_{kind}{i}.{ext}", kind, i, ext)
         # a forked, time-limited decoder: a crash or hang of the native decoder is a DecodeError too
-        check(path, lambda p: decode_with_timeout(p, timeout_s=60, fps=[4], short_side=32, sample_rate=16000),
-              (DecodeError,), _decoded_ok)
+        check(
+            path,
+            lambda p: decode_with_timeout(p, timeout_s=60, fps=[4], short_side=32, sample_rate=16000),
+            (DecodeError,),
+            _decoded_ok,
+        )
 
 
 # ----------------------------------------------------------------------------------- annotations
 def _ave_source(d: Path) -> Path:
-    samples = [Sample(f"row-{i:04d}", f"vid{i}", 10.0, ["train", "validation", "test"][i % 3],
-                      [Segment(float(i % 5), float(i % 5 + 3), c, 0)], {"row": i, "quality": "good"})
-               for i, c in enumerate(["Church bell", "Bark", "Cat", "Bark", "Church bell", "Mandolin"])]
+    samples = [
+        Sample(
+            f"row-{i:04d}",
+            f"vid{i}",
+            10.0,
+            ["train", "validation", "test"][i % 3],
+            [Segment(float(i % 5), float(i % 5 + 3), c, 0)],
+            {"row": i, "quality": "good"},
+        )
+        for i, c in enumerate(["Church bell", "Bark", "Cat", "Bark", "Church bell", "Mandolin"])
+    ]
     from avel.datasets.ave import AVE_CLASSES
 
-    samples = [Sample(s.sample_id, s.video_id, s.duration_s, s.subset,
-                      [Segment(g.start_s, g.end_s, g.label, AVE_CLASSES.index(g.label)) for g in s.segments], s.extra)
-               for s in samples]
+    samples = [
+        Sample(
+            s.sample_id,
+            s.video_id,
+            s.duration_s,
+            s.subset,
+            [Segment(g.start_s, g.end_s, g.label, AVE_CLASSES.index(g.label)) for g in s.segments],
+            s.extra,
+        )
+        for s in samples
+    ]
     write_ave(AnnotationSet("ave", list(AVE_CLASSES), samples, background_id=28), d)
     return d / "Annotations.txt"
 
@@ -202,8 +228,16 @@ def test_fuzz_ave_split_h5(tmp_path):
 
 
 def test_fuzz_unav100_json(tmp_path):
-    samples = [Sample(f"-v{i}", f"-v{i}", 20.0 + i, ["train", "validation", "test"][i % 3],
-                      [Segment(1.0 + i, 4.5 + i, ["b", "a"][i % 2], i % 2)]) for i in range(6)]
+    samples = [
+        Sample(
+            f"-v{i}",
+            f"-v{i}",
+            20.0 + i,
+            ["train", "validation", "test"][i % 3],
+            [Segment(1.0 + i, 4.5 + i, ["b", "a"][i % 2], i % 2)],
+        )
+        for i in range(6)
+    ]
     src = tmp_path / "src.json"
     write_unav100(AnnotationSet("unav100", ["b", "a"], samples), src)
     for kind, i in cases("unav"):
@@ -256,8 +290,9 @@ def store_source(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz_store") / "store"
     rng = np.random.default_rng(2)
     rows = {f"v{i}": rng.standard_normal((8 + i, 16)).astype(np.float32) for i in range(4)}
-    with StoreWriter(root, dataset="unav100", streams={"vggish": StreamSpec("vggish", UNAV100_VGGISH, (16,))},
-                     shard_max_videos=2) as w:
+    with StoreWriter(
+        root, dataset="unav100", streams={"vggish": StreamSpec("vggish", UNAV100_VGGISH, (16,))}, shard_max_videos=2
+    ) as w:
         for v, r in rows.items():
             w.add(v, {"vggish": r})
     return root, rows
@@ -271,14 +306,23 @@ def _read_all(root: Path, rows: dict[str, np.ndarray]) -> None:
         assert v in rows and np.array_equal(got, rows[v]), f"silently wrong rows for {v}"
 
 
-@pytest.mark.parametrize("target", [
-    pytest.param("shards", marks=pytest.mark.xfail(
-        raises=KeyError, strict=False,
-        reason="seen once with this test (shard bytes vary with the timestamps in them): store v2 "
-               "FeatureStore._check_video let h5py's KeyError 'Unable to "
-               "synchronously open object (invalid dataset size, likely file corruption)' escape from a "
-               "bit-flipped shard instead of a StoreCorruptError naming it (datasets/store.py, the store's owner)")),
-    "manifest.json"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(
+            "shards",
+            marks=pytest.mark.xfail(
+                raises=KeyError,
+                strict=False,
+                reason="seen once with this test (shard bytes vary with the timestamps in them): store v2 "
+                "FeatureStore._check_video let h5py's KeyError 'Unable to "
+                "synchronously open object (invalid dataset size, likely file corruption)' escape from a "
+                "bit-flipped shard instead of a StoreCorruptError naming it (datasets/store.py, the store's owner)",
+            ),
+        ),
+        "manifest.json",
+    ],
+)
 def test_fuzz_store_shards_and_manifest(store_source, tmp_path, target):
     src, rows = store_source
     files = sorted(p.relative_to(src) for p in (src / "shards").iterdir()) if target == "shards" else [Path(target)]
@@ -298,12 +342,29 @@ def test_fuzz_store_shards_and_manifest(store_source, tmp_path, target):
 # ----------------------------------------------------------------------------------------- YAML
 def test_fuzz_yaml_configs(tmp_path):
     train = tmp_path / "train.yaml"
-    train.write_text(yaml.safe_dump({"task": "dense", "seed": 3, "model": {"name": "loco", "options": {}},
-                                     "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"]},
-                                     "optim": {"epochs": 5, "lr": 0.0001, "batch_size": 4}}))
+    train.write_text(
+        yaml.safe_dump(
+            {
+                "task": "dense",
+                "seed": 3,
+                "model": {"name": "loco", "options": {}},
+                "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"]},
+                "optim": {"epochs": 5, "lr": 0.0001, "batch_size": 4},
+            }
+        )
+    )
     job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump({"dataset": "folder", "videos": "/data/v", "extractors": ["vggish"],
-                                   "batch_size": 8, "cluster": {"num_cpus": 2}}))
+    job.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": "folder",
+                "videos": "/data/v",
+                "extractors": ["vggish"],
+                "batch_size": 8,
+                "cluster": {"num_cpus": 2},
+            }
+        )
+    )
     from avel.datasets.config_schema import ConfigError
 
     for src, load in ((train, load_config), (job, ExtractConfig.from_yaml)):

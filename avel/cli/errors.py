@@ -19,6 +19,7 @@ code   meaning
 Every command runs under :class:`avel.cli.main` 's group, which turns an escaping exception
 into ``error: <message>`` on stderr and the code from :func:`exit_code_for`.
 """
+
 from __future__ import annotations
 
 EXIT_OK = 0

@@ -1,4 +1,5 @@
 """``avel eval``: dense localization mAP of a results file against annotations."""
+
 from __future__ import annotations
 
 import json
@@ -23,22 +24,48 @@ def _thresholds(text: str | None):
 
 
 @click.command("eval")
-@click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Results JSON ({\"results\": {video_id: [{segment, label, score}]}}).")
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Training run directory: reads RUN_DIR/predictions_<split>.json.")
-@click.option("--annotations", "annotations_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Annotation file (UnAV-100 JSON).")
-@click.option("--dataset", default="unav100", show_default=True, type=click.Choice(["unav100"]),
-              help="Annotation format.")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]),
-              help="Subset of the annotations to evaluate (train, validation, test).")
-@click.option("--tiou", "tiou_text", default=None,
-              help="Comma-separated tIoU thresholds (default 0.1,0.2,...,0.9).")
+@click.option(
+    "--predictions",
+    "predictions_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='Results JSON ({"results": {video_id: [{segment, label, score}]}}).',
+)
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Training run directory: reads RUN_DIR/predictions_<split>.json.",
+)
+@click.option(
+    "--annotations",
+    "annotations_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Annotation file (UnAV-100 JSON).",
+)
+@click.option(
+    "--dataset", default="unav100", show_default=True, type=click.Choice(["unav100"]), help="Annotation format."
+)
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    type=click.Choice(["train", "validation", "test"]),
+    help="Subset of the annotations to evaluate (train, validation, test).",
+)
+@click.option("--tiou", "tiou_text", default=None, help="Comma-separated tIoU thresholds (default 0.1,0.2,...,0.9).")
 @click.option("--per-class", is_flag=True, help="Also print the per-class AP table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result (mAPs, per-class APs, counts) as JSON.")
-def eval_(predictions_path: Path | None, run_dir: Path | None, annotations_path: Path, dataset: str, split: str,
-          tiou_text: str | None, per_class: bool, as_json: bool) -> None:
+def eval_(
+    predictions_path: Path | None,
+    run_dir: Path | None,
+    annotations_path: Path,
+    dataset: str,
+    split: str,
+    tiou_text: str | None,
+    per_class: bool,
+    as_json: bool,
+) -> None:
     """Evaluate dense localization predictions with the ActivityNet / UnAV mAP protocol.
 
     Give the predictions either as --predictions FILE or as --run RUN_DIR (then the file
@@ -66,8 +93,9 @@ def eval_(predictions_path: Path | None, run_dir: Path | None, annotations_path:
             raise click.UsageError(f"{annotations_path}: no videos in split {split!r}")
         results = read_results(predictions_path, classes=annotations.classes)
         ground_truth = {s.video_id: [(g.start_s, g.end_s, g.label_id) for g in s.segments] for s in samples}
-        res = evaluate_detection(ground_truth, results.predictions, tiou_thresholds=thresholds,
-                                 num_classes=annotations.num_classes)
+        res = evaluate_detection(
+            ground_truth, results.predictions, tiou_thresholds=thresholds, num_classes=annotations.num_classes
+        )
     except (AnnotationError, ResultsFormatError, DetectionInputError, OSError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
@@ -76,9 +104,15 @@ def eval_(predictions_path: Path | None, run_dir: Path | None, annotations_path:
     missing = sum(1 for v in split_videos if v not in results.predictions)
     if as_json:
         out = res.to_dict(annotations.classes)
-        out.update({"predictions_file": str(predictions_path), "annotations": str(annotations_path),
-                    "split": split, "videos_without_predictions": missing,
-                    "videos_outside_split": len(outside)})
+        out.update(
+            {
+                "predictions_file": str(predictions_path),
+                "annotations": str(annotations_path),
+                "split": split,
+                "videos_without_predictions": missing,
+                "videos_outside_split": len(outside),
+            }
+        )
         click.echo(json.dumps(out, indent=1))
     else:
         click.echo(f"{predictions_path} on {annotations_path} ({split}):")
@@ -86,8 +120,11 @@ def eval_(predictions_path: Path | None, run_dir: Path | None, annotations_path:
         if per_class:
             click.echo(res.format_per_class(annotations.classes))
     if outside:
-        click.echo(f"warning: {len(outside)} predicted video(s) are not in split {split!r} "
-                   f"(counted as false positives), e.g. {outside[0]!r}", err=True)
+        click.echo(
+            f"warning: {len(outside)} predicted video(s) are not in split {split!r} "
+            f"(counted as false positives), e.g. {outside[0]!r}",
+            err=True,
+        )
     if missing:
         click.echo(f"note: {missing} of {len(split_videos)} videos of split {split!r} have no predictions", err=True)
     sys.exit(0)

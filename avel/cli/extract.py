@@ -1,4 +1,5 @@
 """``avel extract``: videos -> feature store (thin wrapper over avel.pipeline.extract)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,14 @@ def progress_fields(report, total: int, elapsed_s: float | None = None) -> dict:
         eta_s = 0.0
     elif done and elapsed > 0:
         eta_s = remaining * elapsed / done
-    return {"done": done, "total": total, "ok": report.videos_ok, "failed": report.videos_failed,
-            "windows_per_s": report.windows / elapsed if elapsed > 0 else 0.0, "eta_s": eta_s}
+    return {
+        "done": done,
+        "total": total,
+        "ok": report.videos_ok,
+        "failed": report.videos_failed,
+        "windows_per_s": report.windows / elapsed if elapsed > 0 else 0.0,
+        "eta_s": eta_s,
+    }
 
 
 def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -46,38 +53,70 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
 
 
 @click.command("extract")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="YAML file with any of the options below (flags override it).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file with any of the options below (flags override it).",
+)
 @click.option("--dataset", type=click.Choice(["unav100", "ave", "folder"]))
 @click.option("--videos", type=click.Path(exists=True, file_okay=False), help="Video directory.")
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False), help="Annotation file (unav100, ave).")
 @click.option("--extractors", help="Comma-separated extractor names (see `avel extractors list`).")
 @click.option("--weights", multiple=True, metavar="NAME=PATH", help="Checkpoint of an extractor (repeatable).")
-@click.option("--random-weights", is_flag=True, default=None,
-              help="Allow random weights for extractors without --weights (tests and demos only).")
+@click.option(
+    "--random-weights",
+    is_flag=True,
+    default=None,
+    help="Allow random weights for extractors without --weights (tests and demos only).",
+)
 @click.option("--preset", type=click.Choice(["full", "tiny"]), help="Extractor configuration preset.")
 @click.option("--out", type=click.Path(file_okay=False), help="Store directory (created or resumed).")
-@click.option("--store", type=click.Path(file_okay=False),
-              help="Existing store to add streams to: --out, and --dataset/--videos/--annotations default to "
-                   "its last extraction's.")
-@click.option("--runner", type=click.Choice(["auto", "local", "ray"]),
-              help="Execution engine (default auto: local for a small job on one machine, Ray for --address, "
-                   "several GPUs or a big job; the report's settings.why says which and why).")
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False),
+    help="Existing store to add streams to: --out, and --dataset/--videos/--annotations default to "
+    "its last extraction's.",
+)
+@click.option(
+    "--runner",
+    type=click.Choice(["auto", "local", "ray"]),
+    help="Execution engine (default auto: local for a small job on one machine, Ray for --address, "
+    "several GPUs or a big job; the report's settings.why says which and why).",
+)
 @click.option("--address", help="Ray cluster address (default: RAY_ADDRESS or an embedded local instance).")
-@click.option("--batch-size", type=click.IntRange(min=1),
-              help="Windows per device batch (default: chosen per extractor and device, e.g. 1 for I3D RGB "
-                   "on a CPU, 32 on a GPU).")
-@click.option("--gpus-per-actor", type=float,
-              help="GPU fraction per extractor actor (ray runner; default: the GPUs shared by the extractors).")
-@click.option("--actors-per-extractor", type=click.IntRange(min=1),
-              help="Actor pool size per extractor (ray runner; default: one per CPU, or per GPU).")
-@click.option("--threads-per-actor", type=click.IntRange(min=0),
-              help="Torch threads of a CPU extractor actor (ray runner; 0: the CPUs shared by the actors).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Windows per device batch (default: chosen per extractor and device, e.g. 1 for I3D RGB "
+    "on a CPU, 32 on a GPU).",
+)
+@click.option(
+    "--gpus-per-actor",
+    type=float,
+    help="GPU fraction per extractor actor (ray runner; default: the GPUs shared by the extractors).",
+)
+@click.option(
+    "--actors-per-extractor",
+    type=click.IntRange(min=1),
+    help="Actor pool size per extractor (ray runner; default: one per CPU, or per GPU).",
+)
+@click.option(
+    "--threads-per-actor",
+    type=click.IntRange(min=0),
+    help="Torch threads of a CPU extractor actor (ray runner; 0: the CPUs shared by the actors).",
+)
 @click.option("--decode-workers", type=click.IntRange(min=1), help="Concurrent decode tasks (ray runner).")
-@click.option("--chunk-s", type=click.FloatRange(min=0, min_open=True),
-              help="Decode and extract long videos in chunks of about this many seconds.")
-@click.option("--decode-memory-gb", type=click.FloatRange(min=0),
-              help="Ray memory reserved per decode task (default: estimated; 0: none).")
+@click.option(
+    "--chunk-s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Decode and extract long videos in chunks of about this many seconds.",
+)
+@click.option(
+    "--decode-memory-gb",
+    type=click.FloatRange(min=0),
+    help="Ray memory reserved per decode task (default: estimated; 0: none).",
+)
 @click.option("--decode-timeout-s", type=float, help="Per-video decode time limit.")
 @click.option("--retry-failed", is_flag=True, default=None, help="Redo videos recorded in errors.jsonl.")
 @click.option("--device", help="Device of the local runner: auto, cpu, cuda, cuda:1 ...")
@@ -122,15 +161,21 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
         click.echo(f"error: {config_file}: {e}" if config_file else f"error: {e}", err=True)
         sys.exit(2)
     # live bar on stderr; off with --json and when stderr is not a terminal (disable=None)
-    bar = tqdm(unit="video", disable=True if as_json else None, desc="extract", file=sys.stderr,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos [{elapsed}{postfix}]")
+    bar = tqdm(
+        unit="video",
+        disable=True if as_json else None,
+        desc="extract",
+        file=sys.stderr,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos [{elapsed}{postfix}]",
+    )
 
     def progress(report, total):
         f = progress_fields(report, total)
         bar.total, bar.n = f["total"], f["done"]
         eta = "?" if f["eta_s"] is None else tqdm.format_interval(f["eta_s"])
-        bar.set_postfix_str(f"ok={f['ok']} failed={f['failed']} {f['windows_per_s']:.1f} windows/s ETA {eta}",
-                            refresh=False)
+        bar.set_postfix_str(
+            f"ok={f['ok']} failed={f['failed']} {f['windows_per_s']:.1f} windows/s ETA {eta}", refresh=False
+        )
         bar.refresh()
 
     try:  # errors escape to the group, which maps their types to exit codes (avel.cli.errors)
@@ -139,6 +184,9 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
         bar.close()
     click.echo(json.dumps(result, indent=None if as_json else 1, default=str))
     if result["videos_failed"]:
-        click.echo(f"{result['videos_failed']} video(s) failed; see {cfg.out}/errors.jsonl "
-                   f"(rerun with --retry-failed to redo them)", err=True)
+        click.echo(
+            f"{result['videos_failed']} video(s) failed; see {cfg.out}/errors.jsonl "
+            f"(rerun with --retry-failed to redo them)",
+            err=True,
+        )
         sys.exit(1)

@@ -1,4 +1,5 @@
 """``avel extractors list``: the registered feature extractors and what they produce."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def list_(preset: str, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(info, sort_keys=True, default=str))
         else:
-            click.echo(f"{name:<20} {info['modality']:<6} shape {tuple(info['feature_shape'])}  "
-                       f"{module.plan.describe()}")
+            click.echo(
+                f"{name:<20} {info['modality']:<6} shape {tuple(info['feature_shape'])}  {module.plan.describe()}"
+            )
             default = getattr(cls, "default_weights", None)  # backbone files name their weights
             click.echo(f"{'':<20} weights: {default or ', '.join(cls.checkpoint_files.values())}")
     sys.exit(1 if failed else 0)

@@ -8,6 +8,7 @@ An exception escaping a command becomes ``error: <message>`` on stderr and the e
 :func:`avel.cli.errors.exit_code_for` maps its type to (a traceback only for internal errors);
 SIGTERM is turned into an exception like Ctrl-C, so cleanup (Ray shutdown) runs on both.
 """
+
 from __future__ import annotations
 
 import importlib

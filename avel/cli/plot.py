@@ -1,4 +1,5 @@
 """``avel plot``: per-video timeline figures (and audio-visual similarity figures from a store)."""
+
 from __future__ import annotations
 
 import sys
@@ -31,28 +32,76 @@ def _similarity_strip(store, vid: str, visual_stream: str, audio_stream: str):
 
 
 @click.command("plot")
-@click.option("--predictions", "predictions_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Results JSON ({\"results\": {video_id: [{segment, label, score}]}}).")
-@click.option("--annotations", "annotations_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Annotation file (UnAV-100 JSON).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder for the PNG files.")
-@click.option("--videos", "video_ids", multiple=True,
-              help="Video id to plot; repeat the option for several (default: the first --limit videos of --split).")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]),
-              help="Split whose videos are plotted when --videos is not given.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Number of videos plotted when --videos is not given.")
-@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Predictions drawn per class (highest scores).")
+@click.option(
+    "--predictions",
+    "predictions_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='Results JSON ({"results": {video_id: [{segment, label, score}]}}).',
+)
+@click.option(
+    "--annotations",
+    "annotations_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Annotation file (UnAV-100 JSON).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder for the PNG files.",
+)
+@click.option(
+    "--videos",
+    "video_ids",
+    multiple=True,
+    help="Video id to plot; repeat the option for several (default: the first --limit videos of --split).",
+)
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    type=click.Choice(["train", "validation", "test"]),
+    help="Split whose videos are plotted when --videos is not given.",
+)
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Number of videos plotted when --videos is not given.",
+)
+@click.option(
+    "--top-k",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Predictions drawn per class (highest scores).",
+)
 @click.option("--min-score", default=0.0, show_default=True, type=float, help="Predictions below are not drawn.")
-@click.option("--store", "store_path", type=click.Path(file_okay=False, path_type=Path),
-              help="Feature store: also draw the visual x audio cosine similarity of each video.")
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Feature store: also draw the visual x audio cosine similarity of each video.",
+)
 @click.option("--visual-stream", help="Visual stream of --store (features of a space shared with audio).")
 @click.option("--audio-stream", help="Audio stream of --store.")
-def plot(predictions_path: Path, annotations_path: Path, out_dir: Path, video_ids: tuple[str, ...], split: str,
-         limit: int, top_k: int, min_score: float, store_path: Path | None, visual_stream: str | None,
-         audio_stream: str | None) -> None:
+def plot(
+    predictions_path: Path,
+    annotations_path: Path,
+    out_dir: Path,
+    video_ids: tuple[str, ...],
+    split: str,
+    limit: int,
+    top_k: int,
+    min_score: float,
+    store_path: Path | None,
+    visual_stream: str | None,
+    audio_stream: str | None,
+) -> None:
     """Write, for each video, OUT/<video_id>.video.png (one figure: ground truth, the top 2 x --top-k
     detections with scores and, with --store, the per-row audio-visual similarity strip),
     OUT/<video_id>.timeline.png (ground truth vs top predictions per class lane) and, with --store,
@@ -62,8 +111,8 @@ def plot(predictions_path: Path, annotations_path: Path, out_dir: Path, video_id
     reported), 2 on usage errors.
     """
     from avel.datasets.unav100 import AnnotationError, load_unav100
-    from avel.models.metrics.results_io import ResultsFormatError, read_results
     from avel.models.figures import plot_video
+    from avel.models.metrics.results_io import ResultsFormatError, read_results
     from avel.models.visualize import TimelinePlotConfig, plot_cross_similarity, plot_timeline
 
     if store_path is not None and not (visual_stream and audio_stream):
@@ -97,27 +146,44 @@ def plot(predictions_path: Path, annotations_path: Path, out_dir: Path, video_id
             continue
         gt = [(g.start_s, g.end_s, g.label_id) for g in sample.segments] if sample else []
         stem = out_dir / _file_stem(vid)
-        plot_timeline(stem.with_name(stem.name + ".timeline.png"), ground_truth=gt,
-                      predictions=results.predictions.get(vid, []), classes=annotations.classes,
-                      duration_s=sample.duration_s if sample else None, title=vid, config=cfg)
+        plot_timeline(
+            stem.with_name(stem.name + ".timeline.png"),
+            ground_truth=gt,
+            predictions=results.predictions.get(vid, []),
+            classes=annotations.classes,
+            duration_s=sample.duration_s if sample else None,
+            title=vid,
+            config=cfg,
+        )
         written += 1
         strip, strip_times = None, None
         if store is not None and visual_stream and audio_stream:  # both given with --store (checked above)
             strip, strip_times = _similarity_strip(store, vid, visual_stream, audio_stream)
-        plot_video(stem.with_name(stem.name + ".video.png"), video_id=vid, ground_truth=gt,
-                   predictions=results.predictions.get(vid, []), classes=annotations.classes,
-                   duration_s=sample.duration_s if sample else None, top_k=top_k * 2, min_score=min_score,
-                   similarity=strip, similarity_times_s=strip_times)
+        plot_video(
+            stem.with_name(stem.name + ".video.png"),
+            video_id=vid,
+            ground_truth=gt,
+            predictions=results.predictions.get(vid, []),
+            classes=annotations.classes,
+            duration_s=sample.duration_s if sample else None,
+            top_k=top_k * 2,
+            min_score=min_score,
+            similarity=strip,
+            similarity_times_s=strip_times,
+        )
         written += 1
         if store is not None and visual_stream and audio_stream:  # both given with --store (checked above)
             try:
                 visual = store[vid][visual_stream]
                 audio = store[vid][audio_stream]
-                plot_cross_similarity(visual.reshape(len(visual), -1), audio.reshape(len(audio), -1),
-                                      stem.with_name(stem.name + ".similarity.png"),
-                                      visual_times_s=store.times(vid, visual_stream),
-                                      audio_times_s=store.times(vid, audio_stream),
-                                      title=f"{vid}: {visual_stream} x {audio_stream}")
+                plot_cross_similarity(
+                    visual.reshape(len(visual), -1),
+                    audio.reshape(len(audio), -1),
+                    stem.with_name(stem.name + ".similarity.png"),
+                    visual_times_s=store.times(vid, visual_stream),
+                    audio_times_s=store.times(vid, audio_stream),
+                    title=f"{vid}: {visual_stream} x {audio_stream}",
+                )
                 written += 1
             except (KeyError, ValueError, StoreError) as e:
                 problems.append(f"{vid}: similarity figure: {e}")

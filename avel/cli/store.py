@@ -1,4 +1,5 @@
 """``avel info``, ``avel import``, ``avel export``: thin commands over avel.datasets."""
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,11 @@ def _report_import(report, store: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--verify", is_flag=True, help="Also check every shard's sha256 and per-video checksums.")
 @click.option("--videos", "list_videos", is_flag=True, help="List the video ids.")
-@click.option("--repair", is_flag=True,
-              help="First rebuild a lost or damaged manifest/log from the log, snapshot or shards (same as "
-                   "`avel store repair`).")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="First rebuild a lost or damaged manifest/log from the log, snapshot or shards (same as `avel store repair`).",
+)
 def info(store: Path, as_json: bool, verify: bool, list_videos: bool, repair: bool) -> None:
     """Show a store's streams, dims, sampling plans, provenance, videos and errors.
 
@@ -55,22 +58,28 @@ def info(store: Path, as_json: bool, verify: bool, list_videos: bool, repair: bo
     else:
         click.echo(f"store    {summary['path']}")
         click.echo(f"dataset  {summary['dataset']}   schema v{summary['schema_version']}")
-        click.echo(f"videos   {summary['videos']} in {summary['shards']} shards, "
-                   f"{summary['bytes'] / 2**20:.1f} MiB")
+        click.echo(f"videos   {summary['videos']} in {summary['shards']} shards, {summary['bytes'] / 2**20:.1f} MiB")
         click.echo("streams")
         for name, s in summary["streams"].items():
             weights = s["weights_sha256"]
             weights = "RANDOM WEIGHTS" if weights == "random" else weights[:16]
-            click.echo(f"  {name:<16} {s['extractor']:<20} shape {tuple(s['feature_shape'])} {s['dtype']}  "
-                       f"{s['videos']} videos / {s['rows']} rows")
+            click.echo(
+                f"  {name:<16} {s['extractor']:<20} shape {tuple(s['feature_shape'])} {s['dtype']}  "
+                f"{s['videos']} videos / {s['rows']} rows"
+            )
             click.echo(f"  {'':<16} {s['plan_text']}; weights {weights}")
             if s.get("provenance"):
                 click.echo(f"  {'':<16} provenance {json.dumps(s['provenance'], sort_keys=True)}")
-        click.echo(f"errors   {summary['errors']} records, {len(summary['failed_videos'])} failed videos"
-                   + (f": {', '.join(summary['failed_videos'][:10])}" if summary["failed_videos"] else ""))
+        click.echo(
+            f"errors   {summary['errors']} records, {len(summary['failed_videos'])} failed videos"
+            + (f": {', '.join(summary['failed_videos'][:10])}" if summary["failed_videos"] else "")
+        )
         if summary["random_weight_streams"]:
-            click.echo(f"WARNING: streams {summary['random_weight_streams']} were extracted with RANDOM "
-                       f"weights (tests/demo only)", err=True)
+            click.echo(
+                f"WARNING: streams {summary['random_weight_streams']} were extracted with RANDOM "
+                f"weights (tests/demo only)",
+                err=True,
+            )
         for note in summary["notes"]:
             click.echo(f"note     {note}")
         if verify:
@@ -92,10 +101,17 @@ def import_() -> None:
 @import_.command("unav-npy")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "store", required=True, type=click.Path(path_type=Path), help="Store directory.")
-@click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="UnAV-100 annotation JSON: durations, and only annotated videos are imported.")
-@click.option("--stream", "streams", multiple=True,
-              help="Store stream(s) to import (i3d_rgb, i3d_flow, vggish, onepeace_video, onepeace_audio).")
+@click.option(
+    "--annotations",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="UnAV-100 annotation JSON: durations, and only annotated videos are imported.",
+)
+@click.option(
+    "--stream",
+    "streams",
+    multiple=True,
+    help="Store stream(s) to import (i3d_rgb, i3d_flow, vggish, onepeace_video, onepeace_audio).",
+)
 def import_unav(folder: Path, store: Path, annotations: Path | None, streams: tuple[str, ...]) -> None:
     """Import <vid>_rgb.npy / _flow / _vggish / _one_peace_* files from FOLDER."""
     from avel.datasets.interop import import_unav_npy
@@ -104,24 +120,35 @@ def import_unav(folder: Path, store: Path, annotations: Path | None, streams: tu
     ann = None
     if annotations is not None:
         from avel.datasets.unav100 import load_unav100
+
         ann = load_unav100(annotations)
     with tqdm(desc="import", unit="video", disable=None) as bar:
         try:
-            report = import_unav_npy(folder, store, annotations=ann, streams=streams or None,
-                                     progress=lambda n: bar.update(n - bar.n))
+            report = import_unav_npy(
+                folder, store, annotations=ann, streams=streams or None, progress=lambda n: bar.update(n - bar.n)
+            )
         except (StoreError, ValueError, FileNotFoundError) as e:
             _fail(str(e))
     _report_import(report, store)
 
 
 @import_.command("ave-h5")
-@click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="AVE Annotations.txt (row order indexes the h5 rows).")
+@click.option(
+    "--annotations",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="AVE Annotations.txt (row order indexes the h5 rows).",
+)
 @click.option("--visual", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="visual_feature.h5")
 @click.option("--audio", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="audio_feature.h5")
 @click.option("--out", "store", required=True, type=click.Path(path_type=Path), help="Store directory.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"]),
-              help="Stored dtype (the release's visual file is float64).")
+@click.option(
+    "--dtype",
+    default="float32",
+    show_default=True,
+    type=click.Choice(["float32", "float64"]),
+    help="Stored dtype (the release's visual file is float64).",
+)
 def import_ave(annotations: Path, visual: Path | None, audio: Path | None, store: Path, dtype: str) -> None:
     """Import AVE visual_feature.h5 / audio_feature.h5 (key avadataset), one entry per video."""
     from avel.datasets.ave import load_ave
@@ -133,8 +160,9 @@ def import_ave(annotations: Path, visual: Path | None, audio: Path | None, store
     ann = load_ave(annotations)
     with tqdm(total=len(ann), desc="import", unit="row", disable=None) as bar:
         try:
-            report = import_ave_h5(ann, store, visual_h5=visual, audio_h5=audio, dtype=dtype,
-                                   progress=lambda n: bar.update(n - bar.n))
+            report = import_ave_h5(
+                ann, store, visual_h5=visual, audio_h5=audio, dtype=dtype, progress=lambda n: bar.update(n - bar.n)
+            )
         except (StoreError, ValueError) as e:
             _fail(str(e))
     _report_import(report, store)
@@ -148,8 +176,13 @@ def export() -> None:
 @export.command("unav-npy")
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--map", "mapping", multiple=True, metavar="STREAM=SUFFIX",
-              help="Stream to file suffix, e.g. i3d_rgb=_rgb (default: the release names).")
+@click.option(
+    "--map",
+    "mapping",
+    multiple=True,
+    metavar="STREAM=SUFFIX",
+    help="Stream to file suffix, e.g. i3d_rgb=_rgb (default: the release names).",
+)
 def export_unav(store: Path, out: Path, mapping: tuple[str, ...]) -> None:
     """Write <vid><suffix>.npy files, one per video and stream."""
     from avel.datasets.interop import export_unav_npy
@@ -184,9 +217,13 @@ def export_ave(store: Path, annotations: Path, out: Path, visual_stream: str, au
 
     try:
         st = FeatureStore(store)
-        paths = export_ave_h5(st, load_ave(annotations), out,
-                              visual_stream=visual_stream if visual_stream in st.streams else None,
-                              audio_stream=audio_stream if audio_stream in st.streams else None)
+        paths = export_ave_h5(
+            st,
+            load_ave(annotations),
+            out,
+            visual_stream=visual_stream if visual_stream in st.streams else None,
+            audio_stream=audio_stream if audio_stream in st.streams else None,
+        )
     except StoreError as e:
         _fail(str(e))
     for p in paths:
@@ -207,6 +244,7 @@ def store_upgrade(store: Path) -> None:
 
     try:
         with tqdm(desc="upgrade", unit="shard", disable=None) as bar:
+
             def progress(n: int, total: int) -> None:
                 bar.total = total
                 bar.update(n - bar.n)

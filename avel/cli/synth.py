@@ -1,4 +1,5 @@
 """``avel synth``: write the synthetic audio-visual benchmark (real mp4 + annotations)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,21 +10,52 @@ from tqdm import tqdm
 
 def _options(f):
     options = [
-        click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-                     help="Output directory (videos/, annotations, synth.json)."),
-        click.option("--videos", default=300, show_default=True, type=click.IntRange(min=1),
-                     help="Number of videos (split ~60/20/20 into train/validation/test)."),
-        click.option("--seed", default=0, show_default=True, type=int,
-                     help="Same seed, same annotations, pixels and samples."),
-        click.option("--classes", "num_classes", default=10, show_default=True, type=click.IntRange(1, 36),
-                     help="Event classes (AVE-like: at most 28)."),
-        click.option("--size", default=128, show_default=True, type=click.IntRange(min=16),
-                     help="Frame side in pixels (even: H.264 yuv420p)."),
+        click.option(
+            "--out",
+            required=True,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Output directory (videos/, annotations, synth.json).",
+        ),
+        click.option(
+            "--videos",
+            default=300,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Number of videos (split ~60/20/20 into train/validation/test).",
+        ),
+        click.option(
+            "--seed", default=0, show_default=True, type=int, help="Same seed, same annotations, pixels and samples."
+        ),
+        click.option(
+            "--classes",
+            "num_classes",
+            default=10,
+            show_default=True,
+            type=click.IntRange(1, 36),
+            help="Event classes (AVE-like: at most 28).",
+        ),
+        click.option(
+            "--size",
+            default=128,
+            show_default=True,
+            type=click.IntRange(min=16),
+            help="Frame side in pixels (even: H.264 yuv420p).",
+        ),
         click.option("--fps", default=25, show_default=True, type=click.IntRange(min=1), help="Video frame rate."),
-        click.option("--crf", default=23, show_default=True, type=click.IntRange(0, 51),
-                     help="x264 constant rate factor (lower: better quality, bigger files)."),
-        click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-                     help="Processes rendering and encoding videos."),
+        click.option(
+            "--crf",
+            default=23,
+            show_default=True,
+            type=click.IntRange(0, 51),
+            help="x264 constant rate factor (lower: better quality, bigger files).",
+        ),
+        click.option(
+            "--workers",
+            default=1,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Processes rendering and encoding videos.",
+        ),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -48,8 +80,10 @@ def _run(cfg, out: Path, workers: int) -> None:
         ann = generate(cfg, out, workers=workers, progress=lambda n: bar.update(n - bar.n))
     subsets = {s: len(ann.subset(s)) for s in ("train", "validation", "test")}
     extra = f" + {cfg.background_videos} background videos (background_videos.txt)" if cfg.background_videos else ""
-    click.echo(f"wrote {cfg.videos} videos{extra}, {len(ann)} annotation rows/videos ({subsets}), "
-               f"{ann.num_classes} classes to {out}")
+    click.echo(
+        f"wrote {cfg.videos} videos{extra}, {len(ann)} annotation rows/videos ({subsets}), "
+        f"{ann.num_classes} classes to {out}"
+    )
 
 
 @click.group("synth")
@@ -63,18 +97,42 @@ def synth() -> None:
 @click.option("--max-duration-s", default=30.0, show_default=True, type=float, help="Longest video (s).")
 def synth_unav100(out, videos, seed, num_classes, size, fps, crf, workers, min_duration_s, max_duration_s) -> None:
     """UnAV-100-like: 10-30 s videos with 1-4 (possibly overlapping) events plus distractors."""
-    cfg = _config(kind="unav100", videos=videos, seed=seed, num_classes=num_classes, size=size, fps=fps,
-                  crf=crf, min_duration_s=min_duration_s, max_duration_s=max_duration_s)
+    cfg = _config(
+        kind="unav100",
+        videos=videos,
+        seed=seed,
+        num_classes=num_classes,
+        size=size,
+        fps=fps,
+        crf=crf,
+        min_duration_s=min_duration_s,
+        max_duration_s=max_duration_s,
+    )
     _run(cfg, out, workers)
 
 
 @synth.command("ave")
 @_options
-@click.option("--background-videos", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Extra event-free 10-s videos (distractors only) for weak supervision, like AVE's noisy "
-                   "videos: written to videos/, listed in background_videos.txt, in no split.")
+@click.option(
+    "--background-videos",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Extra event-free 10-s videos (distractors only) for weak supervision, like AVE's noisy "
+    "videos: written to videos/, listed in background_videos.txt, in no split.",
+)
 def synth_ave(out, videos, seed, num_classes, size, fps, crf, workers, background_videos) -> None:
     """AVE-like: 10-s clips, one annotated event per row (integer seconds), distractors."""
-    cfg = _config(kind="ave", videos=videos, seed=seed, num_classes=num_classes, size=size, fps=fps,
-                  crf=crf, min_duration_s=10.0, max_duration_s=10.0, background_videos=background_videos)
+    cfg = _config(
+        kind="ave",
+        videos=videos,
+        seed=seed,
+        num_classes=num_classes,
+        size=size,
+        fps=fps,
+        crf=crf,
+        min_duration_s=10.0,
+        max_duration_s=10.0,
+        background_videos=background_videos,
+    )
     _run(cfg, out, workers)

@@ -1,4 +1,5 @@
 """``avel train``: fit a model on a feature store (thin wrapper over avel.training.run)."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 
 _ROLES = {"visual": "visual", "rgb": "visual", "video": "visual", "audio": "audio"}
 
@@ -17,38 +17,81 @@ def parse_streams(text: str) -> dict[str, list[str]]:
     for item in filter(None, (x.strip() for x in text.split(","))):
         role, sep, names = item.partition("=")
         if not sep or role.strip() not in _ROLES or not names.strip():
-            raise click.UsageError(f"--streams takes ROLE=STREAM[+STREAM...] with ROLE in visual/rgb/video/audio, "
-                                   f"got {item!r}")
+            raise click.UsageError(
+                f"--streams takes ROLE=STREAM[+STREAM...] with ROLE in visual/rgb/video/audio, got {item!r}"
+            )
         key = f"data.{_ROLES[role.strip()]}_streams"
         out.setdefault(key, []).extend(n.strip() for n in names.split("+") if n.strip())
     return out
 
 
 @click.command("train")
-@click.option("--config", "config_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Training config YAML (see configs/).")
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Training config YAML (see configs/).",
+)
 @click.option("--store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="UnAV-100 JSON (task dense) or AVE Annotations.txt (task ave).")
+@click.option(
+    "--annotations",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="UnAV-100 JSON (task dense) or AVE Annotations.txt (task ave).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
-@click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Checkpoint to resume from (e.g. RUN/last.pt).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. --set optim.epochs=3 (YAML value syntax).")
-@click.option("--streams", default=None, metavar="visual=A+B,audio=C",
-              help="Store streams per modality (data.visual_streams / data.audio_streams), e.g. "
-                   "visual=clip_vit_b16,audio=ast_audioset; '+' joins streams concatenated along D "
-                   "(rgb / video are aliases of visual).")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Data-parallel training on Ray Train with N workers (distributed.workers); "
-                   "optim.batch_size is the global batch.")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
-              help="GPUs per worker (distributed.gpus_per_worker; 0: CPU, gloo).")
-@click.option("--address", default=None,
-              help="Ray cluster address (cluster.address; default: RAY_ADDRESS or an embedded local instance).")
-def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: Path | None,
-          overrides: tuple[str, ...], streams: str | None, workers: int | None, gpus_per_worker: float | None,
-          address: str | None) -> None:
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Checkpoint to resume from (e.g. RUN/last.pt).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set optim.epochs=3 (YAML value syntax).",
+)
+@click.option(
+    "--streams",
+    default=None,
+    metavar="visual=A+B,audio=C",
+    help="Store streams per modality (data.visual_streams / data.audio_streams), e.g. "
+    "visual=clip_vit_b16,audio=ast_audioset; '+' joins streams concatenated along D "
+    "(rgb / video are aliases of visual).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Data-parallel training on Ray Train with N workers (distributed.workers); "
+    "optim.batch_size is the global batch.",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="GPUs per worker (distributed.gpus_per_worker; 0: CPU, gloo).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster address (cluster.address; default: RAY_ADDRESS or an embedded local instance).",
+)
+def train(
+    config_file: Path,
+    store: Path,
+    annotations: Path,
+    out: Path,
+    resume: Path | None,
+    overrides: tuple[str, ...],
+    streams: str | None,
+    workers: int | None,
+    gpus_per_worker: float | None,
+    address: str | None,
+) -> None:
     """Train a localization model; the best checkpoint is chosen on the validation split
     and evaluated on the test split. Writes RUN/{config.yaml,last.pt,best.pt,log.jsonl,summary.json}.
 
@@ -71,8 +114,11 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
             raise click.UsageError(str(e)) from None
     if streams:
         parsed.update(parse_streams(streams))
-    for key, flag in (("distributed.workers", workers), ("distributed.gpus_per_worker", gpus_per_worker),
-                      ("cluster.address", address)):
+    for key, flag in (
+        ("distributed.workers", workers),
+        ("distributed.gpus_per_worker", gpus_per_worker),
+        ("cluster.address", address),
+    ):
         if flag is not None:
             parsed[key] = flag
     try:
@@ -83,13 +129,15 @@ def train(config_file: Path, store: Path, annotations: Path, out: Path, resume: 
         raise click.UsageError(f"{out} already holds a run; pass --resume {out / 'last.pt'} or choose another --out")
 
     def progress(rec: dict) -> None:
-        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()
-                 if k in ("epoch", "train_total", "val_score", "seconds", "best")}
+        shown = {
+            k: (round(v, 4) if isinstance(v, float) else v)
+            for k, v in rec.items()
+            if k in ("epoch", "train_total", "val_score", "seconds", "best")
+        }
         click.echo(json.dumps(shown), err=True)
 
     # any Ray flag selects Ray Train, even --workers 1 (one worker on a cluster's GPU)
     use_ray = True if (workers, gpus_per_worker, address) != (None, None, None) else None
     # errors escape to the group: 2 config, 3 unusable store / annotations / checkpoint, 4 Ray
-    summary = run(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress,
-                  use_ray=use_ray)
+    summary = run(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress, use_ray=use_ray)
     click.echo(json.dumps(summary, indent=1, default=float))

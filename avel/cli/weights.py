@@ -1,4 +1,5 @@
 """``avel weights verify PATH --extractor NAME``: check a checkpoint's keys and shapes."""
+
 from __future__ import annotations
 
 import sys

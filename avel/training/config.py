@@ -25,6 +25,7 @@ A config file mirrors :class:`TrainConfig`::
 Unknown keys are errors naming the file and the key path, so a typo never silently falls
 back to a default. The resolved config is saved in every checkpoint and in the run directory.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -171,6 +172,7 @@ class TrainConfig:
 def _build(data: Any, source: str) -> TrainConfig:
     """Strict keys and types (:func:`avel.datasets.config_schema.dataclass_from_dict`); the
     ``cluster`` section is parsed by :meth:`ClusterConfig.from_dict`."""
+
     def cluster(value: Any, path: str) -> ClusterConfig:
         try:
             return ClusterConfig.from_dict(value, source=source)
@@ -191,8 +193,10 @@ def _check_model_options(cfg: TrainConfig, source: str) -> None:
     from avel.models.registry import available_models, resolve
 
     if cfg.model.name not in available_models():
-        raise ConfigError(f"{source}: model.name {cfg.model.name!r} is not a registered model; "
-                          f"registered: {sorted(available_models())}")
+        raise ConfigError(
+            f"{source}: model.name {cfg.model.name!r} is not a registered model; "
+            f"registered: {sorted(available_models())}"
+        )
     config_cls, _ = resolve(cfg.model.name)
     try:
         check_fields(config_cls, cfg.model.options, path="model.options")
@@ -223,8 +227,10 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> Train
     if cfg.optim.batch_size < 1:
         raise ConfigError(f"{source}: optim.batch_size must be at least 1, got {cfg.optim.batch_size}")
     if cfg.optim.batch_size % d.workers:
-        raise ConfigError(f"{source}: optim.batch_size {cfg.optim.batch_size} is the global batch and must be "
-                          f"divisible by distributed.workers {d.workers}")
+        raise ConfigError(
+            f"{source}: optim.batch_size {cfg.optim.batch_size} is the global batch and must be "
+            f"divisible by distributed.workers {d.workers}"
+        )
     return cfg
 
 

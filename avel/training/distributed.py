@@ -15,13 +15,15 @@ bookkeeping, since checkpoints are written by rank 0 straight into the run direc
 
 Ray is imported here only, inside functions: the module loads without Ray.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from avel.datasets.store import FeatureStore
 from avel.pipeline.cluster import shutdown_ray
@@ -41,19 +43,27 @@ def scaling(cfg: TrainConfig) -> dict[str, Any]:
     if d.gpus_per_worker > 0:
         resources["GPU"] = float(d.gpus_per_worker)
     backend = d.backend if d.backend != "auto" else ("nccl" if d.gpus_per_worker > 0 else "gloo")
-    return {"num_workers": d.workers, "use_gpu": d.gpus_per_worker > 0, "resources_per_worker": resources,
-            "backend": backend}
+    return {
+        "num_workers": d.workers,
+        "use_gpu": d.gpus_per_worker > 0,
+        "resources_per_worker": resources,
+        "backend": backend,
+    }
 
 
 def _check(cfg: TrainConfig) -> None:
     """Errors a worker would hit, raised on the driver before Ray starts."""
     d = cfg.distributed
     if cfg.optim.batch_size % d.workers:
-        raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is the global batch and must be divisible "
-                          f"by distributed.workers {d.workers}")
+        raise ConfigError(
+            f"optim.batch_size {cfg.optim.batch_size} is the global batch and must be divisible "
+            f"by distributed.workers {d.workers}"
+        )
     if d.gpus_per_worker == 0 and cfg.device not in ("auto", "cpu"):
-        raise ConfigError(f"device {cfg.device!r} needs GPUs: set distributed.gpus_per_worker "
-                          f"(--gpus-per-worker) > 0, or device: auto / cpu")
+        raise ConfigError(
+            f"device {cfg.device!r} needs GPUs: set distributed.gpus_per_worker "
+            f"(--gpus-per-worker) > 0, or device: auto / cpu"
+        )
     if d.gpus_per_worker > 0 and cfg.device == "cpu":
         raise ConfigError("device 'cpu' contradicts distributed.gpus_per_worker > 0")
 
@@ -63,9 +73,11 @@ def _check_local_resources(settings: dict[str, Any], available: dict[str, float]
     n = settings["num_workers"]
     for name, per_worker in settings["resources_per_worker"].items():
         if n * per_worker > available.get(name, 0.0):
-            raise ConfigError(f"{n} workers x {per_worker:g} {name} exceed the {available.get(name, 0.0):g} {name} of "
-                              f"this machine's local Ray instance; use fewer workers, lower "
-                              f"distributed.cpus_per_worker / gpus_per_worker, or a cluster (--address)")
+            raise ConfigError(
+                f"{n} workers x {per_worker:g} {name} exceed the {available.get(name, 0.0):g} {name} of "
+                f"this machine's local Ray instance; use fewer workers, lower "
+                f"distributed.cpus_per_worker / gpus_per_worker, or a cluster (--address)"
+            )
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
@@ -77,8 +89,15 @@ def _worker_loop(config: dict[str, Any]) -> None:
 
     cfg: TrainConfig = config["cfg"]
     device = get_device() if cfg.distributed.gpus_per_worker > 0 else torch.device("cpu")
-    fit_and_test(cfg, store=config["store"], annotations=config["annotations"], out=config["out"],
-                 resume=config["resume"], on_step=config["on_step"], device=device)
+    fit_and_test(
+        cfg,
+        store=config["store"],
+        annotations=config["annotations"],
+        out=config["out"],
+        resume=config["resume"],
+        on_step=config["on_step"],
+        device=device,
+    )
 
 
 class _LogFollower:
@@ -107,7 +126,7 @@ class _LogFollower:
         while not self.stop_event.wait(self.poll_s):
             self._read_new()
 
-    def __enter__(self) -> "_LogFollower":
+    def __enter__(self) -> _LogFollower:
         self.thread.start()
         return self
 
@@ -117,9 +136,16 @@ class _LogFollower:
         self._read_new()
 
 
-def train_distributed(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: str | Path,
-                      resume: str | Path | None = None, progress: Callable[[dict], None] | None = None,
-                      on_step: Callable[[Any], None] | None = None) -> dict[str, Any]:
+def train_distributed(
+    cfg: TrainConfig,
+    *,
+    store: str | Path,
+    annotations: str | Path,
+    out: str | Path,
+    resume: str | Path | None = None,
+    progress: Callable[[dict], None] | None = None,
+    on_step: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
     """Train with ``cfg.distributed.workers`` Ray Train workers; returns rank 0's summary.
 
     Args:
@@ -158,12 +184,22 @@ def train_distributed(cfg: TrainConfig, *, store: str | Path, annotations: str |
             _check_local_resources(settings, ray.cluster_resources())
         trainer = TorchTrainer(
             _worker_loop,
-            train_loop_config={"cfg": cfg, "store": str(store), "annotations": str(annotations), "out": str(out),
-                               "resume": None if resume is None else str(resume), "on_step": on_step},
+            train_loop_config={
+                "cfg": cfg,
+                "store": str(store),
+                "annotations": str(annotations),
+                "out": str(out),
+                "resume": None if resume is None else str(resume),
+                "on_step": on_step,
+            },
             torch_config=TorchConfig(backend=settings["backend"]),
-            scaling_config=ScalingConfig(num_workers=settings["num_workers"], use_gpu=settings["use_gpu"],
-                                         resources_per_worker=settings["resources_per_worker"]),
-            run_config=RunConfig(name=out.name, storage_path=storage))
+            scaling_config=ScalingConfig(
+                num_workers=settings["num_workers"],
+                use_gpu=settings["use_gpu"],
+                resources_per_worker=settings["resources_per_worker"],
+            ),
+            run_config=RunConfig(name=out.name, storage_path=storage),
+        )
         try:
             with _LogFollower(out / "log.jsonl", progress) if progress else contextlib.nullcontext():
                 trainer.fit()

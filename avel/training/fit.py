@@ -4,6 +4,7 @@
 worker runs (:mod:`avel.training.distributed`); :func:`avel.training.run.train` picks between
 the two. Its own module so that neither of those imports the other's caller.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,11 @@ def check_splits(cfg: TrainConfig, annotations, source: str | Path) -> None:
     d = cfg.data
     for key, subset in (("data.train_subset", d.train_subset), ("data.val_subset", d.val_subset)):
         if not annotations.subset(subset):
-            raise AnnotationError(f"{source}: no samples in subset {subset!r} ({key}); training needs a training and "
-                                  f"a validation split (the best checkpoint is chosen on validation): add one to the "
-                                  f"annotations or set {key} to a subset they have")
+            raise AnnotationError(
+                f"{source}: no samples in subset {subset!r} ({key}); training needs a training and "
+                f"a validation split (the best checkpoint is chosen on validation): add one to the "
+                f"annotations or set {key} to a subset they have"
+            )
 
 
 def make_task(cfg: TrainConfig, store: FeatureStore, annotations) -> DenseTask | AveTask:
@@ -56,8 +59,9 @@ def resolve_model_options(cfg: TrainConfig, derived: dict[str, Any]) -> dict[str
     options = dict(cfg.model.options)
     for key, value in derived.items():
         if key in options and options[key] != value:
-            raise ConfigError(f"model.options.{key} = {options[key]!r} contradicts the data ({value!r}); "
-                              f"remove it from the config")
+            raise ConfigError(
+                f"model.options.{key} = {options[key]!r} contradicts the data ({value!r}); remove it from the config"
+            )
         options[key] = value
     return options
 
@@ -67,16 +71,25 @@ def random_weight_streams(cfg: TrainConfig, store: FeatureStore) -> list[str]:
     streams = cfg.data.visual_streams + cfg.data.audio_streams
     random_streams = [s for s in streams if s in store.streams and store.streams[s].is_random]
     if random_streams:
-        warnings.warn(f"TRAINING ON RANDOM-WEIGHT FEATURES: streams {random_streams} of {store.root} were extracted "
-                      f"with random weights (tests/demo only); results say nothing about real backbones",
-                      stacklevel=3)
+        warnings.warn(
+            f"TRAINING ON RANDOM-WEIGHT FEATURES: streams {random_streams} of {store.root} were extracted "
+            f"with random weights (tests/demo only); results say nothing about real backbones",
+            stacklevel=3,
+        )
     return random_streams
 
 
-def fit_and_test(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: str | Path,
-                 resume: str | Path | None = None, progress: Callable[[dict], None] | None = None,
-                 on_step: Callable[[Trainer], None] | None = None,
-                 device: torch.device | None = None) -> dict[str, Any]:
+def fit_and_test(
+    cfg: TrainConfig,
+    *,
+    store: str | Path,
+    annotations: str | Path,
+    out: str | Path,
+    resume: str | Path | None = None,
+    progress: Callable[[dict], None] | None = None,
+    on_step: Callable[[Trainer], None] | None = None,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
     """:func:`avel.training.run.train` in this process (one rank when torch.distributed is initialized; rank 0
     writes the run directory, every rank returns the summary).
 
@@ -101,18 +114,30 @@ def fit_and_test(cfg: TrainConfig, *, store: str | Path, annotations: str | Path
     if trainer.is_main:
         from avel.training.model_card import build_model_card, write_model_card
 
-        card = build_model_card(task=cfg.task, model_name=cfg.model.name, options=options, store=st,
-                                visual_streams=cfg.data.visual_streams, audio_streams=cfg.data.audio_streams,
-                                classes=list(ann.classes), background_id=ann.background_id,
-                                annotations=annotations, standardize=cfg.data.standardize)
+        card = build_model_card(
+            task=cfg.task,
+            model_name=cfg.model.name,
+            options=options,
+            store=st,
+            visual_streams=cfg.data.visual_streams,
+            audio_streams=cfg.data.audio_streams,
+            classes=list(ann.classes),
+            background_id=ann.background_id,
+            annotations=annotations,
+            standardize=cfg.data.standardize,
+        )
         write_model_card(out, card, getattr(datasets["train"], "stats", None) or None)
     if resume is not None:
         trainer.resume(resume)
     fit = trainer.fit(progress=progress, on_step=on_step)
-    summary: dict[str, Any] = {"run": str(out), "model": cfg.model.name,
-                               "parameters": sum(p.numel() for p in model.parameters()),
-                               "best_epoch": fit.best_epoch, "best_validation_score": fit.best_score,
-                               "random_weight_streams": random_streams}
+    summary: dict[str, Any] = {
+        "run": str(out),
+        "model": cfg.model.name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "best_epoch": fit.best_epoch,
+        "best_validation_score": fit.best_score,
+        "random_weight_streams": random_streams,
+    }
     if "test" in datasets:
         ckpt = load_checkpoint(Path(out) / "best.pt", map_location=trainer.device)
         target = trainer.eval_model()

@@ -14,12 +14,14 @@ Card fields::
     streams: {visual: [...], audio: [...]}, each
         {stream, extractor, config, weights_sha256, plan, feature_shape, decode}
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -36,31 +38,58 @@ def stream_entry(store: FeatureStore, stream: str) -> dict[str, Any]:
         raise KeyError(f"stream {stream!r} is not in {store.root}; streams: {sorted(store.streams)}")
     spec = store.streams[stream]
     provenance = dict(spec.provenance or {})
-    return {"stream": stream, "extractor": spec.extractor, "config": dict(spec.config),
-            "weights_sha256": spec.weights_sha256, "plan": spec.plan.to_dict(),
-            "feature_shape": list(spec.feature_shape), "decode": provenance.get("decode")}
+    return {
+        "stream": stream,
+        "extractor": spec.extractor,
+        "config": dict(spec.config),
+        "weights_sha256": spec.weights_sha256,
+        "plan": spec.plan.to_dict(),
+        "feature_shape": list(spec.feature_shape),
+        "decode": provenance.get("decode"),
+    }
 
 
-def build_model_card(*, task: str, model_name: str, options: Mapping[str, Any], store: FeatureStore,
-                     visual_streams: list[str], audio_streams: list[str], classes: list[str],
-                     background_id: int | None, annotations: str | Path, standardize: bool) -> dict[str, Any]:
+def build_model_card(
+    *,
+    task: str,
+    model_name: str,
+    options: Mapping[str, Any],
+    store: FeatureStore,
+    visual_streams: list[str],
+    audio_streams: list[str],
+    classes: list[str],
+    background_id: int | None,
+    annotations: str | Path,
+    standardize: bool,
+) -> dict[str, Any]:
     """The card as a JSON-ready dict (see module doc)."""
-    return {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "task": task,
-            "model": {"name": model_name, "options": dict(options)}, "classes": list(classes),
-            "background_id": background_id, "standardize": bool(standardize), "store": str(store.root),
-            "annotations": str(annotations),
-            "streams": {"visual": [stream_entry(store, s) for s in visual_streams],
-                        "audio": [stream_entry(store, s) for s in audio_streams]}}
+    return {
+        "format": FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "task": task,
+        "model": {"name": model_name, "options": dict(options)},
+        "classes": list(classes),
+        "background_id": background_id,
+        "standardize": bool(standardize),
+        "store": str(store.root),
+        "annotations": str(annotations),
+        "streams": {
+            "visual": [stream_entry(store, s) for s in visual_streams],
+            "audio": [stream_entry(store, s) for s in audio_streams],
+        },
+    }
 
 
-def write_model_card(run_dir: str | Path, card: Mapping[str, Any],
-                     stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
+def write_model_card(
+    run_dir: str | Path, card: Mapping[str, Any], stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> Path:
     """Write ``RUN/model_card.json`` (and ``RUN/stream_stats.npz`` when ``stats``)."""
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     if stats:
-        arrays: dict[str, Any] = {f"{s}.{k}": v for s, (mean, std) in stats.items()
-                                  for k, v in (("mean", mean), ("std", std))}
+        arrays: dict[str, Any] = {
+            f"{s}.{k}": v for s, (mean, std) in stats.items() for k, v in (("mean", mean), ("std", std))
+        }
         np.savez(run / STATS, **arrays)
     path = run / CARD
     tmp = path.with_suffix(".json.tmp")
@@ -73,8 +102,10 @@ def read_model_card(run_dir: str | Path) -> dict[str, Any]:
     """The card of a run directory; errors name the file."""
     path = Path(run_dir) / CARD
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no model card (runs trained before model cards existed have none; "
-                                f"retrain, or write one with avel.training.model_card)")
+        raise FileNotFoundError(
+            f"{path}: no model card (runs trained before model cards existed have none; "
+            f"retrain, or write one with avel.training.model_card)"
+        )
     card = json.loads(path.read_text(encoding="utf-8"))
     if card.get("format") != FORMAT:
         raise ValueError(f"{path}: key 'format' is {card.get('format')!r}, expected {FORMAT!r}")

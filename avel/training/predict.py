@@ -15,12 +15,14 @@ weights whose digest equals the card's ``weights_sha256`` (a random-weight strea
 row shape must agree too. Any difference is an error listing it: features of another
 configuration would silently feed the model inputs it never saw.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +30,7 @@ import torch
 from avel.pipeline.reproduce import PredictError, card_streams, mismatches, run_extractors
 from avel.training.model_card import read_model_card, read_stream_stats
 
-__all__ = ["PredictError", "PredictResult", "load_run_model", "mismatches", "predict", "run_extractors",
-           "video_inputs"]
+__all__ = ["PredictError", "PredictResult", "load_run_model", "mismatches", "predict", "run_extractors", "video_inputs"]
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 
@@ -74,17 +75,28 @@ class PredictResult:
     report: dict[str, Any]
 
 
-def predict(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
-            weights: Mapping[str, str] | None = None, random_weights: bool = False, device: str = "auto",
-            batch_size: int = 16, top_k: int = 3, min_score: float = 0.05, plots: bool = True) -> PredictResult:
+def predict(
+    run_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    weights: Mapping[str, str] | None = None,
+    random_weights: bool = False,
+    device: str = "auto",
+    batch_size: int = 16,
+    top_k: int = 3,
+    min_score: float = 0.05,
+    plots: bool = True,
+) -> PredictResult:
     """Extract the run's streams from ``inputs``, apply the model, write results and plots (module doc)."""
     from avel.datasets.store import FeatureStore, StoreWriter
     from avel.pipeline.engine import run_local
     from avel.pipeline.jobs import plan_jobs
 
     card = read_model_card(run_dir)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     files = video_inputs(inputs)
     out = Path(out)
     store_root = out / "features"
@@ -94,8 +106,12 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, 
     if plan.todo or not _store_matches_card(store_root, card):
         # build (and verify) the extractors only when something is left to extract
         extractors = run_extractors(card, weights=weights, random_weights=random_weights, device=dev)
-        writer = StoreWriter(store_root, dataset="folder", streams={se.stream: se.spec() for se in extractors},
-                             extra={"predict": {"run": str(run_dir)}})
+        writer = StoreWriter(
+            store_root,
+            dataset="folder",
+            streams={se.stream: se.spec() for se in extractors},
+            extra={"predict": {"run": str(run_dir)}},
+        )
         report = run_local(plan.todo, extractors, writer, batch_size=batch_size, device=dev).as_dict()
     store = FeatureStore(store_root)
     ready = [v for v in files if all(store.has(v, s) for s in streams)]
@@ -106,12 +122,18 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, 
         payload, figures = _predict_dense(card, model, store, ready, stats, dev, out, top_k, min_score, plots)
     else:
         payload, figures = _predict_ave(card, model, store, ready, stats, dev, out, plots)
-    payload["external_data"] = {"run": str(run_dir), "streams": [e for _, e in card_streams(card)],
-                                "failed_videos": failed}
+    payload["external_data"] = {
+        "run": str(run_dir),
+        "streams": [e for _, e in card_streams(card)],
+        "failed_videos": failed,
+    }
     results_path = out / "results.json"
     results_path.write_text(json.dumps(payload, indent=1, default=float))
-    return PredictResult(results_path, figures, {**report, "videos": len(files), "predicted": len(ready),
-                                                 "failed": failed, "reused": len(plan.done)})
+    return PredictResult(
+        results_path,
+        figures,
+        {**report, "videos": len(files), "predicted": len(ready), "failed": failed, "reused": len(plan.done)},
+    )
 
 
 def _store_matches_card(store_root: Path, card: Mapping[str, Any]) -> bool:
@@ -123,9 +145,13 @@ def _store_matches_card(store_root: Path, card: Mapping[str, Any]) -> bool:
     specs = FeatureStore(store_root).streams
     for _, e in card_streams(card):
         spec = specs.get(e["stream"])
-        if spec is None or (spec.extractor, dict(spec.config), spec.weights_sha256, spec.plan.to_dict(),
-                            list(spec.feature_shape)) != (e["extractor"], dict(e["config"]), e["weights_sha256"],
-                                                          dict(e["plan"]), list(e["feature_shape"])):
+        if spec is None or (
+            spec.extractor,
+            dict(spec.config),
+            spec.weights_sha256,
+            spec.plan.to_dict(),
+            list(spec.feature_shape),
+        ) != (e["extractor"], dict(e["config"]), e["weights_sha256"], dict(e["plan"]), list(e["feature_shape"])):
             return False
     return True
 
@@ -133,8 +159,12 @@ def _store_matches_card(store_root: Path, card: Mapping[str, Any]) -> bool:
 def _annotations(card: Mapping[str, Any], video_ids: Sequence[str]):
     from avel.datasets.annotations import AnnotationSet, Sample
 
-    return AnnotationSet("folder", list(card["classes"]), [Sample(v, v, None, None, []) for v in video_ids],
-                         background_id=card.get("background_id"))
+    return AnnotationSet(
+        "folder",
+        list(card["classes"]),
+        [Sample(v, v, None, None, []) for v in video_ids],
+        background_id=card.get("background_id"),
+    )
 
 
 def _predict_dense(card, model, store, video_ids, stats, device, out, top_k, min_score, plots):
@@ -149,24 +179,37 @@ def _predict_dense(card, model, store, video_ids, stats, device, out, top_k, min
     if video_ids:
         visual = [e["stream"] for e in card["streams"]["visual"]]
         audio = [e["stream"] for e in card["streams"]["audio"]]
-        ds = DenseFeatureDataset(store, _annotations(card, video_ids), subset=None, visual_streams=visual,
-                                 audio_streams=audio, max_seq_len=int(card["model"]["options"].get("max_seq_len", 0)
-                                                                      or 0), stats=stats)
+        ds = DenseFeatureDataset(
+            store,
+            _annotations(card, video_ids),
+            subset=None,
+            visual_streams=visual,
+            audio_streams=audio,
+            max_seq_len=int(card["model"]["options"].get("max_seq_len", 0) or 0),
+            stats=stats,
+        )
         with torch.no_grad():
-            raw = DenseTask(store, ds.annotations).predict(model, DataLoader(ds, batch_size=1, collate_fn=ds.collate),
-                                                          device)
+            raw = DenseTask(store, ds.annotations).predict(
+                model, DataLoader(ds, batch_size=1, collate_fn=ds.collate), device
+            )
         for vid in video_ids:
             dets = sorted(raw.get(vid, []), key=lambda d: -d["score"])
-            results[vid] = [{"segment": d["segment"], "label": classes[d["label"]], "score": d["score"]}
-                            for d in dets]
+            results[vid] = [{"segment": d["segment"], "label": classes[d["label"]], "score": d["score"]} for d in dets]
             if plots:
                 from avel.models.figures import plot_video
 
-                figures.append(plot_video(
-                    out / "plots" / f"{_safe(vid)}.png", video_id=vid, classes=classes,
-                    predictions=[(*d["segment"], d["label"], d["score"]) for d in dets],
-                    duration_s=float(store.meta(vid).duration_s or 0) or None, top_k=top_k, min_score=min_score,
-                    similarity=_similarity_strip(store, vid, visual, audio)))
+                figures.append(
+                    plot_video(
+                        out / "plots" / f"{_safe(vid)}.png",
+                        video_id=vid,
+                        classes=classes,
+                        predictions=[(*d["segment"], d["label"], d["score"]) for d in dets],
+                        duration_s=float(store.meta(vid).duration_s or 0) or None,
+                        top_k=top_k,
+                        min_score=min_score,
+                        similarity=_similarity_strip(store, vid, visual, audio),
+                    )
+                )
     return {"version": "avel-predict", "results": results}, figures
 
 
@@ -181,33 +224,60 @@ def _predict_ave(card, model, store, video_ids, stats, device, out, plots):
     labels: dict[str, list[dict]] = {}
     figures: list[Path] = []
     for vid in video_ids:
-        arrays = align_rows(vid, {"v": _standardize(store.read(vid, vname), stats.get(vname)),
-                                  "a": _standardize(store.read(vid, aname), stats.get(aname))})
+        arrays = align_rows(
+            vid,
+            {
+                "v": _standardize(store.read(vid, vname), stats.get(vname)),
+                "a": _standardize(store.read(vid, aname), stats.get(aname)),
+            },
+        )
         v, a = arrays["v"].astype(np.float32), arrays["a"].astype(np.float32)
         n = v.shape[0]
         start_s, end_s = store.times(vid, vname)
         preds: list[int] = []
         for k in range(0, n, 10):
             idx = np.minimum(np.arange(k, k + 10), n - 1)
-            batch = {"sample_ids": [vid], "video_ids": [vid], "visual": torch.from_numpy(v[idx])[None].to(device),
-                     "audio": torch.from_numpy(a[idx])[None].to(device),
-                     "segment_labels": torch.full((1, 10), bg if bg is not None else 0, device=device),
-                     "video_labels": torch.zeros(1, len(classes), device=device),
-                     "is_background_video": torch.tensor([False])}
+            batch = {
+                "sample_ids": [vid],
+                "video_ids": [vid],
+                "visual": torch.from_numpy(v[idx])[None].to(device),
+                "audio": torch.from_numpy(a[idx])[None].to(device),
+                "segment_labels": torch.full((1, 10), bg if bg is not None else 0, device=device),
+                "video_labels": torch.zeros(1, len(classes), device=device),
+                "is_background_video": torch.tensor([False]),
+            }
             with torch.no_grad():
                 pred = model.predict(model(batch), batch)
             if isinstance(pred, dict):
-                raise PredictError("this AVE model is a cross-modal localization (CML) model: it matches clips "
-                                   "across modalities and gives no per-second labels")
+                raise PredictError(
+                    "this AVE model is a cross-modal localization (CML) model: it matches clips "
+                    "across modalities and gives no per-second labels"
+                )
             preds += [int(x) for x in torch.as_tensor(pred).reshape(-1)[: min(10, n - k)].tolist()]
-        labels[vid] = [{"start_s": float(s), "end_s": float(e), "label": classes[p] if p < len(classes) else
-                        "background", "label_id": p} for s, e, p in zip(start_s[:n], end_s[:n], preds)]
+        labels[vid] = [
+            {
+                "start_s": float(s),
+                "end_s": float(e),
+                "label": classes[p] if p < len(classes) else "background",
+                "label_id": p,
+            }
+            for s, e, p in zip(start_s[:n], end_s[:n], preds)
+        ]
         if plots:
             from avel.models.figures import plot_video
 
             events = [(float(s), float(e), p, 1.0) for s, e, p in zip(start_s[:n], end_s[:n], preds) if p != bg]
-            figures.append(plot_video(out / "plots" / f"{_safe(vid)}.png", video_id=vid, classes=classes,
-                                      predictions=events, duration_s=float(end_s[n - 1]), top_k=n, min_score=0.0))
+            figures.append(
+                plot_video(
+                    out / "plots" / f"{_safe(vid)}.png",
+                    video_id=vid,
+                    classes=classes,
+                    predictions=events,
+                    duration_s=float(end_s[n - 1]),
+                    top_k=n,
+                    min_score=0.0,
+                )
+            )
     return {"version": "avel-predict-ave", "labels": labels}, figures
 
 

@@ -11,6 +11,7 @@ With ``distributed.workers > 1`` (or ``use_ray=True``) the same
 :func:`avel.training.fit.fit_and_test` runs in every Ray Train worker
 (:mod:`avel.training.distributed`); the run directory is the same.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,13 +30,28 @@ from avel.training.fit import (
 from avel.training.trainer import Trainer
 
 # the library entry points of a run (fit_and_test and its steps live in avel.training.fit)
-__all__ = ["check_splits", "fit_and_test", "load_annotations", "make_task", "random_weight_streams", "resolve_model_options",
-           "train"]
+__all__ = [
+    "check_splits",
+    "fit_and_test",
+    "load_annotations",
+    "make_task",
+    "random_weight_streams",
+    "resolve_model_options",
+    "train",
+]
 
 
-def train(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: str | Path,
-          resume: str | Path | None = None, progress: Callable[[dict], None] | None = None,
-          on_step: Callable[[Trainer], None] | None = None, use_ray: bool | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    *,
+    store: str | Path,
+    annotations: str | Path,
+    out: str | Path,
+    resume: str | Path | None = None,
+    progress: Callable[[dict], None] | None = None,
+    on_step: Callable[[Trainer], None] | None = None,
+    use_ray: bool | None = None,
+) -> dict[str, Any]:
     """Fit, select on validation, evaluate the best checkpoint on test; returns a summary.
 
     Args:
@@ -55,7 +71,9 @@ def train(cfg: TrainConfig, *, store: str | Path, annotations: str | Path, out: 
     if use_ray:
         from avel.training.distributed import train_distributed
 
-        return train_distributed(cfg, store=store, annotations=annotations, out=out, resume=resume,
-                                 progress=progress, on_step=on_step)
-    return fit_and_test(cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress,
-                        on_step=on_step)
+        return train_distributed(
+            cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress, on_step=on_step
+        )
+    return fit_and_test(
+        cfg, store=store, annotations=annotations, out=out, resume=resume, progress=progress, on_step=on_step
+    )

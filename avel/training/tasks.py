@@ -4,6 +4,7 @@ A task turns a store + annotations into datasets, tells the model builder what t
 dictates (input dims from the store manifest, classes from the annotations, sequence length),
 evaluates a model on a split and writes its predictions.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,22 +42,39 @@ class DenseTask:
 
     def build_datasets(self, cfg: TrainConfig) -> dict[str, DenseFeatureDataset]:
         d = cfg.data
-        common = dict(visual_streams=d.visual_streams, audio_streams=d.audio_streams, max_seq_len=d.max_seq_len,
-                      stats=_train_stats(self.store, self.annotations, cfg, d.visual_streams + d.audio_streams))
+        common = dict(
+            visual_streams=d.visual_streams,
+            audio_streams=d.audio_streams,
+            max_seq_len=d.max_seq_len,
+            stats=_train_stats(self.store, self.annotations, cfg, d.visual_streams + d.audio_streams),
+        )
         crop: tuple[float, float] | None = None
         if d.crop_ratio:
             low, high = d.crop_ratio  # (min, max) fraction kept
             crop = (float(low), float(high))
-        out = {"train": DenseFeatureDataset(self.store, self.annotations, subset=d.train_subset, training=True,
-                                            crop_ratio=crop, seed=cfg.seed, **common),
-               "validation": DenseFeatureDataset(self.store, self.annotations, subset=d.val_subset, **common)}
+        out = {
+            "train": DenseFeatureDataset(
+                self.store,
+                self.annotations,
+                subset=d.train_subset,
+                training=True,
+                crop_ratio=crop,
+                seed=cfg.seed,
+                **common,
+            ),
+            "validation": DenseFeatureDataset(self.store, self.annotations, subset=d.val_subset, **common),
+        }
         if self.annotations.subset(d.test_subset):
             out["test"] = DenseFeatureDataset(self.store, self.annotations, subset=d.test_subset, **common)
         return out
 
     def model_options(self, cfg: TrainConfig, train_set: DenseFeatureDataset) -> dict[str, Any]:
-        return {"visual_dim": train_set.visual_dim, "audio_dim": train_set.audio_dim,
-                "num_classes": train_set.num_classes, "max_seq_len": cfg.data.max_seq_len}
+        return {
+            "visual_dim": train_set.visual_dim,
+            "audio_dim": train_set.audio_dim,
+            "num_classes": train_set.num_classes,
+            "max_seq_len": cfg.data.max_seq_len,
+        }
 
     def collate(self, dataset: DenseFeatureDataset):
         return dataset.collate
@@ -70,16 +88,18 @@ class DenseTask:
             for vid, dets in zip(batch["video_ids"], preds):
                 entries = results.setdefault(vid, [])
                 for start_s, end_s, label_id, score in dets:
-                    entries.append({"segment": [float(start_s), float(end_s)], "label": int(label_id),
-                                    "score": float(score)})
+                    entries.append(
+                        {"segment": [float(start_s), float(end_s)], "label": int(label_id), "score": float(score)}
+                    )
         return results
 
     def collect(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, list[dict]]:
         """Raw predictions of a shard (see :meth:`predict`)."""
         return self.predict(model, loader, device)
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *,
-                 subset: str) -> tuple[dict[str, Any], Any]:
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, *, subset: str
+    ) -> tuple[dict[str, Any], Any]:
         return self.score([self.predict(model, loader, device)], subset=subset)
 
     def score(self, parts: list[dict[str, list[dict]]], *, subset: str) -> tuple[dict[str, Any], Any]:
@@ -92,16 +112,23 @@ class DenseTask:
                 results.setdefault(vid, []).extend(entries)
         samples = self.annotations.subset(subset)
         ground_truth = {s.video_id: [(g.start_s, g.end_s, g.label_id) for g in s.segments] for s in samples}
-        predictions = {vid: [(e["segment"][0], e["segment"][1], e["label"], e["score"]) for e in entries]
-                       for vid, entries in results.items()}
-        res = evaluate_detection(ground_truth, predictions, num_classes=self.annotations.num_classes,
-                                 subset=list(ground_truth))
+        predictions = {
+            vid: [(e["segment"][0], e["segment"][1], e["label"], e["score"]) for e in entries]
+            for vid, entries in results.items()
+        }
+        res = evaluate_detection(
+            ground_truth, predictions, num_classes=self.annotations.num_classes, subset=list(ground_truth)
+        )
         metrics = {"score": float(res.average_map), "average_mAP": float(res.average_map)}
         for t, m in zip(res.tiou_thresholds, res.map_per_threshold):
             metrics[f"mAP@{t:.1f}"] = float(m)
-        payload = {"version": "avel", "results": {
-            vid: [{**e, "label": self.annotations.classes[e["label"]]} for e in entries]
-            for vid, entries in results.items()}}
+        payload = {
+            "version": "avel",
+            "results": {
+                vid: [{**e, "label": self.annotations.classes[e["label"]]} for e in entries]
+                for vid, entries in results.items()
+            },
+        }
         return metrics, payload
 
     def save_predictions(self, predictions: Any, path: Path) -> None:
@@ -121,11 +148,15 @@ class AveTask:
         d = cfg.data
         if len(d.visual_streams) != 1 or len(d.audio_streams) != 1:
             raise ValueError("the AVE task takes exactly one visual and one audio stream")
-        common = dict(visual_stream=d.visual_streams[0], audio_stream=d.audio_streams[0],
-                      stats=_train_stats(self.store, self.annotations, cfg, d.visual_streams + d.audio_streams))
+        common = dict(
+            visual_stream=d.visual_streams[0],
+            audio_stream=d.audio_streams[0],
+            stats=_train_stats(self.store, self.annotations, cfg, d.visual_streams + d.audio_streams),
+        )
         extra = None
         if d.extra_background_audio:
             import h5py
+
             with h5py.File(d.extra_background_audio, "r") as f:
                 audio = f["avadataset"][()]
             visual = None
@@ -133,9 +164,12 @@ class AveTask:
                 with h5py.File(d.extra_background_visual, "r") as f:
                     visual = f["avadataset"][()]
             extra = (audio, visual)
-        out = {"train": AveFeatureDataset(self.store, self.annotations, subset=d.train_subset,
-                                          extra_background=extra, **common),
-               "validation": AveFeatureDataset(self.store, self.annotations, subset=d.val_subset, **common)}
+        out = {
+            "train": AveFeatureDataset(
+                self.store, self.annotations, subset=d.train_subset, extra_background=extra, **common
+            ),
+            "validation": AveFeatureDataset(self.store, self.annotations, subset=d.val_subset, **common),
+        }
         if self.annotations.subset(d.test_subset):
             out["test"] = AveFeatureDataset(self.store, self.annotations, subset=d.test_subset, **common)
         return out
@@ -144,18 +178,26 @@ class AveTask:
         vspec = self.store.streams[cfg.data.visual_streams[0]]
         aspec = self.store.streams[cfg.data.audio_streams[0]]
         if len(vspec.feature_shape) not in (1, 3):
-            raise ValueError(f"AVE visual stream {cfg.data.visual_streams[0]!r} must hold H x W x C region "
-                             f"features (VGG-19 pool5) or D-dim pooled rows (one region), got shape "
-                             f"{vspec.feature_shape}")
+            raise ValueError(
+                f"AVE visual stream {cfg.data.visual_streams[0]!r} must hold H x W x C region "
+                f"features (VGG-19 pool5) or D-dim pooled rows (one region), got shape "
+                f"{vspec.feature_shape}"
+            )
         h, w, c = vspec.feature_shape if len(vspec.feature_shape) == 3 else (1, 1, vspec.feature_shape[0])
-        return {"visual_dim": c, "num_regions": h * w, "audio_dim": aspec.feature_dim,
-                "num_classes": train_set.num_classes, "background_id": train_set.background_id}
+        return {
+            "visual_dim": c,
+            "num_regions": h * w,
+            "audio_dim": aspec.feature_dim,
+            "num_classes": train_set.num_classes,
+            "background_id": train_set.background_id,
+        }
 
     def collate(self, dataset: AveFeatureDataset):
         return dataset.collate
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *,
-                 subset: str) -> tuple[dict[str, Any], Any]:
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, *, subset: str
+    ) -> tuple[dict[str, Any], Any]:
         """Segment accuracy (fully / weakly supervised: background counted as a class) or, for
         models in the CML setting, A2V / V2A exact-window accuracy (score: their mean)."""
         return self.score([self.collect(model, loader, device)], subset=subset)
@@ -188,15 +230,21 @@ class AveTask:
         masks = [t for part in parts for t in part["masks"]]
         if distances:
             res = cml_accuracy(torch.cat(distances), torch.cat(masks))
-            metrics = {"score": res.average, "a2v_accuracy": res.a2v, "v2a_accuracy": res.v2a,
-                       "cml_videos": res.num_videos, "cml_excluded": res.num_excluded}
+            metrics = {
+                "score": res.average,
+                "a2v_accuracy": res.a2v,
+                "v2a_accuracy": res.v2a,
+                "cml_videos": res.num_videos,
+                "cml_excluded": res.num_excluded,
+            }
             return metrics, {"cml": metrics, "sample_ids": sample_ids}
         pred, labels = torch.cat(seg_preds), torch.cat(seg_labels)
         accuracy = segment_accuracy(pred, labels)
         predictions = dict(zip(sample_ids, pred.tolist()))
-        return ({"score": accuracy, "segment_accuracy": accuracy, "segments": int(labels.numel())},
-                {"segment_predictions": predictions})
+        return (
+            {"score": accuracy, "segment_accuracy": accuracy, "segments": int(labels.numel())},
+            {"segment_predictions": predictions},
+        )
 
     def save_predictions(self, predictions: Any, path: Path) -> None:
         atomic_write_text(path, json.dumps(predictions))
-

@@ -40,6 +40,7 @@ Data parallelism: when ``torch.distributed`` is initialized with more than one p
   interchangeable with single-process ones (resume 1 <-> N workers);
 - per-rank randomness (dropout) is reseeded from (seed, epoch, rank) at every epoch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,11 +49,11 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable, Mapping, Sized
 from contextlib import nullcontext
 from dataclasses import dataclass
-from collections.abc import Mapping, Sized
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
 
 from avel.datasets.fileio import atomic_write
 from avel.training.config import ConfigError, TrainConfig
-
 
 DatasetT = TypeVar("DatasetT", bound=Dataset)
 
@@ -85,8 +85,9 @@ class Task(Protocol[DatasetT]):
     def collate(self, dataset: DatasetT) -> Callable:
         """Collate function for ``dataset``."""
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *,
-                 subset: str) -> tuple[dict[str, Any], Any]:
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, *, subset: str
+    ) -> tuple[dict[str, Any], Any]:
         """Metrics (with a ``"score"`` key, higher is better) and the predictions."""
 
     def collect(self, model: nn.Module, loader: DataLoader, device: torch.device) -> Any:
@@ -155,8 +156,9 @@ class TrainableModel(Protocol):
 def trainable(model: nn.Module) -> TrainableModel:
     """``model`` as a :class:`TrainableModel`; a ``TypeError`` when it lacks ``losses`` / ``predict``."""
     if not isinstance(model, TrainableModel):
-        raise TypeError(f"{type(model).__name__} lacks losses(outputs, batch) / predict(outputs, batch) "
-                        f"(the avel.models protocol)")
+        raise TypeError(
+            f"{type(model).__name__} lacks losses(outputs, batch) / predict(outputs, batch) (the avel.models protocol)"
+        )
     return model
 
 
@@ -240,8 +242,19 @@ class CheckpointError(ValueError):
 # what a checkpoint holds besides tensors: plain containers, numbers and strings (torch's
 # weights-only allow-list) plus numpy arrays, which checkpoints written before the numpy RNG
 # state was stored as a tensor hold (uint32 array reconstruction runs no code).
-CHECKPOINT_KEYS = ("model_spec", "model", "ema", "optimizer", "scaler", "step", "epoch", "best_score",
-                   "best_epoch", "history", "rng")
+CHECKPOINT_KEYS = (
+    "model_spec",
+    "model",
+    "ema",
+    "optimizer",
+    "scaler",
+    "step",
+    "epoch",
+    "best_score",
+    "best_epoch",
+    "history",
+    "rng",
+)
 
 
 def _numpy_safe_globals() -> list:
@@ -249,8 +262,9 @@ def _numpy_safe_globals() -> list:
     return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
-def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", keys: tuple[str, ...] = CHECKPOINT_KEYS
-                    ) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, *, map_location: Any = "cpu", keys: tuple[str, ...] = CHECKPOINT_KEYS
+) -> dict[str, Any]:
     """Load a training checkpoint (``last.pt`` / ``best.pt``) with ``torch.load(weights_only=True)``.
 
     Only tensors, plain containers, numbers, strings and numpy arrays are unpickled: a file
@@ -274,14 +288,19 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", keys: tuple[
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         reason = str(e).strip().splitlines()
-        detail = next((ln.strip() for ln in reason if "GLOBAL" in ln or "Unsupported" in ln), reason[0] if reason else "")
-        raise CheckpointError(f"{path}: refused: the checkpoint holds objects outside the weights-only allow-list "
-                              f"(tensors, containers, numbers, strings): {detail[:300]}; avel checkpoints never do, "
-                              f"so this file was not written by avel training") from None
+        detail = next(
+            (ln.strip() for ln in reason if "GLOBAL" in ln or "Unsupported" in ln), reason[0] if reason else ""
+        )
+        raise CheckpointError(
+            f"{path}: refused: the checkpoint holds objects outside the weights-only allow-list "
+            f"(tensors, containers, numbers, strings): {detail[:300]}; avel checkpoints never do, "
+            f"so this file was not written by avel training"
+        ) from None
     except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
         first = str(e).strip().splitlines()
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: "
-                              f"{first[0][:300] if first else ''})") from None
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first[0][:300] if first else ''})"
+        ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
     missing = [k for k in keys if k not in ckpt]
@@ -321,8 +340,17 @@ class Trainer:
     the world size.
     """
 
-    def __init__(self, cfg: TrainConfig, *, task: Task[Any], model: nn.Module, model_spec: dict[str, Any],
-                 datasets: Mapping[str, Dataset], out_dir: str | Path, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        task: Task[Any],
+        model: nn.Module,
+        model_spec: dict[str, Any],
+        datasets: Mapping[str, Dataset],
+        out_dir: str | Path,
+        device: torch.device | None = None,
+    ) -> None:
         self.cfg = cfg
         self.task = task
         self.device = device if device is not None else resolve_device(cfg.device)
@@ -331,8 +359,10 @@ class Trainer:
         self.datasets = datasets
         for split in ("train", "validation"):
             if split in datasets and num_samples(datasets[split]) == 0:
-                raise ValueError(f"the {split} split is empty: training needs samples in it (the best checkpoint "
-                                 f"is chosen on validation)")
+                raise ValueError(
+                    f"the {split} split is empty: training needs samples in it (the best checkpoint "
+                    f"is chosen on validation)"
+                )
         self.out_dir = Path(out_dir)
         self.rank, self.world_size = world()
         self.is_main = self.rank == 0
@@ -347,8 +377,10 @@ class Trainer:
         n_train = num_samples(datasets["train"])
         if self.world_size > 1:
             if o.batch_size % self.world_size:
-                raise ConfigError(f"optim.batch_size {o.batch_size} is the global batch and must be divisible by "
-                                  f"the {self.world_size} workers")
+                raise ConfigError(
+                    f"optim.batch_size {o.batch_size} is the global batch and must be divisible by "
+                    f"the {self.world_size} workers"
+                )
             if n_train < self.world_size:
                 raise ConfigError(f"{n_train} training samples cannot be shared by {self.world_size} workers")
             missing = [m for m in ("collect", "score") if not callable(getattr(task, m, None))]
@@ -357,8 +389,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward_model = DistributedDataParallel(
-                self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.distributed.find_unused_parameters)
+                self.model,
+                device_ids=[self.device] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.distributed.find_unused_parameters,
+            )
             # a last global batch smaller than the world size is skipped (see rank_batches)
             self.steps_per_epoch = max(1, n_train // o.batch_size + (n_train % o.batch_size >= self.world_size))
         else:
@@ -367,7 +401,7 @@ class Trainer:
         self.warmup_steps = self.steps_per_epoch * o.warmup_epochs
         self.ema = ModelEma(self.model, o.ema_decay) if o.ema_decay else None
         self.use_amp = bool(cfg.amp and self.device.type == "cuda")
-        self.amp_dtype = (torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16)
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.step = 0
         self.epoch = 0
@@ -375,7 +409,7 @@ class Trainer:
         self.best_epoch = -1
         self.history: list[dict[str, Any]] = []
         self._tb: SummaryWriter | None = None
-        self._on_step: Callable[["Trainer"], None] | None = None
+        self._on_step: Callable[[Trainer], None] | None = None
 
     # -- data ------------------------------------------------------------------------------
     def loader(self, split: str, *, shuffle: bool, epoch: int = 0) -> DataLoader:
@@ -384,18 +418,28 @@ class Trainer:
             ds.set_epoch(epoch)
         generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
         return DataLoader(
-            ds, batch_size=self.cfg.optim.batch_size, shuffle=shuffle, drop_last=False,
-            collate_fn=self.task.collate(ds), num_workers=self.cfg.data.num_workers,
-            pin_memory=self.device.type == "cuda", generator=generator,
-            persistent_workers=False)
+            ds,
+            batch_size=self.cfg.optim.batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            collate_fn=self.task.collate(ds),
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=generator,
+            persistent_workers=False,
+        )
 
     def global_batches(self, epoch: int) -> list[list[int]]:
         """Training-set indices of every batch of ``epoch`` as the single-process training
         loader draws them: the same sampler and generator, run over the bare indices."""
-        order = DataLoader(_Indices(num_samples(self.datasets["train"])), batch_size=self.cfg.optim.batch_size,
-                           shuffle=True,
-                           drop_last=False, generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
-                           collate_fn=list)
+        order = DataLoader(
+            _Indices(num_samples(self.datasets["train"])),
+            batch_size=self.cfg.optim.batch_size,
+            shuffle=True,
+            drop_last=False,
+            generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
+            collate_fn=list,
+        )
         return [[int(i) for i in batch] for batch in order]
 
     def rank_batches(self, epoch: int) -> list[tuple[list[int], int]]:
@@ -414,9 +458,14 @@ class Trainer:
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(self.epoch)
         return DataLoader(
-            ds, batch_sampler=[indices for indices, _ in shares], collate_fn=self.task.collate(ds),
-            num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + self.epoch), persistent_workers=False)
+            ds,
+            batch_sampler=[indices for indices, _ in shares],
+            collate_fn=self.task.collate(ds),
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + self.epoch),
+            persistent_workers=False,
+        )
 
     # -- logging -----------------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
@@ -428,6 +477,7 @@ class Trainer:
         if self.cfg.tensorboard:
             if self._tb is None:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("time", "epoch", "step"):
@@ -448,8 +498,7 @@ class Trainer:
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "history": self.history,
-            "rng": {"python": random.getstate(), "numpy": _numpy_rng_state(),
-                    "torch": torch.get_rng_state()},
+            "rng": {"python": random.getstate(), "numpy": _numpy_rng_state(), "torch": torch.get_rng_state()},
         }
 
     def save(self, name: str) -> Path:
@@ -481,11 +530,13 @@ class Trainer:
     def _set_lr(self) -> float:
         o = self.cfg.optim
         if o.schedule == "step":
-            mult = warmup_step(self.step, warmup_steps=self.warmup_steps, step_size=o.step_size_steps,
-                               gamma=o.step_gamma)
+            mult = warmup_step(
+                self.step, warmup_steps=self.warmup_steps, step_size=o.step_size_steps, gamma=o.step_gamma
+            )
         else:
-            mult = warmup_cosine(self.step, warmup_steps=self.warmup_steps, total_steps=self.total_steps,
-                                 eta_min_ratio=o.eta_min_ratio)
+            mult = warmup_cosine(
+                self.step, warmup_steps=self.warmup_steps, total_steps=self.total_steps, eta_min_ratio=o.eta_min_ratio
+            )
         lr = self.cfg.optim.lr * mult
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -496,8 +547,9 @@ class Trainer:
         of the weighted rank losses (what the averaged gradient is the gradient of)."""
         if self.world_size == 1:
             return {k: float(v.detach()) for k, v in losses.items()}
-        values = torch.tensor([float(v.detach()) * weight for v in losses.values()], dtype=torch.float64,
-                              device=self.device)
+        values = torch.tensor(
+            [float(v.detach()) * weight for v in losses.values()], dtype=torch.float64, device=self.device
+        )
         dist.all_reduce(values)
         return dict(zip(losses, (values / self.world_size).tolist()))
 
@@ -518,7 +570,7 @@ class Trainer:
         for batch, weight in zip(loader, weights):
             batch = move_to(batch, self.device)
             lr = self._set_lr()
-            autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp else nullcontext())
+            autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp else nullcontext()
             with autocast:
                 outputs = self.forward_model(batch)
                 losses = trainable(self.model).losses(outputs, batch)
@@ -560,9 +612,14 @@ class Trainer:
         else:
             ds = self.datasets[split]
             start, end = shard_bounds(num_samples(ds), self.rank, self.world_size)
-            loader = DataLoader(Subset(ds, range(start, end)), batch_size=self.cfg.optim.batch_size, shuffle=False,
-                                collate_fn=self.task.collate(ds), num_workers=self.cfg.data.num_workers,
-                                pin_memory=self.device.type == "cuda")
+            loader = DataLoader(
+                Subset(ds, range(start, end)),
+                batch_size=self.cfg.optim.batch_size,
+                shuffle=False,
+                collate_fn=self.task.collate(ds),
+                num_workers=self.cfg.data.num_workers,
+                pin_memory=self.device.type == "cuda",
+            )
             with torch.no_grad():
                 part = self.task.collect(model, loader, self.device)
             parts: list[Any] = [None] * self.world_size
@@ -571,12 +628,17 @@ class Trainer:
         if not self.is_main:
             return metrics
         self.task.save_predictions(predictions, self.out_dir / f"predictions_{split}.json")
-        (self.out_dir / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=1, sort_keys=True,
-                                                                       default=float))
+        (self.out_dir / f"metrics_{split}.json").write_text(
+            json.dumps(metrics, indent=1, sort_keys=True, default=float)
+        )
         return metrics
 
-    def fit(self, *, progress: Callable[[dict[str, Any]], None] | None = None,
-            on_step: Callable[["Trainer"], None] | None = None) -> FitResult:
+    def fit(
+        self,
+        *,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        on_step: Callable[[Trainer], None] | None = None,
+    ) -> FitResult:
         """Train until ``optim.epochs``, validating every ``eval_every_epochs``.
 
         Args:
@@ -590,8 +652,11 @@ class Trainer:
             t0 = time.perf_counter()
             train_losses = self.train_epoch()
             self.epoch += 1  # epochs completed
-            record: dict[str, Any] = {"kind": "epoch", **{f"train_{k}": v for k, v in train_losses.items()},
-                                      "seconds": time.perf_counter() - t0}
+            record: dict[str, Any] = {
+                "kind": "epoch",
+                **{f"train_{k}": v for k, v in train_losses.items()},
+                "seconds": time.perf_counter() - t0,
+            }
             if self.epoch % self.cfg.eval_every_epochs == 0 or self.epoch == self.cfg.optim.epochs:
                 metrics = self.evaluate("validation")
                 record.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -609,4 +674,3 @@ class Trainer:
         if self.world_size > 1:
             dist.barrier()  # rank 0's checkpoints are complete before any rank reads them
         return FitResult(self.best_epoch, self.best_score, self.epoch, self.history)
-

@@ -7,13 +7,15 @@ digest). Weights too large to store are regenerated from the seed by :func:`seed
 depends only on ``(key, shape)`` pairs and the seed, and checked against the recorded digest, so a
 test rebuilds bit for bit the checkpoint file the reference ran.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +30,9 @@ def state_spec(state: Mapping[str, torch.Tensor]) -> list[list[Any]]:
     return [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in state.items()]
 
 
-def seeded_state(spec: Sequence[Sequence[Any]], seed: int,
-                 stored: Mapping[str, np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+def seeded_state(
+    spec: Sequence[Sequence[Any]], seed: int, stored: Mapping[str, np.ndarray] | None = None
+) -> dict[str, torch.Tensor]:
     """Random weights from ``(key, shape, dtype)`` and a seed, in the spec's order.
 
     Rule by key: conv / linear weights (ndim >= 2) ``N(0, 2 / fan_in)``; 1-D ``weight``
@@ -68,8 +71,9 @@ def state_digest(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def write_fixture(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
-                  out_dir: Path | None = None) -> Path:
+def write_fixture(
+    name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], out_dir: Path | None = None
+) -> Path:
     """``<name>.npz`` (compressed) + ``<name>.json`` in ``out_dir`` (default :data:`FIXTURE_DIR`,
     which ``record.py --out`` changes); returns the npz path."""
     out_dir = out_dir or FIXTURE_DIR
@@ -95,9 +99,15 @@ def fixture_names(fixture_dir: Path = FIXTURE_DIR) -> list[str]:
     return sorted(p.stem for p in fixture_dir.glob("*.json"))
 
 
-def rebuild_checkpoint(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], path: Path,
-                       *, entry: str = "weights", tamper: Callable[[dict], None] | None = None,
-                       wrap: str | None = None) -> Path:
+def rebuild_checkpoint(
+    meta: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    path: Path,
+    *,
+    entry: str = "weights",
+    tamper: Callable[[dict], None] | None = None,
+    wrap: str | None = None,
+) -> Path:
     """Write the checkpoint file the reference ran (``meta[entry]``: spec, seed, digest, stored
     keys with arrays ``<entry>/<key>``) to ``path``; raise if the digest differs. ``tamper``
     may change the state dict after the check (tests that show a wrong weight is caught).
@@ -112,8 +122,10 @@ def rebuild_checkpoint(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
     state.update({k: state[v] for k, v in w.get("aliases", {}).items()})  # keys sharing one tensor
     digest = state_digest(state)
     if digest != w["digest"]:
-        raise AssertionError(f"{path.name}: regenerated weights differ from the recorded ones (digest {digest} "
-                             f"vs {w['digest']}); this torch draws other random numbers: re-record")
+        raise AssertionError(
+            f"{path.name}: regenerated weights differ from the recorded ones (digest {digest} "
+            f"vs {w['digest']}); this torch draws other random numbers: re-record"
+        )
     if tamper is not None:
         tamper(state)
     path.parent.mkdir(parents=True, exist_ok=True)

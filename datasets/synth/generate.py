@@ -28,6 +28,7 @@ and renamed, so an interrupted run never leaves a truncated mp4 under a final na
 regenerates every file (deterministically, so the result is identical) and first deletes the
 hidden temp files (``videos/.*.tmp.mp4``) an interrupted run may have left.
 """
+
 from __future__ import annotations
 
 import fractions
@@ -35,9 +36,9 @@ import json
 import math
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -116,8 +117,7 @@ class SynthConfig:
             raise ValueError(f"split fractions must be >= 0 and sum to 1, got {self.split}")
         max_classes = 28 if self.kind == "ave" else 36
         if not 1 <= self.num_classes <= max_classes:
-            raise ValueError(f"num_classes must be in 1..{max_classes} for kind {self.kind!r}, "
-                             f"got {self.num_classes}")
+            raise ValueError(f"num_classes must be in 1..{max_classes} for kind {self.kind!r}, got {self.num_classes}")
         if not 1 <= self.events_min <= self.events_max:
             raise ValueError(f"need 1 <= events_min <= events_max, got {self.events_min}, {self.events_max}")
         probs = (self.p_short, self.p_medium, self.p_long, self.p_whole)
@@ -126,8 +126,10 @@ class SynthConfig:
         if self.visual_distractors_max < 0 or self.audio_distractors_max < 0:
             raise ValueError("visual_distractors_max and audio_distractors_max must be >= 0")
         if self.background_videos < 0 or (self.background_videos and self.kind != "ave"):
-            raise ValueError(f"background_videos must be >= 0 and needs kind 'ave', got {self.background_videos} "
-                             f"for kind {self.kind!r}")
+            raise ValueError(
+                f"background_videos must be >= 0 and needs kind 'ave', got {self.background_videos} "
+                f"for kind {self.kind!r}"
+            )
         if not 0 <= self.second_row_fraction <= 1:
             raise ValueError(f"second_row_fraction must be in [0, 1], got {self.second_row_fraction}")
         if self.size < 16 or self.size % 2:
@@ -165,8 +167,11 @@ class VideoPlan:
 # Timelines
 # ---------------------------------------------------------------------------------------
 def _event_duration(cfg: SynthConfig, rng: np.random.Generator, video_s: float) -> float:
-    kind = rng.choice(4, p=np.array([cfg.p_short, cfg.p_medium, cfg.p_long, cfg.p_whole]) /
-                      (cfg.p_short + cfg.p_medium + cfg.p_long + cfg.p_whole))
+    kind = rng.choice(
+        4,
+        p=np.array([cfg.p_short, cfg.p_medium, cfg.p_long, cfg.p_whole])
+        / (cfg.p_short + cfg.p_medium + cfg.p_long + cfg.p_whole),
+    )
     if kind == 0:
         return float(rng.uniform(0.4, 1.5))
     if kind == 1:
@@ -190,12 +195,14 @@ def _place(rng: np.random.Generator, taken: list[tuple[float, float]]) -> tuple[
 def _occ(rng, c, start, end, visual, audio, labelled, taken) -> Occurrence:
     x, y = _place(rng, taken)
     taken.append((x, y))
-    return Occurrence(int(c), round(start, 3), round(end, 3), visual, audio, labelled, x, y,
-                      float(rng.uniform(0.09, 0.14)))
+    return Occurrence(
+        int(c), round(start, 3), round(end, 3), visual, audio, labelled, x, y, float(rng.uniform(0.09, 0.14))
+    )
 
 
-def _distractors(cfg: SynthConfig, rng: np.random.Generator, event_classes: np.ndarray,
-                 taken: list[tuple[float, float]], span) -> list[Occurrence]:
+def _distractors(
+    cfg: SynthConfig, rng: np.random.Generator, event_classes: np.ndarray, taken: list[tuple[float, float]], span
+) -> list[Occurrence]:
     """Unlabelled visual-only then audio-only occurrences of classes without an event in the
     video; ``span()`` draws each one's (start_s, end_s)."""
     others = [c for c in range(cfg.num_classes) if c not in set(event_classes.tolist())]
@@ -220,6 +227,7 @@ def plan_unav_video(cfg: SynthConfig, rng: np.random.Generator, video_id: str, s
         length = min(_event_duration(cfg, rng, duration), duration)
         start = 0.0 if length >= duration else float(rng.uniform(0, duration - length))
         occs.append(_occ(rng, c, start, start + length, True, True, True, taken))
+
     def span() -> tuple[float, float]:
         length = min(float(rng.uniform(0.5, 6.0)), duration)
         start = float(rng.uniform(0, duration - length))
@@ -275,8 +283,9 @@ def plan_dataset(cfg: SynthConfig) -> tuple[list[ClassSignature], list[VideoPlan
         planner = plan_unav_video if cfg.kind == "unav100" else plan_ave_video
         plans.append(planner(cfg, vrng, vid, subsets[i]))
     for j in range(cfg.background_videos):  # after the annotated videos: their plans do not change
-        plans.append(plan_ave_background_video(cfg, np.random.default_rng([cfg.seed, 2, j]),
-                                               f"bg{cfg.seed:03d}{j:05d}"))
+        plans.append(
+            plan_ave_background_video(cfg, np.random.default_rng([cfg.seed, 2, j]), f"bg{cfg.seed:03d}{j:05d}")
+        )
     return sigs, plans
 
 
@@ -364,7 +373,7 @@ def write_mp4(path: Path, frames, audio: np.ndarray, cfg: SynthConfig) -> None:
                 container.mux(packet)
             step = 1024
             for k in range(0, len(audio), step):
-                af = av.AudioFrame.from_ndarray(audio[None, k:k + step], format="fltp", layout="mono")
+                af = av.AudioFrame.from_ndarray(audio[None, k : k + step], format="fltp", layout="mono")
                 af.sample_rate = cfg.sample_rate
                 af.pts, af.time_base = k, fractions.Fraction(1, cfg.sample_rate)
                 for packet in a.encode(af):
@@ -373,6 +382,7 @@ def write_mp4(path: Path, frames, audio: np.ndarray, cfg: SynthConfig) -> None:
                 container.mux(packet)
         finally:
             container.close()
+
     atomic_write(path, encode, durable=False)  # a rerun regenerates videos
 
 
@@ -402,8 +412,9 @@ def annotation_set(cfg: SynthConfig, sigs: list[ClassSignature], plans: list[Vid
     return AnnotationSet("ave", order, samples, background_id=len(order))
 
 
-def generate(cfg: SynthConfig, out_dir: str | os.PathLike, *, workers: int = 1,
-             progress: Callable[[int], object] | None = None) -> AnnotationSet:
+def generate(
+    cfg: SynthConfig, out_dir: str | os.PathLike, *, workers: int = 1, progress: Callable[[int], object] | None = None
+) -> AnnotationSet:
     """Write ``out_dir/videos/<id>.mp4``, the annotation files, ``synth.json`` and (with
     ``background_videos``) ``background_videos.txt``; ``progress`` gets the number of videos
     done (annotated plus background)."""
@@ -440,8 +451,14 @@ def generate(cfg: SynthConfig, out_dir: str | os.PathLike, *, workers: int = 1,
         "config": {**asdict(cfg), "split": list(cfg.split)},
         "classes": [s.to_dict() for s in sigs],
         "label_ids": {s.name: ann.classes.index(s.name) for s in sigs},
-        "videos": {p.video_id: {"duration_s": p.duration_s, "subset": p.subset,
-                                "occurrences": [asdict(o) for o in p.occurrences]} for p in plans},
+        "videos": {
+            p.video_id: {
+                "duration_s": p.duration_s,
+                "subset": p.subset,
+                "occurrences": [asdict(o) for o in p.occurrences],
+            }
+            for p in plans
+        },
     }
     (out / "synth.json").write_text(json.dumps(meta, indent=1))
     return ann

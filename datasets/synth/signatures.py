@@ -11,6 +11,7 @@ Signatures are deterministic functions of the class index and the seed, built so
 classes share the same (shape, colour) or the same (timbre, frequency). Frequencies are spread
 on a log scale between 220 and 3,500 Hz, well inside the VGGish band (125-7,500 Hz).
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -64,16 +65,16 @@ def make_signatures(num_classes: int, seed: int) -> list[ClassSignature]:
 
 
 def color_name(hue: float) -> str:
-    names = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure", "blue", "violet",
-             "magenta", "pink")
+    names = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure", "blue", "violet", "magenta", "pink")
     return names[int(hue * len(names)) % len(names)]
 
 
 # ---------------------------------------------------------------------------------------
 # Audio
 # ---------------------------------------------------------------------------------------
-def render_sound(sig: ClassSignature, num_samples: int, sample_rate: int, rng: np.random.Generator,
-                 phase_s: float = 0.0) -> np.ndarray:
+def render_sound(
+    sig: ClassSignature, num_samples: int, sample_rate: int, rng: np.random.Generator, phase_s: float = 0.0
+) -> np.ndarray:
     """The class's sound for ``num_samples`` samples (unit-ish amplitude, float32)."""
     t = phase_s + np.arange(num_samples) / sample_rate
     f = sig.freq_hz
@@ -102,7 +103,7 @@ def fade(n: int, sample_rate: int, fade_s: float = 0.01) -> np.ndarray:
     env = np.ones(n, np.float32)
     ramp = 0.5 - 0.5 * np.cos(np.linspace(0, math.pi, k))
     env[:k] = ramp
-    env[n - k:] = ramp[::-1]
+    env[n - k :] = ramp[::-1]
     return env
 
 

@@ -23,13 +23,15 @@ or a hub / library weight name (downloaded by the library where there is interne
 directory or a hub name ``weights_sha256`` is ``state:<sha256>`` over the loaded tensors
 (:func:`state_sha256`). Random weights only through ``random_init`` (``"random"``).
 """
+
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,8 +77,9 @@ def pool_frames(x: torch.Tensor, pooling: str) -> torch.Tensor:
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
-def strip_classifier(model: nn.Module, attrs: tuple[str, ...] = ("fc", "heads", "head", "classifier")
-                     ) -> tuple[int, str]:
+def strip_classifier(
+    model: nn.Module, attrs: tuple[str, ...] = ("fc", "heads", "head", "classifier")
+) -> tuple[int, str]:
     """Replace the model's final classification layer by ``Identity``; returns the feature width
     and the state-dict prefix of the removed layer (``"fc."``; a checkpoint's keys under it are
     checked out of the comparison and not loaded).
@@ -85,8 +88,9 @@ def strip_classifier(model: nn.Module, attrs: tuple[str, ...] = ("fc", "heads", 
     ``Sequential`` ending in one (torchvision: ResNet ``fc``, ViT ``heads``, MViT / Swin3D
     ``head``, S3D / ConvNeXt / EfficientNet ``classifier``).
     """
+
     def prefix(parent: nn.Module, key: str) -> str:
-        return (f"{attr}.{key}." if parent is not model else f"{key}.")
+        return f"{attr}.{key}." if parent is not model else f"{key}."
 
     for attr in attrs:
         mod = getattr(model, attr, None)
@@ -117,7 +121,10 @@ def tensor_transform_ops(transform: Any) -> list[Any]:
         if name in ("ToTensor", "MaybeToTensor", "_convert_to_rgb", "convert_to_rgb", "PILToTensor"):
             continue
         if not isinstance(op, (T.Resize, T.CenterCrop, T.Normalize)) and type(op).__name__ not in (
-                "ResizeKeepRatio", "CenterCropOrPad", "ResizeMaxSize"):
+            "ResizeKeepRatio",
+            "CenterCropOrPad",
+            "ResizeMaxSize",
+        ):
             raise ValueError(f"cannot run preprocessing step {op!r} on tensors; use preprocessing='pil'")
         keep.append(op)
     return keep
@@ -182,16 +189,25 @@ class FamilyExtractor(Extractor):
         state = load_weights_file(p)
         with torch.device("meta"):
             module = cls(cfg)
-        missing, unexpected, mismatched = W.compare_state_dicts(module.library_state().state_dict(), state,
-                                                                ignore_prefixes=module.ignored_prefixes)
+        missing, unexpected, mismatched = W.compare_state_dicts(
+            module.library_state().state_dict(), state, ignore_prefixes=module.ignored_prefixes
+        )
         state = {k: v for k, v in state.items() if not k.startswith(module.ignored_prefixes)}
-        return CheckpointReport(extractor=cls.name, files={"model": p}, expected_files={"model": p.name},
-                                sha256={"model": W.sha256_file(p)}, missing=missing, unexpected=unexpected,
-                                mismatched=mismatched, state=state)
+        return CheckpointReport(
+            extractor=cls.name,
+            files={"model": p},
+            expected_files={"model": p.name},
+            sha256={"model": W.sha256_file(p)},
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+            state=state,
+        )
 
     @classmethod
-    def from_checkpoint(cls, path: Any, *, device: str | torch.device = "cpu", preset: str = "full",
-                        **config: Any) -> "FamilyExtractor":
+    def from_checkpoint(
+        cls, path: Any, *, device: str | torch.device = "cpu", preset: str = "full", **config: Any
+    ) -> FamilyExtractor:
         """Weights from a state dict file (verified, file sha256 recorded), else via the library
         (a directory or hub name; ``state:<sha256>`` recorded)."""
         cfg = cls.make_config(preset, **config)
@@ -231,6 +247,18 @@ def frames_to_pil(frames: torch.Tensor) -> list[Any]:
     return [Image.fromarray(np.ascontiguousarray(f), "RGB") for f in arr]
 
 
-__all__ = ["FamilyExtractor", "POOLINGS", "RANDOM_WEIGHTS", "ExtractorConfig", "check_pooling", "frames_to_pil",
-           "guard_local_datasets_folder", "load_weights_file", "pool_frames", "state_sha256", "strip_classifier",
-           "tensor_transform_ops", "uint8_frames_to_unit"]
+__all__ = [
+    "FamilyExtractor",
+    "POOLINGS",
+    "RANDOM_WEIGHTS",
+    "ExtractorConfig",
+    "check_pooling",
+    "frames_to_pil",
+    "guard_local_datasets_folder",
+    "load_weights_file",
+    "pool_frames",
+    "state_sha256",
+    "strip_classifier",
+    "tensor_transform_ops",
+    "uint8_frames_to_unit",
+]

@@ -14,6 +14,7 @@ torchaudio pipelines (``torchaudio_audio``: ``WAV2VEC2_*``, ``HUBERT_*``, ``WAVL
 
 Layouts: windows are float32 mono ``B x window_samples``; ``forward`` returns ``B x D``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,12 +64,25 @@ class HFAudio(FamilyExtractor):
     name = "hf_audio"
     modality = "audio"
     config_cls = HFAudioConfig
-    presets = {"full": {},
-               "tiny": {"window_s": 0.5, "hop_s": 0.5,
-                        "architecture": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                         "intermediate_size": 64, "num_mel_bins": 16, "max_length": 48,
-                                         "patch_size": 8, "frequency_stride": 8, "time_stride": 8},
-                        "processor": {"num_mel_bins": 16, "max_length": 48}}}
+    presets = {
+        "full": {},
+        "tiny": {
+            "window_s": 0.5,
+            "hop_s": 0.5,
+            "architecture": {
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "num_mel_bins": 16,
+                "max_length": 48,
+                "patch_size": 8,
+                "frequency_stride": 8,
+                "time_stride": 8,
+            },
+            "processor": {"num_mel_bins": 16, "max_length": 48},
+        },
+    }
 
     model: Any  # the library's model: its own attributes (config, encode_text, ...)
 
@@ -91,8 +105,9 @@ class HFAudio(FamilyExtractor):
     def _check_rate(self) -> None:
         rate = int(getattr(self.processor, "sampling_rate", self.config.sample_rate))
         if rate != self.config.sample_rate:
-            raise ValueError(f"hf_audio: the feature extractor expects {rate} Hz, config sample_rate is "
-                             f"{self.config.sample_rate}")
+            raise ValueError(
+                f"hf_audio: the feature extractor expects {rate} Hz, config sample_rate is {self.config.sample_rate}"
+            )
 
     def load_pretrained(self, source: str) -> None:
         """``source``: a ``save_pretrained`` directory or a hub id holding model and feature extractor."""
@@ -166,12 +181,22 @@ class TorchaudioAudio(FamilyExtractor):
     name = "torchaudio_audio"
     modality = "audio"
     config_cls = TorchaudioConfig
-    presets = {"full": {},
-               "tiny": {"window_s": 0.5, "hop_s": 0.5,
-                        "params": {"extractor_conv_layer_config": [[32, 10, 5], [32, 3, 2], [32, 2, 2]],
-                                   "encoder_embed_dim": 32, "encoder_pos_conv_kernel": 16,
-                                   "encoder_pos_conv_groups": 4, "encoder_num_layers": 2, "encoder_num_heads": 2,
-                                   "encoder_ff_interm_features": 64}}}
+    presets = {
+        "full": {},
+        "tiny": {
+            "window_s": 0.5,
+            "hop_s": 0.5,
+            "params": {
+                "extractor_conv_layer_config": [[32, 10, 5], [32, 3, 2], [32, 2, 2]],
+                "encoder_embed_dim": 32,
+                "encoder_pos_conv_kernel": 16,
+                "encoder_pos_conv_groups": 4,
+                "encoder_num_layers": 2,
+                "encoder_num_heads": 2,
+                "encoder_ff_interm_features": 64,
+            },
+        },
+    }
 
     model: Any  # the library's model: its own attributes (config, encode_text, ...)
 

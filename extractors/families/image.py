@@ -17,6 +17,7 @@ Preprocessing (``preprocessing``):
 Layouts: ``preprocess`` takes ``B x L x H x W x 3`` uint8 and returns ``B x L x 3 x h x w`` float;
 ``forward`` returns ``B x D``.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ from torch import nn
 
 from avel.datasets.sampling import SamplingPlan
 from avel.extractors.base import DecodeSpec, ExtractorConfig
-from avel.extractors.families import (FamilyExtractor, check_pooling, frames_to_pil, pool_frames, strip_classifier,
-                                      tensor_transform_ops, uint8_frames_to_unit)
+from avel.extractors.families import (
+    FamilyExtractor,
+    check_pooling,
+    frames_to_pil,
+    pool_frames,
+    strip_classifier,
+    tensor_transform_ops,
+    uint8_frames_to_unit,
+)
 
 
 @dataclass(frozen=True)
@@ -106,8 +114,9 @@ class FrameImageExtractor(FamilyExtractor):
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``B x L x H x W x 3`` -> float ``B x L x 3 x h x w`` (on ``batch``'s device)."""
         if batch.dtype != torch.uint8 or batch.ndim != 5 or batch.shape[-1] != 3:
-            raise ValueError(f"{self.name}: expected uint8 B x L x H x W x 3 windows, got {tuple(batch.shape)} "
-                             f"{batch.dtype}")
+            raise ValueError(
+                f"{self.name}: expected uint8 B x L x H x W x 3 windows, got {tuple(batch.shape)} {batch.dtype}"
+            )
         b, length = batch.shape[:2]
         x = self.library_preprocess(batch.flatten(0, 1))
         return x.to(batch.device).reshape(b, length, *x.shape[1:])
@@ -129,8 +138,10 @@ class TorchvisionImage(FrameImageExtractor):
     """torchvision classification model, classifier removed; preset transform of its DEFAULT weights."""
 
     name = "tv_image"
-    presets = {"full": {"model": "resnet50"},
-               "tiny": {"model": "mobilenet_v3_small", "fps": 2.0, "window_frames": 2, "stride_frames": 2}}
+    presets = {
+        "full": {"model": "resnet50"},
+        "tiny": {"model": "mobilenet_v3_small", "fps": 2.0, "window_frames": 2, "stride_frames": 2},
+    }
 
     def __init__(self, config: FrameImageConfig) -> None:
         super().__init__(config)
@@ -158,8 +169,10 @@ class TimmImage(FrameImageExtractor):
     ``timm.data.resolve_data_config({}, model=...)`` + ``create_transform``."""
 
     name = "timm_image"
-    presets = {"full": {"model": "vit_base_patch16_224"},
-               "tiny": {"model": "test_vit", "fps": 2.0, "window_frames": 2, "stride_frames": 2}}
+    presets = {
+        "full": {"model": "vit_base_patch16_224"},
+        "tiny": {"model": "test_vit", "fps": 2.0, "window_frames": 2, "stride_frames": 2},
+    }
 
     def __init__(self, config: FrameImageConfig) -> None:
         super().__init__(config)
@@ -198,13 +211,20 @@ class OpenClipImage(FrameImageExtractor):
     ``preprocess_val`` of ``create_model_and_transforms(model, pretrained=None)``."""
 
     name = "clip_image"
-    presets = {"full": {"model": "ViT-B-16"},
-               "tiny": {"model": "avel-tiny-clip", "fps": 2.0, "window_frames": 2, "stride_frames": 2,
-                        "model_cfg": {"embed_dim": 32,
-                                      "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8,
-                                                     "head_width": 32},
-                                      "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32,
-                                                   "heads": 2, "layers": 1}}}}
+    presets = {
+        "full": {"model": "ViT-B-16"},
+        "tiny": {
+            "model": "avel-tiny-clip",
+            "fps": 2.0,
+            "window_frames": 2,
+            "stride_frames": 2,
+            "model_cfg": {
+                "embed_dim": 32,
+                "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+                "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+            },
+        },
+    }
 
     model: Any  # the library's model: its own attributes (config, encode_text, ...)
 
@@ -215,7 +235,8 @@ class OpenClipImage(FrameImageExtractor):
         if config.model_cfg:
             _register_open_clip_config(config.model, dict(config.model_cfg))
         self.model, _, self.transform = open_clip.create_model_and_transforms(
-            config.model, pretrained=None, device=torch.get_default_device())
+            config.model, pretrained=None, device=torch.get_default_device()
+        )
         self.dim = int(open_clip.get_model_config(config.model)["embed_dim"])
 
     def load_pretrained(self, source: str) -> None:

@@ -15,6 +15,7 @@ models (``hf_video``: VideoMAE, TimeSformer, X-CLIP).
 
 Layouts: ``preprocess`` takes ``B x L x H x W x 3`` uint8 windows; ``forward`` returns ``B x D``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -87,8 +88,9 @@ class TorchvisionVideo(FamilyExtractor):
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``B x L x H x W x 3`` -> the preset's ``B x 3 x L x h x w`` float."""
         if batch.dtype != torch.uint8 or batch.ndim != 5 or batch.shape[-1] != 3:
-            raise ValueError(f"{self.name}: expected uint8 B x L x H x W x 3 windows, got {tuple(batch.shape)} "
-                             f"{batch.dtype}")
+            raise ValueError(
+                f"{self.name}: expected uint8 B x L x H x W x 3 windows, got {tuple(batch.shape)} {batch.dtype}"
+            )
         return self.transform(batch.permute(0, 1, 4, 2, 3))  # preset takes B x T x C x H x W
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
@@ -152,12 +154,25 @@ class HFVideo(FamilyExtractor):
     name = "hf_video"
     modality = "video"
     config_cls = HFVideoConfig
-    presets = {"full": {},
-               "tiny": {"fps": 4.0, "window_frames": 4, "stride_frames": 4,
-                        "architecture": {"image_size": 32, "patch_size": 8, "num_frames": 4, "tubelet_size": 2,
-                                         "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                         "intermediate_size": 64},
-                        "processor": {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}}}
+    presets = {
+        "full": {},
+        "tiny": {
+            "fps": 4.0,
+            "window_frames": 4,
+            "stride_frames": 4,
+            "architecture": {
+                "image_size": 32,
+                "patch_size": 8,
+                "num_frames": 4,
+                "tubelet_size": 2,
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+            },
+            "processor": {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}},
+        },
+    }
 
     model: Any  # the library's model: its own attributes (config, encode_text, ...)
 
@@ -210,8 +225,9 @@ class HFVideo(FamilyExtractor):
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.dtype != torch.uint8 or batch.ndim != 5 or batch.shape[-1] != 3:
-            raise ValueError(f"{self.name}: expected uint8 B x L x H x W x 3 windows, got {tuple(batch.shape)} "
-                             f"{batch.dtype}")
+            raise ValueError(
+                f"{self.name}: expected uint8 B x L x H x W x 3 windows, got {tuple(batch.shape)} {batch.dtype}"
+            )
         return self.library_preprocess(batch).to(batch.device)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

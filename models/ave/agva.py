@@ -10,6 +10,7 @@ YapengTian/AVE-ECCV18: audio-guided visual attention over the 49 regions, one Bi
   video-level labels (``weak_supervised_main.py``); segments are predicted by the arg-max of the
   per-segment scores.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,8 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.models.ave.blocks import (AudioGuidedVisualAttention, AveModel, BiLstm, check_ave_batch, check_setting,
-                                    resolved, segment_targets, weak_video_targets)
+from avel.models.ave.blocks import (
+    AudioGuidedVisualAttention,
+    AveModel,
+    BiLstm,
+    check_ave_batch,
+    check_setting,
+    resolved,
+    segment_targets,
+    weak_video_targets,
+)
 
 
 @dataclass
@@ -73,8 +82,9 @@ class AgvaNet(AveModel):
     def __init__(self, config: AgvaConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.attention = AudioGuidedVisualAttention(visual_dim=c.visual_dim, audio_dim=c.audio_dim,
-                                                    hidden_dim=c.attention_dim, num_regions=c.num_regions)
+        self.attention = AudioGuidedVisualAttention(
+            visual_dim=c.visual_dim, audio_dim=c.audio_dim, hidden_dim=c.attention_dim, num_regions=c.num_regions
+        )
         self.lstm_audio = BiLstm(in_dim=c.audio_dim, hidden_dim=c.lstm_hidden)
         self.lstm_video = BiLstm(in_dim=c.visual_dim, hidden_dim=c.lstm_hidden)
         self.L1 = nn.Linear(4 * c.lstm_hidden, c.classifier_hidden)
@@ -112,7 +122,9 @@ class AgvaNet(AveModel):
             loss = F.multilabel_soft_margin_loss(probs.flatten(0, 1), target.flatten(0, 1))
         else:
             probs = torch.softmax(outputs["video_scores"], dim=-1)  # B x C
-            target = weak_video_targets(batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets)
+            target = weak_video_targets(
+                batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets
+            )
             loss = F.multilabel_soft_margin_loss(probs, target)
         return {"total": loss, "classification": loss.detach()}
 

@@ -19,6 +19,7 @@ hidden 64 (AGVA/PSP ``L1``), weakly threshold = per-video mean of ``C_at C_vt^T`
 section IV-B (``"branch_product"``; ``"logits"`` uses the matrix fed to the softmax, ``C_at C_vh^T``),
 epochs 300 (PSP). Without PTRF (table II rows 1 and 3) ``F = V_in + A_in``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.models.ave.blocks import (AudioGuidedVisualAttention, AveModel, BiLstm, check_ave_batch, check_setting,
-                                    resolved, segment_targets, weak_video_targets)
+from avel.models.ave.blocks import (
+    AudioGuidedVisualAttention,
+    AveModel,
+    BiLstm,
+    check_ave_batch,
+    check_setting,
+    resolved,
+    segment_targets,
+    weak_video_targets,
+)
 
 
 @dataclass
@@ -113,12 +122,22 @@ class TimeSpatialGuidedAttention(nn.Module):
         smap_source: ``"scores"`` or ``"probs"`` (see :class:`AvlcConfig`).
     """
 
-    def __init__(self, *, visual_dim: int, audio_dim: int, hidden_dim: int, num_segments: int,
-                 attention_dim: int, num_regions: int, smap_source: str = "scores") -> None:
+    def __init__(
+        self,
+        *,
+        visual_dim: int,
+        audio_dim: int,
+        hidden_dim: int,
+        num_segments: int,
+        attention_dim: int,
+        num_regions: int,
+        smap_source: str = "scores",
+    ) -> None:
         super().__init__()
         self.num_segments, self.smap_source = num_segments, smap_source
-        self.agva = AudioGuidedVisualAttention(visual_dim=visual_dim, audio_dim=audio_dim,
-                                               hidden_dim=attention_dim, num_regions=num_regions)
+        self.agva = AudioGuidedVisualAttention(
+            visual_dim=visual_dim, audio_dim=audio_dim, hidden_dim=attention_dim, num_regions=num_regions
+        )
         self.w_vd, self.w_vt = nn.Linear(visual_dim, hidden_dim), nn.Linear(hidden_dim, num_segments)
         self.w_ad, self.w_at = nn.Linear(audio_dim, hidden_dim), nn.Linear(hidden_dim, num_segments)
 
@@ -156,8 +175,9 @@ class PositiveTimeResidualFusion(nn.Module):
         dropout: dropout on the linear layers.
     """
 
-    def __init__(self, *, dim: int, channels: int, threshold: str, epsilon: float, mean_source: str,
-                 dropout: float) -> None:
+    def __init__(
+        self, *, dim: int, channels: int, threshold: str, epsilon: float, mean_source: str, dropout: float
+    ) -> None:
         super().__init__()
         self.threshold, self.epsilon, self.mean_source = threshold, epsilon, mean_source
         self.w_at, self.w_vt = nn.Linear(dim, channels), nn.Linear(dim, channels)
@@ -205,20 +225,33 @@ class AvlcNet(AveModel):
         self.spatial: TimeSpatialGuidedAttention | AudioGuidedVisualAttention
         if c.spatial == "tsga":
             self.spatial = TimeSpatialGuidedAttention(
-                visual_dim=c.visual_dim, audio_dim=c.audio_dim, hidden_dim=c.tsga_hidden, num_segments=c.num_segments,
-                attention_dim=c.attention_dim, num_regions=c.num_regions, smap_source=c.smap_source)
+                visual_dim=c.visual_dim,
+                audio_dim=c.audio_dim,
+                hidden_dim=c.tsga_hidden,
+                num_segments=c.num_segments,
+                attention_dim=c.attention_dim,
+                num_regions=c.num_regions,
+                smap_source=c.smap_source,
+            )
         else:
-            self.spatial = AudioGuidedVisualAttention(visual_dim=c.visual_dim, audio_dim=c.audio_dim,
-                                                      hidden_dim=c.attention_dim, num_regions=c.num_regions)
+            self.spatial = AudioGuidedVisualAttention(
+                visual_dim=c.visual_dim, audio_dim=c.audio_dim, hidden_dim=c.attention_dim, num_regions=c.num_regions
+            )
         self.lstm_v = BiLstm(in_dim=c.visual_dim, hidden_dim=c.lstm_hidden)
         self.lstm_a = BiLstm(in_dim=c.audio_dim, hidden_dim=c.lstm_hidden)
         d_in = 2 * c.lstm_hidden
         if c.use_ptrf:
-            self.ptrf = PositiveTimeResidualFusion(dim=d_in, channels=resolved(c.ptrf_channels, "ptrf_channels"),
-                                                   threshold=resolved(c.threshold, "threshold"),
-                                                   epsilon=c.epsilon, mean_source=c.mean_source, dropout=c.dropout)
-        self.classifier = nn.Sequential(nn.Linear(d_in, c.classifier_hidden), nn.ReLU(),
-                                        nn.Linear(c.classifier_hidden, c.num_classes))
+            self.ptrf = PositiveTimeResidualFusion(
+                dim=d_in,
+                channels=resolved(c.ptrf_channels, "ptrf_channels"),
+                threshold=resolved(c.threshold, "threshold"),
+                epsilon=c.epsilon,
+                mean_source=c.mean_source,
+                dropout=c.dropout,
+            )
+        self.classifier = nn.Sequential(
+            nn.Linear(d_in, c.classifier_hidden), nn.ReLU(), nn.Linear(c.classifier_hidden, c.num_classes)
+        )
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``segment_scores`` ``B x T x C``, ``attention`` ``B x T x S`` (final spatial weights),
@@ -259,7 +292,9 @@ class AvlcNet(AveModel):
             labels = segment_targets(batch, num_classes=c.num_classes)
             loss = F.cross_entropy(outputs["segment_scores"].flatten(0, 1), labels.flatten())
         else:
-            target = weak_video_targets(batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets)
+            target = weak_video_targets(
+                batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets
+            )
             target = target / target.sum(-1, keepdim=True).clamp(min=1.0)
             probs = torch.softmax(outputs["video_scores"], dim=-1)
             loss = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target)

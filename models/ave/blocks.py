@@ -12,6 +12,7 @@ Every model here follows the trainer protocol of :class:`AveModel`:
 ``outputs = model(batch)``, ``losses = model.losses(outputs, batch)`` (dict with ``"total"``),
 ``model.predict(outputs, batch)`` (B x T segment class ids; for CML a dict of windows).
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,9 @@ def segment_targets(batch: dict[str, Any], *, num_classes: int) -> torch.Tensor:
     if labels.ndim != 2:
         raise ValueError(f"batch['segment_labels'] must be B x T, got {tuple(labels.shape)}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"batch['segment_labels'] must lie in 0..{num_classes - 1}, got "
-                         f"{int(labels.min())}..{int(labels.max())}")
+        raise ValueError(
+            f"batch['segment_labels'] must lie in 0..{num_classes - 1}, got {int(labels.min())}..{int(labels.max())}"
+        )
     return labels
 
 
@@ -84,14 +86,15 @@ def weak_video_targets(batch: dict[str, Any], *, background_id: int, mode: str =
         raise KeyError("weak supervision needs batch['video_labels'] (B x C multi-hot)")
     labels = batch["video_labels"].float()
     if labels.ndim != 2 or labels.shape[1] <= background_id:
-        raise ValueError(f"batch['video_labels'] must be B x C with C > background_id {background_id}, "
-                         f"got {tuple(labels.shape)}")
+        raise ValueError(
+            f"batch['video_labels'] must be B x C with C > background_id {background_id}, got {tuple(labels.shape)}"
+        )
     if mode == "dataset":
         return labels
     if mode != "reference":
         raise ValueError(f"weak target mode must be 'reference' or 'dataset', got {mode!r}")
     out = labels.clone()
-    events = torch.cat([labels[:, :background_id], labels[:, background_id + 1:]], dim=1)
+    events = torch.cat([labels[:, :background_id], labels[:, background_id + 1 :]], dim=1)
     out[:, background_id] = (events.sum(dim=1) == 0).float()
     return out
 
@@ -145,8 +148,10 @@ class AudioGuidedVisualAttention(nn.Module):
     def scores(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Pre-softmax attention scores ``z`` ``B x T x S`` from visual ``B x T x S x Dv`` and audio ``B x T x Da``."""
         if visual.shape[2] != self.num_regions:
-            raise ValueError(f"AGVA built for {self.num_regions} regions, got {visual.shape[2]} "
-                             "(set the model's num_regions; 1 for pooled B x T x Dv features)")
+            raise ValueError(
+                f"AGVA built for {self.num_regions} regions, got {visual.shape[2]} "
+                "(set the model's num_regions; 1 for pooled B x T x Dv features)"
+            )
         v = F.relu(self.affine_video(visual))  # B x T x S x H
         a = F.relu(self.affine_audio(audio))  # B x T x H
         # as in the reference, W_g a' (one entry per region i) is added along row i of W_v v' (B x T x S x S)
@@ -208,16 +213,18 @@ class FeedForwardNorm(nn.Module):
 
     def __init__(self, *, dim: int, hidden_dim: int, dropout: float) -> None:
         super().__init__()
-        self.ff = nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
-                                nn.Linear(hidden_dim, dim), nn.Dropout(dropout))
+        self.ff = nn.Sequential(
+            nn.Linear(dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, dim), nn.Dropout(dropout)
+        )
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x + self.ff(x))
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, alpha: float = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, *, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """Element-wise binary focal loss (Lin et al.), unreduced, same shape as ``logits``.
 
     ``FL = -alpha_t (1 - p_t)^gamma log(p_t)`` with ``p = sigmoid(logits)``; ``alpha < 0`` disables
@@ -232,8 +239,14 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, alpha: fl
     return loss
 
 
-def wccl_loss(views: list[torch.Tensor], labels: torch.Tensor, *, temperature: float,
-              normalize: bool = True, reduction: str = "sum") -> torch.Tensor:
+def wccl_loss(
+    views: list[torch.Tensor],
+    labels: torch.Tensor,
+    *,
+    temperature: float,
+    normalize: bool = True,
+    reduction: str = "sum",
+) -> torch.Tensor:
     """Weakly-supervised cross-modal contrastive loss (CCLN eq. 27).
 
     The ``M`` views of ``N`` samples give ``I = M*N`` anchors (eq. 27 uses M = 2: the fusion
@@ -266,7 +279,8 @@ def wccl_loss(views: list[torch.Tensor], labels: torch.Tensor, *, temperature: f
     positive = (y[:, None] == y[None, :]) & ~eye
     num_pos = positive.sum(dim=1)
     log_numerator = torch.logsumexp(sim.masked_fill(~positive, float("-inf")), dim=1) - torch.log(
-        num_pos.clamp(min=1).float())
+        num_pos.clamp(min=1).float()
+    )
     keep = num_pos > 0
     per_anchor = -(log_numerator - log_denominator)[keep]
     if per_anchor.numel() == 0:
@@ -334,7 +348,7 @@ class AveModel(nn.Module):
         device = next(self.parameters()).device
         background = resolved(c.background_id, "background_id")
         seg = torch.full((batch_size, t), background, dtype=torch.long, device=device)
-        seg[:, t // 4: t // 2] = 0
+        seg[:, t // 4 : t // 2] = 0
         video_labels = torch.zeros(batch_size, c.num_classes, device=device)
         video_labels[:, 0] = 1.0
         video_labels[:, background] = 1.0

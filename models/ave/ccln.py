@@ -39,6 +39,7 @@ and implemented as a mean over anchors) and default to the MEAN over anchors, so
 balances per-video quantities as the other terms do (``wccl_reduction: sum`` restores the literal
 form).
 """
+
 from __future__ import annotations
 
 import math
@@ -49,9 +50,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.models.ave.blocks import (AudioGuidedVisualAttention, AveModel, BiLstm, FeedForwardNorm, SelfAttention,
-                                    check_ave_batch, check_setting, resolved, segment_targets, sigmoid_focal_loss,
-                                    video_class_ids, wccl_loss, weak_video_targets)
+from avel.models.ave.blocks import (
+    AudioGuidedVisualAttention,
+    AveModel,
+    BiLstm,
+    FeedForwardNorm,
+    SelfAttention,
+    check_ave_batch,
+    check_setting,
+    resolved,
+    segment_targets,
+    sigmoid_focal_loss,
+    video_class_ids,
+    wccl_loss,
+    weak_video_targets,
+)
 from avel.models.metrics.ave import cml_predict_starts
 
 BRANCH_MODES = ("AV", "AV+V", "AV+A", "AV+V+A")
@@ -230,8 +243,9 @@ class CclnNet(AveModel):
 
         # fusion stage
         if c.use_fusion_stage and c.use_agva:
-            self.agva = AudioGuidedVisualAttention(visual_dim=c.visual_dim, audio_dim=c.audio_dim,
-                                                   hidden_dim=c.attention_dim, num_regions=c.num_regions)
+            self.agva = AudioGuidedVisualAttention(
+                visual_dim=c.visual_dim, audio_dim=c.audio_dim, hidden_dim=c.attention_dim, num_regions=c.num_regions
+            )
         if c.use_fusion_stage and c.use_bilstm:
             if d % 2:
                 raise ValueError(f"d_model {d} must be even for the Bi-LSTM")
@@ -245,8 +259,9 @@ class CclnNet(AveModel):
             self.sa_a = SelfAttention(dim=d, num_heads=c.num_heads, dropout=c.dropout)
         # interaction stage
         if c.use_sbi:
-            self.sbi = SelfConstrainedBimodalInteraction(dim=d, tau=resolved(c.tau, "tau"), dropout=c.dropout,
-                                                         renormalize=c.sbi_renormalize)
+            self.sbi = SelfConstrainedBimodalInteraction(
+                dim=d, tau=resolved(c.tau, "tau"), dropout=c.dropout, renormalize=c.sbi_renormalize
+            )
         # integration stage
         self.integrate_v = _Integration(c)
         self.integrate_a = _Integration(c)
@@ -268,8 +283,9 @@ class CclnNet(AveModel):
             self.branch_a_head = nn.Linear(d, 1)
         self.drop = nn.Dropout(c.dropout)
 
-    def fusion_stage(self, visual: torch.Tensor, audio: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def fusion_stage(
+        self, visual: torch.Tensor, audio: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``v^F, a^F`` (``B x T x d``) and the AGVA attention (``B x T x S`` or None)."""
         c = self.config
         alpha = None
@@ -337,8 +353,9 @@ class CclnNet(AveModel):
         c = self.config
         views = [outputs["p_f"]] + [outputs[k] for k in ("p_v", "p_a") if k in outputs]
         labels = video_class_ids(batch, background_id=resolved(c.background_id, "background_id"))
-        return wccl_loss(views, labels, temperature=c.wccl_temperature, normalize=c.wccl_normalize,
-                         reduction=c.wccl_reduction)
+        return wccl_loss(
+            views, labels, temperature=c.wccl_temperature, normalize=c.wccl_normalize, reduction=c.wccl_reduction
+        )
 
     def losses(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Eq. 31 (fully), 35 (weakly) or 38 (CML): ``total`` plus the detached terms ``focal``,
@@ -364,7 +381,9 @@ class CclnNet(AveModel):
                 terms["event"] = -(picked * (fg >= 0)).mean()  # eq. 29: background rows of Y^e are zero
                 total = total + c.lambda_fee * terms["event"]
         elif c.setting == "weakly":
-            target = weak_video_targets(batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets)  # B x (C+1)
+            target = weak_video_targets(
+                batch, background_id=resolved(c.background_id, "background_id"), mode=c.weak_targets
+            )  # B x (C+1)
             focal = sigmoid_focal_loss(outputs["video_scores"], target, alpha=c.focal_alpha, gamma=c.focal_gamma)
             terms["focal"] = focal.sum(-1).mean()  # eq. 32
             total = total + terms["focal"]
@@ -408,5 +427,9 @@ class CclnNet(AveModel):
         dist = self.cml_distances(outputs).detach().float().cpu()
         mask = (batch["segment_labels"] != c.background_id).cpu()
         starts = cml_predict_starts(dist, mask)
-        return {"distances": dist, "a2v_start": torch.from_numpy(starts["a2v"]),
-                "v2a_start": torch.from_numpy(starts["v2a"]), "query_length": mask.sum(-1)}
+        return {
+            "distances": dist,
+            "a2v_start": torch.from_numpy(starts["a2v"]),
+            "v2a_start": torch.from_numpy(starts["v2a"]),
+            "query_length": mask.sum(-1),
+        }

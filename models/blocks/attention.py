@@ -4,6 +4,7 @@ Follows the ActionFormer/UnAV design: depthwise convolutions on query, key and v
 also downsample when strided), a LayerNorm after each, 1x1 projections, softmax attention over
 valid keys only, and an output projection zeroed on padded query rows.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,16 @@ class MaskedMHCA(nn.Module):
         proj_pdrop: dropout after the output projection.
     """
 
-    def __init__(self, dim: int, num_heads: int, *, q_stride: int = 1, kv_stride: int = 1,
-                 attn_pdrop: float = 0.0, proj_pdrop: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        q_stride: int = 1,
+        kv_stride: int = 1,
+        attn_pdrop: float = 0.0,
+        proj_pdrop: float = 0.0,
+    ) -> None:
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -56,8 +65,7 @@ class MaskedMHCA(nn.Module):
         self.proj_drop = nn.Dropout(proj_pdrop)
         self.proj = nn.Conv1d(dim, dim, 1)
 
-    def forward(self, x_kv: torch.Tensor, x_q: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x_kv: torch.Tensor, x_q: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x_kv, x_q: B x C x T; mask: B x 1 x T -> out B x C x T/q_stride, mask B x 1 x T/q_stride
         B, C, _ = x_kv.shape
         q, q_mask = self.query_conv(x_q, mask)
@@ -99,22 +107,37 @@ class TransformerBlock(nn.Module):
         path_pdrop: drop-path rate; when > 0 residual branches get a LayerScale (init 1e-4).
     """
 
-    def __init__(self, dim: int, num_heads: int, *, stride: int = 1, hidden_dim: int | None = None,
-                 out_dim: int | None = None, attn_pdrop: float = 0.0, proj_pdrop: float = 0.0,
-                 path_pdrop: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        stride: int = 1,
+        hidden_dim: int | None = None,
+        out_dim: int | None = None,
+        attn_pdrop: float = 0.0,
+        proj_pdrop: float = 0.0,
+        path_pdrop: float = 0.0,
+    ) -> None:
         super().__init__()
         hidden_dim = 4 * dim if hidden_dim is None else hidden_dim
         out_dim = dim if out_dim is None else out_dim
         self.ln_kv = ChannelLayerNorm(dim)
         self.ln_q = ChannelLayerNorm(dim)
         self.ln_mlp = ChannelLayerNorm(dim)
-        self.attn = MaskedMHCA(dim, num_heads, q_stride=stride, kv_stride=stride,
-                               attn_pdrop=attn_pdrop, proj_pdrop=proj_pdrop)
-        self.pool_skip: nn.Module = (nn.MaxPool1d(stride + 1, stride=stride, padding=(stride + 1) // 2)
-                                     if stride > 1 else nn.Identity())
+        self.attn = MaskedMHCA(
+            dim, num_heads, q_stride=stride, kv_stride=stride, attn_pdrop=attn_pdrop, proj_pdrop=proj_pdrop
+        )
+        self.pool_skip: nn.Module = (
+            nn.MaxPool1d(stride + 1, stride=stride, padding=(stride + 1) // 2) if stride > 1 else nn.Identity()
+        )
         self.mlp = nn.Sequential(
-            nn.Conv1d(dim, hidden_dim, 1), nn.GELU(), nn.Dropout(proj_pdrop),
-            nn.Conv1d(hidden_dim, out_dim, 1), nn.Dropout(proj_pdrop))
+            nn.Conv1d(dim, hidden_dim, 1),
+            nn.GELU(),
+            nn.Dropout(proj_pdrop),
+            nn.Conv1d(hidden_dim, out_dim, 1),
+            nn.Dropout(proj_pdrop),
+        )
         if path_pdrop > 0.0:
             self.drop_path_attn: nn.Module = AffineDropPath(dim, drop_prob=path_pdrop)
             self.drop_path_mlp: nn.Module = AffineDropPath(out_dim, drop_prob=path_pdrop)
@@ -122,8 +145,7 @@ class TransformerBlock(nn.Module):
             self.drop_path_attn = nn.Identity()
             self.drop_path_mlp = nn.Identity()
 
-    def forward(self, x_kv: torch.Tensor, x_q: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x_kv: torch.Tensor, x_q: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x_kv, x_q: B x C x T; mask: B x 1 x T -> B x C x T/stride, B x 1 x T/stride
         out, out_mask = self.attn(self.ln_kv(x_kv), self.ln_q(x_q), mask)
         valid = out_mask.to(out.dtype)
@@ -147,13 +169,15 @@ class TemporalGate(nn.Module):
         proj_pdrop: projection dropout.
     """
 
-    def __init__(self, dim: int, num_heads: int, *, stride: int = 1, attn_pdrop: float = 0.0,
-                 proj_pdrop: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, *, stride: int = 1, attn_pdrop: float = 0.0, proj_pdrop: float = 0.0
+    ) -> None:
         super().__init__()
         self.ln_kv = ChannelLayerNorm(dim)
         self.ln_q = ChannelLayerNorm(dim)
-        self.attn = MaskedMHCA(dim, num_heads, q_stride=stride, kv_stride=stride,
-                               attn_pdrop=attn_pdrop, proj_pdrop=proj_pdrop)
+        self.attn = MaskedMHCA(
+            dim, num_heads, q_stride=stride, kv_stride=stride, attn_pdrop=attn_pdrop, proj_pdrop=proj_pdrop
+        )
         self.gate = MaskedConv1D(dim, 1, 1, bias=True)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

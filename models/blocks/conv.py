@@ -3,6 +3,7 @@
 Masks are ``BoolTensor B x 1 x T`` (True = valid row). Every masked op zeroes padded rows of
 its output so padding never leaks into valid rows through later convolutions.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,14 +34,23 @@ class MaskedConv1D(nn.Module):
         bias: add a bias (initialised to zero, as in ActionFormer/UnAV).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-                 groups: int = 1, bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.stride = stride
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
-                              padding=kernel_size // 2, groups=groups, bias=bias)
+        self.conv = nn.Conv1d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=bias
+        )
         if self.conv.bias is not None:  # bias=True
             nn.init.zeros_(self.conv.bias)
 

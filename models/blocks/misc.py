@@ -1,4 +1,5 @@
 """Small building blocks: stochastic depth, learnable scale, sinusoidal position encoding."""
+
 from __future__ import annotations
 
 import math

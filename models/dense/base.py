@@ -14,6 +14,7 @@ Batch keys (``avel.datasets.torch_dataset.DenseFeatureDataset.collate``): ``visu
 ``audio`` B x T x Da, ``mask`` B x T (True = valid), ``segments`` list of N_i x 2 (grid units),
 ``labels`` list of N_i, ``durations_s`` / ``step_s`` / ``window_s`` (B).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -73,18 +74,21 @@ class DenseDetector(nn.Module):
         self.cfg = cfg
         self.strides = cfg.assigner.strides
         if cfg.max_seq_len % self.strides[-1] != 0:
-            raise ValueError(f"max_seq_len {cfg.max_seq_len} must be divisible by the largest stride "
-                             f"{self.strides[-1]}")
+            raise ValueError(
+                f"max_seq_len {cfg.max_seq_len} must be divisible by the largest stride {self.strides[-1]}"
+            )
         if cfg.head.class_aware != cfg.assigner.class_aware:
             raise ValueError("head.class_aware and assigner.class_aware must agree")
         self.cls_head = ClassificationHead(in_dim=feat_dim, num_classes=cfg.num_classes, cfg=cfg.head)
-        self.reg_head = RegressionHead(in_dim=feat_dim, num_classes=cfg.num_classes,
-                                       num_levels=len(self.strides), cfg=cfg.head)
+        self.reg_head = RegressionHead(
+            in_dim=feat_dim, num_classes=cfg.num_classes, num_levels=len(self.strides), cfg=cfg.head
+        )
         self.loss_normalizer = EmaNormalizer(init_value=cfg.loss.init_loss_norm, momentum=cfg.loss.loss_norm_momentum)
 
     # -- to implement ------------------------------------------------------------------------
-    def features(self, visual: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor
-                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def features(
+        self, visual: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``visual B x Dv x T``, ``audio B x Da x T``, ``mask B x 1 x T`` -> per-level
         ``B x feat_dim x T_l`` features and ``B x 1 x T_l`` masks (``T_l = T / stride_l``).
 
@@ -111,8 +115,10 @@ class DenseDetector(nn.Module):
         _require(batch, "visual", "audio", "mask")
         visual, audio, mask = batch["visual"], batch["audio"], batch["mask"]
         if visual.shape[:2] != audio.shape[:2] or visual.shape[:2] != mask.shape:
-            raise ValueError(f"visual {tuple(visual.shape)}, audio {tuple(audio.shape)} and mask {tuple(mask.shape)} "
-                             "must share B x T")
+            raise ValueError(
+                f"visual {tuple(visual.shape)}, audio {tuple(audio.shape)} and mask {tuple(mask.shape)} "
+                "must share B x T"
+            )
         for name, x, dim in (("visual", visual, self.cfg.visual_dim), ("audio", audio, self.cfg.audio_dim)):
             if x.shape[-1] != dim:
                 raise ValueError(f"batch['{name}'] has feature dim {x.shape[-1]}, model expects {dim}")
@@ -128,12 +134,16 @@ class DenseDetector(nn.Module):
         feats, masks = result[0], result[1]
         extras: dict[str, torch.Tensor] = result[2] if len(result) > 2 else {}
         if len(feats) != len(self.strides):
-            raise RuntimeError(f"{type(self).__name__}.features returned {len(feats)} levels, "
-                               f"expected {len(self.strides)}")
-        return {"cls_logits": self.cls_head(feats, masks),  # L x [B x T_l x C]
-                "offsets": self.reg_head(feats, masks),  # L x [B x T_l x C x 2] (class-aware)
-                "masks": [m[:, 0] for m in masks],  # L x [B x T_l]
-                "feats": feats, **extras}
+            raise RuntimeError(
+                f"{type(self).__name__}.features returned {len(feats)} levels, expected {len(self.strides)}"
+            )
+        return {
+            "cls_logits": self.cls_head(feats, masks),  # L x [B x T_l x C]
+            "offsets": self.reg_head(feats, masks),  # L x [B x T_l x C x 2] (class-aware)
+            "masks": [m[:, 0] for m in masks],  # L x [B x T_l]
+            "feats": feats,
+            **extras,
+        }
 
     def targets(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Stacked targets ``B x P x C`` and ``B x P x C x 2`` (or ``B x P x 2``), P = sum T_l."""
@@ -143,8 +153,13 @@ class DenseDetector(nn.Module):
         points = make_points(lengths, self.cfg.assigner, device=device)
         cls_t, reg_t = [], []
         for segs, labels in zip(batch["segments"], batch["labels"]):
-            c, r = assign_targets(points, segs.to(device).float(), labels.to(device), num_classes=self.cfg.num_classes,
-                                  cfg=self.cfg.assigner)
+            c, r = assign_targets(
+                points,
+                segs.to(device).float(),
+                labels.to(device),
+                num_classes=self.cfg.num_classes,
+                cfg=self.cfg.assigner,
+            )
             cls_t.append(c)
             reg_t.append(r)
         return torch.stack(cls_t), torch.stack(reg_t)
@@ -158,13 +173,16 @@ class DenseDetector(nn.Module):
         offsets = torch.cat(outputs["offsets"], dim=1)  # B x P x C x 2 | B x P x 2
         pos = (gt_cls.sum(-1) > 0) & valid  # B x P
         num_pos = int(pos.sum())
-        norm = (self.loss_normalizer.update(num_pos, batch_size=valid.shape[0]) if self.training
-                else self.loss_normalizer())
+        norm = (
+            self.loss_normalizer.update(num_pos, batch_size=valid.shape[0]) if self.training else self.loss_normalizer()
+        )
         target = gt_cls[valid]
         if lc.label_smoothing > 0:
             target = target * (1 - lc.label_smoothing) + lc.label_smoothing / (self.cfg.num_classes + 1)
-        cls_loss = sigmoid_focal_loss(logits[valid], target, alpha=lc.focal_alpha, gamma=lc.focal_gamma,
-                                      reduction="sum") / norm
+        cls_loss = (
+            sigmoid_focal_loss(logits[valid], target, alpha=lc.focal_alpha, gamma=lc.focal_gamma, reduction="sum")
+            / norm
+        )
         if self.cfg.head.class_aware:
             sel = pos[..., None] & (gt_cls > 0)  # B x P x C: positive (point, class) pairs
             pred_r, gt_r = offsets[sel], gt_reg[sel]
@@ -187,19 +205,23 @@ class DenseDetector(nn.Module):
     def predict(self, outputs: dict, batch: dict) -> list[list[tuple[float, float, int, float]]]:
         """Per sample detections ``(start_s, end_s, label_id, score)`` after Soft-NMS."""
         _require(batch, "step_s", "window_s", "durations_s")
-        return postprocess_batch(outputs["cls_logits"], outputs["offsets"], outputs["masks"], self.strides, batch,
-                                 self.cfg.postprocess)
+        return postprocess_batch(
+            outputs["cls_logits"], outputs["offsets"], outputs["masks"], self.strides, batch, self.cfg.postprocess
+        )
 
     def example_batch(self, *, batch_size: int = 1, seq_len: int | None = None) -> dict:
         """A random batch following the dense data contract (all rows valid, no segments)."""
         T = seq_len or self.cfg.max_seq_len
         device = next(self.parameters()).device
-        return {"sample_ids": [f"s{i}" for i in range(batch_size)], "video_ids": [f"v{i}" for i in range(batch_size)],
-                "visual": torch.randn(batch_size, T, self.cfg.visual_dim, device=device),
-                "audio": torch.randn(batch_size, T, self.cfg.audio_dim, device=device),
-                "mask": torch.ones(batch_size, T, dtype=torch.bool, device=device),
-                "segments": [torch.zeros(0, 2, device=device) for _ in range(batch_size)],
-                "labels": [torch.zeros(0, dtype=torch.long, device=device) for _ in range(batch_size)],
-                "durations_s": torch.full((batch_size,), T * 0.32, device=device),
-                "step_s": torch.full((batch_size,), 0.32, device=device),
-                "window_s": torch.full((batch_size,), 0.96, device=device)}
+        return {
+            "sample_ids": [f"s{i}" for i in range(batch_size)],
+            "video_ids": [f"v{i}" for i in range(batch_size)],
+            "visual": torch.randn(batch_size, T, self.cfg.visual_dim, device=device),
+            "audio": torch.randn(batch_size, T, self.cfg.audio_dim, device=device),
+            "mask": torch.ones(batch_size, T, dtype=torch.bool, device=device),
+            "segments": [torch.zeros(0, 2, device=device) for _ in range(batch_size)],
+            "labels": [torch.zeros(0, dtype=torch.long, device=device) for _ in range(batch_size)],
+            "durations_s": torch.full((batch_size,), T * 0.32, device=device),
+            "step_s": torch.full((batch_size,), 0.32, device=device),
+            "window_s": torch.full((batch_size,), 0.96, device=device),
+        }

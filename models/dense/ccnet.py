@@ -4,6 +4,7 @@ gates) -> MTGC (coarse-to-fine + TDM, fine-to-coarse) -> UnAV heads, losses and 
 Differences from the public code, on purpose: sequence lengths come from ``max_seq_len`` (the
 code fixes 256) and nothing is tied to a CUDA device; the TDM masks padded rows per sample.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -90,14 +91,23 @@ class ChannelAttentionExpansion(nn.Module):
     ``B x H x (T_l * C)`` Linear output as ``B x C x H x T_l`` exactly as the code's ``view`` does.
     """
 
-    def __init__(self, *, in_dim: int, class_dim: int, num_classes: int, level_lengths: list[int],
-                 kernel_size: int, path_pdrop: float) -> None:
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        class_dim: int,
+        num_classes: int,
+        level_lengths: list[int],
+        kernel_size: int,
+        path_pdrop: float,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.class_dim = class_dim
         self.press = MaskedConv1D(in_dim, class_dim, kernel_size, bias=False)
-        self.channel_blocks = nn.ModuleList(TransformerBlock(t, 1, hidden_dim=class_dim, path_pdrop=path_pdrop)
-                                            for t in level_lengths)
+        self.channel_blocks = nn.ModuleList(
+            TransformerBlock(t, 1, hidden_dim=class_dim, path_pdrop=path_pdrop) for t in level_lengths
+        )
         time_linears = [nn.Linear(t, t * num_classes) for t in level_lengths]
         for lin in time_linears:
             nn.init.zeros_(lin.bias)
@@ -125,8 +135,9 @@ class MTGC(nn.Module):
         tdm_cfg: :class:`TdmConfig`, or None to skip the TDM.
     """
 
-    def __init__(self, *, dim: int, num_classes: int, level_lengths: list[int], cfg: MtgcConfig,
-                 tdm_cfg: TdmConfig | None) -> None:
+    def __init__(
+        self, *, dim: int, num_classes: int, level_lengths: list[int], cfg: MtgcConfig, tdm_cfg: TdmConfig | None
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.level_lengths = list(level_lengths)
@@ -141,13 +152,19 @@ class MTGC(nn.Module):
             self.c2f_block = TransformerBlock(dim, cfg.c2f_num_heads, path_pdrop=path_pdrop)
         if cfg.f2c:
             self.f2c_pool = nn.MaxPool1d(cfg.pool_kernel, stride=2, padding=cfg.pool_kernel // 2)
-            self.f2c_blocks = nn.ModuleList(TransformerBlock(dim, cfg.f2c_num_heads, path_pdrop=path_pdrop)
-                                            for _ in range(L - 1))
+            self.f2c_blocks = nn.ModuleList(
+                TransformerBlock(dim, cfg.f2c_num_heads, path_pdrop=path_pdrop) for _ in range(L - 1)
+            )
         self.channel_att = None
         if cfg.channel_attention and tdm_cfg is not None:
             self.channel_att = ChannelAttentionExpansion(
-                in_dim=dim, class_dim=tdm_cfg.class_dim, num_classes=num_classes, level_lengths=level_lengths,
-                kernel_size=tdm_cfg.kernel_size, path_pdrop=path_pdrop)
+                in_dim=dim,
+                class_dim=tdm_cfg.class_dim,
+                num_classes=num_classes,
+                level_lengths=level_lengths,
+                kernel_size=tdm_cfg.kernel_size,
+                path_pdrop=path_pdrop,
+            )
 
     def coarse_to_fine(self, feats: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []
@@ -209,19 +226,28 @@ class CcnetDetector(DenseDetector):
         D = cfg.encoder.embed_dim
         super().__init__(cfg, feat_dim=2 * D)
         if cfg.pyramid.num_levels != len(cfg.assigner.regression_ranges):
-            raise ValueError(f"pyramid.num_levels {cfg.pyramid.num_levels} != "
-                             f"{len(cfg.assigner.regression_ranges)} assigner.regression_ranges")
+            raise ValueError(
+                f"pyramid.num_levels {cfg.pyramid.num_levels} != "
+                f"{len(cfg.assigner.regression_ranges)} assigner.regression_ranges"
+            )
         self.visual_encoder = UnimodalEncoder(in_dim=cfg.visual_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)
         self.audio_encoder = UnimodalEncoder(in_dim=cfg.audio_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)
         self.pyramid = CrossModalPyramid(dim=D, cfg=cfg.pyramid)
         lengths = [cfg.max_seq_len // s for s in self.strides]
-        self.mtgc = MTGC(dim=2 * D, num_classes=cfg.num_classes, level_lengths=lengths, cfg=cfg.mtgc,
-                         tdm_cfg=cfg.tdm if cfg.use_tdm else None)
+        self.mtgc = MTGC(
+            dim=2 * D,
+            num_classes=cfg.num_classes,
+            level_lengths=lengths,
+            cfg=cfg.mtgc,
+            tdm_cfg=cfg.tdm if cfg.use_tdm else None,
+        )
 
     def padded_length(self, T: int) -> int:
         if T > self.cfg.max_seq_len:
-            raise ValueError(f"CCNet takes at most max_seq_len={self.cfg.max_seq_len} rows, got {T}: "
-                             "crop the input or rebuild the model with a larger max_seq_len")
+            raise ValueError(
+                f"CCNet takes at most max_seq_len={self.cfg.max_seq_len} rows, got {T}: "
+                "crop the input or rebuild the model with a larger max_seq_len"
+            )
         return self.cfg.max_seq_len
 
     def features(self, visual: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor):

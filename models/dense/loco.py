@@ -44,6 +44,7 @@ table. The rest comes from two sizes the paper does not state, and from its coun
   504 rows x 9.38 M = 4.73 G fewer in the decoder + heads, partly offset by the pyramid's 3.18 G that we
   count and the table apparently does not.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -108,10 +109,19 @@ class MultimodalDecoder(nn.Module):
         self.cfg = cfg
         stacks = 1 if cfg.share_across_levels else num_levels
         self.stacks = nn.ModuleList(
-            nn.ModuleList(TransformerBlock(dim, cfg.num_heads, hidden_dim=cfg.mlp_ratio * dim,
-                                           attn_pdrop=cfg.attn_pdrop, proj_pdrop=cfg.proj_pdrop,
-                                           path_pdrop=cfg.path_pdrop) for _ in range(cfg.num_blocks))
-            for _ in range(stacks))
+            nn.ModuleList(
+                TransformerBlock(
+                    dim,
+                    cfg.num_heads,
+                    hidden_dim=cfg.mlp_ratio * dim,
+                    attn_pdrop=cfg.attn_pdrop,
+                    proj_pdrop=cfg.proj_pdrop,
+                    path_pdrop=cfg.path_pdrop,
+                )
+                for _ in range(cfg.num_blocks)
+            )
+            for _ in range(stacks)
+        )
 
     def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []
@@ -159,11 +169,14 @@ class LocoDetector(DenseDetector):
         D = cfg.encoder.embed_dim
         super().__init__(cfg, feat_dim=2 * D)
         if cfg.cdp.num_levels != len(cfg.assigner.regression_ranges):
-            raise ValueError(f"cdp.num_levels {cfg.cdp.num_levels} != {len(cfg.assigner.regression_ranges)} "
-                             "assigner.regression_ranges")
+            raise ValueError(
+                f"cdp.num_levels {cfg.cdp.num_levels} != {len(cfg.assigner.regression_ranges)} "
+                "assigner.regression_ranges"
+            )
         if cfg.cdp.scale_factor != cfg.assigner.scale_factor:
-            raise ValueError(f"cdp.scale_factor {cfg.cdp.scale_factor} != assigner.scale_factor "
-                             f"{cfg.assigner.scale_factor}")
+            raise ValueError(
+                f"cdp.scale_factor {cfg.cdp.scale_factor} != assigner.scale_factor {cfg.assigner.scale_factor}"
+            )
         if D % cfg.cdp.num_heads != 0:
             raise ValueError(f"encoder.embed_dim {D} is not divisible by cdp.num_heads {cfg.cdp.num_heads}")
         self.visual_encoder = UnimodalEncoder(in_dim=cfg.visual_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)

@@ -1,4 +1,5 @@
 """UnAV baseline (Geng et al., CVPR 2023): unimodal encoders -> cross-modal pyramid -> TDM -> heads."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,13 +40,16 @@ class UnavDetector(DenseDetector):
         D = cfg.encoder.embed_dim
         super().__init__(cfg, feat_dim=2 * D)
         if cfg.pyramid.num_levels != len(cfg.assigner.regression_ranges):
-            raise ValueError(f"pyramid.num_levels {cfg.pyramid.num_levels} != "
-                             f"{len(cfg.assigner.regression_ranges)} assigner.regression_ranges")
+            raise ValueError(
+                f"pyramid.num_levels {cfg.pyramid.num_levels} != "
+                f"{len(cfg.assigner.regression_ranges)} assigner.regression_ranges"
+            )
         self.visual_encoder = UnimodalEncoder(in_dim=cfg.visual_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)
         self.audio_encoder = UnimodalEncoder(in_dim=cfg.audio_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)
         self.pyramid = CrossModalPyramid(dim=D, cfg=cfg.pyramid)
-        self.tdm = (TemporalDependencyModule(in_dim=2 * D, num_classes=cfg.num_classes, cfg=cfg.tdm)
-                    if cfg.use_tdm else None)
+        self.tdm = (
+            TemporalDependencyModule(in_dim=2 * D, num_classes=cfg.num_classes, cfg=cfg.tdm) if cfg.use_tdm else None
+        )
 
     def features(self, visual: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor):
         v = self.visual_encoder(visual, mask)

@@ -4,13 +4,35 @@
 * :mod:`avel.models.metrics.results_io`: the ActivityNet results file (read, validate, write).
 * :mod:`avel.models.metrics.ave`: AVE segment accuracy and cross-modal localization.
 """
-from avel.models.metrics.dense_map import (DEFAULT_TIOU_THRESHOLDS, DetectionInputError, DetectionResult,
-                                           evaluate_detection, interpolated_ap, segment_tiou)
-from avel.models.metrics.results_io import (DetectionResults, ResultsFormatError, parse_results, read_results,
-                                            results_to_json, write_results)
+
+from avel.models.metrics.dense_map import (
+    DEFAULT_TIOU_THRESHOLDS,
+    DetectionInputError,
+    DetectionResult,
+    evaluate_detection,
+    interpolated_ap,
+    segment_tiou,
+)
+from avel.models.metrics.results_io import (
+    DetectionResults,
+    ResultsFormatError,
+    parse_results,
+    read_results,
+    results_to_json,
+    write_results,
+)
 
 __all__ = [
-    "DEFAULT_TIOU_THRESHOLDS", "DetectionInputError", "DetectionResult", "DetectionResults", "ResultsFormatError",
-    "evaluate_detection", "interpolated_ap", "parse_results", "read_results", "results_to_json", "segment_tiou",
+    "DEFAULT_TIOU_THRESHOLDS",
+    "DetectionInputError",
+    "DetectionResult",
+    "DetectionResults",
+    "ResultsFormatError",
+    "evaluate_detection",
+    "interpolated_ap",
+    "parse_results",
+    "read_results",
+    "results_to_json",
+    "segment_tiou",
     "write_results",
 ]

@@ -17,6 +17,7 @@ without any event segment.
 
 Distances are given as ``D[v, a]``: the distance between visual segment ``v`` and audio segment ``a``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

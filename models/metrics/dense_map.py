@@ -38,6 +38,7 @@ Ties (choices, deterministic where the reference is not):
   their tIoU is defined as 0 here (the reference computes NaN and, by accident of its comparison,
   counts a match).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -107,40 +108,59 @@ class DetectionResult:
             entry: dict[str, Any] = {"label_id": int(cid)}
             if class_names is not None:
                 entry["label"] = class_names[cid]
-            entry.update({"num_gt": int(self.num_gt[row]), "num_predictions": int(self.num_predictions[row]),
-                          "ap": [float(x) for x in self.ap[row]],
-                          "average_ap": float(self.ap[row].mean()) if self.ap.shape[1] else 0.0})
+            entry.update(
+                {
+                    "num_gt": int(self.num_gt[row]),
+                    "num_predictions": int(self.num_predictions[row]),
+                    "ap": [float(x) for x in self.ap[row]],
+                    "average_ap": float(self.ap[row].mean()) if self.ap.shape[1] else 0.0,
+                }
+            )
             per_class.append(entry)
         out: dict[str, Any] = {f"mAP@{t:.2f}": float(m) for t, m in zip(self.tiou_thresholds, self.map_per_threshold)}
-        out.update({
-            "average_mAP": float(self.average_map),
-            "tiou_thresholds": [float(t) for t in self.tiou_thresholds],
-            "num_classes": int(self.class_ids.size), "num_videos": self.num_videos,
-            "num_gt": self.num_gt_total, "num_gt_duplicates": self.num_gt_duplicates,
-            "num_predictions": self.num_predictions_total,
-            "num_predictions_ignored": self.num_predictions_ignored,
-            "num_predictions_no_gt_video": self.num_predictions_no_gt_video,
-            "per_class": per_class,
-        })
+        out.update(
+            {
+                "average_mAP": float(self.average_map),
+                "tiou_thresholds": [float(t) for t in self.tiou_thresholds],
+                "num_classes": int(self.class_ids.size),
+                "num_videos": self.num_videos,
+                "num_gt": self.num_gt_total,
+                "num_gt_duplicates": self.num_gt_duplicates,
+                "num_predictions": self.num_predictions_total,
+                "num_predictions_ignored": self.num_predictions_ignored,
+                "num_predictions_no_gt_video": self.num_predictions_no_gt_video,
+                "per_class": per_class,
+            }
+        )
         return out
 
     def format_summary(self) -> str:
         """Human-readable mAP table (percent), one line per threshold plus the average."""
         lines = [f"tIoU {t:.2f}: mAP {100 * m:6.2f}" for t, m in zip(self.tiou_thresholds, self.map_per_threshold)]
-        lines.append(f"average mAP: {100 * self.average_map:.2f} over {self.class_ids.size} classes, "
-                     f"{self.num_videos} videos, {self.num_gt_total} ground-truth segments, "
-                     f"{self.num_predictions_total} predictions")
+        lines.append(
+            f"average mAP: {100 * self.average_map:.2f} over {self.class_ids.size} classes, "
+            f"{self.num_videos} videos, {self.num_gt_total} ground-truth segments, "
+            f"{self.num_predictions_total} predictions"
+        )
         return "\n".join(lines)
 
     def format_per_class(self, class_names: Sequence[str] | None = None) -> str:
         """Per-class AP table (percent): id, name, #gt, #pred, AP per threshold, mean."""
-        head = "  id  " + f"{'class':<28}" + "   #gt  #pred " + " ".join(f"{t:5.2f}" for t in self.tiou_thresholds) + "   avg"
+        head = (
+            "  id  "
+            + f"{'class':<28}"
+            + "   #gt  #pred "
+            + " ".join(f"{t:5.2f}" for t in self.tiou_thresholds)
+            + "   avg"
+        )
         rows = [head]
         for r, cid in enumerate(self.class_ids.tolist()):
             name = class_names[cid] if class_names is not None else ""
             aps = " ".join(f"{100 * a:5.1f}" for a in self.ap[r])
-            rows.append(f"{cid:4d}  {name[:28]:<28} {int(self.num_gt[r]):5d} {int(self.num_predictions[r]):6d} "
-                        f"{aps} {100 * self.ap[r].mean():5.1f}")
+            rows.append(
+                f"{cid:4d}  {name[:28]:<28} {int(self.num_gt[r]):5d} {int(self.num_predictions[r]):6d} "
+                f"{aps} {100 * self.ap[r].mean():5.1f}"
+            )
         return "\n".join(rows)
 
 
@@ -196,7 +216,9 @@ def _rows(table: Any, *, width: int, video_id: str, what: str) -> np.ndarray:
     lab = arr[:, 2]
     if (lab != np.round(lab)).any() or (lab < 0).any():
         r = int(np.flatnonzero((lab != np.round(lab)) | (lab < 0))[0])
-        raise DetectionInputError(f"{what} of video {video_id!r}, row {r}: label_id {lab[r]} is not a non-negative integer")
+        raise DetectionInputError(
+            f"{what} of video {video_id!r}, row {r}: label_id {lab[r]} is not a non-negative integer"
+        )
     return arr
 
 
@@ -205,14 +227,14 @@ def _dedup(gt: np.ndarray, tol: float) -> np.ndarray:
     keep = np.ones(len(gt), dtype=bool)
     for i in range(1, len(gt)):
         prev = gt[:i][keep[:i]]
-        dup = ((np.abs(prev[:, 0] - gt[i, 0]) <= tol) & (np.abs(prev[:, 1] - gt[i, 1]) <= tol)
-               & (prev[:, 2] == gt[i, 2]))
+        dup = (np.abs(prev[:, 0] - gt[i, 0]) <= tol) & (np.abs(prev[:, 1] - gt[i, 1]) <= tol) & (prev[:, 2] == gt[i, 2])
         keep[i] = not dup.any()
     return keep
 
 
-def _flatten(tables: Mapping[str, Any], video_ids: Sequence[str], *, width: int,
-             what: str) -> tuple[np.ndarray, np.ndarray]:
+def _flatten(
+    tables: Mapping[str, Any], video_ids: Sequence[str], *, width: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of every video in ``video_ids`` stacked: (``N x width`` float64, ``N`` video index).
 
     Checked in bulk; on a problem the video's table is re-checked alone by :func:`_rows`, whose
@@ -314,7 +336,7 @@ def _match(gt: np.ndarray, gt_key: np.ndarray, pr: np.ndarray, pr_key: np.ndarra
     locked = np.zeros((K, len(gt) + 1), dtype=bool)
     above = tiou[None, :, :] >= thr[:, None, None]  # K x Q x G
     for r in range(len(bounds) - 1):
-        sel = order[bounds[r]:bounds[r + 1]]
+        sel = order[bounds[r] : bounds[r + 1]]
         c = cand[sel]  # S x G
         ok = above[:, sel] & ~locked[:, c]  # K x S x G
         j = ok.argmax(axis=2)  # K x S: first free candidate above the threshold
@@ -394,8 +416,7 @@ def evaluate_detection(
     pr, pr_row_video = _flatten(predictions, pr_videos, width=4, what="predictions")  # P x 4, P
     n_known = len(gt_videos)
     extra = np.cumsum([v not in video_index for v in pr_videos], dtype=np.int64)
-    video_of = np.array([video_index.get(v, n_known - 1 + int(e)) for v, e in zip(pr_videos, extra)],
-                        dtype=np.int64)
+    video_of = np.array([video_index.get(v, n_known - 1 + int(e)) for v, e in zip(pr_videos, extra)], dtype=np.int64)
     pr_v = video_of[pr_row_video] if len(pr_videos) else np.zeros(0, dtype=np.int64)
     pr_c = pr[:, 2].astype(np.int64)
     if num_classes is not None:
@@ -426,8 +447,17 @@ def evaluate_detection(
     # mean over classes of the K x C table row by row, as the reference sums (bit-identical means)
     map_per_threshold = ap_kc.mean(axis=1) if C else np.zeros(K)
     return DetectionResult(
-        tiou_thresholds=thr, map_per_threshold=map_per_threshold, average_map=float(map_per_threshold.mean()),
-        class_ids=class_ids, ap=np.ascontiguousarray(ap_kc.T), num_gt=num_gt, num_predictions=num_pred,
-        num_videos=num_videos, num_gt_total=int(len(gt)), num_gt_duplicates=n_dup,
-        num_predictions_total=num_predictions_total, num_predictions_ignored=num_ignored,
-        num_predictions_no_gt_video=no_gt_video)
+        tiou_thresholds=thr,
+        map_per_threshold=map_per_threshold,
+        average_map=float(map_per_threshold.mean()),
+        class_ids=class_ids,
+        ap=np.ascontiguousarray(ap_kc.T),
+        num_gt=num_gt,
+        num_predictions=num_pred,
+        num_videos=num_videos,
+        num_gt_total=int(len(gt)),
+        num_gt_duplicates=n_dup,
+        num_predictions_total=num_predictions_total,
+        num_predictions_ignored=num_ignored,
+        num_predictions_no_gt_video=no_gt_video,
+    )

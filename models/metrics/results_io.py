@@ -11,6 +11,7 @@ Format (the file ``avel train`` writes as ``RUN/predictions_<split>.json``)::
 ``"results"``, ``"label_id"`` in place of ``"label"`` and ``"scores"`` in place of ``"score"``.
 Every entry is checked; an error names the file, the video id and the entry index.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,13 @@ def _fast_rows(entries: list, index: Mapping[str, int] | None, num_classes: int 
             seg = e["segment"] if type(e) is dict else None
             label = e.get("label", e.get("label_id"))
             score = e.get("score", e.get("scores"))
-            if (type(seg) is not list or len(seg) != 2 or type(seg[0]) not in _NUMBER_TYPES
-                    or type(seg[1]) not in _NUMBER_TYPES or type(score) not in _NUMBER_TYPES):
+            if (
+                type(seg) is not list
+                or len(seg) != 2
+                or type(seg[0]) not in _NUMBER_TYPES
+                or type(seg[1]) not in _NUMBER_TYPES
+                or type(score) not in _NUMBER_TYPES
+            ):
                 return None
             if type(label) is str:
                 if index is None:
@@ -82,14 +88,19 @@ def _fast_rows(entries: list, index: Mapping[str, int] | None, num_classes: int 
         arr = np.array(rows, dtype=np.float64).reshape(-1, 4)
     except (KeyError, TypeError, AttributeError, OverflowError):
         return None
-    if not (np.isfinite(arr).all() and (arr[:, 1] >= arr[:, 0]).all() and (arr[:, 2] >= 0).all()
-            and (num_classes is None or (arr[:, 2] < num_classes).all())):
+    if not (
+        np.isfinite(arr).all()
+        and (arr[:, 1] >= arr[:, 0]).all()
+        and (arr[:, 2] >= 0).all()
+        and (num_classes is None or (arr[:, 2] < num_classes).all())
+    ):
         return None
     return arr
 
 
-def _checked_rows(entries: list, index: Mapping[str, int] | None, classes: Sequence[str] | None,
-                  where_prefix: str) -> np.ndarray:
+def _checked_rows(
+    entries: list, index: Mapping[str, int] | None, classes: Sequence[str] | None, where_prefix: str
+) -> np.ndarray:
     """``P x 4`` rows, checking entry by entry; the first problem raises, naming the entry."""
     rows = np.zeros((len(entries), 4))
     for i, e in enumerate(entries):
@@ -98,13 +109,15 @@ def _checked_rows(entries: list, index: Mapping[str, int] | None, classes: Seque
             raise ResultsFormatError(f"{where}: expected an object with segment, label, score")
         seg = e.get("segment")
         if not (isinstance(seg, (list, tuple)) and len(seg) == 2 and all(_number(x) is not None for x in seg)):
-            raise ResultsFormatError(f"{where}: \"segment\" must be [start_s, end_s] (finite numbers), got {seg!r}")
+            raise ResultsFormatError(f'{where}: "segment" must be [start_s, end_s] (finite numbers), got {seg!r}')
         start, end = float(seg[0]), float(seg[1])
         if end < start:
             raise ResultsFormatError(f"{where}: segment end {end} < start {start}")
         score = _number(e.get("score", e.get("scores")))
         if score is None:
-            raise ResultsFormatError(f"{where}: \"score\" must be a finite number, got {e.get('score', e.get('scores'))!r}")
+            raise ResultsFormatError(
+                f'{where}: "score" must be a finite number, got {e.get("score", e.get("scores"))!r}'
+            )
         label = e.get("label", e.get("label_id"))
         if isinstance(label, str):
             if index is None:
@@ -118,13 +131,12 @@ def _checked_rows(entries: list, index: Mapping[str, int] | None, classes: Seque
                 top = len(classes) - 1 if classes is not None else "C"
                 raise ResultsFormatError(f"{where}: label id {label_id} is outside 0..{top}")
         else:
-            raise ResultsFormatError(f"{where}: \"label\" must be a class name or an integer label id, got {label!r}")
+            raise ResultsFormatError(f'{where}: "label" must be a class name or an integer label id, got {label!r}')
         rows[i] = (start, end, label_id, score)
     return rows
 
 
-def parse_results(data: Any, *, classes: Sequence[str] | None = None,
-                  source: str = "<results>") -> DetectionResults:
+def parse_results(data: Any, *, classes: Sequence[str] | None = None, source: str = "<results>") -> DetectionResults:
     """Validate a decoded results document and convert it to arrays.
 
     Args:
@@ -134,10 +146,10 @@ def parse_results(data: Any, *, classes: Sequence[str] | None = None,
         source: file name used in error messages.
     """
     if not isinstance(data, Mapping):
-        raise ResultsFormatError(f"{source}: top level: expected an object with a \"results\" mapping")
+        raise ResultsFormatError(f'{source}: top level: expected an object with a "results" mapping')
     key = "results" if "results" in data else "database" if "database" in data else None
     if key is None or not isinstance(data[key], Mapping):
-        raise ResultsFormatError(f"{source}: top level: expected a \"results\" mapping of video id -> list of entries")
+        raise ResultsFormatError(f'{source}: top level: expected a "results" mapping of video id -> list of entries')
     index = {name: i for i, name in enumerate(classes)} if classes is not None else None
     out: dict[str, np.ndarray] = {}
     for vid, entries in data[key].items():
@@ -146,8 +158,9 @@ def parse_results(data: Any, *, classes: Sequence[str] | None = None,
         rows = _fast_rows(entries, index, len(classes) if classes is not None else None)
         out[str(vid)] = rows if rows is not None else _checked_rows(entries, index, classes, f"{source}: {key}/{vid}")
     version = data.get("version")
-    return DetectionResults(out, version=None if version is None else str(version),
-                            external_data=data.get("external_data"))
+    return DetectionResults(
+        out, version=None if version is None else str(version), external_data=data.get("external_data")
+    )
 
 
 def read_results(path: str | os.PathLike, *, classes: Sequence[str] | None = None) -> DetectionResults:
@@ -162,8 +175,13 @@ def read_results(path: str | os.PathLike, *, classes: Sequence[str] | None = Non
     return parse_results(data, classes=classes, source=str(path))
 
 
-def results_to_json(predictions: Mapping[str, Any], *, classes: Sequence[str] | None = None,
-                    version: str = "avel", external_data: Any = None) -> dict[str, Any]:
+def results_to_json(
+    predictions: Mapping[str, Any],
+    *,
+    classes: Sequence[str] | None = None,
+    version: str = "avel",
+    external_data: Any = None,
+) -> dict[str, Any]:
     """Build the results document.
 
     Args:
@@ -177,8 +195,9 @@ def results_to_json(predictions: Mapping[str, Any], *, classes: Sequence[str] | 
         entries = []
         for start_s, end_s, label_id, score in np.asarray(rows, dtype=np.float64).reshape(-1, 4).tolist():
             lid = int(label_id)
-            entries.append({"segment": [start_s, end_s],
-                            "label": classes[lid] if classes is not None else lid, "score": score})
+            entries.append(
+                {"segment": [start_s, end_s], "label": classes[lid] if classes is not None else lid, "score": score}
+            )
         results[str(vid)] = entries
     doc: dict[str, Any] = {"version": version, "results": results}
     if external_data is not None:
@@ -186,8 +205,14 @@ def results_to_json(predictions: Mapping[str, Any], *, classes: Sequence[str] | 
     return doc
 
 
-def write_results(path: str | os.PathLike, predictions: Mapping[str, Any], *,
-                  classes: Sequence[str] | None = None, version: str = "avel", external_data: Any = None) -> None:
+def write_results(
+    path: str | os.PathLike,
+    predictions: Mapping[str, Any],
+    *,
+    classes: Sequence[str] | None = None,
+    version: str = "avel",
+    external_data: Any = None,
+) -> None:
     """Write :func:`results_to_json` atomically to ``path`` (arguments as there)."""
     path = Path(path)
     doc = results_to_json(predictions, classes=classes, version=version, external_data=external_data)

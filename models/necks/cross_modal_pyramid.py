@@ -4,6 +4,7 @@ Level 0 keeps full resolution; each further level halves it with strided attenti
 (depthwise strided conv on q/k/v, max-pool skip). Per level the visual and audio outputs are
 concatenated ``[V; A]`` into ``B x 2D x T_l``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,8 +58,14 @@ class CrossModalPyramid(nn.Module):
         super().__init__()
         self.cfg = cfg
         strides = [1] + [cfg.scale_factor] * (cfg.num_levels - 1)
-        block = functools.partial(TransformerBlock, dim, cfg.num_heads, attn_pdrop=cfg.attn_pdrop,
-                                  proj_pdrop=cfg.proj_pdrop, path_pdrop=cfg.path_pdrop)
+        block = functools.partial(
+            TransformerBlock,
+            dim,
+            cfg.num_heads,
+            attn_pdrop=cfg.attn_pdrop,
+            proj_pdrop=cfg.proj_pdrop,
+            path_pdrop=cfg.path_pdrop,
+        )
         self.visual_blocks = nn.ModuleList(block(stride=s) for s in strides)
         self.audio_blocks = nn.ModuleList(block(stride=s) for s in strides)
         if cfg.temporal_consistency_gate:
@@ -68,10 +75,11 @@ class CrossModalPyramid(nn.Module):
 
     @property
     def strides(self) -> list[int]:
-        return [self.cfg.scale_factor ** i for i in range(self.cfg.num_levels)]
+        return [self.cfg.scale_factor**i for i in range(self.cfg.num_levels)]
 
-    def forward(self, v: torch.Tensor, a: torch.Tensor,
-                mask: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(
+        self, v: torch.Tensor, a: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         cmi = self.cfg.cross_modal_interaction
         feats, masks = [], []
         for level in range(self.cfg.num_levels):

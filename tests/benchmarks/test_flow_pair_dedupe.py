@@ -1,5 +1,6 @@
 """``benchmarks/flow_pair_dedupe.py`` runs both settings on the same batch and reports the pairs
 each computed and how far their flows are apart (tiny preset)."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,25 @@ def test_moving_texture_moves_two_pixels_right_one_down():
 
 def test_report_of_a_tiny_run():
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "flow_pair_dedupe.py"
-    out = subprocess.run([sys.executable, str(script), "--preset", "tiny", "--batch", "8", "--height", "128",
-                          "--width", "136", "--threads", "1"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--preset",
+            "tiny",
+            "--batch",
+            "8",
+            "--height",
+            "128",
+            "--width",
+            "136",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     report = json.loads(out.stdout)
     # 8 windows of 8 pairs every 4 frames: 64 pairs per window, 8 + 7 x 4 distinct
     assert report["every_pair"]["raft_pairs"] == 64 and report["dedupe"]["raft_pairs"] == 36

@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.sh runs end to end in its small CPU mode (no GPU here): every stage of
 the script, the JSON it prints and the estimate are exercised on two short synthetic clips."""
+
 from __future__ import annotations
 
 import json
@@ -18,16 +19,32 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_on_cpu(tmp_path):
-    generate(SynthConfig(kind="unav100", videos=2, seed=3, size=64, min_duration_s=2.0, max_duration_s=2.5,
-                         num_classes=2), tmp_path / "data")
+    generate(
+        SynthConfig(kind="unav100", videos=2, seed=3, size=64, min_duration_s=2.0, max_duration_s=2.5, num_classes=2),
+        tmp_path / "data",
+    )
     clips = tmp_path / "clips"
     clips.mkdir()
     for src, name in zip(sorted((tmp_path / "data" / "videos").glob("*.mp4")), ("v_GGSY1Qvo990", "v_ZNVhz7ctTq0")):
         shutil.copyfile(src, clips / f"{name}.mp4")
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "PYTHON": sys.executable, "CLIPS_DIR": str(clips), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--", "--device", "cpu", "--dry",
-                           "--work", str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            str(ROOT / "benchmarks" / "gpu_check.sh"),
+            str(out),
+            "--",
+            "--device",
+            "cpu",
+            "--dry",
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["preset"] == "tiny"

@@ -2,6 +2,7 @@
 videos (``benchmarks/video_features_loop.py``). Its rows are not compared: the tiny random
 extractors give rows that barely depend on the input (their spread between windows is smaller
 than the effect of the baseline's re-encode), so a closeness check could not fail."""
+
 from __future__ import annotations
 
 import sys
@@ -20,8 +21,12 @@ from video_features_loop import reencode_fps, run_video_features_loop  # noqa: E
 
 
 def test_reencode_changes_the_frame_rate_and_keeps_audio(tmp_path):
-    generate(SynthConfig(kind="unav100", videos=1, seed=1, size=64, fps=30, min_duration_s=3.0, max_duration_s=3.0,
-                         num_classes=2), tmp_path / "d")
+    generate(
+        SynthConfig(
+            kind="unav100", videos=1, seed=1, size=64, fps=30, min_duration_s=3.0, max_duration_s=3.0, num_classes=2
+        ),
+        tmp_path / "d",
+    )
     (src,) = (tmp_path / "d" / "videos").glob("*.mp4")
     out = reencode_fps(src, tmp_path / "r.mp4", 25.0)
     with av.open(str(out)) as c:
@@ -31,8 +36,10 @@ def test_reencode_changes_the_frame_rate_and_keeps_audio(tmp_path):
 
 
 def test_same_windows_as_the_pipeline(tmp_path):
-    generate(SynthConfig(kind="unav100", videos=2, seed=0, size=64, min_duration_s=4.0, max_duration_s=5.0,
-                         num_classes=2), tmp_path / "d")
+    generate(
+        SynthConfig(kind="unav100", videos=2, seed=0, size=64, min_duration_s=4.0, max_duration_s=5.0, num_classes=2),
+        tmp_path / "d",
+    )
     jobs = [VideoJob(p.stem, p) for p in sorted((tmp_path / "d" / "videos").glob("*.mp4"))]
     exts = build_stream_extractors(["i3d_rgb", "vggish"], random_weights=True, preset="tiny")
     windows = run_video_features_loop(jobs, exts, tmp_path / "vf")

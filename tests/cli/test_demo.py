@@ -1,5 +1,6 @@
 """`avel demo` end to end on a small synthetic set (tiny random-weight extractors and backbones):
 published streams -> train -> new backbone -> retrain -> compare -> predict on a new video."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,10 @@ from avel.cli.main import cli
 
 @pytest.mark.slow
 def test_demo_new_backbone_retrain_compare_predict(tmp_path):
-    res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--videos", "20", "--epochs", "1",
-                                   "--max-duration-s", "4", "--model", "unav"])
+    res = CliRunner().invoke(
+        cli,
+        ["demo", "--out", str(tmp_path), "--videos", "20", "--epochs", "1", "--max-duration-s", "4", "--model", "unav"],
+    )
     assert res.exit_code == 0, res.output
     result = json.loads((tmp_path / "demo_result.json").read_text())
     new = result["new_backbone"]

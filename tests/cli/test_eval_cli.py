@@ -1,4 +1,5 @@
 """`avel eval` through the click entry point on a tiny UnAV-100 annotation file."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,11 @@ def ann(tmp_path):
     def a(s, e, k):
         return {"segment": [s, e], "label": CLASSES[k], "label_id": k}
 
-    db = {"-t1": {"duration": 20.0, "subset": "test", "annotations": [a(0, 10, 0), a(12, 18, 1)]},
-          "t2": {"duration": 10.0, "subset": "test", "annotations": [a(2, 6, 1)]},
-          "tr": {"duration": 10.0, "subset": "train", "annotations": [a(0, 5, 0)]}}
+    db = {
+        "-t1": {"duration": 20.0, "subset": "test", "annotations": [a(0, 10, 0), a(12, 18, 1)]},
+        "t2": {"duration": 10.0, "subset": "test", "annotations": [a(2, 6, 1)]},
+        "tr": {"duration": 10.0, "subset": "train", "annotations": [a(0, 5, 0)]},
+    }
     path = tmp_path / "ann.json"
     path.write_text(json.dumps({"version": "unav100", "database": db}))
     return path
@@ -30,16 +33,23 @@ def _preds(path, results):
 
 
 def test_perfect_predictions_text_and_json(tmp_path, ann):
-    p = _preds(tmp_path / "p.json", {
-        "-t1": [{"segment": [0, 10], "label": "dog barking", "score": 0.9},
-                {"segment": [12, 18], "label": 1, "score": 0.8}],
-        "t2": [{"segment": [2, 6], "label": "man speaking", "score": 0.7}]})
+    p = _preds(
+        tmp_path / "p.json",
+        {
+            "-t1": [
+                {"segment": [0, 10], "label": "dog barking", "score": 0.9},
+                {"segment": [12, 18], "label": 1, "score": 0.8},
+            ],
+            "t2": [{"segment": [2, 6], "label": "man speaking", "score": 0.7}],
+        },
+    )
     runner = CliRunner()
     res = runner.invoke(cli, ["eval", "--predictions", str(p), "--annotations", str(ann), "--per-class"])
     assert res.exit_code == 0, res.output
     assert "tIoU 0.50: mAP 100.00" in res.output and "man speaking" in res.output
-    res = runner.invoke(cli, ["eval", "--predictions", str(p), "--annotations", str(ann), "--json",
-                              "--tiou", "0.5,0.7"])
+    res = runner.invoke(
+        cli, ["eval", "--predictions", str(p), "--annotations", str(ann), "--json", "--tiou", "0.5,0.7"]
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["average_mAP"] == 1.0 and out["tiou_thresholds"] == [0.5, 0.7]
@@ -50,9 +60,13 @@ def test_run_dir_and_outside_split_warning(tmp_path, ann):
     run = tmp_path / "run"
     run.mkdir()
     # class 0: the train-video prediction outranks the test one -> AP 1/2; class 1: missed -> AP 0
-    _preds(run / "predictions_test.json", {
-        "-t1": [{"segment": [0, 10], "label": 0, "score": 0.5}],
-        "tr": [{"segment": [0, 5], "label": 0, "score": 0.9}]})
+    _preds(
+        run / "predictions_test.json",
+        {
+            "-t1": [{"segment": [0, 10], "label": 0, "score": 0.5}],
+            "tr": [{"segment": [0, 5], "label": 0, "score": 0.9}],
+        },
+    )
     res = CliRunner().invoke(cli, ["eval", "--run", str(run), "--annotations", str(ann), "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
@@ -66,8 +80,10 @@ def test_usage_and_bad_input_exit_codes(tmp_path, ann):
     assert res.exit_code == 2 and "exactly one of --predictions" in res.output
     res = runner.invoke(cli, ["eval", "--predictions", "x.json", "--annotations", str(ann), "--tiou", "0.5,abc"])
     assert res.exit_code == 2
-    bad = _preds(tmp_path / "bad.json", {"t2": [{"segment": [2, 6], "label": 1, "score": 0.7},
-                                                {"segment": [2, 6], "label": "cat", "score": 0.7}]})
+    bad = _preds(
+        tmp_path / "bad.json",
+        {"t2": [{"segment": [2, 6], "label": 1, "score": 0.7}, {"segment": [2, 6], "label": "cat", "score": 0.7}]},
+    )
     res = runner.invoke(cli, ["eval", "--predictions", str(bad), "--annotations", str(ann)])
     assert res.exit_code == 1 and "results/t2[1]: label 'cat'" in res.stderr
     res = runner.invoke(cli, ["eval", "--run", str(tmp_path), "--annotations", str(ann)])
@@ -87,18 +103,55 @@ def test_plot_timelines_and_similarity(tmp_path, ann):
     p = _preds(tmp_path / "p.json", {"-t1": [{"segment": [0, 9], "label": 0, "score": 0.9}]})
     out = tmp_path / "figs"
     runner = CliRunner()
-    res = runner.invoke(cli, ["plot", "--predictions", str(p), "--annotations", str(ann), "--out", str(out),
-                              "--videos", "-t1", "--videos", "t2", "--store", str(tmp_path / "store"),
-                              "--visual-stream", "vis", "--audio-stream", "aud"])
+    res = runner.invoke(
+        cli,
+        [
+            "plot",
+            "--predictions",
+            str(p),
+            "--annotations",
+            str(ann),
+            "--out",
+            str(out),
+            "--videos",
+            "-t1",
+            "--videos",
+            "t2",
+            "--store",
+            str(tmp_path / "store"),
+            "--visual-stream",
+            "vis",
+            "--audio-stream",
+            "aud",
+        ],
+    )
     # t2 is not in the store: its timeline is drawn, its similarity figure reported as a problem
     assert res.exit_code == 1 and "t2: similarity figure" in res.stderr
-    assert sorted(f.name for f in out.iterdir()) == ["-t1.similarity.png", "-t1.timeline.png", "-t1.video.png",
-                                                     "t2.timeline.png", "t2.video.png"]
-    res = runner.invoke(cli, ["plot", "--predictions", str(p), "--annotations", str(ann), "--out", str(out),
-                              "--split", "train"])
+    assert sorted(f.name for f in out.iterdir()) == [
+        "-t1.similarity.png",
+        "-t1.timeline.png",
+        "-t1.video.png",
+        "t2.timeline.png",
+        "t2.video.png",
+    ]
+    res = runner.invoke(
+        cli, ["plot", "--predictions", str(p), "--annotations", str(ann), "--out", str(out), "--split", "train"]
+    )
     assert res.exit_code == 0 and (out / "tr.timeline.png").exists()
-    res = runner.invoke(cli, ["plot", "--predictions", str(p), "--annotations", str(ann), "--out", str(out),
-                              "--store", str(tmp_path / "store")])
+    res = runner.invoke(
+        cli,
+        [
+            "plot",
+            "--predictions",
+            str(p),
+            "--annotations",
+            str(ann),
+            "--out",
+            str(out),
+            "--store",
+            str(tmp_path / "store"),
+        ],
+    )
     assert res.exit_code == 2 and "--visual-stream" in res.output
 
 
@@ -108,11 +161,13 @@ def test_eval_command_imports_neither_torch_nor_ray(tmp_path, ann):
     import sys
 
     p = _preds(tmp_path / "p.json", {"t2": [{"segment": [2, 6], "label": 1, "score": 0.7}]})
-    code = ("import sys, runpy\n"
-            f"sys.argv = ['avel', 'eval', '--predictions', {str(p)!r}, '--annotations', {str(ann)!r}]\n"
-            "try:\n    runpy.run_module('avel.cli.main', run_name='__main__')\n"
-            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "print('LOADED', sorted({m.split('.')[0] for m in sys.modules}))\n")
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['avel', 'eval', '--predictions', {str(p)!r}, '--annotations', {str(ann)!r}]\n"
+        "try:\n    runpy.run_module('avel.cli.main', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "print('LOADED', sorted({m.split('.')[0] for m in sys.modules}))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = out.split("LOADED", 1)[1]
     assert "tIoU 0.50" in out and "'numpy'" in loaded

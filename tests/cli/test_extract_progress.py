@@ -1,5 +1,6 @@
 """`avel extract` progress: the live bar's numbers (videos done / failed, wall-clock windows/s,
 ETA) and the final report's per-stage busy time and throughput."""
+
 from __future__ import annotations
 
 import json
@@ -20,17 +21,33 @@ def test_progress_fields_from_counts_and_elapsed_time():
     assert progress_fields(RunReport(), total=5, elapsed_s=2.0)["eta_s"] is None  # no video done yet
     assert progress_fields(RunReport(videos_ok=5, windows=7), total=5, elapsed_s=2.0)["eta_s"] == 0.0
     assert progress_fields(RunReport(), total=0, elapsed_s=0.0) == {
-        "done": 0, "total": 0, "ok": 0, "failed": 0, "windows_per_s": 0.0, "eta_s": 0.0}
+        "done": 0,
+        "total": 0,
+        "ok": 0,
+        "failed": 0,
+        "windows_per_s": 0.0,
+        "eta_s": 0.0,
+    }
 
 
 def test_progress_callback_values_during_a_run(tmp_path):
-    generate(SynthConfig(kind="unav100", videos=3, seed=3, size=64, min_duration_s=2.0, max_duration_s=3.0,
-                         num_classes=2), tmp_path / "synth")
+    generate(
+        SynthConfig(kind="unav100", videos=3, seed=3, size=64, min_duration_s=2.0, max_duration_s=3.0, num_classes=2),
+        tmp_path / "synth",
+    )
     vdir = tmp_path / "videos"
     shutil.copytree(tmp_path / "synth" / "videos", vdir)
     (vdir / "broken.mp4").write_text("not a video\n")
-    cfg = ExtractConfig(dataset="folder", videos=str(vdir), extractors=["vgg19", "vggish"], preset="tiny",
-                        random_weights=True, out=str(tmp_path / "s"), batch_size=8, device="cpu")
+    cfg = ExtractConfig(
+        dataset="folder",
+        videos=str(vdir),
+        extractors=["vgg19", "vggish"],
+        preset="tiny",
+        random_weights=True,
+        out=str(tmp_path / "s"),
+        batch_size=8,
+        device="cpu",
+    )
     seen = []
 
     def progress(report, total):

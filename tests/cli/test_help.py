@@ -1,4 +1,5 @@
 """Every registered command imports and answers --help (no placeholder commands)."""
+
 from __future__ import annotations
 
 import pytest

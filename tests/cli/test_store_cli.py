@@ -1,4 +1,5 @@
 """`avel info`, `avel import`, `avel export` through the click entry point."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,16 @@ def _store(root):
     specs = {"i3d_rgb": StreamSpec("i3d", UNAV100_I3D, (4,), config={"preset": "tiny"}, weights_sha256="random")}
     with StoreWriter(root, dataset="unav100", streams=specs) as w:
         w.add("-vid", {"i3d_rgb": np.ones((3, 4))})
-    append_error(root, {"video_id": "broken", "path": "broken.mp4", "stage": "decode",
-                        "error_type": "DecodeError", "message": "moov atom not found"})
+    append_error(
+        root,
+        {
+            "video_id": "broken",
+            "path": "broken.mp4",
+            "stage": "decode",
+            "error_type": "DecodeError",
+            "message": "moov atom not found",
+        },
+    )
 
 
 def test_info_text_and_json(tmp_path):
@@ -28,7 +37,7 @@ def test_info_text_and_json(tmp_path):
     assert "RANDOM WEIGHTS" in res.output and "1 failed videos: broken" in res.output
     res = runner.invoke(cli, ["info", str(tmp_path / "s"), "--json", "--verify", "--videos"])
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output[res.output.index("{"):])
+    data = json.loads(res.output[res.output.index("{") :])
     assert data["videos"] == 1 and data["video_ids"] == ["-vid"] and data["verify_problems"] == []
     assert data["streams"]["i3d_rgb"]["feature_dim"] == 4
 

@@ -1,5 +1,6 @@
 """AVE: the real release (rows, classes, both splits, label files), header detection, the
 writer and errors that name the line."""
+
 from __future__ import annotations
 
 import collections
@@ -13,8 +14,9 @@ from avel.datasets.annotations import AnnotationError, AnnotationSet, Sample, Se
 from avel.datasets.ave import HEADER, load_ave, segment_labels, write_ave
 
 AVE = Path(__file__).resolve().parents[3] / "shared" / "data" / "ave"
-needs_real = pytest.mark.skipif(not (AVE / "Annotations.txt").exists(),
-                                reason="shared/data is not next to this checkout")
+needs_real = pytest.mark.skipif(
+    not (AVE / "Annotations.txt").exists(), reason="shared/data is not next to this checkout"
+)
 
 
 def _order(path: Path) -> np.ndarray:
@@ -30,8 +32,13 @@ def test_real_rows_classes_and_standard_split():
     assert ann.num_classes == 28 and ann.background_id == 28
     assert ann.classes[0] == "Church bell" and ann.classes[27] == "Mandolin"
     first = ann["row-0000"]
-    assert (first.video_id, first.duration_s, first.segments, first.extra["row"], first.extra["quality"]) == \
-        ("RUhOCu3LNXM", 10.0, [Segment(0.0, 10.0, "Church bell", 0)], 0, "good")
+    assert (first.video_id, first.duration_s, first.segments, first.extra["row"], first.extra["quality"]) == (
+        "RUhOCu3LNXM",
+        10.0,
+        [Segment(0.0, 10.0, "Church bell", 0)],
+        0,
+        "good",
+    )
     test_rows = [s.extra["row"] for s in ann if s.subset == "test"]
     assert sorted(test_rows) == sorted(_order(AVE / "test_order.h5").tolist())
     repeated = [v for v, n in collections.Counter(s.video_id for s in ann).items() if n > 1]
@@ -86,23 +93,43 @@ def test_header_is_optional(tmp_path):
 
 
 def test_write_round_trip_with_splits(tmp_path):
-    rows = [("Dog", "abc", 2, 5, "train"), ("Bell", "-xyz", 0, 10, "validation"), ("Dog", "abc", 7, 9.5, "test"),
-            ("Bell", "_q", 1, 3, "train"), ("Dog", "n", 0, 1, None)]
-    ann = AnnotationSet("ave", ["Dog", "Bell"], [
-        Sample(f"row-{i:04d}", v, 10.0, sub, [Segment(float(s), float(e), c, ["Dog", "Bell"].index(c))],
-               {"row": i, "quality": "good"}) for i, (c, v, s, e, sub) in enumerate(rows)], background_id=2)
+    rows = [
+        ("Dog", "abc", 2, 5, "train"),
+        ("Bell", "-xyz", 0, 10, "validation"),
+        ("Dog", "abc", 7, 9.5, "test"),
+        ("Bell", "_q", 1, 3, "train"),
+        ("Dog", "n", 0, 1, None),
+    ]
+    ann = AnnotationSet(
+        "ave",
+        ["Dog", "Bell"],
+        [
+            Sample(
+                f"row-{i:04d}",
+                v,
+                10.0,
+                sub,
+                [Segment(float(s), float(e), c, ["Dog", "Bell"].index(c))],
+                {"row": i, "quality": "good"},
+            )
+            for i, (c, v, s, e, sub) in enumerate(rows)
+        ],
+        background_id=2,
+    )
     write_ave(ann, tmp_path / "out")
     text = (tmp_path / "out" / "Annotations.txt").read_text()
     assert text.splitlines()[0] == HEADER and text.splitlines()[3] == "Dog&abc&good&7&9.5"
     back = load_ave(tmp_path / "out" / "Annotations.txt")
-    assert [(s.sample_id, s.video_id, s.subset, s.segments) for s in back] == \
-        [(s.sample_id, s.video_id, s.subset, s.segments) for s in ann]
+    assert [(s.sample_id, s.video_id, s.subset, s.segments) for s in back] == [
+        (s.sample_id, s.video_id, s.subset, s.segments) for s in ann
+    ]
     match = load_ave(tmp_path / "out" / "Annotations.txt", split="match")
     assert [s.subset for s in match] == [s.subset for s in ann]
     assert _order(tmp_path / "out" / "train_order.h5").tolist() == [0, 3]
     assert _order(tmp_path / "out" / "train_order.h5").dtype == np.int64
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        ["Annotations.txt"] + [f"{s}_order{m}.h5" for s in ("train", "val", "test") for m in ("", "_match")])
+        ["Annotations.txt"] + [f"{s}_order{m}.h5" for s in ("train", "val", "test") for m in ("", "_match")]
+    )
 
 
 def test_classes_argument_fixes_label_ids(tmp_path):
@@ -125,12 +152,15 @@ def test_writer_rejects_bad_rows(tmp_path):
     assert not (tmp_path / "Annotations.txt").exists()
 
 
-@pytest.mark.parametrize("text, match", [
-    ("Dog&abc&good&2&5\nDog&abc&good\n", "line 2: expected 5 '&'-separated fields"),
-    ("Dog&abc&good&two&5\n", "line 1: StartTime/EndTime must be numbers, got 'two', '5'"),
-    ("\nDog&&good&1&5\n", "line 2: Category and VideoID must not be empty"),
-    ("Dog&a&good&1&5\n" + HEADER + "\n", "line 2: StartTime/EndTime must be numbers"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("Dog&abc&good&2&5\nDog&abc&good\n", "line 2: expected 5 '&'-separated fields"),
+        ("Dog&abc&good&two&5\n", "line 1: StartTime/EndTime must be numbers, got 'two', '5'"),
+        ("\nDog&&good&1&5\n", "line 2: Category and VideoID must not be empty"),
+        ("Dog&a&good&1&5\n" + HEADER + "\n", "line 2: StartTime/EndTime must be numbers"),
+    ],
+)
 def test_line_errors(tmp_path, text, match):
     p = tmp_path / "Annotations.txt"
     p.write_text(text)

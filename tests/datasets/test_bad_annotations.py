@@ -1,5 +1,6 @@
 """Bad annotation input (issue 14): BOM, the published AVE classes, the empty `0&0` event,
 path-traversal ids, one id under two extensions."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,9 @@ from avel.datasets.validate import validate
 from avel.pipeline.jobs import dataset_files, plan_jobs
 
 AVE = Path(__file__).resolve().parents[3] / "shared" / "data" / "ave"
-needs_real = pytest.mark.skipif(not (AVE / "Annotations.txt").exists(), reason="shared/data is not next to this checkout")
+needs_real = pytest.mark.skipif(
+    not (AVE / "Annotations.txt").exists(), reason="shared/data is not next to this checkout"
+)
 
 
 def test_published_classes_are_fixed_whatever_rows_a_file_holds(tmp_path):
@@ -43,12 +46,16 @@ def test_bom_is_tolerated(tmp_path):
 def test_unknown_category_is_an_error_naming_file_and_line(tmp_path):
     p = tmp_path / "Annotations.txt"
     p.write_text("Church bell&a&good&0&2\nChurch bel&b&good&1&3\nBark&c&good&1&3\n")
-    with pytest.raises(AnnotationError, match=r"Annotations.txt: line 2: category 'Church bel' is not one of "
-                                              r"the 28 AVE classes") as err:
+    with pytest.raises(
+        AnnotationError,
+        match=r"Annotations.txt: line 2: category 'Church bel' is not one of "
+        r"the 28 AVE classes",
+    ) as err:
         load_ave(p)
     assert str(err.value).startswith(str(p))
     assert [(q.location, q.message) for q in validate("ave", p)] == [
-        ("line 2", "category 'Church bel' is not one of the 28 AVE classes")]
+        ("line 2", "category 'Church bel' is not one of the 28 AVE classes")
+    ]
 
 
 def test_custom_dataset_numbers_its_own_classes(tmp_path):
@@ -89,8 +96,9 @@ def test_validate_catches_path_traversal_ids(tmp_path, vid):
     probs = validate("ave", p)
     assert [q.location for q in probs] == ["line 1"] and "cannot be a file name" in probs[0].message, probs
     u = tmp_path / "ann.json"
-    u.write_text(json.dumps({"version": "unav100", "database": {
-        vid: {"duration": 10, "subset": "train", "annotations": []}}}))
+    u.write_text(
+        json.dumps({"version": "unav100", "database": {vid: {"duration": 10, "subset": "train", "annotations": []}}})
+    )
     probs = validate("unav100", u)
     assert [q.location for q in probs] == [f"database/{vid}"] and "cannot be a file name" in probs[0].message, probs
 
@@ -105,7 +113,8 @@ def test_same_id_under_two_extensions_is_listed(tmp_path):
     write_unav100(AnnotationSet("unav100", ["x"], samples), tmp_path / "ann.json")
     probs = validate("unav100", tmp_path / "ann.json", video_dir=videos)
     assert [(q.location, q.message) for q in probs] == [
-        ("database/a", "several files for one id: ['a.mp4', 'a.mkv'] (keep one)")]
+        ("database/a", "several files for one id: ['a.mp4', 'a.mkv'] (keep one)")
+    ]
     files, missing, duplicates = dataset_files("unav100", videos_dir=videos, annotations=tmp_path / "ann.json")
     assert set(files) == {"b"} and not missing and set(duplicates) == {"a"}
     plan = plan_jobs(files, store_root=tmp_path / "store", streams=["vggish"], duplicates=duplicates)

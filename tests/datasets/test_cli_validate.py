@@ -1,4 +1,5 @@
 """`avel validate` on broken files (one case per problem kind) and on the real files."""
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ def _unav(database, raw=None):
         p = tmp_path / "ann.json"
         p.write_text(raw if raw is not None else json.dumps({"version": "unav100", "database": database}))
         return ["--dataset", "unav100", str(p)]
+
     return make
 
 
@@ -37,6 +39,7 @@ def _ave(text, splits=None):
             with h5py.File(tmp_path / f"{stem}_order.h5", "w") as f:
                 f["order"] = np.asarray(rows)
         return ["--dataset", "ave", str(p)]
+
     return make
 
 
@@ -57,30 +60,48 @@ def _folder(tmp_path: Path) -> list[str]:
 
 CASES = {
     "bad_json": (_unav(None, raw='{"database": {\n  "x": ,}}'), "ann.json: line 2 column 8: invalid JSON"),
-    "missing_key": (_unav({"x": {"subset": "train", "annotations": []}}),
-                    "ann.json: database/x: missing key 'duration'"),
-    "wrong_type": (_unav({"x": _entry({"segment": "0-1", "label": "a", "label_id": 0})}),
-                   "database/x/annotations[0]/segment: expected [start_s, end_s] numbers, got '0-1'"),
-    "start_after_end": (_unav({"x": _entry({"segment": [3, 1], "label": "a", "label_id": 0})}),
-                        "database/x/annotations[0]/segment: start 3 >= end 1"),
-    "outside_duration": (_unav({"x": _entry({"segment": [3, 12], "label": "a", "label_id": 0})}),
-                         "database/x/annotations[0]/segment: end 12 after the duration 10 s"),
-    "label_id_mismatch": (_unav({"x": _entry(_OK, {"segment": [3, 4], "label": "b", "label_id": 0})}),
-                          "database: label_id 0 is used for several labels ['a', 'b']"),
-    "label_id_gap": (_unav({"x": _entry(_OK, {"segment": [3, 4], "label": "b", "label_id": 2})}),
-                     "database: label_id values must be 0..C-1 without gaps; missing [1]"),
+    "missing_key": (
+        _unav({"x": {"subset": "train", "annotations": []}}),
+        "ann.json: database/x: missing key 'duration'",
+    ),
+    "wrong_type": (
+        _unav({"x": _entry({"segment": "0-1", "label": "a", "label_id": 0})}),
+        "database/x/annotations[0]/segment: expected [start_s, end_s] numbers, got '0-1'",
+    ),
+    "start_after_end": (
+        _unav({"x": _entry({"segment": [3, 1], "label": "a", "label_id": 0})}),
+        "database/x/annotations[0]/segment: start 3 >= end 1",
+    ),
+    "outside_duration": (
+        _unav({"x": _entry({"segment": [3, 12], "label": "a", "label_id": 0})}),
+        "database/x/annotations[0]/segment: end 12 after the duration 10 s",
+    ),
+    "label_id_mismatch": (
+        _unav({"x": _entry(_OK, {"segment": [3, 4], "label": "b", "label_id": 0})}),
+        "database: label_id 0 is used for several labels ['a', 'b']",
+    ),
+    "label_id_gap": (
+        _unav({"x": _entry(_OK, {"segment": [3, 4], "label": "b", "label_id": 2})}),
+        "database: label_id values must be 0..C-1 without gaps; missing [1]",
+    ),
     "duplicate_event": (_unav({"x": _entry(_OK, _OK)}), "database/x/annotations[1]: duplicate event 'a' [1, 2]"),
     "unknown_subset": (_unav({"x": _entry(_OK, subset="val")}), "database/x/subset: expected one of"),
     "missing_video": (_videos, "ann.json: database/-v: no video file -v{.mp4,"),
     "field_count": (_ave("Dog&a&good&1\n"), "Annotations.txt: line 1: expected 5 '&'-separated fields"),
-    "non_numeric": (_ave("Category&VideoID&Quality&StartTime&EndTime\nDog&a&good&1&ten\n"),
-                    "Annotations.txt: line 2: StartTime/EndTime must be numbers, got '1', 'ten'"),
+    "non_numeric": (
+        _ave("Category&VideoID&Quality&StartTime&EndTime\nDog&a&good&1&ten\n"),
+        "Annotations.txt: line 2: StartTime/EndTime must be numbers, got '1', 'ten'",
+    ),
     "ave_outside_clip": (_ave("Dog&a&good&8&11\n"), "Annotations.txt: line 1: segment [8, 11] outside the 10-s clip"),
     "duplicate_row": (_ave("Dog&a&good&1&3\n\nDog&a&good&1&3\n"), "Annotations.txt: line 3: duplicate of line 1"),
-    "split_out_of_range": (_ave("Dog&a&good&1&3\n", {"train": [0], "val": [4], "test": []}),
-                           "val_order.h5: order[0]: row index 4 outside 0..0"),
-    "split_twice": (_ave("Dog&a&good&1&3\n", {"train": [0], "val": [], "test": [0]}),
-                    "test_order.h5: order[0]: row 0 is also in train_order.h5"),
+    "split_out_of_range": (
+        _ave("Dog&a&good&1&3\n", {"train": [0], "val": [4], "test": []}),
+        "val_order.h5: order[0]: row index 4 outside 0..0",
+    ),
+    "split_twice": (
+        _ave("Dog&a&good&1&3\n", {"train": [0], "val": [], "test": [0]}),
+        "test_order.h5: order[0]: row 0 is also in train_order.h5",
+    ),
     "folder_same_id": (_folder, "a.webm: file: same video id 'a' as"),
 }
 
@@ -116,9 +137,14 @@ def test_clean_file_and_usage_errors(tmp_path):
     assert res.exit_code == 0 and res.stdout == "" and "OK" in res.stderr
     res = runner.invoke(cli, ["validate", "--dataset", "unav100", "--json", str(p)])
     assert res.exit_code == 0 and json.loads(res.stdout) == []
-    for args in (["--dataset", "unav100", str(tmp_path / "nope.json")], ["--dataset", "kinetics", str(p)],
-                 ["--dataset", "ave"], ["--dataset", "unav100", str(p), "--splits", str(tmp_path)],
-                 ["--dataset", "folder", str(p)], ["--dataset", "ave", str(tmp_path)]):
+    for args in (
+        ["--dataset", "unav100", str(tmp_path / "nope.json")],
+        ["--dataset", "kinetics", str(p)],
+        ["--dataset", "ave"],
+        ["--dataset", "unav100", str(p), "--splits", str(tmp_path)],
+        ["--dataset", "folder", str(p)],
+        ["--dataset", "ave", str(tmp_path)],
+    ):
         res = runner.invoke(cli, ["validate", *args])
         assert res.exit_code == 2, (args, res.output)
 
@@ -133,5 +159,7 @@ def test_real_files():
         res = runner.invoke(cli, ["validate", "--dataset", "ave", str(ave / "Annotations.txt"), *extra])
         # the release has one real defect: a zero-length event (0 to 0 s) for VWi2ENBuTbw
         assert res.exit_code == 1
-        assert res.stdout == (f"{ave / 'Annotations.txt'}: line 27: start 0 >= end 0: an empty event (training keeps "
-                              f"the row: all segments background, video label 'Church bell'; see avel.datasets.ave)\n")
+        assert res.stdout == (
+            f"{ave / 'Annotations.txt'}: line 27: start 0 >= end 0: an empty event (training keeps "
+            f"the row: all segments background, video label 'Church bell'; see avel.datasets.ave)\n"
+        )

@@ -1,4 +1,5 @@
 """Folder datasets and the load_dataset dispatch."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,16 @@ def _touch(root, *names):
 
 
 def test_recursive_sorted_ids_with_posix_separators(tmp_path):
-    _touch(tmp_path, "b.webm", "sub dir/ünï -x.MP4", "sub dir/deeper/-c.mkv", "a/z.avi", ".hidden.mov",
-           "notes.txt", "clip.mp4.part")
+    _touch(
+        tmp_path,
+        "b.webm",
+        "sub dir/ünï -x.MP4",
+        "sub dir/deeper/-c.mkv",
+        "a/z.avi",
+        ".hidden.mov",
+        "notes.txt",
+        "clip.mp4.part",
+    )
     ann = load_folder(tmp_path)
     assert ann.dataset == "folder" and ann.classes == []
     assert [s.video_id for s in ann] == [".hidden", "a/z", "b", "sub dir/deeper/-c", "sub dir/ünï -x"]
@@ -40,8 +49,20 @@ def test_load_dataset_dispatch(tmp_path):
     _touch(tmp_path / "v", "x.mp4")
     assert [s.video_id for s in load_dataset("folder", video_dir=tmp_path / "v")] == ["x"]
     assert [s.video_id for s in load_dataset("folder", tmp_path / "v")] == ["x"]
-    (tmp_path / "u.json").write_text(json.dumps({"version": "unav100", "database": {
-        "-q": {"duration": 4, "subset": "test", "annotations": [{"segment": [1, 2], "label": "a", "label_id": 0}]}}}))
+    (tmp_path / "u.json").write_text(
+        json.dumps(
+            {
+                "version": "unav100",
+                "database": {
+                    "-q": {
+                        "duration": 4,
+                        "subset": "test",
+                        "annotations": [{"segment": [1, 2], "label": "a", "label_id": 0}],
+                    }
+                },
+            }
+        )
+    )
     assert load_dataset("unav100", tmp_path / "u.json")["-q"].subset == "test"
     (tmp_path / "Annotations.txt").write_text("Dog&a&good&0&2\n")
     ann = load_dataset("ave", tmp_path / "Annotations.txt")

@@ -1,4 +1,5 @@
 """Import/export of the published UnAV-100 .npy and AVE h5 feature formats."""
+
 from __future__ import annotations
 
 import h5py
@@ -71,8 +72,9 @@ def test_unav_npy_suffix_prefers_longest_match(tmp_path):
 
 def _ave(tmp_path, rng):
     ids = ["yt_a", "yt_b", "yt_a", "yt_c"]  # row 2 repeats video yt_a, as in the real file
-    samples = [Sample(f"row-{i:04d}", v, 10.0, "train", [Segment(0, 3, "bell", 0)], {"row": i})
-               for i, v in enumerate(ids)]
+    samples = [
+        Sample(f"row-{i:04d}", v, 10.0, "train", [Segment(0, 3, "bell", 0)], {"row": i}) for i, v in enumerate(ids)
+    ]
     ann = AnnotationSet("ave", ["bell"], samples, background_id=1)
     visual = rng.standard_normal((4, 10, 7, 7, 512))
     visual[2] = visual[0]
@@ -87,8 +89,13 @@ def _ave(tmp_path, rng):
 
 def test_ave_h5_round_trip_exact_in_float64(tmp_path):
     ann, visual, audio = _ave(tmp_path, np.random.default_rng(1))
-    report = import_ave_h5(ann, tmp_path / "store", visual_h5=tmp_path / "visual_feature.h5",
-                           audio_h5=tmp_path / "audio_feature.h5", dtype="float64")
+    report = import_ave_h5(
+        ann,
+        tmp_path / "store",
+        visual_h5=tmp_path / "visual_feature.h5",
+        audio_h5=tmp_path / "audio_feature.h5",
+        dtype="float64",
+    )
     assert report.videos == 3 and report.problems == []
     st = FeatureStore(tmp_path / "store")
     assert st.videos() == ["yt_a", "yt_b", "yt_c"]

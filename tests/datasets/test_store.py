@@ -1,4 +1,5 @@
 """Feature store: round trip, crash safety, corruption detection, forked readers."""
+
 from __future__ import annotations
 
 import json
@@ -139,8 +140,9 @@ def test_kill_9_mid_write_leaves_valid_store(tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(_CRASH_WRITER)
     for attempt, lines in enumerate((7, 30, 61)):
-        proc = subprocess.Popen([sys.executable, str(script), str(root), "0"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(root), "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         for _ in range(lines):  # kill while the writer is busy adding and committing
             assert proc.stdout.readline().startswith("added")
         proc.send_signal(signal.SIGKILL)
@@ -214,12 +216,31 @@ def test_redundant_leftover_of_a_dead_writer_is_deleted_and_logged(tmp_path):
 
     st = FeatureStore(root)
     image, rows = store_mod.build_shard_image(
-        [store_mod._PendingVideo("c", {"rgb": _rows(3, 3, 6)}, {}, VideoMeta())], st.streams, dataset="unav100",
-        writer={"writer": "other", "host": "elsewhere", "pid": 1, "created": "x", "file": "shard-x-other-1.h5"})
+        [store_mod._PendingVideo("c", {"rgb": _rows(3, 3, 6)}, {}, VideoMeta())],
+        st.streams,
+        dataset="unav100",
+        writer={"writer": "other", "host": "elsewhere", "pid": 1, "created": "x", "file": "shard-x-other-1.h5"},
+    )
     (root / "shards" / "shard-x-other-1.h5").write_bytes(image)
     with store_log.store_lock(root):
-        store_log.append_records(root, [{"op": "commit", "shard": store_mod._commit_entry(
-            "shards/shard-x-other-1.h5", ["c"], ["rgb"], {}, rows, len(image), store_log.sha256_hex(image), "other")}])
+        store_log.append_records(
+            root,
+            [
+                {
+                    "op": "commit",
+                    "shard": store_mod._commit_entry(
+                        "shards/shard-x-other-1.h5",
+                        ["c"],
+                        ["rgb"],
+                        {},
+                        rows,
+                        len(image),
+                        store_log.sha256_hex(image),
+                        "other",
+                    ),
+                }
+            ],
+        )
     StoreWriter(root, dataset="unav100", streams=SPECS).close()
     assert not (root / "shards" / leftover).exists()
     log = [json.loads(line) for line in (root / "deletions.jsonl").read_text().splitlines()]
@@ -269,7 +290,7 @@ def test_missing_shard_and_bad_manifest(tmp_path):
     with pytest.raises(StoreCorruptError, match="missing"):
         FeatureStore(root)["a"]["rgb"]
     # A garbled snapshot is only a cache: the log is replayed, and the note names the file.
-    (root / "manifest.json").write_text("{\n  \"schema_version\": 2,\n  oops\n}")
+    (root / "manifest.json").write_text('{\n  "schema_version": 2,\n  oops\n}')
     st = FeatureStore(root)
     assert st.videos() == ["a"] and any("manifest.json: invalid JSON at line 3" in n for n in st.notes)
     # A garbled log record is an error naming the log file and its line.
@@ -300,8 +321,9 @@ def test_forked_dataloader_workers_read_correctly(tmp_path):
     expected = _write(tmp_path / "s", ids)
     st = FeatureStore(tmp_path / "s")
     st["v0"]["rgb"]  # parent opens handles before the fork
-    loader = DataLoader(_StoreDataset(st), batch_size=None, num_workers=2,
-                        multiprocessing_context=mp.get_context("fork"))
+    loader = DataLoader(
+        _StoreDataset(st), batch_size=None, num_workers=2, multiprocessing_context=mp.get_context("fork")
+    )
     seen = {}
     pids = set()
     for vid, total, pid in loader:
@@ -335,8 +357,16 @@ def test_concurrent_writers_in_processes(tmp_path):
 def test_errors_and_summary(tmp_path):
     root = tmp_path / "s"
     _write(root, ["a"])
-    append_error(root, {"video_id": "bad", "path": "/x/bad.mp4", "stage": "decode",
-                        "error_type": "DecodeError", "message": "moov atom not found"})
+    append_error(
+        root,
+        {
+            "video_id": "bad",
+            "path": "/x/bad.mp4",
+            "stage": "decode",
+            "error_type": "DecodeError",
+            "message": "moov atom not found",
+        },
+    )
     st = FeatureStore(root)
     summary = st.summary()
     assert summary["errors"] == 1 and summary["failed_videos"] == ["bad"]

@@ -1,5 +1,6 @@
 """Store v2: commit log, rebuild without manifest/log, every byte checked, claims, full disk,
 read-only stores, v1 upgrade."""
+
 from __future__ import annotations
 
 import errno
@@ -72,11 +73,11 @@ def test_commit_appends_one_log_record_and_snapshot_is_compacted_on_close(tmp_pa
     assert snap["schema_version"] == 2 and len(snap["shards"]) == 2 and snap["log"]["offset"] == log.stat().st_size
     # a torn append (a writer died mid-write) is ignored by readers and cut by the next writer
     with open(log, "ab") as f:
-        f.write(b"0badc0de {\"op\":\"comm")
+        f.write(b'0badc0de {"op":"comm')
     assert len(FeatureStore(root)) == 4
     w2 = StoreWriter(root, dataset="unav100", streams=SPECS)
     with open(log, "ab") as f:  # torn again while w2 runs: its next commit cuts it first
-        f.write(b"0badc0de {\"op\":\"comm")
+        f.write(b'0badc0de {"op":"comm')
     w2.add("v5", _feats(5), meta=VideoMeta(duration_s=5.0), padded={"rgb": False})
     w2.close()
     assert FeatureStore(root).verify() == []
@@ -143,14 +144,17 @@ def _tamper(shard: Path, fn) -> None:
         fn(f)
 
 
-@pytest.mark.parametrize("case,field", [
-    ("start_s", "start_s/end_s differ"),
-    ("end_s", "start_s/end_s differ"),
-    ("meta_json", "meta_json differs"),
-    ("padded", "offsets or padded flag differ"),
-    ("rows", "rows differ"),
-    ("offsets", "offsets"),
-])
+@pytest.mark.parametrize(
+    "case,field",
+    [
+        ("start_s", "start_s/end_s differ"),
+        ("end_s", "start_s/end_s differ"),
+        ("meta_json", "meta_json differs"),
+        ("padded", "offsets or padded flag differ"),
+        ("rows", "rows differ"),
+        ("offsets", "offsets"),
+    ],
+)
 def test_every_field_is_checked_on_read_and_by_verify(tmp_path, case, field):
     root = tmp_path / "s"
     _write(root, ["v1", "v2", "v3"])
@@ -167,6 +171,7 @@ def test_every_field_is_checked_on_read_and_by_verify(tmp_path, case, field):
             f["streams/rgb/offsets"][2] -= 1
         else:
             f[f"streams/rgb/{case}"][25] += 0.04
+
     _tamper(shard, edit)
     st = FeatureStore(root)
     with pytest.raises(StoreCorruptError, match=rf"{shard.name}.*video 'v2'.*{field}"):
@@ -191,8 +196,15 @@ def test_zeroed_tail_is_an_error_on_read_verify_and_train(tmp_path):
         for i in range(8):
             n = 30
             w.add(f"-v{i}", {"rgb": rng.standard_normal((n, 12)), "vggish": rng.standard_normal((n, 8))})
-            samples.append(Sample(f"-v{i}", f"-v{i}", 10.6, ["train", "validation", "test", "train"][i % 4],
-                                  [Segment(1.0, 3.0, "a", 0)]))
+            samples.append(
+                Sample(
+                    f"-v{i}",
+                    f"-v{i}",
+                    10.6,
+                    ["train", "validation", "test", "train"][i % 4],
+                    [Segment(1.0, 3.0, "a", 0)],
+                )
+            )
     write_unav100(AnnotationSet("unav100", ["a"], samples), tmp_path / "ann.json")
     st = FeatureStore(root)
     entry = st.manifest["shards"][0]
@@ -208,14 +220,35 @@ def test_zeroed_tail_is_an_error_on_read_verify_and_train(tmp_path):
             for s in ("rgb", "vggish"):
                 st[v][s]
     assert any(shard.name in p for p in st.verify())
-    cfg = {"task": "dense", "tensorboard": False,
-           "model": {"name": "unav", "options": {"encoder": {"embed_dim": 16, "num_heads": 2},
-                                                 "tdm": {"class_dim": 4}, "head": {"head_dim": 16}}},
-           "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
-           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4}}
+    cfg = {
+        "task": "dense",
+        "tensorboard": False,
+        "model": {
+            "name": "unav",
+            "options": {
+                "encoder": {"embed_dim": 16, "num_heads": 2},
+                "tdm": {"class_dim": 4},
+                "head": {"head_dim": 16},
+            },
+        },
+        "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
+        "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4},
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(root),
-                                   "--annotations", str(tmp_path / "ann.json"), "--out", str(tmp_path / "run")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--store",
+            str(root),
+            "--annotations",
+            str(tmp_path / "ann.json"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert res.exit_code == EXIT_INPUT and f"error: shard {shard}" in res.output, res.output
 
 
@@ -249,6 +282,7 @@ def test_out_of_space_on_the_log_append_rolls_back(tmp_path, monkeypatch):
 
     def full(root_, records):
         raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
     w = StoreWriter(root, dataset="unav100", streams=SPECS)
     w.add("v1", _feats(1), meta=VideoMeta(duration_s=1.0))
     monkeypatch.setattr(store_mod, "append_records", full)
@@ -257,7 +291,8 @@ def test_out_of_space_on_the_log_append_rolls_back(tmp_path, monkeypatch):
     monkeypatch.undo()
     w.abort()
     assert sorted(p.name for p in (root / "shards").iterdir()) == sorted(
-        Path(s["file"]).name for s in FeatureStore(root).manifest["shards"])
+        Path(s["file"]).name for s in FeatureStore(root).manifest["shards"]
+    )
     _write(root, ["v1"])
     _check_all(root, ["v0", "v1"])
 
@@ -272,6 +307,7 @@ def test_read_only_store(tmp_path, monkeypatch):
             if any(c in mode for c in "wa+"):
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
             return real_open(path, mode, *a, **k)
+
         monkeypatch.setattr(store_log, "open", ro_open, raising=False)
         expected = "Read-only file system"
     else:
@@ -307,8 +343,9 @@ def test_two_writers_share_the_videos_each_exactly_once(tmp_path):
     ids = [f"v{k}" for k in range(40)]
     _write(root, ids[:5])
     ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_claiming_writer, args=(str(root), ids, str(tmp_path / f"done{k}.json")))
-             for k in range(2)]
+    procs = [
+        ctx.Process(target=_claiming_writer, args=(str(root), ids, str(tmp_path / f"done{k}.json"))) for k in range(2)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -334,13 +371,13 @@ def test_claims_of_a_dead_writer_are_taken_over(tmp_path):
     assert held and held["pid"] == p.pid
     # a live writer on another machine blocks; an expired lease does not
     lease = root / "claims" / "writers" / f"{held['writer']}.json"
-    lease.write_text(json.dumps({"writer": held["writer"], "host": "other", "pid": 1,
-                                 "expires_unix": time.time() + 60}))
+    lease.write_text(
+        json.dumps({"writer": held["writer"], "host": "other", "pid": 1, "expires_unix": time.time() + 60})
+    )
     store_log.atomic_write_text(store_log.claim_path(root, "v1"), json.dumps({**held, "host": "other"}))
     w = StoreWriter(root, dataset="unav100", streams=SPECS)
     assert w.claim("v0") == "done" and w.claim("v1") == "busy"
-    lease.write_text(json.dumps({"writer": held["writer"], "host": "other", "pid": 1,
-                                 "expires_unix": time.time() - 1}))
+    lease.write_text(json.dumps({"writer": held["writer"], "host": "other", "pid": 1, "expires_unix": time.time() - 1}))
     assert w.claim("v1") == "mine"
     w.add("v1", _feats(1), meta=VideoMeta(duration_s=1.0))
     w.close()
@@ -359,8 +396,11 @@ def _write_v1_store(root: Path) -> dict[str, dict[str, np.ndarray]]:
         with h5py.File(path, "w") as f:
             f.attrs["schema_version"] = 1
             f.create_dataset("videos/ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
-            f.create_dataset("videos/meta_json", data=np.array(
-                [VideoMeta(duration_s=1.5).to_json()] * len(ids), dtype=object), dtype=h5py.string_dtype())
+            f.create_dataset(
+                "videos/meta_json",
+                data=np.array([VideoMeta(duration_s=1.5).to_json()] * len(ids), dtype=object),
+                dtype=h5py.string_dtype(),
+            )
             feats = {v: _rows(ord(v), 3, 6) for v in ids}
             expected.update({v: {"rgb": r} for v, r in feats.items()})
             g = f.create_group("streams/rgb")
@@ -370,12 +410,31 @@ def _write_v1_store(root: Path) -> dict[str, dict[str, np.ndarray]]:
             g["start_s"], g["end_s"] = np.tile(starts, len(ids)), np.tile(ends, len(ids))
             g["padded"] = np.zeros(len(ids), bool)
             g["crc32"] = np.array([zlib.crc32(feats[v].tobytes()) for v in ids], np.uint32)
-        shards.append({"file": f"shards/{path.name}", "videos": ids, "streams": ["rgb"], "absent": {},
-                       "rows": {"rgb": 3 * len(ids)}, "size_bytes": path.stat().st_size,
-                       "sha256": store_log.sha256_hex(path), "created": "2026-01-01T00:00:00Z"})
-    (root / "manifest.json").write_text(json.dumps({
-        "schema_version": 1, "dataset": "unav100", "created": "x", "updated": "x",
-        "streams": {"rgb": SPECS["rgb"].to_dict()}, "shards": shards, "extra": {"note": "v1"}}))
+        shards.append(
+            {
+                "file": f"shards/{path.name}",
+                "videos": ids,
+                "streams": ["rgb"],
+                "absent": {},
+                "rows": {"rgb": 3 * len(ids)},
+                "size_bytes": path.stat().st_size,
+                "sha256": store_log.sha256_hex(path),
+                "created": "2026-01-01T00:00:00Z",
+            }
+        )
+    (root / "manifest.json").write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "dataset": "unav100",
+                "created": "x",
+                "updated": "x",
+                "streams": {"rgb": SPECS["rgb"].to_dict()},
+                "shards": shards,
+                "extra": {"note": "v1"},
+            }
+        )
+    )
     return expected
 
 
@@ -396,7 +455,9 @@ def test_v1_store_readable_and_upgraded_with_one_command(tmp_path):
         np.testing.assert_array_equal(st.times(v, "rgb")[0], UNAV100_I3D.row_times(3)[0])
     assert st.summary()["extra"] == {"note": "v1"}
     deleted = [json.loads(line)["file"] for line in (root / "deletions.jsonl").read_text().splitlines()]
-    assert len(deleted) == 2 and all("superseded" in line for line in (root / "deletions.jsonl").read_text().splitlines())
+    assert len(deleted) == 2 and all(
+        "superseded" in line for line in (root / "deletions.jsonl").read_text().splitlines()
+    )
     _write(root, ["v5"])  # writable again
     res = CliRunner().invoke(cli, ["store", "upgrade", str(root)])
     assert res.exit_code == 0 and "already schema version 2" in res.output

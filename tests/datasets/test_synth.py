@@ -1,4 +1,5 @@
 """The synthetic benchmark writes real, decodable mp4 files whose content matches the annotations."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,7 @@ def test_videos_decode_with_expected_frames_and_audio(unav_dir):
         audio = decord.AudioReader(str(path), sample_rate=16000, mono=True)[:].asnumpy()[0]
         # AAC works in 1024-sample frames: the last one is decoded with its (silent) padding
         assert 0 <= len(audio) - round(s.duration_s * 16000) < 1024
-        assert np.abs(audio[round(s.duration_s * 16000):]).max(initial=0) < 0.01
+        assert np.abs(audio[round(s.duration_s * 16000) :]).max(initial=0) < 0.01
         assert meta["videos"][s.video_id]["duration_s"] == s.duration_s
 
 
@@ -62,16 +63,21 @@ def test_sound_and_object_present_exactly_where_annotated(unav_dir):
             sig = sigs[o["class_index"]]
             mid = (o["start_s"] + o["end_s"]) / 2
             a = int((mid - 0.2) * 16000)
-            inside = _band_power(audio[a:a + 6400], 16000, sig["freq_hz"])
+            inside = _band_power(audio[a : a + 6400], 16000, sig["freq_hz"])
             checked_in += 1
             # the class's band is >5x louder inside the event than where its sound is off
             # (other classes' sounds lie in other bands)
-            quiet = [t for t in np.arange(0.0, info["duration_s"] - 0.4, 0.2)
-                     if not any(p["audio"] and p["class_index"] == o["class_index"]
-                                and p["start_s"] - 0.3 <= t <= p["end_s"] + 0.1 for p in occ)]
+            quiet = [
+                t
+                for t in np.arange(0.0, info["duration_s"] - 0.4, 0.2)
+                if not any(
+                    p["audio"] and p["class_index"] == o["class_index"] and p["start_s"] - 0.3 <= t <= p["end_s"] + 0.1
+                    for p in occ
+                )
+            ]
             for t in quiet[:2]:
                 b = int(t * 16000)
-                assert inside > 5 * _band_power(audio[b:b + 6400], 16000, sig["freq_hz"]), (vid, o, t)
+                assert inside > 5 * _band_power(audio[b : b + 6400], 16000, sig["freq_hz"]), (vid, o, t)
                 checked_out += 1
             # the object's colour covers pixels inside the event
             frame = vr[int(mid * 25)].asnumpy().astype(int)
@@ -82,9 +88,21 @@ def test_sound_and_object_present_exactly_where_annotated(unav_dir):
 
 def test_no_object_colour_where_nothing_is_visible(tmp_path):
     # one short event per video, no visual distractors: most frames show only the background
-    cfg = SynthConfig(kind="unav100", seed=6, videos=2, size=64, min_duration_s=4.0, max_duration_s=4.0,
-                      num_classes=6, events_max=1, p_short=1.0, p_medium=0.0, p_long=0.0, p_whole=0.0,
-                      visual_distractors_max=0)
+    cfg = SynthConfig(
+        kind="unav100",
+        seed=6,
+        videos=2,
+        size=64,
+        min_duration_s=4.0,
+        max_duration_s=4.0,
+        num_classes=6,
+        events_max=1,
+        p_short=1.0,
+        p_medium=0.0,
+        p_long=0.0,
+        p_whole=0.0,
+        visual_distractors_max=0,
+    )
     generate(cfg, tmp_path)
     unav_dir = tmp_path
     meta = json.loads((unav_dir / "synth.json").read_text())
@@ -107,7 +125,7 @@ def test_no_object_colour_where_nothing_is_visible(tmp_path):
 def test_occurrences_fit_short_and_long_videos(kind):
     from avel.datasets.synth import plan_dataset
 
-    for d in ((0.3, 1.0, 1.6, 40.0) if kind == "unav100" else (10.0,)):
+    for d in (0.3, 1.0, 1.6, 40.0) if kind == "unav100" else (10.0,):
         cfg = SynthConfig(kind=kind, videos=30, seed=1, min_duration_s=d, max_duration_s=d)
         _, plans = plan_dataset(cfg)
         assert all(0 <= o.start_s < o.end_s <= p.duration_s + 1e-9 for p in plans for o in p.occurrences), d
@@ -124,8 +142,9 @@ def test_deterministic_for_a_seed(tmp_path, unav_dir):
     def digest(root):
         vr = decord.VideoReader(str(root / "videos" / f"{vid}.mp4"))
         au = decord.AudioReader(str(root / "videos" / f"{vid}.mp4"), sample_rate=16000, mono=True)
-        return hashlib.sha256(vr.get_batch(list(range(0, len(vr), 7))).asnumpy().tobytes()
-                              + au[:].asnumpy().tobytes()).hexdigest()
+        return hashlib.sha256(
+            vr.get_batch(list(range(0, len(vr), 7))).asnumpy().tobytes() + au[:].asnumpy().tobytes()
+        ).hexdigest()
 
     assert digest(tmp_path / "again") == digest(unav_dir)
     generate(SynthConfig(kind="unav100", seed=4, **TINY), tmp_path / "other")
@@ -142,10 +161,16 @@ def test_events_distractors_and_ids(tmp_path):
     assert any(not o.audio for o in occ) and any(not o.visual for o in occ)  # single-modality distractors
     assert all(o.visual and o.audio for o in events)
     lengths = [o.end_s - o.start_s for o in events]
-    assert min(lengths) < 1.0 and any(abs(o.end_s - o.start_s - p.duration_s) < 1e-6
-                                      for p in plans for o in p.occurrences if o.labelled)
-    overlapping = sum(1 for p in plans for a in p.occurrences for b in p.occurrences
-                      if a is not b and a.labelled and b.labelled and a.start_s < b.end_s and b.start_s < a.end_s)
+    assert min(lengths) < 1.0 and any(
+        abs(o.end_s - o.start_s - p.duration_s) < 1e-6 for p in plans for o in p.occurrences if o.labelled
+    )
+    overlapping = sum(
+        1
+        for p in plans
+        for a in p.occurrences
+        for b in p.occurrences
+        if a is not b and a.labelled and b.labelled and a.start_s < b.end_s and b.start_s < a.end_s
+    )
     assert overlapping > 0
     for p in plans:  # distractors never share a class with an event of the same video
         ev = {o.class_index for o in p.occurrences if o.labelled}
@@ -154,8 +179,9 @@ def test_events_distractors_and_ids(tmp_path):
 
 
 def test_ave_format_via_cli(tmp_path):
-    res = CliRunner().invoke(cli, ["synth", "ave", "--out", str(tmp_path), "--videos", "6", "--seed", "1",
-                                   "--classes", "3", "--size", "64"])
+    res = CliRunner().invoke(
+        cli, ["synth", "ave", "--out", str(tmp_path), "--videos", "6", "--seed", "1", "--classes", "3", "--size", "64"]
+    )
     assert res.exit_code == 0, res.output
     ann = load_ave(tmp_path / "Annotations.txt")
     assert len(ann.video_ids()) == 6 and ann.background_id == ann.num_classes
@@ -194,25 +220,31 @@ def test_ave_second_rows_are_other_classes_and_load_back(tmp_path):
     for vid in back.video_ids():
         rows = [s for s in back if s.video_id == vid]
         assert len(rows) == 2 and rows[0].segments[0].label != rows[1].segments[0].label
-    assert [(s.video_id, s.segments[0].label, s.segments[0].start_s, s.segments[0].end_s) for s in back] == \
-        [(s.video_id, s.segments[0].label, s.segments[0].start_s, s.segments[0].end_s) for s in ann]
+    assert [(s.video_id, s.segments[0].label, s.segments[0].start_s, s.segments[0].end_s) for s in back] == [
+        (s.video_id, s.segments[0].label, s.segments[0].start_s, s.segments[0].end_s) for s in ann
+    ]
 
 
 def test_stale_temp_files_removed_and_no_temp_left(tmp_path):
     stale = tmp_path / "videos" / ".old.mp4.123.tmp.mp4"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"truncated")
-    generate(SynthConfig(kind="unav100", seed=5, videos=1, size=32, min_duration_s=1.0, max_duration_s=1.0,
-                         num_classes=2), tmp_path)
+    generate(
+        SynthConfig(kind="unav100", seed=5, videos=1, size=32, min_duration_s=1.0, max_duration_s=1.0, num_classes=2),
+        tmp_path,
+    )
     files = sorted(p.name for p in (tmp_path / "videos").iterdir())
     assert len(files) == 1 and files[0].endswith(".mp4") and not files[0].startswith(".")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["ave", "--classes", "30"], "1..28"),
-    (["unav100", "--size", "63"], "even"),
-    (["unav100", "--min-duration-s", "5", "--max-duration-s", "2"], "min_duration_s"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["ave", "--classes", "30"], "1..28"),
+        (["unav100", "--size", "63"], "even"),
+        (["unav100", "--min-duration-s", "5", "--max-duration-s", "2"], "min_duration_s"),
+    ],
+)
 def test_cli_bad_settings_are_usage_errors(tmp_path, args, message):
     res = CliRunner().invoke(cli, ["synth", *args, "--out", str(tmp_path / "o"), "--videos", "1"])
     assert res.exit_code == 2 and message in res.output, res.output
@@ -238,10 +270,11 @@ def test_decoded_audio_is_sample_aligned_with_the_render(unav_dir):
     sigs, plans = plan_dataset(cfg)
     plan = plans[0]
     ref = render_audio(plan, sigs, cfg)  # what was encoded
-    got = decord.AudioReader(str(unav_dir / "videos" / f"{plan.video_id}.mp4"), sample_rate=16000,
-                             mono=True)[:].asnumpy()[0]
+    got = decord.AudioReader(str(unav_dir / "videos" / f"{plan.video_id}.mp4"), sample_rate=16000, mono=True)[
+        :
+    ].asnumpy()[0]
     n = len(ref) - 2000
-    corr = {lag: np.corrcoef(ref[1000:n], got[1000 + lag:n + lag])[0, 1] for lag in (-2, -1, 0, 1, 2)}
+    corr = {lag: np.corrcoef(ref[1000:n], got[1000 + lag : n + lag])[0, 1] for lag in (-2, -1, 0, 1, 2)}
     assert max(corr, key=corr.get) == 0 and corr[0] > 0.99, corr
 
 
@@ -261,8 +294,25 @@ def test_ave_background_videos_are_event_free_and_listed(tmp_path):
     with pytest.raises(ValueError, match="background_videos"):
         SynthConfig(kind="unav100", background_videos=1)
 
-    res = CliRunner().invoke(cli, ["synth", "ave", "--out", str(tmp_path), "--videos", "2", "--seed", "4",
-                                   "--classes", "3", "--size", "32", "--background-videos", "2"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "synth",
+            "ave",
+            "--out",
+            str(tmp_path),
+            "--videos",
+            "2",
+            "--seed",
+            "4",
+            "--classes",
+            "3",
+            "--size",
+            "32",
+            "--background-videos",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     ids = (tmp_path / "background_videos.txt").read_text().split()
     assert ids == ["bg00400000", "bg00400001"]

@@ -1,4 +1,5 @@
 """Torch datasets over a store: alignment rule, cropping, padding and masks, AVE rows."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,12 +31,34 @@ def _annset(lengths: dict[str, int]) -> AnnotationSet:
 def store(tmp_path):
     root = tmp_path / "s"
     with StoreWriter(root, dataset="unav100", streams=SPECS) as w:
-        w.add("same", {"rgb": np.ones((20, 3)), "flow": np.full((20, 2), 2.0), "vggish": np.full((20, 4), 3.0),
-                       "op_audio": np.ones((5, 4))}, meta=VideoMeta(duration_s=7.04))
-        w.add("plus1", {"rgb": np.ones((21, 3)), "flow": np.ones((21, 2)), "vggish": np.ones((20, 4)),
-                        "op_audio": np.ones((5, 4))})
-        w.add("plus3", {"rgb": np.ones((23, 3)), "flow": np.ones((23, 2)), "vggish": np.ones((20, 4)),
-                        "op_audio": np.ones((5, 4))})
+        w.add(
+            "same",
+            {
+                "rgb": np.ones((20, 3)),
+                "flow": np.full((20, 2), 2.0),
+                "vggish": np.full((20, 4), 3.0),
+                "op_audio": np.ones((5, 4)),
+            },
+            meta=VideoMeta(duration_s=7.04),
+        )
+        w.add(
+            "plus1",
+            {
+                "rgb": np.ones((21, 3)),
+                "flow": np.ones((21, 2)),
+                "vggish": np.ones((20, 4)),
+                "op_audio": np.ones((5, 4)),
+            },
+        )
+        w.add(
+            "plus3",
+            {
+                "rgb": np.ones((23, 3)),
+                "flow": np.ones((23, 2)),
+                "vggish": np.ones((20, 4)),
+                "op_audio": np.ones((5, 4)),
+            },
+        )
     return FeatureStore(root)
 
 
@@ -49,36 +72,54 @@ def test_alignment_rule_trims_one_and_rejects_more(store):
     item = ds[1]
     assert item["visual"].shape == (20, 5)
     assert ds.alignment_stats.trimmed_videos == 1 and ds.alignment_stats.trimmed_rows == 2
-    bad = DenseFeatureDataset(store, _annset({"plus3": 23}), subset="train", visual_streams=["rgb"],
-                              audio_streams=["vggish"])
+    bad = DenseFeatureDataset(
+        store, _annset({"plus3": 23}), subset="train", visual_streams=["rgb"], audio_streams=["vggish"]
+    )
     with pytest.raises(AlignmentError, match="video 'plus3'.*differ by more than 1"):
         bad[0]
 
 
 def test_different_grids_are_rejected(store):
     with pytest.raises(AlignmentError, match="different time grids"):
-        DenseFeatureDataset(store, _annset({"same": 20}), subset="train", visual_streams=["rgb"],
-                            audio_streams=["op_audio"])
+        DenseFeatureDataset(
+            store, _annset({"same": 20}), subset="train", visual_streams=["rgb"], audio_streams=["op_audio"]
+        )
 
 
 def test_segments_in_grid_units_and_missing_videos(store):
-    ds = DenseFeatureDataset(store, _annset({"same": 20}), subset="train", visual_streams=["rgb"],
-                             audio_streams=["vggish"])
+    ds = DenseFeatureDataset(
+        store, _annset({"same": 20}), subset="train", visual_streams=["rgb"], audio_streams=["vggish"]
+    )
     seg = ds[0]["segments"]
     # grid = (t - 0.48) / 0.32
     torch.testing.assert_close(seg[0], torch.tensor([(0.5 - 0.48) / 0.32, (2.42 - 0.48) / 0.32]))
     assert ds[0]["labels"].tolist() == [1, 0]
     with pytest.raises(StoreError, match="lack streams"):
-        DenseFeatureDataset(store, _annset({"same": 20, "absent": 9}), subset="train", visual_streams=["rgb"],
-                            audio_streams=["vggish"])
-    ds = DenseFeatureDataset(store, _annset({"same": 20, "absent": 9}), subset="train", visual_streams=["rgb"],
-                             audio_streams=["vggish"], skip_missing=True)
+        DenseFeatureDataset(
+            store, _annset({"same": 20, "absent": 9}), subset="train", visual_streams=["rgb"], audio_streams=["vggish"]
+        )
+    ds = DenseFeatureDataset(
+        store,
+        _annset({"same": 20, "absent": 9}),
+        subset="train",
+        visual_streams=["rgb"],
+        audio_streams=["vggish"],
+        skip_missing=True,
+    )
     assert len(ds) == 1 and ds.missing_videos == ["absent"]
 
 
 def test_training_crop_keeps_events_and_limits_length(store):
-    ds = DenseFeatureDataset(store, _annset({"same": 20}), subset="train", visual_streams=["rgb"],
-                             audio_streams=["vggish"], max_seq_len=8, training=True, seed=0)
+    ds = DenseFeatureDataset(
+        store,
+        _annset({"same": 20}),
+        subset="train",
+        visual_streams=["rgb"],
+        audio_streams=["vggish"],
+        max_seq_len=8,
+        training=True,
+        seed=0,
+    )
     offsets = set()
     for epoch in range(20):
         ds.set_epoch(epoch)
@@ -97,12 +138,30 @@ def test_training_crop_keeps_events_and_limits_length(store):
 
 def test_collate_pads_with_mask():
     items = [
-        {"sample_id": "a", "video_id": "a", "visual": torch.ones(5, 2), "audio": torch.ones(5, 3),
-         "segments": torch.zeros(1, 2), "labels": torch.zeros(1, dtype=torch.long), "duration_s": 2.0,
-         "offset_rows": 0, "step_s": 0.32, "window_s": 0.96},
-        {"sample_id": "b", "video_id": "b", "visual": torch.ones(40, 2), "audio": torch.ones(40, 3),
-         "segments": torch.zeros(0, 2), "labels": torch.zeros(0, dtype=torch.long), "duration_s": 13.0,
-         "offset_rows": 0, "step_s": 0.32, "window_s": 0.96},
+        {
+            "sample_id": "a",
+            "video_id": "a",
+            "visual": torch.ones(5, 2),
+            "audio": torch.ones(5, 3),
+            "segments": torch.zeros(1, 2),
+            "labels": torch.zeros(1, dtype=torch.long),
+            "duration_s": 2.0,
+            "offset_rows": 0,
+            "step_s": 0.32,
+            "window_s": 0.96,
+        },
+        {
+            "sample_id": "b",
+            "video_id": "b",
+            "visual": torch.ones(40, 2),
+            "audio": torch.ones(40, 3),
+            "segments": torch.zeros(0, 2),
+            "labels": torch.zeros(0, dtype=torch.long),
+            "duration_s": 13.0,
+            "offset_rows": 0,
+            "step_s": 0.32,
+            "window_s": 0.96,
+        },
     ]
     batch = collate_dense(items, min_len=16, pad_multiple=32)
     assert batch["visual"].shape == (2, 64, 2) and batch["audio"].shape == (2, 64, 3)

@@ -1,4 +1,5 @@
 """UnAV-100 JSON: the real file, round trips, structural errors, file lookup."""
+
 from __future__ import annotations
 
 import collections
@@ -50,16 +51,21 @@ def test_real_file_round_trip(tmp_path):
 
 
 def test_round_trip_keeps_id_order_and_dash_ids(tmp_path):
-    ann = AnnotationSet("unav100", ["b_second", "a_first"], [
-        Sample("-v1", "-v1", 12.0, "train", [Segment(1.0, 2.5, "a_first", 1)]),
-        Sample("_v2", "_v2", 30.0, "test", [Segment(0.0, 30.0, "b_second", 0), Segment(3.0, 4.0, "a_first", 1)]),
-        Sample("v3", "v3", 5.5, "validation", []),
-    ])
+    ann = AnnotationSet(
+        "unav100",
+        ["b_second", "a_first"],
+        [
+            Sample("-v1", "-v1", 12.0, "train", [Segment(1.0, 2.5, "a_first", 1)]),
+            Sample("_v2", "_v2", 30.0, "test", [Segment(0.0, 30.0, "b_second", 0), Segment(3.0, 4.0, "a_first", 1)]),
+            Sample("v3", "v3", 5.5, "validation", []),
+        ],
+    )
     write_unav100(ann, tmp_path / "a.json")
     back = load_unav100(tmp_path / "a.json")
     assert back.classes == ["b_second", "a_first"]
-    assert [(s.sample_id, s.subset, s.duration_s, s.segments) for s in back] == \
-        [(s.sample_id, s.subset, s.duration_s, s.segments) for s in ann]
+    assert [(s.sample_id, s.subset, s.duration_s, s.segments) for s in back] == [
+        (s.sample_id, s.subset, s.duration_s, s.segments) for s in ann
+    ]
 
 
 def test_writer_rejects_what_the_format_cannot_hold(tmp_path):
@@ -75,22 +81,35 @@ def test_writer_rejects_what_the_format_cannot_hold(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("database, match", [
-    ({"x": {"duration": 5, "subset": "train", "annotations": [_ann("a", 0), _ann("b", 0)]}},
-     r"database/x/annotations\[1\]: label_id 0 is 'b' here but 'a' elsewhere"),
-    ({"x": {"duration": 5, "subset": "train", "annotations": [_ann("a", 0), _ann("a", 1)]}},
-     r"database/x/annotations\[1\]: label 'a' has label_id 1 here but 0 elsewhere"),
-    ({"x": {"duration": 5, "subset": "train", "annotations": [_ann("a", 0), _ann("c", 2)]}},
-     r"database: label_id values must be 0..C-1 without gaps; missing \[1\]"),
-    ({"x": {"duration": 5, "subset": "val", "annotations": []}}, r"database/x/subset: expected one of"),
-    ({"x": {"subset": "train", "annotations": []}}, r"database/x: missing key 'duration'"),
-    ({"x": {"duration": "5", "subset": "train", "annotations": []}}, r"database/x/duration: expected a positive"),
-    ({"x": {"duration": 5, "subset": "train", "annotations": {}}}, r"database/x/annotations: expected an array"),
-    ({"x": {"duration": 5, "subset": "train", "annotations": [_ann(seg=(0, "1"))]}},
-     r"database/x/annotations\[0\]: expected \{\"segment\""),
-    ({"x": {"duration": 5, "subset": "train", "annotations": [_ann(label_id=True)]}},
-     r"database/x/annotations\[0\]: expected"),
-])
+@pytest.mark.parametrize(
+    "database, match",
+    [
+        (
+            {"x": {"duration": 5, "subset": "train", "annotations": [_ann("a", 0), _ann("b", 0)]}},
+            r"database/x/annotations\[1\]: label_id 0 is 'b' here but 'a' elsewhere",
+        ),
+        (
+            {"x": {"duration": 5, "subset": "train", "annotations": [_ann("a", 0), _ann("a", 1)]}},
+            r"database/x/annotations\[1\]: label 'a' has label_id 1 here but 0 elsewhere",
+        ),
+        (
+            {"x": {"duration": 5, "subset": "train", "annotations": [_ann("a", 0), _ann("c", 2)]}},
+            r"database: label_id values must be 0..C-1 without gaps; missing \[1\]",
+        ),
+        ({"x": {"duration": 5, "subset": "val", "annotations": []}}, r"database/x/subset: expected one of"),
+        ({"x": {"subset": "train", "annotations": []}}, r"database/x: missing key 'duration'"),
+        ({"x": {"duration": "5", "subset": "train", "annotations": []}}, r"database/x/duration: expected a positive"),
+        ({"x": {"duration": 5, "subset": "train", "annotations": {}}}, r"database/x/annotations: expected an array"),
+        (
+            {"x": {"duration": 5, "subset": "train", "annotations": [_ann(seg=(0, "1"))]}},
+            r"database/x/annotations\[0\]: expected \{\"segment\"",
+        ),
+        (
+            {"x": {"duration": 5, "subset": "train", "annotations": [_ann(label_id=True)]}},
+            r"database/x/annotations\[0\]: expected",
+        ),
+    ],
+)
 def test_structural_errors_name_the_key(tmp_path, database, match):
     p = _write(tmp_path, database)
     with pytest.raises(AnnotationError, match=match) as err:
@@ -107,7 +126,7 @@ def test_bad_json_and_repeated_video_id(tmp_path):
     p.write_text(f'{{"version": "unav100", "database": {{"v": {entry}, "w": {entry}, "v": {entry}}}}}')
     with pytest.raises(AnnotationError, match="database/v: video id appears more than once"):
         load_unav100(p)
-    p.write_text('[1, 2]')
+    p.write_text("[1, 2]")
     with pytest.raises(AnnotationError, match="top level: expected an object"):
         load_unav100(p)
 
@@ -126,8 +145,14 @@ def test_find_video_files_with_option_like_and_hidden_looking_ids(tmp_path):
     (tmp_path / "dir.mp4").mkdir()  # a folder named like a video is not a video
     ids = ["-abc", "_def", "--help", ".hid", "[x]", "two", "ghi", "-abc", "dir"]
     found, missing = find_video_files(ids, tmp_path)
-    assert found == {"-abc": tmp_path / "-abc.mp4", "_def": tmp_path / "_def.mkv", "--help": tmp_path / "--help.webm",
-                     ".hid": tmp_path / ".hid.mp4", "[x]": tmp_path / "[x].mov", "two": tmp_path / "two.mp4"}
+    assert found == {
+        "-abc": tmp_path / "-abc.mp4",
+        "_def": tmp_path / "_def.mkv",
+        "--help": tmp_path / "--help.webm",
+        ".hid": tmp_path / ".hid.mp4",
+        "[x]": tmp_path / "[x].mov",
+        "two": tmp_path / "two.mp4",
+    }
     assert missing == ["ghi", "dir"]
     found, _ = find_video_files(["two"], tmp_path, extensions=(".avi", ".mp4"))
     assert found["two"].name == "two.avi"  # extension preference order

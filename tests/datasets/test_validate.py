@@ -1,4 +1,5 @@
 """validate(): every problem at once, each naming the file, the location and what was expected."""
+
 from __future__ import annotations
 
 import json
@@ -27,22 +28,28 @@ def _pairs(problems):
 
 
 def _has(problems, location, fragment):
-    assert any(p.location == location and fragment in p.message for p in problems), \
+    assert any(p.location == location and fragment in p.message for p in problems), (
         f"no problem at {location!r} containing {fragment!r} in:\n" + "\n".join(map(str, problems))
+    )
 
 
 def test_unav100_every_problem_in_one_pass(tmp_path):
     ok = {"segment": [1, 2], "label": "a", "label_id": 0}
     db = {
         "-ok": {"duration": 10, "subset": "train", "annotations": [ok]},
-        "bad1": {"duration": 10, "subset": "training", "annotations": [
-            {"segment": [5, 3], "label": "a", "label_id": 0},
-            {"segment": [1, 14], "label": "b", "label_id": 1},
-            {"segment": [1, 14], "label": "b", "label_id": 1},
-            {"segment": [1, "x"], "label": "c", "label_id": 0},
-            {"segment": [-1, 2], "label": "", "label_id": -3},
-            {"label": "a", "label_id": 0},
-            "not an object"]},
+        "bad1": {
+            "duration": 10,
+            "subset": "training",
+            "annotations": [
+                {"segment": [5, 3], "label": "a", "label_id": 0},
+                {"segment": [1, 14], "label": "b", "label_id": 1},
+                {"segment": [1, 14], "label": "b", "label_id": 1},
+                {"segment": [1, "x"], "label": "c", "label_id": 0},
+                {"segment": [-1, 2], "label": "", "label_id": -3},
+                {"label": "a", "label_id": 0},
+                "not an object",
+            ],
+        },
         "bad2": {"subset": "test", "annotations": []},
         "bad3": {"duration": 0, "subset": "test", "annotations": {}},
         "bad4": [],
@@ -72,15 +79,25 @@ def test_unav100_every_problem_in_one_pass(tmp_path):
 
 
 def test_unav100_tolerance_and_version(tmp_path):
-    db = {"x": {"duration": 10, "subset": "train", "annotations": [
-        {"segment": [0, 10 + DURATION_TOLERANCE_S / 2], "label": "a", "label_id": 0},
-        {"segment": [0, 10 + 2 * DURATION_TOLERANCE_S], "label": "a", "label_id": 0}]}}
+    db = {
+        "x": {
+            "duration": 10,
+            "subset": "train",
+            "annotations": [
+                {"segment": [0, 10 + DURATION_TOLERANCE_S / 2], "label": "a", "label_id": 0},
+                {"segment": [0, 10 + 2 * DURATION_TOLERANCE_S], "label": "a", "label_id": 0},
+            ],
+        }
+    }
     p = tmp_path / "ann.json"
     p.write_text(json.dumps({"database": db}))
     assert _pairs(validate("unav100", p)) == {
         ("top level", "missing key 'version' (expected \"unav100\")"),
-        ("database/x/annotations[1]/segment", f"end {10 + 2 * DURATION_TOLERANCE_S:g} after the duration 10 s "
-                                              f"(tolerance {DURATION_TOLERANCE_S} s)")}
+        (
+            "database/x/annotations[1]/segment",
+            f"end {10 + 2 * DURATION_TOLERANCE_S:g} after the duration 10 s (tolerance {DURATION_TOLERANCE_S} s)",
+        ),
+    }
 
 
 def test_unav100_bad_json_repeated_keys_and_missing_videos(tmp_path):
@@ -92,7 +109,8 @@ def test_unav100_bad_json_repeated_keys_and_missing_videos(tmp_path):
     p.write_text(f'{{"version": "unav100", "database": {{"v": {entry}, "v": {entry}}}}}')
     assert _pairs(validate("unav100", p)) == {
         ("database/v", "key appears more than once (JSON keeps only the last)"),
-        ("database/v/subset", "key appears more than once (JSON keeps only the last)")}
+        ("database/v/subset", "key appears more than once (JSON keeps only the last)"),
+    }
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "-ok.mp4").write_bytes(b"x")
@@ -112,23 +130,31 @@ def _ave(tmp_path, text, splits=None, suffix="_order.h5"):
 
 
 def test_ave_every_line_problem(tmp_path):
-    p = _ave(tmp_path, "Category&VideoID&Quality&StartTime&EndTime\nDog&a&good&2&5\nDog&b&good\n"
-                       "Dog&c&good&6&4\nDog&d&good&0&12\nDog&a&good&2&5\nDog&e&good&x&5\n&&&1&2\n"
-                       "Category&VideoID&Quality&StartTime&EndTime\n")
+    p = _ave(
+        tmp_path,
+        "Category&VideoID&Quality&StartTime&EndTime\nDog&a&good&2&5\nDog&b&good\n"
+        "Dog&c&good&6&4\nDog&d&good&0&12\nDog&a&good&2&5\nDog&e&good&x&5\n&&&1&2\n"
+        "Category&VideoID&Quality&StartTime&EndTime\n",
+    )
     assert _pairs(validate("ave", p)) == {
         ("line 3", "expected 5 '&'-separated fields (Category&VideoID&Quality&StartTime&EndTime), got 3"),
         ("line 4", "start 6 >= end 4"),
         ("line 5", "segment [0, 12] outside the 10-s clip (expected 0 <= start < end <= 10)"),
         ("line 6", "duplicate of line 2"),
         ("line 7", "StartTime/EndTime must be numbers, got 'x', '5'"),
-        ("line 8", "empty Category"), ("line 8", "empty VideoID"), ("line 8", "empty Quality"),
+        ("line 8", "empty Category"),
+        ("line 8", "empty VideoID"),
+        ("line 8", "empty Quality"),
         ("line 9", "header line allowed only as the first line"),
     }
 
 
 def test_ave_split_problems(tmp_path):
-    p = _ave(tmp_path, "Dog&a&good&0&2\nDog&b&good&1&3\nBird&c&good&0&1\nDog&d&good&0&1\n",
-             {"train": [0, 1, 9], "test": [1, -1], "val": [2.5]})
+    p = _ave(
+        tmp_path,
+        "Dog&a&good&0&2\nDog&b&good&1&3\nBird&c&good&0&1\nDog&d&good&0&1\n",
+        {"train": [0, 1, 9], "test": [1, -1], "val": [2.5]},
+    )
     probs = validate("ave", p)
     by_file = {(Path(q.file).name, q.location, q.message) for q in probs}
     assert by_file == {
@@ -153,8 +179,11 @@ def test_ave_missing_videos_and_split_dir(tmp_path):
     assert _pairs(validate("ave", p, video_dir=videos)) == {("line 1", f"no video file for '-a' in {videos}")}
     splits = tmp_path / "s"
     splits.mkdir()
-    assert {Path(q.file).name for q in validate("ave", p, split_dir=splits)} == \
-        {"train_order.h5", "val_order.h5", "test_order.h5"}
+    assert {Path(q.file).name for q in validate("ave", p, split_dir=splits)} == {
+        "train_order.h5",
+        "val_order.h5",
+        "test_order.h5",
+    }
 
 
 def test_folder_problems(tmp_path):
@@ -162,7 +191,9 @@ def test_folder_problems(tmp_path):
     (tmp_path / "a.mkv").write_bytes(b"x")
     probs = validate("folder", video_dir=tmp_path)
     assert {(Path(q.file).name, q.message.split(" (")[0]) for q in probs} == {
-        ("a.mp4", "empty file"), ("a.mp4", "same video id 'a' as " + str(tmp_path / "a.mkv"))}
+        ("a.mp4", "empty file"),
+        ("a.mp4", "same video id 'a' as " + str(tmp_path / "a.mkv")),
+    }
     empty = tmp_path / "empty"
     empty.mkdir()
     assert [q.location for q in validate("folder", empty)] == ["directory"]
@@ -177,8 +208,12 @@ def test_real_files():
     probs = validate("ave", SHARED / "ave" / "Annotations.txt")
     # the release's one real defect: a zero-length event (0 to 0 s) for VWi2ENBuTbw on line 27
     assert [(p.location, p.message) for p in probs] == [
-        ("line 27", "start 0 >= end 0: an empty event (training keeps the row: all segments background, "
-                    "video label 'Church bell'; see avel.datasets.ave)")]
+        (
+            "line 27",
+            "start 0 >= end 0: an empty event (training keeps the row: all segments background, "
+            "video label 'Church bell'; see avel.datasets.ave)",
+        )
+    ]
     assert load_ave(SHARED / "ave" / "Annotations.txt")["row-0026"].video_id == "VWi2ENBuTbw"
 
 
@@ -186,4 +221,5 @@ def test_ave_match_split_checked_on_its_own(tmp_path):
     p = _ave(tmp_path, "Dog&a&good&0&2\nDog&b&good&1&3\n", {"train": [0], "val": [5]}, suffix="_order_match.h5")
     assert {(Path(q.file).name, q.location, q.message.split(" (")[0]) for q in validate("ave", p)} == {
         ("val_order_match.h5", "order[0]", "row index 5 outside 0..1"),
-        ("test_order_match.h5", "file", "missing split file")}
+        ("test_order_match.h5", "file", "missing split file"),
+    }

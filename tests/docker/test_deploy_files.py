@@ -9,6 +9,7 @@ config passes Ray's own validation; the RayJobs have the structure KubeRay reads
 of the job configs fits the GPU workers of their manifests. docs/cluster.md lists what only a real
 cluster can check.
 """
+
 from __future__ import annotations
 
 import ast
@@ -45,6 +46,7 @@ HELP_OPTIONS = {"-h", "--help"}  # context_settings of the avel group, inherited
 
 
 # ----------------------------------------------------------------------------- parsing helpers
+
 
 @dataclass
 class Instruction:
@@ -102,7 +104,7 @@ def image_file(instrs: list[Instruction], image_path: str) -> Path | None:
             if image_path == target:
                 return REPO / src
             if image_path.startswith(target.rstrip("/") + "/"):
-                return REPO / src / image_path[len(target.rstrip("/")) + 1:]
+                return REPO / src / image_path[len(target.rstrip("/")) + 1 :]
     return None
 
 
@@ -128,7 +130,7 @@ def avel_invocations(line: str) -> list[list[str]]:
         for i, tok in enumerate(cmd):
             after_image = cmd[:2] == ["docker", "run"] and i > 0 and re.search(r"/avel-(cpu|gpu):", cmd[i - 1])
             if tok == "avel" and (i == 0 or cmd[i - 1] == "--" or after_image):
-                found.append(cmd[i + 1:])
+                found.append(cmd[i + 1 :])
                 break
             if tok.startswith("avel ") and i > 0:
                 found.extend(avel_invocations(tok))
@@ -158,6 +160,7 @@ def doc_command_lines(path: Path) -> list[str]:
 
 # ------------------------------------------------------------------------ click introspection
 
+
 def resolve_command(argv: list[str]) -> tuple[list[str], click.Command, list[str]]:
     """Walk the avel group: (subcommand path, the command reached, its remaining arguments)."""
     command: click.Command = cli
@@ -166,8 +169,10 @@ def resolve_command(argv: list[str]) -> tuple[list[str], click.Command, list[str
     while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
         sub = command.get_command(click.Context(command), rest[0])
         if sub is None:
-            raise AssertionError(f"`avel {' '.join(path + [rest[0]])}`: no such command; "
-                                 f"`avel {' '.join(path)}` has {sorted(command.list_commands(click.Context(command)))}")
+            raise AssertionError(
+                f"`avel {' '.join(path + [rest[0]])}`: no such command; "
+                f"`avel {' '.join(path)}` has {sorted(command.list_commands(click.Context(command)))}"
+            )
         path.append(rest.pop(0))
         command = sub
     return path, command, rest
@@ -190,8 +195,9 @@ def check_avel_argv(argv: list[str]) -> dict[str, list[str]]:
     path, command, rest = resolve_command(tokens)
     where = f"`avel {' '.join(argv)}`"
     if isinstance(command, click.Group):
-        assert not rest or set(rest) & HELP_OPTIONS or "--version" in rest, \
+        assert not rest or set(rest) & HELP_OPTIONS or "--version" in rest, (
             f"{where}: `avel {' '.join(path)}` is a group; name one of its commands"
+        )
     options: dict[str, click.Option] = {}
     for p in command.params:
         if isinstance(p, click.Option):
@@ -211,35 +217,44 @@ def check_avel_argv(argv: list[str]) -> dict[str, list[str]]:
             positional.append(tok)
             continue
         name, has_inline, inline = tok.partition("=")
-        assert name in options, (f"{where}: `avel {' '.join(path)}` has no option {name} "
-                                 f"(its options: {sorted(o for o in options if o.startswith('--'))})")
+        assert name in options, (
+            f"{where}: `avel {' '.join(path)}` has no option {name} "
+            f"(its options: {sorted(o for o in options if o.startswith('--'))})"
+        )
         opt = options[name]
         key = max(opt.opts, key=len)
         if opt.is_flag or opt.count:
             assert not has_inline, f"{where}: {name} is a flag and takes no value"
             given.setdefault(key, [])
             continue
-        values = [inline] if has_inline else rest[i:i + opt.nargs]
+        values = [inline] if has_inline else rest[i : i + opt.nargs]
         i += 0 if has_inline else opt.nargs
-        assert len(values) == opt.nargs and not any(v.startswith("--") for v in values), \
+        assert len(values) == opt.nargs and not any(v.startswith("--") for v in values), (
             f"{where}: {name} needs {opt.nargs} value(s)"
+        )
         if isinstance(opt.type, click.Choice):
             for value in values:
                 for alt in value.split("|"):
-                    assert _is_placeholder(alt) or alt in opt.type.choices, \
+                    assert _is_placeholder(alt) or alt in opt.type.choices, (
                         f"{where}: {name} {alt!r} is not one of {list(opt.type.choices)}"
+                    )
         given.setdefault(key, []).extend(values)
-    assert max_positional is None or len(positional) <= max_positional, \
+    assert max_positional is None or len(positional) <= max_positional, (
         f"{where}: {len(positional)} positional argument(s) {positional}, `avel {' '.join(path)}` takes {max_positional}"
-    missing = [max(p.opts, key=len) for p in command.params
-               if isinstance(p, click.Option) and p.required and max(p.opts, key=len) not in given]
-    missing += [p.name for p in arguments if p.required][len(positional):]
+    )
+    missing = [
+        max(p.opts, key=len)
+        for p in command.params
+        if isinstance(p, click.Option) and p.required and max(p.opts, key=len) not in given
+    ]
+    missing += [p.name for p in arguments if p.required][len(positional) :]
     assert not missing, f"{where}: required {missing} not given"
     given["__command__"] = path
     return given
 
 
 # ------------------------------------------------------------------------ collected commands
+
 
 def dockerfile_commands(path: Path) -> list[list[str]]:
     """avel argv of every RUN / CMD / ENTRYPOINT of a Dockerfile."""
@@ -256,8 +271,14 @@ def dockerfile_commands(path: Path) -> list[list[str]]:
 def launcher_commands() -> list[list[str]]:
     cfg = yaml.safe_load(LAUNCHER.read_text())
     found = []
-    for key in ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
-                "head_start_ray_commands", "worker_start_ray_commands"):
+    for key in (
+        "initialization_commands",
+        "setup_commands",
+        "head_setup_commands",
+        "worker_setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    ):
         for line in cfg.get(key) or []:
             found += avel_invocations(line)
     return found
@@ -275,8 +296,12 @@ def deploy_commands() -> list[tuple[str, list[str]]]:
 
 
 def doc_commands() -> list[tuple[str, list[str]]]:
-    return [(p.relative_to(REPO).as_posix(), argv) for p in DOC_FILES
-            for line in doc_command_lines(p) for argv in avel_invocations(line)]
+    return [
+        (p.relative_to(REPO).as_posix(), argv)
+        for p in DOC_FILES
+        for line in doc_command_lines(p)
+        for argv in avel_invocations(line)
+    ]
 
 
 def lock_pins(path: Path) -> dict[str, str]:
@@ -300,11 +325,11 @@ def pip_installs(instrs: list[Instruction]) -> list[list[str]]:
             continue
         for cmd in simple_commands(ins.args):
             for i, tok in enumerate(cmd):
-                if tok.endswith("pip") and cmd[i + 1:i + 2] == ["install"]:
-                    found.append(cmd[i + 2:])
+                if tok.endswith("pip") and cmd[i + 1 : i + 2] == ["install"]:
+                    found.append(cmd[i + 2 :])
                     break
-                if tok == "pip" and cmd[i - 1:i] == ["-m"] and cmd[i + 1:i + 2] == ["install"]:
-                    found.append(cmd[i + 2:])
+                if tok == "pip" and cmd[i - 1 : i] == ["-m"] and cmd[i + 1 : i + 2] == ["install"]:
+                    found.append(cmd[i + 2 :])
                     break
     return found
 
@@ -327,6 +352,7 @@ def split_pip_args(args: list[str]) -> tuple[list[str], list[str], list[str]]:
 
 # ----------------------------------------------------------------------------- Dockerfiles
 
+
 def _hadolint() -> str:
     search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     exe = shutil.which("hadolint", path=search)
@@ -339,14 +365,19 @@ def _hadolint() -> str:
 
 def test_dockerfiles_lint_clean_with_hadolint(tmp_path):
     exe = _hadolint()
-    res = subprocess.run([exe, "--config", str(REPO / ".hadolint.yaml"), "--no-color",
-                          *map(str, DOCKERFILES.values())], capture_output=True, text=True, cwd=REPO)
+    res = subprocess.run(
+        [exe, "--config", str(REPO / ".hadolint.yaml"), "--no-color", *map(str, DOCKERFILES.values())],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert res.returncode == 0 and not res.stdout.strip(), res.stdout + res.stderr
     # The same configuration still reports problems: an unpinned pip install and an untrusted registry.
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM quay.io/someone/python:3.11\nRUN pip install --no-cache-dir requests\n")
-    res = subprocess.run([exe, "--config", str(REPO / ".hadolint.yaml"), "--no-color", str(bad)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [exe, "--config", str(REPO / ".hadolint.yaml"), "--no-color", str(bad)], capture_output=True, text=True
+    )
     assert res.returncode != 0 and "DL3013" in res.stdout and "DL3026" in res.stdout, res.stdout
 
 
@@ -402,8 +433,9 @@ def test_cpu_image_installs_the_lock_with_cpu_torch_builds_of_the_same_versions(
     assert m, "the CPU lock is derived from requirements.lock with one grep -v -E"
     derived_path = m.group(2)
     kept = [ln for ln in lock_text.splitlines() if not re.search(m.group(1), ln)]
-    dropped = {re.sub(r"[-_.]+", "-", ln.split("==")[0]).lower() for ln in lock_text.splitlines()
-               if re.search(m.group(1), ln)}
+    dropped = {
+        re.sub(r"[-_.]+", "-", ln.split("==")[0]).lower() for ln in lock_text.splitlines() if re.search(m.group(1), ln)
+    }
     assert dropped == {n for n in lock if n.startswith("nvidia-") or n == "triton"}, dropped
     assert len(kept) == len(lock_text.splitlines()) - len(dropped)
     installs = [split_pip_args(a) for a in pip_installs(build)]
@@ -448,8 +480,11 @@ def test_hadolint_is_pinned_in_requirements_lock():
 def test_images_copy_every_package_root_of_setup_py():
     """A non-editable install only sees what was copied: every folder of setup.py's ROOTS."""
     tree = ast.parse((REPO / "setup.py").read_text())
-    roots = next(ast.literal_eval(n.value) for n in ast.walk(tree)
-                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ROOTS")
+    roots = next(
+        ast.literal_eval(n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ROOTS"
+    )
     for name, path in DOCKERFILES.items():
         staged = copies(parse_dockerfile(path))
         for folder in roots.values():
@@ -470,21 +505,25 @@ def test_images_run_as_a_numeric_non_root_user_with_the_venv_first_on_path():
         env = " ".join(i.args for i in final if i.keyword == "ENV")
         # the Ray launcher reads HOME from the image to place its bootstrap files (else /root)
         assert "HOME=/home/avel" in env and "PATH=/opt/venv/bin:$PATH" in env
-        assert not [i for i in final if i.keyword == "ENTRYPOINT"], \
+        assert not [i for i in final if i.keyword == "ENTRYPOINT"], (
             "no ENTRYPOINT: the Ray launcher starts containers as `docker run IMAGE bash`"
+        )
         assert json.loads(next(i.args for i in final if i.keyword == "CMD"))[0] == "avel"
         assert copies(final)["/etc/profile.d/avel.sh"] == ["docker/profile-avel.sh"]
 
 
 def test_profile_hook_puts_the_venv_back_in_front_of_a_login_path():
     """/etc/profile resets PATH in login shells (`bash -l`, used by the Ray launcher)."""
-    script = f'PATH=/usr/local/bin:/usr/bin:/bin; . {DOCKER / "profile-avel.sh"}; . {DOCKER / "profile-avel.sh"}; ' \
-             'printf "%s %s" "$PATH" "$VIRTUAL_ENV"'
+    script = (
+        f"PATH=/usr/local/bin:/usr/bin:/bin; . {DOCKER / 'profile-avel.sh'}; . {DOCKER / 'profile-avel.sh'}; "
+        'printf "%s %s" "$PATH" "$VIRTUAL_ENV"'
+    )
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
     assert out == "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin /opt/venv", out
 
 
 # ---------------------------------------------------------------------- avel command lines
+
 
 def test_deploy_files_run_avel_commands():
     found = {src for src, _ in deploy_commands()}
@@ -498,8 +537,9 @@ def test_deploy_avel_commands_are_valid(source, argv):
         if opt == "--config":
             _check_config(source, given)
         elif opt in ("--store", "--annotations", "--out", "--videos"):
-            assert all(v.startswith(SHARED + "/") for v in values), \
+            assert all(v.startswith(SHARED + "/") for v in values), (
                 f"{source}: {opt} {values} must be on the shared volume ({SHARED})"
+            )
 
 
 def _check_config(source: str, given: dict[str, list[str]]) -> None:
@@ -529,9 +569,11 @@ def _load_config(given: dict[str, list[str]], path: Path) -> None:
         from avel.training.config import load_config
 
         overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in given.get("--set", []))}
-        for opt, key, kind in (("--workers", "distributed.workers", int),
-                               ("--gpus-per-worker", "distributed.gpus_per_worker", float),
-                               ("--address", "cluster.address", str)):
+        for opt, key, kind in (
+            ("--workers", "distributed.workers", int),
+            ("--gpus-per-worker", "distributed.gpus_per_worker", float),
+            ("--address", "cluster.address", str),
+        ):
             if opt in given:
                 overrides[key] = kind(given[opt][0])
         load_config(path, overrides)
@@ -558,23 +600,29 @@ def test_readme_and_docs_avel_commands_are_valid():
 
 def test_command_checker_rejects_wrong_commands():
     """The checker used above fails on each kind of mistake it exists to catch."""
-    bad = [["extrct", "--config", "x.yaml"],                          # unknown subcommand
-           ["extract", "--worker", "2"],                               # unknown option
-           ["extract", "--runner", "spark"],                           # not a choice
-           ["train", "--config", "c.yaml", "--store", "S"],            # required options missing
-           ["info", "A", "B"],                                         # surplus positional
-           ["extract", "--batch-size"]]                                # option without its value
+    bad = [
+        ["extrct", "--config", "x.yaml"],  # unknown subcommand
+        ["extract", "--worker", "2"],  # unknown option
+        ["extract", "--runner", "spark"],  # not a choice
+        ["train", "--config", "c.yaml", "--store", "S"],  # required options missing
+        ["info", "A", "B"],  # surplus positional
+        ["extract", "--batch-size"],
+    ]  # option without its value
     for argv in bad:
         with pytest.raises(AssertionError):
             check_avel_argv(argv)
     check_avel_argv(["extract", "--runner", "local|ray", "[--config", "job.yaml]"])
-    assert avel_invocations("ray exec c.yaml 'avel info /s --json' && kubectl exec p -- avel eval --run R") \
-        == [["info", "/s", "--json"], ["eval", "--run", "R"]]
-    assert avel_invocations("docker run --rm r.io/avel/avel-gpu:1 avel models list; useradd --gid avel avel") \
-        == [["models", "list"]]
+    assert avel_invocations("ray exec c.yaml 'avel info /s --json' && kubectl exec p -- avel eval --run R") == [
+        ["info", "/s", "--json"],
+        ["eval", "--run", "R"],
+    ]
+    assert avel_invocations("docker run --rm r.io/avel/avel-gpu:1 avel models list; useradd --gid avel avel") == [
+        ["models", "list"]
+    ]
 
 
 # --------------------------------------------------------------------- cluster job configs
+
 
 def test_cluster_job_configs_share_one_cluster_section():
     from avel.pipeline.cluster import ClusterConfig
@@ -618,6 +666,7 @@ def test_train_cluster_config_loads():
 
 # ------------------------------------------------------------------ launcher and manifests
 
+
 def _image_names() -> dict[str, str]:
     version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     return {kind: f"registry.example.com/avel/avel-{kind}:{version}" for kind in ("cpu", "gpu")}
@@ -657,8 +706,11 @@ def test_rayjobs_have_the_structure_kuberay_reads():
     storage = list(yaml.safe_load_all(STORAGE.read_text()))
     pvc = next(d for d in storage if d["kind"] == "PersistentVolumeClaim")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
-    uid = int(dict(i.args.split("=", 1) for i in final_stage(parse_dockerfile(DOCKERFILES["gpu"]))
-                   if i.keyword == "ARG")["AVEL_UID"])
+    uid = int(
+        dict(i.args.split("=", 1) for i in final_stage(parse_dockerfile(DOCKERFILES["gpu"])) if i.keyword == "ARG")[
+            "AVEL_UID"
+        ]
+    )
     images = _image_names()
     for kind, path in RAYJOBS.items():
         job = yaml.safe_load(path.read_text())

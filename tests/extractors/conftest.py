@@ -1,4 +1,5 @@
 """Shared settings for extractor tests: single-threaded torch, tiny inputs."""
+
 import pytest
 import torch
 

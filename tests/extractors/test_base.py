@@ -1,4 +1,5 @@
 """Extractor interface: registry, configs/presets, windows, weight marking and checkpoint errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -127,6 +128,7 @@ def test_from_checkpoint_roundtrip_records_sha256(tmp_path):
     torch.save(src.state_dict(), path)
     m = cls.from_checkpoint(path, preset="tiny")
     import hashlib
+
     assert m.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     for k, v in src.state_dict().items():
         assert torch.equal(m.state_dict()[k], v), k
@@ -156,7 +158,7 @@ def test_multi_file_checkpoint_from_directory_and_mapping(tmp_path):
     sd = src.state_dict()
     for role, fname in cls.checkpoint_files.items():
         prefix = "raft.raft." if role == "raft" else f"{role}."
-        torch.save({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, tmp_path / fname)
+        torch.save({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}, tmp_path / fname)
     m = cls.from_checkpoint(tmp_path, preset="tiny")
     assert m.weights_sha256.count("=") == 3 and m.weights_sha256.startswith("rgb=")
     assert all(torch.equal(m.state_dict()[k], v) for k, v in sd.items())

@@ -1,4 +1,5 @@
 """`avel extractors list` and `avel weights verify` through the click entry point."""
+
 from __future__ import annotations
 
 import hashlib

@@ -96,6 +96,7 @@ def test_a_config_without_window_fields_needs_its_own_plan():
 
 def test_config_cls_must_agree_with_the_type_parameter():
     with pytest.raises(TypeError, match="config_cls ColorConfig differs from its type parameter LoudnessConfig"):
+
         class Bad(Extractor[LoudnessConfig]):
             config_cls = ColorConfig
 

@@ -1,4 +1,5 @@
 """The worked example of docs/extractors.md (a ResNet-18 frame-wise extractor) works as written."""
+
 from __future__ import annotations
 
 import re
@@ -30,6 +31,7 @@ def test_resnet18_worked_example(tmp_path, make_frames, monkeypatch):
         assert m.feature_shape == (512,)  # traced: the class declares none
         # a torchvision-layout checkpoint (with fc.*) loads through from_checkpoint
         from torchvision.models import resnet18
+
         state = resnet18(weights=None).state_dict()
         torch.save(state, tmp_path / "resnet18-f37072fd.pth")
         loaded = cls.from_checkpoint(tmp_path / "resnet18-f37072fd.pth", preset="tiny")

@@ -1,5 +1,6 @@
 """Backbone families: parity with each library's own preprocessing + model on the same decoded
 frames / samples (tiny random models), weights handling, backbone files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,7 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _window_frames(ext, frames):
-    return [frames[int(s):int(e)] for s, e in ext.plan.window_bounds(ext.plan.num_rows(frames.shape[0]))]
+    return [frames[int(s) : int(e)] for s, e in ext.plan.window_bounds(ext.plan.num_rows(frames.shape[0]))]
 
 
 # -- torchvision ------------------------------------------------------------------------------
@@ -90,8 +91,12 @@ def test_timm_image_matches_timm_transform_and_model():
     transform = create_transform(**resolve_data_config({}, model=ref))
     frames = _frames()
     with torch.no_grad():
-        expected = torch.stack([ref(torch.stack([transform(Image.fromarray(f.numpy())) for f in clip])).amax(0)
-                                for clip in _window_frames(ext, frames)])
+        expected = torch.stack(
+            [
+                ref(torch.stack([transform(Image.fromarray(f.numpy())) for f in clip])).amax(0)
+                for clip in _window_frames(ext, frames)
+            ]
+        )
     assert _max_diff(_rows(ext, frames), expected) <= TOL
 
 
@@ -116,8 +121,12 @@ def test_clip_image_and_text_match_open_clip():
     ref.eval()
     frames = _frames()
     with torch.no_grad():
-        expected = torch.stack([ref.encode_image(torch.stack([preprocess(Image.fromarray(f.numpy())) for f in clip]))
-                                .mean(0) for clip in _window_frames(ext, frames)])
+        expected = torch.stack(
+            [
+                ref.encode_image(torch.stack([preprocess(Image.fromarray(f.numpy())) for f in clip])).mean(0)
+                for clip in _window_frames(ext, frames)
+            ]
+        )
         text_ref = ref.encode_text(open_clip.get_tokenizer("avel-tiny-clip")(["a dog barking", "a car"]))
     assert _max_diff(_rows(ext, frames), expected) <= TOL
     assert _max_diff(ext.embed_text(["a dog barking", "a car"]), text_ref) <= TOL
@@ -132,8 +141,12 @@ def test_transformers_does_not_take_the_repo_datasets_folder_for_hf_datasets():
     from transformers.utils import is_datasets_available
 
     spec = importlib.util.find_spec("datasets")
-    ours = spec is not None and spec.origin and spec.origin.endswith("datasets/__init__.py") and \
-        "site-packages" not in spec.origin
+    ours = (
+        spec is not None
+        and spec.origin
+        and spec.origin.endswith("datasets/__init__.py")
+        and "site-packages" not in spec.origin
+    )
     if ours:
         assert is_datasets_available() is False
 
@@ -182,7 +195,7 @@ def test_hf_audio_ast_matches_its_feature_extractor_and_model():
     wave = _wave()
     bounds = ext.plan.window_bounds(ext.plan.num_rows(wave.shape[0]))
     with torch.no_grad():
-        inputs = fe([wave[int(s):int(e)].numpy() for s, e in bounds], sampling_rate=16000, return_tensors="pt")
+        inputs = fe([wave[int(s) : int(e)].numpy() for s, e in bounds], sampling_rate=16000, return_tensors="pt")
         expected = ref(**inputs).pooler_output
     assert _max_diff(_rows(ext, wave), expected) <= TOL
 
@@ -197,7 +210,7 @@ def test_hf_audio_wav2vec2_backbone_file_matches_library():
     wave = _wave()
     bounds = ext.plan.window_bounds(ext.plan.num_rows(wave.shape[0]))
     with torch.no_grad():
-        inputs = fe([wave[int(s):int(e)].numpy() for s, e in bounds], sampling_rate=16000, return_tensors="pt")
+        inputs = fe([wave[int(s) : int(e)].numpy() for s, e in bounds], sampling_rate=16000, return_tensors="pt")
         expected = ref(**inputs).last_hidden_state.mean(1)
     assert _max_diff(_rows(ext, wave), expected) <= TOL
 
@@ -214,7 +227,7 @@ def test_torchaudio_bundle_matches_wav2vec2_model():
     wave = _wave()
     bounds = ext.plan.window_bounds(ext.plan.num_rows(wave.shape[0]))
     with torch.no_grad():
-        feats, _ = ref.extract_features(torch.stack([wave[int(s):int(e)] for s, e in bounds]))
+        feats, _ = ref.extract_features(torch.stack([wave[int(s) : int(e)] for s, e in bounds]))
     assert _max_diff(_rows(ext, wave), feats[-1].mean(1)) <= TOL
 
 
@@ -271,8 +284,7 @@ def test_every_backbone_file_builds_its_full_model_on_meta_and_its_tiny_preset()
 
     names = list_backbones()
     families = {load_backbone_file(p).family for p in names.values()}
-    assert families == {"tv_video", "hf_video", "tv_image", "timm_image", "clip_image", "hf_audio",
-                        "torchaudio_audio"}
+    assert families == {"tv_video", "hf_video", "tv_image", "timm_image", "clip_image", "hf_audio", "torchaudio_audio"}
     for name in names:
         cls = E.get(name)
         assert cls.name == name and cls.default_weights
@@ -315,7 +327,7 @@ def test_hf_audio_clap_backbone_file_matches_get_audio_features():
     wave = _wave()
     bounds = ext.plan.window_bounds(ext.plan.num_rows(wave.shape[0]))
     with torch.no_grad():
-        inputs = fe([wave[int(s):int(e)].numpy() for s, e in bounds], sampling_rate=16000, return_tensors="pt")
+        inputs = fe([wave[int(s) : int(e)].numpy() for s, e in bounds], sampling_rate=16000, return_tensors="pt")
         out = ref.get_audio_features(**inputs)
         expected = out if isinstance(out, torch.Tensor) else out.pooler_output
     assert _max_diff(_rows(ext, wave), expected) <= TOL
@@ -329,8 +341,9 @@ def test_weights_verify_cli_on_a_backbone_file(tmp_path):
 
     ext = E.get("timm_vit_b16").random_init(preset="tiny")
     torch.save(ext.model.state_dict(), tmp_path / "vit.pth")
-    res = CliRunner().invoke(cli, ["weights", "verify", str(tmp_path / "vit.pth"), "--extractor", "timm_vit_b16",
-                                   "--preset", "tiny"])
+    res = CliRunner().invoke(
+        cli, ["weights", "verify", str(tmp_path / "vit.pth"), "--extractor", "timm_vit_b16", "--preset", "tiny"]
+    )
     assert res.exit_code == 0, res.output
     assert sha256_file(tmp_path / "vit.pth") in res.output and "ok:" in res.output
     res = CliRunner().invoke(cli, ["weights", "verify", str(tmp_path / "vit.pth"), "--extractor", "timm_vit_b16"])

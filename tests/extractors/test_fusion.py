@@ -1,4 +1,5 @@
 """BatchNorm folding (inference only): the pure fold, I3D units, and whole I3D rows."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,12 @@ from avel.extractors.i3d import Unit3D
 
 
 def _random_bn(c: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-    return {"weight": torch.rand(c, generator=g) + 0.5, "bias": torch.randn(c, generator=g) * 0.1,
-            "running_mean": torch.randn(c, generator=g) * 0.1, "running_var": torch.rand(c, generator=g) + 0.5}
+    return {
+        "weight": torch.rand(c, generator=g) + 0.5,
+        "bias": torch.randn(c, generator=g) * 0.1,
+        "running_mean": torch.randn(c, generator=g) * 0.1,
+        "running_var": torch.rand(c, generator=g) + 0.5,
+    }
 
 
 def test_fold_is_conv_then_eval_batchnorm_and_pure():
@@ -21,16 +26,34 @@ def test_fold_is_conv_then_eval_batchnorm_and_pure():
     bn = _random_bn(6, g)
     copies = [t.clone() for t in (w, b, *bn.values())]
     x = torch.randn(2, 3, 5, 8, 8, generator=g)
-    want = F.batch_norm(F.conv3d(x, w, b, padding=1), bn["running_mean"], bn["running_var"], bn["weight"],
-                        bn["bias"], training=False, eps=1e-3)
+    want = F.batch_norm(
+        F.conv3d(x, w, b, padding=1),
+        bn["running_mean"],
+        bn["running_var"],
+        bn["weight"],
+        bn["bias"],
+        training=False,
+        eps=1e-3,
+    )
     fw, fb = fold_batchnorm(w, b, bn, 1e-3)
     torch.testing.assert_close(F.conv3d(x, fw, fb, padding=1), want, rtol=1e-5, atol=1e-5)
     for t, c in zip((w, b, *bn.values()), copies):  # inputs untouched
         assert torch.equal(t, c)
     fw0, fb0 = fold_batchnorm(w, None, bn, 1e-3)  # no conv bias
-    torch.testing.assert_close(F.conv3d(x, fw0, fb0, padding=1),
-                               F.batch_norm(F.conv3d(x, w, None, padding=1), bn["running_mean"], bn["running_var"],
-                                            bn["weight"], bn["bias"], training=False, eps=1e-3), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        F.conv3d(x, fw0, fb0, padding=1),
+        F.batch_norm(
+            F.conv3d(x, w, None, padding=1),
+            bn["running_mean"],
+            bn["running_var"],
+            bn["weight"],
+            bn["bias"],
+            training=False,
+            eps=1e-3,
+        ),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     with pytest.raises(ValueError, match="output channels"):
         fold_batchnorm(w[:4], b[:4], bn, 1e-3)
 
@@ -60,8 +83,9 @@ def test_fused_i3d_rows_within_1e4_of_the_unfused_ones(name, preset, make_frames
     c = plain.config
     side = c.crop_size if name == "i3d_rgb" else c.short_side
     frames = make_frames(c.window_frames + plain.context_frames + 4, side, side + 8, seed=5)
-    windows = torch.stack([frames[:c.window_frames + plain.context_frames],
-                           frames[4:4 + c.window_frames + plain.context_frames]])
+    windows = torch.stack(
+        [frames[: c.window_frames + plain.context_frames], frames[4 : 4 + c.window_frames + plain.context_frames]]
+    )
     want, got = plain.extract(windows), fused.extract(windows)
     assert want.abs().mean() > 0.01  # not a degenerate comparison
     torch.testing.assert_close(got, want, rtol=0, atol=1e-4)

@@ -1,4 +1,5 @@
 """I3D: SAME padding, architecture size, key layouts, converters, preprocessing and tiny shapes."""
+
 from __future__ import annotations
 
 import math
@@ -13,11 +14,17 @@ from avel.extractors.preprocess import flow_to_i3d
 from avel.extractors.weights import i3d_hassony_to_piergiaj, i3d_piergiaj_to_hassony
 
 # Inception blocks from the I3D paper / piergiaj code: (name, in_channels, [b0, b1a, b1b, b2a, b2b, b3b])
-BLOCKS = [("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]), ("Mixed_3c", 256, [128, 128, 192, 32, 96, 64]),
-          ("Mixed_4b", 480, [192, 96, 208, 16, 48, 64]), ("Mixed_4c", 512, [160, 112, 224, 24, 64, 64]),
-          ("Mixed_4d", 512, [128, 128, 256, 24, 64, 64]), ("Mixed_4e", 512, [112, 144, 288, 32, 64, 64]),
-          ("Mixed_4f", 528, [256, 160, 320, 32, 128, 128]), ("Mixed_5b", 832, [256, 160, 320, 32, 128, 128]),
-          ("Mixed_5c", 832, [384, 192, 384, 48, 128, 128])]
+BLOCKS = [
+    ("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]),
+    ("Mixed_3c", 256, [128, 128, 192, 32, 96, 64]),
+    ("Mixed_4b", 480, [192, 96, 208, 16, 48, 64]),
+    ("Mixed_4c", 512, [160, 112, 224, 24, 64, 64]),
+    ("Mixed_4d", 512, [128, 128, 256, 24, 64, 64]),
+    ("Mixed_4e", 512, [112, 144, 288, 32, 64, 64]),
+    ("Mixed_4f", 528, [256, 160, 320, 32, 128, 128]),
+    ("Mixed_5b", 832, [256, 160, 320, 32, 128, 128]),
+    ("Mixed_5c", 832, [384, 192, 384, 48, 128, 128]),
+]
 STEM = [("Conv3d_1a_7x7", None, 64, 7), ("Conv3d_2b_1x1", 64, 64, 1), ("Conv3d_2c_3x3", 64, 192, 3)]
 
 
@@ -49,8 +56,9 @@ def param_count(shapes: dict[str, tuple[int, ...]]) -> int:
     return sum(math.prod(s) for k, s in shapes.items() if "running" not in k)
 
 
-@pytest.mark.parametrize("size,k,s", [(224, 7, 2), (225, 7, 2), (24, 7, 2), (13, 3, 2), (7, 3, 1), (6, 2, 2),
-                                      (5, 1, 1), (3, 3, 2)])
+@pytest.mark.parametrize(
+    "size,k,s", [(224, 7, 2), (225, 7, 2), (24, 7, 2), (13, 3, 2), (7, 3, 1), (6, 2, 2), (5, 1, 1), (3, 3, 2)]
+)
 def test_same_padding_matches_tf_rule(size, k, s):
     front, back = same_pad_amounts(size, k, s)
     out_tf = math.ceil(size / s)  # TF SAME output size
@@ -74,8 +82,17 @@ def test_unit3d_equals_conv_on_explicitly_padded_input():
     torch.testing.assert_close(pool(y), F.max_pool3d(F.pad(y, (0, 1, 1, 1)), (1, 3, 3), (1, 2, 2)))
 
 
-@pytest.mark.parametrize("kernel,stride", [((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (1, 1, 1)), ((3, 3, 3), (2, 2, 2)),
-                                           ((2, 2, 2), (2, 2, 2)), ((2, 3, 1), (1, 3, 2)), ((1, 4, 5), (1, 3, 1))])
+@pytest.mark.parametrize(
+    "kernel,stride",
+    [
+        ((1, 3, 3), (1, 2, 2)),
+        ((3, 3, 3), (1, 1, 1)),
+        ((3, 3, 3), (2, 2, 2)),
+        ((2, 2, 2), (2, 2, 2)),
+        ((2, 3, 1), (1, 3, 2)),
+        ((1, 4, 5), (1, 3, 1)),
+    ],
+)
 def test_same_max_pool_is_bitwise_max_pool3d_of_the_inf_padded_input(kernel, stride):
     """Axis maxima without a padded copy: bitwise max_pool3d of the -inf padded input (TF SAME),
     on signed inputs (where zero padding would differ) and with NaNs propagated."""
@@ -148,8 +165,14 @@ def _hassony_keys_for(piergiaj_key: str) -> str:
         return "conv3d_0c_1x1." + tail
     if parts[0].startswith("Conv3d"):
         return parts[0].lower() + "." + tail
-    branch = {"b0": "branch_0", "b1a": "branch_1.0", "b1b": "branch_1.1", "b2a": "branch_2.0",
-              "b2b": "branch_2.1", "b3b": "branch_3.1"}[parts[1]]
+    branch = {
+        "b0": "branch_0",
+        "b1a": "branch_1.0",
+        "b1b": "branch_1.1",
+        "b2a": "branch_2.0",
+        "b2b": "branch_2.1",
+        "b3b": "branch_3.1",
+    }[parts[1]]
     return f"{parts[0].lower()}.{branch}.{tail}"
 
 
@@ -177,8 +200,9 @@ def test_official_layouts_load_without_missing_or_unexpected(tmp_path, layout):
     # BatchNorm eps from the layout (pytorch-i3d 1e-3, video_features' hassony2 port 1e-5), recorded
     eps, name = (1e-3, "pytorch_i3d") if layout == "piergiaj" else (1e-5, "video_features")
     assert {b.eps for b in m.modules() if isinstance(b, torch.nn.BatchNorm3d)} == {eps}
-    assert m.provenance() == {"i3d": {"rgb": {"checkpoint_layout": name, "bn_eps": eps,
-                                              "bn_eps_from": "checkpoint layout"}}}
+    assert m.provenance() == {
+        "i3d": {"rgb": {"checkpoint_layout": name, "bn_eps": eps, "bn_eps_from": "checkpoint layout"}}
+    }
     from avel.pipeline.engine import StreamExtractor
 
     assert StreamExtractor("i3d_rgb", m).spec().provenance["i3d"]["rgb"]["bn_eps"] == eps
@@ -189,8 +213,10 @@ def test_official_layouts_load_without_missing_or_unexpected(tmp_path, layout):
 
 def test_random_weights_record_the_default_eps():
     m = E.get("i3d").random_init(preset="tiny")
-    assert m.provenance()["i3d"] == {s: {"checkpoint_layout": None, "bn_eps": 1e-3,
-                                         "bn_eps_from": "default (no checkpoint)"} for s in ("rgb", "flow")}
+    assert m.provenance()["i3d"] == {
+        s: {"checkpoint_layout": None, "bn_eps": 1e-3, "bn_eps_from": "default (no checkpoint)"}
+        for s in ("rgb", "flow")
+    }
 
 
 def test_ambiguous_or_unknown_layout_is_refused(tmp_path):
@@ -198,8 +224,11 @@ def test_ambiguous_or_unknown_layout_is_refused(tmp_path):
     mixed = dict(pier)
     mixed["mixed_3b.branch_0.conv3d.weight"] = pier["Mixed_3b.b0.conv3d.weight"]
     torch.save(mixed, tmp_path / "both.pt")
-    with pytest.raises(ValueError, match=r"both\.pt: ambiguous I3D checkpoint layout.*Conv3d_1a_7x7.*"
-                                         r"mixed_3b\.branch_0\.conv3d\.weight"):
+    with pytest.raises(
+        ValueError,
+        match=r"both\.pt: ambiguous I3D checkpoint layout.*Conv3d_1a_7x7.*"
+        r"mixed_3b\.branch_0\.conv3d\.weight",
+    ):
         E.get("i3d_rgb").from_checkpoint(tmp_path / "both.pt")
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"other\.pt: not an I3D checkpoint.*features\.0\.weight"):
@@ -238,8 +267,11 @@ def test_full_two_stream_official_files_check_ok(tmp_path):
 
     with torch.device("meta"):
         raft_shapes = {k: tuple(v.shape) for k, v in raft_large(weights=None).state_dict().items()}
-    files = {"rgb_imagenet.pt": official_piergiaj_shapes(3), "flow_imagenet.pt": official_piergiaj_shapes(2),
-             "raft_large_C_T_SKHT_V1-0b8c9e55.pth": raft_shapes}
+    files = {
+        "rgb_imagenet.pt": official_piergiaj_shapes(3),
+        "flow_imagenet.pt": official_piergiaj_shapes(2),
+        "raft_large_C_T_SKHT_V1-0b8c9e55.pth": raft_shapes,
+    }
     for fname, shapes in files.items():  # stride-0 views: tiny files with the official keys and shapes
         torch.save({k: torch.zeros(()).expand(s) for k, s in shapes.items()}, tmp_path / fname)
     report = E.get("i3d").check_checkpoint(tmp_path)
@@ -249,8 +281,9 @@ def test_full_two_stream_official_files_check_ok(tmp_path):
     flow_shapes["Conv3d_1a_7x7.conv3d.weight"] = (64, 3, 7, 7, 7)  # an RGB stem in the flow file
     torch.save({k: torch.zeros(()).expand(s) for k, s in flow_shapes.items()}, tmp_path / "flow_imagenet.pt")
     report = E.get("i3d").check_checkpoint(tmp_path)
-    assert not report.ok and report.mismatched == [("flow.Conv3d_1a_7x7.conv3d.weight", (64, 2, 7, 7, 7),
-                                                    (64, 3, 7, 7, 7))]
+    assert not report.ok and report.mismatched == [
+        ("flow.Conv3d_1a_7x7.conv3d.weight", (64, 2, 7, 7, 7), (64, 3, 7, 7, 7))
+    ]
 
 
 def test_distinct_pairs_of_overlapping_windows(make_frames):
@@ -259,8 +292,10 @@ def test_distinct_pairs_of_overlapping_windows(make_frames):
 
     video, other = make_frames(30, 4, 4, seed=1), make_frames(9, 4, 4, seed=2)
     starts = [0, 4, 8, 12, 16, 20]  # the last window runs past frame 29: clamped, as cut_video_windows
-    windows = torch.stack([video[torch.arange(s, s + 9).clamp(max=29)] for s in starts]
-                          + [video[torch.arange(20, 29).clamp(max=29)], other])  # padding repeat, then a new video
+    windows = torch.stack(
+        [video[torch.arange(s, s + 9).clamp(max=29)] for s in starts]
+        + [video[torch.arange(20, 29).clamp(max=29)], other]
+    )  # padding repeat, then a new video
     pairs, index = distinct_pairs(windows, shifts=(4, 0))
     assert index.shape == (8, 8)
     assert len(pairs) == 8 + 5 * 4 + 0 + 8  # first window, 4 new pairs per shifted window, the repeat, the new video

@@ -1,4 +1,5 @@
 """ONE-PEACE encoders, checkpoints and extractors (tiny random-weight models on the CPU)."""
+
 from __future__ import annotations
 
 import argparse
@@ -237,8 +238,16 @@ def _expected_counts(d=1536, f=6144, layers=40, heads=24, modalities=("image", "
     per_layer_shared = attn + 2 * 2 * d + 2 * d  # two pre-LNs, gamma_1, gamma_2
     q = d // 4
     grid = 16
-    image_adapter = (3 * q * 16 + q) + 2 * q + (q * q * 4 + q) + 2 * q + (q * d * 4 + d) \
-        + d + (grid * grid + 1) * d + ((2 * grid - 1) ** 2 + 3) * heads
+    image_adapter = (
+        (3 * q * 16 + q)
+        + 2 * q
+        + (q * q * 4 + q)
+        + 2 * q
+        + (q * d * 4 + d)
+        + d
+        + (grid * grid + 1) * d
+        + ((2 * grid - 1) ** 2 + 3) * heads
+    )
     convs = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
     conv_params, c_in = 0, 1
     for c, k, _ in convs:
@@ -288,15 +297,23 @@ def _official_fairseq_keys(cfg: OnePeaceConfig) -> dict[str, tuple[int, ...]]:
     q = d // 4
     keys: dict[str, tuple[int, ...]] = {}
     ia = "encoder_wrapper.image_adapter."
-    keys.update({
-        ia + "embed_images.0.weight": (q, 3, 4, 4), ia + "embed_images.0.bias": (q,),
-        ia + "embed_images.1.layer_norm.weight": (q,), ia + "embed_images.1.layer_norm.bias": (q,),
-        ia + "embed_images.3.weight": (q, q, 2, 2), ia + "embed_images.3.bias": (q,),
-        ia + "embed_images.4.layer_norm.weight": (q,), ia + "embed_images.4.layer_norm.bias": (q,),
-        ia + "embed_images.6.weight": (d, q, 2, 2), ia + "embed_images.6.bias": (d,),
-        ia + "cls_embedding": (1, 1, d), ia + "pos_embed": (cfg.pos_bucket_size ** 2 + 1, d),
-        ia + "rel_pos_table_list.0.weight": ((2 * g - 1) ** 2 + 3, h),
-    })
+    keys.update(
+        {
+            ia + "embed_images.0.weight": (q, 3, 4, 4),
+            ia + "embed_images.0.bias": (q,),
+            ia + "embed_images.1.layer_norm.weight": (q,),
+            ia + "embed_images.1.layer_norm.bias": (q,),
+            ia + "embed_images.3.weight": (q, q, 2, 2),
+            ia + "embed_images.3.bias": (q,),
+            ia + "embed_images.4.layer_norm.weight": (q,),
+            ia + "embed_images.4.layer_norm.bias": (q,),
+            ia + "embed_images.6.weight": (d, q, 2, 2),
+            ia + "embed_images.6.bias": (d,),
+            ia + "cls_embedding": (1, 1, d),
+            ia + "pos_embed": (cfg.pos_bucket_size**2 + 1, d),
+            ia + "rel_pos_table_list.0.weight": ((2 * g - 1) ** 2 + 3, h),
+        }
+    )
     aa = "encoder_wrapper.audio_adapter."
     c_in = 1
     for i, (c, k, _) in enumerate(cfg.audio_feature_spec):
@@ -304,36 +321,69 @@ def _official_fairseq_keys(cfg: OnePeaceConfig) -> dict[str, tuple[int, ...]]:
         keys[aa + f"embed_audios.0.conv_layers.{i}.2.1.weight"] = (c,)
         keys[aa + f"embed_audios.0.conv_layers.{i}.2.1.bias"] = (c,)
         c_in = c
-    keys.update({aa + "embed_audios.2.weight": (c_in,), aa + "embed_audios.2.bias": (c_in,),
-                 aa + "embed_audios.3.weight": (d, c_in), aa + "embed_audios.3.bias": (d,),
-                 aa + "cls_pos_embed": (1, 1, d), aa + "cls_embedding": (1, 1, d),
-                 aa + "rel_pos_table_list.0.weight": (2 * cfg.audio_rel_bucket_size + 2, h)})
+    keys.update(
+        {
+            aa + "embed_audios.2.weight": (c_in,),
+            aa + "embed_audios.2.bias": (c_in,),
+            aa + "embed_audios.3.weight": (d, c_in),
+            aa + "embed_audios.3.bias": (d,),
+            aa + "cls_pos_embed": (1, 1, d),
+            aa + "cls_embedding": (1, 1, d),
+            aa + "rel_pos_table_list.0.weight": (2 * cfg.audio_rel_bucket_size + 2, h),
+        }
+    )
     for i in range(1, 6):
         keys[aa + f"embed_positions.{i}.0.weight"] = (d, d // cfg.audio_conv_pos_groups, 19)
         keys[aa + f"embed_positions.{i}.0.bias"] = (d,)
     fm = "encoder_wrapper.fusion_model."
     for i in range(cfg.layers):
         p = f"{fm}layers.{i}."
-        keys.update({p + "self_attn.k_proj.weight": (d, d), p + "self_attn.v_proj.weight": (d, d),
-                     p + "self_attn.v_proj.bias": (d,), p + "self_attn.q_proj.weight": (d, d),
-                     p + "self_attn.q_proj.bias": (d,), p + "self_attn.out_proj.weight": (d, d),
-                     p + "self_attn.out_proj.bias": (d,), p + "self_attn.ln.weight": (d,),
-                     p + "self_attn.ln.bias": (d,), p + "self_attn_layer_norm.weight": (d,),
-                     p + "self_attn_layer_norm.bias": (d,), p + "final_layer_norm.weight": (d,),
-                     p + "final_layer_norm.bias": (d,), p + "gamma_1": (d,), p + "gamma_2": (d,)})
+        keys.update(
+            {
+                p + "self_attn.k_proj.weight": (d, d),
+                p + "self_attn.v_proj.weight": (d, d),
+                p + "self_attn.v_proj.bias": (d,),
+                p + "self_attn.q_proj.weight": (d, d),
+                p + "self_attn.q_proj.bias": (d,),
+                p + "self_attn.out_proj.weight": (d, d),
+                p + "self_attn.out_proj.bias": (d,),
+                p + "self_attn.ln.weight": (d,),
+                p + "self_attn.ln.bias": (d,),
+                p + "self_attn_layer_norm.weight": (d,),
+                p + "self_attn_layer_norm.bias": (d,),
+                p + "final_layer_norm.weight": (d,),
+                p + "final_layer_norm.bias": (d,),
+                p + "gamma_1": (d,),
+                p + "gamma_2": (d,),
+            }
+        )
         for m in ("text", "image", "audio"):
-            keys.update({p + f"{m}_ffn.0.wi_0.weight": (f, d), p + f"{m}_ffn.0.wi_1.weight": (f, d),
-                         p + f"{m}_ffn.2.weight": (f,), p + f"{m}_ffn.2.bias": (f,),
-                         p + f"{m}_ffn.3.weight": (d, f), p + f"{m}_ffn.3.bias": (d,)})
+            keys.update(
+                {
+                    p + f"{m}_ffn.0.wi_0.weight": (f, d),
+                    p + f"{m}_ffn.0.wi_1.weight": (f, d),
+                    p + f"{m}_ffn.2.weight": (f,),
+                    p + f"{m}_ffn.2.bias": (f,),
+                    p + f"{m}_ffn.3.weight": (d, f),
+                    p + f"{m}_ffn.3.bias": (d,),
+                }
+            )
     for m in ("text", "image", "audio"):
         keys[fm + f"{m}_layer_norm.weight"] = (d,)
         keys[fm + f"{m}_layer_norm.bias"] = (d,)
         keys[f"{m}_proj.weight"] = (d, d)
         keys[f"{m}_proj.bias"] = (d,)
     # parts of the pretraining checkpoint the encoders do not use
-    keys.update({"encoder_wrapper.text_adapter.embed_tokens.weight": (100, d), "logit_scale": (),
-                 aa + "mask_embedding": (1, d), "decoder_wrapper.fusion_model.layers.0.gamma_1": (8,),
-                 "image_mask_token": (1, 8), "decoder_image_embed.weight": (8, d)})
+    keys.update(
+        {
+            "encoder_wrapper.text_adapter.embed_tokens.weight": (100, d),
+            "logit_scale": (),
+            aa + "mask_embedding": (1, d),
+            "decoder_wrapper.fusion_model.layers.0.gamma_1": (8,),
+            "image_mask_token": (1, 8),
+            "decoder_image_embed.weight": (8, d),
+        }
+    )
     return keys
 
 
@@ -341,9 +391,10 @@ def _fairseq_state(cfg: OnePeaceConfig, seed: int = 0) -> dict[str, torch.Tensor
     gen = torch.Generator().manual_seed(seed)
     state = {k: 0.02 * torch.randn(shape, generator=gen) for k, shape in _official_fairseq_keys(cfg).items()}
     state["encoder_wrapper.image_adapter.rp_bucket"] = image_rel_pos_index(cfg.grid_size)
-    state["encoder_wrapper.image_adapter.position_idx"] = torch.arange(cfg.pos_bucket_size ** 2 + 1)
-    state["encoder_wrapper.audio_adapter.rp_bucket"] = audio_rel_pos_index(cfg.audio_rel_bucket_size,
-                                                                           cfg.audio_max_positions)
+    state["encoder_wrapper.image_adapter.position_idx"] = torch.arange(cfg.pos_bucket_size**2 + 1)
+    state["encoder_wrapper.audio_adapter.rp_bucket"] = audio_rel_pos_index(
+        cfg.audio_rel_bucket_size, cfg.audio_max_positions
+    )
     state["encoder_wrapper.fusion_model.version"] = torch.tensor([3.0])
     return state
 
@@ -369,8 +420,10 @@ def _save_fairseq(path, model_state):
         setattr(fake, cls.__name__, cls)
     cfg = ConfigDict(model=Choices("hmlp"), layers=ConfigList([1, 2]))
     try:
-        torch.save({"args": argparse.Namespace(arch="one_peace"), "cfg": cfg,
-                    "model": model_state, "optimizer_history": []}, path)
+        torch.save(
+            {"args": argparse.Namespace(arch="one_peace"), "cfg": cfg, "model": model_state, "optimizer_history": []},
+            path,
+        )
     finally:
         del sys.modules[fake.__name__]
 
@@ -451,10 +504,14 @@ def _mmaction_state(model: OnePeaceVideoModel) -> dict[str, torch.Tensor]:
 
 def test_video_checkpoint_mmaction_layout(tmp_path, tiny_video):
     state = _mmaction_state(tiny_video)
-    for key in ("backbone.encoder.layers.0.T_Adapter.D_fc1.weight", "backbone.image_adapter.temporal_embedding",
-                "backbone.image_adapter.rel_pos_table.weight", "backbone.encoder.image_layer_norm.weight",
-                "backbone.encoder.layers.1.MLP_Adapter.D_fc2.bias",
-                "backbone.encoder.layers.1.image_ffn.0.wi_1.weight"):
+    for key in (
+        "backbone.encoder.layers.0.T_Adapter.D_fc1.weight",
+        "backbone.image_adapter.temporal_embedding",
+        "backbone.image_adapter.rel_pos_table.weight",
+        "backbone.encoder.image_layer_norm.weight",
+        "backbone.encoder.layers.1.MLP_Adapter.D_fc2.bias",
+        "backbone.encoder.layers.1.image_ffn.0.wi_1.weight",
+    ):
         assert key in state
     path = tmp_path / "onepeace_video_k400.pth"
     torch.save({"meta": {"config": "x"}, "state_dict": state}, path)
@@ -479,8 +536,9 @@ def test_preprocess_images_matches_pil_bicubic():
     assert out.shape == (2, 3, 64, 64)
     for i in range(2):
         ref = np.asarray(Image.fromarray(frames[i]).resize((64, 64), Image.BICUBIC), dtype=np.float32) / 255.0
-        ref = (torch.from_numpy(ref).permute(2, 0, 1) - torch.tensor(CLIP_MEAN).view(3, 1, 1)) \
-            / torch.tensor(CLIP_STD).view(3, 1, 1)
+        ref = (torch.from_numpy(ref).permute(2, 0, 1) - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(
+            CLIP_STD
+        ).view(3, 1, 1)
         levels = ((out[i] - ref) * torch.tensor(CLIP_STD).view(3, 1, 1) * 255).abs()
         assert levels.max() <= 1.0 + 1e-3
 
@@ -586,8 +644,10 @@ def test_extractors_from_fairseq_checkpoint(tmp_path):
     audio = OnePeaceAudioExtractor.from_checkpoint({"model": path}, preset="tiny")
     assert image.weights_sha256 == audio.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     torch.testing.assert_close(image.model.image_proj.weight, state["image_proj.weight"])
-    torch.testing.assert_close(audio.model.encoder_wrapper.fusion_model.layers[1].audio_ffn[3].weight,
-                               state["encoder_wrapper.fusion_model.layers.1.audio_ffn.3.weight"])
+    torch.testing.assert_close(
+        audio.model.encoder_wrapper.fusion_model.layers[1].audio_ffn[3].weight,
+        state["encoder_wrapper.fusion_model.layers.1.audio_ffn.3.weight"],
+    )
     cls_out = OnePeaceImageExtractor.from_checkpoint(path, preset="tiny", output="cls")
     assert not hasattr(cls_out.model, "image_proj")
     reference = load_onepeace(path, cfg)
@@ -631,8 +691,11 @@ def test_bf16_weights_path_matches_fp32(cls):
 def test_registry_entries():
     import avel.extractors as extractors
 
-    for name, cls in [("onepeace_image", OnePeaceImageExtractor), ("onepeace_audio", OnePeaceAudioExtractor),
-                      ("onepeace_video_k400", OnePeaceVideoK400Extractor)]:
+    for name, cls in [
+        ("onepeace_image", OnePeaceImageExtractor),
+        ("onepeace_audio", OnePeaceAudioExtractor),
+        ("onepeace_video_k400", OnePeaceVideoK400Extractor),
+    ]:
         assert extractors.get(name) is cls
         assert name in extractors.list_extractors()
     assert OnePeaceAudioExtractor.checkpoint_files == {"model": "one-peace.pt"}

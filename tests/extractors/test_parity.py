@@ -7,6 +7,7 @@ checkpoint file is rebuilt from the seed (digest checked), loaded by our real lo
 (``from_checkpoint``, default config: e.g. I3D's BatchNorm eps comes from the file's layout) and
 run on the same inputs; ``benchmarks/parity/compare.py`` prints the same differences.
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,9 +24,19 @@ FIXTURES = common.fixture_names()
 
 
 def test_fixtures_are_recorded_and_small():
-    assert {"i3d_rgb_video_features", "i3d_flow_video_features", "i3d_rgb_pytorch_i3d", "i3d_flow_pytorch_i3d",
-            "raft_torchvision", "raft_video_features", "vggish_torchvggish", "vggish_video_features", "vgg19_torchvision",
-            "onepeace_image", "onepeace_audio"} <= set(FIXTURES)
+    assert {
+        "i3d_rgb_video_features",
+        "i3d_flow_video_features",
+        "i3d_rgb_pytorch_i3d",
+        "i3d_flow_pytorch_i3d",
+        "raft_torchvision",
+        "raft_video_features",
+        "vggish_torchvggish",
+        "vggish_video_features",
+        "vgg19_torchvision",
+        "onepeace_image",
+        "onepeace_audio",
+    } <= set(FIXTURES)
     for name in FIXTURES:
         assert (common.FIXTURE_DIR / f"{name}.npz").stat().st_size < 600_000, name
         _, meta = common.load_fixture(name)
@@ -41,8 +52,10 @@ def test_matches_reference(name):
     assert diff <= common.TOLERANCE, f"{name}: max abs diff {diff:.3g} vs {meta['reference']['repository']}"
 
 
-@pytest.mark.parametrize("name,options", [
-    pytest.param(n, o, marks=[pytest.mark.slow] if n.startswith("raft") else []) for n, o in compare.VARIANTS])
+@pytest.mark.parametrize(
+    "name,options",
+    [pytest.param(n, o, marks=[pytest.mark.slow] if n.startswith("raft") else []) for n, o in compare.VARIANTS],
+)
 def test_matches_reference_variants(name, options):
     ours, ref, _ = compare.run(name, **options)
     assert common.max_abs_diff(ours, ref) <= common.TOLERANCE

@@ -1,4 +1,5 @@
 """VGG-19 pool5: architecture vs torchvision, checkpoint handling, both preprocessings, AVE timing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -90,5 +91,5 @@ def test_tiny_extract_averages_frames(make_frames):
     w = m.windows(frames)
     out = m.extract(w.data)
     assert out.shape == (2, 2, 2, 32)
-    per_frame = torch.stack([m.extract(frames[i:i + 1][None]) for i in range(4)])
+    per_frame = torch.stack([m.extract(frames[i : i + 1][None]) for i in range(4)])
     torch.testing.assert_close(out[0], per_frame.mean(0)[0], atol=1e-5, rtol=1e-5)

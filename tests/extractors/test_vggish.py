@@ -1,4 +1,5 @@
 """VGGish: TF log-mel frontend against numpy, architecture, key layout, postprocessing, windows."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,7 @@ def numpy_tf_log_mel(wave: np.ndarray, sr: int = 16000) -> np.ndarray:
     """TF VGGish log-mel (mel_features.py formulas), float64 numpy."""
     win, hop, nfft = 400, 160, 512
     n_frames = 1 + (len(wave) - win) // hop
-    frames = np.stack([wave[i * hop:i * hop + win] for i in range(n_frames)])
+    frames = np.stack([wave[i * hop : i * hop + win] for i in range(n_frames)])
     hann = 0.5 - 0.5 * np.cos(2 * np.pi / win * np.arange(win))
     spec = np.abs(np.fft.rfft(frames * hann, nfft))
     mel = lambda f: 1127.0 * np.log(1.0 + f / 700.0)  # noqa: E731
@@ -22,7 +23,7 @@ def numpy_tf_log_mel(wave: np.ndarray, sr: int = 16000) -> np.ndarray:
     edges = np.linspace(mel(125.0), mel(7500.0), 64 + 2)
     weights = np.zeros((nfft // 2 + 1, 64))
     for i in range(64):
-        lo, c, hi = edges[i:i + 3]
+        lo, c, hi = edges[i : i + 3]
         weights[:, i] = np.maximum(0.0, np.minimum((bins_mel - lo) / (c - lo), (hi - bins_mel) / (hi - c)))
     weights[0, :] = 0.0
     return np.log(spec @ weights + 0.01)
@@ -38,7 +39,7 @@ def test_frontend_matches_numpy_tf_formulas():
     assert examples.shape == (len(win.bounds), 96, 64)
     for i, (start, _) in enumerate(win.bounds):
         frame0 = start // 160
-        np.testing.assert_allclose(examples[i], ref[frame0:frame0 + 96], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(examples[i], ref[frame0 : frame0 + 96], atol=1e-4, rtol=0)
     # TF framing: log-mel frames of the whole clip, examples every 32 frames; counts agree here
     assert len(win.bounds) == 1 + (len(ref) - 96) // 32
 
@@ -58,7 +59,7 @@ def _official_shapes() -> dict[str, tuple[int, ...]]:
 def test_full_model_size_and_torchvggish_layout(tmp_path):
     shapes = _official_shapes()
     m = E.get("vggish").build(device="meta")
-    assert {k[len("net."):]: tuple(v.shape) for k, v in m.state_dict().items()} == shapes
+    assert {k[len("net.") :]: tuple(v.shape) for k, v in m.state_dict().items()} == shapes
     assert sum(p.numel() for p in m.parameters()) == sum(int(np.prod(s)) for s in shapes.values())
     # stride-0 views keep the file tiny; one real tensor checks the values arrive
     state = {k: torch.full((1,), 0.5).expand(s) for k, s in shapes.items()}
@@ -72,7 +73,7 @@ def test_full_model_size_and_torchvggish_layout(tmp_path):
 def test_postprocess_pca_quantisation(tmp_path):
     cls = E.get("vggish")
     src = cls.random_init(preset="tiny")
-    torch.save({k[len("net."):]: v for k, v in src.state_dict().items()}, tmp_path / "vggish-10086976.pth")
+    torch.save({k[len("net.") :]: v for k, v in src.state_dict().items()}, tmp_path / "vggish-10086976.pth")
     g = torch.Generator().manual_seed(1)
     pca = {"pca_eigen_vectors": torch.randn(16, 16, generator=g), "pca_means": torch.randn(16, generator=g)}
     torch.save(pca, tmp_path / "vggish_pca_params-970ea276.pth")
@@ -111,12 +112,15 @@ def test_released_ave_vggish_features_are_post_relu():
     assert (feats == 0).mean() > 0.5
 
 
-@pytest.mark.parametrize("hop_s,n_samples,rows,padded", [
-    (0.96, 16000 * 3, 3, False),   # TF default: 0, 0.96, 1.92
-    (0.32, 16000 * 2, 4, False),   # UnAV-100: 0, 0.32, 0.64, 0.96 (1 + (32000 - 15360) // 5120)
-    (1.0, 16000 * 10, 10, False),  # AVE: one example per 1-s segment
-    (0.32, 8000, 1, True),         # shorter than one example: one zero-padded row
-])
+@pytest.mark.parametrize(
+    "hop_s,n_samples,rows,padded",
+    [
+        (0.96, 16000 * 3, 3, False),  # TF default: 0, 0.96, 1.92
+        (0.32, 16000 * 2, 4, False),  # UnAV-100: 0, 0.32, 0.64, 0.96 (1 + (32000 - 15360) // 5120)
+        (1.0, 16000 * 10, 10, False),  # AVE: one example per 1-s segment
+        (0.32, 8000, 1, True),  # shorter than one example: one zero-padded row
+    ],
+)
 def test_window_timing(hop_s, n_samples, rows, padded):
     ext = E.get("vggish").random_init(preset="tiny", hop_s=hop_s)
     w = ext.windows(torch.zeros(n_samples))

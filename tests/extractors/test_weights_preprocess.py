@@ -1,4 +1,5 @@
 """Checkpoint helpers and shared preprocessing (resize, crop, padding, RAFT flow wrapper)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,10 @@ def test_short_side_resize_and_centre_crop_offsets():
     out = apply_decode_spec(frames, spec)
     assert out.shape == (2, 4, 4, 3) and out.dtype == torch.uint8
     flat = torch.full((1, 10, 20, 3), 77, dtype=torch.uint8)
-    assert torch.equal(apply_decode_spec(flat, DecodeSpec("video", fps=1, size_hw=(5, 7))),
-                       torch.full((1, 5, 7, 3), 77, dtype=torch.uint8))
+    assert torch.equal(
+        apply_decode_spec(flat, DecodeSpec("video", fps=1, size_hw=(5, 7))),
+        torch.full((1, 5, 7, 3), 77, dtype=torch.uint8),
+    )
     with pytest.raises(ValueError, match="at most one"):
         DecodeSpec("video", fps=1, short_side=4, size_hw=(4, 4))
 
@@ -64,9 +67,11 @@ def test_raft_wrapper_pairs_consecutive_frames_and_unpads():
     with torch.no_grad():
         out = flow(frames)
         assert out.shape == (1, 2, 2, 128, 136)  # 132 padded to 136, not unpadded (video_features)
-        pair = flow.raft(torch.nn.functional.pad(frames[0, 1:2] * (2 / 255) - 1, (2, 2, 0, 0), mode="replicate"),
-                         torch.nn.functional.pad(frames[0, 2:3] * (2 / 255) - 1, (2, 2, 0, 0), mode="replicate"),
-                         num_flow_updates=1)[-1]
+        pair = flow.raft(
+            torch.nn.functional.pad(frames[0, 1:2] * (2 / 255) - 1, (2, 2, 0, 0), mode="replicate"),
+            torch.nn.functional.pad(frames[0, 2:3] * (2 / 255) - 1, (2, 2, 0, 0), mode="replicate"),
+            num_flow_updates=1,
+        )[-1]
         torch.testing.assert_close(out[0, 1], pair[0], atol=1e-4, rtol=1e-4)
         flow.cfg = RaftFlowConfig(num_flow_updates=1, width_divisor=8, unpad=True)
         un = flow(frames)

@@ -1,9 +1,16 @@
 """Cross-modal Dynamic Perception: window sampling, gradients, masks, fixed-window equivalence."""
+
 import pytest
 import torch
 
-from avel.models.cdp import (CdpConfig, CrossModalDynamicPyramid, DynamicWindowAttention, base_window_positions,
-                             sample_rows, target_window_positions)
+from avel.models.cdp import (
+    CdpConfig,
+    CrossModalDynamicPyramid,
+    DynamicWindowAttention,
+    base_window_positions,
+    sample_rows,
+    target_window_positions,
+)
 
 torch.set_num_threads(1)
 
@@ -79,7 +86,7 @@ def test_fixed_windows_equal_explicit_local_attention():
         ch = slice(8 * h, 8 * h + 8)
         for w in range(2):
             rows = slice(4 * w, 4 * w + 4)
-            a = torch.softmax(q[0, ch, rows].T @ k[0, ch, rows] / 8 ** 0.5, dim=-1)  # 4 x 4
+            a = torch.softmax(q[0, ch, rows].T @ k[0, ch, rows] / 8**0.5, dim=-1)  # 4 x 4
             expected[0, ch, rows] = (a @ v[0, ch, rows].T).T
     torch.testing.assert_close(out, attn.proj(expected), rtol=1e-5, atol=1e-6)
 
@@ -97,8 +104,7 @@ def test_dynamic_attention_starts_as_fixed_and_learns_windows():
     assert dyn.window_adapt.conv.bias.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("mode,border", [("cdp", "clamp"), ("cdp", "zeros"), ("fixed", "clamp"),
-                                         ("global", "clamp")])
+@pytest.mark.parametrize("mode,border", [("cdp", "clamp"), ("cdp", "zeros"), ("fixed", "clamp"), ("global", "clamp")])
 def test_padded_rows_do_not_leak(mode, border):
     torch.manual_seed(3)
     attn = _attn(mode, border=border)

@@ -1,4 +1,5 @@
 """Dense mAP (ActivityNet / UnAV protocol) on hand-computed cases."""
+
 import numpy as np
 import pytest
 
@@ -74,9 +75,13 @@ def test_tiou_exactly_at_threshold_matches():
 
 def test_multiple_thresholds_hand_computed():
     gt = {"v": [(0, 10, 0), (20, 30, 0)]}
-    preds = {"v": [(0, 8, 0, 0.9),    # tIoU 0.8 with A
-                   (20, 26, 0, 0.8),  # tIoU 0.6 with B
-                   (0, 10, 0, 0.7)]}  # tIoU 1.0 with A (already taken below 0.9)
+    preds = {
+        "v": [
+            (0, 8, 0, 0.9),  # tIoU 0.8 with A
+            (20, 26, 0, 0.8),  # tIoU 0.6 with B
+            (0, 10, 0, 0.7),
+        ]
+    }  # tIoU 1.0 with A (already taken below 0.9)
     r = _ev(gt, preds, thr=(0.5, 0.7, 0.9))
     # 0.5: TP TP FP -> AP 1; 0.7: TP FP FP -> 0.5; 0.9: FP FP TP -> recall 1/2 at precision 1/3
     assert r.map_per_threshold.tolist() == pytest.approx([1.0, 0.5, 1 / 6])
@@ -134,8 +139,9 @@ def test_to_dict_is_json_ready():
     r = _ev({"v": [(0, 10, 1)]}, {"v": [(0, 10, 1, 0.9)]}, thr=(0.5, 0.7))
     d = json.loads(json.dumps(r.to_dict(["a", "b"])))
     assert d["mAP@0.50"] == 1.0 and d["average_mAP"] == 1.0
-    assert d["per_class"] == [{"label_id": 1, "label": "b", "num_gt": 1, "num_predictions": 1,
-                               "ap": [1.0, 1.0], "average_ap": 1.0}]
+    assert d["per_class"] == [
+        {"label_id": 1, "label": "b", "num_gt": 1, "num_predictions": 1, "ap": [1.0, 1.0], "average_ap": 1.0}
+    ]
     assert "b" in r.format_per_class(["a", "b"]) and "average mAP: 100.00" in r.format_summary()
 
 
@@ -198,8 +204,9 @@ def _unav_loop_map(gt, preds, thr, tol=1e-3):
     ap = np.zeros((len(thr), len(classes)))
     for ci, c in enumerate(classes):
         g = [(v, s, e) for v, rows in kept.items() for s, e, cc in rows if cc == c]
-        p = sorted(((v, s, e, sc) for v, rows in preds.items() for s, e, cc, sc in rows if cc == c),
-                   key=lambda x: -x[3])
+        p = sorted(
+            ((v, s, e, sc) for v, rows in preds.items() for s, e, cc, sc in rows if cc == c), key=lambda x: -x[3]
+        )
         if not p:
             continue
         lock = np.full((len(thr), len(g)), -1)
@@ -232,14 +239,18 @@ def test_vectorized_equals_unav_loop_exactly_on_random_sets():
         for i in range(int(rng.integers(2, 12))):
             n = int(rng.integers(0, 9))
             s = np.round(rng.uniform(0, 30, n), 2)
-            rows = [(float(a), float(a + b), int(c)) for a, b, c in
-                    zip(s, np.round(rng.uniform(0.5, 10, n), 2), rng.integers(0, 4, n))]
-            rows += [(r[0] + 5e-4, r[1], r[2]) for r in rows[:int(rng.integers(0, 2))]]  # a duplicate
+            rows = [
+                (float(a), float(a + b), int(c))
+                for a, b, c in zip(s, np.round(rng.uniform(0.5, 10, n), 2), rng.integers(0, 4, n))
+            ]
+            rows += [(r[0] + 5e-4, r[1], r[2]) for r in rows[: int(rng.integers(0, 2))]]  # a duplicate
             gt[f"v{i}"] = rows
             m = int(rng.integers(0, 40))
             ps = rng.uniform(0, 30, m)
-            preds[f"v{i}"] = [(float(a), float(a + b), int(c), float(sc)) for a, b, c, sc in
-                              zip(ps, rng.uniform(0.2, 10, m), rng.integers(0, 5, m), rng.random(m))]
+            preds[f"v{i}"] = [
+                (float(a), float(a + b), int(c), float(sc))
+                for a, b, c, sc in zip(ps, rng.uniform(0.2, 10, m), rng.integers(0, 5, m), rng.random(m))
+            ]
         preds["no_gt_video"] = [(1.0, 4.0, 0, 0.95), (2.0, 3.0, 1, 0.05)]
         r = evaluate_detection(gt, preds, tiou_thresholds=thr)
         expected = _unav_loop_map(gt, preds, thr)

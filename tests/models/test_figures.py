@@ -1,4 +1,5 @@
 """Per-video figure, timeline legend placement and the run report."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def _boxes(fig):
 
 
 def test_timeline_legend_does_not_cover_the_lanes(tmp_path, saved_figures):
-    plot_timeline(tmp_path / "t.png", ground_truth=[(0, 10, 0)], predictions=[(0, 10, 0, 0.9)], classes=["dog"],
-                  duration_s=10)
+    plot_timeline(
+        tmp_path / "t.png", ground_truth=[(0, 10, 0)], predictions=[(0, 10, 0, 0.9)], classes=["dog"], duration_s=10
+    )
     [fig] = saved_figures
     renderer, [axes_box] = _boxes(fig)
     legend = fig.axes[0].get_legend().get_window_extent(renderer)
@@ -44,9 +46,17 @@ def test_timeline_legend_does_not_cover_the_lanes(tmp_path, saved_figures):
 
 
 def test_video_figure_has_gt_detections_and_similarity_panels(tmp_path, saved_figures):
-    out = plot_video(tmp_path / "v.png", video_id="vid", classes=["dog", "bell", "car"],
-                     ground_truth=[(1, 4, 0)], predictions=[(1, 4, 0, 0.8), (5, 6, 2, 0.3), (0, 1, 1, 0.01)],
-                     duration_s=8, top_k=5, min_score=0.05, similarity=np.linspace(-1, 1, 20))
+    out = plot_video(
+        tmp_path / "v.png",
+        video_id="vid",
+        classes=["dog", "bell", "car"],
+        ground_truth=[(1, 4, 0)],
+        predictions=[(1, 4, 0, 0.8), (5, 6, 2, 0.3), (0, 1, 1, 0.01)],
+        duration_s=8,
+        top_k=5,
+        min_score=0.05,
+        similarity=np.linspace(-1, 1, 20),
+    )
     assert out.stat().st_size > 2000
     [fig] = saved_figures
     assert len(fig.axes) == 3
@@ -58,8 +68,15 @@ def test_video_figure_has_gt_detections_and_similarity_panels(tmp_path, saved_fi
 
 
 def test_run_report(tmp_path):
-    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"epoch": 1, "train_total": 2.0, "val_score": 0.1}, {"epoch": 2, "train_total": 1.5, "val_score": 0.2}]))
+    (tmp_path / "log.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"epoch": 1, "train_total": 2.0, "val_score": 0.1},
+                {"epoch": 2, "train_total": 1.5, "val_score": 0.2},
+            ]
+        )
+    )
     (tmp_path / "summary.json").write_text(json.dumps({"best_epoch": 2}))
     page = write_run_report(tmp_path, per_class_ap={"dog": 0.5, "bell": 0.25})
     text = page.read_text()

@@ -1,11 +1,17 @@
 """Locality-aware Correspondence Correction: target G (eqs. 3-4), loss (eqs. 2, 5), gradients."""
+
 import math
 
 import pytest
 import torch
 
-from avel.models.lcc import (LccConfig, LocalityAwareCorrespondence, correspondence_target,
-                             gaussian_correspondence, lcc_loss)
+from avel.models.lcc import (
+    LccConfig,
+    LocalityAwareCorrespondence,
+    correspondence_target,
+    gaussian_correspondence,
+    lcc_loss,
+)
 
 torch.set_num_threads(1)
 
@@ -20,12 +26,10 @@ def test_gaussian_target_hand_computed_with_zero_block_across_videos():
     row = torch.tensor([0, 1, 2, 0, 1])
     g = gaussian_correspondence(vid, row, torch.tensor(1.0, dtype=torch.float64))
     p0, p1, p2 = 0.3989422804014327, 0.31069656037692, 0.14676266317374  # d = 0, 1/sqrt2, sqrt2
-    expected = torch.tensor([
-        [p0, p1, p2, 0, 0],
-        [p1, p0, p1, 0, 0],
-        [p2, p1, p0, 0, 0],
-        [0, 0, 0, p0, p1],
-        [0, 0, 0, p1, p0]], dtype=torch.float64)
+    expected = torch.tensor(
+        [[p0, p1, p2, 0, 0], [p1, p0, p1, 0, 0], [p2, p1, p0, 0, 0], [0, 0, 0, p0, p1], [0, 0, 0, p1, p0]],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(g, expected, rtol=0, atol=1e-12)
     assert _pdf(1 / math.sqrt(2)) == pytest.approx(p1, abs=1e-12)
     # larger sigma: broader, lower peak (eq. 3)

@@ -1,4 +1,5 @@
 """LoCo detector: forward / losses / backward at a tiny width, ablation switches, registry, predict."""
+
 import pytest
 import torch
 
@@ -11,11 +12,17 @@ RANGES = [[0, 4], [4, 8], [8, 10000]]
 
 
 def tiny_options(T: int, **over) -> dict:
-    opts = {"visual_dim": 12, "audio_dim": 10, "num_classes": 5, "max_seq_len": T,
-            "encoder": {"embed_dim": 16, "num_heads": 2, "num_self_attn": 1},
-            "cdp": {"num_levels": 3, "num_heads": 2, "window_size": 4},
-            "decoder": {"num_blocks": 1, "num_heads": 2},
-            "head": {"head_dim": 16}, "assigner": {"regression_ranges": RANGES}}
+    opts = {
+        "visual_dim": 12,
+        "audio_dim": 10,
+        "num_classes": 5,
+        "max_seq_len": T,
+        "encoder": {"embed_dim": 16, "num_heads": 2, "num_self_attn": 1},
+        "cdp": {"num_levels": 3, "num_heads": 2, "window_size": 4},
+        "decoder": {"num_blocks": 1, "num_heads": 2},
+        "head": {"head_dim": 16},
+        "assigner": {"regression_ranges": RANGES},
+    }
     for key, value in over.items():
         opts[key] = {**opts[key], **value} if isinstance(value, dict) and key in opts else value
     return opts
@@ -32,12 +39,18 @@ def make_batch(T: int, lengths: list[int], seed: int = 0) -> dict:
     mask = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
     segs = [torch.tensor([[1.0, 0.3 * n], [0.5 * n, n - 1.0]]) for n in lengths]
     labels = [torch.tensor([i % 5, (i + 2) % 5]) for i in range(B)]
-    return {"sample_ids": [f"s{i}" for i in range(B)], "video_ids": [f"v{i}" for i in range(B)],
-            "visual": torch.randn(B, T, 12, generator=g) * mask[..., None],
-            "audio": torch.randn(B, T, 10, generator=g) * mask[..., None],
-            "mask": mask, "segments": segs, "labels": labels,
-            "durations_s": torch.tensor([n * 0.25 + 0.75 for n in lengths]),
-            "step_s": torch.full((B,), 0.25), "window_s": torch.full((B,), 1.0)}
+    return {
+        "sample_ids": [f"s{i}" for i in range(B)],
+        "video_ids": [f"v{i}" for i in range(B)],
+        "visual": torch.randn(B, T, 12, generator=g) * mask[..., None],
+        "audio": torch.randn(B, T, 10, generator=g) * mask[..., None],
+        "mask": mask,
+        "segments": segs,
+        "labels": labels,
+        "durations_s": torch.tensor([n * 0.25 + 0.75 for n in lengths]),
+        "step_s": torch.full((B,), 0.25),
+        "window_s": torch.full((B,), 1.0),
+    }
 
 
 @pytest.mark.parametrize("T,lengths", [(16, [16, 11]), (40, [40, 27])])
@@ -90,18 +103,27 @@ def test_predict_in_seconds_and_longer_eval_sequence():
         model.train()(batch)
 
 
-@pytest.mark.parametrize("over,checks", [
-    ({"use_lcc": False}, {"lcc": False, "pyramid_params": True}),  # table 2a: CDP only
-    ({"cdp": {"mode": "none"}}, {"lcc": True, "pyramid_params": False}),  # LCC only
-    ({"use_lcc": False, "cdp": {"mode": "none"}}, {"lcc": False, "pyramid_params": False}),  # baseline
-    ({"use_lcc": False, "cdp": {"mode": "none", "num_levels": 1}, "assigner": {"regression_ranges": [[0, 10000]]}},
-     {"lcc": False, "pyramid_params": False}),  # table 3 "base": one full-resolution level
-    ({"cdp": {"mode": "global"}}, {"lcc": True, "pyramid_params": True}),  # table 2c / 2d "Full"
-    ({"cdp": {"mode": "fixed", "window_size": 8}}, {"lcc": True, "pyramid_params": True}),
-    ({"lcc": {"target": "diagonal"}}, {"lcc": True, "pyramid_params": True}),  # table 2b
-    ({"lcc": {"target": "softened"}}, {"lcc": True, "pyramid_params": True}),
-    ({"lcc": {"target": "fixed_gaussian"}}, {"lcc": True, "pyramid_params": True}),
-])
+@pytest.mark.parametrize(
+    "over,checks",
+    [
+        ({"use_lcc": False}, {"lcc": False, "pyramid_params": True}),  # table 2a: CDP only
+        ({"cdp": {"mode": "none"}}, {"lcc": True, "pyramid_params": False}),  # LCC only
+        ({"use_lcc": False, "cdp": {"mode": "none"}}, {"lcc": False, "pyramid_params": False}),  # baseline
+        (
+            {
+                "use_lcc": False,
+                "cdp": {"mode": "none", "num_levels": 1},
+                "assigner": {"regression_ranges": [[0, 10000]]},
+            },
+            {"lcc": False, "pyramid_params": False},
+        ),  # table 3 "base": one full-resolution level
+        ({"cdp": {"mode": "global"}}, {"lcc": True, "pyramid_params": True}),  # table 2c / 2d "Full"
+        ({"cdp": {"mode": "fixed", "window_size": 8}}, {"lcc": True, "pyramid_params": True}),
+        ({"lcc": {"target": "diagonal"}}, {"lcc": True, "pyramid_params": True}),  # table 2b
+        ({"lcc": {"target": "softened"}}, {"lcc": True, "pyramid_params": True}),
+        ({"lcc": {"target": "fixed_gaussian"}}, {"lcc": True, "pyramid_params": True}),
+    ],
+)
 def test_ablation_switches(over, checks):
     model = build_model("loco", options=tiny_options(16, **over)).train()
     assert (model.lcc is not None) == checks["lcc"]

@@ -1,11 +1,17 @@
 """ActivityNet results format: round trip, label names / ids, errors naming video and entry."""
+
 import json
 
 import numpy as np
 import pytest
 
-from avel.models.metrics.results_io import (ResultsFormatError, parse_results, read_results, results_to_json,
-                                            write_results)
+from avel.models.metrics.results_io import (
+    ResultsFormatError,
+    parse_results,
+    read_results,
+    results_to_json,
+    write_results,
+)
 
 CLASSES = ["dog barking", "man speaking", "car engine"]
 
@@ -29,15 +35,18 @@ def test_unav_style_keys_accepted():
     np.testing.assert_array_equal(parse_results(doc).predictions["v"], [[1, 2, 1, 0.5]])
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"segment": [1, 2], "label": "cat", "score": 0.5}, r"results/v\[1\]: label 'cat' is not one of the 3"),
-    ({"segment": [1, 2], "label": 3, "score": 0.5}, r"results/v\[1\]: label id 3 is outside 0..2"),
-    ({"segment": [1, 2], "label": True, "score": 0.5}, r"results/v\[1\]: \"label\" must be"),
-    ({"segment": [2, 1], "label": 0, "score": 0.5}, r"results/v\[1\]: segment end 1.0 < start 2.0"),
-    ({"segment": [1], "label": 0, "score": 0.5}, r"results/v\[1\]: \"segment\" must be"),
-    ({"segment": [1, 2], "label": 0, "score": float("nan")}, r"results/v\[1\]: \"score\" must be"),
-    ({"segment": [1, 2], "label": 0}, r"results/v\[1\]: \"score\""),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"segment": [1, 2], "label": "cat", "score": 0.5}, r"results/v\[1\]: label 'cat' is not one of the 3"),
+        ({"segment": [1, 2], "label": 3, "score": 0.5}, r"results/v\[1\]: label id 3 is outside 0..2"),
+        ({"segment": [1, 2], "label": True, "score": 0.5}, r"results/v\[1\]: \"label\" must be"),
+        ({"segment": [2, 1], "label": 0, "score": 0.5}, r"results/v\[1\]: segment end 1.0 < start 2.0"),
+        ({"segment": [1], "label": 0, "score": 0.5}, r"results/v\[1\]: \"segment\" must be"),
+        ({"segment": [1, 2], "label": 0, "score": float("nan")}, r"results/v\[1\]: \"score\" must be"),
+        ({"segment": [1, 2], "label": 0}, r"results/v\[1\]: \"score\""),
+    ],
+)
 def test_bad_entries_name_video_and_index(entry, message):
     good = {"segment": [0, 1], "label": 0, "score": 0.1}
     with pytest.raises(ResultsFormatError, match=message):
@@ -50,7 +59,7 @@ def test_bad_files(tmp_path):
     (tmp_path / "bad.json").write_text('{"results": {\n  "v": [,]}}')
     with pytest.raises(ResultsFormatError, match="bad.json: invalid JSON at line 2"):
         read_results(tmp_path / "bad.json")
-    with pytest.raises(ResultsFormatError, match="expected a \"results\" mapping"):
+    with pytest.raises(ResultsFormatError, match='expected a "results" mapping'):
         parse_results({"version": "x"})
     with pytest.raises(ResultsFormatError, match="no class list"):
         parse_results({"results": {"v": [{"segment": [0, 1], "label": "dog", "score": 1}]}})

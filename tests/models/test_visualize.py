@@ -1,19 +1,31 @@
 """Timeline and similarity figures: what is selected, what is computed, that a PNG is written."""
+
 import numpy as np
 import pytest
 
-from avel.models.visualize import (TimelinePlotConfig, cross_similarity, plot_cross_similarity, plot_timeline,
-                                   select_timeline_predictions)
+from avel.models.visualize import (
+    TimelinePlotConfig,
+    cross_similarity,
+    plot_cross_similarity,
+    plot_timeline,
+    select_timeline_predictions,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_timeline_selection_top_k_lanes_and_min_score():
     gt = [(0, 5, 3)]
-    preds = [(0, 5, 3, 0.2), (0, 4, 3, 0.9), (1, 5, 3, 0.5),  # class 3: keep 0.9, 0.5
-             (2, 3, 7, 0.95), (2, 3, 8, 0.05)]                 # class 8 below min_score
-    lanes, kept = select_timeline_predictions(preds, ground_truth=gt,
-                                              config=TimelinePlotConfig(top_k_per_class=2, min_score=0.1))
+    preds = [
+        (0, 5, 3, 0.2),
+        (0, 4, 3, 0.9),
+        (1, 5, 3, 0.5),  # class 3: keep 0.9, 0.5
+        (2, 3, 7, 0.95),
+        (2, 3, 8, 0.05),
+    ]  # class 8 below min_score
+    lanes, kept = select_timeline_predictions(
+        preds, ground_truth=gt, config=TimelinePlotConfig(top_k_per_class=2, min_score=0.1)
+    )
     assert lanes == [3, 7]  # ground-truth classes first, then by best score
     assert sorted(kept[:, 3].tolist()) == [0.5, 0.9, 0.95]
     lanes, _ = select_timeline_predictions(preds, ground_truth=gt, config=TimelinePlotConfig(max_classes=1))
@@ -21,9 +33,14 @@ def test_timeline_selection_top_k_lanes_and_min_score():
 
 
 def test_plot_timeline_writes_png(tmp_path):
-    out = plot_timeline(tmp_path / "a" / "v.png", ground_truth=[(0, 5, 0), (6, 9, 1)],
-                        predictions=[(0.5, 5, 0, 0.8), (6, 8, 1, 0.3)], classes=["dog", "car"],
-                        duration_s=10, title="v")
+    out = plot_timeline(
+        tmp_path / "a" / "v.png",
+        ground_truth=[(0, 5, 0), (6, 9, 1)],
+        predictions=[(0.5, 5, 0, 0.8), (6, 8, 1, 0.3)],
+        classes=["dog", "car"],
+        duration_s=10,
+        title="v",
+    )
     assert out.read_bytes()[:8] == PNG
     empty = plot_timeline(tmp_path / "e.png", ground_truth=[], predictions=[])
     assert empty.read_bytes()[:8] == PNG
@@ -35,7 +52,7 @@ def test_cross_similarity_values():
     v = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
     a = np.array([[3.0, 0.0], [1.0, 1.0]])
     sim = cross_similarity(v, a)
-    np.testing.assert_allclose(sim, [[1, 2 ** -0.5], [0, 2 ** -0.5], [0, 0]])
+    np.testing.assert_allclose(sim, [[1, 2**-0.5], [0, 2**-0.5], [0, 0]])
     with pytest.raises(ValueError, match="dims differ \\(2 vs 3\\)"):
         cross_similarity(v, np.ones((2, 3)))
 

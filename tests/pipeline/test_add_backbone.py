@@ -1,5 +1,6 @@
 """`avel extract --store S --extractors NEW`: new backbone streams over the videos of an existing
 store, one decode per video for all new streams, existing streams untouched, reruns skip."""
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,17 @@ NEW = "timm_vit_b16,wav2vec2_base_hf"  # backbone files of two families (tiny ra
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("add_backbone")
-    generate(SynthConfig(kind="unav100", videos=2, seed=3, size=48, min_duration_s=2.0, max_duration_s=2.5,
-                         num_classes=2), root)
+    generate(
+        SynthConfig(kind="unav100", videos=2, seed=3, size=48, min_duration_s=2.0, max_duration_s=2.5, num_classes=2),
+        root,
+    )
     return root / "videos"
 
 
 def _extract(*args):
-    return CliRunner().invoke(cli, ["extract", "--preset", "tiny", "--random-weights", "--batch-size", "4", "--json",
-                                    *args])
+    return CliRunner().invoke(
+        cli, ["extract", "--preset", "tiny", "--random-weights", "--batch-size", "4", "--json", *args]
+    )
 
 
 @pytest.fixture
@@ -48,8 +52,9 @@ def test_store_gains_backbone_streams_with_one_decode_per_video(videos, tmp_path
     res = _extract("--dataset", "folder", "--videos", str(videos), "--out", str(store), "--extractors", "vggish")
     assert res.exit_code == 0, res.output
     decodes.clear()
-    res = _extract("--dataset", "folder", "--videos", str(videos), "--out", str(tmp_path / "one"),
-                   "--extractors", "timm_vit_b16")
+    res = _extract(
+        "--dataset", "folder", "--videos", str(videos), "--out", str(tmp_path / "one"), "--extractors", "timm_vit_b16"
+    )
     assert res.exit_code == 0, res.output
     one_stream = Counter(decodes)  # probe (audio, frame counts) + one frame decode per video
     vggish_before = {v: FeatureStore(store)[v]["vggish"].copy() for v in FeatureStore(store).videos()}

@@ -3,6 +3,7 @@
 Every input is generated here (PyAV writes the videos); frame ``i`` of a generated video has
 the grey level ``_grey(i)``, so a test can tell which native frame the decoder picked.
 """
+
 from __future__ import annotations
 
 import fractions
@@ -31,8 +32,22 @@ def _grey(i):
 TOL = 8  # grey levels lossy coding may move a flat frame (4 seen)
 
 
-def _mp4(path, *, seconds, video=True, audio=True, fps=25, size=64, width=None, height=None, pts_s=None,
-         rotation=None, pix_fmt="yuv420p", image=None, audio_codec="aac"):
+def _mp4(
+    path,
+    *,
+    seconds,
+    video=True,
+    audio=True,
+    fps=25,
+    size=64,
+    width=None,
+    height=None,
+    pts_s=None,
+    rotation=None,
+    pix_fmt="yuv420p",
+    image=None,
+    audio_codec="aac",
+):
     """Write a test video.
 
     Args:
@@ -81,7 +96,7 @@ def _mp4(path, *, seconds, video=True, audio=True, fps=25, size=64, width=None, 
         if fmt == "s16":
             x = (x * 32767).astype(np.int16)
         for k in range(0, len(x), step):
-            fr = av.AudioFrame.from_ndarray(x[None, k:k + step], format=fmt, layout="mono")
+            fr = av.AudioFrame.from_ndarray(x[None, k : k + step], format=fmt, layout="mono")
             fr.sample_rate, fr.pts, fr.time_base = 16000, k, fractions.Fraction(1, 16000)
             for p in a.encode(fr):
                 c.mux(p)
@@ -121,9 +136,26 @@ def bad_dir(tmp_path_factory):
 
 def test_every_bad_input_is_recorded_and_the_rest_extracted(bad_dir, tmp_path):
     t0 = time.perf_counter()
-    res = CliRunner().invoke(cli, ["extract", "--dataset", "folder", "--videos", str(bad_dir), "--extractors",
-                                   "vgg19,vggish", "--preset", "tiny", "--random-weights", "--out",
-                                   str(tmp_path / "s"), "--json", "--decode-timeout-s", "60"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            "--dataset",
+            "folder",
+            "--videos",
+            str(bad_dir),
+            "--extractors",
+            "vgg19,vggish",
+            "--preset",
+            "tiny",
+            "--random-weights",
+            "--out",
+            str(tmp_path / "s"),
+            "--json",
+            "--decode-timeout-s",
+            "60",
+        ],
+    )
     assert res.exit_code == 1
     assert time.perf_counter() - t0 < 60  # the FIFO did not block the run
     st = FeatureStore(tmp_path / "s")
@@ -149,8 +181,10 @@ def test_every_bad_input_is_recorded_and_the_rest_extracted(bad_dir, tmp_path):
         assert vid in errors, vid
         assert errors[vid][0]["path"].endswith(f"{vid}.mp4") and f"{vid}.mp4" in errors[vid][0]["message"]
         assert errors[vid][0]["stage"] == "decode" and vid not in st
-    assert "no decodable video stream" in errors["audio_only"][0]["message"] or \
-        "video stream" in errors["audio_only"][0]["message"]
+    assert (
+        "no decodable video stream" in errors["audio_only"][0]["message"]
+        or "video stream" in errors["audio_only"][0]["message"]
+    )
     assert "cannot stat (No such file or directory)" in errors["dangling"][0]["message"]
     assert "cannot stat (Too many levels of symbolic links)" in errors["loop"][0]["message"]
     assert "not a regular file (a FIFO)" in errors["fifo"][0]["message"]
@@ -179,8 +213,9 @@ def test_long_constant_rate_video_picks_every_frame(tmp_path):
     on the exact ``index / fps`` grid (a 25 -> 25 fps resampling keeps every frame)."""
     path = tmp_path / "forty_s.mp4"
     _mp4(path, seconds=40.0, size=32, audio=False)  # 1000 frames
-    d = decode_video(path, fps=[25.0, 16.0], short_side=None, sample_rate=None,
-                     frame_ranges={25.0: (900, 1000), 16.0: (600, 640)})
+    d = decode_video(
+        path, fps=[25.0, 16.0], short_side=None, sample_rate=None, frame_ranges={25.0: (900, 1000), 16.0: (600, 640)}
+    )
     assert d.total_frames == {25.0: 1000, 16.0: 640} and d.meta.duration_s == 40.0
     grey = d.frames[25.0][:, 16, 16, 0].astype(int)
     assert np.abs(grey - _grey(np.arange(900, 1000))).max() <= TOL
@@ -196,8 +231,7 @@ def test_rotation_metadata_is_applied_like_a_player(tmp_path, degrees):
     img[:, :48, 0] = 250  # red left half
     img[:32, :, 1] = 250  # green top half
     path = tmp_path / f"rot{degrees}.mp4"
-    _mp4(path, seconds=0.4, width=96, height=64, rotation=degrees, audio=False, pix_fmt="yuv444p",
-         image=lambda i: img)
+    _mp4(path, seconds=0.4, width=96, height=64, rotation=degrees, audio=False, pix_fmt="yuv444p", image=lambda i: img)
     with av.open(str(path)) as c:
         ccw = next(c.decode(video=0)).rotation  # what the container says, read back by PyAV
     expected = np.rot90(img, k=ccw // 90)
@@ -249,8 +283,14 @@ def test_a_file_that_cannot_be_read_is_recorded(tmp_path):
         target.write_bytes(b"\0" * 100)
         target.chmod(0)
     else:
-        target = next((p for p in ("/sys/bus/pci/rescan", "/sys/kernel/mm/page_idle/bitmap")
-                       if os.path.isfile(p) and os.stat(p).st_size and not _readable(p)), None)
+        target = next(
+            (
+                p
+                for p in ("/sys/bus/pci/rescan", "/sys/kernel/mm/page_idle/bitmap")
+                if os.path.isfile(p) and os.stat(p).st_size and not _readable(p)
+            ),
+            None,
+        )
         if target is None:
             pytest.skip("running as root and no write-only sysfs file here")
     path = tmp_path / "locked.mp4"
@@ -291,8 +331,12 @@ def test_unsafe_and_missing_ids_are_rejected_not_dropped(tmp_path):
     assert unsafe_id_reason("../x") and unsafe_id_reason("a/../../b") and unsafe_id_reason("/abs")
     assert unsafe_id_reason("tab\there") and unsafe_id_reason("")
     assert unsafe_id_reason("-leading dash ünï") is None and unsafe_id_reason("sub/dir/name") is None
-    plan = plan_jobs({"../x": tmp_path / "x.mp4", "ok": tmp_path / "ok.mp4"}, store_root=tmp_path / "s",
-                     streams=["vgg19"], missing=["gone"])
+    plan = plan_jobs(
+        {"../x": tmp_path / "x.mp4", "ok": tmp_path / "ok.mp4"},
+        store_root=tmp_path / "s",
+        streams=["vgg19"],
+        missing=["gone"],
+    )
     assert [j.video_id for j in plan.todo] == ["ok"]
     rejected = {r["video_id"]: r for r in plan.rejected}
     assert rejected["../x"]["error_type"] == "UnsafeVideoId" and "escape" in rejected["../x"]["message"]
@@ -307,17 +351,38 @@ def test_unav100_ids_escaping_the_store_are_recorded(bad_dir, tmp_path):
     os.symlink(vids / "nowhere.mp4", vids / "dangling.mp4")
     samples = [Sample(v, v, 2.5, "train", []) for v in ("good", "../good", "absent", "folder", "dangling")]
     write_unav100(AnnotationSet("unav100", [], samples), tmp_path / "ann.json")
-    res = CliRunner().invoke(cli, ["extract", "--dataset", "unav100", "--videos", str(vids), "--annotations",
-                                   str(tmp_path / "ann.json"), "--extractors", "vggish", "--preset", "tiny",
-                                   "--random-weights", "--out", str(tmp_path / "s"), "--json"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            "--dataset",
+            "unav100",
+            "--videos",
+            str(vids),
+            "--annotations",
+            str(tmp_path / "ann.json"),
+            "--extractors",
+            "vggish",
+            "--preset",
+            "tiny",
+            "--random-weights",
+            "--out",
+            str(tmp_path / "s"),
+            "--json",
+        ],
+    )
     assert res.exit_code == 1
     report = json.loads(res.stdout.splitlines()[0])
     assert report["videos_ok"] == 1 and report["videos_failed"] == 4
     st = FeatureStore(tmp_path / "s")
     assert st.videos() == ["good"]
     kinds = {e["video_id"]: e["error_type"] for e in st.errors()}
-    assert kinds == {"../good": "UnsafeVideoId", "absent": "MissingVideoFile", "folder": "MissingVideoFile",
-                     "dangling": "MissingVideoFile"}
+    assert kinds == {
+        "../good": "UnsafeVideoId",
+        "absent": "MissingVideoFile",
+        "folder": "MissingVideoFile",
+        "dangling": "MissingVideoFile",
+    }
 
 
 @pytest.mark.slow
@@ -330,10 +395,30 @@ def test_twenty_minute_video(tmp_path):
     path = vdir / "twenty.mkv"
     _mp4(path, seconds=1200.0, fps=10, size=32, audio_codec="flac")  # 12,000 frames, 19.2 M samples
     (tmp_path / "job.yaml").write_text(
-        "extractor_options: {vgg19: {fps: 1.0, window_frames: 1, stride_frames: 1, image_size: 32}}\n")
-    res = CliRunner().invoke(cli, ["extract", "--config", str(tmp_path / "job.yaml"), "--dataset", "folder",
-                                   "--videos", str(vdir), "--extractors", "vgg19,vggish", "--preset", "tiny",
-                                   "--random-weights", "--out", str(tmp_path / "s"), "--json", "--batch-size", "64"])
+        "extractor_options: {vgg19: {fps: 1.0, window_frames: 1, stride_frames: 1, image_size: 32}}\n"
+    )
+    res = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            "--config",
+            str(tmp_path / "job.yaml"),
+            "--dataset",
+            "folder",
+            "--videos",
+            str(vdir),
+            "--extractors",
+            "vgg19,vggish",
+            "--preset",
+            "tiny",
+            "--random-weights",
+            "--out",
+            str(tmp_path / "s"),
+            "--json",
+            "--batch-size",
+            "64",
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout.splitlines()[0])
     assert report["videos_ok"] == 1 and report["busy_s"]["decode"] > 0
@@ -345,7 +430,8 @@ def test_twenty_minute_video(tmp_path):
     np.testing.assert_array_equal(start, np.arange(1200.0))
     assert st.num_rows("twenty", "vggish") == 1250  # 0.96-s windows
     # the last minute: 1 fps output frame k shows native frame 10 k, 10 fps keeps every frame
-    d = decode_video(path, fps=[1.0, 10.0], short_side=None, sample_rate=None,
-                     frame_ranges={1.0: (1140, 1200), 10.0: (11400, 12000)})
+    d = decode_video(
+        path, fps=[1.0, 10.0], short_side=None, sample_rate=None, frame_ranges={1.0: (1140, 1200), 10.0: (11400, 12000)}
+    )
     assert np.abs(d.frames[1.0][:, 16, 16, 0].astype(int) - _grey(np.arange(1140, 1200) * 10)).max() <= TOL
     assert np.abs(d.frames[10.0][:, 16, 16, 0].astype(int) - _grey(np.arange(11400, 12000))).max() <= TOL

@@ -1,6 +1,7 @@
 """Issue 14 bad videos and rows: an unsupported codec is named, an over-reported frame count or
 duration is the video's fault (a DecodeError, never a crash, never retryable), non-finite rows
 are a recorded failure and never written."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ from avel.datasets.store import FeatureStore, StoreWriter
 from avel.pipeline.decode import DecodeError, decode_video, decode_with_timeout
 from avel.pipeline.engine import build_stream_extractors, run_local
 from avel.pipeline.jobs import VideoJob
-
 from tests.pipeline.test_bad_inputs import _mp4
 
 
@@ -22,8 +22,8 @@ def _stts(src, dst, *, count=None, delta=None):
     """Copy ``src`` with its first time-to-sample entry replaced (frames ``count``, ``delta`` ticks each)."""
     data = bytearray(src.read_bytes())
     i = data.find(b"stts")
-    c0, d0 = struct.unpack(">II", data[i + 12:i + 20])
-    data[i + 12:i + 20] = struct.pack(">II", c0 if count is None else count, d0 if delta is None else delta)
+    c0, d0 = struct.unpack(">II", data[i + 12 : i + 20])
+    data[i + 12 : i + 20] = struct.pack(">II", c0 if count is None else count, d0 if delta is None else delta)
     dst.write_bytes(bytes(data))
     return dst
 
@@ -57,16 +57,22 @@ def _av1(path):
 
 def test_unsupported_codec_is_named(tmp_path):
     path = _av1(tmp_path / "av1.mp4")
-    with pytest.raises(DecodeError, match=r"av1.mp4: video codec 'av1' \(tag 'av01'\) is not supported by the "
-                                          r"decoder \(decord 0.6.0\); re-encode"):
+    with pytest.raises(
+        DecodeError,
+        match=r"av1.mp4: video codec 'av1' \(tag 'av01'\) is not supported by the "
+        r"decoder \(decord 0.6.0\); re-encode",
+    ):
         decode_video(path, fps=[4], sample_rate=None)
 
 
-@pytest.mark.parametrize("name, match", [
-    ("many_frames", "container reports 100000000 frames"),
-    ("long_frames", "lasting 167772 s"),
-    ("billions", "container reports 2147483648 frames"),
-])
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("many_frames", "container reports 100000000 frames"),
+        ("long_frames", "lasting 167772 s"),
+        ("billions", "container reports 2147483648 frames"),
+    ],
+)
 def test_over_reported_frames_are_the_videos_fault(videos, name, match):
     with pytest.raises(DecodeError, match=match):
         decode_video(videos / f"{name}.mp4", fps=[4], sample_rate=None)
@@ -97,8 +103,7 @@ def test_non_finite_rows_are_a_recorded_failure_never_written(videos, tmp_path, 
 
     monkeypatch.setattr(vggish, "extract", poisoned)
     writer = StoreWriter(tmp_path / "s", dataset="folder", streams={se.stream: se.spec() for se in extractors})
-    report = run_local([VideoJob("good", videos / "good.mp4")], extractors, writer, batch_size=4,
-                       decode_timeout_s=60)
+    report = run_local([VideoJob("good", videos / "good.mp4")], extractors, writer, batch_size=4, decode_timeout_s=60)
     assert report.videos_failed == 1
     store = FeatureStore(tmp_path / "s")
     assert store.video_streams("good") == ["vgg19"]  # the finite stream is kept

@@ -1,4 +1,5 @@
 """One decode per video: frames per requested fps, audio at 16 kHz, clear errors."""
+
 from __future__ import annotations
 
 import fractions
@@ -26,9 +27,9 @@ def _write(path, *, seconds=2.0, fps=25, w=96, h=64, sr=16000, audio=True):
         c.mux(p)
     if audio:
         x = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
-        x[int(0.5 * sr):int(0.5 * sr) + 200] = 0.9  # a click at exactly 0.5 s
+        x[int(0.5 * sr) : int(0.5 * sr) + 200] = 0.9  # a click at exactly 0.5 s
         for k in range(0, len(x), 1024):
-            fr = av.AudioFrame.from_ndarray(x[None, k:k + 1024], format="fltp", layout="mono")
+            fr = av.AudioFrame.from_ndarray(x[None, k : k + 1024], format="fltp", layout="mono")
             fr.sample_rate = sr
             # Explicit timestamps make the muxer record the AAC encoder delay (edit list),
             # so decoders drop the priming samples and audio stays aligned with video.
@@ -160,8 +161,16 @@ def test_killed_decoder_is_recorded_retryable_and_redone_by_a_plain_rerun(tmp_pa
     videos = tmp_path / "videos"
     videos.mkdir()
     _write(videos / "v.mp4", seconds=2.0)
-    cfg = ExtractConfig(dataset="folder", videos=str(videos), extractors=["vggish"], preset="tiny",
-                        random_weights=True, out=str(tmp_path / "store"), device="cpu", decode_timeout_s=60)
+    cfg = ExtractConfig(
+        dataset="folder",
+        videos=str(videos),
+        extractors=["vggish"],
+        preset="tiny",
+        random_weights=True,
+        out=str(tmp_path / "store"),
+        device="cpu",
+        decode_timeout_s=60,
+    )
 
     def killed(*args, **kwargs):  # the decode child dies as under `kill -9` or the OOM killer
         os.kill(os.getpid(), signal.SIGKILL)
@@ -188,14 +197,23 @@ def test_decode_child_dies_with_a_killed_driver(tmp_path):
     path = tmp_path / "ok.mp4"
     _write(path, seconds=1.0)
     pid_file = tmp_path / "child.pid"
-    driver = subprocess.Popen([sys.executable, "-c", (
-        "import os, sys, time\n"
-        "import avel.pipeline.decode as dec\n"
-        "def hang(*a, **k):\n"
-        "    open(sys.argv[2], 'w').write(str(os.getpid()))\n"
-        "    time.sleep(600)\n"
-        "dec.decode_video = hang\n"
-        "dec.decode_with_timeout(sys.argv[1], timeout_s=600, fps=[25])\n"), str(path), str(pid_file)])
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, sys, time\n"
+                "import avel.pipeline.decode as dec\n"
+                "def hang(*a, **k):\n"
+                "    open(sys.argv[2], 'w').write(str(os.getpid()))\n"
+                "    time.sleep(600)\n"
+                "dec.decode_video = hang\n"
+                "dec.decode_with_timeout(sys.argv[1], timeout_s=600, fps=[25])\n"
+            ),
+            str(path),
+            str(pid_file),
+        ]
+    )
     try:
         deadline = time.monotonic() + 60
         while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
@@ -206,7 +224,7 @@ def test_decode_child_dies_with_a_killed_driver(tmp_path):
 
         def alive(pid: int) -> bool:
             try:
-                state = (open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0])
+                state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
             except OSError:
                 return False
             return state != "Z"

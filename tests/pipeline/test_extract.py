@@ -1,5 +1,6 @@
 """`avel extract`: store contents, exact row times, resume, failure isolation, chunking (the Ray
 runner's tests are in test_ray_extract.py)."""
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,31 @@ EXTRACTORS = "vgg19,vggish"
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("extract")
-    generate(SynthConfig(kind="unav100", videos=3, seed=5, size=64, min_duration_s=2.0, max_duration_s=3.0,
-                         num_classes=3), root)
+    generate(
+        SynthConfig(kind="unav100", videos=3, seed=5, size=64, min_duration_s=2.0, max_duration_s=3.0, num_classes=3),
+        root,
+    )
     return root
 
 
 def _run(args):
-    return CliRunner().invoke(cli, ["extract", "--dataset", "folder", "--extractors", EXTRACTORS, "--preset", "tiny",
-                                    "--random-weights", "--batch-size", "8", "--json", *args])
+    return CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            "--dataset",
+            "folder",
+            "--extractors",
+            EXTRACTORS,
+            "--preset",
+            "tiny",
+            "--random-weights",
+            "--batch-size",
+            "8",
+            "--json",
+            *args,
+        ],
+    )
 
 
 def test_folder_extraction_resume_and_failures(videos, tmp_path):
@@ -72,12 +90,33 @@ def test_folder_extraction_resume_and_failures(videos, tmp_path):
 
 def test_runner_flags_reach_the_run_and_the_saved_config(videos, tmp_path):
     store = tmp_path / "store"
-    res = _run(["--videos", str(videos / "videos"), "--out", str(store), "--chunk-s", "1.5", "--decode-workers", "2",
-                "--threads-per-actor", "1", "--actors-per-extractor", "2", "--decode-memory-gb", "1.5"])
+    res = _run(
+        [
+            "--videos",
+            str(videos / "videos"),
+            "--out",
+            str(store),
+            "--chunk-s",
+            "1.5",
+            "--decode-workers",
+            "2",
+            "--threads-per-actor",
+            "1",
+            "--actors-per-extractor",
+            "2",
+            "--decode-memory-gb",
+            "1.5",
+        ]
+    )
     assert res.exit_code == 0, res.output
     saved = json.loads((store / "manifest.json").read_text())["extra"]["extract_config"]
-    assert (saved["chunk_s"], saved["decode_workers"], saved["threads_per_actor"],
-            saved["actors_per_extractor"], saved["decode_memory_gb"]) == (1.5, 2, 1, 2, 1.5)
+    assert (
+        saved["chunk_s"],
+        saved["decode_workers"],
+        saved["threads_per_actor"],
+        saved["actors_per_extractor"],
+        saved["decode_memory_gb"],
+    ) == (1.5, 2, 1, 2, 1.5)
     whole = FeatureStore(store)
     other = tmp_path / "whole"
     assert _run(["--videos", str(videos / "videos"), "--out", str(other)]).exit_code == 0
@@ -88,8 +127,16 @@ def test_runner_flags_reach_the_run_and_the_saved_config(videos, tmp_path):
     assert res.exit_code == 2 and "--decode-workers" in res.output
 
 
-@pytest.mark.parametrize("key,value", [("chunk_s", 0), ("decode_workers", 0), ("decode_timeout_s", "600"),
-                                       ("threads_per_actor", -1), ("decode_memory_gb", -1)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("chunk_s", 0),
+        ("decode_workers", 0),
+        ("decode_timeout_s", "600"),
+        ("threads_per_actor", -1),
+        ("decode_memory_gb", -1),
+    ],
+)
 def test_bad_run_option_in_yaml_names_the_key(videos, tmp_path, key, value):
     cfg = tmp_path / "job.yaml"
     cfg.write_text(json.dumps({key: value}))
@@ -112,15 +159,37 @@ def test_job_yaml_type_errors_name_file_and_key(videos, tmp_path):
 
 
 def test_missing_weights_is_a_clear_error(videos, tmp_path):
-    res = CliRunner().invoke(cli, ["extract", "--dataset", "folder", "--videos", str(videos / "videos"),
-                                   "--extractors", "vggish", "--out", str(tmp_path / "s")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            "--dataset",
+            "folder",
+            "--videos",
+            str(videos / "videos"),
+            "--extractors",
+            "vggish",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
     assert res.exit_code == 2  # a usage error (avel.cli.errors)
     assert "has no weights" in res.output and "vggish-10086976.pth" in res.output
 
 
 def test_unav100_dataset_with_annotations(videos, tmp_path):
-    res = _run(["--dataset", "unav100", "--videos", str(videos / "videos"),
-                "--annotations", str(videos / "unav100_annotations.json"), "--out", str(tmp_path / "s")])
+    res = _run(
+        [
+            "--dataset",
+            "unav100",
+            "--videos",
+            str(videos / "videos"),
+            "--annotations",
+            str(videos / "unav100_annotations.json"),
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     assert res.exit_code == 0, res.output
     st = FeatureStore(tmp_path / "s")
     assert st.dataset == "unav100" and len(st) == 3
@@ -129,15 +198,27 @@ def test_unav100_dataset_with_annotations(videos, tmp_path):
 def test_chunked_extraction_equals_whole_video(tmp_path):
     """Chunks of 1 s give the same rows as one 60-s chunk, bitwise (memory bounded by the chunk;
     fixed-shape batches make the different batch groupings irrelevant)."""
-    generate(SynthConfig(kind="unav100", videos=1, seed=9, size=64, min_duration_s=6.0, max_duration_s=6.0,
-                         num_classes=2), tmp_path)
+    generate(
+        SynthConfig(kind="unav100", videos=1, seed=9, size=64, min_duration_s=6.0, max_duration_s=6.0, num_classes=2),
+        tmp_path,
+    )
     stores = {}
     for chunk_s in (60.0, 1.0):
         out = tmp_path / f"s{chunk_s:g}"
-        cfg = ExtractConfig(dataset="folder", videos=str(tmp_path / "videos"), out=str(out), random_weights=True,
-                            extractors=["i3d_rgb", "vgg19", "vggish"], preset="tiny", runner="local", device="cpu",
-                            batch_size=4, chunk_s=chunk_s, decode_timeout_s=60,
-                            extractor_options={"vgg19": {"fps": 12.5, "window_frames": 12, "stride_frames": 4}})
+        cfg = ExtractConfig(
+            dataset="folder",
+            videos=str(tmp_path / "videos"),
+            out=str(out),
+            random_weights=True,
+            extractors=["i3d_rgb", "vgg19", "vggish"],
+            preset="tiny",
+            runner="local",
+            device="cpu",
+            batch_size=4,
+            chunk_s=chunk_s,
+            decode_timeout_s=60,
+            extractor_options={"vgg19": {"fps": 12.5, "window_frames": 12, "stride_frames": 4}},
+        )
         report = run_extract(cfg)
         assert report["videos_ok"] == 1 and not report["failures"], report
         stores[chunk_s] = FeatureStore(out)
@@ -153,14 +234,44 @@ def test_chunked_extraction_equals_whole_video(tmp_path):
 def test_extractor_options_are_type_checked_naming_file_and_key(tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text("extractor_options: {vgg19: {fps: fast}}\n")
-    res = CliRunner().invoke(cli, ["extract", "--config", str(job), "--dataset", "folder", "--videos", str(tmp_path),
-                                   "--extractors", "vgg19", "--preset", "tiny", "--random-weights",
-                                   "--out", str(tmp_path / "s")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            "--config",
+            str(job),
+            "--dataset",
+            "folder",
+            "--videos",
+            str(tmp_path),
+            "--extractors",
+            "vgg19",
+            "--preset",
+            "tiny",
+            "--random-weights",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
     assert res.exit_code == 2
     assert f"{job}: extractor_options.vgg19: VGG19Config: fps: expected a number, got 'fast'" in res.output
     job.write_text("extractor_options: {vgg19: {fpss: 1.0}}\n")
-    res = CliRunner().invoke(cli, ["extract", "--config", str(job), "--dataset", "folder", "--videos", str(tmp_path),
-                                   "--extractors", "vgg19", "--out", str(tmp_path / "s")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            "--config",
+            str(job),
+            "--dataset",
+            "folder",
+            "--videos",
+            str(tmp_path),
+            "--extractors",
+            "vgg19",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
     assert res.exit_code == 2 and "extractor_options.vgg19: VGG19Config: unknown config keys ['fpss']" in res.output
 
 

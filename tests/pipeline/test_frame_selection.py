@@ -3,6 +3,7 @@
 The reference for selection is ffmpeg's own ``fps`` filter, run through PyAV's filter graph on
 frames whose grey level encodes their index.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -119,7 +120,8 @@ def test_decoder_picks_the_frames_ffmpeg_picks_on_a_vfr_clip(tmp_path):
     assert got.tolist() == expected
     old = decode_video(path, fps=[25], short_side=None, sample_rate=None)  # default: previous
     assert len(old.frames[25.0]) != len(expected) or not np.array_equal(
-        np.round(old.frames[25.0][:, 10, 10].astype(float).mean(axis=1) / 4), expected)
+        np.round(old.frames[25.0][:, 10, 10].astype(float).mean(axis=1) / 4), expected
+    )
 
 
 def test_published_presets_select_like_ffmpeg_and_resize_once_with_pil(tmp_path):
@@ -146,15 +148,15 @@ def test_published_presets_select_like_ffmpeg_and_resize_once_with_pil(tmp_path)
             size = spec.size_hw
         else:  # short side, long side rounded down as video_features' ResizeImproved
             size = (spec.short_side, int(spec.short_side * 200 / 150))
-        want = np.stack([np.asarray(Image.fromarray(f).resize(size[::-1], Image.BILINEAR))
-                         for f in native.frames[fps]])
+        want = np.stack([np.asarray(Image.fromarray(f).resize(size[::-1], Image.BILINEAR)) for f in native.frames[fps]])
         if spec.center_crop:
             c, (h, w) = spec.center_crop, size
-            want = want[:, (h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c]
+            want = want[:, (h - c) // 2 : (h - c) // 2 + c, (w - c) // 2 : (w - c) // 2 + c]
         np.testing.assert_array_equal(got, want)
         old_spec = type(spec)(**{**spec.__dict__, "resize": "torch"})
-        old_request = decode_request([StreamExtractor(name, type(ext).build(device="meta", preset=preset,
-                                                                             resize="torch"))])
+        old_request = decode_request(
+            [StreamExtractor(name, type(ext).build(device="meta", preset=preset, resize="torch"))]
+        )
         old = frames_for(decode_video(path, fps=[fps], sample_rate=None, **frame_args(old_request)), old_spec)
         assert old.shape == got.shape and (old.numpy().astype(int) - got).any()
 
@@ -180,8 +182,14 @@ def test_pil_resize_keeps_decoding_blockwise(tmp_path):
     pts = np.round(np.arange(30) * 90000 / 30).astype(int).tolist()
     path = tmp_path / "v.mp4"
     _write_vfr(path, pts, w=96, h=64, textured=True)
-    kw = dict(fps=[25], short_side=None, sample_rate=None, frame_selection="ffmpeg_fps",
-              pil_resize={25.0: (40, None)}, frame_ranges={25.0: (3, 20)})
+    kw = dict(
+        fps=[25],
+        short_side=None,
+        sample_rate=None,
+        frame_selection="ffmpeg_fps",
+        pil_resize={25.0: (40, None)},
+        frame_ranges={25.0: (3, 20)},
+    )
     whole = decode_video(path, block_frames=1000, **kw).frames[25.0]
     assert whole.shape == (17, 40, 60, 3)
     for block in (1, 4):

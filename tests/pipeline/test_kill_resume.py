@@ -1,5 +1,6 @@
 """`kill -9` of `avel extract` (local runner) at several moments, then a rerun: the store is
 complete, holds every video once, passes its checksums and equals an uninterrupted run bitwise."""
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,14 @@ def job(tmp_path_factory):
     local runner carries windows across videos, so a video is written when its last batch is
     full; small batches keep commits and decodes interleaved)."""
     root = tmp_path_factory.mktemp("kill")
-    generate(SynthConfig(kind="unav100", videos=8, seed=11, size=64, min_duration_s=1.5, max_duration_s=2.5,
-                         num_classes=2), root)
+    generate(
+        SynthConfig(kind="unav100", videos=8, seed=11, size=64, min_duration_s=1.5, max_duration_s=2.5, num_classes=2),
+        root,
+    )
     (root / "job.yaml").write_text(
         f"dataset: folder\nvideos: {root / 'videos'}\nextractors: [{', '.join(STREAMS)}]\npreset: tiny\n"
-        "random_weights: true\nbatch_size: 2\nshard_max_videos: 2\ndevice: cpu\n")
+        "random_weights: true\nbatch_size: 2\nshard_max_videos: 2\ndevice: cpu\n"
+    )
     return root
 
 
@@ -40,8 +44,12 @@ def _args(job, out):
 
 def _start(job, out):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "avel.cli.main", *_args(job, out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "avel.cli.main", *_args(job, out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _shards_committed(store) -> int:

@@ -10,6 +10,7 @@ The nodes are started in their own sessions with a dedicated temp dir, and only 
 processes are killed afterwards: `ray stop` would also kill every other Ray instance on the
 machine (other tests, other users).
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,7 @@ def _procs() -> dict[int, tuple[int, int, str]]:
                 stat = Path(f"/proc/{d}/stat").read_text()
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
             out[int(d)] = (int(fields[1]), int(fields[2]), fields[0])
     return out
 
@@ -79,11 +80,14 @@ def _nodes_that_ran_jobs(session_logs: Path) -> set[str]:
     Each worker writes ``worker-<worker id>-<job id>-<pid>.out`` for the job it serves and
     ``python-core-worker-<worker id>_<pid>.log``, which names its node (``node_id=...``).
     """
-    job_workers = {m.group(1) for p in session_logs.glob("worker-*.out")
-                   if (m := re.match(r"worker-([0-9a-f]+)-([0-9a-f]+)-\d+\.out$", p.name)) and m.group(2) != "ffffffff"}
+    job_workers = {
+        m.group(1)
+        for p in session_logs.glob("worker-*.out")
+        if (m := re.match(r"worker-([0-9a-f]+)-([0-9a-f]+)-\d+\.out$", p.name)) and m.group(2) != "ffffffff"
+    }
     nodes: dict[str, int] = {}
     for p in session_logs.glob("python-core-worker-*.log"):
-        wid = p.name[len("python-core-worker-"):].split("_")[0]
+        wid = p.name[len("python-core-worker-") :].split("_")[0]
         if wid in job_workers:
             m = re.search(r"node_id=([0-9a-f]+)", p.read_text(errors="replace"))
             if m:
@@ -101,8 +105,10 @@ print(json.dumps({n["NodeID"]: n["Resources"].get("CPU", 0) for n in ray.nodes()
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
-    generate(SynthConfig(kind="unav100", videos=4, seed=21, size=64, min_duration_s=2.0, max_duration_s=3.0,
-                         num_classes=2), root)
+    generate(
+        SynthConfig(kind="unav100", videos=4, seed=21, size=64, min_duration_s=2.0, max_duration_s=3.0, num_classes=2),
+        root,
+    )
     return root / "videos"
 
 
@@ -118,33 +124,65 @@ def test_extraction_on_a_two_node_ray_cluster(videos, tmp_path):
     leaders = []
     try:
         # started together: the second node retries until the head's GCS answers
-        starts = [[RAY, "start", "--head", f"--port={port}", "--num-cpus=0", "--disable-usage-stats",
-                   f"--temp-dir={temp_dir}", "--include-dashboard=false",
-                   f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}"],
-                  [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2", "--disable-usage-stats"]]
+        starts = [
+            [
+                RAY,
+                "start",
+                "--head",
+                f"--port={port}",
+                "--num-cpus=0",
+                "--disable-usage-stats",
+                f"--temp-dir={temp_dir}",
+                "--include-dashboard=false",
+                f"--ray-client-server-port={_free_port()}",
+                f"--dashboard-port={_free_port()}",
+            ],
+            [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2", "--disable-usage-stats"],
+        ]
         procs = []
         for cmd in starts:
-            procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            )
             leaders.append(procs[-1].pid)
         for proc in procs:
             out, _ = proc.communicate(timeout=120)
             assert proc.returncode == 0, out.decode()[-3000:]
 
         (tmp_path / "job.yaml").write_text(
-            f"runner: ray\ncluster: {{address: '127.0.0.1:{port}'}}\ndecode_workers: 2\n")
-        args = ["extract", "--config", str(tmp_path / "job.yaml"), "--dataset", "folder", "--videos", str(videos),
-                "--extractors", ",".join(STREAMS), "--preset", "tiny", "--random-weights", "--batch-size", "8",
-                "--json"]
-        run = subprocess.run([sys.executable, "-m", "avel.cli.main", *args, "--out", str(tmp_path / "ray")],
-                             env=env, capture_output=True, timeout=300)
+            f"runner: ray\ncluster: {{address: '127.0.0.1:{port}'}}\ndecode_workers: 2\n"
+        )
+        args = [
+            "extract",
+            "--config",
+            str(tmp_path / "job.yaml"),
+            "--dataset",
+            "folder",
+            "--videos",
+            str(videos),
+            "--extractors",
+            ",".join(STREAMS),
+            "--preset",
+            "tiny",
+            "--random-weights",
+            "--batch-size",
+            "8",
+            "--json",
+        ]
+        run = subprocess.run(
+            [sys.executable, "-m", "avel.cli.main", *args, "--out", str(tmp_path / "ray")],
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )
         assert run.returncode == 0, run.stderr.decode()[-3000:]
         report = json.loads(run.stdout.decode().splitlines()[0])
         assert report["videos_ok"] == 4 and report["videos_failed"] == 0
 
         # the second node ran the job's decode tasks (the head has no CPU for them)
-        nodes = subprocess.run([sys.executable, "-c", NODES_SCRIPT, f"127.0.0.1:{port}"], env=env,
-                               capture_output=True, timeout=120)
+        nodes = subprocess.run(
+            [sys.executable, "-c", NODES_SCRIPT, f"127.0.0.1:{port}"], env=env, capture_output=True, timeout=120
+        )
         assert nodes.returncode == 0, nodes.stderr.decode()[-3000:]
         cpus = json.loads(nodes.stdout.decode().splitlines()[-1])
         assert sorted(cpus.values()) == [0.0, 2.0]

@@ -1,14 +1,15 @@
 """The Ray runner: chunked decode, bitwise equality with the local runner, surviving a killed
 actor or decode worker, resuming after ``kill -9`` of the driver; fixed-shape batches (both runners)."""
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
 import signal
-import threading
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,14 +31,26 @@ OPTIONS = {"vgg19": {"fps": 8.0, "window_frames": 8, "stride_frames": 4}, "vggis
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray_videos")
-    generate(SynthConfig(kind="unav100", videos=6, seed=11, size=64, min_duration_s=1.5, max_duration_s=4.5,
-                         num_classes=3), root)
+    generate(
+        SynthConfig(kind="unav100", videos=6, seed=11, size=64, min_duration_s=1.5, max_duration_s=4.5, num_classes=3),
+        root,
+    )
     return root / "videos"
 
 
 def _config(videos: Path, out: Path, **kw) -> ExtractConfig:
-    base = dict(dataset="folder", videos=str(videos), out=str(out), extractors=EXTRACTORS, random_weights=True,
-                preset="tiny", extractor_options=OPTIONS, batch_size=8, threads_per_actor=1, decode_workers=2)
+    base = dict(
+        dataset="folder",
+        videos=str(videos),
+        out=str(out),
+        extractors=EXTRACTORS,
+        random_weights=True,
+        preset="tiny",
+        extractor_options=OPTIONS,
+        batch_size=8,
+        threads_per_actor=1,
+        decode_workers=2,
+    )
     return ExtractConfig(**{**base, **kw})
 
 
@@ -80,7 +93,7 @@ def test_fixed_batch_rows_do_not_depend_on_neighbours():
             data = (torch.rand(12, ext.plan.window_units, side, side, 3, generator=gen) * 255).to(torch.uint8)
         alone = extract_batch(ext, data[:1], batch_size=4, device=torch.device("cpu"))  # padded: 1 of 4
         for pos in range(4):
-            batch = data[4 + pos:8 + pos].clone()
+            batch = data[4 + pos : 8 + pos].clone()
             batch[pos] = data[0]
             rows = extract_batch(ext, batch, batch_size=4, device=torch.device("cpu"))
             np.testing.assert_array_equal(rows[pos], alone[0], err_msg=f"{se.stream} at position {pos}")
@@ -101,8 +114,9 @@ def test_decode_chunks_are_bounded_and_cut_the_whole_video_windows(videos):
     chunk_s = 1.0
     whole = decode_video(path, **pipe.request)
     want_video = cut_video_windows(frames_for(whole, video_stream.decode_spec), video_stream.plan).data.numpy()
-    want_audio = cut_audio_windows(torch.from_numpy(whole.audio), audio_stream.plan,
-                                   context_samples=audio_stream.context_samples).data.numpy()
+    want_audio = cut_audio_windows(
+        torch.from_numpy(whole.audio), audio_stream.plan, context_samples=audio_stream.context_samples
+    ).data.numpy()
 
     info, vid_payload, aud_payload = _decode_chunk(str(path), pipe.request, pipe.streams, 0, chunk_s, None)
     assert info["n_chunks"] >= 3 and not info["errors"]
@@ -292,8 +306,7 @@ def test_kill_9_driver_then_rerun_completes_bitwise(videos, local_store, tmp_pat
     """`avel extract --runner ray` killed by SIGKILL once a shard is committed: its Ray processes
     go with it; the rerun skips what was committed and the store equals an uninterrupted run."""
     store = tmp_path / "store"
-    cfg = dataclasses.asdict(_config(videos, store, runner="ray", chunk_s=1.0, shard_max_videos=1,
-                                     decode_workers=1))
+    cfg = dataclasses.asdict(_config(videos, store, runner="ray", chunk_s=1.0, shard_max_videos=1, decode_workers=1))
     cfg["cluster"] = {"num_cpus": 2}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [str(Path(sys.executable).parent / "avel"), "extract", "--config", str(tmp_path / "job.yaml"), "--json"]

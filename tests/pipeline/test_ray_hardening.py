@@ -1,6 +1,7 @@
 """Embedded Ray: loopback only, stdout of `--json` is the JSON alone, SIGINT / SIGTERM stop
 every process it started (issue 14). Each test runs `avel extract --runner ray` in a
 subprocess (benchmarks/ray_interrupt.py does the watching; it prints the linger figures)."""
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,21 @@ def videos(tmp_path_factory):
 
 
 def test_embedded_ray_listens_on_loopback_only():
-    script = ("import json, os, sys; sys.path.insert(0, sys.argv[1]); import ray_interrupt as ri\n"
-              "from avel.pipeline.cluster import ClusterConfig, shutdown_ray\n"
-              "assert ClusterConfig(num_cpus=1).init_ray()\nimport ray\n"
-              "ray.get(ray.remote(lambda: 1).remote())\n"
-              "print(json.dumps(ri.listening_sockets(ri.process_tree(os.getpid()))))\nshutdown_ray()\n")
+    script = (
+        "import json, os, sys; sys.path.insert(0, sys.argv[1]); import ray_interrupt as ri\n"
+        "from avel.pipeline.cluster import ClusterConfig, shutdown_ray\n"
+        "assert ClusterConfig(num_cpus=1).init_ray()\nimport ray\n"
+        "ray.get(ray.remote(lambda: 1).remote())\n"
+        "print(json.dumps(ri.listening_sockets(ri.process_tree(os.getpid()))))\nshutdown_ray()\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    res = subprocess.run([sys.executable, "-c", script, str(Path(ray_interrupt.__file__).parent)],
-                         capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", script, str(Path(ray_interrupt.__file__).parent)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     sockets = json.loads(res.stdout.strip().splitlines()[-1])
     assert len(sockets) >= 3, sockets  # GCS, raylet, object manager, workers...
@@ -54,10 +62,34 @@ def test_ray_json_stdout_is_the_json_alone_and_bad_headers_are_not_retryable(vid
     except pytest.skip.Exception:
         bad = {"billions"}
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    res = subprocess.run([sys.executable, "-m", "avel.cli.main", "extract", "--dataset", "folder", "--videos",
-                          str(mixed), "--extractors", "vgg19,vggish", "--preset", "tiny", "--random-weights",
-                          "--runner", "ray", "--json", "--decode-workers", "1", "--out", str(tmp_path / "s")],
-                         capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "avel.cli.main",
+            "extract",
+            "--dataset",
+            "folder",
+            "--videos",
+            str(mixed),
+            "--extractors",
+            "vgg19,vggish",
+            "--preset",
+            "tiny",
+            "--random-weights",
+            "--runner",
+            "ray",
+            "--json",
+            "--decode-workers",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 1, res.stderr[-2000:]
     report = json.loads(res.stdout)  # nothing else on stdout
     assert report["videos_ok"] == 30 and report["videos_failed"] == len(bad)
@@ -69,8 +101,9 @@ def test_ray_json_stdout_is_the_json_alone_and_bad_headers_are_not_retryable(vid
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_interrupted_ray_run_stops_every_process(videos, tmp_path, sig, code):
     # both tiny extractors and 5 s after the raylet started: the run is still going (also on an idle machine)
-    trial = ray_interrupt.interrupt_trial(videos, tmp_path / "s", sig=sig, after_s=5.0,
-                                          extra_args=("--extractors", "vgg19,vggish"))
+    trial = ray_interrupt.interrupt_trial(
+        videos, tmp_path / "s", sig=sig, after_s=5.0, extra_args=("--extractors", "vgg19,vggish")
+    )
     assert trial["exit_code"] == code, trial
     assert not trial["still_alive"], trial
     # every process is gone when the command has exited (none left to time out on its own)

@@ -23,16 +23,32 @@ VIDEO, AUDIO = S("rgb", "video"), S("vggish", "audio")
 class Run:
     """A scheduler plus the driver's bookkeeping: what was submitted, finished and failed."""
 
-    def __init__(self, n_videos=2, *, streams=(VIDEO, AUDIO), committed=None, batch=4, actors=1, slots=1,
-                 claimed=None, timeout_s=10.0):
+    def __init__(
+        self,
+        n_videos=2,
+        *,
+        streams=(VIDEO, AUDIO),
+        committed=None,
+        batch=4,
+        actors=1,
+        slots=1,
+        claimed=None,
+        timeout_s=10.0,
+    ):
         self.jobs = [VideoJob(f"v{i}", Path(f"v{i}.mp4")) for i in range(n_videos)]
         self.finished, self.failures = [], []
         self.tokens = count()
         self.sched = ExtractionScheduler(
-            self.jobs, streams, committed or {s.name: set() for s in streams},
-            pool_sizes={s.name: actors for s in streams}, batch_sizes={s.name: batch for s in streams},
-            decode_slots=slots, decode_timeout_s=timeout_s, on_finish=self.finished.append,
-            on_failure=lambda job, stage, e: self.failures.append((job.video_id, stage, str(e))))
+            self.jobs,
+            streams,
+            committed or {s.name: set() for s in streams},
+            pool_sizes={s.name: actors for s in streams},
+            batch_sizes={s.name: batch for s in streams},
+            decode_slots=slots,
+            decode_timeout_s=timeout_s,
+            on_finish=self.finished.append,
+            on_failure=lambda job, stage, e: self.failures.append((job.video_id, stage, str(e))),
+        )
         self.claimed = claimed
 
     def start_decodes(self, now_s=0.0):
@@ -40,8 +56,9 @@ class Run:
         while (nxt := self.sched.next_decode(lambda vid: self.claimed is None or vid in self.claimed)) is not None:
             v, k, streams = nxt
             token = ("decode", next(self.tokens))
-            self.sched.decode_started(token, v.job.video_id, k, [(s.name, ("payload", v.job.video_id, k, s.name))
-                                                                for s in streams], now_s)
+            self.sched.decode_started(
+                token, v.job.video_id, k, [(s.name, ("payload", v.job.video_id, k, s.name)) for s in streams], now_s
+            )
             started.append((token, v.job.video_id, k, [s.name for s in streams]))
         return started
 
@@ -56,14 +73,21 @@ class Run:
 
 
 def _info(rows, *, n_chunks=1, errors=None):
-    return {"meta": {"fps": 25}, "totals": {"rgb": 100}, "n_chunks": n_chunks, "rows": rows,
-            "padded": {s: False for s in rows}, "errors": errors or {}}
+    return {
+        "meta": {"fps": 25},
+        "totals": {"rgb": 100},
+        "n_chunks": n_chunks,
+        "rows": rows,
+        "padded": {s: False for s in rows},
+        "errors": errors or {},
+    }
 
 
 def _rows(pieces, dim=2):
     """Rows whose value names (video number, chunk, row): a batch's output in piece order."""
-    return np.concatenate([np.array([[int(v[1:]), k * 100 + r] * (dim // 2) for r in range(a, b)], np.float32)
-                           for v, k, a, b in pieces])
+    return np.concatenate(
+        [np.array([[int(v[1:]), k * 100 + r] * (dim // 2) for r in range(a, b)], np.float32) for v, k, a, b in pieces]
+    )
 
 
 def test_a_video_flows_decode_queue_batches_finish():
@@ -168,8 +192,10 @@ def test_a_failed_batch_fails_that_stream_only():
     [(aud, aud_pieces)] = run.start_batches("vggish")
     run.sched.batch_done(rgb, None, RuntimeError("CUDA out of memory"))
     run.sched.batch_done(aud, _rows(aud_pieces))
-    assert sorted(run.failures) == [("v0", "extract:rgb", "CUDA out of memory"),
-                                    ("v1", "extract:rgb", "CUDA out of memory")]
+    assert sorted(run.failures) == [
+        ("v0", "extract:rgb", "CUDA out of memory"),
+        ("v1", "extract:rgb", "CUDA out of memory"),
+    ]
     assert sorted(v.job.video_id for v in run.finished) == ["v0", "v1"]
     assert all(not v.ok and list(v.features()) == ["vggish"] for v in run.finished)
 

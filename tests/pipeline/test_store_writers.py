@@ -1,6 +1,7 @@
 """Two `avel extract` processes (local runner) on one store share the videos: each video is
 extracted and committed exactly once. Then manifest.json is lost and the job rerun: nothing is
 lost or redone."""
+
 from __future__ import annotations
 
 import json
@@ -18,17 +19,30 @@ STREAMS = ("vgg19", "vggish")
 
 @pytest.mark.slow
 def test_two_extract_processes_share_one_store(tmp_path):
-    generate(SynthConfig(kind="unav100", videos=10, seed=5, size=64, min_duration_s=1.5, max_duration_s=2.5,
-                         num_classes=2), tmp_path)
+    generate(
+        SynthConfig(kind="unav100", videos=10, seed=5, size=64, min_duration_s=1.5, max_duration_s=2.5, num_classes=2),
+        tmp_path,
+    )
     (tmp_path / "job.yaml").write_text(
         f"dataset: folder\nvideos: {tmp_path / 'videos'}\nextractors: [{', '.join(STREAMS)}]\npreset: tiny\n"
-        "random_weights: true\nbatch_size: 8\nshard_max_videos: 2\ndevice: cpu\nrunner: local\n")
+        "random_weights: true\nbatch_size: 8\nshard_max_videos: 2\ndevice: cpu\nrunner: local\n"
+    )
     store = tmp_path / "store"
-    args = [sys.executable, "-m", "avel.cli.main", "extract", "--config", str(tmp_path / "job.yaml"),
-            "--out", str(store), "--json"]
+    args = [
+        sys.executable,
+        "-m",
+        "avel.cli.main",
+        "extract",
+        "--config",
+        str(tmp_path / "job.yaml"),
+        "--out",
+        str(store),
+        "--json",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     try:
         outs = [p.communicate(timeout=180) for p in procs]
     finally:

@@ -1,4 +1,5 @@
 """Defaults that fit the machine: runner, batch sizes, Ray pools, and what the report says."""
+
 from __future__ import annotations
 
 import math
@@ -38,21 +39,26 @@ def test_batch_sizes_follow_the_extractor_and_device():
 
 
 def test_ray_pool_choice():
-    cpu = choose_ray_pool(actors_per_extractor=None, threads_per_actor=0, gpus_per_actor=None, extractors=1,
-                          cpus=2, gpus=0)
+    cpu = choose_ray_pool(
+        actors_per_extractor=None, threads_per_actor=0, gpus_per_actor=None, extractors=1, cpus=2, gpus=0
+    )
     assert (cpu["actors_per_extractor"], cpu["threads_per_actor"], cpu["gpus_per_actor"]) == (2, 1, 0.0)
-    two = choose_ray_pool(actors_per_extractor=None, threads_per_actor=0, gpus_per_actor=None, extractors=2,
-                          cpus=16, gpus=0)
+    two = choose_ray_pool(
+        actors_per_extractor=None, threads_per_actor=0, gpus_per_actor=None, extractors=2, cpus=16, gpus=0
+    )
     assert (two["actors_per_extractor"], two["threads_per_actor"]) == (8, 1)
-    given = choose_ray_pool(actors_per_extractor=1, threads_per_actor=0, gpus_per_actor=None, extractors=1,
-                            cpus=2, gpus=0)
+    given = choose_ray_pool(
+        actors_per_extractor=1, threads_per_actor=0, gpus_per_actor=None, extractors=1, cpus=2, gpus=0
+    )
     assert (given["actors_per_extractor"], given["threads_per_actor"]) == (1, 2)
     assert given["why"]["actors_per_extractor"] == "given (--actors-per-extractor)"
-    gpu = choose_ray_pool(actors_per_extractor=None, threads_per_actor=0, gpus_per_actor=None, extractors=2,
-                          cpus=16, gpus=8)
+    gpu = choose_ray_pool(
+        actors_per_extractor=None, threads_per_actor=0, gpus_per_actor=None, extractors=2, cpus=16, gpus=8
+    )
     assert (gpu["actors_per_extractor"], gpu["gpus_per_actor"], gpu["threads_per_actor"]) == (8, 0.5, 1)
-    one = choose_ray_pool(actors_per_extractor=None, threads_per_actor=0, gpus_per_actor=None, extractors=3,
-                          cpus=16, gpus=1)
+    one = choose_ray_pool(
+        actors_per_extractor=None, threads_per_actor=0, gpus_per_actor=None, extractors=3, cpus=16, gpus=1
+    )
     assert one["actors_per_extractor"] == 1 and one["gpus_per_actor"] * 3 <= 1
 
 
@@ -67,8 +73,10 @@ def test_spec_only_extractors_build_no_model():
 @pytest.fixture(scope="module")
 def short_videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("tuning")
-    generate(SynthConfig(kind="unav100", videos=3, seed=5, size=64, min_duration_s=1.2, max_duration_s=2.6,
-                         num_classes=2), root)
+    generate(
+        SynthConfig(kind="unav100", videos=3, seed=5, size=64, min_duration_s=1.2, max_duration_s=2.6, num_classes=2),
+        root,
+    )
     return root / "videos"
 
 
@@ -77,9 +85,17 @@ def test_local_runner_pads_only_the_last_batch_and_reports_the_work(short_videos
     stream; every row is the one a fixed batch of 4 gives that window alone (bitwise); the report
     says what was chosen and why."""
     options = {"vgg19": {"fps": 8.0, "window_frames": 8, "stride_frames": 4}, "vggish": {"hop_s": 0.32}}
-    cfg = ExtractConfig(dataset="folder", videos=str(short_videos), out=str(tmp_path / "s"),
-                        extractors=["vgg19", "vggish"], random_weights=True, preset="tiny",
-                        extractor_options=options, batch_size=4, device="cpu")
+    cfg = ExtractConfig(
+        dataset="folder",
+        videos=str(short_videos),
+        out=str(tmp_path / "s"),
+        extractors=["vgg19", "vggish"],
+        random_weights=True,
+        preset="tiny",
+        extractor_options=options,
+        batch_size=4,
+        device="cpu",
+    )
     report = run_extract(cfg)
     assert report["videos_ok"] == 3 and not report["failures"], report
     work = report["work"]
@@ -108,8 +124,12 @@ def test_local_runner_pads_only_the_last_batch_and_reports_the_work(short_videos
             windows = ext.windows(frames_for(decoded, ext.decode_spec)).data
         else:
             windows = ext.windows(torch.from_numpy(decoded.audio)).data
-        alone = np.concatenate([extract_batch(ext, windows[i:i + 1], batch_size=4, device=torch.device("cpu"))
-                                for i in range(windows.shape[0])])
+        alone = np.concatenate(
+            [
+                extract_batch(ext, windows[i : i + 1], batch_size=4, device=torch.device("cpu"))
+                for i in range(windows.shape[0])
+            ]
+        )
         np.testing.assert_array_equal(store[vid][se.stream], alone, err_msg=se.stream)
 
 
@@ -119,8 +139,9 @@ def test_spec_only_with_a_checkpoint_records_what_the_loaded_model_records(tmp_p
     import avel.extractors as E
 
     ckpt = tmp_path / "rgb_imagenet.pt"
-    torch.save({k.removeprefix("rgb."): v for k, v in E.get("i3d_rgb").random_init(preset="tiny").state_dict().items()},
-               ckpt)
+    torch.save(
+        {k.removeprefix("rgb."): v for k, v in E.get("i3d_rgb").random_init(preset="tiny").state_dict().items()}, ckpt
+    )
     (spec_se,) = build_stream_extractors(["i3d_rgb"], weights={"i3d_rgb": ckpt}, preset="tiny", spec_only=True)
     (real_se,) = build_stream_extractors(["i3d_rgb"], weights={"i3d_rgb": ckpt}, preset="tiny")
     assert spec_se.spec() == real_se.spec()

@@ -1,8 +1,9 @@
 """Tiny random stores with annotations, shared by the training tests."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -26,8 +27,9 @@ def build_dense(root: Path, *, seed: int, subsets: Sequence[str]) -> Path:
             dur = (n - 1) * 0.32 + 0.96
             w.add(f"-v{i}", {"rgb": rng.standard_normal((n, 12)), "vggish": rng.standard_normal((n, 8))})
             start = float(rng.uniform(0, dur / 2))
-            samples.append(Sample(f"-v{i}", f"-v{i}", dur, subset,
-                                  [Segment(start, start + 2.0, ["b", "a", "c"][i % 3], i % 3)]))
+            samples.append(
+                Sample(f"-v{i}", f"-v{i}", dur, subset, [Segment(start, start + 2.0, ["b", "a", "c"][i % 3], i % 3)])
+            )
     write_unav100(AnnotationSet("unav100", ["b", "a", "c"], samples), root / "ann.json")
     return root
 
@@ -42,8 +44,16 @@ def build_ave(root: Path, *, seed: int, subsets: Sequence[str]) -> Path:
         for i, subset in enumerate(subsets):
             w.add(f"yt{i}", {"vgg19": rng.random((10, 7, 7, 16)), "vggish": rng.standard_normal((10, 8))})
             s = int(rng.integers(0, 8))
-            samples.append(Sample(f"row-{i:04d}", f"yt{i}", 10.0, subset,
-                                  [Segment(float(s), float(s + 2), ["dog", "bell"][i % 2], i % 2)], {"row": i}))
+            samples.append(
+                Sample(
+                    f"row-{i:04d}",
+                    f"yt{i}",
+                    10.0,
+                    subset,
+                    [Segment(float(s), float(s + 2), ["dog", "bell"][i % 2], i % 2)],
+                    {"row": i},
+                )
+            )
     write_ave(AnnotationSet("ave", ["dog", "bell"], samples, background_id=2), root)
     return root
 

@@ -1,5 +1,6 @@
 """`avel train` on bad input (issue 14): an empty validation split is refused, NaN / Inf rows
 name the video and stream; both exit 3 with one line, no traceback."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,11 +16,16 @@ from avel.datasets.store import FeatureStore, StoreWriter, StreamSpec
 from avel.datasets.torch_dataset import DenseFeatureDataset, stream_statistics
 from avel.datasets.unav100 import write_unav100
 
-CFG = {"task": "dense", "tensorboard": False,
-       "model": {"name": "unav", "options": {"encoder": {"embed_dim": 16, "num_heads": 2}, "tdm": {"class_dim": 4},
-                                             "head": {"head_dim": 16}}},
-       "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
-       "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 2}}
+CFG = {
+    "task": "dense",
+    "tensorboard": False,
+    "model": {
+        "name": "unav",
+        "options": {"encoder": {"embed_dim": 16, "num_heads": 2}, "tdm": {"class_dim": 4}, "head": {"head_dim": 16}},
+    },
+    "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
+    "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 2},
+}
 
 
 def _data(root, subsets):
@@ -51,8 +57,20 @@ def _poison(monkeypatch, video, stream, value):
 
 
 def _train(root, out):
-    return CliRunner().invoke(cli, ["train", "--config", str(root / "cfg.yaml"), "--store", str(root / "store"),
-                                    "--annotations", str(root / "ann.json"), "--out", str(out)])
+    return CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--config",
+            str(root / "cfg.yaml"),
+            "--store",
+            str(root / "store"),
+            "--annotations",
+            str(root / "ann.json"),
+            "--out",
+            str(out),
+        ],
+    )
 
 
 def test_empty_validation_split_is_refused(tmp_path):
@@ -79,8 +97,9 @@ def test_readers_refuse_non_finite_rows(tmp_path, monkeypatch):
     from avel.datasets.unav100 import load_unav100
 
     ann = load_unav100(root / "ann.json")
-    ds = DenseFeatureDataset(root / "store", ann, subset="validation", visual_streams=["rgb"],
-                             audio_streams=["vggish"], max_seq_len=64)
+    ds = DenseFeatureDataset(
+        root / "store", ann, subset="validation", visual_streams=["rgb"], audio_streams=["vggish"], max_seq_len=64
+    )
     with pytest.raises(NonFiniteRowsError, match=r"store: video 'v1', stream 'rgb'"):
         ds[0]
     with pytest.raises(NonFiniteRowsError, match="video 'v1', stream 'rgb'"):

@@ -1,4 +1,5 @@
 """Checkpoints load weights-only: a crafted pickle is refused before any of it runs (issue 14)."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,6 @@ from click.testing import CliRunner
 
 from avel.cli.main import cli
 from avel.training.trainer import CheckpointError, load_checkpoint
-
 from tests.training.test_trainer import _trainer
 
 
@@ -89,16 +89,41 @@ def test_train_with_crafted_resume_is_an_input_error(tmp_path, tiny_dense):
 
     data = tiny_dense(tmp_path / "d", seed=0, subsets=["train", "train", "validation", "test"])
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"task": "dense", "tensorboard": False,
-                                   "model": {"name": "unav", "options": {"encoder": {"embed_dim": 16, "num_heads": 2},
-                                                                         "tdm": {"class_dim": 4},
-                                                                         "head": {"head_dim": 16}}},
-                                   "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"],
-                                            "max_seq_len": 64},
-                                   "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 2}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "task": "dense",
+                "tensorboard": False,
+                "model": {
+                    "name": "unav",
+                    "options": {
+                        "encoder": {"embed_dim": 16, "num_heads": 2},
+                        "tdm": {"class_dim": 4},
+                        "head": {"head_dim": 16},
+                    },
+                },
+                "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
+                "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 2},
+            }
+        )
+    )
     evil = tmp_path / "last.pt"
     torch.save({"model": {}, "x": _Payload(tmp_path / "pwned")}, evil)
-    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--store", str(data / "store"), "--annotations",
-                                   str(data / "ann.json"), "--out", str(tmp_path / "run"), "--resume", str(evil)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--store",
+            str(data / "store"),
+            "--annotations",
+            str(data / "ann.json"),
+            "--out",
+            str(tmp_path / "run"),
+            "--resume",
+            str(evil),
+        ],
+    )
     assert res.exit_code == 3 and f"{evil}: refused" in res.output, res.output
     assert not (tmp_path / "pwned").exists()

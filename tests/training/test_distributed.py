@@ -8,6 +8,7 @@ trainer weighs rank r's loss by N * b_r / b, which turns the DDP gradient averag
 single-process gradient, even for a batch of 3 split 2 + 1; dropout is off (per-rank dropout masks
 cannot match single-process ones). What is left is floating-point summation order.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,14 +41,30 @@ PARAM_RTOL = 1e-4
 
 NO_DROPOUT = {"path_pdrop": 0.0, "attn_pdrop": 0.0, "proj_pdrop": 0.0}
 CONFIG = {
-    "task": "dense", "seed": 3, "tensorboard": False, "log_every_steps": 1,
-    "model": {"name": "unav", "options": {
-        "encoder": {"embed_dim": 16, "num_heads": 2, **NO_DROPOUT}, "pyramid": NO_DROPOUT,
-        "tdm": {"class_dim": 4, "path_pdrop": 0.0}, "head": {"head_dim": 16}}},
+    "task": "dense",
+    "seed": 3,
+    "tensorboard": False,
+    "log_every_steps": 1,
+    "model": {
+        "name": "unav",
+        "options": {
+            "encoder": {"embed_dim": 16, "num_heads": 2, **NO_DROPOUT},
+            "pyramid": NO_DROPOUT,
+            "tdm": {"class_dim": 4, "path_pdrop": 0.0},
+            "head": {"head_dim": 16},
+        },
+    },
     "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
     # constant LR after one warmup epoch: a 3-epoch run and a 2-epoch run resumed to 3 share it
-    "optim": {"epochs": 3, "warmup_epochs": 1, "batch_size": 4, "lr": 1e-3, "schedule": "step",
-              "step_size_steps": 1000, "ema_decay": 0.9},
+    "optim": {
+        "epochs": 3,
+        "warmup_epochs": 1,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "schedule": "step",
+        "step_size_steps": 1000,
+        "ema_decay": 0.9,
+    },
 }
 
 
@@ -55,8 +72,9 @@ CONFIG = {
 def data(tmp_path_factory, tiny_dense):
     """11 train videos (global batches of 4, 4, 3: the last one splits 2 + 1 over two workers),
     4 validation, 4 test; 20-40 rows each."""
-    return tiny_dense(tmp_path_factory.mktemp("dist"), seed=5,
-                      subsets=["train"] * 11 + ["validation"] * 4 + ["test"] * 4)
+    return tiny_dense(
+        tmp_path_factory.mktemp("dist"), seed=5, subsets=["train"] * 11 + ["validation"] * 4 + ["test"] * 4
+    )
 
 
 def _record_digest(trainer: Trainer, folder: str) -> None:
@@ -106,8 +124,7 @@ def runs(data, tmp_path_factory, ray_cluster):
 @pytest.mark.slow  # Ray Train runs
 def test_workers_keep_identical_parameters_after_every_step(runs):
     folder = runs["root"] / "digests"
-    per_rank = [[json.loads(line) for line in (folder / f"rank{r}.jsonl").read_text().splitlines()]
-                for r in (0, 1)]
+    per_rank = [[json.loads(line) for line in (folder / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
     assert [r["step"] for r in per_rank[0]] == [1, 2, 3, 4, 5, 6]  # 2 epochs x 3 global batches
     assert per_rank[0] == per_rank[1]
     assert len({r["digest"] for r in per_rank[0]}) == 6  # the parameters did change every step
@@ -129,21 +146,32 @@ def test_loss_curve_matches_single_process_with_the_same_global_batch(runs):
 @pytest.mark.slow  # Ray Train runs
 def test_run_directory_matches_single_process_layout_and_avel_eval_reads_it(runs, data):
     ddp = runs["root"] / "ddp"
-    for name in ("config.yaml", "last.pt", "best.pt", "log.jsonl", "summary.json", "predictions_validation.json",
-                 "metrics_validation.json", "predictions_test.json", "metrics_test.json"):
+    for name in (
+        "config.yaml",
+        "last.pt",
+        "best.pt",
+        "log.jsonl",
+        "summary.json",
+        "predictions_validation.json",
+        "metrics_validation.json",
+        "predictions_test.json",
+        "metrics_test.json",
+    ):
         assert (ddp / name).is_file(), name
     summary = runs["ddp"]
     assert summary == json.loads((ddp / "summary.json").read_text())
     assert summary["best_epoch"] in (1, 2) and 0.0 <= summary["test"]["average_mAP"] <= 1.0
-    epochs = [json.loads(line) for line in (ddp / "log.jsonl").read_text().splitlines()
-              if json.loads(line)["kind"] == "epoch"]
+    epochs = [
+        json.loads(line) for line in (ddp / "log.jsonl").read_text().splitlines() if json.loads(line)["kind"] == "epoch"
+    ]
     assert [e["epoch"] for e in epochs] == [1, 2] and all("val_score" in e for e in epochs)
     preds = json.loads((ddp / "predictions_test.json").read_text())["results"]
     assert set(preds) == {"-v15", "-v16", "-v17", "-v18"}  # every test video, from both ranks' shards
     res = CliRunner().invoke(cli, ["eval", "--run", str(ddp), "--annotations", str(data / "ann.json"), "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout[res.stdout.index("{"):])["average_mAP"] == pytest.approx(
-        summary["test"]["average_mAP"], abs=1e-9)
+    assert json.loads(res.stdout[res.stdout.index("{") :])["average_mAP"] == pytest.approx(
+        summary["test"]["average_mAP"], abs=1e-9
+    )
 
 
 @pytest.mark.slow  # Ray Train runs
@@ -153,8 +181,7 @@ def test_distributed_evaluation_equals_single_process_evaluation(runs, data, tmp
     copy = tmp_path / "copy"
     shutil.copytree(runs["root"] / "ddp", copy)
     cfg = config_from_dict({**CONFIG, "optim": {**CONFIG["optim"], "epochs": 2}})
-    summary = fit_and_test(cfg, store=data / "store", annotations=data / "ann.json", out=copy,
-                           resume=copy / "last.pt")
+    summary = fit_and_test(cfg, store=data / "store", annotations=data / "ann.json", out=copy, resume=copy / "last.pt")
     for key, value in runs["ddp"]["test"].items():
         assert summary["test"][key] == pytest.approx(value, abs=1e-6), key
 
@@ -166,11 +193,22 @@ def test_cli_resumes_a_two_worker_run_on_two_workers(runs, data, tmp_path):
     shutil.copytree(runs["root"] / "ddp", run)
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump(CONFIG))  # 3 epochs: one left after the 2-epoch run
-    args = ["train", "--config", str(cfg_file), "--store", str(data / "store"), "--annotations",
-            str(data / "ann.json"), "--out", str(run), "--workers", "2"]
+    args = [
+        "train",
+        "--config",
+        str(cfg_file),
+        "--store",
+        str(data / "store"),
+        "--annotations",
+        str(data / "ann.json"),
+        "--out",
+        str(run),
+        "--workers",
+        "2",
+    ]
     res = CliRunner().invoke(cli, args + ["--resume", str(run / "last.pt")])
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    summary = json.loads(res.stdout[res.stdout.index("{") :])
     assert summary["best_epoch"] in (1, 2, 3) and "test" in summary
     assert '"epoch": 3' in res.stderr  # progress followed from rank 0's log on the driver
     single, ddp = _train_steps(runs["root"] / "single"), _train_steps(run)
@@ -188,14 +226,28 @@ def test_cli_resumes_a_two_worker_run_on_two_workers(runs, data, tmp_path):
 
 
 def test_global_batch_must_split_evenly(data, tmp_path):
-    with pytest.raises(ConfigError, match="batch_size 4 is the global batch and must be divisible by "
-                                          "distributed.workers 3"):
+    with pytest.raises(
+        ConfigError, match="batch_size 4 is the global batch and must be divisible by distributed.workers 3"
+    ):
         config_from_dict({**CONFIG, "distributed": {"workers": 3}})
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump(CONFIG))
-    res = CliRunner().invoke(cli, ["train", "--config", str(cfg_file), "--store", str(data / "store"),
-                                   "--annotations", str(data / "ann.json"), "--out", str(tmp_path / "r"),
-                                   "--workers", "3"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--config",
+            str(cfg_file),
+            "--store",
+            str(data / "store"),
+            "--annotations",
+            str(data / "ann.json"),
+            "--out",
+            str(tmp_path / "r"),
+            "--workers",
+            "3",
+        ],
+    )
     assert res.exit_code == 2 and "divisible by distributed.workers 3" in res.output
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['adress'\] in cluster"):
         config_from_dict({"cluster": {"adress": "auto"}})
@@ -220,8 +272,14 @@ def test_rank_shares_reassemble_the_single_process_batches(tmp_path):
     """No Ray: the order every rank derives is the one the single-process loader yields, and
     the ranks' contiguous shares put each global batch back together."""
     cfg = config_from_dict({"seed": 7, "tensorboard": False, "optim": {"batch_size": 4}})
-    trainer = Trainer(cfg, task=_IndexTask(), model=torch.nn.Linear(1, 1), model_spec={"name": "x", "options": {}},
-                      datasets={"train": _Indices()}, out_dir=tmp_path)
+    trainer = Trainer(
+        cfg,
+        task=_IndexTask(),
+        model=torch.nn.Linear(1, 1),
+        model_spec={"name": "x", "options": {}},
+        datasets={"train": _Indices()},
+        out_dir=tmp_path,
+    )
     for epoch in (0, 1):
         single = [list(b) for b in trainer.loader("train", shuffle=True, epoch=epoch)]
         assert trainer.global_batches(epoch) == single and len(single) == 3  # 4 + 4 + 3
@@ -237,8 +295,10 @@ def ave_data(tmp_path_factory, tiny_ave):
     return tiny_ave(tmp_path_factory.mktemp("ave"), seed=2, subsets=["train"] * 7 + ["validation"] * 3)
 
 
-@pytest.mark.parametrize("task,model,options", [("dense", "unav", CONFIG["model"]["options"]), ("ave", "agva", {}),
-                                                ("ave", "ccln", {"setting": "cml"})])
+@pytest.mark.parametrize(
+    "task,model,options",
+    [("dense", "unav", CONFIG["model"]["options"]), ("ave", "agva", {}), ("ave", "ccln", {"setting": "cml"})],
+)
 def test_sharded_evaluation_equals_whole_split_evaluation(data, ave_data, task, model, options):
     """No Ray: Task.score over the collect() results of two contiguous shards gives the metrics
     and predictions of Task.evaluate on the whole split (what distributed evaluation relies on)."""
@@ -246,10 +306,25 @@ def test_sharded_evaluation_equals_whole_split_evaluation(data, ave_data, task, 
     from avel.training.run import load_annotations, make_task, resolve_model_options
 
     root, ann = (data, data / "ann.json") if task == "dense" else (ave_data, ave_data / "Annotations.txt")
-    cfg = config_from_dict({**CONFIG, "task": task, "model": {"name": model, "options": options},
-                            "data": {**CONFIG["data"], **({} if task == "dense" else {
-                                "visual_streams": ["vgg19"], "audio_streams": ["vggish"],
-                                "ave_split": "match" if options.get("setting") == "cml" else "standard"})}})
+    cfg = config_from_dict(
+        {
+            **CONFIG,
+            "task": task,
+            "model": {"name": model, "options": options},
+            "data": {
+                **CONFIG["data"],
+                **(
+                    {}
+                    if task == "dense"
+                    else {
+                        "visual_streams": ["vgg19"],
+                        "audio_streams": ["vggish"],
+                        "ave_split": "match" if options.get("setting") == "cml" else "standard",
+                    }
+                ),
+            },
+        }
+    )
     t = make_task(cfg, FeatureStore(root / "store"), load_annotations(task, ann, ave_split=cfg.data.ave_split))
     datasets = t.build_datasets(cfg)
     torch.manual_seed(0)
@@ -258,8 +333,7 @@ def test_sharded_evaluation_equals_whole_split_evaluation(data, ave_data, task, 
     assert len(ds) in (3, 4)  # shards 2 + 1 (AVE) or 2 + 2 (dense); batches of 2 as in the whole split
 
     def loader(indices):
-        return torch.utils.data.DataLoader(torch.utils.data.Subset(ds, indices), batch_size=2,
-                                           collate_fn=t.collate(ds))
+        return torch.utils.data.DataLoader(torch.utils.data.Subset(ds, indices), batch_size=2, collate_fn=t.collate(ds))
 
     with torch.no_grad():
         whole = t.evaluate(net, loader(range(len(ds))), torch.device("cpu"), subset="validation")
@@ -273,12 +347,17 @@ def test_ray_settings_follow_the_config():
     """No Ray: scaling settings and the local-resources check of the driver."""
     from avel.training.distributed import _check_local_resources, scaling
 
-    cpu = scaling(config_from_dict({"distributed": {"workers": 2}, "optim": {"batch_size": 4},
-                                    "data": {"num_workers": 1}}))
+    cpu = scaling(
+        config_from_dict({"distributed": {"workers": 2}, "optim": {"batch_size": 4}, "data": {"num_workers": 1}})
+    )
     assert cpu == {"num_workers": 2, "use_gpu": False, "resources_per_worker": {"CPU": 2.0}, "backend": "gloo"}
     gpu = scaling(config_from_dict({"distributed": {"workers": 4, "gpus_per_worker": 0.5, "cpus_per_worker": 3}}))
-    assert gpu == {"num_workers": 4, "use_gpu": True, "resources_per_worker": {"CPU": 3.0, "GPU": 0.5},
-                   "backend": "nccl"}
+    assert gpu == {
+        "num_workers": 4,
+        "use_gpu": True,
+        "resources_per_worker": {"CPU": 3.0, "GPU": 0.5},
+        "backend": "nccl",
+    }
     _check_local_resources(cpu, {"CPU": 4.0})
     with pytest.raises(ConfigError, match="2 workers x 2 CPU exceed the 2 CPU of this machine's local Ray"):
         _check_local_resources(cpu, {"CPU": 2.0})

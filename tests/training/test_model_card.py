@@ -1,7 +1,7 @@
 """`avel train --streams`: any store stream as model input (dims from the store), and the model
 card that records which streams trained a run."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -18,11 +18,15 @@ UNAV_SMALL = {"encoder": {"embed_dim": 16, "num_heads": 2}, "tdm": {"class_dim":
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, tiny_dense):
-    root = tiny_dense(tmp_path_factory.mktemp("card"), seed=1,
-                      subsets=[["train", "train", "validation", "test"][i % 4] for i in range(8)])
+    root = tiny_dense(
+        tmp_path_factory.mktemp("card"),
+        seed=1,
+        subsets=[["train", "train", "validation", "test"][i % 4] for i in range(8)],
+    )
     store = FeatureStore(root / "store")
-    spec = StreamSpec("clip_vit_b16", UNAV100_I3D, (20,), config={"model": "ViT-B-16", "fps": 25.0},
-                      weights_sha256="ab" * 32)
+    spec = StreamSpec(
+        "clip_vit_b16", UNAV100_I3D, (20,), config={"model": "ViT-B-16", "fps": 25.0}, weights_sha256="ab" * 32
+    )
     rng = np.random.default_rng(0)
     with StoreWriter(root / "store", dataset="unav100", streams={"clip_vit_b16": spec}) as w:
         for vid in store.videos():
@@ -31,12 +35,29 @@ def data(tmp_path_factory, tiny_dense):
 
 
 def _train(data, tmp_path, *extra):
-    cfg = {"task": "dense", "tensorboard": False, "model": {"name": "unav", "options": UNAV_SMALL},
-           "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
-           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4}}
+    cfg = {
+        "task": "dense",
+        "tensorboard": False,
+        "model": {"name": "unav", "options": UNAV_SMALL},
+        "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
+        "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4},
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    return CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(data / "store"),
-                                    "--annotations", str(data / "ann.json"), "--out", str(tmp_path / "run"), *extra])
+    return CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--store",
+            str(data / "store"),
+            "--annotations",
+            str(data / "ann.json"),
+            "--out",
+            str(tmp_path / "run"),
+            *extra,
+        ],
+    )
 
 
 def test_streams_flag_sets_inputs_and_the_card_records_them(data, tmp_path):
@@ -63,8 +84,9 @@ def test_streams_flag_errors(data, tmp_path):
 
 
 def test_ave_model_trains_on_a_pooled_backbone_stream(tmp_path, tiny_ave):
-    root = tiny_ave(tmp_path / "ave", seed=2, subsets=[["train", "train", "validation", "test"][i % 4]
-                                                        for i in range(8)])
+    root = tiny_ave(
+        tmp_path / "ave", seed=2, subsets=[["train", "train", "validation", "test"][i % 4] for i in range(8)]
+    )
     from avel.datasets.sampling import AVE_VGG19
 
     store = FeatureStore(root / "store")
@@ -73,13 +95,30 @@ def test_ave_model_trains_on_a_pooled_backbone_stream(tmp_path, tiny_ave):
     with StoreWriter(root / "store", dataset="ave", streams={"timm_vit_b16": spec}) as w:
         for vid in store.videos():
             w.add(vid, {"timm_vit_b16": rng.standard_normal((10, 24))})
-    cfg = {"task": "ave", "tensorboard": False, "model": {"name": "agva", "options": {}},
-           "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"]},
-           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3}}
+    cfg = {
+        "task": "ave",
+        "tensorboard": False,
+        "model": {"name": "agva", "options": {}},
+        "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"]},
+        "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3},
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(root / "store"),
-                                   "--annotations", str(root / "Annotations.txt"), "--out", str(tmp_path / "run"),
-                                   "--streams", "visual=timm_vit_b16,audio=vggish"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--store",
+            str(root / "store"),
+            "--annotations",
+            str(root / "Annotations.txt"),
+            "--out",
+            str(tmp_path / "run"),
+            "--streams",
+            "visual=timm_vit_b16,audio=vggish",
+        ],
+    )
     assert res.exit_code == 0, res.output
     card = read_model_card(tmp_path / "run")
     assert card["model"]["options"]["visual_dim"] == 24 and card["model"]["options"]["num_regions"] == 1

@@ -1,5 +1,6 @@
 """`avel predict RUN VIDEO... --out DIR` end to end on synthetic videos (tiny random extractors),
 refusal of mismatching extractors, and `avel report`."""
+
 from __future__ import annotations
 
 import json
@@ -18,25 +19,56 @@ GRID = {"vgg19": {"fps": 12.5, "window_frames": 12, "stride_frames": 4}, "vggish
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
-    generate(SynthConfig(kind="unav100", videos=8, seed=2, size=48, min_duration_s=3.0, max_duration_s=4.0,
-                         num_classes=3), root / "data")
+    generate(
+        SynthConfig(kind="unav100", videos=8, seed=2, size=48, min_duration_s=3.0, max_duration_s=4.0, num_classes=3),
+        root / "data",
+    )
     from avel.pipeline.extract import ExtractConfig, run_extract
 
-    rep = run_extract(ExtractConfig(dataset="unav100", videos=str(root / "data" / "videos"),
-                                    annotations=str(root / "data" / "unav100_annotations.json"),
-                                    extractors=list(GRID), random_weights=True, preset="tiny",
-                                    extractor_options=GRID, out=str(root / "store"), batch_size=8, device="cpu"))
+    rep = run_extract(
+        ExtractConfig(
+            dataset="unav100",
+            videos=str(root / "data" / "videos"),
+            annotations=str(root / "data" / "unav100_annotations.json"),
+            extractors=list(GRID),
+            random_weights=True,
+            preset="tiny",
+            extractor_options=GRID,
+            out=str(root / "store"),
+            batch_size=8,
+            device="cpu",
+        )
+    )
     assert rep["videos_failed"] == 0
-    cfg = {"task": "dense", "tensorboard": False,
-           "model": {"name": "unav", "options": {"encoder": {"embed_dim": 16, "num_heads": 2}, "tdm": {"class_dim": 4},
-                                                 "head": {"head_dim": 16}}},
-           "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "max_seq_len": 32,
-                    "standardize": True},
-           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4}}
+    cfg = {
+        "task": "dense",
+        "tensorboard": False,
+        "model": {
+            "name": "unav",
+            "options": {
+                "encoder": {"embed_dim": 16, "num_heads": 2},
+                "tdm": {"class_dim": 4},
+                "head": {"head_dim": 16},
+            },
+        },
+        "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "max_seq_len": 32, "standardize": True},
+        "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4},
+    }
     (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(cli, ["train", "--config", str(root / "cfg.yaml"), "--store", str(root / "store"),
-                                   "--annotations", str(root / "data" / "unav100_annotations.json"),
-                                   "--out", str(root / "run")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--config",
+            str(root / "cfg.yaml"),
+            "--store",
+            str(root / "store"),
+            "--annotations",
+            str(root / "data" / "unav100_annotations.json"),
+            "--out",
+            str(root / "run"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     return root
 
@@ -53,7 +85,7 @@ def test_predict_writes_unav_results_and_one_figure_per_video(trained, tmp_path)
     assert res.exit_code == 1 and "--random-weights" in res.output  # random streams only when asked
     res = CliRunner().invoke(cli, args + ["--random-weights", "--min-score", "0"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout[res.stdout.index("{"):])
+    out = json.loads(res.stdout[res.stdout.index("{") :])
     assert out["predicted"] == 2 and out["failed"] == []
     payload = json.loads((tmp_path / "out" / "results.json").read_text())
     classes = json.loads((trained / "run" / "model_card.json").read_text())["classes"]
@@ -63,8 +95,9 @@ def test_predict_writes_unav_results_and_one_figure_per_video(trained, tmp_path)
         assert dets and all(d["label"] in classes and d["segment"][0] <= d["segment"][1] for d in dets)
         assert [d["score"] for d in dets] == sorted((d["score"] for d in dets), reverse=True)
     assert payload["external_data"]["streams"][0]["stream"] == "vgg19"
-    assert sorted(p.name for p in (tmp_path / "out" / "plots").iterdir()) == sorted(["clip_a.png",
-                                                                                     f"{videos[1].stem}.png"])
+    assert sorted(p.name for p in (tmp_path / "out" / "plots").iterdir()) == sorted(
+        ["clip_a.png", f"{videos[1].stem}.png"]
+    )
     # a rerun reuses the extracted features (no extractor is built) and gives the same results
     import avel.training.predict as P
 
@@ -80,12 +113,14 @@ def test_predict_writes_unav_results_and_one_figure_per_video(trained, tmp_path)
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "out" / "results.json").read_text())["results"] == payload["results"]
     # the same video's rows equal the training store's: the run's streams were reproduced exactly
-    from avel.datasets.store import FeatureStore
-
     import numpy as np
 
-    np.testing.assert_array_equal(FeatureStore(tmp_path / "out" / "features")[videos[1].stem]["vgg19"],
-                                  FeatureStore(trained / "store")[videos[1].stem]["vgg19"])
+    from avel.datasets.store import FeatureStore
+
+    np.testing.assert_array_equal(
+        FeatureStore(tmp_path / "out" / "features")[videos[1].stem]["vgg19"],
+        FeatureStore(trained / "store")[videos[1].stem]["vgg19"],
+    )
 
 
 def test_predict_refuses_an_extractor_that_differs_from_the_run(trained, tmp_path):
@@ -122,21 +157,47 @@ def test_predict_ave_model_writes_per_second_labels(tmp_path):
     from avel.pipeline.extract import ExtractConfig, run_extract
 
     grid = {"vgg19": {"fps": 4.0, "window_frames": 4, "stride_frames": 4}, "vggish": {"hop_s": 1.0}}
-    rep = run_extract(ExtractConfig(dataset="folder", videos=str(tmp_path / "data" / "videos"),
-                                    extractors=list(grid), random_weights=True, preset="tiny", extractor_options=grid,
-                                    out=str(tmp_path / "store"), batch_size=8, device="cpu"))
+    rep = run_extract(
+        ExtractConfig(
+            dataset="folder",
+            videos=str(tmp_path / "data" / "videos"),
+            extractors=list(grid),
+            random_weights=True,
+            preset="tiny",
+            extractor_options=grid,
+            out=str(tmp_path / "store"),
+            batch_size=8,
+            device="cpu",
+        )
+    )
     assert rep["videos_failed"] == 0
-    cfg = {"task": "ave", "tensorboard": False, "model": {"name": "agva", "options": {"setting": "fully"}},
-           "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "standardize": True},
-           "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3}}
+    cfg = {
+        "task": "ave",
+        "tensorboard": False,
+        "model": {"name": "agva", "options": {"setting": "fully"}},
+        "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "standardize": True},
+        "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3},
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "cfg.yaml"), "--store", str(tmp_path / "store"),
-                                   "--annotations", str(tmp_path / "data" / "Annotations.txt"),
-                                   "--out", str(tmp_path / "run")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--store",
+            str(tmp_path / "store"),
+            "--annotations",
+            str(tmp_path / "data" / "Annotations.txt"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     video = sorted((tmp_path / "data" / "videos").glob("*.mp4"))[0]
-    res = CliRunner().invoke(cli, ["predict", str(tmp_path / "run"), str(video), "--out", str(tmp_path / "out"),
-                                   "--random-weights"])
+    res = CliRunner().invoke(
+        cli, ["predict", str(tmp_path / "run"), str(video), "--out", str(tmp_path / "out"), "--random-weights"]
+    )
     assert res.exit_code == 0, res.output
     labels = json.loads((tmp_path / "out" / "results.json").read_text())["labels"][video.stem]
     classes = json.loads((tmp_path / "run" / "model_card.json").read_text())["classes"]

@@ -1,4 +1,5 @@
 """Trainer mechanics with a tiny protocol-conforming model: schedule, EMA, best-on-validation, resume."""
+
 from __future__ import annotations
 
 import json
@@ -62,16 +63,28 @@ class _Task:
 
 
 def _cfg(epochs=3):
-    return config_from_dict({"task": "dense", "seed": 1, "tensorboard": False, "log_every_steps": 1,
-                             "optim": {"epochs": epochs, "warmup_epochs": 1, "batch_size": 8, "lr": 0.05,
-                                       "ema_decay": 0.5}})
+    return config_from_dict(
+        {
+            "task": "dense",
+            "seed": 1,
+            "tensorboard": False,
+            "log_every_steps": 1,
+            "optim": {"epochs": epochs, "warmup_epochs": 1, "batch_size": 8, "lr": 0.05, "ema_decay": 0.5},
+        }
+    )
 
 
 def _trainer(tmp_path, name, epochs=3):
     torch.manual_seed(0)
     data = {"train": _Points(64, 0), "validation": _Points(32, 1)}
-    return Trainer(_cfg(epochs), task=_Task(), model=_Model(), model_spec={"name": "toy", "options": {}},
-                   datasets=data, out_dir=tmp_path / name)
+    return Trainer(
+        _cfg(epochs),
+        task=_Task(),
+        model=_Model(),
+        model_spec={"name": "toy", "options": {}},
+        datasets=data,
+        out_dir=tmp_path / name,
+    )
 
 
 def test_warmup_cosine_shape():
@@ -129,7 +142,8 @@ def test_step_schedule_and_adam():
     from avel.training.trainer import warmup_step
 
     assert [warmup_step(s, warmup_steps=0, step_size=3, gamma=0.1) for s in range(7)] == pytest.approx(
-        [1, 1, 1, 0.1, 0.1, 0.1, 0.01])
+        [1, 1, 1, 0.1, 0.1, 0.1, 0.01]
+    )
     cfg = config_from_dict({"optim": {"optimizer": "adam", "schedule": "step", "step_size_steps": 10}})
     assert cfg.optim.optimizer == "adam"
     with pytest.raises(ConfigError, match="optim.schedule must be"):

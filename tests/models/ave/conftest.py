@@ -1,4 +1,5 @@
 """Tiny synthetic AVE batches for the AVE model tests (CPU, single thread)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """AGVA baseline: reference size, forward / losses / backward in both settings, learning on a batch."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """AVLC: TSGA shapes and normalization, PTRF threshold behaviour (fixed epsilon / mean rule), settings, table II."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,9 @@ def test_ptrf_gate_above_below_epsilon():
 
 def _ptrf(threshold: str, epsilon: float = 0.0599, mean_source: str = "branch_product"):
     torch.manual_seed(0)
-    return PositiveTimeResidualFusion(dim=8, channels=6, threshold=threshold, epsilon=epsilon,
-                                      mean_source=mean_source, dropout=0.2).eval()
+    return PositiveTimeResidualFusion(
+        dim=8, channels=6, threshold=threshold, epsilon=epsilon, mean_source=mean_source, dropout=0.2
+    ).eval()
 
 
 def test_ptrf_fixed_threshold_keeps_only_entries_above_epsilon():
@@ -60,8 +62,9 @@ def test_ptrf_residual_fusion_when_everything_is_gated():
 
 def test_tsga_shapes_and_distributions(batch):
     torch.manual_seed(0)
-    tsga = TimeSpatialGuidedAttention(visual_dim=8, audio_dim=6, hidden_dim=16, num_segments=10,
-                                      attention_dim=16, num_regions=49)
+    tsga = TimeSpatialGuidedAttention(
+        visual_dim=8, audio_dim=6, hidden_dim=16, num_segments=10, attention_dim=16, num_regions=49
+    )
     visual = batch["visual"].flatten(2, 3)
     v_d, weights, t_m = tsga(visual, batch["audio"])
     assert v_d.shape == (4, 10, 8) and weights.shape == (4, 10, 49) and t_m.shape == (4, 10, 10)
@@ -74,8 +77,9 @@ def test_tsga_shapes_and_distributions(batch):
 
 def test_tsga_selects_one_segment_map_when_temporal_weights_are_one_hot(batch):
     torch.manual_seed(0)
-    tsga = TimeSpatialGuidedAttention(visual_dim=8, audio_dim=6, hidden_dim=16, num_segments=10,
-                                      attention_dim=16, num_regions=49)
+    tsga = TimeSpatialGuidedAttention(
+        visual_dim=8, audio_dim=6, hidden_dim=16, num_segments=10, attention_dim=16, num_regions=49
+    )
     with torch.no_grad():  # bias W_vt towards column 2: every segment uses segment 2's AGVA map
         tsga.w_vt.weight.zero_()
         tsga.w_vt.bias.copy_(torch.nn.functional.one_hot(torch.tensor(2), 10).float() * 100)

@@ -1,4 +1,5 @@
 """Shared AVE blocks: AGVA attention, weak targets, focal loss and the WCCL loss (hand-computed cases)."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,14 @@ import math
 import pytest
 import torch
 
-from avel.models.ave.blocks import (AudioGuidedVisualAttention, check_ave_batch, sigmoid_focal_loss,
-                                    video_class_ids, wccl_loss, weak_video_targets)
+from avel.models.ave.blocks import (
+    AudioGuidedVisualAttention,
+    check_ave_batch,
+    sigmoid_focal_loss,
+    video_class_ids,
+    wccl_loss,
+    weak_video_targets,
+)
 
 BACKGROUND, VISUAL_DIM, AUDIO_DIM = 28, 8, 6
 
@@ -27,8 +34,9 @@ def test_agva_attention_is_a_distribution_over_49_regions(make_batch):
 def test_agva_single_region_is_identity():
     att = AudioGuidedVisualAttention(visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM, hidden_dim=16, num_regions=1)
     pooled = torch.randn(2, 10, VISUAL_DIM)
-    visual, audio = check_ave_batch({"visual": pooled, "audio": torch.randn(2, 10, AUDIO_DIM)},
-                                    visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM)
+    visual, audio = check_ave_batch(
+        {"visual": pooled, "audio": torch.randn(2, 10, AUDIO_DIM)}, visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM
+    )
     attended, alpha, _ = att(visual, audio)
     torch.testing.assert_close(attended, pooled)
 
@@ -89,9 +97,11 @@ def test_example_batch_runs_through_every_model(name):
     from avel.models.ave import AgvaConfig, AgvaNet, AvlcConfig, AvlcNet, CclnConfig, CclnNet
 
     tiny = dict(visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM, attention_dim=16)
-    model = {"agva": lambda: AgvaNet(AgvaConfig(lstm_hidden=4, **tiny)),
-             "ccln": lambda: CclnNet(CclnConfig(d_model=8, num_heads=2, ff_dim=16, **tiny)),
-             "avlc": lambda: AvlcNet(AvlcConfig(tsga_hidden=8, lstm_hidden=4, **tiny))}[name]()
+    model = {
+        "agva": lambda: AgvaNet(AgvaConfig(lstm_hidden=4, **tiny)),
+        "ccln": lambda: CclnNet(CclnConfig(d_model=8, num_heads=2, ff_dim=16, **tiny)),
+        "avlc": lambda: AvlcNet(AvlcConfig(tsga_hidden=8, lstm_hidden=4, **tiny)),
+    }[name]()
     batch = model.example_batch(batch_size=2)  # T: the model's num_segments, else 10 (AVE clips)
     assert batch["visual"].shape == (2, 10, 7, 7, VISUAL_DIM)
     if name == "avlc":  # built for a fixed T: another probe length is refused, not ignored
@@ -107,8 +117,9 @@ def test_example_batch_runs_through_every_model(name):
 def test_out_of_range_labels_are_clear_errors(make_batch):
     from avel.models.ave import AvlcConfig, AvlcNet
 
-    model = AvlcNet(AvlcConfig(visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM, attention_dim=8, tsga_hidden=8,
-                               lstm_hidden=4))
+    model = AvlcNet(
+        AvlcConfig(visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM, attention_dim=8, tsga_hidden=8, lstm_hidden=4)
+    )
     b = make_batch()
     out = model(b)
     b["segment_labels"][0, 0] = 29

@@ -1,4 +1,5 @@
 """CCLN: SBI gate and module, FEE weights, heads and losses of the three settings, branch modes, ablations."""
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,9 @@ def test_wccl_is_averaged_over_anchors_by_default(batch):
             losses[reduction] = model.losses(model(batch), batch)
     # labels 3, 5, 3, background: every one of the 2 x 4 anchors has a positive (its other view)
     torch.testing.assert_close(losses["sum"]["contrastive"], 8 * losses["mean"]["contrastive"])
-    torch.testing.assert_close(losses["sum"]["total"] - losses["mean"]["total"],
-                               25.0 * 7 * losses["mean"]["contrastive"])
+    torch.testing.assert_close(
+        losses["sum"]["total"] - losses["mean"]["total"], 25.0 * 7 * losses["mean"]["contrastive"]
+    )
 
 
 @pytest.mark.parametrize("setting", ["fully", "weakly", "cml"])
@@ -134,8 +136,9 @@ def test_cml_distance_is_per_segment_euclidean(batch):
     torch.testing.assert_close(model.cml_distances(out).diagonal(dim1=1, dim2=2), out["p_cml"])
 
 
-@pytest.mark.parametrize("ablation", ["use_fusion_stage", "use_agva", "use_bilstm", "use_fusion_self_attention",
-                                      "use_sbi", "use_fee"])
+@pytest.mark.parametrize(
+    "ablation", ["use_fusion_stage", "use_agva", "use_bilstm", "use_fusion_self_attention", "use_sbi", "use_fee"]
+)
 def test_table_i_ablations_run(ablation, batch):
     model = CclnNet(CclnConfig(**{ablation: False}, **TINY))
     out = model(batch)

@@ -1,4 +1,5 @@
 """`avel models info` on the AVE models: AVE inputs by default, recurrent layers counted."""
+
 import json
 
 import pytest

@@ -1,12 +1,20 @@
 """AVE metrics: segment accuracy and CML exact-window accuracy (AVE-ECCV18 cmm_test protocol)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from avel.models.metrics.ave import (cml_accuracy, cml_predict_starts, cml_query_window, cml_windows_accuracy,
-                                     event_mask_from_labels, per_class_accuracy, segment_accuracy)
+from avel.models.metrics.ave import (
+    cml_accuracy,
+    cml_predict_starts,
+    cml_query_window,
+    cml_windows_accuracy,
+    event_mask_from_labels,
+    per_class_accuracy,
+    segment_accuracy,
+)
 
 BG = 28
 

@@ -4,8 +4,17 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from avel.models.blocks import (AffineDropPath, ChannelLayerNorm, MaskedConv1D, MaskedMHCA, Scale, TemporalGate,
-                                TransformerBlock, drop_path, sinusoid_encoding)
+from avel.models.blocks import (
+    AffineDropPath,
+    ChannelLayerNorm,
+    MaskedConv1D,
+    MaskedMHCA,
+    Scale,
+    TemporalGate,
+    TransformerBlock,
+    drop_path,
+    sinusoid_encoding,
+)
 
 
 def _mask(B, T, lengths):

@@ -19,7 +19,7 @@ def test_forward_any_sequence_length_with_masks(options_factory, batch_factory, 
     batch = batch_factory(T=T, lengths=[T, T // 2 + 3])
     with torch.no_grad():
         out = model(batch)
-    assert [x.shape[1] for x in out["cls_logits"]] == [T // 2 ** l for l in range(6)]
+    assert [x.shape[1] for x in out["cls_logits"]] == [T // 2**l for l in range(6)]
     assert all(torch.isfinite(x).all() for x in out["cls_logits"])
     with torch.no_grad():  # shorter input is padded to max_seq_len
         short = model(batch_factory(B=1, T=T - 10))
@@ -93,8 +93,9 @@ def test_mtgc_order_changes_the_output():
     masks = [torch.ones(1, 1, n, dtype=torch.bool) for n in lengths]
     kw = dict(dim=8, num_classes=2, level_lengths=lengths)
     a = MTGC(**kw, cfg=MtgcConfig(c2f_num_heads=2, path_pdrop=0.0), tdm_cfg=TdmConfig(class_dim=4)).eval()
-    b = MTGC(**kw, cfg=MtgcConfig(c2f_num_heads=2, order="f2c_c2f", path_pdrop=0.0),
-             tdm_cfg=TdmConfig(class_dim=4)).eval()
+    b = MTGC(
+        **kw, cfg=MtgcConfig(c2f_num_heads=2, order="f2c_c2f", path_pdrop=0.0), tdm_cfg=TdmConfig(class_dim=4)
+    ).eval()
     b.load_state_dict(a.state_dict())
     out_a, out_b = a(feats, masks), b(feats, masks)
     assert [x.shape for x in out_a] == [x.shape for x in feats]

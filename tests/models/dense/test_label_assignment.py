@@ -62,8 +62,9 @@ def test_class_aware_overlaps():
 def test_not_class_aware_picks_shortest():
     cfg = AssignerConfig(class_aware=False)
     pts = make_points(LENGTHS_64, cfg)
-    cls_t, reg_t = assign_targets(pts, torch.tensor([[3.0, 9.0], [4.0, 8.0]]), torch.tensor([0, 1]),
-                                  num_classes=2, cfg=cfg)
+    cls_t, reg_t = assign_targets(
+        pts, torch.tensor([[3.0, 9.0], [4.0, 8.0]]), torch.tensor([0, 1]), num_classes=2, cfg=cfg
+    )
     assert reg_t.shape == (pts.shape[0], 2)
     assert cls_t[6].tolist() == [0.0, 1.0]
     assert reg_t[6].tolist() == [2.0, 2.0]

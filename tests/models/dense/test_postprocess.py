@@ -55,8 +55,9 @@ def test_soft_nms_matches_reference_loop(seed, method):
     scores = torch.rand(n, generator=g) * 0.99 + 0.005
     labels = torch.randint(0, 4, (n,), generator=g)
     s, p, l = soft_nms_1d(segs, scores, labels, method=method, sigma=0.4, min_score=0.05, max_per_group=7)
-    ref = reference_soft_nms(segs.tolist(), scores.tolist(), labels.tolist(), sigma=0.4, min_score=0.05,
-                             max_per_class=7, method=method)
+    ref = reference_soft_nms(
+        segs.tolist(), scores.tolist(), labels.tolist(), sigma=0.4, min_score=0.05, max_per_class=7, method=method
+    )
     assert len(ref) == len(p)
     assert p.tolist() == pytest.approx([r[3] for r in ref], rel=1e-4)
     assert l.tolist() == [r[2] for r in ref]
@@ -97,8 +98,11 @@ def test_grid_to_seconds_and_batch_format():
     offsets = [torch.zeros(2, T, C, 2), torch.zeros(2, T // 2, C, 2)]
     offsets[0][0, 4, 2] = torch.tensor([2.0, 1.0])
     masks = [torch.ones(2, T, dtype=torch.bool), torch.ones(2, T // 2, dtype=torch.bool)]
-    batch = {"step_s": torch.tensor([0.5, 0.5]), "window_s": torch.tensor([1.0, 1.0]),
-             "durations_s": torch.tensor([10.0, 10.0])}
+    batch = {
+        "step_s": torch.tensor([0.5, 0.5]),
+        "window_s": torch.tensor([1.0, 1.0]),
+        "durations_s": torch.tensor([10.0, 10.0]),
+    }
     preds = postprocess_batch(logits, offsets, masks, [1, 2], batch, PostprocessConfig(pre_nms_thresh=0.01))
     assert len(preds) == 2 and preds[1] == []
     start_s, end_s, label, score = preds[0][0]

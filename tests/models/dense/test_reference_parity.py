@@ -6,6 +6,7 @@ recording script mapped each reference name to ours first), so any change in wir
 normalisation or head layout moves these numbers. The CCNet input is unpadded: with padding the
 official code hands the strided gates the next level's mask (a bug we do not reproduce).
 """
+
 import re
 import zlib
 
@@ -15,23 +16,42 @@ import torch
 from avel.models.registry import build_model
 
 T, C, DV, DA = 32, 3, 6, 5
-OPTIONS = {"visual_dim": DV, "audio_dim": DA, "num_classes": C, "max_seq_len": T,
-           "encoder": {"embed_dim": 16, "num_heads": 4}, "pyramid": {"num_heads": 4}, "head": {"head_dim": 16},
-           "tdm": {"class_dim": 128}}
+OPTIONS = {
+    "visual_dim": DV,
+    "audio_dim": DA,
+    "num_classes": C,
+    "max_seq_len": T,
+    "encoder": {"embed_dim": 16, "num_heads": 4},
+    "pyramid": {"num_heads": 4},
+    "head": {"head_dim": 16},
+    "tdm": {"class_dim": 128},
+}
 
 REFERENCE = {
-    "unav": {"length": 27,
-             "cls_l0_rows0_5": [[-0.37888, -0.13745, 1.42841], [-0.36155, -1.78622, 1.64448],
-                                [0.17498, -0.64203, 1.02393], [-0.53642, 0.10057, 2.00211],
-                                [0.47527, -1.28128, 1.9745]],
-             "cls_sums": [15.8086, 14.3614, 4.8487, 2.8535, 1.3851, 0.9514],
-             "off_sums": [95.7285, 37.6566, 17.9004, 9.2446, 4.766, 0.2693]},
-    "ccnet": {"length": 32,
-              "cls_l0_rows0_5": [[0.40752, -1.51729, 2.11257], [1.2643, -0.96858, 1.00508],
-                                 [0.19441, -2.33654, 1.55819], [0.07148, -0.76201, 0.74619],
-                                 [1.04822, -1.68015, 1.1199]],
-              "cls_sums": [21.9975, 14.8114, 10.3442, 5.4779, 2.7523, 1.846],
-              "off_sums": [146.1241, 56.5831, 23.7682, 9.6084, 4.4888, 0.6834]},
+    "unav": {
+        "length": 27,
+        "cls_l0_rows0_5": [
+            [-0.37888, -0.13745, 1.42841],
+            [-0.36155, -1.78622, 1.64448],
+            [0.17498, -0.64203, 1.02393],
+            [-0.53642, 0.10057, 2.00211],
+            [0.47527, -1.28128, 1.9745],
+        ],
+        "cls_sums": [15.8086, 14.3614, 4.8487, 2.8535, 1.3851, 0.9514],
+        "off_sums": [95.7285, 37.6566, 17.9004, 9.2446, 4.766, 0.2693],
+    },
+    "ccnet": {
+        "length": 32,
+        "cls_l0_rows0_5": [
+            [0.40752, -1.51729, 2.11257],
+            [1.2643, -0.96858, 1.00508],
+            [0.19441, -2.33654, 1.55819],
+            [0.07148, -0.76201, 0.74619],
+            [1.04822, -1.68015, 1.1199],
+        ],
+        "cls_sums": [21.9975, 14.8114, 10.3442, 5.4779, 2.7523, 1.846],
+        "off_sums": [146.1241, 56.5831, 23.7682, 9.6084, 4.4888, 0.6834],
+    },
 }
 
 

@@ -12,8 +12,9 @@ from avel.models.registry import available_models, build_from_spec, config_from_
 
 def test_config_from_dict_nested_and_strict():
     data = {"visual_dim": 8, "audio_dim": 4, "num_classes": 7, "max_seq_len": 32}
-    cfg = config_from_dict(CcnetConfig, {**data, "mtgc": {"c2f": False},
-                                         "assigner": {"regression_ranges": [[0, 2], [2, 1e4]]}})
+    cfg = config_from_dict(
+        CcnetConfig, {**data, "mtgc": {"c2f": False}, "assigner": {"regression_ranges": [[0, 2], [2, 1e4]]}}
+    )
     assert cfg.num_classes == 7 and cfg.mtgc.c2f is False and cfg.mtgc.f2c is True
     assert cfg.pyramid.temporal_consistency_gate is True
     assert cfg.assigner.regression_ranges == [(0.0, 2.0), (2.0, 1e4)]
@@ -54,8 +55,24 @@ def test_model_info_counts(options_factory):
 
 def test_cli_models_info(options_factory):
     runner = CliRunner()
-    args = ["models", "info", "ccnet", "--input-dims", "12,10", "--seq-len", "32", "--num-classes", "3",
-            "--set", "encoder.embed_dim=16", "--set", "head.head_dim=16", "--set", "tdm.class_dim=8", "--json"]
+    args = [
+        "models",
+        "info",
+        "ccnet",
+        "--input-dims",
+        "12,10",
+        "--seq-len",
+        "32",
+        "--num-classes",
+        "3",
+        "--set",
+        "encoder.embed_dim=16",
+        "--set",
+        "head.head_dim=16",
+        "--set",
+        "tdm.class_dim=8",
+        "--json",
+    ]
     res = runner.invoke(cli, args)
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
