@@ -119,11 +119,6 @@ class HFAudio(FamilyExtractor):
         self._check_rate()
 
     @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.audio(sample_rate=c.sample_rate, window_s=c.window_s, hop_s=c.hop_s)
-
-    @property
     def decode_spec(self) -> DecodeSpec:
         return DecodeSpec("audio", sample_rate=self.config.sample_rate)
 

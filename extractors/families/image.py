@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors.base import DecodeSpec, ExtractorConfig
 from avel.extractors.families import (
     FamilyExtractor,
@@ -86,11 +85,6 @@ class FrameImageExtractor(FamilyExtractor):
 
     transform: Any
     dim: int
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
 
     @property
     def decode_spec(self) -> DecodeSpec:

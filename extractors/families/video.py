@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from avel.datasets.sampling import SamplingPlan
 from avel.extractors.base import DecodeSpec, ExtractorConfig
 from avel.extractors.families import FamilyExtractor, guard_local_datasets_folder, strip_classifier
 
@@ -63,11 +62,6 @@ class TorchvisionVideo(FamilyExtractor):
         self.dim, stripped = strip_classifier(self.model)
         self.ignored_prefixes = (stripped,)
         self.transform = models.get_model_weights(config.model).DEFAULT.transforms()
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
 
     @property
     def decode_spec(self) -> DecodeSpec:
@@ -197,11 +191,6 @@ class HFVideo(FamilyExtractor):
         self.model = AutoModel.from_pretrained(source)
         loader = AutoImageProcessor if self._processor_kind() == "image" else AutoVideoProcessor
         self._set_processor(loader.from_pretrained(source))
-
-    @property
-    def plan(self) -> SamplingPlan:
-        c = self.config
-        return SamplingPlan.video(fps=c.fps, window_frames=c.window_frames, stride_frames=c.stride_frames)
 
     @property
     def decode_spec(self) -> DecodeSpec:
