@@ -94,6 +94,7 @@ from avel.datasets.store_log import (
     write_snapshot,
     writer_gone,
 )
+from avel.datasets.store_remote import RemoteStore, is_remote
 
 __all__ = [
     "FeatureStore",
@@ -911,7 +912,10 @@ class StoreWriter:
         extra: Mapping[str, Any] | None = None,
         lease_ttl_s: float = 120.0,
     ) -> None:
-        self.root = Path(root)
+        # a bucket store (s3://...) is written through a local cache that is an ordinary store
+        self.remote = RemoteStore(str(root)) if is_remote(root) else None
+        self.url = str(root)
+        self.root = self.remote.local if self.remote else Path(root)
         self.shard_max_videos = int(shard_max_videos)
         self.shard_max_bytes = int(shard_max_bytes)
         for name in streams:
@@ -931,15 +935,23 @@ class StoreWriter:
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(os_error_message(self.root, e, "creating the store's folders")) from e
+        remote = self.remote
+        if remote is not None:  # one writer per bucket store: refused here, naming the other
+            remote.acquire(self.lease.id, lease_ttl_s)
+            self.lease.on_renew = lambda: remote.renew(lease_ttl_s)
         try:
+            if remote is not None:
+                remote.pull()
             with store_lock(self.root):
                 self.lease.start()
                 self._open_locked(streams, extra)
+            if remote is not None:
+                remote.publish()  # new streams, adopted shards, commits a dead writer left unpublished
         except OSError as e:
-            self.lease.stop()
+            self._stop_lease()
             raise StoreError(os_error_message(self.root, e, "opening the store for writing")) from e
         except BaseException:
-            self.lease.stop()
+            self._stop_lease()
             raise
         self.streams = {name: StreamSpec.from_dict(d) for name, d in self.state.streams.items()}
         if any("missing" in a or "damaged" in a or "not" in a for a in self.recovery):
@@ -995,13 +1007,20 @@ class StoreWriter:
         try:
             self.flush()
             self._compact()
+            if self.remote is not None:
+                self.remote.publish_snapshot()
         finally:
             self._release_all()
 
     def _release_all(self) -> None:
         for vid in list(self._claims):
             self._release(vid)
+        self._stop_lease()
+
+    def _stop_lease(self) -> None:
         self.lease.stop()
+        if self.remote is not None:
+            self.remote.release()
 
     def _compact(self) -> None:
         """Rewrite manifest.json from the log (outside the lock: any snapshot of a log
@@ -1256,6 +1275,10 @@ class StoreWriter:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
+        if self.remote is not None:  # upload the shard, then create its record (the bucket's commit)
+            if self.lease.lost is not None:
+                raise StoreError(f"store {self.url}: its writer lock could not be renewed ({self.lease.lost})")
+            self.remote.publish()
         for vid in ids:
             self._release(vid)
         self.shards_written.append(shard_name)
@@ -1304,7 +1327,11 @@ class FeatureStore:
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
+        # a bucket store (s3://...): the log and snapshot are pulled into a local cache, shards
+        # downloaded (and checked) on first read
+        self.remote = RemoteStore(str(root)) if is_remote(root) else None
+        self.url = str(root)
+        self.root = self.remote.pull() if self.remote else Path(root)
         self.state, self.notes = _open_state(self.root, lazy=True)
         self.schema_version = self.state.schema_version
         self.dataset: str = self.state.dataset
@@ -1485,6 +1512,8 @@ class FeatureStore:
         index = self._index.get(k)
         if index is None:
             entry = self.state.shards[k]
+            if self.remote is not None:
+                self.remote.fetch_shard(entry["file"], entry["size_bytes"], entry["sha256"])
             path = self.root / entry["file"]
             try:
                 size = path.stat().st_size
@@ -1584,6 +1613,12 @@ class FeatureStore:
                 problems.append(str(e))
         for k in range(len(self.state.shards)):
             entry = self.state.full_shard(k)
+            if self.remote is not None:
+                try:
+                    self.remote.fetch_shard(entry["file"], entry["size_bytes"], entry["sha256"])
+                except StoreError as e:
+                    problems.append(str(e))
+                    continue
             problems += _verify_shard(self.root / entry["file"], entry, full=full)
         return problems
 

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -463,6 +463,8 @@ class WriterLease:
     ``ttl_s / 4``; other writers take over this writer's claims once it expires."""
 
     def __init__(self, root: Path, ttl_s: float = 120.0) -> None:
+        self.on_renew: Callable[[], object] | None = None  # also extend a remote store's lock
+        self.lost: BaseException | None = None  # set when on_renew failed (the lock may be lost)
         self.root = Path(root)
         self.id = uuid.uuid4().hex[:12]
         self.host = socket.gethostname()
@@ -496,6 +498,11 @@ class WriterLease:
         while not self._stop.wait(self.ttl_s / 4):
             with contextlib.suppress(OSError):
                 self.renew()
+            if self.on_renew is not None:
+                try:
+                    self.on_renew()
+                except Exception as e:  # noqa: BLE001 - remembered; the next commit fails on it
+                    self.lost = e
 
     def stop(self) -> None:
         self._stop.set()
