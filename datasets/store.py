@@ -1653,7 +1653,7 @@ class FeatureStore:
             streams[name] = {**spec.to_dict(), "videos": n_videos, "rows": n_rows, "plan_text": spec.plan.describe()}
         errors = self.errors()
         return {
-            "path": str(self.root),
+            "path": self.url,
             "dataset": self.dataset,
             "schema_version": self.schema_version,
             "videos": len(self),

@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from avel.cli.store import FolderOrUrl
+
 
 def progress_fields(report, total: int, elapsed_s: float | None = None) -> dict:
     """The numbers the live bar shows, from a run's :class:`~avel.pipeline.engine.RunReport`.
@@ -42,15 +44,6 @@ def progress_fields(report, total: int, elapsed_s: float | None = None) -> dict:
     }
 
 
-class _FolderOrUrl(click.Path):
-    """A local folder that must exist, or an ``s3://...`` URL (checked when the job runs)."""
-
-    def convert(self, value, param, ctx):
-        from avel.datasets.store_remote import is_remote
-
-        return value if is_remote(value) else super().convert(value, param, ctx)
-
-
 def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
     out = {}
     for v in values:
@@ -70,7 +63,7 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
 )
 @click.option("--dataset", type=click.Choice(["unav100", "ave", "folder"]))
 @click.option(
-    "--videos", type=_FolderOrUrl(exists=True, file_okay=False), help="Video directory (or s3://bucket/prefix)."
+    "--videos", type=FolderOrUrl(exists=True, file_okay=False), help="Video directory (or s3://bucket/prefix)."
 )
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False), help="Annotation file (unav100, ave).")
 @click.option("--extractors", help="Comma-separated extractor names (see `avel extractors list`).")

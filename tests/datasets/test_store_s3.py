@@ -126,6 +126,12 @@ def test_store_written_to_and_read_from_a_bucket(s3, tmp_path, monkeypatch):
     _check(FeatureStore(url), range(6))
     monkeypatch.setenv("AVEL_REMOTE_CACHE", str(tmp_path / "cache3"))
     _check(FeatureStore(url), range(6))
+    from click.testing import CliRunner
+
+    from avel.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["info", "--verify", url])
+    assert res.exit_code == 0 and f"store    {url}" in res.output and "verify   ok" in res.output, res.output
 
 
 def test_modified_shard_object_and_expired_lock(s3, tmp_path, monkeypatch):
