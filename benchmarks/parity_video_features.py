@@ -46,6 +46,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 SAMPLES = ("v_GGSY1Qvo990", "v_ZNVhz7ctTq0")
@@ -323,7 +324,9 @@ def _avel_rows(args, stream: str, video: Path, **options):
     import torch
 
     import avel.extractors as E
-    from avel.pipeline.engine import StreamExtractor, extract_video_chunked
+    from avel.datasets.store import FeatureStore, StoreWriter
+    from avel.pipeline.engine import StreamExtractor, run_local
+    from avel.pipeline.jobs import VideoJob
 
     torch.set_num_threads(args.threads)
     w = args.cache / "weights"
@@ -338,17 +341,16 @@ def _avel_rows(args, stream: str, video: Path, **options):
         ext = E.get("vggish").from_checkpoint(w / "vggish.pth")
     else:
         ext = E.get("vgg19").from_checkpoint(w / "vgg19-dcbb9e9d.pth", **options)
-    rows, _, errors, _ = extract_video_chunked(
-        video,
-        [StreamExtractor(stream, ext)],
-        chunk_s=30.0,
-        batch_size=4,
-        device=torch.device("cpu"),
-        decode_timeout_s=None,
-    )
-    if errors:
-        raise RuntimeError(f"{video}: {errors}")
-    return rows[stream].reshape(rows[stream].shape[0], -1)
+    with tempfile.TemporaryDirectory() as tmp:  # the local runner writes a store: read the rows back
+        se = StreamExtractor(stream, ext)
+        writer = StoreWriter(Path(tmp) / "store", dataset="parity", streams={stream: se.spec()})
+        report = run_local([VideoJob(video.stem, video)], [se], writer, batch_size=4, decode_timeout_s=None)
+        writer.close()
+        if report.videos_failed:
+            errors = (Path(tmp) / "store" / "errors.jsonl").read_text()
+            raise RuntimeError(f"{video}: avel failed: {errors}")
+        rows = FeatureStore(Path(tmp) / "store").read(video.stem, stream)
+    return rows.reshape(rows.shape[0], -1)
 
 
 def _ratio(rows, ref):
@@ -368,6 +370,7 @@ def main() -> None:
     ap.add_argument("--samples-from", type=Path, help="a video_features git clone (bare or not) holding sample/")
     ap.add_argument("--cache", type=Path, default=Path("parity-cache"))
     ap.add_argument("--streams", default=",".join(STREAMS))
+    ap.add_argument("--videos", default=",".join(SAMPLES), help="sample videos to run (names without .mp4)")
     ap.add_argument("--flow-seconds", type=float, default=4.0, help="flow on the first N seconds of each video")
     ap.add_argument(
         "--clip-seconds",
@@ -397,6 +400,10 @@ def main() -> None:
     videos_dir = args.cache / "videos"
     videos_dir.mkdir(parents=True, exist_ok=True)
     originals = []
+    names = [v for v in args.videos.split(",") if v]
+    unknown = sorted(set(names) - set(SAMPLES))
+    if unknown:
+        raise SystemExit(f"--videos: unknown sample(s) {unknown}; expected some of {list(SAMPLES)}")
     for name in SAMPLES:
         path = videos_dir / f"{name}.mp4"
         if not path.exists():
@@ -434,7 +441,7 @@ def main() -> None:
     streams = [s for s in args.streams.split(",") if s]
     results = []
     for stream in streams:
-        for src in originals:
+        for src in (o for o in originals if o.stem in names):
             seconds = {"i3d_flow": args.flow_seconds, "vggish": 0.0}.get(stream, args.clip_seconds)
             video = subclip(src, seconds)
             feats = {}
