@@ -2,7 +2,8 @@
 
     benchmarks/setup_video_features.sh DIR [SOURCE]          # once: DIR/vf, DIR/deps, DIR/bin
     python benchmarks/parity_video_features.py --setup DIR --samples-from SOURCE \\
-        --cache CACHE [--flow-seconds 4] [--clip-seconds 0] [--streams i3d_rgb,i3d_flow,vgg19,vggish]
+        --cache CACHE [--flow-seconds 4] [--clip-seconds 0] [--streams i3d_rgb,i3d_flow,vgg19,vggish] \\
+        [--videos v_GGSY1Qvo990,v_ZNVhz7ctTq0] [--tools ref,ref_reenc,avel] [--old] [--same-input]
 
 Both tools run the same seeded random weights (written once to ``CACHE/weights``): I3D RGB and
 flow in video_features' (hassony2) layout with BatchNorm running statistics measured on real
@@ -18,6 +19,10 @@ Per video and stream it prints
   (rows compared up to the shorter of the two; row counts printed);
 * ``old ratio/floor`` (``--old``): avel with the rule and resize it used before
   (``frame_selection="previous"``, ``resize="torch"``), against the same floor;
+* ``same-input ratio`` (``--same-input``): avel on the very re-encode the reference reads
+  (video_features' own ffmpeg command: ``fps=25`` for I3D, ``fps=16`` for VGG-19), against the
+  reference: what is left when both tools read the same file (near 0: the rest of the
+  difference is the re-encode);
 * ``floor``: the same ratio for video_features on the video's 25-fps re-encode (made with
   video_features' own ffmpeg command) against video_features on the video: the noise of the
   libx264 re-encode that every tool reading the original file pays.
@@ -373,7 +378,7 @@ def main() -> None:
     ap.add_argument("--videos", default=",".join(SAMPLES), help="sample videos to run (names without .mp4)")
     ap.add_argument(
         "--tools",
-        default="ref,ref_reenc,avel,avel_old",
+        default="ref,ref_reenc,avel,avel_old,avel_same",
         help="compute only these (cached) outputs; a row is printed once ref, ref_reenc and avel exist",
     )
     ap.add_argument("--flow-seconds", type=float, default=4.0, help="flow on the first N seconds of each video")
@@ -385,6 +390,11 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--same-input",
+        action="store_true",
+        help="also avel on the re-encode the reference reads (ffmpeg fps=25 / 16): near 0 when only the re-encode differs",
+    )
     ap.add_argument(
         "--old",
         action="store_true",
@@ -454,6 +464,9 @@ def main() -> None:
             tools = [("ref", video), ("ref_reenc", reencode(video)), ("avel", video)]
             if args.old and stream != "vggish":
                 tools.append(("avel_old", video))
+            if args.same_input and stream != "vggish":  # the file the reference reads
+                rate = 16 if stream == "vgg19" else 25
+                tools.append(("avel_same", derived(video, f"reenc{rate}", ["-filter:v", f"fps=fps={rate}"])))
             for tool, path in tools:
                 out = args.cache / "rows" / f"{stream}-{video.stem}-{tool}.npy"
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -461,6 +474,8 @@ def main() -> None:
                     continue  # left for a later run (--tools)
                 if not out.exists():
                     if tool == "avel":
+                        np.save(out, _avel_rows(args, stream, path))
+                    elif tool == "avel_same":
                         np.save(out, _avel_rows(args, stream, path))
                     elif tool == "avel_old":
                         np.save(out, _avel_rows(args, stream, path, frame_selection="previous", resize="torch"))
@@ -480,19 +495,24 @@ def main() -> None:
                     "ratio": _ratio(feats["avel"], feats["ref"]),
                     "floor": _ratio(feats["ref_reenc"], feats["ref"]),
                     "ratio_old": _ratio(feats["avel_old"], feats["ref"]) if "avel_old" in feats else None,
+                    "ratio_same": _ratio(feats["avel_same"], feats["ref"]) if "avel_same" in feats else None,
                 }
             )
     if args.json:
         print(json.dumps(results, indent=1))
         return
     old = any(r["ratio_old"] is not None for r in results)
+    same = any(r["ratio_same"] is not None for r in results)
     print(
         f"{'video':<16}{'stream':<10}{'rows avel/ref':>14}{'ratio':>8}{'floor':>8}{'ratio/floor':>13}"
         + (f"{'old ratio/floor':>17}" if old else "")
+        + (f"{'same-input ratio':>18}" if same else "")
     )
     for r in results:
         clip = f"  (first {r['clip_s']:g} s)" if r["clip_s"] else ""
         extra = (f"{r['ratio_old'] / r['floor']:>17.2f}" if r["ratio_old"] is not None else f"{'-':>17}") if old else ""
+        if same:
+            extra += f"{r['ratio_same']:>18.2e}" if r["ratio_same"] is not None else f"{'-':>18}"
         print(
             f"{r['video']:<16}{r['stream']:<10}{r['rows_avel']:>7}/{r['rows_ref']:<6}{r['ratio']:>8.3f}"
             f"{r['floor']:>8.3f}{r['ratio'] / r['floor']:>13.2f}{extra}{clip}"
