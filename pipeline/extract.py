@@ -110,11 +110,10 @@ class ExtractConfig:
         data = read_yaml(path)
         if data is None:
             data = {}
-        cluster = lambda value, _key: ClusterConfig.from_dict(value, source=str(path))  # noqa: E731
         try:
-            return dataclass_from_dict(cls, data, parsers={ClusterConfig: cluster})
+            return dataclass_from_dict(cls, data, source=str(path))
         except ValueError as e:
-            raise ConfigError(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
+            raise ConfigError(str(e)) from None
 
     def check_extractor_options(self) -> None:
         """Each extractor's options merged into its config as extraction will merge them: an
