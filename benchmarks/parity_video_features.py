@@ -217,7 +217,9 @@ def _reference_weights(weights: Path, videos: list[Path], flow_seconds: float) -
     pr = RAFT()
     pr.load_state_dict(raft_princeton_state(tv_raft.state_dict(), pr.state_dict().keys()))
     pr.eval()
-    torch.save(pr.state_dict(), weights / "raft-sintel.pth")
+    # the released raft-sintel.pth is a DataParallel state dict: video_features keeps only the
+    # keys starting with "module" (utils.dp_state_to_normal)
+    torch.save({f"module.{k}": v for k, v in pr.state_dict().items()}, weights / "raft-sintel.pth")
     torch.manual_seed(SEED + 1)
     torch.save(VGG(make_layers()).state_dict(), weights / "vggish.pth")
     torch.manual_seed(SEED + 2)
