@@ -29,6 +29,8 @@ from typing import Any
 
 from avel.datasets.config_schema import ConfigError, dataclass_from_dict, read_yaml
 from avel.datasets.store import StoreWriter, append_error
+from avel.datasets.store_remote import is_remote, stage_folder
+from avel.datasets.unav100 import VIDEO_EXTENSIONS
 from avel.pipeline.cluster import ClusterConfig
 from avel.pipeline.engine import RunReport, build_stream_extractors, run_local
 from avel.pipeline.jobs import dataset_files, plan_jobs
@@ -211,8 +213,10 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     from avel.pipeline.tuning import available_cpus, choose_batch_sizes, choose_runner
 
     cfg.validate()
+    # s3://... videos are staged into the local cache first (decoders need local files)
+    videos_dir = stage_folder(cfg.videos, VIDEO_EXTENSIONS) if is_remote(cfg.videos) else Path(cfg.videos)
     files, missing, duplicates = dataset_files(
-        cfg.dataset, videos_dir=Path(cfg.videos), annotations=Path(cfg.annotations) if cfg.annotations else None
+        cfg.dataset, videos_dir=videos_dir, annotations=Path(cfg.annotations) if cfg.annotations else None
     )
     # plans, specs and sha256 only: the models are built where they run
     extractors = build_stream_extractors(
@@ -223,14 +227,14 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
         overrides=cfg.extractor_options,
         spec_only=True,
     )
-    out = Path(cfg.out)
     writer = StoreWriter(
-        out,
+        cfg.out,
         dataset=cfg.dataset,
         streams={se.stream: se.spec() for se in extractors},
         shard_max_videos=cfg.shard_max_videos,
         extra={"extract_config": dataclasses.asdict(cfg)},
     )
+    out = writer.root  # the store, or for s3://... its local cache (shards built there, then uploaded)
     plan = plan_jobs(
         files,
         store_root=out,
@@ -307,7 +311,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     result = report.as_dict()
     result.update(
         {
-            "store": str(out),
+            "store": cfg.out,
             "videos_total": len(files) + len(missing) + len(duplicates),
             "previously_failed_skipped": len(plan.previously_failed),
             "shards_written": len(writer.shards_written),
