@@ -15,6 +15,8 @@ prints the total throughput relative to one writer, and checks every video is co
 
     python benchmarks/store_scale.py                       # both parts
     python benchmarks/store_scale.py --videos 100000 --writers ''
+    python benchmarks/store_scale.py --dir D --reuse --writers ''   # the store built in D earlier:
+        # open, read, then 200 more commits at its size (e.g. 1M videos)
 """
 
 from __future__ import annotations
@@ -39,85 +41,135 @@ from avel.datasets import store_log  # noqa: E402
 from avel.datasets.sampling import UNAV100_I3D, UNAV100_VGGISH  # noqa: E402
 from avel.datasets.store import FeatureStore, StoreWriter, StreamSpec  # noqa: E402
 
+SPECS = {"rgb": StreamSpec("i3d", UNAV100_I3D, (4,)), "vggish": StreamSpec("vggish", UNAV100_VGGISH, (4,))}
+
 
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) * 1e3
 
 
-def commit_scaling(root: Path, videos: int, shard_videos: int, *, reuse: bool = False) -> None:
-    specs = {"rgb": StreamSpec("i3d", UNAV100_I3D, (4,)), "vggish": StreamSpec("vggish", UNAV100_VGGISH, (4,))}
-    locked: list[float] = []
-    real_lock = store_log.store_lock
+class _TimedLock:
+    """The store lock, timing how long it is held (the serialised part of a commit)."""
 
-    class _TimedLock:  # time spent holding the store lock (the serialised part of a commit)
-        def __init__(self, r):
-            self.cm = real_lock(r)
+    held_s: list[float] = []
+    real = staticmethod(store_log.store_lock)
 
-        def __enter__(self):
-            self.cm.__enter__()
-            self.t0 = time.perf_counter()
+    def __init__(self, r):
+        self.cm = self.real(r)
 
-        def __exit__(self, *exc):
-            locked.append(time.perf_counter() - self.t0)
-            return self.cm.__exit__(*exc)
+    def __enter__(self):
+        self.cm.__enter__()
+        self.t0 = time.perf_counter()
 
-    if reuse:  # measure open and read on a store built by an earlier run (--dir DIR --reuse)
-        return open_and_read(root)
-    store_mod.store_lock = _TimedLock
-    checkpoints = [c for c in (1_000, 10_000, 100_000, 1_000_000) if c <= videos] or [videos]
+    def __exit__(self, *exc):
+        self.held_s.append(time.perf_counter() - self.t0)
+        return self.cm.__exit__(*exc)
+
+
+def _timed_commits(
+    w: StoreWriter, first: int, videos: int, shard_videos: int
+) -> tuple[list[float], list[float], list[int]]:
+    """Add ``videos`` videos (ids from ``first``) committing every ``shard_videos``; returns the
+    flush and locked seconds of each commit and the store size after it."""
     rows = {"rgb": np.ones((1, 4), np.float32), "vggish": np.ones((1, 4), np.float32)}
     flush_s: list[float] = []
     lock_s: list[float] = []
     sizes: list[int] = []
-    t_build = time.perf_counter()
-    w = StoreWriter(root, dataset="unav100", streams=specs, shard_max_videos=10**9, shard_max_bytes=1 << 40)
-    for start in range(0, videos, shard_videos):
-        for i in range(start, min(videos, start + shard_videos)):
-            w.add(f"video-{i:07d}", rows)
-        locked.clear()
-        t0 = time.perf_counter()
-        w.flush()
-        flush_s.append(time.perf_counter() - t0)
-        lock_s.append(sum(locked))
-        sizes.append(min(videos, start + shard_videos))
-    w.close()
-    store_mod.store_lock = real_lock
-    build_s = time.perf_counter() - t_build
-    print(f"built {videos:,} videos in {len(sizes):,} shards of {shard_videos} in {build_s:.0f} s")
+    store_mod.store_lock = _TimedLock
+    try:
+        for start in range(first, first + videos, shard_videos):
+            for i in range(start, min(first + videos, start + shard_videos)):
+                w.add(f"video-{i:07d}", rows)
+            _TimedLock.held_s.clear()
+            t0 = time.perf_counter()
+            w.flush()
+            flush_s.append(time.perf_counter() - t0)
+            lock_s.append(sum(_TimedLock.held_s))
+            sizes.append(min(first + videos, start + shard_videos))
+    finally:
+        store_mod.store_lock = _TimedLock.real
+    return flush_s, lock_s, sizes
+
+
+def _commit_header() -> None:
     print(
         f"{'store size':>12} {'commits':>8} {'flush p50':>10} {'flush p99':>10} {'locked p50':>11} {'locked p99':>11}"
     )
+
+
+def _commit_row(size: int, f: list[float], g: list[float]) -> None:
+    print(
+        f"{size:>12,} {len(f):>8} {_pct(f, 50):>8.1f}ms {_pct(f, 99):>8.1f}ms {_pct(g, 50):>9.2f}ms {_pct(g, 99):>9.2f}ms"
+    )
+
+
+def commit_scaling(root: Path, videos: int, shard_videos: int, *, reuse: bool = False) -> None:
+    if reuse:  # an existing store (--dir DIR --reuse): open and read, then 200 more commits
+        open_and_read(root)
+        return commits_on_existing(root, shard_videos)
+    checkpoints = [c for c in (1_000, 10_000, 100_000, 1_000_000) if c <= videos] or [videos]
+    t_build = time.perf_counter()
+    w = StoreWriter(root, dataset="unav100", streams=SPECS, shard_max_videos=10**9, shard_max_bytes=1 << 40)
+    flush_s, lock_s, sizes = _timed_commits(w, 0, videos, shard_videos)
+    t0 = time.perf_counter()
+    w.close()
+    close_s = time.perf_counter() - t0
+    build_s = time.perf_counter() - t_build
+    print(
+        f"built {videos:,} videos in {len(sizes):,} shards of {shard_videos} in {build_s:.0f} s "
+        f"(closing the writer, which writes the snapshot: {close_s:.2f} s)"
+    )
+    _commit_header()
     lo = 0
-    for c in checkpoints:  # the commits that brought the store from the previous checkpoint to c
-        idx = [k for k, n in enumerate(sizes) if lo < n <= c]
-        idx = idx[-200:]  # the last 200 commits before the checkpoint
-        f = [flush_s[k] for k in idx]
-        g = [lock_s[k] for k in idx]
-        print(
-            f"{c:>12,} {len(idx):>8} {_pct(f, 50):>8.1f}ms {_pct(f, 99):>8.1f}ms {_pct(g, 50):>9.2f}ms "
-            f"{_pct(g, 99):>9.2f}ms"
-        )
+    for c in checkpoints:  # the last 200 commits that brought the store from the previous checkpoint to c
+        idx = [k for k, n in enumerate(sizes) if lo < n <= c][-200:]
+        _commit_row(c, [flush_s[k] for k in idx], [lock_s[k] for k in idx])
         lo = c
     open_and_read(root)
 
 
+def commits_on_existing(root: Path, shard_videos: int, commits: int = 200) -> None:
+    """``commits`` more commits on the store in ``root`` (at its size, e.g. 1M videos)."""
+    t0 = time.perf_counter()
+    w = StoreWriter(root, dataset="unav100", streams=SPECS, shard_max_videos=10**9, shard_max_bytes=1 << 40)
+    open_s = time.perf_counter() - t0
+    size = len(w.committed())
+    first = 1 + max(int(v.split("-")[1]) for v in w.committed())
+    flush_s, lock_s, _ = _timed_commits(w, first, commits * shard_videos, shard_videos)
+    t0 = time.perf_counter()
+    w.close()
+    print(
+        f"writer opened on {size:,} videos in {open_s:.2f} s; closed (snapshot written) in {time.perf_counter() - t0:.2f} s"
+    )
+    _commit_header()
+    _commit_row(size, flush_s, lock_s)
+
+
 def open_and_read(root: Path) -> None:
     log_mb = (root / store_log.LOG).stat().st_size / 2**20
-    snap_mb = (root / store_log.MANIFEST).stat().st_size / 2**20
+    snap = root / store_log.MANIFEST
+    index_files = list((root / "snapshot").glob("index-*.bin"))
+    snap_mb = (snap.stat().st_size + sum(p.stat().st_size for p in index_files[-1:])) / 2**20
     opens = []
     for _ in range(3):
         t0 = time.perf_counter()
         st = FeatureStore(root)
         opens.append(time.perf_counter() - t0)
-    print(f"open (snapshot {snap_mb:.1f} MB + empty log tail): best of 3 {min(opens):.3f} s, {len(st):,} videos")
-    snap = root / store_log.MANIFEST
+    kind = "binary index + manifest.json" if index_files else "JSON manifest"
+    print(
+        f"open (snapshot: {kind}, {snap_mb:.1f} MB; empty log tail): best of 3 {min(opens) * 1e3:.1f} ms, "
+        f"worst {max(opens) * 1e3:.1f} ms, {len(st):,} videos"
+    )
     shutil.move(snap, root / "manifest.json.bench")
     t0 = time.perf_counter()
     st = FeatureStore(root)
     replay_s = time.perf_counter() - t0
     shutil.move(root / "manifest.json.bench", snap)
     print(f"open, snapshot lost (whole {log_mb:.1f} MB log replayed): {replay_s:.3f} s")
+    st = FeatureStore(root)
+    t0 = time.perf_counter()
     ids = st.videos()
+    print(f"list all {len(ids):,} video ids: {time.perf_counter() - t0:.3f} s")
     t0 = time.perf_counter()
     set(json.loads(json.dumps(ids)))
     print(
@@ -126,14 +178,18 @@ def open_and_read(root: Path) -> None:
     )
     rng = np.random.default_rng(0)
     first, later = [], []
-    for vid in rng.choice(len(ids), size=300, replace=False):
+    n_shards = len(st.state.shards)
+    for k in rng.choice(n_shards, size=min(300, n_shards), replace=False):  # one video per shard
+        in_shard = st.state.shard_videos(int(k))
+        vid = in_shard[int(rng.integers(len(in_shard)))]
         for s, out in (("rgb", first), ("rgb", later), ("vggish", later)):
             t0 = time.perf_counter()
-            st[ids[vid]][s]
+            st[vid][s]
             out.append(time.perf_counter() - t0)
     print(
-        f"read one video's rows: first read of its shard (opens it) p50 {_pct(first, 50):.2f} ms, "
-        f"p99 {_pct(first, 99):.2f} ms; later reads p50 {_pct(later, 50):.3f} ms, p99 {_pct(later, 99):.3f} ms"
+        f"read one video's rows (checked), {len(first)} videos of distinct shards: first read in its shard (opens "
+        f"it) p50 {_pct(first, 50):.2f} ms, p99 {_pct(first, 99):.2f} ms; later reads p50 {_pct(later, 50):.3f} ms, "
+        f"p99 {_pct(later, 99):.3f} ms"
     )
 
 

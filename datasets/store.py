@@ -87,12 +87,14 @@ from avel.datasets.store_log import (
     read_claim,
     read_json_file,
     read_log_tail,
+    read_snapshot,
     sha256_hex,
     store_lock,
     write_new_file,
     write_snapshot,
     writer_gone,
 )
+from avel.datasets.store_remote import RemoteStore, is_remote
 
 __all__ = [
     "FeatureStore",
@@ -250,11 +252,12 @@ def read_manifest(root: Path) -> dict:
     return _open_state(Path(root))[0].to_snapshot()
 
 
-def _open_state(root: Path) -> tuple[StoreState, list[str]]:
-    """Read-only: (state, notes) of a v2 store (snapshot + log) or a v1 store (manifest)."""
+def _open_state(root: Path, *, lazy: bool = False) -> tuple[StoreState, list[str]]:
+    """Read-only: (state, notes) of a v2 store (snapshot + log) or a v1 store (manifest).
+    ``lazy``: see :func:`avel.datasets.store_log.load_state`."""
     root = Path(root)
     if (root / LOG).exists():
-        return load_state(root)
+        return load_state(root, lazy=lazy)
     if (root / MANIFEST).exists():
         m = read_json_file(root / MANIFEST)
         version = m.get("schema_version")
@@ -353,47 +356,119 @@ def build_shard_image(
     return image, rows_per_stream
 
 
-@dataclass
 class _ShardIndex:
-    path: Path
-    version: int
-    ids: list[str]
-    offsets: dict[str, np.ndarray]
-    sums: dict[str, np.ndarray]  # v2: V x 3; v1: V (rows CRC only)
-    padded: dict[str, np.ndarray]
-    meta_ds: h5py.Dataset
-    meta_crc: np.ndarray | None
-    data: dict[str, h5py.Dataset]
-    group: dict[str, h5py.Group]
-    position: dict[str, int]
-    meta_json: list[str] | None = None
+    """One open shard's index, read lazily: a stream's offsets, checksums and padded flags on
+    the first read of that stream, the ids only when asked (a read checks the one id at the
+    video's position), the metadata on the first :meth:`FeatureStore.meta`. Damage is a
+    StoreCorruptError naming the shard."""
+
+    def __init__(self, f: h5py.File, path: Path) -> None:
+        self.path = path
+        try:
+            self._f = f
+            self.version = int(f.attrs.get("schema_version", 1))
+            self._ids_ds = f["videos/ids"]
+            self.meta_ds = f["videos/meta_json"]
+            self._streams = f["streams"]
+        except (KeyError, OSError, ValueError, TypeError) as e:
+            raise StoreCorruptError(f"shard {path}: unreadable index ({e})") from e
+        self.n = int(self._ids_ds.shape[0]) if self._ids_ds.ndim == 1 else -1
+        if self.n < 0 or self.meta_ds.shape != (self.n,):
+            raise StoreCorruptError(f"shard {path}: videos/meta_json does not match its videos/ids")
+        self._ids: list[str] | None = None
+        self._position: dict[str, int] | None = None
+        self._checked_ids: set[int] = set()
+        self._meta_crc: np.ndarray | None = None
+        self.meta_json: list[str] | None = None
+        self.offsets: dict[str, np.ndarray] = {}
+        self.sums: dict[str, np.ndarray] = {}  # v2: V x 3; v1: V (rows CRC only)
+        self.padded: dict[str, np.ndarray] = {}
+        self.data: dict[str, h5py.Dataset] = {}
+        self.starts: dict[str, h5py.Dataset] = {}
+        self.ends: dict[str, h5py.Dataset] = {}
+
+    @property
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            try:
+                self._ids = _strs(self._ids_ds[()])
+            except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:
+                raise StoreCorruptError(f"shard {self.path}: videos/ids cannot be read ({e})") from e
+        return self._ids
+
+    @property
+    def position(self) -> dict[str, int]:
+        if self._position is None:
+            self._position = {v: i for i, v in enumerate(self.ids)}
+        return self._position
+
+    def id_at(self, i: int) -> str:
+        if self._ids is not None:
+            return self._ids[i]
+        try:
+            return _strs(self._ids_ds[i : i + 1])[0]
+        except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:
+            raise StoreCorruptError(f"shard {self.path}: videos/ids cannot be read ({e})") from e
+
+    def check_id(self, i: int, video_id: str) -> None:
+        """The shard holds ``video_id`` at position ``i``, as the log says."""
+        if i in self._checked_ids:
+            return
+        if not 0 <= i < self.n or self.id_at(i) != video_id:
+            raise StoreCorruptError(
+                f"shard {self.path}: video ids differ from the log (position {i} should be {video_id!r})"
+            )
+        self._checked_ids.add(i)
+
+    @property
+    def meta_crc(self) -> np.ndarray | None:
+        if self.version < 2:
+            return None
+        if self._meta_crc is None:
+            try:
+                self._meta_crc = self._f["videos/meta_crc32"][()]
+            except (KeyError, OSError, ValueError, TypeError) as e:
+                raise StoreCorruptError(f"shard {self.path}: videos/meta_crc32 cannot be read ({e})") from e
+            if self._meta_crc.shape != (self.n,):
+                raise StoreCorruptError(f"shard {self.path}: videos/meta_crc32 does not match its {self.n} videos")
+        return self._meta_crc
+
+    def load(self, s: str) -> None:
+        """Read stream ``s``'s index arrays (once)."""
+        if s in self.offsets:
+            return
+        try:  # h5py's low-level calls: a third of the high-level path's time on a first read
+            gid = h5py.h5g.open(self._f.id, f"streams/{s}".encode())
+            offsets = _read_whole(gid, b"offsets")
+            sums = _read_whole(gid, b"checksums" if self.version >= 2 else b"crc32")
+            padded = _read_whole(gid, b"padded")
+            self.data[s], self.starts[s], self.ends[s] = (
+                h5py.Dataset(h5py.h5d.open(gid, name)) for name in (b"data", b"start_s", b"end_s")
+            )
+        except (KeyError, OSError, ValueError, TypeError) as e:
+            raise StoreCorruptError(f"shard {self.path}: unreadable index of stream {s!r} ({e})") from e
+        if offsets.shape != (self.n + 1,) or len(sums) != self.n or len(padded) != self.n:
+            raise StoreCorruptError(f"shard {self.path}: stream {s!r} index arrays do not match its {self.n} videos")
+        self.sums[s], self.padded[s] = sums, padded
+        self.offsets[s] = offsets
+
+
+def _read_whole(gid: Any, name: bytes) -> np.ndarray:
+    """A whole dataset of group ``gid`` (h5py low-level id) as an array."""
+    d = h5py.h5d.open(gid, name)
+    out = np.empty(d.shape, dtype=d.dtype)
+    d.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+    return out
 
 
 def _load_index(f: h5py.File, path: Path, streams: Iterable[str]) -> _ShardIndex:
-    try:
-        version = int(f.attrs.get("schema_version", 1))
-        ids = _strs(f["videos/ids"][()])
-        meta = f["videos/meta_json"]  # read on first use (meta())
-        meta_crc = f["videos/meta_crc32"][()] if version >= 2 else None
-        offsets, sums, padded, data, group = {}, {}, {}, {}, {}
-        for s in streams:
-            g = f[f"streams/{s}"]
-            group[s] = g
-            offsets[s] = g["offsets"][()]
-            sums[s] = g["checksums"][()] if version >= 2 else g["crc32"][()]
-            padded[s] = g["padded"][()]
-            data[s] = g["data"]
-    except (KeyError, OSError, ValueError, TypeError) as e:
-        raise StoreCorruptError(f"shard {path}: unreadable index ({e})") from e
-    n = len(ids)
-    for s in offsets:
-        if offsets[s].shape != (n + 1,) or len(sums[s]) != n or len(padded[s]) != n:
-            raise StoreCorruptError(f"shard {path}: stream {s!r} index arrays do not match its {n} videos")
-    if meta.shape != (n,) or (meta_crc is not None and len(meta_crc) != n):
-        raise StoreCorruptError(f"shard {path}: videos/meta_json does not match its {n} videos")
-    return _ShardIndex(
-        path, version, ids, offsets, sums, padded, meta, meta_crc, data, group, {v: i for i, v in enumerate(ids)}
-    )
+    """A shard's whole index (ids, metadata CRCs and ``streams``), read now (verify, repair)."""
+    index = _ShardIndex(f, path)
+    index.ids  # noqa: B018 (reads them)
+    index.meta_crc  # noqa: B018
+    for s in streams:
+        index.load(s)
+    return index
 
 
 def _meta_json(index: _ShardIndex) -> list[str]:
@@ -410,34 +485,40 @@ def _check_video(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, start_s, end_s of video ``i`` in ``stream``, checked against the per-video
     checksums; a mismatch raises StoreCorruptError naming the shard, video and field."""
-    vid = index.ids[i]
-    where = f"shard {index.path}: video {vid!r} stream {stream!r}"
+    index.load(stream)
+
+    def where() -> str:
+        return f"shard {index.path}: video {index.id_at(i)!r} stream {stream!r}"
+
     a, b = int(index.offsets[stream][i]), int(index.offsets[stream][i + 1])
-    g = index.group[stream]
     try:
-        if not 0 <= a < b <= index.data[stream].shape[0]:
+        n_data = index.data[stream].shape[0]
+        if not 0 <= a < b <= n_data:
             raise StoreCorruptError(
-                f"{where}: offsets {a}:{b} are invalid (data has {index.data[stream].shape[0]} "
-                f"rows): offsets differ from what was written"
+                f"{where()}: offsets {a}:{b} are invalid (data has {n_data} rows): offsets differ from what was written"
             )
         rows = index.data[stream][a:b]
-        starts, ends = g["start_s"][a:b], g["end_s"][a:b]
+        starts, ends = index.starts[stream][a:b], index.ends[stream][a:b]
     except (OSError, KeyError, ValueError, TypeError) as e:  # h5py: damaged objects, names, types
-        raise StoreCorruptError(f"{where}: cannot be read ({e})") from e
+        raise StoreCorruptError(f"{where()}: cannot be read ({e})") from e
     if index.version < 2:
         if _crc32(rows) != int(index.sums[stream][i]):
-            raise StoreCorruptError(f"{where}: checksum mismatch for video {vid!r} stream {stream!r} (rows differ)")
+            vid = index.id_at(i)
+            raise StoreCorruptError(f"{where()}: checksum mismatch for video {vid!r} stream {stream!r} (rows differ)")
         return rows, starts, ends
     want = index.sums[stream][i]
     if _flags_crc(a, b, index.padded[stream][i]) != int(want[2]):
         raise StoreCorruptError(
-            f"{where}: checksum mismatch for video {vid!r}: offsets or padded flag differ from what was written"
+            f"{where()}: checksum mismatch for video {index.id_at(i)!r}: offsets or padded flag differ from what "
+            f"was written"
         )
     if _crc32(rows) != int(want[0]):
-        raise StoreCorruptError(f"{where}: checksum mismatch for video {vid!r}: rows differ from what was written")
+        raise StoreCorruptError(
+            f"{where()}: checksum mismatch for video {index.id_at(i)!r}: rows differ from what was written"
+        )
     if _crc32(starts, ends) != int(want[1]):
         raise StoreCorruptError(
-            f"{where}: checksum mismatch for video {vid!r}: start_s/end_s differ from what was written"
+            f"{where()}: checksum mismatch for video {index.id_at(i)!r}: start_s/end_s differ from what was written"
         )
     if with_meta:
         _check_meta(index, i)
@@ -445,9 +526,11 @@ def _check_video(
 
 
 def _check_meta(index: _ShardIndex, i: int) -> None:
-    if index.meta_crc is not None and _crc32(_meta_json(index)[i].encode("utf-8")) != int(index.meta_crc[i]):
+    crc = index.meta_crc
+    if crc is not None and _crc32(_meta_json(index)[i].encode("utf-8")) != int(crc[i]):
         raise StoreCorruptError(
-            f"shard {index.path}: checksum mismatch for video {index.ids[i]!r}: meta_json differs from what was written"
+            f"shard {index.path}: checksum mismatch for video {index.id_at(i)!r}: meta_json differs from what was "
+            f"written"
         )
 
 
@@ -757,7 +840,10 @@ def _recover_locked(
                 f"{root}: a schema version 1 store; run `avel store upgrade {root}` once (it rewrites "
                 f"the shards with full checksums) and rerun"
             )
-        snap = StoreState.from_snapshot(m)
+        try:  # the snapshot with its ids (binary index, or the JSON of older snapshots)
+            snap = read_snapshot(root).materialize()
+        except StoreCorruptError as e:
+            actions.append(f"{e}: the index is rebuilt from the self-describing shards")
     if snap is not None:
         recs = _init_records(snap.dataset, snap.streams, snap.extra)
         recs += [{"op": "commit", "shard": e} for e in snap.shards if (root / e["file"]).exists()]
@@ -836,7 +922,10 @@ class StoreWriter:
         extra: Mapping[str, Any] | None = None,
         lease_ttl_s: float = 120.0,
     ) -> None:
-        self.root = Path(root)
+        # a bucket store (s3://...) is written through a local cache that is an ordinary store
+        self.remote = RemoteStore(str(root)) if is_remote(root) else None
+        self.url = str(root)
+        self.root = self.remote.local if self.remote else Path(root)
         self.shard_max_videos = int(shard_max_videos)
         self.shard_max_bytes = int(shard_max_bytes)
         for name in streams:
@@ -856,15 +945,23 @@ class StoreWriter:
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(os_error_message(self.root, e, "creating the store's folders")) from e
+        remote = self.remote
+        if remote is not None:  # one writer per bucket store: refused here, naming the other
+            remote.acquire(self.lease.id, lease_ttl_s)
+            self.lease.on_renew = lambda: remote.renew(lease_ttl_s)
         try:
+            if remote is not None:
+                remote.pull()
             with store_lock(self.root):
                 self.lease.start()
                 self._open_locked(streams, extra)
+            if remote is not None:
+                remote.publish()  # new streams, adopted shards, commits a dead writer left unpublished
         except OSError as e:
-            self.lease.stop()
+            self._stop_lease()
             raise StoreError(os_error_message(self.root, e, "opening the store for writing")) from e
         except BaseException:
-            self.lease.stop()
+            self._stop_lease()
             raise
         self.streams = {name: StreamSpec.from_dict(d) for name, d in self.state.streams.items()}
         if any("missing" in a or "damaged" in a or "not" in a for a in self.recovery):
@@ -920,13 +1017,20 @@ class StoreWriter:
         try:
             self.flush()
             self._compact()
+            if self.remote is not None:
+                self.remote.publish_snapshot()
         finally:
             self._release_all()
 
     def _release_all(self) -> None:
         for vid in list(self._claims):
             self._release(vid)
+        self._stop_lease()
+
+    def _stop_lease(self) -> None:
         self.lease.stop()
+        if self.remote is not None:
+            self.remote.release()
 
     def _compact(self) -> None:
         """Rewrite manifest.json from the log (outside the lock: any snapshot of a log
@@ -995,51 +1099,31 @@ class StoreWriter:
             if held and held.get("writer") == self.lease.id:
                 path.unlink()
 
-    def claim_each(
-        self,
-        items: Iterable[T],
-        *,
-        key: Callable[[T], str],
-        on_skip: Callable[[T], None] | None = None,
-        poll_s: float = 0.5,
-    ) -> Iterator[T]:
-        """Yield the items this writer claims; items another live writer holds are retried
-        at the end until they are committed (skipped, ``on_skip``) or their writer is gone
-        (taken over). Every video is thus extracted by exactly one writer."""
-        deferred: list[T] = []
-        for it in items:
-            status = self.claim(key(it))
-            if status == "mine":
-                yield it
-                self._settle(key(it))
-            elif status == "busy":
-                deferred.append(it)
-            elif on_skip is not None:
-                on_skip(it)
-        while deferred:
-            # commit what is buffered first: the other writers may be waiting for those claims
-            self.flush()
-            time.sleep(poll_s)
-            waiting = []
-            for it in deferred:
-                status = self.claim(key(it))
-                if status == "mine":
-                    yield it
-                    self._settle(key(it))
-                elif status == "busy":
-                    waiting.append(it)
-                elif on_skip is not None:
-                    on_skip(it)
-            deferred = waiting
+    def settle(self, video_id: str, *, retry: bool = True) -> str:
+        """Settle this writer's claim on ``video_id`` once the caller is done with the video.
 
-    def _settle(self, video_id: str) -> None:
-        """After the caller handled a claimed video: one it did not add failed; its claim is
-        marked failed (other live writers skip it, as a rerun skips recorded failures) so no
-        writer waits for it."""
-        if any(v == video_id for v, _ in self._pending_pairs) or any(
-            video_id in self._committed.get(s, ()) for s in self.streams
-        ):
-            return
+        - Some of its streams were added (buffered or committed): ``"commit"``; the claim stays
+          until its shard is committed (released then; at once when already committed), so no
+          other writer starts it meanwhile.
+        - Nothing was added (the video failed): ``"released"``; the claim is removed now, so
+          another live writer may retry the video (``retry=True``), or ``"failed"``: the claim is
+          kept and marked failed, so other live writers skip it as a rerun skips recorded
+          failures (``retry=False``); it is removed when this writer closes.
+
+        Runners call it for every claimed video as soon as they know its outcome, whatever the
+        order the videos finish in (a runner that carries windows across videos finishes a
+        video after the next one started). Settling a video this writer does not hold is a
+        no-op (``"not held"``)."""
+        if any(v == video_id for v, _ in self._pending_pairs):
+            return "commit"
+        if any(video_id in self._committed.get(s, ()) for s in self.streams):
+            self._release(video_id)
+            return "commit"
+        if video_id not in self._claims:
+            return "not held"
+        if retry:
+            self._release(video_id)
+            return "released"
         with contextlib.suppress(OSError):
             atomic_write_text(
                 claim_path(self.root, video_id),
@@ -1054,7 +1138,47 @@ class StoreWriter:
                     }
                 ),
             )
-            self._claims.discard(video_id)
+        return "failed"
+
+    def claim_each(
+        self,
+        items: Iterable[T],
+        *,
+        key: Callable[[T], str],
+        on_skip: Callable[[T], None] | None = None,
+        poll_s: float = 0.5,
+        retry_failed: bool = True,
+    ) -> Iterator[T]:
+        """Yield the items this writer claims; items another live writer holds are retried
+        at the end until they are committed (skipped, ``on_skip``) or their writer is gone
+        (taken over). Every video is thus extracted by exactly one writer. After the loop body
+        for an item, its claim is settled (:meth:`settle`): a video the body did not add is
+        released for another writer to retry (``retry_failed``) or marked failed."""
+        deferred: list[T] = []
+        for it in items:
+            status = self.claim(key(it))
+            if status == "mine":
+                yield it
+                self.settle(key(it), retry=retry_failed)
+            elif status == "busy":
+                deferred.append(it)
+            elif on_skip is not None:
+                on_skip(it)
+        while deferred:
+            # commit what is buffered first: the other writers may be waiting for those claims
+            self.flush()
+            time.sleep(poll_s)
+            waiting = []
+            for it in deferred:
+                status = self.claim(key(it))
+                if status == "mine":
+                    yield it
+                    self.settle(key(it), retry=retry_failed)
+                elif status == "busy":
+                    waiting.append(it)
+                elif on_skip is not None:
+                    on_skip(it)
+            deferred = waiting
 
     # -- writing -------------------------------------------------------------------------
     def add(
@@ -1161,6 +1285,10 @@ class StoreWriter:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
+        if self.remote is not None:  # upload the shard, then create its record (the bucket's commit)
+            if self.lease.lost is not None:
+                raise StoreError(f"store {self.url}: its writer lock could not be renewed ({self.lease.lost})")
+            self.remote.publish()
         for vid in ids:
             self._release(vid)
         self.shards_written.append(shard_name)
@@ -1209,56 +1337,87 @@ class FeatureStore:
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-        self.state, self.notes = _open_state(self.root)
+        # a bucket store (s3://...): the log and snapshot are pulled into a local cache, shards
+        # downloaded (and checked) on first read
+        self.remote = RemoteStore(str(root)) if is_remote(root) else None
+        self.url = str(root)
+        self.root = self.remote.pull() if self.remote else Path(root)
+        self.state, self.notes = _open_state(self.root, lazy=True)
         self.schema_version = self.state.schema_version
         self.dataset: str = self.state.dataset
         self.streams: dict[str, StreamSpec] = {name: StreamSpec.from_dict(d) for name, d in self.state.streams.items()}
         shards = self.state.shards
-        # video -> first shard holding it (its metadata); videos found in several shards
-        self._first: dict[str, int] = {}
-        self._more: dict[str, list[int]] = {}
-        self._shard_streams: list[frozenset[str]] = []
-        self._absent: list[dict[str, set[str]]] = []
-        for shard in shards:
-            self._shard_streams.append(frozenset(shard["streams"]))
-            self._absent.append({s: set(v) for s, v in shard.get("absent", {}).items() if v})
-        # one dict built in C, one insertion per video: keys in commit order -> shard number
+        # shards[:n_idx] are found through the binary index of the snapshot (no per-video work
+        # at open); the log's tail (shards[n_idx:]) through dicts built here
+        self._vindex = self.state.index
+        n_idx = self.state.n_indexed
+        self._shard_streams = [frozenset(sh["streams"]) for sh in shards]
+        self._absent: list[dict[str, set[str]]] = [
+            {s: set(v) for s, v in sh.get("absent", {}).items() if v} for sh in shards
+        ]
+        tail = shards[n_idx:]
+        # tail video -> its first tail shard; one dict built in C, one insertion per video
         chain = itertools.chain.from_iterable
-        self._first = dict(
+        self._first: dict[str, int] = dict(
             zip(
-                chain(sh["videos"] for sh in shards),
-                chain(itertools.repeat(k, len(sh["videos"])) for k, sh in enumerate(shards)),
+                chain(sh["videos"] for sh in tail),
+                chain(itertools.repeat(k, len(sh["videos"])) for k, sh in enumerate(shards[n_idx:], n_idx)),
             )
         )
-        if len(self._first) != sum(len(sh["videos"]) for sh in shards):  # some videos span shards
+        self._more: dict[str, list[int]] = {}  # further tail shards of a tail video
+        if len(self._first) != sum(len(sh["videos"]) for sh in tail):  # some videos span shards
             first_shard: dict[str, int] = {}  # the earliest shard of each video holds its metadata
-            for k in range(len(shards) - 1, -1, -1):
+            for k in range(len(shards) - 1, n_idx - 1, -1):
                 first_shard.update(dict.fromkeys(shards[k]["videos"], k))
             self._first.update(first_shard)
-            for k, shard in enumerate(shards):
-                for v in shard["videos"]:
+            for k in range(n_idx, len(shards)):
+                for v in shards[k]["videos"]:
                     if self._first[v] != k:
                         self._more.setdefault(v, []).append(k)
-        for v, ks in self._more.items():
-            seen: dict[str, int] = {}
-            for k in (self._first[v], *ks):
-                for s in self._shard_streams[k]:
-                    if v in self._absent[k].get(s, ()):
-                        continue
-                    if s in seen:
-                        raise StoreCorruptError(
-                            f"{self.root}: video {v!r} stream {s!r} committed twice "
-                            f"({shards[seen[s]]['file']} and {shards[k]['file']})"
-                        )
-                    seen[s] = k
+        self._tail_positions: dict[int, dict[str, int]] = {}
+        # videos of the tail that the index does not hold (new videos), in commit order
+        vindex = self._vindex
+        self._tail_new = [v for v in self._first if not vindex.find(v)] if vindex is not None else list(self._first)
+        self._n_videos = (vindex.n_videos if vindex is not None else 0) + len(self._tail_new)
+        if vindex is not None and len(self._tail_new) < len(self._first):
+            spanning: Iterable[str] = self._first  # tail videos that may also be in the index
+        else:
+            spanning = self._more
+        for v in spanning:
+            self._check_once(v)
         self._pid = os.getpid()
         self._files: dict[int, h5py.File] = {}
         self._index: dict[int, _ShardIndex] = {}
 
+    def _occurrences(self, video_id: str) -> list[tuple[int, int | None]]:
+        """(shard, position or None when not known yet) of every commit of ``video_id``, in
+        commit order."""
+        out: list[tuple[int, int | None]] = []
+        if self._vindex is not None:
+            out = [self._vindex.locate(j) for j in self._vindex.find(video_id)]
+        k = self._first.get(video_id)
+        if k is not None:
+            out += [(j, None) for j in (k, *self._more.get(video_id, ()))]
+        return out
+
+    def _check_once(self, video_id: str) -> None:
+        """A (video, stream) pair is committed in one shard at most."""
+        seen: dict[str, int] = {}
+        for k, _ in self._occurrences(video_id):
+            for s in self._shard_streams[k]:
+                if video_id in self._absent[k].get(s, ()):
+                    continue
+                if s in seen:
+                    raise StoreCorruptError(
+                        f"{self.root}: video {video_id!r} stream {s!r} committed twice "
+                        f"({self.state.shards[seen[s]]['file']} and {self.state.shards[k]['file']})"
+                    )
+                seen[s] = k
+
     @property
     def manifest(self) -> dict:
-        """The committed state as one manifest-like dict (``shards`` in commit order)."""
+        """The committed state as one manifest-like dict (``shards`` in commit order, each
+        with its ``videos``)."""
         return self.state.to_snapshot()
 
     # -- pickling: a store crosses process boundaries without its open handles --------------
@@ -1277,6 +1436,7 @@ class FeatureStore:
             with contextlib.suppress(Exception):
                 f.close()
         self._files.clear()
+        self._index.clear()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -1287,33 +1447,43 @@ class FeatureStore:
     # -- catalogue ------------------------------------------------------------------------------
     def videos(self) -> list[str]:
         """Committed video ids in commit order."""
-        return list(self._first)
+        head = self._vindex.videos() if self._vindex is not None else []
+        return head + self._tail_new
 
     def __len__(self) -> int:
-        return len(self._first)
+        return self._n_videos
 
     def __contains__(self, video_id: str) -> bool:
-        return video_id in self._first
+        return video_id in self._first or (self._vindex is not None and bool(self._vindex.find(video_id)))
 
     def __getitem__(self, video_id: str) -> VideoFeatures:
-        if video_id not in self._first:
+        if video_id not in self:
             raise KeyError(f"video {video_id!r} is not in store {self.root}")
         return VideoFeatures(self, video_id)
 
-    def _shard_of(self, video_id: str, stream: str) -> int | None:
-        k = self._first.get(video_id)
-        if k is None:
-            return None
-        for j in (k, *self._more.get(video_id, ())):
-            if stream in self._shard_streams[j] and video_id not in self._absent[j].get(stream, ()):
-                return j
+    def _place(self, video_id: str, stream: str) -> tuple[int, int | None] | None:
+        occ = self._occurrences(video_id)
+        if len(occ) > 1:
+            self._check_once(video_id)
+        for k, i in occ:
+            if stream in self._shard_streams[k] and video_id not in self._absent[k].get(stream, ()):
+                return k, i
         return None
 
+    def _shard_of(self, video_id: str, stream: str) -> int | None:
+        place = self._place(video_id, stream)
+        return None if place is None else place[0]
+
     def video_streams(self, video_id: str) -> list[str]:
-        return [s for s in self.streams if self._shard_of(video_id, s) is not None]
+        occ = self._occurrences(video_id)
+        return [
+            s
+            for s in self.streams
+            if any(s in self._shard_streams[k] and video_id not in self._absent[k].get(s, ()) for k, _ in occ)
+        ]
 
     def has(self, video_id: str, stream: str) -> bool:
-        return self._shard_of(video_id, stream) is not None
+        return self._place(video_id, stream) is not None
 
     def errors(self) -> list[dict]:
         """Failure records from errors.jsonl (malformed lines are reported, not skipped)."""
@@ -1343,18 +1513,22 @@ class FeatureStore:
         return failed
 
     # -- reading ---------------------------------------------------------------------------------
-    def _shard_file(self, k: int) -> h5py.File:
+    def _shard(self, k: int) -> _ShardIndex:
+        """Shard ``k`` opened (once per process) after checking its size against the log."""
         if self._pid != os.getpid():  # forked: drop the parent's handles without closing them
             self._files = {}
             self._index = {}
             self._pid = os.getpid()
-        f = self._files.get(k)
-        if f is None:
+        index = self._index.get(k)
+        if index is None:
             entry = self.state.shards[k]
+            if self.remote is not None:
+                self.remote.fetch_shard(entry["file"], entry["size_bytes"], entry["sha256"])
             path = self.root / entry["file"]
-            if not path.exists():
-                raise StoreCorruptError(f"shard {path} listed in the log is missing")
-            size = path.stat().st_size
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise StoreCorruptError(f"shard {path} listed in the log is missing") from None
             if size != entry["size_bytes"]:
                 raise StoreCorruptError(
                     f"shard {path} has {size} bytes, the log says {entry['size_bytes']} (truncated or modified)"
@@ -1363,25 +1537,38 @@ class FeatureStore:
                 f = _open_h5(path, "r")
             except (OSError, KeyError, ValueError, TypeError) as e:
                 raise StoreCorruptError(f"shard {path} cannot be opened by HDF5: {e}") from e
-            index = _load_index(f, path, entry["streams"])
-            if index.ids != list(entry["videos"]):
+            try:
+                index = _ShardIndex(f, path)
+                if index.n != self.state.shard_size(k):
+                    raise StoreCorruptError(f"shard {path}: video ids differ from the log")
+            except BaseException:
                 f.close()
-                raise StoreCorruptError(f"shard {path}: video ids differ from the log")
+                raise
             self._files[k] = f
             self._index[k] = index
-        return f
+        return index
+
+    def _position(self, k: int, video_id: str) -> int:
+        """Position of ``video_id`` in tail shard ``k`` (from the log's list of its videos)."""
+        pos = self._tail_positions.get(k)
+        if pos is None:
+            pos = self._tail_positions[k] = {v: i for i, v in enumerate(self.state.shards[k]["videos"])}
+        return pos[video_id]
 
     def _locate(self, video_id: str, stream: str) -> tuple[_ShardIndex, int]:
         if stream not in self.streams:
             raise KeyError(f"unknown stream {stream!r}; store {self.root} has {sorted(self.streams)}")
-        k = self._shard_of(video_id, stream)
-        if k is None:
-            if video_id not in self._first:
+        place = self._place(video_id, stream)
+        if place is None:
+            if video_id not in self:
                 raise KeyError(f"video {video_id!r} is not in store {self.root}")
             raise KeyError(f"video {video_id!r} has no stream {stream!r} in store {self.root}")
-        self._shard_file(k)
-        index = self._index[k]
-        return index, index.position[video_id]
+        k, i = place
+        index = self._shard(k)
+        if i is None:
+            i = self._position(k, video_id)
+        index.check_id(i, video_id)
+        return index, i
 
     def read(self, video_id: str, stream: str) -> np.ndarray:
         """Rows of one video and stream (``T x feature_shape``), checksum-checked."""
@@ -1401,15 +1588,18 @@ class FeatureStore:
 
     def num_rows(self, video_id: str, stream: str) -> int:
         index, i = self._locate(video_id, stream)
+        index.load(stream)
         return int(index.offsets[stream][i + 1] - index.offsets[stream][i])
 
     def meta(self, video_id: str) -> VideoMeta:
-        k = self._first.get(video_id)
-        if k is None:
+        occ = self._occurrences(video_id)
+        if not occ:
             raise KeyError(f"video {video_id!r} is not in store {self.root}")
-        self._shard_file(k)
-        index = self._index[k]
-        i = index.position[video_id]
+        k, i = occ[0]  # the first shard holding the video holds its metadata
+        index = self._shard(k)
+        if i is None:
+            i = self._position(k, video_id)
+        index.check_id(i, video_id)
         _check_meta(index, i)
         return VideoMeta.from_json(_meta_json(index)[i])
 
@@ -1424,13 +1614,21 @@ class FeatureStore:
         if full and self.schema_version >= 2:  # the log prefix the snapshot stands for, too
             try:
                 whole = read_log_tail(self.root, StoreState(schema_version=SCHEMA_VERSION, dataset=""))
-                if whole.shards[: len(self.state.shards)] != self.state.shards:
+                n = len(self.state.shards)
+                if whole.shards[:n] != [self.state.full_shard(k) for k in range(n)]:
                     problems.append(
                         f"{self.root / MANIFEST}: snapshot differs from {self.root / LOG} (run `avel store compact`)"
                     )
             except StoreCorruptError as e:
                 problems.append(str(e))
-        for entry in self.state.shards:
+        for k in range(len(self.state.shards)):
+            entry = self.state.full_shard(k)
+            if self.remote is not None:
+                try:
+                    self.remote.fetch_shard(entry["file"], entry["size_bytes"], entry["sha256"])
+                except StoreError as e:
+                    problems.append(str(e))
+                    continue
             problems += _verify_shard(self.root / entry["file"], entry, full=full)
         return problems
 
@@ -1447,16 +1645,18 @@ class FeatureStore:
         streams = {}
         for name, spec in self.streams.items():
             n_videos = sum(
-                len(sh["videos"]) - len(sh.get("absent", {}).get(name, ())) for sh in shards if name in sh["streams"]
+                self.state.shard_size(k) - len(sh.get("absent", {}).get(name, ()))
+                for k, sh in enumerate(shards)
+                if name in sh["streams"]
             )
             n_rows = sum(sh.get("rows", {}).get(name, 0) for sh in shards)
             streams[name] = {**spec.to_dict(), "videos": n_videos, "rows": n_rows, "plan_text": spec.plan.describe()}
         errors = self.errors()
         return {
-            "path": str(self.root),
+            "path": self.url,
             "dataset": self.dataset,
             "schema_version": self.schema_version,
-            "videos": len(self._first),
+            "videos": len(self),
             "shards": len(shards),
             "bytes": sum(sh["size_bytes"] for sh in shards),
             "streams": streams,

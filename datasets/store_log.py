@@ -33,12 +33,13 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avel.datasets.fileio import atomic_write_text, sha256_file
+from avel.datasets.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from avel.datasets.store_index import INDEX_DIR, VideoIndex, build_index
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
@@ -48,6 +49,7 @@ DELETIONS = "deletions.jsonl"
 CLAIMS = "claims"
 WRITERS = "claims/writers"
 SHARD_DIR = "shards"
+SNAPSHOT_LOCK = "snapshot.lock"
 # no-space / quota / read-only errnos turned into one-line StoreErrors
 SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 READONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
@@ -59,6 +61,10 @@ class StoreError(Exception):
 
 class StoreCorruptError(StoreError):
     """A shard, the log or the manifest is damaged (truncated, checksum mismatch, missing)."""
+
+
+class SnapshotIndexMissing(StoreCorruptError):
+    """manifest.json names an index file that is gone (replaced by a newer snapshot)."""
 
 
 def now_iso() -> str:
@@ -160,7 +166,10 @@ def decode_records(data: bytes, path: Path, first_line: int) -> tuple[list[dict]
 
 @dataclass
 class StoreState:
-    """What the log (up to ``log_offset``) says the store holds."""
+    """What the log (up to ``log_offset``) says the store holds.
+
+    ``shards[k]`` for ``k < n_indexed`` came from a binary snapshot: their video ids are in
+    ``index`` (not in the dicts); :meth:`shard_videos` and :meth:`materialize` give them."""
 
     schema_version: int
     dataset: str
@@ -171,6 +180,8 @@ class StoreState:
     updated: str = ""
     log_offset: int = 0
     log_records: int = 0
+    index: VideoIndex | None = None
+    n_indexed: int = 0
 
     def apply(self, rec: Mapping[str, Any]) -> None:
         op = rec["op"]
@@ -187,6 +198,31 @@ class StoreState:
         self.updated = rec.get("time", self.updated)
         self.log_records += 1
 
+    def shard_videos(self, k: int) -> list[str]:
+        """Video ids of shard ``k`` in shard order."""
+        if k < self.n_indexed and self.index is not None:
+            return self.index.shard_videos(k)
+        return self.shards[k]["videos"]
+
+    def shard_size(self, k: int) -> int:
+        if k < self.n_indexed and self.index is not None:
+            return self.index.shard_size(k)
+        return len(self.shards[k]["videos"])
+
+    def full_shard(self, k: int) -> dict:
+        """Shard ``k``'s log entry, with its ``videos``."""
+        sh = self.shards[k]
+        return sh if "videos" in sh else {**sh, "videos": self.shard_videos(k)}
+
+    def materialize(self) -> StoreState:
+        """Put every shard's ``videos`` back into its dict (writers and maintenance need them);
+        returns self."""
+        if self.index is not None:
+            for k in range(self.n_indexed):
+                self.shards[k] = self.full_shard(k)
+        self.index, self.n_indexed = None, 0
+        return self
+
     def to_snapshot(self) -> dict:
         return {
             "schema_version": self.schema_version,
@@ -195,7 +231,7 @@ class StoreState:
             "updated": self.updated,
             "streams": self.streams,
             "extra": self.extra,
-            "shards": self.shards,
+            "shards": [self.full_shard(k) for k in range(len(self.shards))],
             "log": {"file": LOG, "offset": self.log_offset, "records": self.log_records},
         }
 
@@ -229,6 +265,8 @@ def read_json_file(path: Path) -> dict:
 
 
 def read_snapshot(root: Path) -> StoreState:
+    """The snapshot: manifest.json (small) plus, for snapshots written since the binary index
+    exists, ``snapshot/index-*.bin`` (the ids); older snapshots hold the ids in the JSON."""
     path = Path(root) / MANIFEST
     m = read_json_file(path)
     if m.get("schema_version") != SCHEMA_VERSION:
@@ -236,7 +274,22 @@ def read_snapshot(root: Path) -> StoreState:
     for key in ("dataset", "streams", "shards"):
         if key not in m:
             raise StoreCorruptError(f"{path}: missing key {key!r}")
-    return StoreState.from_snapshot(m)
+    state = StoreState.from_snapshot(m)
+    desc = m.get("index")
+    if desc is None:  # a snapshot written before the binary index: ids in the JSON
+        if any("videos" not in sh for sh in state.shards):
+            raise StoreCorruptError(f"{path}: shards without videos and no index")
+        return state
+    try:
+        index = VideoIndex(Path(root) / desc["file"], desc)
+    except FileNotFoundError as e:
+        raise SnapshotIndexMissing(f"{path}: its index {desc.get('file')} is missing") from e
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise StoreCorruptError(f"{path}: its index {desc.get('file')} is unusable ({e})") from e
+    if index.n_shards != len(state.shards):
+        raise StoreCorruptError(f"{path}: index covers {index.n_shards} shards, the snapshot {len(state.shards)}")
+    state.index, state.n_indexed = index, len(state.shards)
+    return state
 
 
 def read_log_tail(root: Path, state: StoreState) -> StoreState:
@@ -252,27 +305,38 @@ def read_log_tail(root: Path, state: StoreState) -> StoreState:
     return state
 
 
-def load_state(root: Path) -> tuple[StoreState, list[str]]:
+def load_state(root: Path, *, lazy: bool = False) -> tuple[StoreState, list[str]]:
     """State of a v2 store: snapshot + log tail; a damaged or stale snapshot is ignored
-    (the whole log is replayed). Returns (state, notes about what was ignored)."""
+    (the whole log is replayed). Returns (state, notes about what was ignored).
+
+    ``lazy``: keep the ids of snapshot shards in the binary index (readers); otherwise every
+    shard dict holds its ``videos`` (writers, maintenance)."""
     root = Path(root)
-    notes = []
-    state = None
-    if (root / MANIFEST).exists():
-        try:
-            state = read_snapshot(root)
-            if state.log_offset > (root / LOG).stat().st_size:
-                notes.append(f"{root / MANIFEST}: covers more log than exists; replaying {root / LOG}")
-                state = None
-        except StoreCorruptError as e:
-            notes.append(f"{e}; replaying {root / LOG}")
-    else:
-        notes.append(f"{root / MANIFEST} missing; replaying {root / LOG}")
+    for attempt in range(3):
+        notes = []
+        state = None
+        if (root / MANIFEST).exists():
+            try:
+                state = read_snapshot(root)
+                if state.log_offset > (root / LOG).stat().st_size:
+                    notes.append(f"{root / MANIFEST}: covers more log than exists; replaying {root / LOG}")
+                    state = None
+            except SnapshotIndexMissing as e:
+                if attempt < 2:  # a writer replaced the snapshot meanwhile: read the new one
+                    continue
+                notes.append(f"{e}; replaying {root / LOG}")
+            except StoreCorruptError as e:
+                notes.append(f"{e}; replaying {root / LOG}")
+        else:
+            notes.append(f"{root / MANIFEST} missing; replaying {root / LOG}")
+        break
     if state is None:
         state = StoreState(schema_version=SCHEMA_VERSION, dataset="")
     read_log_tail(root, state)
     if not state.dataset:
         raise StoreCorruptError(f"{root / LOG}: no init record")
+    if not lazy:
+        state.materialize()
     return state, notes
 
 
@@ -323,7 +387,29 @@ def append_records(root: Path, records: Sequence[Mapping[str, Any]]) -> None:
 
 
 def write_snapshot(root: Path, state: StoreState) -> None:
-    atomic_write_text(Path(root) / MANIFEST, json.dumps(state.to_snapshot(), sort_keys=True, separators=(",", ":")))
+    """Write the snapshot of ``state``: the binary index, then manifest.json naming it (each
+    atomic). Concurrent compactions are serialised by ``snapshot.lock`` (not the store lock:
+    commits go on meanwhile); older index files are removed once the new manifest is in place."""
+    root = Path(root)
+    state.materialize()
+    with open(root / SNAPSHOT_LOCK, "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        data, desc = build_index([sh["videos"] for sh in state.shards])
+        name = f"{INDEX_DIR}/index-{state.log_offset}-{desc['crc32']}.bin"
+        (root / INDEX_DIR).mkdir(exist_ok=True)
+        atomic_write_bytes(root / name, data)
+        snap = state.to_snapshot()
+        snap["shards"] = [{k: v for k, v in sh.items() if k != "videos"} for sh in snap["shards"]]
+        snap["index"] = {"file": name, **desc}
+        atomic_write_text(root / MANIFEST, json.dumps(snap, sort_keys=True, separators=(",", ":")))
+        # keep the previous index a little: a reader may have just read the previous manifest
+        old = sorted(
+            (p for p in (root / INDEX_DIR).glob("index-*.bin") if p.name != Path(name).name),
+            key=lambda p: p.stat().st_mtime_ns,
+        )
+        for p in old[:-1]:
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def log_deletion(root: Path, path: Path, reason: str, **fields: Any) -> None:
@@ -377,6 +463,8 @@ class WriterLease:
     ``ttl_s / 4``; other writers take over this writer's claims once it expires."""
 
     def __init__(self, root: Path, ttl_s: float = 120.0) -> None:
+        self.on_renew: Callable[[], object] | None = None  # also extend a remote store's lock
+        self.lost: BaseException | None = None  # set when on_renew failed (the lock may be lost)
         self.root = Path(root)
         self.id = uuid.uuid4().hex[:12]
         self.host = socket.gethostname()
@@ -410,6 +498,11 @@ class WriterLease:
         while not self._stop.wait(self.ttl_s / 4):
             with contextlib.suppress(OSError):
                 self.renew()
+            if self.on_renew is not None:
+                try:
+                    self.on_renew()
+                except Exception as e:  # noqa: BLE001 - remembered; the next commit fails on it
+                    self.lost = e
 
     def stop(self) -> None:
         self._stop.set()

@@ -21,17 +21,17 @@ file is accepted wherever an extractor name is.
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-
+from avel.datasets.config_schema import YamlError, check_fields, dataclass_from_dict, read_yaml
 from avel.extractors.base import Extractor
 
-FAMILIES = ("tv_video", "hf_video", "tv_image", "timm_image", "clip_image", "hf_audio", "torchaudio_audio")
-_KEYS = {"name", "family", "description", "config", "weights", "tiny"}
+Family = Literal["tv_video", "hf_video", "tv_image", "timm_image", "clip_image", "hf_audio", "torchaudio_audio"]
+FAMILIES: tuple[str, ...] = typing.get_args(Family)
 # Tiny presets keep the family's small architecture: these config fields are not copied from ``config``.
 _ARCH_FIELDS = {"model", "model_cfg", "architecture", "processor", "params", "bundle"}
 _CACHE: dict[Path, type[Extractor]] = {}
@@ -44,6 +44,18 @@ class BackboneSpec:
     name: str
     family: str
     path: Path
+    description: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    tiny: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _BackboneFile:
+    """The keys of a backbone file, as written (see module doc)."""
+
+    family: Family
+    name: str | None = None
     description: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
@@ -70,32 +82,18 @@ def load_backbone_file(path: str | Path) -> BackboneSpec:
     """Parse and check a backbone file; errors name the file and the key."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: cannot read backbone file ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a backbone file is a mapping with keys {sorted(_KEYS)}")
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; expected a subset of {sorted(_KEYS)}")
-    family = data.get("family")
-    if family not in FAMILIES:
-        raise ValueError(f"{path}: key 'family' must be one of {list(FAMILIES)}, got {family!r}")
-    for key in ("config", "tiny"):
-        if not isinstance(data.get(key) or {}, dict):
-            raise ValueError(f"{path}: key {key!r} must be a mapping of config fields")
-    weights = data.get("weights")
-    if weights is not None and not isinstance(weights, str):
-        raise ValueError(f"{path}: key 'weights' must be a path or hub name (string), got {weights!r}")
-    name = str(data.get("name") or path.stem)
+        data = read_yaml(path)
+    except YamlError as e:
+        raise ValueError(f"cannot read backbone file: {e}") from None
+    raw = dataclass_from_dict(_BackboneFile, data, source=str(path))
     return BackboneSpec(
-        name=name,
-        family=family,
+        name=raw.name or path.stem,
+        family=raw.family,
         path=path.resolve(),
-        description=str(data.get("description", "")),
-        config=dict(data.get("config") or {}),
-        weights=weights,
-        tiny=dict(data.get("tiny") or {}),
+        description=raw.description,
+        config=raw.config,
+        weights=raw.weights,
+        tiny=raw.tiny,
     )
 
 
@@ -109,20 +107,15 @@ def backbone_class(
         family_class: name -> family class (``avel.extractors.get``; passed in so this module
             does not import the registry, which imports it).
     """
-    import dataclasses
-
     spec = spec_or_path if isinstance(spec_or_path, BackboneSpec) else load_backbone_file(spec_or_path)
     if spec.path in _CACHE and _CACHE[spec.path].name == spec.name:
         return _CACHE[spec.path]
     family = family_class(spec.family)
 
-    fields = {f.name for f in dataclasses.fields(family.config_cls)} - {"preset"}
     for key, values in (("config", spec.config), ("tiny", spec.tiny)):
-        bad = sorted(set(values) - fields)
-        if bad:
-            raise ValueError(
-                f"{spec.path}: {key}: unknown {spec.family} config fields {bad}; expected a subset of {sorted(fields)}"
-            )
+        if "preset" in values:
+            raise ValueError(f"{spec.path}: {key}.preset: set by the extractor, not by a backbone file")
+        check_fields(family.config_cls, values, path=key, source=str(spec.path))
     full = {**family.presets["full"], **spec.config}
     tiny = {
         **family.presets["tiny"],

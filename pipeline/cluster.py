@@ -18,11 +18,12 @@ validated and saved without Ray.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from avel.datasets.config_schema import dataclass_from_dict
 
 # Ray's own switch for single-machine instances (its default on macOS and Windows): with it
 # off, the node address is the loopback address and every server binds to it.
@@ -105,28 +106,17 @@ class ClusterConfig:
     namespace: str | None = None
     num_cpus: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError(f"num_cpus must be a positive integer, got {self.num_cpus!r}")
+
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<config>") -> ClusterConfig:
-        """Strict: unknown keys and wrong types are errors naming ``source`` and the key."""
+        """Strict (:func:`avel.datasets.config_schema.dataclass_from_dict`): unknown keys, wrong
+        types and bad values are a ``ValueError`` naming ``source`` and ``cluster.<key>``."""
         if data is None:
             return cls()
-        if isinstance(data, cls):
-            return data
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: cluster must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown} in cluster; expected some of {sorted(names)}")
-        for key in ("address", "storage_path", "namespace"):
-            if data.get(key) is not None and not isinstance(data[key], str):
-                raise ValueError(f"{source}: cluster.{key} must be a string, got {data[key]!r}")
-        if not isinstance(data.get("runtime_env", {}), dict):
-            raise ValueError(f"{source}: cluster.runtime_env must be a mapping, got {data['runtime_env']!r}")
-        n = data.get("num_cpus")
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"{source}: cluster.num_cpus must be a positive integer, got {n!r}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, path="cluster", source=source)
 
     def resolved_address(self) -> str | None:
         """The address Ray will connect to; ``None`` means an embedded local instance."""

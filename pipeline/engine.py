@@ -710,6 +710,9 @@ def run_local(
             report.videos_failed += 1
         else:
             report.videos_ok += 1
+        # its claim: kept until the shard is committed when written, released at once when not
+        # (another writer of the store may retry it)
+        writer.settle(v.job.video_id)
         if progress:
             progress(report)
 

@@ -29,6 +29,8 @@ from typing import Any
 
 from avel.datasets.config_schema import ConfigError, dataclass_from_dict, read_yaml
 from avel.datasets.store import StoreWriter, append_error
+from avel.datasets.store_remote import is_remote, stage_folder
+from avel.datasets.unav100 import VIDEO_EXTENSIONS
 from avel.pipeline.cluster import ClusterConfig
 from avel.pipeline.engine import RunReport, build_stream_extractors, run_local
 from avel.pipeline.jobs import dataset_files, plan_jobs
@@ -116,11 +118,10 @@ class ExtractConfig:
         data = read_yaml(path)
         if data is None:
             data = {}
-        cluster = lambda value, _key: ClusterConfig.from_dict(value, source=str(path))  # noqa: E731
         try:
-            return dataclass_from_dict(cls, data, parsers={ClusterConfig: cluster})
+            return dataclass_from_dict(cls, data, source=str(path))
         except ValueError as e:
-            raise ConfigError(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
+            raise ConfigError(str(e)) from None
 
     def check_extractor_options(self) -> None:
         """Each extractor's options merged into its config as extraction will merge them: an
@@ -220,8 +221,10 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     from avel.pipeline.tuning import available_cpus, choose_batch_sizes, choose_runner, precision_why
 
     cfg.validate()
+    # s3://... videos are staged into the local cache first (decoders need local files)
+    videos_dir = stage_folder(cfg.videos, VIDEO_EXTENSIONS) if is_remote(cfg.videos) else Path(cfg.videos)
     files, missing, duplicates = dataset_files(
-        cfg.dataset, videos_dir=Path(cfg.videos), annotations=Path(cfg.annotations) if cfg.annotations else None
+        cfg.dataset, videos_dir=videos_dir, annotations=Path(cfg.annotations) if cfg.annotations else None
     )
     # plans, specs and sha256 only: the models are built where they run
     extractors = build_stream_extractors(
@@ -232,14 +235,14 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
         overrides=cfg.extractor_options,
         spec_only=True,
     )
-    out = Path(cfg.out)
     writer = StoreWriter(
-        out,
+        cfg.out,
         dataset=cfg.dataset,
         streams={se.stream: se.spec() for se in extractors},
         shard_max_videos=cfg.shard_max_videos,
         extra={"extract_config": dataclasses.asdict(cfg)},
     )
+    out = writer.root  # the store, or for s3://... its local cache (shards built there, then uploaded)
     plan = plan_jobs(
         files,
         store_root=out,
@@ -322,7 +325,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     result = report.as_dict()
     result.update(
         {
-            "store": str(out),
+            "store": cfg.out,
             "videos_total": len(files) + len(missing) + len(duplicates),
             "previously_failed_skipped": len(plan.previously_failed),
             "shards_written": len(writer.shards_written),

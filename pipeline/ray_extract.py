@@ -384,6 +384,7 @@ class RayExtraction:
                 report.videos_ok += 1
             else:
                 report.videos_failed += 1
+            writer.settle(v.job.video_id)  # kept until committed when written, else released for a retry
             if progress:
                 progress(report)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from avel.cli.store import FolderOrUrl
 from avel.pipeline.tuning import PRECISIONS
 
 
@@ -62,7 +63,9 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
     help="YAML file with any of the options below (flags override it).",
 )
 @click.option("--dataset", type=click.Choice(["unav100", "ave", "folder"]))
-@click.option("--videos", type=click.Path(exists=True, file_okay=False), help="Video directory.")
+@click.option(
+    "--videos", type=FolderOrUrl(exists=True, file_okay=False), help="Video directory (or s3://bucket/prefix)."
+)
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False), help="Annotation file (unav100, ave).")
 @click.option("--extractors", help="Comma-separated extractor names (see `avel extractors list`).")
 @click.option("--weights", multiple=True, metavar="NAME=PATH", help="Checkpoint of an extractor (repeatable).")
@@ -73,7 +76,9 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
     help="Allow random weights for extractors without --weights (tests and demos only).",
 )
 @click.option("--preset", type=click.Choice(["full", "tiny"]), help="Extractor configuration preset.")
-@click.option("--out", type=click.Path(file_okay=False), help="Store directory (created or resumed).")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Store directory or s3://bucket/prefix (created or resumed)."
+)
 @click.option(
     "--store",
     type=click.Path(file_okay=False),

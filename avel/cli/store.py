@@ -24,8 +24,18 @@ def _report_import(report, store: Path) -> None:
         sys.exit(1)
 
 
+class FolderOrUrl(click.Path):
+    """A local folder (checked as ``click.Path`` does) or an ``s3://...`` URL, kept as a string
+    (checked when used)."""
+
+    def convert(self, value, param, ctx):
+        from avel.datasets.store_remote import is_remote
+
+        return value if is_remote(value) else super().convert(value, param, ctx)
+
+
 @click.command("info")
-@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("store", type=FolderOrUrl(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--verify", is_flag=True, help="Also check every shard's sha256 and per-video checksums.")
 @click.option("--videos", "list_videos", is_flag=True, help="List the video ids.")
@@ -40,8 +50,11 @@ def info(store: Path, as_json: bool, verify: bool, list_videos: bool, repair: bo
     Exit code 1 when --verify finds a problem or the store cannot be read.
     """
     from avel.datasets.store import FeatureStore, StoreError, repair_store
+    from avel.datasets.store_remote import is_remote
 
     try:
+        if repair and is_remote(store):
+            _fail(f"--repair works on local stores; {store} is a bucket store (its writer publishes what it committed)")
         if repair:
             for line in repair_store(store):
                 click.echo(f"repair   {line}", err=True)

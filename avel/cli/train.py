@@ -104,6 +104,7 @@ def train(
     from avel.training.run import train as run
 
     parsed: dict[str, Any] = {}
+    options: dict[str, str] = {}  # dotted key -> the option that set it, for error messages
     for item in overrides:
         if "=" not in item:
             raise click.UsageError(f"--set takes KEY=VALUE, got {item!r}")
@@ -112,17 +113,21 @@ def train(
             parsed[key] = parse_yaml(value, source=f"--set {key}")
         except YamlError as e:
             raise click.UsageError(str(e)) from None
+        options[key] = f"--set {item}"
     if streams:
-        parsed.update(parse_streams(streams))
-    for key, flag in (
-        ("distributed.workers", workers),
-        ("distributed.gpus_per_worker", gpus_per_worker),
-        ("cluster.address", address),
+        from_streams = parse_streams(streams)
+        parsed.update(from_streams)
+        options.update({key: f"--streams {streams}" for key in from_streams})
+    for key, flag, name in (
+        ("distributed.workers", workers, "--workers"),
+        ("distributed.gpus_per_worker", gpus_per_worker, "--gpus-per-worker"),
+        ("cluster.address", address, "--address"),
     ):
         if flag is not None:
             parsed[key] = flag
+            options[key] = f"{name} {flag}"
     try:
-        cfg = load_config(config_file, parsed)
+        cfg = load_config(config_file, parsed, options)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     if resume is None and (out / "last.pt").exists():

@@ -29,11 +29,20 @@ back to a default. The resolved config is saved in every checkpoint and in the r
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from avel.datasets.config_schema import ConfigError, YamlError, check_fields, dataclass_from_dict, read_yaml
+from avel.datasets.config_schema import (
+    ConfigError,
+    Source,
+    Sources,
+    YamlError,
+    check_fields,
+    dataclass_from_dict,
+    read_yaml,
+)
 from avel.pipeline.cluster import ClusterConfig
 
 
@@ -93,8 +102,8 @@ class OptimSection:
             (warmup then multiply by ``step_gamma`` every ``step_size_steps`` steps).
     """
 
-    optimizer: str = "adamw"
-    schedule: str = "cosine"
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    schedule: Literal["cosine", "step"] = "cosine"
     step_size_steps: int = 15000
     step_gamma: float = 0.1
     epochs: int = 45
@@ -106,6 +115,10 @@ class OptimSection:
     grad_clip_norm: float | None = 1.0
     ema_decay: float | None = 0.999
     eta_min_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
 
 @dataclass
@@ -129,8 +142,18 @@ class DistributedSection:
     workers: int = 1
     gpus_per_worker: float = 0.0
     cpus_per_worker: float | None = None
-    backend: str = "auto"
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
     find_unused_parameters: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.gpus_per_worker < 0:
+            raise ValueError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise ValueError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        if self.backend == "nccl" and self.gpus_per_worker == 0:
+            raise ValueError("backend 'nccl' needs GPUs: set distributed.gpus_per_worker > 0")
 
 
 @dataclass
@@ -152,7 +175,7 @@ class TrainConfig:
             section as in an extraction config.
     """
 
-    task: str = "dense"
+    task: Literal["dense", "ave"] = "dense"
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -165,77 +188,54 @@ class TrainConfig:
     distributed: DistributedSection = field(default_factory=DistributedSection)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
+    def __post_init__(self) -> None:
+        if self.optim.batch_size % self.distributed.workers:
+            raise ValueError(
+                f"optim.batch_size {self.optim.batch_size} is the global batch and must be "
+                f"divisible by distributed.workers {self.distributed.workers}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _build(data: Any, source: str) -> TrainConfig:
-    """Strict keys and types (:func:`avel.datasets.config_schema.dataclass_from_dict`); the
-    ``cluster`` section is parsed by :meth:`ClusterConfig.from_dict`."""
-
-    def cluster(value: Any, path: str) -> ClusterConfig:
-        try:
-            return ClusterConfig.from_dict(value, source=source)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-
-    try:
-        return dataclass_from_dict(TrainConfig, data, parsers={ClusterConfig: cluster})
-    except ConfigError:
-        raise
-    except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
-
-
-def _check_model_options(cfg: TrainConfig, source: str) -> None:
+def _check_model_options(cfg: TrainConfig, source: Source) -> None:
     """``model.name`` is registered and ``model.options`` sets only fields of its config
     dataclass, with values of their types: a key no code reads is an error naming the file."""
     from avel.models.registry import available_models, resolve
 
     if cfg.model.name not in available_models():
+        origin = source("model.name") if isinstance(source, Sources) else source
         raise ConfigError(
-            f"{source}: model.name {cfg.model.name!r} is not a registered model; "
-            f"registered: {sorted(available_models())}"
+            f"{origin}: model.name {cfg.model.name!r} is not a registered model; registered: {sorted(available_models())}"
         )
     config_cls, _ = resolve(cfg.model.name)
     try:
-        check_fields(config_cls, cfg.model.options, path="model.options")
+        check_fields(config_cls, cfg.model.options, path="model.options", source=source)
     except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(str(e)) from None
 
 
-def config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> TrainConfig:
-    cfg = _build(data, source)
+def config_from_dict(data: dict[str, Any], *, source: Source = "<config>") -> TrainConfig:
+    """The training config of a mapping; every section, key, type and value checked
+    (:func:`avel.datasets.config_schema.dataclass_from_dict`), ``model.options`` against the
+    model's config class. Raises :class:`ConfigError` naming ``source`` and the key."""
+    try:
+        cfg = dataclass_from_dict(TrainConfig, data, source=source)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     _check_model_options(cfg, source)
-    if cfg.task not in ("dense", "ave"):
-        raise ConfigError(f"{source}: task must be 'dense' or 'ave', got {cfg.task!r}")
-    if cfg.optim.optimizer not in ("adamw", "adam"):
-        raise ConfigError(f"{source}: optim.optimizer must be 'adamw' or 'adam', got {cfg.optim.optimizer!r}")
-    if cfg.optim.schedule not in ("cosine", "step"):
-        raise ConfigError(f"{source}: optim.schedule must be 'cosine' or 'step', got {cfg.optim.schedule!r}")
-    d = cfg.distributed
-    if d.workers < 1:
-        raise ConfigError(f"{source}: distributed.workers must be at least 1, got {d.workers}")
-    if d.gpus_per_worker < 0:
-        raise ConfigError(f"{source}: distributed.gpus_per_worker must be >= 0, got {d.gpus_per_worker}")
-    if d.cpus_per_worker is not None and d.cpus_per_worker <= 0:
-        raise ConfigError(f"{source}: distributed.cpus_per_worker must be > 0, got {d.cpus_per_worker}")
-    if d.backend not in ("auto", "gloo", "nccl"):
-        raise ConfigError(f"{source}: distributed.backend must be 'auto', 'gloo' or 'nccl', got {d.backend!r}")
-    if d.backend == "nccl" and d.gpus_per_worker == 0:
-        raise ConfigError(f"{source}: distributed.backend 'nccl' needs GPUs: set distributed.gpus_per_worker > 0")
-    if cfg.optim.batch_size < 1:
-        raise ConfigError(f"{source}: optim.batch_size must be at least 1, got {cfg.optim.batch_size}")
-    if cfg.optim.batch_size % d.workers:
-        raise ConfigError(
-            f"{source}: optim.batch_size {cfg.optim.batch_size} is the global batch and must be "
-            f"divisible by distributed.workers {d.workers}"
-        )
     return cfg
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Load a YAML config; ``overrides`` are dotted keys (``optim.epochs``) applied on top."""
+def load_config(
+    path: str | Path, overrides: dict[str, Any] | None = None, options: Mapping[str, str] | None = None
+) -> TrainConfig:
+    """Load a YAML config; ``overrides`` are dotted keys (``optim.epochs``) applied on top.
+
+    ``options`` names the command-line option that gave each override (``{"optim.lr":
+    "--set optim.lr=fast"}``; default ``override optim.lr``): an error about an overridden key
+    names the option, any other the file."""
     path = Path(path)
     try:
         data = read_yaml(path)
@@ -255,4 +255,5 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
                 raise ConfigError(f"{path}: cannot apply override {dotted}: {p} is not a mapping")
             node = node[p]
         node[leaf] = value
-    return config_from_dict(data, source=str(path))
+    given = {key: (options or {}).get(key, f"override {key}") for key in overrides or {}}
+    return config_from_dict(data, source=Sources(str(path), given))

@@ -1,13 +1,13 @@
-"""The one strict dict -> dataclass rule (model options, training config, extraction jobs)."""
+"""The one strict dict -> dataclass rule, pydantic-backed (extractor, model, training and job configs)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
-from avel.datasets.config_schema import dataclass_from_dict
+from avel.datasets.config_schema import ConfigValueError, Sources, check_fields, dataclass_from_dict
 
 
 @dataclass
@@ -73,11 +73,57 @@ def test_errors_name_the_key_path(data, message):
         dataclass_from_dict(Outer, data)
 
 
-def test_paths_and_parsers():
+def test_paths_and_sources():
     with pytest.raises(ValueError, match=r"model\[m\]\.options\.inner\.width: expected an integer"):
         dataclass_from_dict(Outer, {"inner": {"width": "w"}}, path="model[m].options")
-    seen = []
-    cfg = dataclass_from_dict(
-        Outer, {"inner": "wide"}, parsers={Inner: lambda value, path: seen.append(path) or Inner(width=len(value))}
-    )
-    assert cfg.inner == Inner(width=4) and seen == ["inner"]
+    with pytest.raises(ConfigValueError, match=r"^cfg\.yaml: sizes\[0\]: expected an integer, got 1\.5$"):
+        dataclass_from_dict(Outer, {"sizes": [1.5]}, source="cfg.yaml")
+    with pytest.raises(ValueError, match=r"^--set inner\.ratio: inner\.ratio: expected a number, got 'x'$"):
+        dataclass_from_dict(Outer, {"inner": {"width": 1, "ratio": "x"}}, source="--set inner.ratio")
+    assert dataclass_from_dict(Outer, None) == Outer()  # an empty file or section: the defaults
+
+
+@dataclass(frozen=True)
+class Checked:
+    size: int = 1
+    mode: Literal["a", "b"] = "a"
+
+    def __post_init__(self):
+        if self.size < 1:
+            raise ValueError(f"size must be >= 1, got {self.size}")
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (
+            {"sise": 2},
+            r"^f\.yaml: top level: unknown key\(s\) \['sise'\] for Checked; expected some of \['mode', 'size'\]$",
+        ),
+        ({"size": "2"}, r"^f\.yaml: size: expected an integer, got '2'$"),
+        ({"size": 0}, r"^f\.yaml: size must be >= 1, got 0$"),
+        ({"mode": "c"}, r"^f\.yaml: mode: expected 'a' or 'b', got 'c'$"),
+        ({"size": "x", "mode": "c"}, r"^f\.yaml: size: expected an integer, got 'x' \(and 1 more problem\(s\)\)$"),
+    ],
+)
+def test_unknown_key_wrong_type_bad_value_name_file_and_key(data, message):
+    with pytest.raises(ConfigValueError, match=message):
+        dataclass_from_dict(Checked, data, source="f.yaml")
+
+
+def test_check_fields_allows_missing_but_checks_types():
+    check_fields(Inner, {})  # width (required) may be filled in later
+    with pytest.raises(ConfigValueError, match=r"^opts: w: unknown key\(s\) \['wdth'\] for Inner"):
+        check_fields(Inner, {"wdth": 1}, path="w", source="opts")
+    with pytest.raises(ConfigValueError, match=r"w\.ratio: expected a number, got None"):
+        check_fields(Inner, {"ratio": None}, path="w")
+
+
+def test_sources_name_the_cli_option_that_set_a_key():
+    src = Sources("run.yaml", {"inner": "--set inner={width: x}", "flag": "--flag"})
+    with pytest.raises(
+        ConfigValueError, match=r"^--set inner=\{width: x\} \(over run\.yaml\): inner\.width: expected an"
+    ):
+        dataclass_from_dict(Outer, {"inner": {"width": "x"}}, source=src)
+    with pytest.raises(ConfigValueError, match=r"^run\.yaml: sizes\[0\]: expected an integer"):
+        dataclass_from_dict(Outer, {"sizes": ["1"], "flag": True}, source=src)

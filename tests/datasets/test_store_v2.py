@@ -461,3 +461,104 @@ def test_v1_store_readable_and_upgraded_with_one_command(tmp_path):
     _write(root, ["v5"])  # writable again
     res = CliRunner().invoke(cli, ["store", "upgrade", str(root)])
     assert res.exit_code == 0 and "already schema version 2" in res.output
+
+
+def test_binary_snapshot_index_opens_without_the_log_and_old_json_snapshots_still_read(tmp_path):
+    """The snapshot is manifest.json (no per-video lists) + a binary index of the ids; a
+    snapshot of the older all-JSON format reads the same; a damaged index is ignored (log
+    replayed, with a note); a log tail after the snapshot is seen."""
+    root = tmp_path / "s"
+    ids = [f"v{k}" for k in range(8)]
+    _write(root, ids, shard_max_videos=3)
+    snap = json.loads((root / "manifest.json").read_text())
+    assert all("videos" not in sh for sh in snap["shards"]) and snap["index"]["videos"] == 8
+    index_file = root / snap["index"]["file"]
+    assert index_file.is_file() and index_file.read_bytes()[:8] == b"AVELIDX1"
+    st = FeatureStore(root)
+    assert st.state.n_indexed == 3 and st.notes == [] and len(st) == 8
+    _check_all(root, ids)
+    # the same store with the snapshot written the older way (ids in the JSON)
+    full = FeatureStore(root).manifest
+    (root / "manifest.json").write_text(json.dumps(full))
+    st = FeatureStore(root)
+    assert st.state.index is None and st.notes == [] and st.videos() == ids
+    _check_all(root, ids)
+    # a damaged index: ignored, the log replayed, a note naming the file
+    store_mod.compact_store(root)
+    index_file = root / json.loads((root / "manifest.json").read_text())["index"]["file"]
+    data = bytearray(index_file.read_bytes())
+    data[20] ^= 0xFF
+    index_file.write_bytes(bytes(data))
+    st = FeatureStore(root)
+    assert any("CRC-32 differs" in n and index_file.name in n for n in st.notes), st.notes
+    assert st.videos() == ids
+    # a tail after the snapshot (index shards + log tail), a stream added to indexed videos
+    store_mod.compact_store(root)
+    extra = {"vggish2": StreamSpec("vggish", UNAV100_VGGISH, (2,))}
+    with StoreWriter(root, dataset="unav100", streams={**SPECS, **extra}) as w:
+        w.add("v1", {"vggish2": _rows(7, 3, 2)})
+        w.add("v9", _feats(9), meta=VideoMeta(duration_s=9.0), padded={"rgb": False})
+        w.flush()
+        st = FeatureStore(root)  # snapshot (index) + a tail of one shard
+        assert st.state.n_indexed == 3 and len(st.state.shards) == 4
+        assert st.videos() == ids + ["v9"] and len(st) == 9 and "v9" in st and "v10" not in st
+        np.testing.assert_array_equal(st["v1"]["vggish2"], _rows(7, 3, 2))
+        np.testing.assert_array_equal(st["v1"]["rgb"], _feats(1)["rgb"])
+        assert st.meta("v1").duration_s == 1.0 and set(st.video_streams("v1")) == {"rgb", "vggish", "vggish2"}
+    st = FeatureStore(root)  # compacted on close: the spanning video is found through the index
+    assert st.state.n_indexed == 4 and st.videos() == ids + ["v9"]
+    np.testing.assert_array_equal(st["v1"]["vggish2"], _rows(7, 3, 2))
+    assert st.meta("v1").duration_s == 1.0 and not st.has("v2", "vggish2") and st.verify() == []
+    # the log lost too: rebuilt from the snapshot and its index, nothing lost
+    (root / "log" / "commits.jsonl").unlink()
+    res = CliRunner().invoke(cli, ["store", "repair", str(root)])
+    assert res.exit_code == 0 and "rebuilt from manifest.json (4 shards)" in res.output, res.output
+    _check_all(root, ids + ["v9"])
+
+
+def test_double_commit_in_the_index_is_an_error_naming_both_shards(tmp_path):
+    root = tmp_path / "s"
+    _write(root, ["v1", "v2"], shard_max_videos=1)
+    log = root / "log" / "commits.jsonl"
+    recs = [json.loads(line[9:]) for line in log.read_bytes().splitlines()]
+    commits = [r for r in recs if r["op"] == "commit"]
+    second = dict(commits[1]["shard"], videos=["v1"])  # as if v1 were committed twice
+    recs[recs.index(commits[1])] = {**commits[1], "shard": second}
+    log.write_bytes(b"".join(store_log.encode_record(r) for r in recs))
+    (root / "manifest.json").unlink()
+    store_mod.compact_store(root)
+    assert FeatureStore(root).state.n_indexed == 2
+    with pytest.raises(StoreCorruptError, match="'v1' stream '(rgb|vggish)' committed twice"):
+        FeatureStore(root)["v1"]["rgb"]
+
+
+def test_settle_keeps_a_written_claim_until_commit_and_releases_a_failed_one(tmp_path):
+    """Claims are settled one video at a time, in any order: a written video stays claimed
+    until its shard is committed; a failed one is released at once for another writer to retry,
+    or (retry=False) marked failed so live writers skip it until its writer closes."""
+    root = tmp_path / "s"
+    a = StoreWriter(root, dataset="unav100", streams=SPECS, shard_max_videos=10)
+    b = StoreWriter(root, dataset="unav100", streams=SPECS)
+    assert [a.claim(v) for v in ("v1", "v2", "v3", "v4")] == ["mine"] * 4
+    a.add("v4", _feats(4), meta=VideoMeta(duration_s=4.0), padded={"rgb": True})
+    assert a.settle("v3") == "released"  # finished (failed) before v4 was settled: order is free
+    assert a.settle("v4") == "commit"
+    assert b.claim("v3") == "mine"  # another writer retries the failed video
+    assert b.claim("v4") == "busy"  # written, not committed yet: still held
+    assert a.settle("v2", retry=False) == "failed"
+    assert b.claim("v2") == "failed"
+    assert a.settle("v9") == "not held"
+    a.flush()  # v4 committed: its claim is gone
+    assert not store_log.claim_path(root, "v4").exists() and b.claim("v4") == "done"
+    a.add("v1", _feats(1), meta=VideoMeta(duration_s=1.0), padded={"rgb": False})
+    a.flush()
+    assert a.settle("v1") == "commit" and not store_log.claim_path(root, "v1").exists()
+    a.close()  # the failed claim ends with its writer: a rerun (or b) takes it over
+    assert b.claim("v2") == "mine"
+    for v in ("v2", "v3"):
+        k = int(v[1:])
+        b.add(v, _feats(k), meta=VideoMeta(duration_s=float(k)), padded={"rgb": k % 2 == 0})
+        assert b.settle(v) == "commit"
+    b.close()
+    _check_all(root, ["v1", "v2", "v3", "v4"])
+    assert not list((root / "claims").glob("*.json"))

@@ -298,13 +298,19 @@ def test_backbone_file_errors_name_file_and_key(tmp_path):
 
     bad = tmp_path / "b.yaml"
     bad.write_text("family: timm_image\nconfig: {model: test_vit}\nweight: x\n")
-    with pytest.raises(ValueError, match=r"b\.yaml: unknown keys \['weight'\]"):
+    with pytest.raises(ValueError, match=r"b\.yaml: top level: unknown key\(s\) \['weight'\]"):
         load_backbone_file(bad)
     bad.write_text("family: nope\n")
-    with pytest.raises(ValueError, match="key 'family' must be one of"):
+    with pytest.raises(ValueError, match=r"b\.yaml: family: expected 'tv_video', .*, got 'nope'"):
+        load_backbone_file(bad)
+    bad.write_text("family: timm_image\nweights: 3\n")
+    with pytest.raises(ValueError, match=r"b\.yaml: weights: expected a string, got 3"):
         load_backbone_file(bad)
     bad.write_text("family: timm_image\nconfig: {model: test_vit, fsp: 2}\n")
-    with pytest.raises(ValueError, match=r"b\.yaml: config: unknown timm_image config fields \['fsp'\]"):
+    with pytest.raises(ValueError, match=r"b\.yaml: config: unknown key\(s\) \['fsp'\] for FrameImageConfig"):
+        E.get(str(bad))
+    bad.write_text("family: timm_image\nname: b2\nconfig: {model: test_vit, fps: fast}\n")
+    with pytest.raises(ValueError, match=r"b\.yaml: config\.fps: expected a number, got 'fast'"):
         E.get(str(bad))
 
 

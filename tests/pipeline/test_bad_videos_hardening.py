@@ -112,3 +112,26 @@ def test_non_finite_rows_are_a_recorded_failure_never_written(videos, tmp_path, 
     assert "good.mp4" in rec["message"] and "stream 'vggish'" in rec["message"] and "NaN or Inf" in rec["message"]
     assert not rec.get("retryable")
     assert np.isfinite(store.read("good", "vgg19")).all()
+
+
+def test_a_failed_video_is_released_at_once_a_written_one_held_until_commit(videos, tmp_path):
+    """The local runner settles each claim when its video finishes: a video that failed is free
+    for another writer at once (not at close), a written one stays claimed until committed."""
+    from avel.datasets.store_log import claim_path
+
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    extractors = build_stream_extractors(["vgg19"], random_weights=True, preset="tiny")
+    root = tmp_path / "s"
+    writer = StoreWriter(root, dataset="folder", streams={se.stream: se.spec() for se in extractors})
+    jobs = [VideoJob("broken", tmp_path / "broken.mp4"), VideoJob("good", videos / "good.mp4")]
+    held = []
+
+    def progress(report):
+        held.append({j.video_id: claim_path(root, j.video_id).exists() for j in jobs})
+
+    report = run_local(jobs, extractors, writer, batch_size=4, decode_timeout_s=60, progress=progress)
+    assert (report.videos_ok, report.videos_failed) == (1, 1)
+    assert held == [{"broken": False, "good": True}, {"broken": False, "good": True}], held
+    writer.close()
+    assert not claim_path(root, "good").exists()
+    assert FeatureStore(root).videos() == ["good"]

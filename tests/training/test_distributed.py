@@ -249,7 +249,7 @@ def test_global_batch_must_split_evenly(data, tmp_path):
         ],
     )
     assert res.exit_code == 2 and "divisible by distributed.workers 3" in res.output
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['adress'\] in cluster"):
+    with pytest.raises(ConfigError, match=r"cluster: unknown key\(s\) \['adress'\]"):
         config_from_dict({"cluster": {"adress": "auto"}})
 
 

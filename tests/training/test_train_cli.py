@@ -124,6 +124,7 @@ def test_train_refuses_to_overwrite_and_resumes(dense_data, tmp_path):
         ],
     )
     assert bad.exit_code == 2 and "optim: unknown key(s) ['epoch']" in bad.output
+    assert "Error: --set optim.epoch=2 (over " in bad.output  # the option that set the key, then the file
 
 
 @pytest.fixture(scope="module")
