@@ -11,7 +11,6 @@ import click
 from tqdm import tqdm
 
 from avel.cli.store import FolderOrUrl
-from avel.pipeline.tuning import PRECISIONS
 
 
 def progress_fields(report, total: int, elapsed_s: float | None = None) -> dict:
@@ -129,7 +128,7 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option("--device", help="Device of the local runner: auto, cpu, cuda, cuda:1 ...")
 @click.option(
     "--precision",
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(["fp32", "bf16", "fp16"]),  # avel.pipeline.tuning.PRECISIONS (not imported: lazy rooms)
     help="Compute precision of the models, both runners (default fp32: the published features; "
     "bf16 / fp16: autocast, faster on a GPU, rows differ by the rounding).",
 )
