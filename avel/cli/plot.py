@@ -108,23 +108,19 @@ def plot(
     OUT/<video_id>.similarity.png (cosine similarity of every visual row with every audio row).
 
     Exit code 0 when every figure was written, 1 when some video could not be plotted (each is
-    reported), 2 on usage errors.
+    reported), 2 on usage errors, 3 when the annotations, predictions or store cannot be read.
     """
-    from avel.datasets.unav100 import AnnotationError, load_unav100
+    from avel.datasets.unav100 import load_unav100
     from avel.models.figures import plot_video
-    from avel.models.metrics.results_io import ResultsFormatError, read_results
+    from avel.models.metrics.results_io import read_results
     from avel.models.visualize import TimelinePlotConfig, plot_cross_similarity, plot_timeline
 
     if store_path is not None and not (visual_stream and audio_stream):
         raise click.UsageError("--store needs --visual-stream and --audio-stream")
     if store_path is None and (visual_stream or audio_stream):
         raise click.UsageError("--visual-stream / --audio-stream need --store")
-    try:
-        annotations = load_unav100(annotations_path)
-        results = read_results(predictions_path, classes=annotations.classes)
-    except (AnnotationError, ResultsFormatError, OSError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    annotations = load_unav100(annotations_path)
+    results = read_results(predictions_path, classes=annotations.classes)
     samples = {s.video_id: s for s in annotations.samples}
     if not video_ids:
         video_ids = tuple(s.video_id for s in annotations.subset(split))[:limit]
@@ -132,11 +128,7 @@ def plot(
     if store_path is not None:
         from avel.datasets.store import FeatureStore, StoreError
 
-        try:
-            store = FeatureStore(store_path)
-        except (StoreError, OSError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+        store = FeatureStore(store_path)
     cfg = TimelinePlotConfig(top_k_per_class=top_k, min_score=min_score)
     problems, written = [], 0
     for vid in video_ids:
