@@ -217,7 +217,9 @@ def _reference_weights(weights: Path, videos: list[Path], flow_seconds: float) -
     pr = RAFT()
     pr.load_state_dict(raft_princeton_state(tv_raft.state_dict(), pr.state_dict().keys()))
     pr.eval()
-    torch.save(pr.state_dict(), weights / "raft-sintel.pth")
+    # the released raft-sintel.pth is a DataParallel state dict: video_features keeps only the
+    # keys starting with "module" (utils.dp_state_to_normal)
+    torch.save({f"module.{k}": v for k, v in pr.state_dict().items()}, weights / "raft-sintel.pth")
     torch.manual_seed(SEED + 1)
     torch.save(VGG(make_layers()).state_dict(), weights / "vggish.pth")
     torch.manual_seed(SEED + 2)
@@ -358,6 +360,44 @@ def _avel_rows(args, stream: str, video: Path, **options):
     return rows.reshape(rows.shape[0], -1)
 
 
+def _grey_small(path: Path):
+    """Grey frames of ``path`` averaged over 4 x 4 pixel cells (N x cells), and their times."""
+    import av
+    import numpy as np
+
+    frames, times = [], []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            g = f.to_ndarray(format="gray").astype(np.float32)
+            h, w = (g.shape[0] // 4) * 4, (g.shape[1] // 4) * 4
+            frames.append(g[:h, :w].reshape(h // 4, 4, w // 4, 4).mean((1, 3)).ravel())
+            times.append(float(f.pts * f.time_base))
+    return np.stack(frames), np.asarray(times)
+
+
+def selection_check(original: Path, reencoded: Path, fps: float = 25.0) -> dict:
+    """Which original frame each frame of video_features' re-encode shows (nearest by mean
+    squared difference), against avel's ``ffmpeg_fps`` selection on the original."""
+    import numpy as np
+
+    from avel.pipeline.decode import decode_video
+
+    orig, _ = _grey_small(original)
+    reenc, _ = _grey_small(reencoded)
+    mse = np.stack([((r[None] - orig) ** 2).mean(-1) for r in reenc])  # R x N
+    nearest = mse.argmin(1)
+    ours = decode_video(original, fps=[fps], frame_selection="ffmpeg_fps", sample_rate=None, short_side=64)
+    idx, n_ours = ours.native_index[fps], ours.total_frames[fps]
+    n = min(len(idx), len(nearest))
+    differ = np.nonzero(idx[:n] != nearest[:n])[0]
+    return {
+        "slots_avel": int(n_ours),
+        "slots_ref": len(nearest),
+        "differ": differ.tolist(),
+        "mse_avel_vs_ref_pick": [(float(mse[k, idx[k]]), float(mse[k, nearest[k]])) for k in differ[:5]],
+    }
+
+
 def _ratio(rows, ref):
     import numpy as np
 
@@ -390,6 +430,11 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--selection",
+        action="store_true",
+        help="only compare avel's 25-fps frame selection with the frames of video_features' re-encode",
+    )
     ap.add_argument(
         "--same-input",
         action="store_true",
@@ -451,6 +496,15 @@ def main() -> None:
             ["-t", f"{seconds:g}", "-c:v", "libx264", "-qp", "0", "-fps_mode", "passthrough", "-c:a", "copy"],
         )
 
+    if args.selection:
+        for src in (o for o in originals if o.stem in names):
+            r = selection_check(src, reencode(src))
+            print(
+                f"{src.stem}: slots avel/ref {r['slots_avel']}/{r['slots_ref']}, {len(r['differ'])} differ "
+                f"{r['differ'][:10]}; MSE of avel's / the reference's pick to the re-encoded frame "
+                + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in r["mse_avel_vs_ref_pick"])
+            )
+        return
     if not (args.cache / "weights" / "i3d_flow.pt").exists():
         _run_reference(args, "weights", originals, args.cache / "weights" / "done")
     streams = [s for s in args.streams.split(",") if s]
