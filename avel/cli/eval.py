@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from avel.cli.options import annotations_option, predictions_option, split_option
+
 
 def _thresholds(text: str | None):
     import numpy as np
@@ -24,35 +26,18 @@ def _thresholds(text: str | None):
 
 
 @click.command("eval")
-@click.option(
-    "--predictions",
-    "predictions_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help='Results JSON ({"results": {video_id: [{segment, label, score}]}}).',
-)
+@predictions_option(required=False)
 @click.option(
     "--run",
     "run_dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Training run directory: reads RUN_DIR/predictions_<split>.json.",
 )
-@click.option(
-    "--annotations",
-    "annotations_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Annotation file (UnAV-100 JSON).",
-)
+@annotations_option()
 @click.option(
     "--dataset", default="unav100", show_default=True, type=click.Choice(["unav100"]), help="Annotation format."
 )
-@click.option(
-    "--split",
-    default="test",
-    show_default=True,
-    type=click.Choice(["train", "validation", "test"]),
-    help="Subset of the annotations to evaluate (train, validation, test).",
-)
+@split_option("Subset of the annotations to evaluate (train, validation, test).")
 @click.option("--tiou", "tiou_text", default=None, help="Comma-separated tIoU thresholds (default 0.1,0.2,...,0.9).")
 @click.option("--per-class", is_flag=True, help="Also print the per-class AP table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result (mAPs, per-class APs, counts) as JSON.")

@@ -8,6 +8,8 @@ from urllib.parse import quote
 
 import click
 
+from avel.cli.options import annotations_option, int_option, out_dir_option, predictions_option, split_option
+
 
 def _file_stem(video_id: str) -> str:
     from avel.datasets.interop import is_safe_video_id
@@ -32,54 +34,18 @@ def _similarity_strip(store, vid: str, visual_stream: str, audio_stream: str):
 
 
 @click.command("plot")
-@click.option(
-    "--predictions",
-    "predictions_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help='Results JSON ({"results": {video_id: [{segment, label, score}]}}).',
-)
-@click.option(
-    "--annotations",
-    "annotations_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Annotation file (UnAV-100 JSON).",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder for the PNG files.",
-)
+@predictions_option(required=True)
+@annotations_option()
+@out_dir_option("Output folder for the PNG files.", dest="out_dir")
 @click.option(
     "--videos",
     "video_ids",
     multiple=True,
     help="Video id to plot; repeat the option for several (default: the first --limit videos of --split).",
 )
-@click.option(
-    "--split",
-    default="test",
-    show_default=True,
-    type=click.Choice(["train", "validation", "test"]),
-    help="Split whose videos are plotted when --videos is not given.",
-)
-@click.option(
-    "--limit",
-    default=20,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Number of videos plotted when --videos is not given.",
-)
-@click.option(
-    "--top-k",
-    default=3,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Predictions drawn per class (highest scores).",
-)
+@split_option("Split whose videos are plotted when --videos is not given.")
+@int_option("--limit", default=20, min=1, help="Number of videos plotted when --videos is not given.")
+@int_option("--top-k", default=3, min=1, help="Predictions drawn per class (highest scores).")
 @click.option("--min-score", default=0.0, show_default=True, type=float, help="Predictions below are not drawn.")
 @click.option(
     "--store",
