@@ -2,7 +2,7 @@
 
 Run through ``benchmarks/gpu_check.sh`` (it fetches the clips and bounds the time). For each
 extractor (I3D RGB, I3D flow = RAFT + I3D flow stream, VGGish; full size, random weights) and
-each precision (fp32, bf16 autocast):
+each precision (fp32, bf16 autocast; ``--precisions``):
 
 * model: pre-decoded windows of the clips in full batches on the device, repeated until
   ``--model-s`` seconds have passed (after one warm-up batch), windows/s;
@@ -12,8 +12,10 @@ each precision (fp32, bf16 autocast):
   ``model-bound``;
 * GPU utilisation while the model ran: ``nvidia-smi`` sampled every 200 ms (mean and median
   of ``utilization.gpu``, peak memory);
-* pipeline (``--pipeline``): ``avel extract`` (Ray runner, defaults for the GPU: batch 32, bf16)
-  on the clips, end to end, windows/s.
+* pipeline (``--pipeline``): ``avel extract`` of all the extractors in one command on the clips,
+  end to end, windows/s, for each runner of ``--runners`` (default: ``local``, what ``auto``
+  picks for a small job on one GPU, and ``ray``) and each precision (``--precisions``; ``--precision``, the
+  option of both runners; defaults for the GPU otherwise: batch 32, one actor).
 
 The estimate for UnAV-100 (10,790 videos, ~126 h = 453,600 video s, 3.125 windows per video
 second and stream: 1,417,500 windows per stream) on one GPU of this kind: the models run one
@@ -124,7 +126,7 @@ def clip_windows(ext, request: dict, clips: list[Path], limit: int | None, chunk
     return (windows[:limit] if limit else windows), decode_s, int(windows.shape[0])
 
 
-def measure_model(ext, windows, *, batch: int, device, amp: bool, seconds: float, sampler: GpuSampler) -> dict:
+def measure_model(ext, windows, *, batch: int, device, precision: str, seconds: float, sampler: GpuSampler) -> dict:
     import torch
 
     from avel.pipeline.engine import extract_batch
@@ -133,13 +135,13 @@ def measure_model(ext, windows, *, batch: int, device, amp: bool, seconds: float
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    extract_batch(ext, windows[:batch], batch_size=batch, device=device, amp=amp)  # warm-up (cudnn choices)
+    extract_batch(ext, windows[:batch], batch_size=batch, device=device, precision=precision)  # warm-up (cudnn)
     sync()
     done, t0 = 0, time.perf_counter()
     m0 = time.monotonic()
     while True:
         for a in range(0, windows.shape[0], batch):
-            extract_batch(ext, windows[a : a + batch], batch_size=batch, device=device, amp=amp)
+            extract_batch(ext, windows[a : a + batch], batch_size=batch, device=device, precision=precision)
             done += min(batch, windows.shape[0] - a)
         sync()
         if time.perf_counter() - t0 >= seconds:
@@ -153,8 +155,10 @@ def measure_model(ext, windows, *, batch: int, device, amp: bool, seconds: float
     }
 
 
-def run_pipeline(names: list[str], clips: list[Path], preset: str, device: str, work: Path) -> dict:
-    """``avel extract`` on the clips (Ray on a GPU, the local runner on the CPU), end to end."""
+def run_pipeline(
+    names: list[str], clips: list[Path], preset: str, device: str, work: Path, *, runner: str, precision: str
+) -> dict:
+    """``avel extract`` of ``names`` on the clips with ``runner`` and ``precision``, end to end."""
     from avel.pipeline.extract import ExtractConfig, run_extract
 
     videos = work / "videos"
@@ -162,7 +166,7 @@ def run_pipeline(names: list[str], clips: list[Path], preset: str, device: str, 
     for c in clips:
         if not (videos / c.name).exists():
             os.symlink(c.resolve(), videos / c.name)
-    out = work / "store"
+    out = work / f"store_{runner}_{precision}"
     shutil.rmtree(out, ignore_errors=True)
     cfg = ExtractConfig(
         dataset="folder",
@@ -171,8 +175,9 @@ def run_pipeline(names: list[str], clips: list[Path], preset: str, device: str, 
         extractors=names,
         random_weights=True,
         preset=preset,
-        runner="ray" if device == "cuda" else "local",
+        runner=runner,
         device=device,
+        precision=precision,
         decode_workers=max(1, (os.cpu_count() or 2) - 1),
     )
     t0 = time.perf_counter()
@@ -183,6 +188,7 @@ def run_pipeline(names: list[str], clips: list[Path], preset: str, device: str, 
         "windows": report["windows"],
         "windows_per_s": round(report["windows"] / seconds, 2),
         "startup_s": report["startup_s"],
+        "load_s": report["load_s"],
         "settings": report["settings"],
         "failures": report["failures"][:3],
     }
@@ -203,6 +209,8 @@ def main() -> None:
     )
     ap.add_argument("--extractors", default=",".join(EXTRACTORS))
     ap.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--runners", default="local,ray", help="runners of the end-to-end runs")
+    ap.add_argument("--precisions", default="fp32,bf16", help="precisions of the model and end-to-end runs")
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
 
@@ -217,6 +225,8 @@ def main() -> None:
     limit = 4 if args.dry else None
     model_s = 0.0 if args.dry else args.model_s
     names = [n.strip() for n in args.extractors.split(",") if n.strip()]
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    runners = [r.strip() for r in args.runners.split(",") if r.strip()]
     sampler = GpuSampler()
     sampler.start()
     t_start = time.perf_counter()
@@ -244,10 +254,10 @@ def main() -> None:
                 "decode_windows_per_s_per_core": round(decode_rate, 2),
                 "decode_windows_per_s_all_workers": round(decode_rate * args.decode_workers, 2),
             }
-            for precision, amp in (("fp32", False), ("bf16", True)):
-                if amp and device.type != "cuda":
-                    continue  # bf16 autocast is a CUDA path in the pipeline
-                m = measure_model(ext, windows, batch=batch, device=device, amp=amp, seconds=model_s, sampler=sampler)
+            for precision in precisions:
+                m = measure_model(
+                    ext, windows, batch=batch, device=device, precision=precision, seconds=model_s, sampler=sampler
+                )
                 m["bound"] = (
                     "decode-bound" if row["decode_windows_per_s_all_workers"] < m["windows_per_s"] else "model-bound"
                 )
@@ -258,12 +268,18 @@ def main() -> None:
                 torch.cuda.empty_cache()
         if args.pipeline:
             work = args.work or Path(tempfile.mkdtemp(prefix="gpu_check_"))
-            result["pipeline"] = {n: run_pipeline([n], args.clips, preset, device.type, work / n) for n in names}
+            result["pipeline"] = {
+                f"{runner}-{precision}": run_pipeline(
+                    names, args.clips, preset, device.type, work, runner=runner, precision=precision
+                )
+                for runner in runners
+                for precision in precisions
+            }
     finally:
         sampler.stop()
     # the estimate: the models one after another on one GPU, decoding on the cores beside it
     windows = UNAV100_VIDEO_S * WINDOWS_PER_VIDEO_S
-    best = "bf16" if device.type == "cuda" else "fp32"
+    best = "bf16" if device.type == "cuda" and "bf16" in precisions else precisions[0]
     gpu_s = sum(windows / r[best]["windows_per_s"] for r in result["extractors"].values())
     decode_s = sum(windows / r["decode_windows_per_s_all_workers"] for r in result["extractors"].values())
     result["unav100_estimate"] = {

@@ -2,7 +2,8 @@
 
     benchmarks/setup_video_features.sh DIR [SOURCE]          # once: DIR/vf, DIR/deps, DIR/bin
     python benchmarks/parity_video_features.py --setup DIR --samples-from SOURCE \\
-        --cache CACHE [--flow-seconds 4] [--clip-seconds 0] [--streams i3d_rgb,i3d_flow,vgg19,vggish]
+        --cache CACHE [--flow-seconds 4] [--clip-seconds 0] [--streams i3d_rgb,i3d_flow,vgg19,vggish] \\
+        [--videos v_GGSY1Qvo990,v_ZNVhz7ctTq0] [--tools ref,ref_reenc,avel] [--old] [--same-input]
 
 Both tools run the same seeded random weights (written once to ``CACHE/weights``): I3D RGB and
 flow in video_features' (hassony2) layout with BatchNorm running statistics measured on real
@@ -18,6 +19,10 @@ Per video and stream it prints
   (rows compared up to the shorter of the two; row counts printed);
 * ``old ratio/floor`` (``--old``): avel with the rule and resize it used before
   (``frame_selection="previous"``, ``resize="torch"``), against the same floor;
+* ``same-input ratio`` (``--same-input``): avel on the very re-encode the reference reads
+  (video_features' own ffmpeg command: ``fps=25`` for I3D, ``fps=16`` for VGG-19), against the
+  reference: what is left when both tools read the same file (near 0: the rest of the
+  difference is the re-encode);
 * ``floor``: the same ratio for video_features on the video's 25-fps re-encode (made with
   video_features' own ffmpeg command) against video_features on the video: the noise of the
   libx264 re-encode that every tool reading the original file pays.
@@ -46,6 +51,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 SAMPLES = ("v_GGSY1Qvo990", "v_ZNVhz7ctTq0")
@@ -211,7 +217,9 @@ def _reference_weights(weights: Path, videos: list[Path], flow_seconds: float) -
     pr = RAFT()
     pr.load_state_dict(raft_princeton_state(tv_raft.state_dict(), pr.state_dict().keys()))
     pr.eval()
-    torch.save(pr.state_dict(), weights / "raft-sintel.pth")
+    # the released raft-sintel.pth is a DataParallel state dict: video_features keeps only the
+    # keys starting with "module" (utils.dp_state_to_normal)
+    torch.save({f"module.{k}": v for k, v in pr.state_dict().items()}, weights / "raft-sintel.pth")
     torch.manual_seed(SEED + 1)
     torch.save(VGG(make_layers()).state_dict(), weights / "vggish.pth")
     torch.manual_seed(SEED + 2)
@@ -323,7 +331,9 @@ def _avel_rows(args, stream: str, video: Path, **options):
     import torch
 
     import avel.extractors as E
-    from avel.pipeline.engine import StreamExtractor, extract_video_chunked
+    from avel.datasets.store import FeatureStore, StoreWriter
+    from avel.pipeline.engine import StreamExtractor, run_local
+    from avel.pipeline.jobs import VideoJob
 
     torch.set_num_threads(args.threads)
     w = args.cache / "weights"
@@ -338,17 +348,54 @@ def _avel_rows(args, stream: str, video: Path, **options):
         ext = E.get("vggish").from_checkpoint(w / "vggish.pth")
     else:
         ext = E.get("vgg19").from_checkpoint(w / "vgg19-dcbb9e9d.pth", **options)
-    rows, _, errors, _ = extract_video_chunked(
-        video,
-        [StreamExtractor(stream, ext)],
-        chunk_s=30.0,
-        batch_size=4,
-        device=torch.device("cpu"),
-        decode_timeout_s=None,
-    )
-    if errors:
-        raise RuntimeError(f"{video}: {errors}")
-    return rows[stream].reshape(rows[stream].shape[0], -1)
+    with tempfile.TemporaryDirectory() as tmp:  # the local runner writes a store: read the rows back
+        se = StreamExtractor(stream, ext)
+        writer = StoreWriter(Path(tmp) / "store", dataset="parity", streams={stream: se.spec()})
+        report = run_local([VideoJob(video.stem, video)], [se], writer, batch_size=4, decode_timeout_s=None)
+        writer.close()
+        if report.videos_failed:
+            errors = (Path(tmp) / "store" / "errors.jsonl").read_text()
+            raise RuntimeError(f"{video}: avel failed: {errors}")
+        rows = FeatureStore(Path(tmp) / "store").read(video.stem, stream)
+    return rows.reshape(rows.shape[0], -1)
+
+
+def _grey_small(path: Path):
+    """Grey frames of ``path`` averaged over 4 x 4 pixel cells (N x cells), and their times."""
+    import av
+    import numpy as np
+
+    frames, times = [], []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            g = f.to_ndarray(format="gray").astype(np.float32)
+            h, w = (g.shape[0] // 4) * 4, (g.shape[1] // 4) * 4
+            frames.append(g[:h, :w].reshape(h // 4, 4, w // 4, 4).mean((1, 3)).ravel())
+            times.append(float(f.pts * f.time_base))
+    return np.stack(frames), np.asarray(times)
+
+
+def selection_check(original: Path, reencoded: Path, fps: float = 25.0) -> dict:
+    """Which original frame each frame of video_features' re-encode shows (nearest by mean
+    squared difference), against avel's ``ffmpeg_fps`` selection on the original."""
+    import numpy as np
+
+    from avel.pipeline.decode import decode_video
+
+    orig, _ = _grey_small(original)
+    reenc, _ = _grey_small(reencoded)
+    mse = np.stack([((r[None] - orig) ** 2).mean(-1) for r in reenc])  # R x N
+    nearest = mse.argmin(1)
+    ours = decode_video(original, fps=[fps], frame_selection="ffmpeg_fps", sample_rate=None, short_side=64)
+    idx, n_ours = ours.native_index[fps], ours.total_frames[fps]
+    n = min(len(idx), len(nearest))
+    differ = np.nonzero(idx[:n] != nearest[:n])[0]
+    return {
+        "slots_avel": int(n_ours),
+        "slots_ref": len(nearest),
+        "differ": differ.tolist(),
+        "mse_avel_vs_ref_pick": [(float(mse[k, idx[k]]), float(mse[k, nearest[k]])) for k in differ[:5]],
+    }
 
 
 def _ratio(rows, ref):
@@ -368,6 +415,12 @@ def main() -> None:
     ap.add_argument("--samples-from", type=Path, help="a video_features git clone (bare or not) holding sample/")
     ap.add_argument("--cache", type=Path, default=Path("parity-cache"))
     ap.add_argument("--streams", default=",".join(STREAMS))
+    ap.add_argument("--videos", default=",".join(SAMPLES), help="sample videos to run (names without .mp4)")
+    ap.add_argument(
+        "--tools",
+        default="ref,ref_reenc,avel,avel_old,avel_same",
+        help="compute only these (cached) outputs; a row is printed once ref, ref_reenc and avel exist",
+    )
     ap.add_argument("--flow-seconds", type=float, default=4.0, help="flow on the first N seconds of each video")
     ap.add_argument(
         "--clip-seconds",
@@ -377,6 +430,16 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--selection",
+        action="store_true",
+        help="only compare avel's 25-fps frame selection with the frames of video_features' re-encode",
+    )
+    ap.add_argument(
+        "--same-input",
+        action="store_true",
+        help="also avel on the re-encode the reference reads (ffmpeg fps=25 / 16): near 0 when only the re-encode differs",
+    )
     ap.add_argument(
         "--old",
         action="store_true",
@@ -397,6 +460,10 @@ def main() -> None:
     videos_dir = args.cache / "videos"
     videos_dir.mkdir(parents=True, exist_ok=True)
     originals = []
+    names = [v for v in args.videos.split(",") if v]
+    unknown = sorted(set(names) - set(SAMPLES))
+    if unknown:
+        raise SystemExit(f"--videos: unknown sample(s) {unknown}; expected some of {list(SAMPLES)}")
     for name in SAMPLES:
         path = videos_dir / f"{name}.mp4"
         if not path.exists():
@@ -429,29 +496,49 @@ def main() -> None:
             ["-t", f"{seconds:g}", "-c:v", "libx264", "-qp", "0", "-fps_mode", "passthrough", "-c:a", "copy"],
         )
 
+    if args.selection:
+        for src in (o for o in originals if o.stem in names):
+            r = selection_check(src, reencode(src))
+            print(
+                f"{src.stem}: slots avel/ref {r['slots_avel']}/{r['slots_ref']}, {len(r['differ'])} differ "
+                f"{r['differ'][:10]}; MSE of avel's / the reference's pick to the re-encoded frame "
+                + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in r["mse_avel_vs_ref_pick"])
+            )
+        return
     if not (args.cache / "weights" / "i3d_flow.pt").exists():
         _run_reference(args, "weights", originals, args.cache / "weights" / "done")
     streams = [s for s in args.streams.split(",") if s]
+    computed = {t for t in args.tools.split(",") if t}
     results = []
     for stream in streams:
-        for src in originals:
+        for src in (o for o in originals if o.stem in names):
             seconds = {"i3d_flow": args.flow_seconds, "vggish": 0.0}.get(stream, args.clip_seconds)
             video = subclip(src, seconds)
             feats = {}
             tools = [("ref", video), ("ref_reenc", reencode(video)), ("avel", video)]
             if args.old and stream != "vggish":
                 tools.append(("avel_old", video))
+            if args.same_input and stream != "vggish":  # the file the reference reads
+                rate = 16 if stream == "vgg19" else 25
+                tools.append(("avel_same", derived(video, f"reenc{rate}", ["-filter:v", f"fps=fps={rate}"])))
             for tool, path in tools:
                 out = args.cache / "rows" / f"{stream}-{video.stem}-{tool}.npy"
                 out.parent.mkdir(parents=True, exist_ok=True)
+                if not out.exists() and tool not in computed:
+                    continue  # left for a later run (--tools)
                 if not out.exists():
                     if tool == "avel":
+                        np.save(out, _avel_rows(args, stream, path))
+                    elif tool == "avel_same":
                         np.save(out, _avel_rows(args, stream, path))
                     elif tool == "avel_old":
                         np.save(out, _avel_rows(args, stream, path, frame_selection="previous", resize="torch"))
                     else:
                         _run_reference(args, stream, [path], out)
                 feats[tool] = np.load(out)
+            if not {"ref", "ref_reenc", "avel"} <= set(feats):
+                print(f"{src.stem} {stream}: computed {sorted(feats)}; run the others with --tools", file=sys.stderr)
+                continue
             results.append(
                 {
                     "video": src.stem,
@@ -462,19 +549,24 @@ def main() -> None:
                     "ratio": _ratio(feats["avel"], feats["ref"]),
                     "floor": _ratio(feats["ref_reenc"], feats["ref"]),
                     "ratio_old": _ratio(feats["avel_old"], feats["ref"]) if "avel_old" in feats else None,
+                    "ratio_same": _ratio(feats["avel_same"], feats["ref"]) if "avel_same" in feats else None,
                 }
             )
     if args.json:
         print(json.dumps(results, indent=1))
         return
     old = any(r["ratio_old"] is not None for r in results)
+    same = any(r["ratio_same"] is not None for r in results)
     print(
         f"{'video':<16}{'stream':<10}{'rows avel/ref':>14}{'ratio':>8}{'floor':>8}{'ratio/floor':>13}"
         + (f"{'old ratio/floor':>17}" if old else "")
+        + (f"{'same-input ratio':>18}" if same else "")
     )
     for r in results:
         clip = f"  (first {r['clip_s']:g} s)" if r["clip_s"] else ""
         extra = (f"{r['ratio_old'] / r['floor']:>17.2f}" if r["ratio_old"] is not None else f"{'-':>17}") if old else ""
+        if same:
+            extra += f"{r['ratio_same']:>18.2e}" if r["ratio_same"] is not None else f"{'-':>18}"
         print(
             f"{r['video']:<16}{r['stream']:<10}{r['rows_avel']:>7}/{r['rows_ref']:<6}{r['ratio']:>8.3f}"
             f"{r['floor']:>8.3f}{r['ratio'] / r['floor']:>13.2f}{extra}{clip}"

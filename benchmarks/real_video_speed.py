@@ -19,11 +19,19 @@ ray``), ``avel-b32`` (``--runner local --batch-size 32``, the old default), ``av
 --threads-per-actor 1 --batch-size 2``), ``one-window`` (``avel extract`` with defaults on the
 first second of one sample, re-encoded by video_features' ffmpeg: one I3D window; its start-up
 overhead is the command's seconds minus the model's busy seconds), ``forward`` and
-``forward-fused`` (the bare I3D RGB forward on ``--forward-windows`` random windows at batch 1
-with torch's default threads, in a fresh process, model load excluded: the ceiling of the
-pipeline; unfused, and fused as the pipeline runs it). Prints one JSON line per
-run, then a summary per configuration: windows/s (median, min-max), the ratio to
-video_features (median, min-max) and the load average seen during the runs.
+``forward-fused`` (the bare I3D RGB forward, in a fresh process, on the windows of the same
+clips decoded beforehand exactly as the pipeline decodes them (``--forward-windows`` of them, 0:
+all), with the batch size the defaults choose for a CPU and torch's default threads; decoding
+and model load excluded: the ceiling of the pipeline; unfused, and fused as the pipeline runs
+it). Prints one JSON line per run, then a summary per configuration: windows/s (median,
+min-max), the ratio to video_features (median, min-max), for ``avel`` / ``avel-ray`` the ratio
+to the bare fused forward of the same round (whole command, and the run alone: the report's
+``wall_s``, without imports and the driver's set-up), and the load average seen during the
+runs.
+
+A full round takes about 8 minutes on the 2-core machine. ``--runs-out FILE`` appends each
+run's JSON line to FILE, so several invocations (e.g. one round each, under one lock each) can
+be summarised together with ``--summarize FILE``.
 """
 
 from __future__ import annotations
@@ -151,8 +159,8 @@ def run_avel(job: Path, out: Path, flags: list[str]) -> tuple[float, int, dict]:
     return seconds, int(report["windows"]), report
 
 
-def run_forward(ckpt: Path, fused: bool, windows: int) -> tuple[float, int]:
-    """The bare forward in a fresh process (see :func:`forward_only`); (seconds, windows)."""
+def run_forward(ckpt: Path, fused: bool, windows: int, videos: Path) -> tuple[float, int, dict]:
+    """The bare forward in a fresh process (see :func:`forward_only`); (seconds, windows, details)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [
@@ -165,29 +173,60 @@ def run_forward(ckpt: Path, fused: bool, windows: int) -> tuple[float, int]:
         *(["--fused"] if fused else []),
         "--vf-dir",
         "unused",
+        "--work",
+        str(videos),
     ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the bare forward failed ({done.returncode}):\n{done.stderr[-3000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    return out["seconds"], out["windows"]
+    return out["seconds"], out["windows"], {"batch_size": out["batch_size"], "threads": out["threads"]}
 
 
-def forward_only(ckpt: Path, fused: bool, windows: int) -> None:
-    """Time ``extract`` of I3D RGB (UnAV-100 settings, ``ckpt``) on random uint8 windows, batch 1."""
+def forward_only(ckpt: Path, fused: bool, windows: int, videos: Path) -> None:
+    """Time ``extract`` of I3D RGB (UnAV-100 settings, ``ckpt``) on the windows of ``videos``
+    (decoded first, as the pipeline decodes them; the first ``windows`` of them, 0: all) in
+    batches of the size the defaults choose for a CPU, with torch's default threads."""
+    import numpy as np
     import torch
 
-    import avel.extractors as E
-
-    ext = E.get("i3d_rgb").from_checkpoint(ckpt, bn_eps=1e-5)
-    if fused:
-        ext.fuse_for_inference()
-    x = torch.randint(
-        0, 256, (windows + 1, 24, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    from avel.pipeline.engine import (
+        StreamInfo,
+        build_stream_extractors,
+        decode_chunk,
+        decode_request,
+        extract_batch,
+        payload_windows,
     )
-    ext.extract(x[:1])  # first-call costs
+    from avel.pipeline.tuning import choose_batch_sizes
+
+    (se,) = build_stream_extractors(
+        ["i3d_rgb"], weights={"i3d_rgb": ckpt}, overrides={"i3d_rgb": {"bn_eps": 1e-5}}, fuse=fused
+    )
+    batch = choose_batch_sizes(None, [se], "cpu")[0][se.stream]
+    request, info = decode_request([se]), StreamInfo.of(se)
+    parts = []
+    for video in sorted(videos.glob("*.mp4")):
+        k, totals, n_chunks = 0, None, 1
+        while k < n_chunks:
+            out, payload = decode_chunk(str(video), request, [info], k, 30.0, totals)
+            totals, n_chunks = out["totals"], out["n_chunks"]
+            if out["rows"][info.name]:
+                parts.append(payload_windows(payload, 0, out["rows"][info.name], info))
+            k += 1
+    x = torch.from_numpy(np.concatenate(parts))
+    x = x[:windows] if windows else x
+    cpu = torch.device("cpu")
+    extract_batch(se.extractor, x[:batch], batch_size=batch, device=cpu)  # first-call costs
     t0 = time.perf_counter()
-    for i in range(1, windows + 1):
-        ext.extract(x[i : i + 1])
-    print(json.dumps({"seconds": time.perf_counter() - t0, "windows": windows, "threads": torch.get_num_threads()}))
+    for a in range(0, x.shape[0], batch):
+        extract_batch(se.extractor, x[a : a + batch], batch_size=batch, device=cpu)
+    seconds = time.perf_counter() - t0
+    print(
+        json.dumps(
+            {"seconds": seconds, "windows": int(x.shape[0]), "batch_size": batch, "threads": torch.get_num_threads()}
+        )
+    )
 
 
 def summary(runs: list[dict]) -> dict[str, dict]:
@@ -212,7 +251,26 @@ def summary(runs: list[dict]) -> dict[str, dict]:
                 "load_average_min_max": [min(loads), max(loads)],
             }
             continue
+        vs_forward = [
+            rd[config]["windows_per_s"] / rd["forward-fused"]["windows_per_s"]
+            for rd in by_round.values()
+            if config in rd and "forward-fused" in rd and "run_wall_s" in rd[config]
+        ]
+        run_vs_forward = [
+            rd[config]["windows"] / rd[config]["run_wall_s"] / rd["forward-fused"]["windows_per_s"]
+            for rd in by_round.values()
+            if config in rd and "forward-fused" in rd and "run_wall_s" in rd[config]
+        ]
+        forward = {}
+        if vs_forward:
+            forward = {
+                "vs_bare_forward_median": round(statistics.median(vs_forward), 3),
+                "vs_bare_forward_min_max": [round(min(vs_forward), 3), round(max(vs_forward), 3)],
+                "run_vs_bare_forward_median": round(statistics.median(run_vs_forward), 3),
+                "run_vs_bare_forward_min_max": [round(min(run_vs_forward), 3), round(max(run_vs_forward), 3)],
+            }
         out[config] = {
+            **forward,
             "windows_per_s_median": round(statistics.median(rates), 3),
             "windows_per_s_min_max": [round(min(rates), 3), round(max(rates), 3)],
             "vs_video_features_median": round(statistics.median(ratios), 3) if ratios else None,
@@ -225,18 +283,26 @@ def summary(runs: list[dict]) -> dict[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vf-dir", type=Path, required=True, help="DIR of benchmarks/setup_video_features.sh")
+    ap.add_argument("--vf-dir", type=Path, help="DIR of benchmarks/setup_video_features.sh")
     ap.add_argument("--source", default=MIRROR, help="video_features git repository, or a directory of the samples")
     ap.add_argument("--work", type=Path, default=Path("/tmp/real_video_speed"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--configs", default="vf,avel,avel-ray,avel-tuned,avel-ray-tuned")
-    ap.add_argument("--forward-windows", type=int, default=16)
+    ap.add_argument("--forward-windows", type=int, default=0, help="windows of the bare forward (0: all)")
+    ap.add_argument("--runs-out", type=Path, help="append each run's JSON line to this file")
+    ap.add_argument("--summarize", type=Path, help="only print the summary of the runs in this file")
     ap.add_argument("--forward-only", type=Path, help=argparse.SUPPRESS)  # internal: run_forward's child
     ap.add_argument("--fused", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.forward_only:
-        forward_only(args.forward_only, args.fused, args.forward_windows)
+        forward_only(args.forward_only, args.fused, args.forward_windows, args.work)
         return
+    if args.summarize:
+        runs = [json.loads(line) for line in args.summarize.read_text().splitlines() if line.strip()]
+        print(json.dumps({"summary": summary(runs), "runs": len(runs)}, indent=1))
+        return
+    if args.vf_dir is None:
+        ap.error("--vf-dir is required")
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     known = ["vf", "one-window", "forward", "forward-fused", *AVEL_FLAGS]
     unknown = sorted(set(configs) - set(known))
@@ -271,6 +337,7 @@ def main() -> None:
         one_job = work / "one_window.yaml"
         one_job.write_text(job.read_text().replace(f"videos: {work / 'videos'}", f"videos: {one}"))
     runs = []
+    stamp = time.strftime("%H%M%S")  # rounds of several invocations stay apart in --summarize
     for rnd in range(args.repeats):
         for config in configs:
             load = float(Path("/proc/loadavg").read_text().split()[0])
@@ -278,8 +345,9 @@ def main() -> None:
                 seconds, windows = run_vf(vf_dir, videos, work / "vf_out")
                 extra = {}
             elif config in ("forward", "forward-fused"):
-                seconds, windows = run_forward(ckpt, config == "forward-fused", args.forward_windows)
-                extra = {}
+                seconds, windows, extra = run_forward(
+                    ckpt, config == "forward-fused", args.forward_windows, work / "videos"
+                )
             elif config == "one-window":
                 seconds, windows, report = run_avel(one_job, work / "one_window_out", [])
                 busy = report["busy_s"]["extract"]
@@ -288,6 +356,7 @@ def main() -> None:
                     "overhead_s": round(seconds - busy, 2),
                     "runner": report["settings"].get("runner"),
                     "load_s": report.get("load_s"),
+                    "run_wall_s": report["wall_s"],
                 }
             else:
                 seconds, windows, report = run_avel(job, work / f"{config}_out", AVEL_FLAGS[config])
@@ -300,7 +369,7 @@ def main() -> None:
                     "windows_computed": report["work"]["windows_computed"],
                 }
             rec = {
-                "round": rnd,
+                "round": f"{stamp}.{rnd}",
                 "config": config,
                 "seconds": round(seconds, 2),
                 "windows": windows,
@@ -310,6 +379,9 @@ def main() -> None:
             }
             runs.append(rec)
             print(json.dumps(rec), flush=True)
+            if args.runs_out:
+                with args.runs_out.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
     print(json.dumps({"summary": summary(runs), "cpus": os.cpu_count(), "videos": [v.name for v in videos]}, indent=1))
 
 

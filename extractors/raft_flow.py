@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.models.optical_flow import raft as tv_raft
 
 from avel.extractors.preprocess import pad_to_multiple, scale_to_pm1
 
@@ -42,6 +41,10 @@ class RaftFlowConfig:
 
 def build_raft(cfg: RaftFlowConfig) -> nn.Module:
     """torchvision ``raft_large(weights=None)``, or the same architecture with narrower layers."""
+    # imported here: torchvision's package import costs ~1.5 s of start-up (its ops import
+    # torch._dynamo), paid only by the streams that build RAFT
+    from torchvision.models.optical_flow import raft as tv_raft
+
     if cfg.width_divisor == 1:
         return tv_raft.raft_large(weights=None, progress=False)
     d = cfg.width_divisor

@@ -33,6 +33,7 @@ from avel.datasets.config_schema import ConfigError
 from avel.datasets.store import StoreWriter, StreamSpec, append_error
 from avel.pipeline.decode import DecodedVideo, DecodeError, start_decode
 from avel.pipeline.jobs import VideoJob
+from avel.pipeline.tuning import PRECISIONS
 
 
 @dataclass
@@ -131,8 +132,16 @@ def frames_for(decoded: DecodedVideo, spec: Any) -> torch.Tensor:
     return apply_decode_spec(torch.from_numpy(decoded.frames[float(spec.fps)]), spec).contiguous()
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` (None for ``fp32``); ``ValueError`` names the choices."""
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return dtypes[precision]
+
+
 def extract_batch(
-    ext: Any, windows: torch.Tensor, *, batch_size: int, device: torch.device, amp: bool = False
+    ext: Any, windows: torch.Tensor, *, batch_size: int, device: torch.device, precision: str = "fp32"
 ) -> np.ndarray:
     """Rows of ``windows`` (``n <= batch_size`` of them) from one device call: ``n x *feature_shape``.
 
@@ -141,15 +150,19 @@ def extract_batch(
     batch shape (batches of 1-3 windows gave rows up to 3e-8 away from batches of 8 for vggish
     and i3d); with one fixed shape a window's row is bitwise independent of its neighbours and
     of its position in the batch (measured for vgg19, vggish, i3d_rgb), so rows do not depend
-    on how a runner groups windows. On a GPU batches are not padded (no bitwise promise there).
+    on how a runner groups windows. On a GPU batches are not padded (no bitwise promise there);
+    the windows go through pinned memory with a non-blocking copy.
 
     Args:
         ext: the extractor.
         windows: ``n x ...`` windows as :meth:`Extractor.windows` cuts them (CPU tensor).
         batch_size: the fixed CPU batch shape.
         device: where ``ext`` lives.
-        amp: bfloat16 autocast on CUDA.
+        precision: ``fp32``, or ``bf16`` / ``fp16``: the model runs under ``torch.autocast``
+            of that dtype on ``device`` (CUDA; on a CPU it works too, slower than fp32 on most);
+            rows come back as float32.
     """
+    dtype = autocast_dtype(precision)
     n = int(windows.shape[0])
     if n > batch_size:
         raise ValueError(f"{n} windows do not fit a batch of {batch_size}")
@@ -157,7 +170,7 @@ def extract_batch(
         windows = torch.cat([windows, windows[-1:].expand(batch_size - n, *windows.shape[1:])])
     if device.type == "cuda":
         windows = windows.pin_memory().to(device, non_blocking=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         rows = ext.extract(windows.to(device))
     return rows[:n].float().cpu().numpy()
 
@@ -431,9 +444,10 @@ class WindowBatcher:
         work: WorkCounts,
         timings: dict[str, float],
         *,
-        amp: bool = False,
+        precision: str = "fp32",
     ) -> None:
-        self.stream, self.ext, self.batch_size, self.device, self.amp = stream, ext, int(batch_size), device, amp
+        self.stream, self.ext, self.batch_size, self.device = stream, ext, int(batch_size), device
+        self.precision = precision
         self.work, self.timings = work, timings
         self.pending: list[tuple[Any, torch.Tensor]] = []
         self.queued = 0
@@ -465,7 +479,9 @@ class WindowBatcher:
         batch = pieces[0][1] if len(pieces) == 1 else torch.cat([w for _, w in pieces])
         t0 = time.perf_counter()
         try:
-            rows = extract_batch(self.ext, batch, batch_size=self.batch_size, device=self.device, amp=self.amp)
+            rows = extract_batch(
+                self.ext, batch, batch_size=self.batch_size, device=self.device, precision=self.precision
+            )
         except (ValueError, RuntimeError) as e:
             return [(owner, e) for owner, _ in pieces]
         finally:
@@ -582,6 +598,7 @@ def run_local(
     progress: Callable[[RunReport], None] | None = None,
     load: Callable[[], Sequence[StreamExtractor]] | None = None,
     claim_poll_s: float = 0.5,
+    precision: str = "fp32",
 ) -> RunReport:
     """Extract in one process: chunks of about ``chunk_s`` seconds decoded one ahead in a
     forked child (:func:`avel.pipeline.decode.start_decode`, killed after ``decode_timeout_s``)
@@ -592,6 +609,7 @@ def run_local(
 
     Args:
         batch_size: windows per device call, one value or ``{stream: value}``.
+        precision: ``fp32`` | ``bf16`` | ``fp16`` (autocast, :func:`extract_batch`).
         load: when given, ``extractors`` only describe the streams (e.g. built on the meta
             device) and ``load()`` builds the real ones (same order); it is called once the
             first decode has started, so the model loads while the video decodes
@@ -605,6 +623,7 @@ def run_local(
     and the run goes on; an audio-less video still gets its visual streams.
     """
     device = torch.device(device)
+    autocast_dtype(precision)  # a bad value fails before any decode
     report = RunReport()
     t_start = report.started_s
     infos = [StreamInfo.of(se) for se in extractors]
@@ -716,7 +735,9 @@ def run_local(
         extractors = list(load())
         report.load_s = time.perf_counter() - t0
     for se in extractors:
-        batchers[se.stream] = WindowBatcher(se.stream, se.extractor, sizes[se.stream], device, report.work, timings)
+        batchers[se.stream] = WindowBatcher(
+            se.stream, se.extractor, sizes[se.stream], device, report.work, timings, precision=precision
+        )
     while current is not None:
         (v, k), streams, pending = current
         try:

@@ -34,6 +34,7 @@ from avel.datasets.unav100 import VIDEO_EXTENSIONS
 from avel.pipeline.cluster import ClusterConfig
 from avel.pipeline.engine import RunReport, build_stream_extractors, run_local
 from avel.pipeline.jobs import dataset_files, plan_jobs
+from avel.pipeline.tuning import PRECISIONS
 
 
 @dataclass
@@ -79,6 +80,10 @@ class ExtractConfig:
             BatchNorm folded into its convolutions, ~10-15 % less CPU time per window; rows move
             by float32 rounding, up to 1.2e-4 on the parity fixtures). False: the modules as loaded.
         device: device of the local runner (``auto``: cuda when available).
+        precision: compute precision of the models, both runners: ``fp32`` (default: the
+            published presets reproduce the published features only in fp32), ``bf16`` or
+            ``fp16`` (``torch.autocast`` on the device: faster on GPUs, rows differ by the
+            reduced precision; windows reach a GPU through pinned memory either way).
     """
 
     dataset: str = "folder"
@@ -105,6 +110,7 @@ class ExtractConfig:
     retry_failed: bool = False
     fuse_models: bool = True
     device: str = "auto"
+    precision: str = "fp32"
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExtractConfig:
@@ -143,6 +149,8 @@ class ExtractConfig:
             raise ConfigError("name at least one extractor (see `avel extractors list`)")
         if self.runner not in ("auto", "ray", "local"):
             raise ConfigError(f"runner must be 'auto', 'ray' or 'local', got {self.runner!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         optional = {"batch_size", "actors_per_extractor", "gpus_per_actor"}  # None: chosen for the machine
         for key, low, inclusive in (
             ("batch_size", 1, True),
@@ -210,7 +218,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
     """Run one extraction job; returns the final report (also written to ``STORE/report.json``)."""
     import torch
 
-    from avel.pipeline.tuning import available_cpus, choose_batch_sizes, choose_runner
+    from avel.pipeline.tuning import available_cpus, choose_batch_sizes, choose_runner, precision_why
 
     cfg.validate()
     # s3://... videos are staged into the local cache first (decoders need local files)
@@ -285,13 +293,19 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
                 chunk_s=cfg.chunk_s,
                 load=load,
                 progress=(lambda r: progress(r, total)) if progress else None,
+                precision=cfg.precision,
             )
             report.settings = {
                 "runner": "local",
                 "device": str(device),
                 "batch_size": sizes,
                 "torch_threads": torch.get_num_threads(),
-                "why": {"batch_size": sizes_why, "torch_threads": "torch's default: one per core of this process"},
+                "precision": cfg.precision,
+                "why": {
+                    "batch_size": sizes_why,
+                    "torch_threads": "torch's default: one per core of this process",
+                    "precision": precision_why(cfg.precision),
+                },
             }
         else:
             from avel.pipeline.ray_extract import run_ray

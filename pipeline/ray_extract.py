@@ -92,6 +92,7 @@ class _ExtractorActor:
         batch_size: int,
         threads: int,
         fuse: bool = True,
+        precision: str = "fp32",
     ) -> None:
         import torch
 
@@ -109,6 +110,7 @@ class _ExtractorActor:
             fuse=fuse,
         )
         self.batch_size = batch_size
+        self.precision = precision
         self.info = StreamInfo.of(self.se)
 
     def describe(self) -> dict[str, Any]:
@@ -128,7 +130,7 @@ class _ExtractorActor:
         parts = [payload_windows(payload, a, b, self.info) for (a, b), payload in zip(pieces, payloads)]
         windows = torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts))
         rows = extract_batch(
-            self.se.extractor, windows, batch_size=self.batch_size, device=self.device, amp=self.device.type == "cuda"
+            self.se.extractor, windows, batch_size=self.batch_size, device=self.device, precision=self.precision
         )
         return rows, time.perf_counter() - t0
 
@@ -144,6 +146,7 @@ class _ExtractorActor:
             torch.zeros((1, *shape), dtype=getattr(torch, dtype)),
             batch_size=self.batch_size,
             device=self.device,
+            precision=self.precision,
         )
         return time.perf_counter() - t0
 
@@ -234,10 +237,11 @@ class RayExtraction:
         """
         import ray
 
-        from avel.pipeline.tuning import choose_batch_sizes, choose_ray_pool
+        from avel.pipeline.tuning import choose_batch_sizes, choose_ray_pool, precision_why
 
         t0 = time.perf_counter()
         cfg = self.cfg
+        precision = getattr(cfg, "precision", "fp32")
         self.started_ray = cfg.cluster.init_ray()
         resources = ray.cluster_resources()
         pool = choose_ray_pool(
@@ -258,7 +262,8 @@ class RayExtraction:
             "batch_size": dict(self.batch_sizes),
             **{k: v for k, v in pool.items() if k != "why"},
             "decode_workers": cfg.decode_workers,
-            "why": {**pool["why"], "batch_size": batch_why},
+            "precision": precision,
+            "why": {**pool["why"], "batch_size": batch_why, "precision": precision_why(precision)},
         }
         gb = cfg.decode_memory_gb
         self.decode_memory_bytes = (
@@ -300,6 +305,7 @@ class RayExtraction:
                     self.batch_sizes[se.stream],
                     threads,
                     getattr(cfg, "fuse_models", True),
+                    precision,
                 )
                 for _ in range(n_actors)
             ]

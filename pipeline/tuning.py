@@ -24,6 +24,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""Compute precisions of the extraction models (``--precision``, both runners): ``fp32`` (the
+default: the published presets reproduce the published features in it) or autocast to
+bfloat16 / float16 (faster on GPUs; rows differ from the fp32 ones by the reduced precision)."""
+
 AUTO_RAY_MIN_CPUS = 4  # below this, Ray's processes compete with the model for the same cores
 
 
@@ -124,6 +129,13 @@ def choose_ray_pool(
         "gpus_per_actor": gpus_per_actor,
         "why": why,
     }
+
+
+def precision_why(precision: str) -> str:
+    """Why the models run in ``precision`` (the report's ``settings.why.precision``)."""
+    if precision == "fp32":
+        return "fp32 (the default): the published presets reproduce the published features in fp32"
+    return f"given (--precision {precision}): autocast to {precision}; rows differ from fp32 by its rounding"
 
 
 def settings_report(values: Mapping[str, Any], why: Mapping[str, Any]) -> dict[str, Any]:

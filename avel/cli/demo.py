@@ -21,6 +21,8 @@ from typing import Any
 
 import click
 
+from avel.cli.options import int_option
+
 DEMO_EXTRACTORS = {
     # frame-wise VGG-19 (tiny) on the UnAV-100 time grid: 0.96-s windows every 0.32 s
     "vgg19": {"fps": 12.5, "window_frames": 12, "stride_frames": 4},
@@ -47,11 +49,11 @@ def _stage(name: str, timings: dict, fn):
 
 @click.command("demo")
 @click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--videos", default=96, show_default=True, type=click.IntRange(min=10))
-@click.option("--epochs", default=12, show_default=True, type=click.IntRange(min=1))
+@int_option("--videos", default=96, min=10, help="Synthetic videos.")
+@int_option("--epochs", default=12, min=1, help="Training epochs of each model.")
 @click.option("--model", default="loco", show_default=True, help="Registered dense model to train.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Synthesis processes.")
+@int_option("--seed", default=0, help="Seed of the synthetic data and of training.")
+@int_option("--workers", default=2, min=1, help="Synthesis processes.")
 @click.option(
     "--backbones",
     default=DEMO_BACKBONES,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from avel.cli.options import annotations_option, predictions_option, split_option
+
 
 def _thresholds(text: str | None):
     import numpy as np
@@ -24,35 +26,18 @@ def _thresholds(text: str | None):
 
 
 @click.command("eval")
-@click.option(
-    "--predictions",
-    "predictions_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help='Results JSON ({"results": {video_id: [{segment, label, score}]}}).',
-)
+@predictions_option(required=False)
 @click.option(
     "--run",
     "run_dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Training run directory: reads RUN_DIR/predictions_<split>.json.",
 )
-@click.option(
-    "--annotations",
-    "annotations_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Annotation file (UnAV-100 JSON).",
-)
+@annotations_option()
 @click.option(
     "--dataset", default="unav100", show_default=True, type=click.Choice(["unav100"]), help="Annotation format."
 )
-@click.option(
-    "--split",
-    default="test",
-    show_default=True,
-    type=click.Choice(["train", "validation", "test"]),
-    help="Subset of the annotations to evaluate (train, validation, test).",
-)
+@split_option("Subset of the annotations to evaluate (train, validation, test).")
 @click.option("--tiou", "tiou_text", default=None, help="Comma-separated tIoU thresholds (default 0.1,0.2,...,0.9).")
 @click.option("--per-class", is_flag=True, help="Also print the per-class AP table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result (mAPs, per-class APs, counts) as JSON.")
@@ -73,11 +58,12 @@ def eval_(
     integer ids. Predictions for videos outside the split count as false positives, as in the
     reference evaluator; their number is reported.
 
-    Exit code 0 on success, 1 when the predictions or annotations cannot be read, 2 on usage errors.
+    Exit code 0 on success, 2 on usage errors, 3 when the predictions or annotations cannot be
+    read (one line naming the file and key).
     """
-    from avel.datasets.unav100 import AnnotationError, load_unav100
-    from avel.models.metrics.dense_map import DetectionInputError, evaluate_detection
-    from avel.models.metrics.results_io import ResultsFormatError, read_results
+    from avel.datasets.unav100 import load_unav100
+    from avel.models.metrics.dense_map import evaluate_detection
+    from avel.models.metrics.results_io import read_results
 
     if (predictions_path is None) == (run_dir is None):
         raise click.UsageError("give exactly one of --predictions FILE or --run RUN_DIR")
@@ -86,19 +72,15 @@ def eval_(
     if predictions_path is None:  # unreachable after the check above; narrows the type
         raise click.UsageError("give exactly one of --predictions FILE or --run RUN_DIR")
     thresholds = _thresholds(tiou_text)
-    try:
-        annotations = load_unav100(annotations_path)
-        samples = annotations.subset(split)
-        if not samples:
-            raise click.UsageError(f"{annotations_path}: no videos in split {split!r}")
-        results = read_results(predictions_path, classes=annotations.classes)
-        ground_truth = {s.video_id: [(g.start_s, g.end_s, g.label_id) for g in s.segments] for s in samples}
-        res = evaluate_detection(
-            ground_truth, results.predictions, tiou_thresholds=thresholds, num_classes=annotations.num_classes
-        )
-    except (AnnotationError, ResultsFormatError, DetectionInputError, OSError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    annotations = load_unav100(annotations_path)
+    samples = annotations.subset(split)
+    if not samples:
+        raise click.UsageError(f"{annotations_path}: no videos in split {split!r}")
+    results = read_results(predictions_path, classes=annotations.classes)
+    ground_truth = {s.video_id: [(g.start_s, g.end_s, g.label_id) for g in s.segments] for s in samples}
+    res = evaluate_detection(
+        ground_truth, results.predictions, tiou_thresholds=thresholds, num_classes=annotations.num_classes
+    )
     split_videos = set(ground_truth)
     outside = sorted(v for v in results.predictions if v not in split_videos)
     missing = sum(1 for v in split_videos if v not in results.predictions)

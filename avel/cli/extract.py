@@ -126,6 +126,12 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option("--decode-timeout-s", type=float, help="Per-video decode time limit.")
 @click.option("--retry-failed", is_flag=True, default=None, help="Redo videos recorded in errors.jsonl.")
 @click.option("--device", help="Device of the local runner: auto, cpu, cuda, cuda:1 ...")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),  # avel.pipeline.tuning.PRECISIONS (not imported: lazy rooms)
+    help="Compute precision of the models, both runners (default fp32: the published features; "
+    "bf16 / fp16: autocast, faster on a GPU, rows differ by the rounding).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON only.")
 def extract(config_file: Path | None, as_json: bool, **flags) -> None:
     """Extract features from a dataset's videos into a feature store.

@@ -8,6 +8,8 @@ from urllib.parse import quote
 
 import click
 
+from avel.cli.options import annotations_option, int_option, out_dir_option, predictions_option, split_option
+
 
 def _file_stem(video_id: str) -> str:
     from avel.datasets.interop import is_safe_video_id
@@ -32,54 +34,18 @@ def _similarity_strip(store, vid: str, visual_stream: str, audio_stream: str):
 
 
 @click.command("plot")
-@click.option(
-    "--predictions",
-    "predictions_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help='Results JSON ({"results": {video_id: [{segment, label, score}]}}).',
-)
-@click.option(
-    "--annotations",
-    "annotations_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Annotation file (UnAV-100 JSON).",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder for the PNG files.",
-)
+@predictions_option(required=True)
+@annotations_option()
+@out_dir_option("Output folder for the PNG files.", dest="out_dir")
 @click.option(
     "--videos",
     "video_ids",
     multiple=True,
     help="Video id to plot; repeat the option for several (default: the first --limit videos of --split).",
 )
-@click.option(
-    "--split",
-    default="test",
-    show_default=True,
-    type=click.Choice(["train", "validation", "test"]),
-    help="Split whose videos are plotted when --videos is not given.",
-)
-@click.option(
-    "--limit",
-    default=20,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Number of videos plotted when --videos is not given.",
-)
-@click.option(
-    "--top-k",
-    default=3,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Predictions drawn per class (highest scores).",
-)
+@split_option("Split whose videos are plotted when --videos is not given.")
+@int_option("--limit", default=20, min=1, help="Number of videos plotted when --videos is not given.")
+@int_option("--top-k", default=3, min=1, help="Predictions drawn per class (highest scores).")
 @click.option("--min-score", default=0.0, show_default=True, type=float, help="Predictions below are not drawn.")
 @click.option(
     "--store",
@@ -108,23 +74,19 @@ def plot(
     OUT/<video_id>.similarity.png (cosine similarity of every visual row with every audio row).
 
     Exit code 0 when every figure was written, 1 when some video could not be plotted (each is
-    reported), 2 on usage errors.
+    reported), 2 on usage errors, 3 when the annotations, predictions or store cannot be read.
     """
-    from avel.datasets.unav100 import AnnotationError, load_unav100
+    from avel.datasets.unav100 import load_unav100
     from avel.models.figures import plot_video
-    from avel.models.metrics.results_io import ResultsFormatError, read_results
+    from avel.models.metrics.results_io import read_results
     from avel.models.visualize import TimelinePlotConfig, plot_cross_similarity, plot_timeline
 
     if store_path is not None and not (visual_stream and audio_stream):
         raise click.UsageError("--store needs --visual-stream and --audio-stream")
     if store_path is None and (visual_stream or audio_stream):
         raise click.UsageError("--visual-stream / --audio-stream need --store")
-    try:
-        annotations = load_unav100(annotations_path)
-        results = read_results(predictions_path, classes=annotations.classes)
-    except (AnnotationError, ResultsFormatError, OSError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    annotations = load_unav100(annotations_path)
+    results = read_results(predictions_path, classes=annotations.classes)
     samples = {s.video_id: s for s in annotations.samples}
     if not video_ids:
         video_ids = tuple(s.video_id for s in annotations.subset(split))[:limit]
@@ -132,11 +94,7 @@ def plot(
     if store_path is not None:
         from avel.datasets.store import FeatureStore, StoreError
 
-        try:
-            store = FeatureStore(store_path)
-        except (StoreError, OSError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+        store = FeatureStore(store_path)
     cfg = TimelinePlotConfig(top_k_per_class=top_k, min_score=min_score)
     problems, written = [], 0
     for vid in video_ids:

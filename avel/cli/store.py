@@ -1,4 +1,7 @@
-"""``avel info``, ``avel import``, ``avel export``: thin commands over avel.datasets."""
+"""``avel info``, ``avel import``, ``avel export``: thin commands over avel.datasets.
+
+Unusable input (a store, an annotation or feature file) is not caught here: the command group
+turns the library's error into one line and exit code 3 (:func:`avel.cli.errors.exit_code_for`)."""
 
 from __future__ import annotations
 
@@ -8,11 +11,6 @@ from pathlib import Path
 
 import click
 from tqdm import tqdm
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 def _report_import(report, store: Path) -> None:
@@ -47,22 +45,22 @@ class FolderOrUrl(click.Path):
 def info(store: Path, as_json: bool, verify: bool, list_videos: bool, repair: bool) -> None:
     """Show a store's streams, dims, sampling plans, provenance, videos and errors.
 
-    Exit code 1 when --verify finds a problem or the store cannot be read.
+    Exit code 1 when --verify finds a problem, 3 when the store cannot be read (the message names
+    the file and key; see :mod:`avel.cli.errors`).
     """
-    from avel.datasets.store import FeatureStore, StoreError, repair_store
+    from avel.datasets.store import FeatureStore, repair_store
     from avel.datasets.store_remote import is_remote
 
-    try:
-        if repair and is_remote(store):
-            _fail(f"--repair works on local stores; {store} is a bucket store (its writer publishes what it committed)")
-        if repair:
-            for line in repair_store(store):
-                click.echo(f"repair   {line}", err=True)
-        st = FeatureStore(store)
-        summary = st.summary()
-        problems = st.verify(full=True) if verify else []
-    except StoreError as e:
-        _fail(str(e))
+    if repair and is_remote(store):
+        raise click.UsageError(
+            f"--repair works on local stores; {store} is a bucket store (its writer publishes what it committed)"
+        )
+    if repair:
+        for line in repair_store(store):
+            click.echo(f"repair   {line}", err=True)
+    st = FeatureStore(store)
+    summary = st.summary()
+    problems = st.verify(full=True) if verify else []
     summary["verify_problems"] = problems if verify else None
     if list_videos:
         summary["video_ids"] = st.videos()
@@ -128,7 +126,6 @@ def import_() -> None:
 def import_unav(folder: Path, store: Path, annotations: Path | None, streams: tuple[str, ...]) -> None:
     """Import <vid>_rgb.npy / _flow / _vggish / _one_peace_* files from FOLDER."""
     from avel.datasets.interop import import_unav_npy
-    from avel.datasets.store import StoreError
 
     ann = None
     if annotations is not None:
@@ -136,12 +133,9 @@ def import_unav(folder: Path, store: Path, annotations: Path | None, streams: tu
 
         ann = load_unav100(annotations)
     with tqdm(desc="import", unit="video", disable=None) as bar:
-        try:
-            report = import_unav_npy(
-                folder, store, annotations=ann, streams=streams or None, progress=lambda n: bar.update(n - bar.n)
-            )
-        except (StoreError, ValueError, FileNotFoundError) as e:
-            _fail(str(e))
+        report = import_unav_npy(
+            folder, store, annotations=ann, streams=streams or None, progress=lambda n: bar.update(n - bar.n)
+        )
     _report_import(report, store)
 
 
@@ -166,18 +160,14 @@ def import_ave(annotations: Path, visual: Path | None, audio: Path | None, store
     """Import AVE visual_feature.h5 / audio_feature.h5 (key avadataset), one entry per video."""
     from avel.datasets.ave import load_ave
     from avel.datasets.interop import import_ave_h5
-    from avel.datasets.store import StoreError
 
     if visual is None and audio is None:
         raise click.UsageError("give --visual and/or --audio")
     ann = load_ave(annotations)
     with tqdm(total=len(ann), desc="import", unit="row", disable=None) as bar:
-        try:
-            report = import_ave_h5(
-                ann, store, visual_h5=visual, audio_h5=audio, dtype=dtype, progress=lambda n: bar.update(n - bar.n)
-            )
-        except (StoreError, ValueError) as e:
-            _fail(str(e))
+        report = import_ave_h5(
+            ann, store, visual_h5=visual, audio_h5=audio, dtype=dtype, progress=lambda n: bar.update(n - bar.n)
+        )
     _report_import(report, store)
 
 
@@ -199,7 +189,7 @@ def export() -> None:
 def export_unav(store: Path, out: Path, mapping: tuple[str, ...]) -> None:
     """Write <vid><suffix>.npy files, one per video and stream."""
     from avel.datasets.interop import export_unav_npy
-    from avel.datasets.store import FeatureStore, StoreError
+    from avel.datasets.store import FeatureStore
 
     streams = None
     if mapping:
@@ -207,12 +197,9 @@ def export_unav(store: Path, out: Path, mapping: tuple[str, ...]) -> None:
             streams = dict(m.split("=", 1) for m in mapping)
         except ValueError:
             raise click.UsageError("--map takes STREAM=SUFFIX") from None
-    try:
-        st = FeatureStore(store)
-        with tqdm(total=len(st), desc="export", unit="video", disable=None) as bar:
-            n = export_unav_npy(st, out, streams=streams, progress=lambda k: bar.update(k - bar.n))
-    except (StoreError, KeyError) as e:
-        _fail(str(e))
+    st = FeatureStore(store)
+    with tqdm(total=len(st), desc="export", unit="video", disable=None) as bar:
+        n = export_unav_npy(st, out, streams=streams, progress=lambda k: bar.update(k - bar.n))
     click.echo(f"wrote {n} files to {out}")
 
 
@@ -226,19 +213,16 @@ def export_ave(store: Path, annotations: Path, out: Path, visual_stream: str, au
     """Write visual_feature.h5 / audio_feature.h5 in Annotations.txt row order."""
     from avel.datasets.ave import load_ave
     from avel.datasets.interop import export_ave_h5
-    from avel.datasets.store import FeatureStore, StoreError
+    from avel.datasets.store import FeatureStore
 
-    try:
-        st = FeatureStore(store)
-        paths = export_ave_h5(
-            st,
-            load_ave(annotations),
-            out,
-            visual_stream=visual_stream if visual_stream in st.streams else None,
-            audio_stream=audio_stream if audio_stream in st.streams else None,
-        )
-    except StoreError as e:
-        _fail(str(e))
+    st = FeatureStore(store)
+    paths = export_ave_h5(
+        st,
+        load_ave(annotations),
+        out,
+        visual_stream=visual_stream if visual_stream in st.streams else None,
+        audio_stream=audio_stream if audio_stream in st.streams else None,
+    )
     for p in paths:
         click.echo(f"wrote {p}")
 
@@ -253,18 +237,15 @@ def store_group() -> None:
 def store_upgrade(store: Path) -> None:
     """Convert a schema-version-1 store to version 2 in place (checks every shard first;
     rerun after an interruption to finish)."""
-    from avel.datasets.store import StoreError, upgrade_store
+    from avel.datasets.store import upgrade_store
 
-    try:
-        with tqdm(desc="upgrade", unit="shard", disable=None) as bar:
+    with tqdm(desc="upgrade", unit="shard", disable=None) as bar:
 
-            def progress(n: int, total: int) -> None:
-                bar.total = total
-                bar.update(n - bar.n)
+        def progress(n: int, total: int) -> None:
+            bar.total = total
+            bar.update(n - bar.n)
 
-            actions = upgrade_store(store, progress=progress)
-    except StoreError as e:
-        _fail(str(e))
+        actions = upgrade_store(store, progress=progress)
     for line in actions:
         click.echo(line)
 
@@ -274,12 +255,9 @@ def store_upgrade(store: Path) -> None:
 def store_repair(store: Path) -> None:
     """Rebuild a lost or damaged manifest.json / log from the log, the snapshot or the shards;
     adopt complete uncommitted shards. Never deletes a shard it cannot account for."""
-    from avel.datasets.store import StoreError, repair_store
+    from avel.datasets.store import repair_store
 
-    try:
-        actions = repair_store(store)
-    except StoreError as e:
-        _fail(str(e))
+    actions = repair_store(store)
     for line in actions or ["nothing to repair"]:
         click.echo(line)
 
@@ -288,10 +266,7 @@ def store_repair(store: Path) -> None:
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def store_compact(store: Path) -> None:
     """Rewrite manifest.json from the whole log (writers do this when they close)."""
-    from avel.datasets.store import StoreError, compact_store
+    from avel.datasets.store import compact_store
 
-    try:
-        compact_store(store)
-    except StoreError as e:
-        _fail(str(e))
+    compact_store(store)
     click.echo(f"compacted {store}/manifest.json")

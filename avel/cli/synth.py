@@ -7,59 +7,22 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from avel.cli.options import apply, int_option, out_dir_option
 
-def _options(f):
-    options = [
-        click.option(
-            "--out",
-            required=True,
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Output directory (videos/, annotations, synth.json).",
-        ),
-        click.option(
-            "--videos",
-            default=300,
-            show_default=True,
-            type=click.IntRange(min=1),
-            help="Number of videos (split ~60/20/20 into train/validation/test).",
-        ),
-        click.option(
-            "--seed", default=0, show_default=True, type=int, help="Same seed, same annotations, pixels and samples."
-        ),
-        click.option(
-            "--classes",
-            "num_classes",
-            default=10,
-            show_default=True,
-            type=click.IntRange(1, 36),
-            help="Event classes (AVE-like: at most 28).",
-        ),
-        click.option(
-            "--size",
-            default=128,
-            show_default=True,
-            type=click.IntRange(min=16),
-            help="Frame side in pixels (even: H.264 yuv420p).",
-        ),
-        click.option("--fps", default=25, show_default=True, type=click.IntRange(min=1), help="Video frame rate."),
-        click.option(
-            "--crf",
-            default=23,
-            show_default=True,
-            type=click.IntRange(0, 51),
-            help="x264 constant rate factor (lower: better quality, bigger files).",
-        ),
-        click.option(
-            "--workers",
-            default=1,
-            show_default=True,
-            type=click.IntRange(min=1),
-            help="Processes rendering and encoding videos.",
-        ),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
+_options = apply(
+    out_dir_option("Output directory (videos/, annotations, synth.json)."),
+    int_option("--videos", default=300, min=1, help="Number of videos (split ~60/20/20 into train/validation/test)."),
+    int_option("--seed", default=0, help="Same seed, same annotations, pixels and samples."),
+    int_option("--classes", "num_classes", default=10, min=1, max=36, help="Event classes (AVE-like: at most 28)."),
+    int_option("--size", default=128, min=16, help="Frame side in pixels (even: H.264 yuv420p)."),
+    int_option("--fps", default=25, min=1, help="Video frame rate."),
+    int_option(
+        "--crf", default=23, min=0, max=51, help="x264 constant rate factor (lower: better quality, bigger files)."
+    ),
+    int_option("--workers", default=1, min=1, help="Processes rendering and encoding videos."),
+)
+"""The options of every ``avel synth`` command; all but ``--out`` and ``--workers`` are
+:class:`~avel.datasets.synth.SynthConfig` fields."""
 
 
 def _config(**fields):
@@ -95,44 +58,22 @@ def synth() -> None:
 @_options
 @click.option("--min-duration-s", default=10.0, show_default=True, type=float, help="Shortest video (s).")
 @click.option("--max-duration-s", default=30.0, show_default=True, type=float, help="Longest video (s).")
-def synth_unav100(out, videos, seed, num_classes, size, fps, crf, workers, min_duration_s, max_duration_s) -> None:
+def synth_unav100(out: Path, workers: int, **fields) -> None:
     """UnAV-100-like: 10-30 s videos with 1-4 (possibly overlapping) events plus distractors."""
-    cfg = _config(
-        kind="unav100",
-        videos=videos,
-        seed=seed,
-        num_classes=num_classes,
-        size=size,
-        fps=fps,
-        crf=crf,
-        min_duration_s=min_duration_s,
-        max_duration_s=max_duration_s,
-    )
+    cfg = _config(kind="unav100", **fields)
     _run(cfg, out, workers)
 
 
 @synth.command("ave")
 @_options
-@click.option(
+@int_option(
     "--background-videos",
     default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
+    min=0,
     help="Extra event-free 10-s videos (distractors only) for weak supervision, like AVE's noisy "
     "videos: written to videos/, listed in background_videos.txt, in no split.",
 )
-def synth_ave(out, videos, seed, num_classes, size, fps, crf, workers, background_videos) -> None:
+def synth_ave(out: Path, workers: int, **fields) -> None:
     """AVE-like: 10-s clips, one annotated event per row (integer seconds), distractors."""
-    cfg = _config(
-        kind="ave",
-        videos=videos,
-        seed=seed,
-        num_classes=num_classes,
-        size=size,
-        fps=fps,
-        crf=crf,
-        min_duration_s=10.0,
-        max_duration_s=10.0,
-        background_videos=background_videos,
-    )
+    cfg = _config(kind="ave", min_duration_s=10.0, max_duration_s=10.0, **fields)
     _run(cfg, out, workers)

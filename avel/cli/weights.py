@@ -21,8 +21,8 @@ def verify(path: Path, name: str, preset: str) -> None:
     """Check that PATH (a file, or a directory holding the official file names for multi-file
     extractors such as i3d) matches the extractor's keys and shapes; print every file's sha256.
 
-    Exit code 0 when everything matches, 1 on a mismatch or an unreadable / missing file,
-    2 on usage errors (unknown extractor or preset).
+    Exit code 0 when everything matches, 1 on a mismatch, 2 on usage errors (unknown extractor
+    or preset), 3 on an unreadable or missing file.
     """
     from avel.extractors import get
 
@@ -31,11 +31,7 @@ def verify(path: Path, name: str, preset: str) -> None:
         cls.make_config(preset)
     except (KeyError, ValueError) as e:
         raise click.UsageError(str(e.args[0] if isinstance(e, KeyError) else e)) from e
-    try:
-        report = cls.check_checkpoint(path, preset=preset)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    report = cls.check_checkpoint(path, preset=preset)  # unreadable / missing: exit 3 (avel.cli.errors)
     for role, file in report.files.items():
         click.echo(f"{role:<6} {file}  sha256 {report.sha256[role]}  (official: {report.expected_files[role]})")
     if report.ok:

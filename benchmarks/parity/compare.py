@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,23 @@ def case(prefix: str):
     return wrap
 
 
+@dataclass(frozen=True)
+class Fixture:
+    """One recorded fixture as a case runs it: its arrays and sidecar, a work folder for rebuilt
+    checkpoint files and an optional edit of the rebuilt checkpoint (``tamper``)."""
+
+    name: str
+    arrays: Mapping[str, np.ndarray]
+    meta: Mapping[str, Any]
+    work: Path
+    tamper: Callable[[dict], None] | None = None
+
+    def checkpoint(self, wrap: str | None = None) -> Path:
+        """The reference's checkpoint file rebuilt (digest checked), ``tamper`` applied."""
+        path = self.work / self.meta["weights"]["file"]
+        return rebuild_checkpoint(self.meta, self.arrays, path, tamper=self.tamper, wrap=wrap)
+
+
 def _seeded_file(module: torch.nn.Module, path: Path, seed: int = 0) -> Path:
     """A checkpoint of seeded weights in ``module``'s key layout (``module`` may be on the meta
     device), for a part that is not compared; reused when it exists."""
@@ -50,19 +68,11 @@ def _seeded_file(module: torch.nn.Module, path: Path, seed: int = 0) -> Path:
 
 
 @case("i3d_")
-def run_i3d(
-    name: str,
-    arrays: Mapping[str, np.ndarray],
-    meta: Mapping[str, Any],
-    work: Path,
-    tamper: Callable[[dict], None] | None = None,
-    fuse: bool = False,
-    **overrides: Any,
-) -> tuple[np.ndarray, np.ndarray]:
+def run_i3d(fx: Fixture, fuse: bool = False, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
     """Our I3D stream on the fixture's windows -> (ours, reference) ``B x 1024``; ``fuse``: the
     module as the pipeline runs it (:meth:`Extractor.fuse_for_inference`)."""
-    setup, stream = meta["setup"], meta["stream"]
-    ckpt = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
+    setup, stream = fx.meta["setup"], fx.meta["stream"]
+    ckpt = fx.checkpoint()
     config = dict(
         window_frames=setup["window_frames"],
         crop_size=setup["frame_hw"],
@@ -70,95 +80,73 @@ def run_i3d(
         **overrides,
     )
     t = setup["window_frames"]
-    x = torch.from_numpy(arrays["input"])
+    x = torch.from_numpy(fx.arrays["input"])
     if stream == "rgb":
         ext = E.get("i3d_rgb").from_checkpoint(ckpt, **config)
         ext = ext.fuse_for_inference() if fuse else ext
         windows = (
-            torch.stack([x[s : s + t] for s in setup["window_starts"]]) if meta["layout"] == "video_features" else x
+            torch.stack([x[s : s + t] for s in setup["window_starts"]]) if fx.meta["layout"] == "video_features" else x
         )  # B x T x H x W x 3 uint8
         ours = ext.extract(windows)
     else:
-        raft = _seeded_file(E.get("i3d_flow").build(device="meta").raft.raft, work / "raft.pth")
+        raft = _seeded_file(E.get("i3d_flow").build(device="meta").raft.raft, fx.work / "raft.pth")
         ext = E.get("i3d_flow").from_checkpoint({"flow": ckpt, "raft": raft}, **config)
         ext = ext.fuse_for_inference() if fuse else ext
-        if meta["layout"] == "video_features":  # raw flow: our preprocess after RAFT
+        if fx.meta["layout"] == "video_features":  # raw flow: our preprocess after RAFT
             flow = torch.stack([x[s : s + t] for s in setup["window_starts"]]).float()  # B x T x 2 x H x W
             model_in = flow_to_i3d(center_crop(flow, ext.config.crop_size), clamp=ext.config.flow_clamp)
         else:  # flow images as pytorch-i3d reads them: uint8 B x T x H x W x 2 -> (v / 255) * 2 - 1
             model_in = x.movedim(-1, 2).float() * (2.0 / 255.0) - 1.0
         with torch.no_grad():
             ours = ext.forward({"flow": model_in.transpose(1, 2).contiguous()})
-    return ours.numpy(), arrays["output"]
+    return ours.numpy(), fx.arrays["output"]
 
 
 @case("raft_")
-def run_raft(
-    name: str,
-    arrays: Mapping[str, np.ndarray],
-    meta: Mapping[str, Any],
-    work: Path,
-    tamper: Callable[[dict], None] | None = None,
-    **overrides: Any,
-) -> tuple[np.ndarray, np.ndarray]:
+def run_raft(fx: Fixture, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
     """Our I3D flow stream's RAFT (``window_flows``, loaded through ``i3d_flow.from_checkpoint``)
     on windows of 2 frames (one pair each) -> (ours, reference) ``P x 2 x H' x W'``."""
-    raft = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
+    raft = fx.checkpoint()
     cls = E.get("i3d_flow")
-    flow = _seeded_file(cls.build(device="meta").flow, work / "flow_imagenet.pt")
+    flow = _seeded_file(cls.build(device="meta").flow, fx.work / "flow_imagenet.pt")
     ext = cls.from_checkpoint(
         {"flow": flow, "raft": raft},
         window_frames=1,
         stride_frames=1,
-        num_flow_updates=meta["setup"]["num_flow_updates"],
+        num_flow_updates=fx.meta["setup"]["num_flow_updates"],
         **overrides,
     )
-    frames = torch.from_numpy(arrays["input"])  # T x H x W x 3 uint8
+    frames = torch.from_numpy(fx.arrays["input"])  # T x H x W x 3 uint8
     batch = ext.windows(frames).data[: len(frames) - 1]  # (T - 1) x 2 x H x W x 3 (the last window would repeat)
     with torch.no_grad():
         ours = ext.window_flows(batch, batch.movedim(-1, -3).float())[:, 0]  # (T - 1) x 2 x H' x W'
-    return ours.numpy(), arrays["output"]
+    return ours.numpy(), fx.arrays["output"]
 
 
 @case("vggish_")
-def run_vggish(
-    name: str,
-    arrays: Mapping[str, np.ndarray],
-    meta: Mapping[str, Any],
-    work: Path,
-    tamper: Callable[[dict], None] | None = None,
-    part: str = "output",
-    **overrides: Any,
-) -> tuple[np.ndarray, np.ndarray]:
+def run_vggish(fx: Fixture, part: str = "output", **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
     """Our VGGish (default config: hop 0.96 s, final ReLU) on the waveform. ``part``:
     ``"examples"`` (log-mel frontend), ``"output"`` (embeddings), ``"output_postprocess"`` (PCA +
     quantisation with the fixture's PCA file)."""
-    ckpt = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
+    ckpt = fx.checkpoint()
     files: Any = ckpt
     if part == "output_postprocess":
-        pca = {k: torch.from_numpy(arrays[f"pca/{k}"]).float() for k in ("pca_eigen_vectors", "pca_means")}
-        torch.save(pca, work / "vggish_pca_params-970ea276.pth")
-        files, overrides = work, {**overrides, "postprocess": True}
+        pca = {k: torch.from_numpy(fx.arrays[f"pca/{k}"]).float() for k in ("pca_eigen_vectors", "pca_means")}
+        torch.save(pca, fx.work / "vggish_pca_params-970ea276.pth")
+        files, overrides = fx.work, {**overrides, "postprocess": True}
     ext = E.get("vggish").from_checkpoint(files, **overrides)
-    win = ext.windows(torch.from_numpy(arrays["input"]))
+    win = ext.windows(torch.from_numpy(fx.arrays["input"]))
     with torch.no_grad():
         examples = ext.preprocess(win.data)  # N x 1 x 96 x 64
         ours = examples if part == "examples" else ext.forward(examples)
-    return ours.numpy(), arrays[part]
+    return ours.numpy(), fx.arrays[part]
 
 
 @case("vgg19_")
-def run_vgg19(
-    name: str,
-    arrays: Mapping[str, np.ndarray],
-    meta: Mapping[str, Any],
-    work: Path,
-    tamper: Callable[[dict], None] | None = None,
-    **overrides: Any,
-) -> tuple[np.ndarray, np.ndarray]:
+def run_vgg19(fx: Fixture, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
     """Our VGG-19 (``preprocessing="torchvision"``) pool5 of every frame -> (ours, reference)."""
-    setup = meta["setup"]
-    ckpt = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper)
+    setup = fx.meta["setup"]
+    ckpt = fx.checkpoint()
     config = dict(
         preprocessing=setup["preprocessing"],
         image_size=setup["image_size"],
@@ -167,12 +155,12 @@ def run_vgg19(
         **overrides,
     )
     ext = E.get("vgg19").from_checkpoint(ckpt, **config)
-    batch = torch.from_numpy(arrays["input"])  # B x L x S x S x 3
+    batch = torch.from_numpy(fx.arrays["input"])  # B x L x S x S x 3
     with torch.no_grad():
         x = ext.preprocess(batch)
         ours = ext.features(x.flatten(0, 1))  # B*L x 512 x S/32 x S/32
         rows = ext.forward(x)  # B x S/32 x S/32 x 512: the window mean of the same maps
-    ref = arrays["output"]
+    ref = fx.arrays["output"]
     b, length = batch.shape[:2]
     expected_rows = ref.reshape(b, length, *ref.shape[1:]).mean(axis=1).transpose(0, 2, 3, 1)
     if max_abs_diff(rows, expected_rows) > TOLERANCE:
@@ -181,25 +169,18 @@ def run_vgg19(
 
 
 @case("onepeace_")
-def run_onepeace(
-    name: str,
-    arrays: Mapping[str, np.ndarray],
-    meta: Mapping[str, Any],
-    work: Path,
-    tamper: Callable[[dict], None] | None = None,
-    **overrides: Any,
-) -> tuple[np.ndarray, np.ndarray]:
+def run_onepeace(fx: Fixture, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
     """Our ``onepeace_image`` / ``onepeace_audio`` (tiny preset, loaded from the fairseq-style
     file) tokens after the final LayerNorm. Audio: ``audio_max_positions`` 1024 as the reference
     hard-codes (the tiny preset's 64 gives other log buckets)."""
-    modality = name.split("_")[1]
-    ckpt = rebuild_checkpoint(meta, arrays, work / meta["weights"]["file"], tamper=tamper, wrap="model")
+    modality = fx.name.split("_")[1]
+    ckpt = fx.checkpoint(wrap="model")
     if modality == "audio":
-        overrides = {"audio_max_positions": meta["setup"]["audio_max_positions"], **overrides}
-    ext = E.get(f"onepeace_{modality}").from_checkpoint(ckpt, preset=meta["setup"]["preset"], **overrides)
+        overrides = {"audio_max_positions": fx.meta["setup"]["audio_max_positions"], **overrides}
+    ext = E.get(f"onepeace_{modality}").from_checkpoint(ckpt, preset=fx.meta["setup"]["preset"], **overrides)
     with torch.no_grad():
-        ours = ext.model.encode(torch.from_numpy(arrays["input"]), modality=modality)
-    return ours.numpy(), arrays["output"]
+        ours = ext.model.encode(torch.from_numpy(fx.arrays["input"]), modality=modality)
+    return ours.numpy(), fx.arrays["output"]
 
 
 _WORK: dict[str, Path] = {}
@@ -227,7 +208,8 @@ def run(
     fn = next(f for p, f in CASES.items() if name.startswith(p))
     work, cleanup = _work_dir(name, tamper is not None)
     try:
-        ours, ref = fn(name, arrays, meta, work, tamper=tamper, **({"fuse": True} if fuse else {}), **overrides)
+        fx = Fixture(name, arrays, meta, work, tamper)
+        ours, ref = fn(fx, **({"fuse": True} if fuse else {}), **overrides)
     finally:
         cleanup()
     return ours, ref, meta

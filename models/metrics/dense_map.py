@@ -365,6 +365,68 @@ def _average_precision(tp: np.ndarray, cls_row: np.ndarray, num_gt: np.ndarray) 
     return ap
 
 
+def _thresholds(tiou_thresholds: Iterable[float]) -> np.ndarray:
+    """The ``K`` tIoU thresholds as float64; empty or non-finite ones are a ``ValueError``."""
+    thr = np.asarray(list(tiou_thresholds), dtype=np.float64).reshape(-1)  # K
+    if thr.size == 0 or not np.isfinite(thr).all():
+        raise ValueError(f"tiou_thresholds must be a non-empty list of finite numbers, got {thr.tolist()}")
+    return thr
+
+
+def _ground_truth_table(
+    ground_truth: Mapping[str, Any], videos: list[str], duplicate_tol_s: float | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Flat ground truth of ``videos``: segments ``G x 3``, video index ``G`` (position in
+    ``videos``), and how many duplicates were dropped (none when ``duplicate_tol_s`` is None)."""
+    gt, gt_v = _flatten(ground_truth, videos, width=3, what="ground truth")  # G x 3, G
+    if duplicate_tol_s is None:
+        return gt, gt_v, 0
+    keep = _dedup_all(gt, gt_v, duplicate_tol_s)
+    return gt[keep], gt_v[keep], int((~keep).sum())
+
+
+def _prediction_table(predictions: Mapping[str, Any], gt_videos: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Flat predictions: rows ``P x 4``, video index ``P`` (a ground-truth video keeps its index
+    in ``gt_videos``; videos unknown to the ground truth get fresh indices after them), and the
+    size of the video index space (a spare index past the last keeps it non-empty)."""
+    video_index = {v: i for i, v in enumerate(gt_videos)}
+    pr_videos = list(predictions)
+    pr, pr_row_video = _flatten(predictions, pr_videos, width=4, what="predictions")  # P x 4, P
+    n_known = len(gt_videos)
+    extra = np.cumsum([v not in video_index for v in pr_videos], dtype=np.int64)
+    video_of = np.array([video_index.get(v, n_known - 1 + int(e)) for v, e in zip(pr_videos, extra)], dtype=np.int64)
+    pr_v = video_of[pr_row_video] if len(pr_videos) else np.zeros(0, dtype=np.int64)
+    return pr, pr_v, n_known + int(extra[-1] if len(extra) else 0) + 1
+
+
+def _check_labels(num_classes: int | None, *, gt_c: np.ndarray, pr_c: np.ndarray) -> None:
+    """A label_id ``>= num_classes`` (when given) is a :class:`DetectionInputError`."""
+    if num_classes is None:
+        return
+    for name, labels in (("ground truth", gt_c), ("predictions", pr_c)):
+        if labels.size and labels.max() >= num_classes:
+            raise DetectionInputError(f"{name}: label_id {int(labels.max())} >= num_classes {num_classes}")
+
+
+def _rank(pr: np.ndarray, pr_v: np.ndarray, pr_c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictions (rows, video index, class) ordered by class, then score descending (stable:
+    ties keep input order)."""
+    order = np.lexsort((-pr[:, 3], pr_c))
+    return pr[order], pr_v[order], pr_c[order]
+
+
+def _class_tables(
+    tp: np.ndarray, class_ids: np.ndarray, *, gt_c: np.ndarray, pr_c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per evaluated class: ground-truth count ``C``, prediction count ``C`` and AP ``K x C``
+    from the true-positive table ``tp`` (``K x P``, predictions ranked by :func:`_rank`)."""
+    C = class_ids.size
+    num_gt = np.bincount(np.searchsorted(class_ids, gt_c), minlength=C) if C else np.zeros(0, int)
+    cls_row = np.searchsorted(class_ids, pr_c)
+    num_pred = np.bincount(cls_row, minlength=C) if C else np.zeros(0, int)
+    return num_gt, num_pred, _average_precision(tp, cls_row, num_gt)
+
+
 def evaluate_detection(
     ground_truth: Mapping[str, Any],
     predictions: Mapping[str, Any],
@@ -391,61 +453,25 @@ def evaluate_detection(
     Returns:
         :class:`DetectionResult`.
     """
-    thr = np.asarray(list(tiou_thresholds), dtype=np.float64).reshape(-1)  # K
-    if thr.size == 0 or not np.isfinite(thr).all():
-        raise ValueError(f"tiou_thresholds must be a non-empty list of finite numbers, got {thr.tolist()}")
-    K = thr.size
+    thr = _thresholds(tiou_thresholds)  # K
     if isinstance(subset, str):
         raise TypeError("subset must be a collection of video ids, not a string")
     keep_videos = None if subset is None else set(subset)
-
-    # ground truth: flat (deduplicated) segments; video index = position among the evaluated videos
     gt_videos = [v for v in ground_truth if keep_videos is None or v in keep_videos]
-    gt, gt_v = _flatten(ground_truth, gt_videos, width=3, what="ground truth")  # G x 3, G
-    n_dup = 0
-    if duplicate_tol_s is not None:
-        keep = _dedup_all(gt, gt_v, duplicate_tol_s)
-        n_dup = int((~keep).sum())
-        gt, gt_v = gt[keep], gt_v[keep]
-    gt_c = gt[:, 2].astype(np.int64)
-    num_videos = int(len(np.unique(gt_v)))
-
-    # predictions: flat; videos unknown to the ground truth get fresh indices after the known ones
-    video_index = {v: i for i, v in enumerate(gt_videos)}
-    pr_videos = list(predictions)
-    pr, pr_row_video = _flatten(predictions, pr_videos, width=4, what="predictions")  # P x 4, P
-    n_known = len(gt_videos)
-    extra = np.cumsum([v not in video_index for v in pr_videos], dtype=np.int64)
-    video_of = np.array([video_index.get(v, n_known - 1 + int(e)) for v, e in zip(pr_videos, extra)], dtype=np.int64)
-    pr_v = video_of[pr_row_video] if len(pr_videos) else np.zeros(0, dtype=np.int64)
-    pr_c = pr[:, 2].astype(np.int64)
-    if num_classes is not None:
-        for name, labels in (("ground truth", gt_c), ("predictions", pr_c)):
-            if labels.size and labels.max() >= num_classes:
-                raise DetectionInputError(f"{name}: label_id {int(labels.max())} >= num_classes {num_classes}")
-    num_predictions_total = len(pr)
-    has_gt = np.zeros(n_known + int(extra[-1] if len(extra) else 0) + 1, dtype=bool)
+    gt, gt_v, n_dup = _ground_truth_table(ground_truth, gt_videos, duplicate_tol_s)  # G x 3, G
+    pr, pr_v, n_vid_all = _prediction_table(predictions, gt_videos)  # P x 4, P
+    gt_c, pr_c = gt[:, 2].astype(np.int64), pr[:, 2].astype(np.int64)
+    _check_labels(num_classes, gt_c=gt_c, pr_c=pr_c)
+    has_gt = np.zeros(n_vid_all, dtype=bool)
     has_gt[gt_v] = True
-    no_gt_video = int((~has_gt[pr_v]).sum())
 
     class_ids = np.unique(gt_c)  # C evaluated classes
-    C = class_ids.size
     scored = np.isin(pr_c, class_ids)
-    num_ignored = int((~scored).sum())
-    pr, pr_v, pr_c = pr[scored], pr_v[scored], pr_c[scored]
-
-    # rank: by class, then score descending (stable: ties keep input order)
-    order = np.lexsort((-pr[:, 3], pr_c))
-    pr, pr_v, pr_c = pr[order], pr_v[order], pr_c[order]
-    n_vid_all = len(has_gt)
-    tp = _match(gt, gt_c * n_vid_all + gt_v, pr, pr_c * n_vid_all + pr_v, thr)  # K x P
-
-    num_gt = np.bincount(np.searchsorted(class_ids, gt_c), minlength=C) if C else np.zeros(0, int)
-    cls_row = np.searchsorted(class_ids, pr_c)
-    num_pred = np.bincount(cls_row, minlength=C) if C else np.zeros(0, int)
-    ap_kc = _average_precision(tp, cls_row, num_gt)  # K x C
+    ranked, ranked_v, ranked_c = _rank(pr[scored], pr_v[scored], pr_c[scored])
+    tp = _match(gt, gt_c * n_vid_all + gt_v, ranked, ranked_c * n_vid_all + ranked_v, thr)  # K x P
+    num_gt, num_pred, ap_kc = _class_tables(tp, class_ids, gt_c=gt_c, pr_c=ranked_c)  # C, C, K x C
     # mean over classes of the K x C table row by row, as the reference sums (bit-identical means)
-    map_per_threshold = ap_kc.mean(axis=1) if C else np.zeros(K)
+    map_per_threshold = ap_kc.mean(axis=1) if class_ids.size else np.zeros(thr.size)
     return DetectionResult(
         tiou_thresholds=thr,
         map_per_threshold=map_per_threshold,
@@ -454,10 +480,10 @@ def evaluate_detection(
         ap=np.ascontiguousarray(ap_kc.T),
         num_gt=num_gt,
         num_predictions=num_pred,
-        num_videos=num_videos,
+        num_videos=int(len(np.unique(gt_v))),
         num_gt_total=int(len(gt)),
         num_gt_duplicates=n_dup,
-        num_predictions_total=num_predictions_total,
-        num_predictions_ignored=num_ignored,
-        num_predictions_no_gt_video=no_gt_video,
+        num_predictions_total=int(len(pr)),
+        num_predictions_ignored=int((~scored).sum()),
+        num_predictions_no_gt_video=int((~has_gt[pr_v]).sum()),
     )

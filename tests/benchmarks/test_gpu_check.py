@@ -50,10 +50,15 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert result["device"] == "cpu" and result["preset"] == "tiny"
     assert set(result["extractors"]) == {"i3d_rgb", "i3d_flow", "vggish"}
     for name, row in result["extractors"].items():
-        assert row["fp32"]["windows"] > 0 and row["fp32"]["windows_per_s"] > 0, name
-        assert row["fp32"]["bound"] in ("decode-bound", "model-bound")
+        for precision in ("fp32", "bf16"):  # bf16: autocast on the CPU, the code path the GPU takes
+            assert row[precision]["windows"] > 0 and row[precision]["windows_per_s"] > 0, (name, precision)
+            assert row[precision]["bound"] in ("decode-bound", "model-bound")
         assert row["decode_windows_per_s_per_core"] > 0
-        assert result["pipeline"][name]["windows"] > 0 and not result["pipeline"][name]["failures"]
+    assert set(result["pipeline"]) == {"local-fp32", "local-bf16", "ray-fp32", "ray-bf16"}
+    for key, run in result["pipeline"].items():
+        runner, precision = key.split("-")
+        assert run["windows"] > 0 and not run["failures"], key
+        assert run["settings"]["runner"] == runner and run["settings"]["precision"] == precision, key
     est = result["unav100_estimate"]
     assert est["windows_per_stream"] == 1_417_500 and est["videos"] == 10_790
     assert est["estimate_hours"] == max(est["model_hours"], est["decode_hours_with_decode_workers"]) > 0

@@ -85,9 +85,10 @@ def test_usage_and_bad_input_exit_codes(tmp_path, ann):
         {"t2": [{"segment": [2, 6], "label": 1, "score": 0.7}, {"segment": [2, 6], "label": "cat", "score": 0.7}]},
     )
     res = runner.invoke(cli, ["eval", "--predictions", str(bad), "--annotations", str(ann)])
-    assert res.exit_code == 1 and "results/t2[1]: label 'cat'" in res.stderr
+    assert res.exit_code == 3 and "results/t2[1]: label 'cat'" in res.stderr  # bad input (avel.cli.errors)
     res = runner.invoke(cli, ["eval", "--run", str(tmp_path), "--annotations", str(ann)])
-    assert res.exit_code == 1 and "predictions_test.json: no such file" in res.stderr
+    assert res.exit_code == 3 and "predictions_test.json: no such file" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
 
 
 def test_plot_timelines_and_similarity(tmp_path, ann):

@@ -46,7 +46,11 @@ def test_info_exit_codes(tmp_path):
     runner = CliRunner()
     (tmp_path / "empty").mkdir()
     res = runner.invoke(cli, ["info", str(tmp_path / "empty")])
-    assert res.exit_code == 1 and "not a feature store" in res.output
+    assert res.exit_code == 3 and "not a feature store" in res.output  # an unusable store: bad input
+    res = runner.invoke(cli, ["export", "unav-npy", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 3 and res.output == f"error: {tmp_path / 'empty'}: not a feature store (no manifest.json)\n"
+    res = runner.invoke(cli, ["store", "compact", str(tmp_path / "empty")])
+    assert res.exit_code == 3 and len(res.output.splitlines()) == 1 and str(tmp_path / "empty") in res.output
     _store(tmp_path / "s")
     shard = next((tmp_path / "s" / "shards").glob("shard-*.h5"))
     data = bytearray(shard.read_bytes())

@@ -132,7 +132,7 @@ def test_info_repair_rebuilds_and_damaged_log_is_kept_aside(tmp_path):
     with pytest.raises(StoreCorruptError, match=r"commits\.jsonl: line 4 is damaged"):
         FeatureStore(root)
     res = CliRunner().invoke(cli, ["info", str(root)])
-    assert res.exit_code == 1 and "commits.jsonl: line 4" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 3 and "commits.jsonl: line 4" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(cli, ["store", "repair", str(root)])
     assert res.exit_code == 0 and "damaged at line 4" in res.output, res.output
     assert list((root / "log").glob("commits.jsonl.damaged-*"))

@@ -169,3 +169,27 @@ def test_multi_file_checkpoint_from_directory_and_mapping(tmp_path):
         cls.from_checkpoint(tmp_path, preset="tiny")
     rgb_only = E.get("i3d_rgb").from_checkpoint({"rgb": tmp_path / "rgb_imagenet.pt"}, preset="tiny")
     assert torch.equal(rgb_only.rgb.Conv3d_1a_7x7.conv3d.weight, src.rgb.Conv3d_1a_7x7.conv3d.weight)
+
+
+def test_meta_builds_skip_random_init_but_keep_every_parameter():
+    """``on_meta_device('meta')`` turns nn.init's random fills into no-ops on meta tensors (they
+    hold no values): same keys, shapes and dtypes as a CPU build; CPU builds still initialise."""
+    import torch.nn as nn
+
+    from avel.extractors.base import on_meta_device
+
+    cls = E.get("i3d_rgb")
+    cfg = cls.make_config("tiny")
+    with on_meta_device("meta"):
+        meta = cls(cfg)
+    cpu = cls(cfg)
+    assert {k: (v.shape, v.dtype) for k, v in meta.state_dict().items()} == {
+        k: (v.shape, v.dtype) for k, v in cpu.state_dict().items()
+    }
+    assert all(v.is_meta for v in meta.state_dict().values())
+    with on_meta_device("cpu"):
+        conv = nn.Conv3d(3, 4, 3)
+    assert not conv.weight.is_meta and float(conv.weight.abs().sum()) > 0  # initialised
+    with on_meta_device("meta"):
+        assert nn.init.kaiming_uniform_(torch.empty(4, 3, device="meta")).is_meta
+        assert nn.init.normal_(tensor=torch.empty(2, device="meta")).is_meta  # by keyword too

@@ -46,4 +46,4 @@ def test_weights_verify_ok_mismatch_and_usage(tmp_path):
     assert res.exit_code == 2 and "unknown extractor" in res.output
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     res = runner.invoke(cli, ["weights", "verify", str(tmp_path / "junk.pth"), "--extractor", "vgg19"])
-    assert res.exit_code == 1 and "cannot load" in res.output
+    assert res.exit_code == 3 and "cannot load" in res.output and "Traceback" not in res.output

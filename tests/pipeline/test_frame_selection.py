@@ -68,6 +68,19 @@ def test_ffmpeg_rule_equals_ffmpeg_fps_filter(name, pts, end, fps):
     assert got.tolist() == expected
 
 
+@pytest.mark.parametrize("offset_s", [0.021333, 0.05, 1.013])
+@pytest.mark.parametrize("name,pts,end", list(_cases())[:6], ids=[c[0] for c in _cases()][:6])
+def test_ffmpeg_rule_on_a_shifted_origin_equals_the_filter(name, pts, end, offset_s):
+    """A first frame after time 0 (a video stream starting after the file's start) is rounded
+    on the shifted grid, as ffmpeg's filter does; the first-frame origin differs."""
+    off = int(round(offset_s * 90000))
+    shifted = [p + off for p in pts]
+    expected = ffmpeg_fps_filter(shifted, end + off, 25)
+    times = np.asarray(shifted, np.float64) * float(TB)
+    got = frame_indices_for_fps(times, (end + off) * float(TB), 25.0, rule="ffmpeg_fps")
+    assert got.tolist() == expected
+
+
 def test_previous_rule_differs_from_ffmpeg_on_29_97_fps():
     """The old rule (nearest previous) is not the reference: a 29.97-fps video at 25 fps
     differs in slots and in the frame count."""
@@ -122,6 +135,55 @@ def test_decoder_picks_the_frames_ffmpeg_picks_on_a_vfr_clip(tmp_path):
     assert len(old.frames[25.0]) != len(expected) or not np.array_equal(
         np.round(old.frames[25.0][:, 10, 10].astype(float).mean(axis=1) / 4), expected
     )
+
+
+def _write_late_video(path, native: float, n: int, video_start_s: float) -> None:
+    """H.264 (lossless, frame ``i`` grey ``4 i``) starting ``video_start_s`` after an AAC track."""
+    c = av.open(str(path), "w")
+    v = c.add_stream("libx264", rate=Fraction(native).limit_denominator(1001), options={"qp": "0"})
+    v.width, v.height, v.pix_fmt = 64, 48, "yuv444p"
+    v.codec_context.time_base = TB
+    a = c.add_stream("aac", rate=16000)
+    a.layout = "mono"
+    for i in range(n):
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * i, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = int(round((video_start_s + i / native) * 90000)), TB
+        for packet in v.encode(frame):
+            c.mux(packet)
+    for packet in v.encode():
+        c.mux(packet)
+    for k in range(0, int((video_start_s + n / native) * 16000), 1024):
+        block = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        block.sample_rate, block.pts, block.time_base = 16000, k, Fraction(1, 16000)
+        for packet in a.encode(block):
+            c.mux(packet)
+    for packet in a.encode():
+        c.mux(packet)
+    c.close()
+
+
+@pytest.mark.parametrize("native,video_start_s", [(30.0, 0.021), (29.97, 0.1), (24.0, 0.033)])
+def test_decoder_counts_time_from_the_file_start_like_ffmpeg_cli(tmp_path, native, video_start_s):
+    """A video stream starting after the file's start (here after its audio): ffmpeg's CLI
+    (video_features' re-encode) feeds its ``fps`` filter timestamps from the file's start, so
+    ``ffmpeg_fps`` does too. (The same three cases were checked against ffmpeg n9.0.2's CLI
+    ``-filter:v fps=fps=25`` re-encode; the expected lists here come from its filter.)"""
+    path = tmp_path / "late.mp4"
+    _write_late_video(path, native, 60, video_start_s)
+    with av.open(str(path)) as c:
+        start_s = c.start_time / 1e6
+        frames = list(c.decode(video=0))
+        file_pts = [int(round((f.pts * f.time_base - Fraction(start_s)) / TB)) for f in frames]
+        end = file_pts[-1] + int(round(frames[-1].duration * frames[-1].time_base / TB))
+    assert file_pts[0] > 0  # the container reports the video's late start
+    expected = ffmpeg_fps_filter(file_pts, end, 25)
+    d = decode_video(path, fps=[25], short_side=None, sample_rate=None, frame_selection="ffmpeg_fps")
+    got = np.round(d.frames[25.0][:, 10, 10].astype(float).mean(axis=1) / 4).astype(int)
+    assert got.tolist() == expected == d.native_index[25.0].tolist()
+    first_frame_origin = ffmpeg_fps_filter([p - file_pts[0] for p in file_pts], end - file_pts[0], 25)
+    assert first_frame_origin != expected  # the shift matters for these cases
+    previous = decode_video(path, fps=[25], short_side=None, sample_rate=None, frame_selection="previous")
+    assert previous.native_index[25.0][0] == 0  # "previous" keeps the first-frame origin
 
 
 def test_published_presets_select_like_ffmpeg_and_resize_once_with_pil(tmp_path):

@@ -148,3 +148,47 @@ def test_spec_only_with_a_checkpoint_records_what_the_loaded_model_records(tmp_p
     assert len(spec_se.spec().weights_sha256) == 64
     with pytest.raises(ValueError):
         build_stream_extractors(["i3d_rgb"], weights={"i3d_rgb": ckpt}, preset="full", spec_only=True)
+
+
+def test_precision_is_one_option_of_the_local_runner(short_videos, tmp_path):
+    """``precision`` autocasts the models (bf16 on the CPU here: the code path a GPU takes):
+    rows close to fp32 but not equal, recorded in the report's settings; fp32 stays the default."""
+    assert ExtractConfig().precision == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16, got 'fp64'"):
+        ExtractConfig(videos="v", out="o", extractors=["vggish"], precision="fp64").validate()
+    stores = {}
+    for precision in ("fp32", "bf16"):
+        cfg = ExtractConfig(
+            dataset="folder",
+            videos=str(short_videos),
+            out=str(tmp_path / precision),
+            extractors=["i3d_rgb"],
+            random_weights=True,
+            preset="tiny",
+            device="cpu",
+            precision=precision,
+        )
+        report = run_extract(cfg)
+        assert report["videos_ok"] == 3 and not report["failures"], report
+        assert report["settings"]["precision"] == precision and precision in report["settings"]["why"]["precision"]
+        stores[precision] = FeatureStore(tmp_path / precision)
+    for vid in stores["fp32"].videos():
+        a, b = stores["fp32"][vid]["i3d_rgb"], stores["bf16"][vid]["i3d_rgb"]
+        assert a.dtype == b.dtype == np.float32
+        assert not np.array_equal(a, b)  # bf16 did run
+        np.testing.assert_allclose(b, a, atol=0.1 * float(np.abs(a).max()) + 1e-3)
+
+
+def test_extract_batch_precision_choices():
+    (se,) = build_stream_extractors(["vggish"], random_weights=True, preset="tiny")
+    windows = se.extractor.windows(torch.randn(16000)).data[:2]
+    cpu = torch.device("cpu")
+    fp32 = extract_batch(se.extractor, windows, batch_size=2, device=cpu)
+    np.testing.assert_array_equal(
+        extract_batch(se.extractor, windows, batch_size=2, device=cpu, precision="fp32"), fp32
+    )
+    for precision in ("bf16", "fp16"):
+        rows = extract_batch(se.extractor, windows, batch_size=2, device=cpu, precision=precision)
+        assert rows.dtype == np.float32 and rows.shape == fp32.shape
+    with pytest.raises(ValueError, match="precision must be one of"):
+        extract_batch(se.extractor, windows, batch_size=2, device=cpu, precision="half")

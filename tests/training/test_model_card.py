@@ -12,6 +12,7 @@ from avel.cli.main import cli
 from avel.datasets.sampling import UNAV100_I3D
 from avel.datasets.store import FeatureStore, StoreWriter, StreamSpec
 from avel.training.model_card import read_model_card, read_stream_stats
+from tests.training.cli_helpers import ave_config, run_train
 
 UNAV_SMALL = {"encoder": {"embed_dim": 16, "num_heads": 2}, "tdm": {"class_dim": 4}, "head": {"head_dim": 16}}
 
@@ -42,21 +43,13 @@ def _train(data, tmp_path, *extra):
         "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
         "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4},
     }
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    return CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--config",
-            str(tmp_path / "cfg.yaml"),
-            "--store",
-            str(data / "store"),
-            "--annotations",
-            str(data / "ann.json"),
-            "--out",
-            str(tmp_path / "run"),
-            *extra,
-        ],
+    return run_train(
+        cfg,
+        tmp_path / "cfg.yaml",
+        store=data / "store",
+        annotations=data / "ann.json",
+        out=tmp_path / "run",
+        extra=extra,
     )
 
 
@@ -95,13 +88,7 @@ def test_ave_model_trains_on_a_pooled_backbone_stream(tmp_path, tiny_ave):
     with StoreWriter(root / "store", dataset="ave", streams={"timm_vit_b16": spec}) as w:
         for vid in store.videos():
             w.add(vid, {"timm_vit_b16": rng.standard_normal((10, 24))})
-    cfg = {
-        "task": "ave",
-        "tensorboard": False,
-        "model": {"name": "agva", "options": {}},
-        "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"]},
-        "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3},
-    }
+    cfg = ave_config("agva")
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(
         cli,

@@ -7,11 +7,11 @@ import json
 import shutil
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from avel.cli.main import cli
 from avel.datasets.synth import SynthConfig, generate
+from tests.training.cli_helpers import ave_config, run_train
 
 GRID = {"vgg19": {"fps": 12.5, "window_frames": 12, "stride_frames": 4}, "vggish": {"hop_s": 0.32}}
 
@@ -54,20 +54,12 @@ def trained(tmp_path_factory):
         "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "max_seq_len": 32, "standardize": True},
         "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4},
     }
-    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--config",
-            str(root / "cfg.yaml"),
-            "--store",
-            str(root / "store"),
-            "--annotations",
-            str(root / "data" / "unav100_annotations.json"),
-            "--out",
-            str(root / "run"),
-        ],
+    res = run_train(
+        cfg,
+        root / "cfg.yaml",
+        store=root / "store",
+        annotations=root / "data" / "unav100_annotations.json",
+        out=root / "run",
     )
     assert res.exit_code == 0, res.output
     return root
@@ -171,27 +163,13 @@ def test_predict_ave_model_writes_per_second_labels(tmp_path):
         )
     )
     assert rep["videos_failed"] == 0
-    cfg = {
-        "task": "ave",
-        "tensorboard": False,
-        "model": {"name": "agva", "options": {"setting": "fully"}},
-        "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "standardize": True},
-        "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3},
-    }
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--config",
-            str(tmp_path / "cfg.yaml"),
-            "--store",
-            str(tmp_path / "store"),
-            "--annotations",
-            str(tmp_path / "data" / "Annotations.txt"),
-            "--out",
-            str(tmp_path / "run"),
-        ],
+    cfg = ave_config("agva", {"setting": "fully"}, standardize=True)
+    res = run_train(
+        cfg,
+        tmp_path / "cfg.yaml",
+        store=tmp_path / "store",
+        annotations=tmp_path / "data" / "Annotations.txt",
+        out=tmp_path / "run",
     )
     assert res.exit_code == 0, res.output
     video = sorted((tmp_path / "data" / "videos").glob("*.mp4"))[0]

@@ -9,6 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from avel.cli.main import cli
+from tests.training.cli_helpers import ave_config, run_train
 
 DENSE_SMALL = {
     "unav": {"encoder": {"embed_dim": 16, "num_heads": 2}, "tdm": {"class_dim": 4}, "head": {"head_dim": 16}},
@@ -40,20 +41,12 @@ def test_dense_models_train_one_epoch(dense_data, tmp_path, model):
         "data": {"visual_streams": ["rgb"], "audio_streams": ["vggish"], "max_seq_len": 64},
         "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4},
     }
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--config",
-            str(tmp_path / "cfg.yaml"),
-            "--store",
-            str(dense_data / "store"),
-            "--annotations",
-            str(dense_data / "ann.json"),
-            "--out",
-            str(tmp_path / "run"),
-        ],
+    res = run_train(
+        cfg,
+        tmp_path / "cfg.yaml",
+        store=dense_data / "store",
+        annotations=dense_data / "ann.json",
+        out=tmp_path / "run",
     )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout[res.stdout.index("{") :])
@@ -138,27 +131,13 @@ def ave_data(tmp_path_factory, tiny_ave):
 
 @pytest.mark.parametrize("model", ["agva", "ccln", "avlc"])
 def test_ave_models_train_one_epoch(ave_data, tmp_path, model):
-    cfg = {
-        "task": "ave",
-        "tensorboard": False,
-        "model": {"name": model, "options": {}},
-        "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"]},
-        "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3},
-    }
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--config",
-            str(tmp_path / "cfg.yaml"),
-            "--store",
-            str(ave_data / "store"),
-            "--annotations",
-            str(ave_data / "Annotations.txt"),
-            "--out",
-            str(tmp_path / "run"),
-        ],
+    cfg = ave_config(model)
+    res = run_train(
+        cfg,
+        tmp_path / "cfg.yaml",
+        store=ave_data / "store",
+        annotations=ave_data / "Annotations.txt",
+        out=tmp_path / "run",
     )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout[res.stdout.index("{") :])
@@ -167,27 +146,13 @@ def test_ave_models_train_one_epoch(ave_data, tmp_path, model):
 
 
 def test_ccln_cml_setting_evaluates_exact_windows(ave_data, tmp_path):
-    cfg = {
-        "task": "ave",
-        "tensorboard": False,
-        "model": {"name": "ccln", "options": {"setting": "cml"}},
-        "data": {"visual_streams": ["vgg19"], "audio_streams": ["vggish"], "ave_split": "match"},
-        "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1e-3},
-    }
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--config",
-            str(tmp_path / "cfg.yaml"),
-            "--store",
-            str(ave_data / "store"),
-            "--annotations",
-            str(ave_data / "Annotations.txt"),
-            "--out",
-            str(tmp_path / "run"),
-        ],
+    cfg = ave_config("ccln", {"setting": "cml"}, ave_split="match")
+    res = run_train(
+        cfg,
+        tmp_path / "cfg.yaml",
+        store=ave_data / "store",
+        annotations=ave_data / "Annotations.txt",
+        out=tmp_path / "run",
     )
     assert res.exit_code == 0, res.output
     test = json.loads(res.stdout[res.stdout.index("{") :])["test"]
