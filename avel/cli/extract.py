@@ -55,6 +55,26 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
     return out
 
 
+def _with_flags(cfg, given: dict[str, Any], address: str | None, config_file: Path | None):
+    """``cfg`` (the job file's) with the flags applied, through the package's one config rule
+    (:func:`avel.datasets.config_schema.dataclass_from_dict`): a bad value is a usage error
+    naming the flag (or the job file) and the key."""
+    from avel.datasets.config_schema import Sources, dataclass_from_dict
+    from avel.pipeline.extract import ExtractConfig
+
+    flag_of = {p.name: p.opts[0] for p in click.get_current_context().command.params if p.name}
+    data = {**dataclasses.asdict(cfg), **given}
+    options = {key: f"{flag_of.get(key, key)} {value}" for key, value in given.items()}
+    if address:
+        data["cluster"] = {**data["cluster"], "address": address}
+        options["cluster.address"] = f"--address {address}"
+    try:
+        return dataclass_from_dict(ExtractConfig, data, source=Sources(str(config_file or "<flags>"), options))
+    except ValueError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
 @click.command("extract")
 @click.option(
     "--config",
@@ -134,26 +154,6 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
     "bf16 / fp16: autocast, faster on a GPU, rows differ by the rounding).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON only.")
-def _with_flags(cfg, given: dict[str, Any], address: str | None, config_file: Path | None):
-    """``cfg`` (the job file's) with the flags applied, through the package's one config rule
-    (:func:`avel.datasets.config_schema.dataclass_from_dict`): a bad value is a usage error
-    naming the flag (or the job file) and the key."""
-    from avel.datasets.config_schema import Sources, dataclass_from_dict
-    from avel.pipeline.extract import ExtractConfig
-
-    flag_of = {p.name: p.opts[0] for p in click.get_current_context().command.params if p.name}
-    data = {**dataclasses.asdict(cfg), **given}
-    options = {key: f"{flag_of.get(key, key)} {value}" for key, value in given.items()}
-    if address:
-        data["cluster"] = {**data["cluster"], "address": address}
-        options["cluster.address"] = f"--address {address}"
-    try:
-        return dataclass_from_dict(ExtractConfig, data, source=Sources(str(config_file or "<flags>"), options))
-    except ValueError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-
-
 def extract(config_file: Path | None, as_json: bool, **flags) -> None:
     """Extract features from a dataset's videos into a feature store.
 
