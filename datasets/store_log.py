@@ -274,10 +274,26 @@ def read_snapshot(root: Path) -> StoreState:
     for key in ("dataset", "streams", "shards"):
         if key not in m:
             raise StoreCorruptError(f"{path}: missing key {key!r}")
-    state = StoreState.from_snapshot(m)
+    if "crc32" in m:  # snapshots written since the binary index carry a CRC of their JSON
+        body = json.dumps({k: v for k, v in m.items() if k != "crc32"}, sort_keys=True, separators=(",", ":"))
+        if f"{zlib.crc32(body.encode('utf-8')) & 0xFFFFFFFF:08x}" != m["crc32"]:
+            raise StoreCorruptError(f"{path}: checksum mismatch (the snapshot is damaged)")
+    try:
+        state = StoreState.from_snapshot(m)
+        for sh in state.shards:
+            if not (
+                isinstance(sh, dict)
+                and isinstance(sh.get("file"), str)
+                and isinstance(sh.get("streams"), list)
+                and isinstance(sh.get("size_bytes"), int)
+                and isinstance(sh.get("absent", {}), dict)
+            ):
+                raise ValueError(f"shard entry {str(sh)[:80]} lacks file, streams or size_bytes")
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreCorruptError(f"{path}: unexpected content ({e})") from e
     desc = m.get("index")
     if desc is None:  # a snapshot written before the binary index: ids in the JSON
-        if any("videos" not in sh for sh in state.shards):
+        if any(not isinstance(sh.get("videos"), list) for sh in state.shards):
             raise StoreCorruptError(f"{path}: shards without videos and no index")
         return state
     try:
@@ -401,6 +417,8 @@ def write_snapshot(root: Path, state: StoreState) -> None:
         snap = state.to_snapshot()
         snap["shards"] = [{k: v for k, v in sh.items() if k != "videos"} for sh in snap["shards"]]
         snap["index"] = {"file": name, **desc}
+        body = json.dumps(snap, sort_keys=True, separators=(",", ":"))
+        snap["crc32"] = f"{zlib.crc32(body.encode('utf-8')) & 0xFFFFFFFF:08x}"
         atomic_write_text(root / MANIFEST, json.dumps(snap, sort_keys=True, separators=(",", ":")))
         # keep the previous index a little: a reader may have just read the previous manifest
         old = sorted(

@@ -263,7 +263,7 @@ def test_truncated_shard_is_an_error_naming_it(tmp_path):
     assert any(shard.name in p for p in st.verify())
 
 
-def test_flipped_bytes_detected_on_read(tmp_path):
+def test_flipped_bytes_detected_on_read(tmp_path, monkeypatch):
     root = tmp_path / "s"
     rows = np.arange(40 * 6, dtype=np.float32).reshape(40, 6) + 1000.0
     with StoreWriter(root, dataset="unav100", streams=SPECS) as w:
@@ -276,6 +276,12 @@ def test_flipped_bytes_detected_on_read(tmp_path):
     assert pos > 0
     blob[pos + 1] ^= 0xFF  # same size: only a checksum can notice
     shard.write_bytes(bytes(blob))
+    st = FeatureStore(root)
+    with pytest.raises(StoreCorruptError, match=f"{shard.name}: sha256 differs from the log"):
+        st["a"]["rgb"]  # a small shard: checked whole when first opened
+    import avel.datasets.store as store_mod
+
+    monkeypatch.setattr(store_mod, "_HASH_ON_OPEN_BYTES", 0)  # as for a shard over 2 MiB
     st = FeatureStore(root)
     with pytest.raises(StoreCorruptError, match=f"{shard.name}.*checksum mismatch for video 'a'"):
         st["a"]["rgb"]
