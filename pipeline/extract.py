@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from avel.datasets.config_schema import ConfigError, dataclass_from_dict, read_yaml
 from avel.datasets.store import StoreWriter, append_error
@@ -86,7 +86,7 @@ class ExtractConfig:
             reduced precision; windows reach a GPU through pinned memory either way).
     """
 
-    dataset: str = "folder"
+    dataset: Literal["unav100", "ave", "folder"] = "folder"
     videos: str = ""
     annotations: str | None = None
     extractors: list[str] = field(default_factory=list)
@@ -95,7 +95,7 @@ class ExtractConfig:
     preset: str = "full"
     extractor_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     out: str = ""
-    runner: str = "auto"
+    runner: Literal["auto", "ray", "local"] = "auto"
     auto_ray_min_videos: int = 16
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     batch_size: int | None = None
@@ -110,7 +110,7 @@ class ExtractConfig:
     retry_failed: bool = False
     fuse_models: bool = True
     device: str = "auto"
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # avel.pipeline.tuning.PRECISIONS
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExtractConfig:
@@ -138,19 +138,22 @@ class ExtractConfig:
                 raise ConfigError(f"extractor_options.{name}: {e}") from None
 
     def validate(self) -> None:
-        """Raises :class:`ConfigError` for a missing or invalid option (a usage error, exit code 2)."""
-        if self.dataset not in ("unav100", "ave", "folder"):
-            raise ConfigError(f"dataset must be unav100, ave or folder, got {self.dataset!r}")
+        """Raises :class:`ConfigError` for a missing option (a usage error, exit code 2); the values
+        were checked when the job was built (field types, :meth:`__post_init__`)."""
         if not self.videos:
             raise ConfigError("videos (the video directory) is required")
         if not self.out:
             raise ConfigError("out (the store directory) is required")
         if not self.extractors:
             raise ConfigError("name at least one extractor (see `avel extractors list`)")
-        if self.runner not in ("auto", "ray", "local"):
-            raise ConfigError(f"runner must be 'auto', 'ray' or 'local', got {self.runner!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        unknown = sorted(set(self.weights) - set(self.extractors))
+        if unknown:
+            raise ConfigError(f"weights given for extractors that are not requested: {unknown}")
+        self.check_extractor_options()
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:  # the Literal of the field, for keyword construction
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         optional = {"batch_size", "actors_per_extractor", "gpus_per_actor"}  # None: chosen for the machine
         for key, low, inclusive in (
             ("batch_size", 1, True),
@@ -172,16 +175,12 @@ class ExtractConfig:
                 and (value >= low if inclusive else value > low)
             )
             if not ok:
-                raise ConfigError(f"{key} must be a number {'>=' if inclusive else '>'} {low}, got {value!r}")
+                raise ValueError(f"{key} must be a number {'>=' if inclusive else '>'} {low}, got {value!r}")
         m = self.decode_memory_gb
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0):
-            raise ConfigError(
+            raise ValueError(
                 f"decode_memory_gb must be a number >= 0 (0: no reservation) or null (estimated), got {m!r}"
             )
-        unknown = sorted(set(self.weights) - set(self.extractors))
-        if unknown:
-            raise ConfigError(f"weights given for extractors that are not requested: {unknown}")
-        self.check_extractor_options()
 
 
 STORE_INHERITED = ("dataset", "videos", "annotations")

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
@@ -52,6 +53,26 @@ def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
         k, val = v.split("=", 1)
         out[k] = val
     return out
+
+
+def _with_flags(cfg, given: dict[str, Any], address: str | None, config_file: Path | None):
+    """``cfg`` (the job file's) with the flags applied, through the package's one config rule
+    (:func:`avel.datasets.config_schema.dataclass_from_dict`): a bad value is a usage error
+    naming the flag (or the job file) and the key."""
+    from avel.datasets.config_schema import Sources, dataclass_from_dict
+    from avel.pipeline.extract import ExtractConfig
+
+    flag_of = {p.name: p.opts[0] for p in click.get_current_context().command.params if p.name}
+    data = {**dataclasses.asdict(cfg), **given}
+    options = {key: f"{flag_of.get(key, key)} {value}" for key, value in given.items()}
+    if address:
+        data["cluster"] = {**data["cluster"], "address": address}
+        options["cluster.address"] = f"--address {address}"
+    try:
+        return dataclass_from_dict(ExtractConfig, data, source=Sources(str(config_file or "<flags>"), options))
+    except ValueError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
 
 
 @click.command("extract")
@@ -164,9 +185,7 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
         except ValueError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
-    cfg = dataclasses.replace(cfg, **given)
-    if address:
-        cfg.cluster = dataclasses.replace(cfg.cluster, address=address)
+    cfg = _with_flags(cfg, given, address, config_file)
     try:  # extractor_options come from the job file only; checked with the final preset
         cfg.check_extractor_options()
     except ValueError as e:
