@@ -233,45 +233,17 @@ def test_chunked_extraction_equals_whole_video(tmp_path):
 
 def test_extractor_options_are_type_checked_naming_file_and_key(tmp_path):
     job = tmp_path / "job.yaml"
+
+    def extract_vgg19(*extra: str):
+        args = ["extract", "--config", str(job), "--dataset", "folder", "--videos", str(tmp_path)]
+        return CliRunner().invoke(cli, [*args, "--extractors", "vgg19", *extra, "--out", str(tmp_path / "s")])
+
     job.write_text("extractor_options: {vgg19: {fps: fast}}\n")
-    res = CliRunner().invoke(
-        cli,
-        [
-            "extract",
-            "--config",
-            str(job),
-            "--dataset",
-            "folder",
-            "--videos",
-            str(tmp_path),
-            "--extractors",
-            "vgg19",
-            "--preset",
-            "tiny",
-            "--random-weights",
-            "--out",
-            str(tmp_path / "s"),
-        ],
-    )
+    res = extract_vgg19("--preset", "tiny", "--random-weights")
     assert res.exit_code == 2
     assert f"{job}: extractor_options.vgg19: VGG19Config: fps: expected a number, got 'fast'" in res.output
     job.write_text("extractor_options: {vgg19: {fpss: 1.0}}\n")
-    res = CliRunner().invoke(
-        cli,
-        [
-            "extract",
-            "--config",
-            str(job),
-            "--dataset",
-            "folder",
-            "--videos",
-            str(tmp_path),
-            "--extractors",
-            "vgg19",
-            "--out",
-            str(tmp_path / "s"),
-        ],
-    )
+    res = extract_vgg19()
     assert res.exit_code == 2 and "extractor_options.vgg19: VGG19Config: unknown config keys ['fpss']" in res.output
 
 
