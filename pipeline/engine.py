@@ -507,8 +507,8 @@ class RunReport:
     extract_s: float = 0.0
     write_s: float = 0.0
     wall_s: float = 0.0
-    startup_s: float = 0.0  # ray runner: Ray start / connect and actor construction (part of wall_s)
-    load_s: float = 0.0  # local runner: building the models, overlapped with the first decode
+    startup_s: float = 0.0  # ray runner: Ray start / connect and actor submission (part of wall_s)
+    load_s: float = 0.0  # building the models (ray: the actors), overlapped with the first decode
     bytes_written: int = 0
     failures: list[dict] = field(default_factory=list)
     work: WorkCounts = field(default_factory=WorkCounts)
