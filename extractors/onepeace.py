@@ -40,7 +40,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from typing_extensions import Self
@@ -335,7 +335,9 @@ def autocast_for(device: torch.device, dtype: torch.dtype):
 _OUTPUTS = ("embedding", "cls")
 
 
-OnePeaceConfigT = TypeVar("OnePeaceConfigT", "OnePeaceImageConfig", "OnePeaceAudioConfig", "OnePeaceVideoK400Config")
+OnePeaceConfigT = TypeVar(
+    "OnePeaceConfigT", bound="OnePeaceImageConfig | OnePeaceAudioConfig | OnePeaceVideoK400Config"
+)
 
 
 class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
@@ -454,10 +456,31 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         return resolve_amp_dtype(self.config.amp_dtype, device)
 
 
-class _FairseqOnePeaceExtractor(_OnePeaceExtractor[OnePeaceConfigT]):
-    """Extractors whose weights come from the pretrained fairseq checkpoint ``one-peace.pt``."""
+_TRANSFORMER_FIELDS = ("embed_dim", "ffn_embed_dim", "layers", "attention_heads")
+
+FairseqConfigT = TypeVar("FairseqConfigT", bound="OnePeaceImageConfig | OnePeaceAudioConfig")
+
+
+class _FairseqOnePeaceExtractor(_OnePeaceExtractor[FairseqConfigT]):
+    """Extractors whose weights come from the pretrained fairseq checkpoint ``one-peace.pt``.
+
+    Each builds one branch of :class:`OnePeaceModel`: ``branch`` (``"image"`` or ``"audio"``), with the
+    transformer size, the projection when ``output == "embedding"``, and the ``branch_fields`` of its
+    config, which carry the same names in :class:`OnePeaceConfig`.
+    """
 
     checkpoint_files = {"model": ONEPEACE_CKPT_NAME}
+    branch: ClassVar[str]
+    branch_fields: ClassVar[tuple[str, ...]]
+
+    model: OnePeaceModel
+
+    def __init__(self, config: FairseqConfigT) -> None:
+        super().__init__(config)
+        fields = {name: getattr(config, name) for name in (*_TRANSFORMER_FIELDS, *self.branch_fields)}
+        self.model = OnePeaceModel(
+            OnePeaceConfig(modalities=(self.branch,), with_projection=config.output == "embedding", **fields)
+        )
 
     @classmethod
     def _select_state(cls, ckpt, file, module):
@@ -540,23 +563,8 @@ class OnePeaceImageExtractor(_FairseqOnePeaceExtractor[OnePeaceImageConfig]):
         },
     }
 
-    model: OnePeaceModel
-
-    def __init__(self, config: OnePeaceImageConfig) -> None:
-        super().__init__(config)
-        c = config
-        self.model = OnePeaceModel(
-            OnePeaceConfig(
-                embed_dim=c.embed_dim,
-                ffn_embed_dim=c.ffn_embed_dim,
-                layers=c.layers,
-                attention_heads=c.attention_heads,
-                modalities=("image",),
-                image_size=c.image_size,
-                pos_bucket_size=c.pos_bucket_size,
-                with_projection=c.output == "embedding",
-            )
-        )
+    branch = "image"
+    branch_fields = ("image_size", "pos_bucket_size")
 
     @property
     def decode_spec(self) -> DecodeSpec:
@@ -650,25 +658,8 @@ class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor[OnePeaceAudioConfig]):
         },
     }
 
-    model: OnePeaceModel
-
-    def __init__(self, config: OnePeaceAudioConfig) -> None:
-        super().__init__(config)
-        c = config
-        self.model = OnePeaceModel(
-            OnePeaceConfig(
-                embed_dim=c.embed_dim,
-                ffn_embed_dim=c.ffn_embed_dim,
-                layers=c.layers,
-                attention_heads=c.attention_heads,
-                modalities=("audio",),
-                audio_feature_spec=c.audio_feature_spec,
-                audio_conv_pos_groups=c.audio_conv_pos_groups,
-                audio_rel_bucket_size=c.audio_rel_bucket_size,
-                audio_max_positions=c.audio_max_positions,
-                with_projection=c.output == "embedding",
-            )
-        )
+    branch = "audio"
+    branch_fields = ("audio_feature_spec", "audio_conv_pos_groups", "audio_rel_bucket_size", "audio_max_positions")
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
