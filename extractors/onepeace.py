@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from typing_extensions import Self
@@ -152,6 +152,31 @@ def select_video_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.T
     return state, buffers
 
 
+def _fairseq_onepeace_state(
+    ckpt: Mapping[str, Any], path: str | Path, cfg: OnePeaceConfig
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """:func:`select_onepeace_state` of the loaded fairseq checkpoint ``path`` for the branches of ``cfg``.
+
+    Raises:
+        CheckpointError: the file has no ``model`` dict (not a fairseq checkpoint).
+    """
+    if not isinstance(ckpt.get("model"), Mapping):
+        raise CheckpointError(
+            f"{path}: no 'model' dict in the checkpoint (top-level keys {sorted(map(str, ckpt))}); "
+            f"expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}"
+        )
+    return select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
+
+
+def _video_k400_state(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """:func:`select_video_state` of a loaded K400 checkpoint: its ``state_dict`` (mmaction), else its
+    ``model`` dict, else the file itself as a plain state dict (converted files)."""
+    for container in ("state_dict", "model"):
+        if isinstance(ckpt.get(container), Mapping):
+            return select_video_state(ckpt[container])
+    return select_video_state(ckpt)
+
+
 def load_onepeace(
     path: str | Path,
     cfg: OnePeaceConfig | None = None,
@@ -168,13 +193,7 @@ def load_onepeace(
         dtype: cast parameters to this dtype (default: keep the checkpoint's dtype).
     """
     cfg = cfg or OnePeaceConfig.full()
-    ckpt = load_checkpoint_file(path)
-    if "model" not in ckpt or not isinstance(ckpt["model"], Mapping):
-        raise CheckpointError(
-            f"{path}: no 'model' dict in the checkpoint (top-level keys {sorted(map(str, ckpt))}); "
-            f"expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}"
-        )
-    state, buffers = select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
+    state, buffers = _fairseq_onepeace_state(load_checkpoint_file(path), path, cfg)
     with torch.device("meta"):
         model = OnePeaceModel(cfg)
     load_verified(model, state, expected_file=ONEPEACE_CKPT_NAME, extractor="onepeace", source=path, buffers=buffers)
@@ -194,14 +213,7 @@ def load_onepeace_video(
     a plain backbone state dict or ``ckpt["model"]``.
     """
     cfg = cfg or OnePeaceVideoConfig.full()
-    ckpt = load_checkpoint_file(path)
-    for container in ("state_dict", "model"):
-        if isinstance(ckpt.get(container), Mapping):
-            raw = ckpt[container]
-            break
-    else:
-        raw = ckpt
-    state, buffers = select_video_state(raw)
+    state, buffers = _video_k400_state(load_checkpoint_file(path))
     with torch.device("meta"):
         model = OnePeaceVideoModel(cfg)
     load_verified(
@@ -335,7 +347,9 @@ def autocast_for(device: torch.device, dtype: torch.dtype):
 _OUTPUTS = ("embedding", "cls")
 
 
-OnePeaceConfigT = TypeVar("OnePeaceConfigT", "OnePeaceImageConfig", "OnePeaceAudioConfig", "OnePeaceVideoK400Config")
+OnePeaceConfigT = TypeVar(
+    "OnePeaceConfigT", bound="OnePeaceImageConfig | OnePeaceAudioConfig | OnePeaceVideoK400Config"
+)
 
 
 class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
@@ -454,6 +468,20 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         """(tensors keyed like ``module.model``, checkpoint index buffers to compare) from the loaded file."""
         raise NotImplementedError
 
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return (self.config.embed_dim,)
+
+    def _frame_windows(
+        self, batch: torch.Tensor, preprocess_frames: Callable[..., torch.Tensor], size: int
+    ) -> torch.Tensor:
+        """``B x T x H x W x 3`` uint8 -> ``B x T x 3 x size x size``, ``preprocess_frames`` on every frame."""
+        if batch.dim() != 5 or batch.shape[-1] != 3:
+            raise ValueError(f"{self.name}: expected a batch of windows B x T x H x W x 3, got {tuple(batch.shape)}")
+        b, t = batch.shape[:2]
+        frames = preprocess_frames(batch.flatten(0, 1), size=size)  # (B*T) x 3 x S x S
+        return frames.view(b, t, *frames.shape[1:])
+
     def _compute_dtype(self, device: torch.device) -> torch.dtype:
         param_dtype = next(self.model.parameters()).dtype
         if param_dtype != torch.float32:
@@ -461,20 +489,35 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         return resolve_amp_dtype(self.config.amp_dtype, device)
 
 
-class _FairseqOnePeaceExtractor(_OnePeaceExtractor[OnePeaceConfigT]):
-    """Extractors whose weights come from the pretrained fairseq checkpoint ``one-peace.pt``."""
+_TRANSFORMER_FIELDS = ("embed_dim", "ffn_embed_dim", "layers", "attention_heads")
+
+FairseqConfigT = TypeVar("FairseqConfigT", bound="OnePeaceImageConfig | OnePeaceAudioConfig")
+
+
+class _FairseqOnePeaceExtractor(_OnePeaceExtractor[FairseqConfigT]):
+    """Extractors whose weights come from the pretrained fairseq checkpoint ``one-peace.pt``.
+
+    Each builds one branch of :class:`OnePeaceModel`: ``branch`` (``"image"`` or ``"audio"``), with the
+    transformer size, the projection when ``output == "embedding"``, and the ``branch_fields`` of its
+    config, which carry the same names in :class:`OnePeaceConfig`.
+    """
 
     checkpoint_files = {"model": ONEPEACE_CKPT_NAME}
+    branch: ClassVar[str]
+    branch_fields: ClassVar[tuple[str, ...]]
+
+    model: OnePeaceModel
+
+    def __init__(self, config: FairseqConfigT) -> None:
+        super().__init__(config)
+        fields = {name: getattr(config, name) for name in (*_TRANSFORMER_FIELDS, *self.branch_fields)}
+        self.model = OnePeaceModel(
+            OnePeaceConfig(modalities=(self.branch,), with_projection=config.output == "embedding", **fields)
+        )
 
     @classmethod
     def _select_state(cls, ckpt, file, module):
-        if not isinstance(ckpt.get("model"), Mapping):
-            raise CheckpointError(
-                f"{file}: no 'model' dict in the checkpoint (top-level keys "
-                f"{sorted(map(str, ckpt))}); expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}"
-            )
-        cfg = module.model.cfg
-        return select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
+        return _fairseq_onepeace_state(ckpt, file, module.model.cfg)
 
 
 def _check_output(output: str) -> None:
@@ -547,38 +590,15 @@ class OnePeaceImageExtractor(_FairseqOnePeaceExtractor[OnePeaceImageConfig]):
         },
     }
 
-    model: OnePeaceModel
-
-    def __init__(self, config: OnePeaceImageConfig) -> None:
-        super().__init__(config)
-        c = config
-        self.model = OnePeaceModel(
-            OnePeaceConfig(
-                embed_dim=c.embed_dim,
-                ffn_embed_dim=c.ffn_embed_dim,
-                layers=c.layers,
-                attention_heads=c.attention_heads,
-                modalities=("image",),
-                image_size=c.image_size,
-                pos_bucket_size=c.pos_bucket_size,
-                with_projection=c.output == "embedding",
-            )
-        )
+    branch = "image"
+    branch_fields = ("image_size", "pos_bucket_size")
 
     @property
     def decode_spec(self) -> DecodeSpec:
         return DecodeSpec("video", fps=self.config.fps, short_side=self.config.decode_short_side)
 
-    @property
-    def feature_shape(self) -> tuple[int, ...]:
-        return (self.config.embed_dim,)
-
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
-        if batch.dim() != 5 or batch.shape[-1] != 3:
-            raise ValueError(f"{self.name}: expected a batch of windows B x T x H x W x 3, got {tuple(batch.shape)}")
-        b, t = batch.shape[:2]
-        frames = preprocess_images(batch.flatten(0, 1), size=self.config.image_size)
-        return frames.view(b, t, *frames.shape[1:])
+        return self._frame_windows(batch, preprocess_images, self.config.image_size)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``B x T x 3 x S x S`` -> ``B x D``: per-frame features averaged over the T frames."""
@@ -657,29 +677,8 @@ class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor[OnePeaceAudioConfig]):
         },
     }
 
-    model: OnePeaceModel
-
-    def __init__(self, config: OnePeaceAudioConfig) -> None:
-        super().__init__(config)
-        c = config
-        self.model = OnePeaceModel(
-            OnePeaceConfig(
-                embed_dim=c.embed_dim,
-                ffn_embed_dim=c.ffn_embed_dim,
-                layers=c.layers,
-                attention_heads=c.attention_heads,
-                modalities=("audio",),
-                audio_feature_spec=c.audio_feature_spec,
-                audio_conv_pos_groups=c.audio_conv_pos_groups,
-                audio_rel_bucket_size=c.audio_rel_bucket_size,
-                audio_max_positions=c.audio_max_positions,
-                with_projection=c.output == "embedding",
-            )
-        )
-
-    @property
-    def feature_shape(self) -> tuple[int, ...]:
-        return (self.config.embed_dim,)
+    branch = "audio"
+    branch_fields = ("audio_feature_spec", "audio_conv_pos_groups", "audio_rel_bucket_size", "audio_max_positions")
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.dim() != 2 or not batch.is_floating_point():
@@ -764,10 +763,7 @@ class OnePeaceVideoK400Extractor(_OnePeaceExtractor[OnePeaceVideoK400Config]):
 
     @classmethod
     def _select_state(cls, ckpt, file, module):
-        for container in ("state_dict", "model"):
-            if isinstance(ckpt.get(container), Mapping):
-                return select_video_state(ckpt[container])
-        return select_video_state(ckpt)
+        return _video_k400_state(ckpt)
 
     @property
     def decode_spec(self) -> DecodeSpec:
@@ -775,16 +771,8 @@ class OnePeaceVideoK400Extractor(_OnePeaceExtractor[OnePeaceVideoK400Config]):
             "video", fps=self.config.fps, short_side=self.config.image_size, center_crop=self.config.image_size
         )
 
-    @property
-    def feature_shape(self) -> tuple[int, ...]:
-        return (self.config.embed_dim,)
-
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
-        if batch.dim() != 5 or batch.shape[-1] != 3:
-            raise ValueError(f"{self.name}: expected a batch of windows B x T x H x W x 3, got {tuple(batch.shape)}")
-        b, t = batch.shape[:2]
-        frames = preprocess_video_k400(batch.flatten(0, 1), size=self.config.image_size)  # (B*T) x 3 x S x S
-        return frames.view(b, t, *frames.shape[1:]).transpose(1, 2)
+        return self._frame_windows(batch, preprocess_video_k400, self.config.image_size).transpose(1, 2)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         """``B x 3 x T x S x S`` -> ``B x D``."""

@@ -108,6 +108,30 @@ def strip_classifier(
     raise ValueError(f"{type(model).__name__}: no classification layer found among {attrs} to strip")
 
 
+def torchvision_classifier(model_name: str) -> tuple[nn.Module, int, str, Any]:
+    """torchvision model ``model_name``, randomly initialised, with its classifier stripped.
+
+    Returns:
+        (model, feature width, state-dict prefix of the removed layer (see :func:`strip_classifier`),
+        the preset transform of the model's ``DEFAULT`` weights).
+    """
+    from torchvision import models
+
+    model = models.get_model(model_name, weights=None)
+    dim, stripped = strip_classifier(model)
+    return model, dim, stripped, models.get_model_weights(model_name).DEFAULT.transforms()
+
+
+def load_torchvision_weights(model: nn.Module, source: str) -> None:
+    """Fill ``model`` (from :func:`torchvision_classifier`) with the torchvision weights named ``source``
+    (downloads); keys of the stripped classifier are dropped, every other key must match."""
+    from torchvision import models
+
+    state = models.get_weight(source).get_state_dict(progress=False)
+    own = model.state_dict()
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+
+
 def tensor_transform_ops(transform: Any) -> list[Any]:
     """The tensor-capable steps of a torchvision ``Compose`` (Resize, CenterCrop, Normalize...),
     dropping the PIL -> tensor conversions (``ToTensor``, timm ``MaybeToTensor``, open_clip
@@ -264,10 +288,12 @@ __all__ = [
     "check_pooling",
     "frames_to_pil",
     "guard_local_datasets_folder",
+    "load_torchvision_weights",
     "load_weights_file",
     "pool_frames",
     "state_sha256",
     "strip_classifier",
     "tensor_transform_ops",
+    "torchvision_classifier",
     "uint8_frames_to_unit",
 ]

@@ -81,41 +81,18 @@ def test_train_and_extract_refuse_python_tags_in_one_line(tmp_path):
     cfg.write_text(EVIL_YAML.replace("{marker}", str(tmp_path / "pwned")))
     (tmp_path / "store").mkdir()
     (tmp_path / "ann.json").write_text("{}")
-    res = CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--config",
-            str(cfg),
-            "--store",
-            str(tmp_path / "store"),
-            "--annotations",
-            str(tmp_path / "ann.json"),
-            "--out",
-            str(tmp_path / "run"),
-        ],
-    )
+
+    def train(*extra: str):
+        args = ["--config", str(cfg), "--store", str(tmp_path / "store"), "--annotations", str(tmp_path / "ann.json")]
+        return CliRunner().invoke(cli, ["train", *args, "--out", str(tmp_path / "run"), *extra])
+
+    res = train()
     assert res.exit_code == EXIT_USAGE and f"{cfg}: line 3 column" in res.output and "python" in res.output
     assert "Traceback" not in res.output
     res = CliRunner().invoke(cli, ["extract", "--config", str(cfg), "--videos", str(tmp_path)])
     assert res.exit_code == EXIT_USAGE and f"{cfg}: line 3 column" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
-    res = CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--config",
-            str(cfg),
-            "--store",
-            str(tmp_path / "store"),
-            "--annotations",
-            str(tmp_path / "ann.json"),
-            "--out",
-            str(tmp_path / "run"),
-            "--set",
-            "optim.epochs=!!python/name:os.system",
-        ],
-    )
+    res = train("--set", "optim.epochs=!!python/name:os.system")
     assert res.exit_code == EXIT_USAGE and "--set optim.epochs: line 1" in res.output
     assert not (tmp_path / "pwned").exists()
 
