@@ -1078,22 +1078,24 @@ class StoreWriter:
                     elif not writer_gone(self.root, held["writer"], held.get("host"), held.get("pid")):
                         return "failed" if held.get("failed") else "busy"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(
-                    path,
-                    json.dumps(
-                        {
-                            "video_id": video_id,
-                            "writer": self.lease.id,
-                            "host": self.lease.host,
-                            "pid": self.lease.pid,
-                            "time": now_iso(),
-                        }
-                    ),
-                )
+                atomic_write_text(path, self._claim_json(video_id))
         except OSError as e:
             raise StoreError(os_error_message(self.root, e, f"claiming video {video_id!r}")) from e
         self._claims.add(video_id)
         return "mine"
+
+    def _claim_json(self, video_id: str, *, failed: bool = False) -> str:
+        """This writer's claim file on ``video_id``; ``failed`` marks a video it failed on."""
+        claim: dict[str, Any] = {
+            "video_id": video_id,
+            "writer": self.lease.id,
+            "host": self.lease.host,
+            "pid": self.lease.pid,
+            "time": now_iso(),
+        }
+        if failed:
+            claim["failed"] = True
+        return json.dumps(claim)
 
     def _release(self, video_id: str) -> None:
         self._claims.discard(video_id)
@@ -1129,19 +1131,7 @@ class StoreWriter:
             self._release(video_id)
             return "released"
         with contextlib.suppress(OSError):
-            atomic_write_text(
-                claim_path(self.root, video_id),
-                json.dumps(
-                    {
-                        "video_id": video_id,
-                        "writer": self.lease.id,
-                        "host": self.lease.host,
-                        "pid": self.lease.pid,
-                        "time": now_iso(),
-                        "failed": True,
-                    }
-                ),
-            )
+            atomic_write_text(claim_path(self.root, video_id), self._claim_json(video_id, failed=True))
         return "failed"
 
     def claim_each(
@@ -1158,31 +1148,24 @@ class StoreWriter:
         (taken over). Every video is thus extracted by exactly one writer. After the loop body
         for an item, its claim is settled (:meth:`settle`): a video the body did not add is
         released for another writer to retry (``retry_failed``) or marked failed."""
-        deferred: list[T] = []
-        for it in items:
-            status = self.claim(key(it))
-            if status == "mine":
-                yield it
-                self.settle(key(it), retry=retry_failed)
-            elif status == "busy":
-                deferred.append(it)
-            elif on_skip is not None:
-                on_skip(it)
-        while deferred:
-            # commit what is buffered first: the other writers may be waiting for those claims
-            self.flush()
-            time.sleep(poll_s)
-            waiting = []
-            for it in deferred:
+        pending: Iterable[T] = items
+        while True:
+            busy: list[T] = []
+            for it in pending:
                 status = self.claim(key(it))
                 if status == "mine":
                     yield it
                     self.settle(key(it), retry=retry_failed)
                 elif status == "busy":
-                    waiting.append(it)
+                    busy.append(it)
                 elif on_skip is not None:
                     on_skip(it)
-            deferred = waiting
+            if not busy:
+                return
+            # commit what is buffered first: the other writers may be waiting for those claims
+            self.flush()
+            time.sleep(poll_s)
+            pending = busy
 
     # -- writing -------------------------------------------------------------------------
     def add(

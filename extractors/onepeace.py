@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -59,10 +59,10 @@ from avel.extractors.onepeace_model import (
 )
 from avel.extractors.weights import (
     CheckpointMismatch,
+    checkpoint_sha256,
     compare_state_dicts,
     load_checkpoint_file,
     load_verified,
-    sha256_file,
 )
 
 ONEPEACE_CKPT_NAME = "one-peace.pt"
@@ -152,6 +152,31 @@ def select_video_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.T
     return state, buffers
 
 
+def _fairseq_onepeace_state(
+    ckpt: Mapping[str, Any], path: str | Path, cfg: OnePeaceConfig
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """:func:`select_onepeace_state` of the loaded fairseq checkpoint ``path`` for the branches of ``cfg``.
+
+    Raises:
+        CheckpointError: the file has no ``model`` dict (not a fairseq checkpoint).
+    """
+    if not isinstance(ckpt.get("model"), Mapping):
+        raise CheckpointError(
+            f"{path}: no 'model' dict in the checkpoint (top-level keys {sorted(map(str, ckpt))}); "
+            f"expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}"
+        )
+    return select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
+
+
+def _video_k400_state(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """:func:`select_video_state` of a loaded K400 checkpoint: its ``state_dict`` (mmaction), else its
+    ``model`` dict, else the file itself as a plain state dict (converted files)."""
+    for container in ("state_dict", "model"):
+        if isinstance(ckpt.get(container), Mapping):
+            return select_video_state(ckpt[container])
+    return select_video_state(ckpt)
+
+
 def load_onepeace(
     path: str | Path,
     cfg: OnePeaceConfig | None = None,
@@ -168,13 +193,7 @@ def load_onepeace(
         dtype: cast parameters to this dtype (default: keep the checkpoint's dtype).
     """
     cfg = cfg or OnePeaceConfig.full()
-    ckpt = load_checkpoint_file(path)
-    if "model" not in ckpt or not isinstance(ckpt["model"], Mapping):
-        raise CheckpointError(
-            f"{path}: no 'model' dict in the checkpoint (top-level keys {sorted(map(str, ckpt))}); "
-            f"expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}"
-        )
-    state, buffers = select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
+    state, buffers = _fairseq_onepeace_state(load_checkpoint_file(path), path, cfg)
     with torch.device("meta"):
         model = OnePeaceModel(cfg)
     load_verified(model, state, expected_file=ONEPEACE_CKPT_NAME, extractor="onepeace", source=path, buffers=buffers)
@@ -194,14 +213,7 @@ def load_onepeace_video(
     a plain backbone state dict or ``ckpt["model"]``.
     """
     cfg = cfg or OnePeaceVideoConfig.full()
-    ckpt = load_checkpoint_file(path)
-    for container in ("state_dict", "model"):
-        if isinstance(ckpt.get(container), Mapping):
-            raw = ckpt[container]
-            break
-    else:
-        raw = ckpt
-    state, buffers = select_video_state(raw)
+    state, buffers = _video_k400_state(load_checkpoint_file(path))
     with torch.device("meta"):
         model = OnePeaceVideoModel(cfg)
     load_verified(
@@ -370,6 +382,7 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         *,
         device: str | torch.device = "cpu",
         preset: str = "full",
+        checked: CheckpointReport | None = None,
         **config: Any,
     ) -> Self:
         """Ready eval module with verified official weights (see :func:`load_checkpoint_file`).
@@ -380,6 +393,10 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
             device: where the module lives. Weights are cast to the compute dtype of that device
                 (``amp_dtype``; bf16 on CUDA by default, fp32 on CPU).
             preset: config preset (``"full"`` for the official weights).
+            checked: an earlier :meth:`check_checkpoint` of the same file in this process; only
+                its file is checked to be the same: the file is read again, because the load
+                needs the checkpoint's index buffers, which the report does not keep (its
+                sha256 is not computed again).
             **config: config field overrides.
 
         Raises:
@@ -388,6 +405,8 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         """
         cfg = cls.make_config(preset, **config)
         file, module, state, buffers = cls._read_checkpoint(path, cfg)
+        if checked is not None:
+            checked.require_same(cls.name, {"model": file})
         load_verified(
             module.model,
             state,
@@ -398,7 +417,7 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         )
         device = torch.device(device)
         module.to(device=device, dtype=resolve_amp_dtype(cfg.amp_dtype, device))
-        module.weights_sha256 = sha256_file(file)
+        module.weights_sha256 = checkpoint_sha256(file)
         return module.eval()
 
     @classmethod
@@ -423,7 +442,7 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
             extractor=cls.name,
             files={"model": file},
             expected_files={"model": cls.checkpoint_files["model"]},
-            sha256={"model": sha256_file(file)},
+            sha256={"model": checkpoint_sha256(file)},
             missing=[pre + k for k in missing],
             unexpected=[pre + k for k in unexpected],
             mismatched=[(pre + k, a, b) for k, a, b in mismatched],
@@ -448,6 +467,20 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(tensors keyed like ``module.model``, checkpoint index buffers to compare) from the loaded file."""
         raise NotImplementedError
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return (self.config.embed_dim,)
+
+    def _frame_windows(
+        self, batch: torch.Tensor, preprocess_frames: Callable[..., torch.Tensor], size: int
+    ) -> torch.Tensor:
+        """``B x T x H x W x 3`` uint8 -> ``B x T x 3 x size x size``, ``preprocess_frames`` on every frame."""
+        if batch.dim() != 5 or batch.shape[-1] != 3:
+            raise ValueError(f"{self.name}: expected a batch of windows B x T x H x W x 3, got {tuple(batch.shape)}")
+        b, t = batch.shape[:2]
+        frames = preprocess_frames(batch.flatten(0, 1), size=size)  # (B*T) x 3 x S x S
+        return frames.view(b, t, *frames.shape[1:])
 
     def _compute_dtype(self, device: torch.device) -> torch.dtype:
         param_dtype = next(self.model.parameters()).dtype
@@ -484,13 +517,7 @@ class _FairseqOnePeaceExtractor(_OnePeaceExtractor[FairseqConfigT]):
 
     @classmethod
     def _select_state(cls, ckpt, file, module):
-        if not isinstance(ckpt.get("model"), Mapping):
-            raise CheckpointError(
-                f"{file}: no 'model' dict in the checkpoint (top-level keys "
-                f"{sorted(map(str, ckpt))}); expected the fairseq checkpoint {ONEPEACE_CKPT_NAME}"
-            )
-        cfg = module.model.cfg
-        return select_onepeace_state(ckpt["model"], cfg.modalities, with_projection=cfg.with_projection)
+        return _fairseq_onepeace_state(ckpt, file, module.model.cfg)
 
 
 def _check_output(output: str) -> None:
@@ -570,16 +597,8 @@ class OnePeaceImageExtractor(_FairseqOnePeaceExtractor[OnePeaceImageConfig]):
     def decode_spec(self) -> DecodeSpec:
         return DecodeSpec("video", fps=self.config.fps, short_side=self.config.decode_short_side)
 
-    @property
-    def feature_shape(self) -> tuple[int, ...]:
-        return (self.config.embed_dim,)
-
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
-        if batch.dim() != 5 or batch.shape[-1] != 3:
-            raise ValueError(f"{self.name}: expected a batch of windows B x T x H x W x 3, got {tuple(batch.shape)}")
-        b, t = batch.shape[:2]
-        frames = preprocess_images(batch.flatten(0, 1), size=self.config.image_size)
-        return frames.view(b, t, *frames.shape[1:])
+        return self._frame_windows(batch, preprocess_images, self.config.image_size)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``B x T x 3 x S x S`` -> ``B x D``: per-frame features averaged over the T frames."""
@@ -660,10 +679,6 @@ class OnePeaceAudioExtractor(_FairseqOnePeaceExtractor[OnePeaceAudioConfig]):
 
     branch = "audio"
     branch_fields = ("audio_feature_spec", "audio_conv_pos_groups", "audio_rel_bucket_size", "audio_max_positions")
-
-    @property
-    def feature_shape(self) -> tuple[int, ...]:
-        return (self.config.embed_dim,)
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.dim() != 2 or not batch.is_floating_point():
@@ -748,10 +763,7 @@ class OnePeaceVideoK400Extractor(_OnePeaceExtractor[OnePeaceVideoK400Config]):
 
     @classmethod
     def _select_state(cls, ckpt, file, module):
-        for container in ("state_dict", "model"):
-            if isinstance(ckpt.get(container), Mapping):
-                return select_video_state(ckpt[container])
-        return select_video_state(ckpt)
+        return _video_k400_state(ckpt)
 
     @property
     def decode_spec(self) -> DecodeSpec:
@@ -759,16 +771,8 @@ class OnePeaceVideoK400Extractor(_OnePeaceExtractor[OnePeaceVideoK400Config]):
             "video", fps=self.config.fps, short_side=self.config.image_size, center_crop=self.config.image_size
         )
 
-    @property
-    def feature_shape(self) -> tuple[int, ...]:
-        return (self.config.embed_dim,)
-
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
-        if batch.dim() != 5 or batch.shape[-1] != 3:
-            raise ValueError(f"{self.name}: expected a batch of windows B x T x H x W x 3, got {tuple(batch.shape)}")
-        b, t = batch.shape[:2]
-        frames = preprocess_video_k400(batch.flatten(0, 1), size=self.config.image_size)  # (B*T) x 3 x S x S
-        return frames.view(b, t, *frames.shape[1:]).transpose(1, 2)
+        return self._frame_windows(batch, preprocess_video_k400, self.config.image_size).transpose(1, 2)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         """``B x 3 x T x S x S`` -> ``B x D``."""

@@ -278,12 +278,7 @@ class DynamicWindowAttention(MaskedMHCA):
         # x_kv, x_q: B x C x T; mask: B x 1 x T -> out B x C x T', mask B x 1 x T' (T' = T / stride)
         cfg, W, H, Dh = self.cfg, self.cfg.window_size, self.num_heads, self.head_dim
         B, C, _ = x_kv.shape
-        q, q_mask = self.query_conv(x_q, mask)
-        k, kv_mask = self.key_conv(x_kv, mask)
-        v, _ = self.value_conv(x_kv, mask)
-        q = self.query(self.query_norm(q))
-        k = self.key(self.key_norm(k))
-        v = self.value(self.value_norm(v))
+        q, k, v, q_mask, kv_mask = self.project(x_kv, x_q, mask)
         T = q.shape[-1]
         N = -(-T // W)
         pad = N * W - T

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from avel.extractors import weights as W
-from avel.extractors.base import RANDOM_WEIGHTS, CheckpointReport, Extractor, ExtractorConfig
+from avel.extractors.base import RANDOM_WEIGHTS, CheckpointReport, Extractor, ExtractorConfig, on_meta_device
 
 POOLINGS = ("mean", "max", "center")
 
@@ -106,6 +106,30 @@ def strip_classifier(
             setattr(parent, key, nn.Identity())
             return int(mod.in_channels), prefix(parent, key)
     raise ValueError(f"{type(model).__name__}: no classification layer found among {attrs} to strip")
+
+
+def torchvision_classifier(model_name: str) -> tuple[nn.Module, int, str, Any]:
+    """torchvision model ``model_name``, randomly initialised, with its classifier stripped.
+
+    Returns:
+        (model, feature width, state-dict prefix of the removed layer (see :func:`strip_classifier`),
+        the preset transform of the model's ``DEFAULT`` weights).
+    """
+    from torchvision import models
+
+    model = models.get_model(model_name, weights=None)
+    dim, stripped = strip_classifier(model)
+    return model, dim, stripped, models.get_model_weights(model_name).DEFAULT.transforms()
+
+
+def load_torchvision_weights(model: nn.Module, source: str) -> None:
+    """Fill ``model`` (from :func:`torchvision_classifier`) with the torchvision weights named ``source``
+    (downloads); keys of the stripped classifier are dropped, every other key must match."""
+    from torchvision import models
+
+    state = models.get_weight(source).get_state_dict(progress=False)
+    own = model.state_dict()
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
 
 
 def tensor_transform_ops(transform: Any) -> list[Any]:
@@ -187,7 +211,7 @@ class FamilyExtractor(Extractor):
             raise FileNotFoundError(f"{cls.name}: checkpoint file not found: {p}")
         cfg = cls.make_config(preset, **config)
         state = load_weights_file(p)
-        with torch.device("meta"):
+        with on_meta_device("meta"):
             module = cls(cfg)
         missing, unexpected, mismatched = W.compare_state_dicts(
             module.library_state().state_dict(), state, ignore_prefixes=module.ignored_prefixes
@@ -197,7 +221,7 @@ class FamilyExtractor(Extractor):
             extractor=cls.name,
             files={"model": p},
             expected_files={"model": p.name},
-            sha256={"model": W.sha256_file(p)},
+            sha256={"model": W.checkpoint_sha256(p)},
             missing=missing,
             unexpected=unexpected,
             mismatched=mismatched,
@@ -206,14 +230,23 @@ class FamilyExtractor(Extractor):
 
     @classmethod
     def from_checkpoint(
-        cls, path: Any, *, device: str | torch.device = "cpu", preset: str = "full", **config: Any
+        cls,
+        path: Any,
+        *,
+        device: str | torch.device = "cpu",
+        preset: str = "full",
+        checked: CheckpointReport | None = None,
+        **config: Any,
     ) -> FamilyExtractor:
         """Weights from a state dict file (verified, file sha256 recorded), else via the library
-        (a directory or hub name; ``state:<sha256>`` recorded)."""
+        (a directory or hub name; ``state:<sha256>`` recorded). ``checked``: this process's
+        earlier :meth:`check_checkpoint` of the same file, used instead of reading it again."""
         cfg = cls.make_config(preset, **config)
         p = Path(str(path))
         if p.is_file():
-            report = cls.check_checkpoint(p, preset=preset, **config)
+            if checked is not None:
+                checked.require_same(cls.name, {"model": p})
+            report = checked or cls.check_checkpoint(p, preset=preset, **config)
             if not report.ok:
                 raise report.error()
             module = cls(cfg)
@@ -255,10 +288,12 @@ __all__ = [
     "check_pooling",
     "frames_to_pil",
     "guard_local_datasets_folder",
+    "load_torchvision_weights",
     "load_weights_file",
     "pool_frames",
     "state_sha256",
     "strip_classifier",
     "tensor_transform_ops",
+    "torchvision_classifier",
     "uint8_frames_to_unit",
 ]

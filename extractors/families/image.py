@@ -34,9 +34,10 @@ from avel.extractors.families import (
     FamilyExtractor,
     check_pooling,
     frames_to_pil,
+    load_torchvision_weights,
     pool_frames,
-    strip_classifier,
     tensor_transform_ops,
+    torchvision_classifier,
     uint8_frames_to_unit,
 )
 
@@ -139,23 +140,12 @@ class TorchvisionImage(FrameImageExtractor):
 
     def __init__(self, config: FrameImageConfig) -> None:
         super().__init__(config)
-        from torchvision import models
-
-        self.model = models.get_model(config.model, weights=None)
-        self.dim, stripped = strip_classifier(self.model)
+        self.model, self.dim, stripped, self.transform = torchvision_classifier(config.model)
         self.ignored_prefixes = (stripped,)
-        self.transform = models.get_model_weights(config.model).DEFAULT.transforms()
 
     def load_pretrained(self, source: str) -> None:
         """``source``: a torchvision weights name, e.g. ``ResNet50_Weights.IMAGENET1K_V2`` (downloads)."""
-        from torchvision import models
-
-        state = models.get_weight(source).get_state_dict(progress=False)
-        self._load_library_state(state)
-
-    def _load_library_state(self, state: dict) -> None:
-        own = self.model.state_dict()
-        self.model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+        load_torchvision_weights(self.model, source)
 
 
 class TimmImage(FrameImageExtractor):

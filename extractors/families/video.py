@@ -24,7 +24,12 @@ from typing import Any
 import torch
 
 from avel.extractors.base import DecodeSpec, ExtractorConfig
-from avel.extractors.families import FamilyExtractor, guard_local_datasets_folder, strip_classifier
+from avel.extractors.families import (
+    FamilyExtractor,
+    guard_local_datasets_folder,
+    load_torchvision_weights,
+    torchvision_classifier,
+)
 
 
 @dataclass(frozen=True)
@@ -56,12 +61,8 @@ class TorchvisionVideo(FamilyExtractor):
 
     def __init__(self, config: TorchvisionVideoConfig) -> None:
         super().__init__(config)
-        from torchvision import models
-
-        self.model = models.get_model(config.model, weights=None)
-        self.dim, stripped = strip_classifier(self.model)
+        self.model, self.dim, stripped, self.transform = torchvision_classifier(config.model)
         self.ignored_prefixes = (stripped,)
-        self.transform = models.get_model_weights(config.model).DEFAULT.transforms()
 
     @property
     def decode_spec(self) -> DecodeSpec:
@@ -73,11 +74,7 @@ class TorchvisionVideo(FamilyExtractor):
 
     def load_pretrained(self, source: str) -> None:
         """``source``: a torchvision weights name, e.g. ``R2Plus1D_18_Weights.KINETICS400_V1`` (downloads)."""
-        from torchvision import models
-
-        state = models.get_weight(source).get_state_dict(progress=False)
-        own = self.model.state_dict()
-        self.model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+        load_torchvision_weights(self.model, source)
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``B x L x H x W x 3`` -> the preset's ``B x 3 x L x h x w`` float."""

@@ -65,15 +65,29 @@ class MaskedMHCA(nn.Module):
         self.proj_drop = nn.Dropout(proj_pdrop)
         self.proj = nn.Conv1d(dim, dim, 1)
 
-    def forward(self, x_kv: torch.Tensor, x_q: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # x_kv, x_q: B x C x T; mask: B x 1 x T -> out B x C x T/q_stride, mask B x 1 x T/q_stride
-        B, C, _ = x_kv.shape
+    def project(
+        self, x_kv: torch.Tensor, x_q: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values: depthwise conv (strided), LayerNorm, 1x1 projection.
+
+        Args:
+            x_kv, x_q: ``B x C x T``; mask: ``B x 1 x T`` (True = valid).
+        Returns:
+            ``(q, k, v, q_mask, kv_mask)``: ``q`` ``B x C x T/q_stride``, ``k`` and ``v``
+            ``B x C x T/kv_stride``, and the masks of those lengths (``B x 1 x T'``).
+        """
         q, q_mask = self.query_conv(x_q, mask)
         k, kv_mask = self.key_conv(x_kv, mask)
         v, _ = self.value_conv(x_kv, mask)
         q = self.query(self.query_norm(q))
         k = self.key(self.key_norm(k))
         v = self.value(self.value_norm(v))
+        return q, k, v, q_mask, kv_mask
+
+    def forward(self, x_kv: torch.Tensor, x_q: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # x_kv, x_q: B x C x T; mask: B x 1 x T -> out B x C x T/q_stride, mask B x 1 x T/q_stride
+        B, C, _ = x_kv.shape
+        q, k, v, q_mask, kv_mask = self.project(x_kv, x_q, mask)
         # B x C x L -> B x H x L x Dh
         q = q.view(B, self.num_heads, self.head_dim, -1).transpose(2, 3)
         k = k.view(B, self.num_heads, self.head_dim, -1).transpose(2, 3)

@@ -15,8 +15,9 @@ from torch.nn import functional as F
 
 from avel.models.blocks import MaskedConv1D, TransformerBlock
 from avel.models.dense.base import DenseDetector, DenseDetectorConfig
-from avel.models.encoders import EncoderConfig, UnimodalEncoder
-from avel.models.necks import CrossModalPyramid, PyramidConfig
+from avel.models.dense.unav import unav_trunk
+from avel.models.encoders import EncoderConfig
+from avel.models.necks import PyramidConfig
 from avel.models.tdm import TdmConfig, TemporalDependencyModule
 
 
@@ -225,14 +226,7 @@ class CcnetDetector(DenseDetector):
     def __init__(self, cfg: CcnetConfig) -> None:
         D = cfg.encoder.embed_dim
         super().__init__(cfg, feat_dim=2 * D)
-        if cfg.pyramid.num_levels != len(cfg.assigner.regression_ranges):
-            raise ValueError(
-                f"pyramid.num_levels {cfg.pyramid.num_levels} != "
-                f"{len(cfg.assigner.regression_ranges)} assigner.regression_ranges"
-            )
-        self.visual_encoder = UnimodalEncoder(in_dim=cfg.visual_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)
-        self.audio_encoder = UnimodalEncoder(in_dim=cfg.audio_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)
-        self.pyramid = CrossModalPyramid(dim=D, cfg=cfg.pyramid)
+        self.visual_encoder, self.audio_encoder, self.pyramid = unav_trunk(cfg)
         lengths = [cfg.max_seq_len // s for s in self.strides]
         self.mtgc = MTGC(
             dim=2 * D,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -10,6 +11,9 @@ from avel.models.dense.base import DenseDetector, DenseDetectorConfig
 from avel.models.encoders import EncoderConfig, UnimodalEncoder
 from avel.models.necks import CrossModalPyramid, PyramidConfig
 from avel.models.tdm import TdmConfig, TemporalDependencyModule
+
+if TYPE_CHECKING:
+    from avel.models.dense.ccnet import CcnetConfig
 
 
 @dataclass
@@ -29,6 +33,23 @@ class UnavConfig(DenseDetectorConfig):
     use_tdm: bool = True
 
 
+def unav_trunk(cfg: UnavConfig | CcnetConfig) -> tuple[UnimodalEncoder, UnimodalEncoder, CrossModalPyramid]:
+    """The visual encoder, the audio encoder and the cross-modal pyramid of UnAV (also CCNet's), built
+    in that order.
+
+    Raises:
+        ValueError: ``pyramid.num_levels`` differs from the number of ``assigner.regression_ranges``.
+    """
+    if cfg.pyramid.num_levels != len(cfg.assigner.regression_ranges):
+        raise ValueError(
+            f"pyramid.num_levels {cfg.pyramid.num_levels} != "
+            f"{len(cfg.assigner.regression_ranges)} assigner.regression_ranges"
+        )
+    visual = UnimodalEncoder(in_dim=cfg.visual_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)
+    audio = UnimodalEncoder(in_dim=cfg.audio_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)
+    return visual, audio, CrossModalPyramid(dim=cfg.encoder.embed_dim, cfg=cfg.pyramid)
+
+
 class UnavDetector(DenseDetector):
     """UnAV dense audio-visual event detector (class-aware regression, DIoU, Soft-NMS).
 
@@ -39,14 +60,7 @@ class UnavDetector(DenseDetector):
     def __init__(self, cfg: UnavConfig) -> None:
         D = cfg.encoder.embed_dim
         super().__init__(cfg, feat_dim=2 * D)
-        if cfg.pyramid.num_levels != len(cfg.assigner.regression_ranges):
-            raise ValueError(
-                f"pyramid.num_levels {cfg.pyramid.num_levels} != "
-                f"{len(cfg.assigner.regression_ranges)} assigner.regression_ranges"
-            )
-        self.visual_encoder = UnimodalEncoder(in_dim=cfg.visual_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)
-        self.audio_encoder = UnimodalEncoder(in_dim=cfg.audio_dim, max_seq_len=cfg.max_seq_len, cfg=cfg.encoder)
-        self.pyramid = CrossModalPyramid(dim=D, cfg=cfg.pyramid)
+        self.visual_encoder, self.audio_encoder, self.pyramid = unav_trunk(cfg)
         self.tdm = (
             TemporalDependencyModule(in_dim=2 * D, num_classes=cfg.num_classes, cfg=cfg.tdm) if cfg.use_tdm else None
         )
