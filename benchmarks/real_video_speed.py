@@ -18,7 +18,10 @@ ray``), ``avel-b32`` (``--runner local --batch-size 32``, the old default), ``av
 (``--runner local --batch-size 2``), ``avel-ray-tuned`` (``--runner ray --actors-per-extractor 2
 --threads-per-actor 1 --batch-size 2``), ``one-window`` (``avel extract`` with defaults on the
 first second of one sample, re-encoded by video_features' ffmpeg: one I3D window; its start-up
-overhead is the command's seconds minus the model's busy seconds), ``forward`` and
+overhead is the command's seconds minus the model's busy seconds), ``one-window-ray`` (the same
+with ``--runner ray``: the Ray runner's fixed cost; the report's ``startup_s`` (Ray start and
+actor submission) and ``load_s`` (actors built, overlapped with the first decode) are printed
+too), ``forward`` and
 ``forward-fused`` (the bare I3D RGB forward, in a fresh process, on the windows of the same
 clips decoded beforehand exactly as the pipeline decodes them (``--forward-windows`` of them, 0:
 all), with the batch size the defaults choose for a CPU and torch's default threads; decoding
@@ -242,7 +245,7 @@ def summary(runs: list[dict]) -> dict[str, dict]:
             if config in rd and "vf" in rd
         ]
         loads = [r["load_before"] for r in runs if r["config"] == config]
-        if config == "one-window":
+        if config.startswith("one-window"):
             over = [r["overhead_s"] for r in runs if r["config"] == config]
             out[config] = {
                 "seconds": [r["seconds"] for r in runs if r["config"] == config],
@@ -304,7 +307,7 @@ def main() -> None:
     if args.vf_dir is None:
         ap.error("--vf-dir is required")
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    known = ["vf", "one-window", "forward", "forward-fused", *AVEL_FLAGS]
+    known = ["vf", "one-window", "one-window-ray", "forward", "forward-fused", *AVEL_FLAGS]
     unknown = sorted(set(configs) - set(known))
     if unknown:
         raise SystemExit(f"unknown configs {unknown}; expected some of {known}")
@@ -317,7 +320,7 @@ def main() -> None:
         f"dataset: folder\nvideos: {work / 'videos'}\nextractors: [i3d_rgb]\n"
         f"weights: {{i3d_rgb: {ckpt}}}\nextractor_options: {{i3d_rgb: {{bn_eps: 1.0e-5}}}}\n"
     )
-    if "one-window" in configs:  # the first second of a sample: 25 frames at 25 fps, one window
+    if {"one-window", "one-window-ray"} & set(configs):  # the first second of a sample: one window
         one = work / "one_window"
         one.mkdir(exist_ok=True)
         subprocess.run(
@@ -348,13 +351,15 @@ def main() -> None:
                 seconds, windows, extra = run_forward(
                     ckpt, config == "forward-fused", args.forward_windows, work / "videos"
                 )
-            elif config == "one-window":
-                seconds, windows, report = run_avel(one_job, work / "one_window_out", [])
+            elif config in ("one-window", "one-window-ray"):
+                flags = ["--runner", "ray"] if config == "one-window-ray" else []
+                seconds, windows, report = run_avel(one_job, work / f"{config.replace('-', '_')}_out", flags)
                 busy = report["busy_s"]["extract"]
                 extra = {
                     "extract_busy_s": busy,
                     "overhead_s": round(seconds - busy, 2),
                     "runner": report["settings"].get("runner"),
+                    "startup_s": report.get("startup_s"),
                     "load_s": report.get("load_s"),
                     "run_wall_s": report["wall_s"],
                 }

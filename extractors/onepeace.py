@@ -59,10 +59,10 @@ from avel.extractors.onepeace_model import (
 )
 from avel.extractors.weights import (
     CheckpointMismatch,
+    checkpoint_sha256,
     compare_state_dicts,
     load_checkpoint_file,
     load_verified,
-    sha256_file,
 )
 
 ONEPEACE_CKPT_NAME = "one-peace.pt"
@@ -382,6 +382,7 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         *,
         device: str | torch.device = "cpu",
         preset: str = "full",
+        checked: CheckpointReport | None = None,
         **config: Any,
     ) -> Self:
         """Ready eval module with verified official weights (see :func:`load_checkpoint_file`).
@@ -392,6 +393,10 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
             device: where the module lives. Weights are cast to the compute dtype of that device
                 (``amp_dtype``; bf16 on CUDA by default, fp32 on CPU).
             preset: config preset (``"full"`` for the official weights).
+            checked: an earlier :meth:`check_checkpoint` of the same file in this process; only
+                its file is checked to be the same: the file is read again, because the load
+                needs the checkpoint's index buffers, which the report does not keep (its
+                sha256 is not computed again).
             **config: config field overrides.
 
         Raises:
@@ -400,6 +405,8 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         """
         cfg = cls.make_config(preset, **config)
         file, module, state, buffers = cls._read_checkpoint(path, cfg)
+        if checked is not None:
+            checked.require_same(cls.name, {"model": file})
         load_verified(
             module.model,
             state,
@@ -410,7 +417,7 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
         )
         device = torch.device(device)
         module.to(device=device, dtype=resolve_amp_dtype(cfg.amp_dtype, device))
-        module.weights_sha256 = sha256_file(file)
+        module.weights_sha256 = checkpoint_sha256(file)
         return module.eval()
 
     @classmethod
@@ -435,7 +442,7 @@ class _OnePeaceExtractor(Extractor[OnePeaceConfigT]):
             extractor=cls.name,
             files={"model": file},
             expected_files={"model": cls.checkpoint_files["model"]},
-            sha256={"model": sha256_file(file)},
+            sha256={"model": checkpoint_sha256(file)},
             missing=[pre + k for k in missing],
             unexpected=[pre + k for k in unexpected],
             mismatched=[(pre + k, a, b) for k, a, b in mismatched],

@@ -182,6 +182,24 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+_CHECKPOINT_SHA256: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint file, read once per process and version of the file.
+
+    A run checks its weights in the driver and loads them again where the model is built (the
+    same process for the local runner): the digest is kept per (real path, device, inode,
+    size, mtime in ns), so a file replaced or rewritten in between is hashed again.
+    """
+    real = Path(path).resolve()
+    st = real.stat()
+    key = (str(real), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _CHECKPOINT_SHA256:
+        _CHECKPOINT_SHA256[key] = sha256_file(real)
+    return _CHECKPOINT_SHA256[key]
+
+
 def resolve_checkpoint_files(
     path: str | Path | Mapping[str, str | Path], official: Mapping[str, str], roles: Iterable[str], *, extractor: str
 ) -> dict[str, Path]:

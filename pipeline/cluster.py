@@ -83,6 +83,47 @@ def _loopback_only() -> Iterator[None]:
             os.environ[_RAY_CLUSTER_ENV] = saved_env
 
 
+# processes of an embedded head that a job on this machine alone never uses, by the ``Node``
+# method that starts each: the autoscaler monitor (it also held ``ray.shutdown`` for 1 s, the
+# grace of its SIGTERM), the log monitor (it forwards worker output to the driver, off with
+# ``log_to_driver=False``) and the API server (dashboard.py with its usage-stats module only:
+# ``ray.init`` waited for it before starting the raylet, 1-3 s measured)
+_UNUSED_HEAD_PROCESSES = ("start_monitor", "start_log_monitor", "start_api_server")
+
+
+@contextlib.contextmanager
+def _lean_head() -> Iterator[None]:
+    """While an embedded instance starts: :data:`_UNUSED_HEAD_PROCESSES` are not started."""
+    from ray._private.node import Node
+
+    saved = {name: Node.__dict__[name] for name in _UNUSED_HEAD_PROCESSES if name in Node.__dict__}
+    for name in saved:
+        setattr(Node, name, lambda self, *args, **kwargs: None)
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(Node, name, method)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in this process's environment while an embedded instance starts: the raylet
+    inherits it, and so does every worker it starts. Actors given an environment this way need
+    no ``runtime_env`` of their own, which would make Ray start them a worker of that
+    environment (and ask its runtime-env agent first) beside the ordinary ones."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @dataclass
 class ClusterConfig:
     """Where Ray-backed work runs.
@@ -122,14 +163,23 @@ class ClusterConfig:
         """The address Ray will connect to; ``None`` means an embedded local instance."""
         return self.address or os.environ.get("RAY_ADDRESS") or None
 
-    def init_ray(self) -> bool:
+    def init_ray(self, *, lean: bool = False, worker_env: dict[str, str] | None = None) -> bool:
         """Connect to (or start) Ray; returns True when this call started it, so the caller
         knows to shut it down. Already initialized: nothing happens, returns False.
 
         A SIGTERM handler installed before (the ``avel`` command's, which raises so that
         ``finally`` blocks shut Ray down as on Ctrl-C) stays in place (:func:`_keep_sigterm_handler`);
         an embedded instance listens on 127.0.0.1 only (:func:`_loopback_only`) and is stopped
-        with :func:`shutdown_ray`."""
+        with :func:`shutdown_ray`.
+
+        Args:
+            lean: an embedded instance starts without the head processes a job on this
+                machine never uses (:data:`_UNUSED_HEAD_PROCESSES`: monitor, log monitor,
+                API server) and without prestarting a worker per CPU.
+            worker_env: environment variables of every worker of an embedded instance
+                (inherited from the raylet; :func:`embedded_worker_env` tells the caller they
+                were set). Ignored when connecting to a cluster: pass them per task there.
+        """
         import ray
 
         if ray.is_initialized():
@@ -142,6 +192,16 @@ class ClusterConfig:
             kwargs["namespace"] = self.namespace
         if address is None and self.num_cpus is not None:
             kwargs["num_cpus"] = self.num_cpus
+        if address is None and lean:
+            kwargs["_system_config"] = {
+                # no worker per CPU started when the driver connects: the caller's actors and
+                # tasks start the workers they need (with the prestarted ones, one more worker
+                # was started and never used: ~0.9 CPU s measured on the 2-core machine)
+                "prestart_worker_first_driver": False,
+                # workers starting at once (Ray's default: one per CPU): the decode task's
+                # worker no longer waits for the two actors' workers of a 2-core job (1-3 s)
+                "worker_maximum_startup_concurrency": max(4, os.cpu_count() or 1),
+            }
         try:
             with _keep_sigterm_handler():
                 if address is not None:
@@ -149,10 +209,15 @@ class ClusterConfig:
                     return True
                 # "local": a new embedded instance even when a `ray start` cluster runs on this
                 # machine (address=None would connect to it); loopback only.
-                global _embedded_baseline
+                global _embedded_baseline, _embedded_env
                 _embedded_baseline = _descendants()
-                with _loopback_only():
+                with (
+                    _loopback_only(),
+                    _environment(worker_env or {}),
+                    _lean_head() if lean else contextlib.nullcontext(),
+                ):
                     ray.init(address="local", _node_ip_address=LOOPBACK, **kwargs)
+                _embedded_env = dict(worker_env or {})
         except BaseException:  # interrupted or failed while starting: stop what was started
             shutdown_ray()
             raise
@@ -161,6 +226,17 @@ class ClusterConfig:
 
 # descendants of this process before it started an embedded instance (None: it started none)
 _embedded_baseline: dict[int, int] | None = None
+# the environment every worker of the embedded instance this process started inherited
+_embedded_env: dict[str, str] | None = None
+
+
+def embedded_worker_env() -> dict[str, str] | None:
+    """The ``worker_env`` every worker of the running embedded instance inherited (given to
+    :meth:`ClusterConfig.init_ray` by this process), or ``None`` when Ray runs otherwise (a
+    cluster, or an instance started elsewhere): then tasks need a ``runtime_env``."""
+    import ray
+
+    return dict(_embedded_env) if _embedded_env is not None and ray.is_initialized() else None
 
 
 def _descendants() -> dict[int, int]:
@@ -232,8 +308,8 @@ def shutdown_ray(*, grace_s: float = 5.0) -> None:
 
     import ray
 
-    global _embedded_baseline
-    baseline, _embedded_baseline = _embedded_baseline, None
+    global _embedded_baseline, _embedded_env
+    baseline, _embedded_baseline, _embedded_env = _embedded_baseline, None, None
     before = {} if baseline is None else {p: t for p, t in _descendants().items() if baseline.get(p) != t}
     ray.shutdown()
     left = _alive(before)

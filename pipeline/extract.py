@@ -233,6 +233,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
         preset=cfg.preset,
         overrides=cfg.extractor_options,
         spec_only=True,
+        keep_checked=cfg.runner != "ray",  # a local run builds its models here: they reuse the reads
     )
     writer = StoreWriter(
         cfg.out,
@@ -272,6 +273,9 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
             sizes, sizes_why = choose_batch_sizes(cfg.batch_size, extractors, device.type)
 
             def load():
+                checked = {se.stream: se.checked for se in extractors if se.checked is not None}
+                for se in extractors:
+                    se.checked = None  # the tensors read are the model's now: not held twice
                 return build_stream_extractors(
                     cfg.extractors,
                     weights=cfg.weights,
@@ -280,6 +284,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
                     device=device,
                     overrides=cfg.extractor_options,
                     fuse=cfg.fuse_models,
+                    checked=checked,
                 )
 
             report = run_local(
@@ -307,6 +312,8 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
                 },
             }
         else:
+            for se in extractors:
+                se.checked = None  # the models are built in the actors
             from avel.pipeline.ray_extract import run_ray
 
             report = run_ray(

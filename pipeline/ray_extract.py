@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from avel.datasets.store import StoreWriter
-from avel.pipeline.cluster import shutdown_ray
+from avel.pipeline.cluster import embedded_worker_env, shutdown_ray
 from avel.pipeline.engine import RunReport, StreamExtractor, StreamInfo, decode_request, record_failure
 from avel.pipeline.jobs import VideoJob
 from avel.pipeline.scheduler import ExtractionScheduler, VideoState
@@ -225,15 +225,22 @@ class RayExtraction:
         self.started_ray = False
         self.startup_s = 0.0
         self._decode: Any = None  # the decode task (a Ray remote function), made by start()
+        self._pending_ready: list = []  # describe() calls of actors not known to be built yet
+        self._actors_t0 = 0.0  # perf_counter when the actors were submitted
+        self.load_s = 0.0  # actors submitted -> every actor built (its model loaded)
         self._load: dict[str, list[int]] = {}  # stream -> calls in flight per actor
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self, *, warm_up: bool = False) -> float:
+    def start(self, *, warm_up: bool = False, wait: bool = True) -> float:
         """Connect to / start Ray and build the actor pools; returns the seconds it took.
 
         Args:
             warm_up: also run one batch per actor and the imports of every decode worker, so
                 that :meth:`run` measures the steady state (the benchmark does this).
+            wait: return when every actor is built (an extractor that cannot be built raises
+                here). ``False``: return once the actors are submitted; they import torch and
+                build their models while :meth:`run` decodes the first chunks, and a failed
+                build raises from :meth:`run` (``load_s`` says when they were all built).
         """
         import ray
 
@@ -242,7 +249,11 @@ class RayExtraction:
         t0 = time.perf_counter()
         cfg = self.cfg
         precision = getattr(cfg, "precision", "fp32")
-        self.started_ray = cfg.cluster.init_ray()
+        # CPU actors share cores with decode tasks: OpenMP threads that spin while waiting for a
+        # descheduled sibling make a 2-thread model 10x slower on a busy 2-core machine
+        # (measured); passive waiting costs little when the cores are free
+        omp_env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        self.started_ray = cfg.cluster.init_ray(lean=True, worker_env=omp_env)
         resources = ray.cluster_resources()
         pool = choose_ray_pool(
             actors_per_extractor=cfg.actors_per_extractor,
@@ -288,11 +299,8 @@ class RayExtraction:
         }
         if gpu:
             opts["num_gpus"] = pool["gpus_per_actor"]
-        else:
-            # CPU actors share cores with decode tasks: OpenMP threads that spin while waiting
-            # for a descheduled sibling make a 2-thread model 10x slower on a busy 2-core
-            # machine (measured); passive waiting costs little when the cores are free.
-            opts["runtime_env"] = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
+        elif embedded_worker_env() != omp_env:  # not inherited: a cluster, or Ray started elsewhere
+            opts["runtime_env"] = {"env_vars": omp_env}
         for se in self.extractors:
             self.pools[se.stream] = [
                 actor_cls.options(**opts).remote(
@@ -309,7 +317,12 @@ class RayExtraction:
                 )
                 for _ in range(n_actors)
             ]
+        self._actors_t0 = time.perf_counter()
         calls = [a.describe.remote() for pool in self.pools.values() for a in pool]
+        if not wait and not warm_up:
+            self._pending_ready = calls
+            self.startup_s = time.perf_counter() - t0
+            return self.startup_s
         if warm_up:
             calls += [
                 a.warm_up.remote(*self._window_shape(se)) for se in self.extractors for a in self.pools[se.stream]
@@ -317,8 +330,19 @@ class RayExtraction:
             warm = ray.remote(num_cpus=1)(_warm_decode_worker)
             calls += [warm.remote() for _ in range(max(1, cfg.decode_workers))]
         ray.get(calls)  # raises here if an extractor cannot be built (weights, config)
-        self.startup_s = time.perf_counter() - t0
+        self.startup_s = self.load_s = time.perf_counter() - t0
         return self.startup_s
+
+    def _actors_built(self, refs: Sequence[Any]) -> None:
+        """``describe`` calls of :meth:`start` (``wait=False``) that finished: raises the build
+        error of an actor that could not be built, else notes when the last one was built."""
+        import ray
+
+        pending = set(refs)
+        self._pending_ready = [r for r in self._pending_ready if r not in pending]
+        ray.get(list(refs))  # an extractor that cannot be built (weights, config) raises here
+        if not self._pending_ready:
+            self.load_s = time.perf_counter() - self._actors_t0
 
     @staticmethod
     def _window_shape(se: StreamExtractor) -> tuple[tuple[int, ...], str]:
@@ -348,6 +372,7 @@ class RayExtraction:
             for a in pool:
                 ray.kill(a, no_restart=True)
         self.pools = {}
+        self._pending_ready = []
         if self.started_ray:
             shutdown_ray()
             self.started_ray = False
@@ -422,12 +447,15 @@ class RayExtraction:
                     n = sum(b - a for _, _, a, b in pieces)  # a CPU call is padded to the batch
                     report.work.computed(stream, n if gpu else self.batch_sizes[stream])
                     sched.batch_started(ref, stream, actor, pieces)
-            waitable = sched.in_flight()
+            waitable = sched.in_flight() + self._pending_ready
             if not waitable:
                 continue
             ready, _ = ray.wait(waitable, num_returns=1, timeout=1.0)
             if ready:
                 ready, _ = ray.wait(waitable, num_returns=len(waitable), timeout=0)
+            built = [r for r in ready if r in self._pending_ready]
+            if built:
+                self._actors_built(built)
             for task in sched.expire_decodes(time.perf_counter(), done=ready):  # per-chunk time limit
                 ray.cancel(task.token, force=True)
                 _consume_errors([task.token, *(r for _, r in task.outputs)])
@@ -446,6 +474,8 @@ class RayExtraction:
                     try:
                         rows, busy_s = ray.get(ref)
                     except Exception as e:  # the call's exception: that stream of its videos fails
+                        if self._pending_ready:  # unless an actor could not be built: that raises
+                            self._actors_built(list(self._pending_ready))
                         sched.batch_done(ref, None, getattr(e, "cause", None) or e)
                         continue
                     report.extract_s += busy_s
@@ -486,11 +516,12 @@ def run_ray(
         return RunReport(wall_s=time.perf_counter() - t0)
     pipeline = RayExtraction(cfg, extractors)
     try:
-        startup_s = pipeline.start()
+        startup_s = pipeline.start(wait=False)  # the actors build their models while the first chunks decode
         report = pipeline.run(jobs, writer, progress=progress)
     finally:
         pipeline.close()
     report.startup_s = startup_s
+    report.load_s = pipeline.load_s
     report.wall_s += startup_s
     report.settings = pipeline.settings
     return report

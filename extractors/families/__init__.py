@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from avel.extractors import weights as W
-from avel.extractors.base import RANDOM_WEIGHTS, CheckpointReport, Extractor, ExtractorConfig
+from avel.extractors.base import RANDOM_WEIGHTS, CheckpointReport, Extractor, ExtractorConfig, on_meta_device
 
 POOLINGS = ("mean", "max", "center")
 
@@ -211,7 +211,7 @@ class FamilyExtractor(Extractor):
             raise FileNotFoundError(f"{cls.name}: checkpoint file not found: {p}")
         cfg = cls.make_config(preset, **config)
         state = load_weights_file(p)
-        with torch.device("meta"):
+        with on_meta_device("meta"):
             module = cls(cfg)
         missing, unexpected, mismatched = W.compare_state_dicts(
             module.library_state().state_dict(), state, ignore_prefixes=module.ignored_prefixes
@@ -221,7 +221,7 @@ class FamilyExtractor(Extractor):
             extractor=cls.name,
             files={"model": p},
             expected_files={"model": p.name},
-            sha256={"model": W.sha256_file(p)},
+            sha256={"model": W.checkpoint_sha256(p)},
             missing=missing,
             unexpected=unexpected,
             mismatched=mismatched,
@@ -230,14 +230,23 @@ class FamilyExtractor(Extractor):
 
     @classmethod
     def from_checkpoint(
-        cls, path: Any, *, device: str | torch.device = "cpu", preset: str = "full", **config: Any
+        cls,
+        path: Any,
+        *,
+        device: str | torch.device = "cpu",
+        preset: str = "full",
+        checked: CheckpointReport | None = None,
+        **config: Any,
     ) -> FamilyExtractor:
         """Weights from a state dict file (verified, file sha256 recorded), else via the library
-        (a directory or hub name; ``state:<sha256>`` recorded)."""
+        (a directory or hub name; ``state:<sha256>`` recorded). ``checked``: this process's
+        earlier :meth:`check_checkpoint` of the same file, used instead of reading it again."""
         cfg = cls.make_config(preset, **config)
         p = Path(str(path))
         if p.is_file():
-            report = cls.check_checkpoint(p, preset=preset, **config)
+            if checked is not None:
+                checked.require_same(cls.name, {"model": p})
+            report = checked or cls.check_checkpoint(p, preset=preset, **config)
             if not report.ok:
                 raise report.error()
             module = cls(cfg)

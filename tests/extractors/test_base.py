@@ -193,3 +193,45 @@ def test_meta_builds_skip_random_init_but_keep_every_parameter():
     with on_meta_device("meta"):
         assert nn.init.kaiming_uniform_(torch.empty(4, 3, device="meta")).is_meta
         assert nn.init.normal_(tensor=torch.empty(2, device="meta")).is_meta  # by keyword too
+
+
+@pytest.mark.parametrize("name", ["vgg19", "vggish"])
+def test_from_checkpoint_keeps_computed_buffers_and_loads_every_value(name, tmp_path):
+    """from_checkpoint skips the random initialisers (the strict load overwrites them): the
+    buffers computed at build time (VGGish's window and mel matrix, VGG-19's mean / std) and
+    every loaded value must equal a normally built module's."""
+    cls = E.get(name)
+    src = cls.random_init(preset="tiny", seed=3)
+    state = src.state_dict()
+    if name == "vggish":  # the official layout: the network's file and the PCA file
+        src = cls.random_init(preset="tiny", seed=3, postprocess=True)
+        state = src.state_dict()
+        files = {"model": tmp_path / "model.pth", "pca": tmp_path / "pca.pth"}
+        torch.save({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}, files["model"])
+        pca = {"pca_eigen_vectors": state["pca_eigen_vectors"], "pca_means": state["pca_means"].reshape(-1)}
+        torch.save(pca, files["pca"])
+        m = cls.from_checkpoint(files, preset="tiny", postprocess=True)
+    else:
+        path = tmp_path / cls.checkpoint_files["model"]
+        torch.save(state, path)
+        m = cls.from_checkpoint(path, preset="tiny")
+    ref = dict(src.named_buffers())
+    for k, v in m.named_buffers():
+        assert torch.equal(v, ref[k]), k
+    for k, v in src.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+
+
+def test_checkpoint_sha256_is_read_again_when_the_file_changes(tmp_path):
+    import hashlib
+    import os
+
+    from avel.extractors.weights import checkpoint_sha256
+
+    p = tmp_path / "w.pth"
+    p.write_bytes(b"first")
+    assert checkpoint_sha256(p) == hashlib.sha256(b"first").hexdigest()
+    st = p.stat()
+    p.write_bytes(b"other")  # same size; the mtime is moved on explicitly (coarse clocks)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert checkpoint_sha256(p) == hashlib.sha256(b"other").hexdigest()

@@ -232,6 +232,37 @@ def test_ray_runner_survives_a_killed_decode_worker(videos, local_store, ray_ins
     _assert_same_store(FeatureStore(tmp_path / "ray"), local_store)
 
 
+@pytest.mark.slow
+def test_an_actor_that_cannot_be_built_stops_the_run(videos, ray_instance, tmp_path):
+    """The actors build their models while the first chunks decode (``start(wait=False)``, as
+    ``avel extract`` runs it): a checkpoint that became unreadable after the driver checked it
+    raises from ``run``, as ``start`` did when it waited, instead of failing video after video."""
+    import avel.extractors as E
+    from avel.pipeline.jobs import VideoJob
+    from avel.pipeline.ray_extract import RayExtraction
+
+    ckpt = tmp_path / "rgb_imagenet.pt"
+    torch.save(
+        {k.removeprefix("rgb."): v for k, v in E.get("i3d_rgb").random_init(preset="tiny").state_dict().items()}, ckpt
+    )
+    cfg = _config(
+        videos, tmp_path / "ray", extractors=["i3d_rgb"], random_weights=False, weights={"i3d_rgb": str(ckpt)}
+    )
+    cfg.extractor_options = {}
+    exts = build_stream_extractors(["i3d_rgb"], weights=cfg.weights, preset="tiny", spec_only=True)
+    ckpt.write_bytes(b"not a checkpoint any more")
+    writer = StoreWriter(tmp_path / "ray", dataset="folder", streams={se.stream: se.spec() for se in exts})
+    pipe = RayExtraction(cfg, exts)
+    try:
+        pipe.start(wait=False)
+        with pytest.raises(ray_instance.exceptions.RayActorError, match="rgb_imagenet.pt"):
+            pipe.run([VideoJob(p.stem, p) for p in sorted(videos.glob("*.mp4"))], writer)
+    finally:
+        pipe.close()
+        writer.abort()
+    assert not (tmp_path / "ray" / "errors.jsonl").exists()  # no video was failed for it
+
+
 def test_decode_memory_estimate_follows_the_request():
     from avel.pipeline.ray_extract import DECODE_BASE_MEMORY_BYTES, RayExtraction, decode_task_memory_bytes
 

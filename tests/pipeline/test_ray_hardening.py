@@ -47,6 +47,47 @@ def test_embedded_ray_listens_on_loopback_only():
     assert all(ray_interrupt.is_loopback(ip) for ip, _, _ in sockets), sockets
 
 
+def test_lean_embedded_ray_starts_only_what_a_job_uses_and_gives_workers_their_environment():
+    """``init_ray(lean=True, worker_env=...)`` (the extraction runner's): no autoscaler monitor,
+    log monitor or API server, every worker (tasks and actors, no ``runtime_env``) sees
+    ``worker_env`` while the driver's own environment is left as it was, loopback only, and
+    :func:`shutdown_ray` leaves no process behind."""
+    script = (
+        "import json, os, sys; sys.path.insert(0, sys.argv[1]); import ray_interrupt as ri\n"
+        "from avel.pipeline.cluster import ClusterConfig, embedded_worker_env, shutdown_ray\n"
+        "assert ClusterConfig(num_cpus=1).init_ray(lean=True, worker_env={'AVEL_LEAN_TEST': 'on'})\n"
+        "import ray\n"
+        "env = lambda: os.environ.get('AVEL_LEAN_TEST')\n"
+        "A = ray.remote(num_cpus=0)(type('A', (), {'env': lambda self: env()}))\n"
+        "seen = [ray.get(ray.remote(env).remote()), ray.get(A.remote().env.remote())]\n"
+        "tree = ri.process_tree(os.getpid()) - {os.getpid()}\n"
+        "cmds = [ri.process_name(p) for p in tree]\n"
+        "out = dict(seen=seen, driver=env(), worker_env=embedded_worker_env(), cmds=cmds,\n"
+        "           sockets=ri.listening_sockets(tree))\n"
+        "shutdown_ray()\n"
+        "out['left'] = sorted(p for p in tree if ri.start_time(p) is not None)\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("AVEL_LEAN_TEST", None)
+    res = subprocess.run(
+        [sys.executable, "-c", script, str(Path(ray_interrupt.__file__).parent)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["seen"] == ["on", "on"] and out["driver"] is None, out
+    assert out["worker_env"] == {"AVEL_LEAN_TEST": "on"}
+    assert any("raylet" in c for c in out["cmds"]) and any("gcs_server" in c for c in out["cmds"]), out["cmds"]
+    for skipped in ("monitor.py", "log_monitor.py", "dashboard.py"):  # the head processes left out
+        assert not any(skipped in c for c in out["cmds"]), (skipped, out["cmds"])
+    assert out["sockets"] and all(ray_interrupt.is_loopback(ip) for ip, _, _ in out["sockets"]), out["sockets"]
+    assert not out["left"], out
+
+
 def test_ray_json_stdout_is_the_json_alone_and_bad_headers_are_not_retryable(videos, tmp_path):
     """30 good videos plus an AV1 one and one whose sample table claims 2^31 frames (decord
     aborts the process on it; its audio alone decodes fine, so vgg19 is extracted too): the Ray
