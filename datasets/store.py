@@ -251,6 +251,14 @@ def _strs(a: np.ndarray) -> list[str]:
     return [x.decode("utf-8") if isinstance(x, bytes) else x for x in a]
 
 
+def _read_strs(path: Path, ds: h5py.Dataset, name: str, selection: Any = ()) -> list[str]:
+    """The strings of ``ds[selection]`` (dataset ``name`` of shard ``path``); StoreCorruptError when unreadable."""
+    try:
+        return _strs(ds[selection])
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise StoreCorruptError(f"shard {path}: {name} cannot be read ({e})") from e
+
+
 def read_manifest(root: Path) -> dict:
     """The committed state of a store as one manifest-like dict (v1 or v2)."""
     return _open_state(Path(root))[0].to_snapshot()
@@ -394,10 +402,7 @@ class _ShardIndex:
     @property
     def ids(self) -> list[str]:
         if self._ids is None:
-            try:
-                self._ids = _strs(self._ids_ds[()])
-            except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
-                raise StoreCorruptError(f"shard {self.path}: videos/ids cannot be read ({e})") from e
+            self._ids = _read_strs(self.path, self._ids_ds, "videos/ids")
         return self._ids
 
     @property
@@ -409,10 +414,7 @@ class _ShardIndex:
     def id_at(self, i: int) -> str:
         if self._ids is not None:
             return self._ids[i]
-        try:
-            return _strs(self._ids_ds[i : i + 1])[0]
-        except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
-            raise StoreCorruptError(f"shard {self.path}: videos/ids cannot be read ({e})") from e
+        return _read_strs(self.path, self._ids_ds, "videos/ids", slice(i, i + 1))[0]
 
     def check_id(self, i: int, video_id: str) -> None:
         """The shard holds ``video_id`` at position ``i``, as the log says."""
@@ -477,10 +479,7 @@ def _load_index(f: h5py.File, path: Path, streams: Iterable[str]) -> _ShardIndex
 
 def _meta_json(index: _ShardIndex) -> list[str]:
     if index.meta_json is None:
-        try:
-            index.meta_json = _strs(index.meta_ds[()])
-        except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
-            raise StoreCorruptError(f"shard {index.path}: videos/meta_json cannot be read ({e})") from e
+        index.meta_json = _read_strs(index.path, index.meta_ds, "videos/meta_json")
     return index.meta_json
 
 

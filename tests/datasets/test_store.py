@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -378,3 +379,20 @@ def test_errors_and_summary(tmp_path):
     assert summary["errors"] == 1 and summary["failed_videos"] == ["bad"]
     assert summary["random_weight_streams"] == ["rgb"]
     assert summary["streams"]["rgb"]["rows"] == 3 and summary["streams"]["rgb"]["videos"] == 1
+
+
+def test_undecodable_shard_strings_are_an_error_naming_shard_and_dataset(tmp_path, monkeypatch):
+    import avel.datasets.store as store_mod
+
+    root = tmp_path / "s"
+    _write(root, ["a", "b"])
+    shard = root / FeatureStore(root).manifest["shards"][0]["file"]
+    with h5py.File(shard, "r+") as f:
+        f["videos/ids"][0] = b"\xff\xfe"
+        f["videos/meta_json"][1] = b"\xff\xfe"
+    monkeypatch.setattr(store_mod, "_HASH_ON_OPEN_BYTES", 0)  # skip the whole-file sha256 on open
+    st = FeatureStore(root)
+    with pytest.raises(StoreCorruptError, match=rf"{shard.name}: videos/ids cannot be read \('utf-8' codec"):
+        st["a"]["rgb"]
+    with pytest.raises(StoreCorruptError, match=rf"{shard.name}: videos/meta_json cannot be read \('utf-8' codec"):
+        st.meta("b")
