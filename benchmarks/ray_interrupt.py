@@ -124,6 +124,13 @@ def make_videos(root: Path, n: int) -> Path:
     return root / "videos"
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child, before exec: SIGINT back to its default action. A command started from a
+    background job of a non-interactive shell (``make test &``) inherits SIGINT ignored, and
+    Python then keeps ignoring it; a command typed in a terminal gets Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_trial(
     videos: Path,
     out: Path,
@@ -163,7 +170,14 @@ def interrupt_trial(
         *extra_args,
     ]
     names: dict[int, str] = {}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_sigint_as_in_a_terminal,
+    )
     seen: dict[int, int] = {}  # pid -> start time
     t0 = time.monotonic()
     sockets: list = []
