@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,15 +26,11 @@ def videos(tmp_path_factory):
     return ray_interrupt.make_videos(tmp_path_factory.mktemp("ray_hardening"), 30)
 
 
-def test_embedded_ray_listens_on_loopback_only():
-    script = (
-        "import json, os, sys; sys.path.insert(0, sys.argv[1]); import ray_interrupt as ri\n"
-        "from avel.pipeline.cluster import ClusterConfig, shutdown_ray\n"
-        "assert ClusterConfig(num_cpus=1).init_ray()\nimport ray\n"
-        "ray.get(ray.remote(lambda: 1).remote())\n"
-        "print(json.dumps(ri.listening_sockets(ri.process_tree(os.getpid()))))\nshutdown_ray()\n"
-    )
+def _run_driver_script(script: str) -> Any:
+    """Run ``script`` as a fresh driver process (``ray_interrupt`` importable, without
+    ``AVEL_LEAN_TEST`` in its environment); the JSON of its last stdout line."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("AVEL_LEAN_TEST", None)
     res = subprocess.run(
         [sys.executable, "-c", script, str(Path(ray_interrupt.__file__).parent)],
         capture_output=True,
@@ -42,7 +39,18 @@ def test_embedded_ray_listens_on_loopback_only():
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    sockets = json.loads(res.stdout.strip().splitlines()[-1])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_embedded_ray_listens_on_loopback_only():
+    script = (
+        "import json, os, sys; sys.path.insert(0, sys.argv[1]); import ray_interrupt as ri\n"
+        "from avel.pipeline.cluster import ClusterConfig, shutdown_ray\n"
+        "assert ClusterConfig(num_cpus=1).init_ray()\nimport ray\n"
+        "ray.get(ray.remote(lambda: 1).remote())\n"
+        "print(json.dumps(ri.listening_sockets(ri.process_tree(os.getpid()))))\nshutdown_ray()\n"
+    )
+    sockets = _run_driver_script(script)
     assert len(sockets) >= 3, sockets  # GCS, raylet, object manager, workers...
     assert all(ray_interrupt.is_loopback(ip) for ip, _, _ in sockets), sockets
 
@@ -68,17 +76,7 @@ def test_lean_embedded_ray_starts_only_what_a_job_uses_and_gives_workers_their_e
         "out['left'] = sorted(p for p in tree if ri.start_time(p) is not None)\n"
         "print(json.dumps(out))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    env.pop("AVEL_LEAN_TEST", None)
-    res = subprocess.run(
-        [sys.executable, "-c", script, str(Path(ray_interrupt.__file__).parent)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = _run_driver_script(script)
     assert out["seen"] == ["on", "on"] and out["driver"] is None, out
     assert out["worker_env"] == {"AVEL_LEAN_TEST": "on"}
     assert any("raylet" in c for c in out["cmds"]) and any("gcs_server" in c for c in out["cmds"]), out["cmds"]
