@@ -256,9 +256,9 @@ class VGGishExtractor(Extractor[VGGishConfig]):
             final_relu=c.final_relu,
             example_hw=(c.num_frames, c.num_mel_bins),
         )
-        if c.postprocess:
-            self.pca_eigen_vectors = nn.Parameter(torch.empty(c.embedding_size, c.embedding_size), requires_grad=False)
-            self.pca_means = nn.Parameter(torch.empty(c.embedding_size, 1), requires_grad=False)
+        if c.postprocess:  # identity PCA until the checkpoint's is loaded (random-weight presets keep it)
+            self.pca_eigen_vectors = nn.Parameter(torch.eye(c.embedding_size), requires_grad=False)
+            self.pca_means = nn.Parameter(torch.zeros(c.embedding_size, 1), requires_grad=False)
 
     @property
     def context_samples(self) -> int:  # type: ignore[override]

@@ -87,6 +87,15 @@ def test_postprocess_pca_quantisation(tmp_path):
     assert m.weights_sha256.startswith("model=") and ";pca=" in m.weights_sha256
 
 
+def test_random_postprocess_preset_has_an_identity_pca_not_uninitialised_memory():
+    """Random weights with ``postprocess``: the PCA is the identity (it was ``torch.empty``:
+    whatever the allocator returned, NaN included), so the rows are the quantised raw embedding."""
+    m = E.get("vggish").random_init(preset="tiny", seed=2, postprocess=True)
+    assert torch.equal(m.pca_eigen_vectors, torch.eye(16)) and torch.equal(m.pca_means, torch.zeros(16, 1))
+    x = torch.randn(3, 1, 96, 64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(m(x), torch.round((m.net(x).clamp(-2, 2) + 2) * 63.75))
+
+
 def test_final_relu_is_on_by_default_and_a_config_field():
     x = torch.randn(2, 1, 96, 64)
     a = E.get("vggish").random_init(preset="tiny", seed=4)
