@@ -25,7 +25,7 @@ plain ``F.conv3d`` runs.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -121,7 +121,7 @@ class PackedConv:
         key = (tuple(x.shape), tuple(stride), tuple(padding), id(weight), weight._version)
         packed = self._packed.get(key)
         if packed is None:
-            reorder = (
+            reorder: Callable[..., torch.Tensor] = (  # torch's stubs lack input_size; the ops take it
                 torch._C._nn.mkldnn_reorder_conv3d_weight
                 if weight.ndim == 5
                 else torch._C._nn.mkldnn_reorder_conv2d_weight
