@@ -48,7 +48,8 @@ def fold_batchnorm(
         eps: the BatchNorm's epsilon.
 
     Returns:
-        ``(weight, bias)`` in ``weight``'s dtype, computed in float64.
+        ``(weight, bias)`` in ``weight``'s dtype: the scale and the bias computed in float64,
+        the weight multiplied by the scale in its own dtype.
     """
     mean = bn["running_mean"].double()
     var = bn["running_var"].double()
@@ -57,9 +58,11 @@ def fold_batchnorm(
     if weight.shape[0] != mean.shape[0]:
         raise ValueError(f"fold_batchnorm: conv has {weight.shape[0]} output channels, BatchNorm {mean.shape[0]}")
     scale = gamma / torch.sqrt(var + eps)  # C_out
-    w = weight.double() * scale.view(-1, *([1] * (weight.ndim - 1)))
+    # the weight is scaled in its own dtype: one more rounding than in float64, without float64
+    # copies of every weight (I3D: 96 MB and ~0.1 s of a one-video command's model load)
+    w = weight * scale.to(weight.dtype).view(-1, *([1] * (weight.ndim - 1)))
     b = ((bias.double() if bias is not None else torch.zeros_like(mean)) - mean) * scale + beta
-    return w.to(weight.dtype), b.to(weight.dtype)
+    return w, b.to(weight.dtype)
 
 
 @functools.cache
