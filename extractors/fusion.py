@@ -16,7 +16,7 @@ On the CPU, eager ``conv3d`` reorders the weight into oneDNN's blocked layout on
 it is another pass over the output. :class:`PackedConv` reorders the weight once per input
 shape and runs oneDNN's convolution with the ReLU as a post-op (torch's
 ``mkldnn._convolution_pointwise``, what inductor's CPU freezing emits). I3D full, batch 1:
-11-25 % less forward time on this project's 2-core machine (``benchmarks/packed_conv_speed.py``);
+6-20 % less forward time on this project's 2-core machine (``benchmarks/packed_conv_speed.py``);
 rows within float rounding of ``F.conv3d`` (tested). Used only for float32 CPU tensors without
 autograd or autocast, and only where torch's build has the oneDNN ops; everywhere else the
 plain ``F.conv3d`` runs.
