@@ -15,11 +15,12 @@ On the CPU, eager ``conv3d`` reorders the weight into oneDNN's blocked layout on
 (and runs 1 x 1 x 1 kernels at batch 1 through its slower im2col + GEMM path); the ReLU after
 it is another pass over the output. :class:`PackedConv` reorders the weight once per input
 shape and runs oneDNN's convolution with the ReLU as a post-op (torch's
-``mkldnn._convolution_pointwise``, what inductor's CPU freezing emits). I3D full, batch 1:
-6-20 % less forward time on this project's 2-core machine (``benchmarks/packed_conv_speed.py``);
-rows within float rounding of ``F.conv3d`` (tested). Used only for float32 CPU tensors without
-autograd or autocast, and only where torch's build has the oneDNN ops; everywhere else the
-plain ``F.conv3d`` runs.
+``mkldnn._convolution_pointwise``, what inductor's CPU freezing emits);
+:func:`pack_conv_relu_` does the same for the Conv2d + ReLU pairs of VGG-19 and VGGish.
+I3D full, batch 1: 6-20 % less forward time on this project's 2-core machine
+(``benchmarks/packed_conv_speed.py``); rows within float rounding of ``F.conv3d`` /
+``F.conv2d`` (tested). Used only for float32 CPU tensors without autograd or autocast, and
+only where torch's build has the oneDNN ops; everywhere else the plain convolution runs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def fold_batchnorm(
@@ -160,3 +162,71 @@ def conv_relu(
     conv = F.conv3d if weight.ndim == 5 else F.conv2d
     y = conv(x, weight, bias, tuple(stride), tuple(padding))
     return F.relu(y, inplace=True) if relu else y
+
+
+class PackedConvReLU2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (the same parameters, the same state-dict keys) that runs through
+    :func:`conv_relu`: on a prepacked oneDNN weight for float32 CPU inference, with the ReLU
+    that followed it in its ``nn.Sequential`` fused when ``relu``. Build it with
+    :meth:`from_conv`; :func:`pack_conv_relu_` swaps it in."""
+
+    relu: bool
+    packed: PackedConv
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, *, relu: bool) -> PackedConvReLU2d:
+        """The module for ``conv`` (sharing its parameter tensors, not copying them)."""
+        padding = conv.padding
+        if isinstance(padding, str) or conv.groups != 1 or tuple(conv.dilation) != (1, 1):
+            raise ValueError(f"PackedConvReLU2d: only numeric padding, groups 1, dilation 1; got {conv}")
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"PackedConvReLU2d: only zero padding; got padding_mode={conv.padding_mode!r}")
+        kh, kw = conv.kernel_size
+        sh, sw = conv.stride
+        ph, pw = padding
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            (kh, kw),
+            stride=(sh, sw),
+            padding=(ph, pw),
+            bias=conv.bias is not None,
+            device="meta",  # no allocation: the parameters are conv's own
+        )
+        new.weight = conv.weight
+        new.bias = conv.bias
+        new.relu = relu
+        new.packed = PackedConv()
+        return new.train(conv.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding = self.padding
+        assert not isinstance(padding, str)  # from_conv refuses string padding
+        return conv_relu(
+            x, self.weight, self.bias, stride=self.stride, padding=padding, relu=self.relu, packed=self.packed
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, relu={self.relu}"
+
+
+def pack_conv_relu_(seq: nn.Sequential) -> int:
+    """In place: every plain ``nn.Conv2d`` of ``seq`` (zero padding, groups 1, dilation 1)
+    becomes a :class:`PackedConvReLU2d`; a ``ReLU`` right after it is fused into it and its
+    slot becomes ``nn.Identity`` (no parameters: the state-dict keys stay). Returns how many
+    convolutions were swapped. For inference only (the fused ReLU is not in place of a
+    separate module any more)."""
+    swapped = 0
+    for i, layer in enumerate(list(seq)):
+        if type(layer) is not nn.Conv2d:
+            continue
+        if isinstance(layer.padding, str) or layer.groups != 1 or tuple(layer.dilation) != (1, 1):
+            continue
+        if layer.padding_mode != "zeros":
+            continue
+        relu = i + 1 < len(seq) and type(seq[i + 1]) is nn.ReLU
+        seq[i] = PackedConvReLU2d.from_conv(layer, relu=relu)
+        if relu:
+            seq[i + 1] = nn.Identity()
+        swapped += 1
+    return swapped

@@ -32,6 +32,7 @@ from torch import nn
 
 from avel.extractors import weights as W
 from avel.extractors.base import DecodeSpec, Extractor, ExtractorConfig, check_frame_options
+from avel.extractors.fusion import pack_conv_relu_
 from avel.extractors.preprocess import to_float_channels_first
 
 VGG19_CHECKPOINT = "vgg19-dcbb9e9d.pth"
@@ -193,6 +194,13 @@ class VGG19Extractor(Extractor[VGG19Config]):
         else:
             x = x / 255.0
         return (x - self.mean) / self.std
+
+    def fuse_for_inference(self) -> VGG19Extractor:
+        """Each convolution + ReLU of ``features`` on a prepacked oneDNN weight for float32 CPU
+        inference (:func:`avel.extractors.fusion.pack_conv_relu_`; rows within float rounding,
+        tested); in place, for inference only; returns ``self``."""
+        pack_conv_relu_(self.features)
+        return self
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``B x L x 3 x S x S`` -> mean over L of pool5, channels last ``B x S/32 x S/32 x 512``."""

@@ -40,6 +40,7 @@ from torch import nn
 
 from avel.extractors import weights as W
 from avel.extractors.base import Extractor, ExtractorConfig
+from avel.extractors.fusion import pack_conv_relu_
 
 VGGISH_CHECKPOINT = "vggish-10086976.pth"
 VGGISH_PCA_CHECKPOINT = "vggish_pca_params-970ea276.pth"
@@ -302,6 +303,14 @@ class VGGishExtractor(Extractor[VGGishConfig]):
         logmel = self.frontend(batch)  # B x 96 x 64
         assert logmel.shape[1] == c.num_frames, logmel.shape
         return logmel.unsqueeze(1)
+
+    def fuse_for_inference(self) -> VGGishExtractor:
+        """Each convolution + ReLU of the network on a prepacked oneDNN weight for float32 CPU
+        inference (:func:`avel.extractors.fusion.pack_conv_relu_`; rows within float rounding,
+        tested); the frontend and the fully connected layers stay; in place, for inference
+        only; returns ``self``."""
+        pack_conv_relu_(self.net.features)
+        return self
 
     def forward(self, examples: torch.Tensor) -> torch.Tensor:
         """``B x 1 x 96 x 64`` -> ``B x 128`` (raw, or PCA-quantised values in [0, 255] as float)."""

@@ -124,10 +124,12 @@ def run_raft(fx: Fixture, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 @case("vggish_")
-def run_vggish(fx: Fixture, part: str = "output", **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+def run_vggish(
+    fx: Fixture, part: str = "output", fuse: bool = False, **overrides: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """Our VGGish (default config: hop 0.96 s, final ReLU) on the waveform. ``part``:
     ``"examples"`` (log-mel frontend), ``"output"`` (embeddings), ``"output_postprocess"`` (PCA +
-    quantisation with the fixture's PCA file)."""
+    quantisation with the fixture's PCA file); ``fuse``: as the pipeline runs it."""
     ckpt = fx.checkpoint()
     files: Any = ckpt
     if part == "output_postprocess":
@@ -135,6 +137,7 @@ def run_vggish(fx: Fixture, part: str = "output", **overrides: Any) -> tuple[np.
         torch.save(pca, fx.work / "vggish_pca_params-970ea276.pth")
         files, overrides = fx.work, {**overrides, "postprocess": True}
     ext = E.get("vggish").from_checkpoint(files, **overrides)
+    ext = ext.fuse_for_inference() if fuse else ext
     win = ext.windows(torch.from_numpy(fx.arrays["input"]))
     with torch.no_grad():
         examples = ext.preprocess(win.data)  # N x 1 x 96 x 64
@@ -143,8 +146,9 @@ def run_vggish(fx: Fixture, part: str = "output", **overrides: Any) -> tuple[np.
 
 
 @case("vgg19_")
-def run_vgg19(fx: Fixture, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Our VGG-19 (``preprocessing="torchvision"``) pool5 of every frame -> (ours, reference)."""
+def run_vgg19(fx: Fixture, fuse: bool = False, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Our VGG-19 (``preprocessing="torchvision"``) pool5 of every frame -> (ours, reference);
+    ``fuse``: as the pipeline runs it."""
     setup = fx.meta["setup"]
     ckpt = fx.checkpoint()
     config = dict(
@@ -155,6 +159,7 @@ def run_vgg19(fx: Fixture, **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
         **overrides,
     )
     ext = E.get("vgg19").from_checkpoint(ckpt, **config)
+    ext = ext.fuse_for_inference() if fuse else ext
     batch = torch.from_numpy(fx.arrays["input"])  # B x L x S x S x 3
     with torch.no_grad():
         x = ext.preprocess(batch)
@@ -202,8 +207,8 @@ def run(
     name: str, *, tamper: Callable[[dict], None] | None = None, fuse: bool = False, **overrides: Any
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(ours, reference, sidecar) of one fixture. ``tamper`` edits the rebuilt checkpoint (in the
-    reference's layout) before our loader reads it; ``fuse`` (I3D): run the module fused for
-    inference, as the pipeline does; ``overrides`` go to our extractor's config."""
+    reference's layout) before our loader reads it; ``fuse`` (I3D, VGG-19, VGGish): run the
+    module fused for inference, as the pipeline does; ``overrides`` go to our extractor's config."""
     arrays, meta = load_fixture(name)
     fn = next(f for p, f in CASES.items() if name.startswith(p))
     work, cleanup = _work_dir(name, tamper is not None)

@@ -102,6 +102,18 @@ def _parity():
     return common, compare
 
 
+@pytest.mark.parametrize("name", [n for n in _parity()[0].fixture_names() if n.startswith(("vgg19_", "vggish_"))])
+def test_fused_vgg_matches_the_reference_fixtures_as_the_unfused_one(name):
+    """VGG-19 / VGGish as the pipeline runs them (convolutions + ReLU on packed oneDNN weights)
+    against the reference fixtures: within the parity tolerance, and within float rounding of
+    the unfused module (relative 1e-5 of its largest value)."""
+    common, compare = _parity()
+    ours, ref, _ = compare.run(name, fuse=True)
+    plain, _, _ = compare.run(name)
+    assert common.max_abs_diff(ours, ref) <= common.TOLERANCE, name
+    assert common.max_abs_diff(ours, plain) <= 1e-5 * float(abs(plain).max()), name  # VGGish: 3.5e-5 of 12
+
+
 @pytest.mark.parametrize("name", [n for n in _parity()[0].fixture_names() if n.startswith("i3d_")])
 def test_fused_i3d_matches_the_reference_fixtures(name):
     """The fused module (what the pipeline runs) against the parity fixtures recorded from the

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import avel.extractors as E
-from avel.extractors.fusion import PackedConv, conv_relu, onednn_packed_available
+from avel.extractors.fusion import PackedConv, PackedConvReLU2d, conv_relu, onednn_packed_available, pack_conv_relu_
 from avel.extractors.i3d import Unit3D
 
 pytestmark = pytest.mark.skipif(not onednn_packed_available(), reason="torch built without oneDNN")
@@ -108,3 +108,54 @@ def test_fused_i3d_packs_and_copies_without_onednn_tensors(make_frames):
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert not any(u.packed._packed for u in clone.rgb.modules() if isinstance(u, Unit3D))
         assert torch.equal(clone.extract(windows), rows)
+
+
+def test_pack_conv_relu_keeps_keys_and_rows():
+    """Conv2d + ReLU pairs become one packed module, the ReLU's slot an Identity: the same
+    state-dict keys and tensors, rows within float rounding; a conv without a ReLU after it
+    keeps its output sign, one with string padding is left as it is."""
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(8, 4, 3, padding=1, stride=2),
+        torch.nn.Conv2d(4, 4, 3, padding="same"),
+    ).eval()
+    x = torch.randn(2, 3, 16, 12)
+    with torch.no_grad():
+        want = seq(x)
+    keys = {k: v for k, v in seq.state_dict().items()}
+    assert pack_conv_relu_(seq) == 2
+    assert isinstance(seq[0], PackedConvReLU2d) and seq[0].relu
+    assert isinstance(seq[1], torch.nn.Identity)
+    assert isinstance(seq[3], PackedConvReLU2d) and not seq[3].relu
+    assert type(seq[4]) is torch.nn.Conv2d
+    state = seq.state_dict()
+    assert list(state) == list(keys) and all(state[k] is keys[k] or torch.equal(state[k], keys[k]) for k in keys)
+    assert seq[0].weight.data_ptr() == keys["0.weight"].data_ptr()  # shared, not copied
+    with torch.no_grad():
+        got = seq(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert (want < 0).any()  # the last convs have no ReLU: signs survive
+
+
+@pytest.mark.parametrize("name", ["vgg19", "vggish"])
+def test_fused_vgg_rows_match_the_unfused_ones(name):
+    """``fuse_for_inference`` packs every convolution of VGG-19 / VGGish (tiny presets): rows
+    within float rounding of the unfused module, the same state dict."""
+    cls = E.get(name)
+    plain = cls.random_init(preset="tiny", seed=3)
+    fused = cls.random_init(preset="tiny", seed=3).fuse_for_inference()
+    convs = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(isinstance(m, PackedConvReLU2d) for m in convs)
+    assert plain.state_dict().keys() == fused.state_dict().keys()
+    g = torch.Generator().manual_seed(0)
+    if name == "vgg19":
+        s = plain.config.image_size
+        windows = torch.randint(0, 256, (2, plain.config.window_frames, s, s, 3), dtype=torch.uint8, generator=g)
+    else:
+        windows = torch.randn(3, plain.plan.window_units + plain.context_samples, generator=g) * 0.1
+    want, got = plain.extract(windows), fused.extract(windows)
+    assert want.abs().mean() > 0
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
