@@ -85,7 +85,8 @@ class PackedConv:
     """A convolution's weight prepacked for oneDNN, per input shape (CPU float32 inference).
 
     Holds no copy of the module's parameters: the packed weights are derived from ``weight``
-    and rebuilt when it is replaced or changed in place (its ``_version``). At most
+    and rebuilt when it is replaced, moved to other memory (``.data`` swapped) or changed in
+    place (its ``_version``). At most
     ``max_shapes`` (input shape, stride, padding) keys are kept (a run uses one or two).
 
     Args:
@@ -123,7 +124,7 @@ class PackedConv:
         :meth:`applies` first."""
         stride, padding = [int(v) for v in stride], [int(v) for v in padding]
         dilation = [1] * len(stride)
-        key = (tuple(x.shape), tuple(stride), tuple(padding), id(weight), weight._version)
+        key = (tuple(x.shape), tuple(stride), tuple(padding), id(weight), weight.data_ptr(), weight._version)
         packed = self._packed.get(key)
         if packed is None:
             reorder: Callable[..., torch.Tensor] = (  # torch's stubs lack input_size; the ops take it

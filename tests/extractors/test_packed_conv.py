@@ -69,13 +69,14 @@ def test_packed_weights_follow_the_weight_and_the_shape():
                 atol=1e-5,
             )
         assert len(pc._packed) == 2
-        w.mul_(-2.0)  # changed in place: packed again, not the stale weight
-        torch.testing.assert_close(
-            pc(x, w, b, stride=(1, 1, 1), padding=(1, 1, 1), relu=False),
-            F.conv3d(x, w, b, padding=1),
-            rtol=1e-5,
-            atol=1e-5,
-        )
+        for change in (lambda: w.mul_(-2.0), lambda: setattr(w, "data", w.data * 0.5)):  # in place; .data swapped
+            change()  # packed again, not the stale weight
+            torch.testing.assert_close(
+                pc(x, w, b, stride=(1, 1, 1), padding=(1, 1, 1), relu=False),
+                F.conv3d(x, w, b, padding=1),
+                rtol=1e-5,
+                atol=1e-5,
+            )
 
 
 def test_plain_path_where_packing_does_not_apply():
