@@ -17,10 +17,11 @@ it is another pass over the output. :class:`PackedConv` reorders the weight once
 shape and runs oneDNN's convolution with the ReLU as a post-op (torch's
 ``mkldnn._convolution_pointwise``, what inductor's CPU freezing emits);
 :func:`pack_conv_relu_` does the same for the Conv2d + ReLU pairs of VGG-19 and VGGish.
-I3D full, batch 1: 6-20 % less forward time on this project's 2-core machine
-(``benchmarks/packed_conv_speed.py``); rows within float rounding of ``F.conv3d`` /
-``F.conv2d`` (tested). Used only for float32 CPU tensors without autograd or autocast, and
-only where torch's build has the oneDNN ops; everywhere else the plain convolution runs.
+Full presets, batch 1, on this project's 2-core machine (``benchmarks/packed_conv_speed.py``):
+I3D 6-20 % less forward time, VGGish 19-23 %, VGG-19 none (its convolutions outweigh the
+weight reorder); rows within float rounding of ``F.conv3d`` / ``F.conv2d`` (tested). Used only
+for float32 CPU tensors without autograd or autocast, and only where torch's build has the
+oneDNN ops; everywhere else the plain convolution runs.
 """
 
 from __future__ import annotations
