@@ -20,8 +20,11 @@ Layouts: ``preprocess`` takes ``B x L x H x W x 3`` uint8 and returns ``B x L x 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +182,27 @@ class TimmImage(FrameImageExtractor):
         self.model.load_state_dict(pretrained.state_dict(), strict=True)
 
 
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_random_init_notice() -> Iterator[None]:
+    """open_clip logs "No pretrained weights loaded ... Model initialized randomly" on the root
+    logger for ``pretrained=None``. Our builds always pass None: the checkpoint is loaded and
+    verified afterwards (``from_checkpoint``), the module is on the meta device (plans and
+    specs), or it is a random-weight preset, which the store marks as such. The notice is
+    dropped while the model is built, so that a real extraction does not claim random weights."""
+    notice = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
+
+
 def _register_open_clip_config(name: str, model_cfg: dict) -> None:
     """Register ``model_cfg`` under ``name`` with open_clip (its loader reads JSON files)."""
     import open_clip
@@ -218,9 +242,10 @@ class OpenClipImage(FrameImageExtractor):
 
         if config.model_cfg:
             _register_open_clip_config(config.model, dict(config.model_cfg))
-        self.model, _, self.transform = open_clip.create_model_and_transforms(
-            config.model, pretrained=None, device=torch.get_default_device()
-        )
+        with _without_random_init_notice():
+            self.model, _, self.transform = open_clip.create_model_and_transforms(
+                config.model, pretrained=None, device=torch.get_default_device()
+            )
         self.dim = int(open_clip.get_model_config(config.model)["embed_dim"])
 
     def load_pretrained(self, source: str) -> None:

@@ -133,6 +133,19 @@ def test_clip_image_and_text_match_open_clip():
     assert ext.feature_shape == (32,)
 
 
+def test_clip_build_does_not_log_random_initialisation(caplog):
+    """open_clip's "Model initialized randomly" (it sees pretrained=None) is not logged by our
+    builds: a checkpoint load would otherwise announce random weights; other records pass."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        E.get("clip_image").build(device="meta", preset="tiny")
+        logging.warning("another notice")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("initialized randomly" in m for m in messages), messages
+    assert "another notice" in messages
+
+
 # -- transformers --------------------------------------------------------------------------------
 def test_transformers_does_not_take_the_repo_datasets_folder_for_hf_datasets():
     import importlib.util
