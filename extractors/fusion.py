@@ -166,6 +166,17 @@ def conv_relu(
     return F.relu(y, inplace=True) if relu else y
 
 
+def _packable(conv: nn.Conv2d) -> bool:
+    """Whether :class:`PackedConvReLU2d` can run ``conv``: zero numeric padding, groups 1,
+    dilation 1."""
+    return (
+        not isinstance(conv.padding, str)
+        and conv.padding_mode == "zeros"
+        and conv.groups == 1
+        and tuple(conv.dilation) == (1, 1)
+    )
+
+
 class PackedConvReLU2d(nn.Conv2d):
     """An ``nn.Conv2d`` (the same parameters, the same state-dict keys) that runs through
     :func:`conv_relu`: on a prepacked oneDNN weight for float32 CPU inference, with the ReLU
@@ -179,10 +190,8 @@ class PackedConvReLU2d(nn.Conv2d):
     def from_conv(cls, conv: nn.Conv2d, *, relu: bool) -> PackedConvReLU2d:
         """The module for ``conv`` (sharing its parameter tensors, not copying them)."""
         padding = conv.padding
-        if isinstance(padding, str) or conv.groups != 1 or tuple(conv.dilation) != (1, 1):
-            raise ValueError(f"PackedConvReLU2d: only numeric padding, groups 1, dilation 1; got {conv}")
-        if conv.padding_mode != "zeros":
-            raise ValueError(f"PackedConvReLU2d: only zero padding; got padding_mode={conv.padding_mode!r}")
+        if isinstance(padding, str) or not _packable(conv):
+            raise ValueError(f"PackedConvReLU2d: only zero numeric padding, groups 1, dilation 1; got {conv}")
         kh, kw = conv.kernel_size
         sh, sw = conv.stride
         ph, pw = padding
@@ -220,11 +229,7 @@ def pack_conv_relu_(seq: nn.Sequential) -> int:
     separate module any more)."""
     swapped = 0
     for i, layer in enumerate(list(seq)):
-        if type(layer) is not nn.Conv2d:
-            continue
-        if isinstance(layer.padding, str) or layer.groups != 1 or tuple(layer.dilation) != (1, 1):
-            continue
-        if layer.padding_mode != "zeros":
+        if type(layer) is not nn.Conv2d or not _packable(layer):
             continue
         relu = i + 1 < len(seq) and type(seq[i + 1]) is nn.ReLU
         seq[i] = PackedConvReLU2d.from_conv(layer, relu=relu)
