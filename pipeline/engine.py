@@ -181,13 +181,34 @@ def rows_per_chunk(plan: Any, chunk_s: float) -> int:
     return max(1, int(round(chunk_s / plan.step_seconds)))
 
 
+def chunk_rows(plan: Any, k: int, chunk_s: float, first_chunk_s: float | None = None) -> tuple[int, int]:
+    """Rows ``[r0, r1)`` of chunk ``k`` of one stream, not clipped to the video's end.
+
+    Chunk 0 holds ``R0 = rows_per_chunk(plan, first_chunk_s)`` rows (``R`` when
+    ``first_chunk_s`` is None or not shorter than ``chunk_s``), chunk ``k >= 1`` the ``R =
+    rows_per_chunk(plan, chunk_s)`` rows after ``R0 + (k - 1) R``: the chunks tile the rows."""
+    per_chunk = rows_per_chunk(plan, chunk_s)
+    first = per_chunk if first_chunk_s is None else min(per_chunk, rows_per_chunk(plan, first_chunk_s))
+    if k == 0:
+        return 0, first
+    return first + (k - 1) * per_chunk, first + k * per_chunk
+
+
+def chunk_count(plan: Any, rows: int, chunk_s: float, first_chunk_s: float | None = None) -> int:
+    """Chunks of one stream of ``rows`` rows (:func:`chunk_rows`; at least one)."""
+    first = chunk_rows(plan, 0, chunk_s, first_chunk_s)[1]
+    return 1 + max(0, math.ceil((rows - first) / rows_per_chunk(plan, chunk_s)))
+
+
 def chunk_plan(
-    streams: Sequence[tuple[str, Any, int, int | None]], k: int, chunk_s: float
+    streams: Sequence[tuple[str, Any, int, int | None]], k: int, chunk_s: float, first_chunk_s: float | None = None
 ) -> tuple[dict[float, tuple[int, int]], dict[str, tuple[int, int]]]:
     """What chunk ``k`` of a video decodes and extracts (both runners use this).
 
-    Chunk ``k`` of a stream holds rows ``[k*R, (k+1)*R)`` with ``R = rows_per_chunk(plan,
-    chunk_s)``; it needs output frames ``[k*R*stride, last start + window + context)``.
+    Chunk ``k`` of a stream holds rows ``[r0, r1)`` (:func:`chunk_rows`: ``[k*R, (k+1)*R)``
+    with ``R = rows_per_chunk(plan, chunk_s)``, or a shorter chunk 0 of ``first_chunk_s``
+    seconds and the others after it); it needs output frames ``[r0*stride, last start +
+    window + context)``.
 
     Args:
         streams: ``(stream, plan, context_frames, total_frames)`` per video stream;
@@ -196,6 +217,7 @@ def chunk_plan(
             clipped to the video's end, :func:`decode_video` clips the frame ranges.
         k: chunk index.
         chunk_s: chunk length in seconds.
+        first_chunk_s: length of chunk 0 in seconds (None: ``chunk_s``).
 
     Returns:
         ``({fps: (first, end) output frames to decode}, {stream: (r0, r1) rows of chunk k})``;
@@ -204,8 +226,7 @@ def chunk_plan(
     ranges: dict[float, tuple[int, int]] = {}
     rows: dict[str, tuple[int, int]] = {}
     for stream, plan, context_frames, total in streams:
-        per_chunk = rows_per_chunk(plan, chunk_s)
-        r0, r1 = k * per_chunk, (k + 1) * per_chunk
+        r0, r1 = chunk_rows(plan, k, chunk_s, first_chunk_s)
         if total is not None:
             r1 = min(r1, plan.num_rows(total))
         if r0 >= r1:
@@ -255,7 +276,13 @@ class StreamInfo:
 
 
 def decode_chunk(
-    path: str, request: dict, streams: Sequence[StreamInfo], k: int, chunk_s: float, totals: dict[str, int] | None
+    path: str,
+    request: dict,
+    streams: Sequence[StreamInfo],
+    k: int,
+    chunk_s: float,
+    totals: dict[str, int] | None,
+    first_chunk_s: float | None = None,
 ) -> list:
     """Decode chunk ``k`` of a video for every stream; returns ``[info, *payloads]`` (both
     runners: the body of the Ray decode task, and of the local runner's decode child).
@@ -269,6 +296,8 @@ def decode_chunk(
         chunk_s: chunk length in seconds.
         totals: ``{stream: output frames of the whole video}`` from chunk 0; None for chunk 0
             (the frame counts are learnt by decoding it, no separate probe).
+        first_chunk_s: length of the video's chunk 0 in seconds (None: ``chunk_s``); the
+            same value for every chunk of a video (:func:`chunk_plan`).
 
     Payload per stream (None when the stream failed or has no rows in this chunk): video
     ``(frames T x H x W x 3 uint8, index N x (window + context) int64 into frames)``; audio
@@ -281,20 +310,28 @@ def decode_chunk(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a decode worker or forked child: one thread (restored for in-process calls)
     try:
-        return _decode_chunk(path, request, streams, k, chunk_s, totals)
+        return _decode_chunk(path, request, streams, k, chunk_s, totals, first_chunk_s)
     finally:
         torch.set_num_threads(threads)
 
 
 def _decode_chunk(
-    path: str, request: dict, streams: Sequence[StreamInfo], k: int, chunk_s: float, totals: dict[str, int] | None
+    path: str,
+    request: dict,
+    streams: Sequence[StreamInfo],
+    k: int,
+    chunk_s: float,
+    totals: dict[str, int] | None,
+    first_chunk_s: float | None = None,
 ) -> list:
     from avel.pipeline.decode import decode_video
 
     t0 = time.perf_counter()
     video = [s for s in streams if s.modality == "video"]
     audio = [s for s in streams if s.modality == "audio"]
-    ranges, _ = chunk_plan([(s.name, s.plan, s.context_frames, (totals or {}).get(s.name)) for s in video], k, chunk_s)
+    ranges, _ = chunk_plan(
+        [(s.name, s.plan, s.context_frames, (totals or {}).get(s.name)) for s in video], k, chunk_s, first_chunk_s
+    )
     decoded = decode_video(
         path,
         fps=list(ranges),
@@ -309,9 +346,10 @@ def _decode_chunk(
         if total is None:  # chunk 0 decodes every fps and reports the counts later chunks get
             raise DecodeError(f"{path}: no frame count for stream {s.name} in chunk {k}")
         counts[s.name] = total
-    _, spans = chunk_plan([(s.name, s.plan, s.context_frames, counts[s.name]) for s in video], k, chunk_s)
+    described = [(s.name, s.plan, s.context_frames, counts[s.name]) for s in video]
+    _, spans = chunk_plan(described, k, chunk_s, first_chunk_s)
     n_chunks = max(
-        (math.ceil(s.plan.num_rows(counts[s.name]) / rows_per_chunk(s.plan, chunk_s)) for s in video), default=1
+        (chunk_count(s.plan, s.plan.num_rows(counts[s.name]), chunk_s, first_chunk_s) for s in video), default=1
     )
     info: dict[str, Any] = {
         "meta": decoded.meta,
@@ -361,9 +399,7 @@ def _decode_chunk(
             info["errors"][s.name] = (type(e).__name__, str(e))
             info["rows"][s.name] = 0
             payloads.append(None)
-    prev = (
-        chunk_plan([(s.name, s.plan, s.context_frames, counts[s.name]) for s in video], k - 1, chunk_s)[0] if k else {}
-    )
+    prev = chunk_plan(described, k - 1, chunk_s, first_chunk_s)[0] if k else {}
     info["frames"] = {}
     for fps, native in decoded.native_index.items():
         first = decoded.first_frame[fps]
@@ -576,6 +612,7 @@ class _LocalVideo:
 
     job: VideoJob
     streams: list[StreamInfo]
+    first_chunk_s: float | None = None  # length of its chunk 0 (None: chunk_s)
     meta: Any = None
     totals: dict[str, int] | None = None
     chunks_left: int = 1  # chunk 0 reports the real count
@@ -596,6 +633,7 @@ def run_local(
     device: torch.device | str = "cpu",
     decode_timeout_s: float | None = 600.0,
     chunk_s: float = 30.0,
+    first_chunk_s: float | None = 4.0,
     progress: Callable[[RunReport], None] | None = None,
     load: Callable[[], Sequence[StreamExtractor]] | None = None,
     claim_poll_s: float = 0.5,
@@ -610,6 +648,12 @@ def run_local(
 
     Args:
         batch_size: windows per device call, one value or ``{stream: value}``.
+        chunk_s: chunk length in seconds (:func:`chunk_plan`).
+        first_chunk_s: chunk 0 of the run's first video lasts this many seconds (None:
+            ``chunk_s``). Nothing decodes ahead of that chunk, so the model waits for it: a
+            whole 30-s chunk of a 360p clip kept it idle ~1 s on the 2-core machine, a 4-s one
+            ~0.2 s; the video's next chunk then decodes while the short one is extracted.
+            Later videos decode while the one before is extracted, and keep ``chunk_s``.
         precision: ``fp32`` | ``bf16`` | ``fp16`` (autocast, :func:`extract_batch`).
         load: when given, ``extractors`` only describe the streams (e.g. built on the meta
             device) and ``load()`` builds the real ones (same order); it is called once the
@@ -640,8 +684,10 @@ def run_local(
     batchers: dict[str, WindowBatcher] = {}
 
     deferred: list[VideoJob] = []  # claimed by another live writer: retried at the end
+    lead_s = first_chunk_s  # chunk 0 of the run's first video; None once it is claimed
 
     def next_task() -> tuple[_LocalVideo, int] | None:
+        nonlocal lead_s
         if tasks:
             return tasks.popleft()
         while todo:
@@ -653,7 +699,8 @@ def run_local(
             # claims share the videos with other writers of the store: each is extracted once
             status = writer.claim(job.video_id)
             if status == "mine":
-                return _LocalVideo(job, streams), 0
+                video, lead_s = _LocalVideo(job, streams, lead_s), None
+                return video, 0
             if status == "busy":
                 deferred.append(job)
             else:  # committed meanwhile, or failed under a live writer
@@ -677,6 +724,7 @@ def run_local(
                 k=k,
                 chunk_s=chunk_s,
                 totals=v.totals,
+                first_chunk_s=v.first_chunk_s,
             ),
         )
 

@@ -70,6 +70,10 @@ class ExtractConfig:
         decode_workers: concurrent decode tasks.
         decode_timeout_s: per-video decode limit (the worker is killed after it).
         chunk_s: long videos are decoded and extracted in chunks of about this many seconds.
+        first_chunk_s: local runner: the first video of the run starts with a chunk of this
+            many seconds, so the model starts after a short decode rather than a whole chunk's
+            (nothing decodes ahead of it; its other chunks are ``chunk_s`` long). Rows do not
+            depend on the chunking. A value >= ``chunk_s``: no short chunk.
         decode_memory_gb: Ray ``memory=`` reserved per decode task (the scheduler does not
             start more decode tasks on a node than its memory allows; heap memory is otherwise
             not accounted). None: estimated from the decode request and ``chunk_s``
@@ -105,6 +109,7 @@ class ExtractConfig:
     decode_workers: int = 1
     decode_timeout_s: float = 600.0
     chunk_s: float = 30.0
+    first_chunk_s: float = 4.0
     decode_memory_gb: float | None = None
     shard_max_videos: int = 256
     retry_failed: bool = False
@@ -163,6 +168,7 @@ class ExtractConfig:
             ("shard_max_videos", 1, True),
             ("gpus_per_actor", 0, True),
             ("chunk_s", 0, False),
+            ("first_chunk_s", 0, False),
             ("decode_timeout_s", 0, False),
             ("auto_ray_min_videos", 0, True),
         ):
@@ -295,6 +301,7 @@ def run_extract(cfg: ExtractConfig, *, progress: Callable[[RunReport, int], None
                 device=device,
                 decode_timeout_s=cfg.decode_timeout_s,
                 chunk_s=cfg.chunk_s,
+                first_chunk_s=cfg.first_chunk_s,
                 load=load,
                 progress=(lambda r: progress(r, total)) if progress else None,
                 precision=cfg.precision,

@@ -196,15 +196,16 @@ def test_unav100_dataset_with_annotations(videos, tmp_path):
 
 
 def test_chunked_extraction_equals_whole_video(tmp_path):
-    """Chunks of 1 s give the same rows as one 60-s chunk, bitwise (memory bounded by the chunk;
-    fixed-shape batches make the different batch groupings irrelevant)."""
+    """Chunks of 1 s, and a short first chunk before 60-s ones, give the same rows as one 60-s
+    chunk, bitwise (memory bounded by the chunk; fixed-shape batches make the different batch
+    groupings irrelevant); the short first chunk's overlap is reported as frames decoded again."""
     generate(
         SynthConfig(kind="unav100", videos=1, seed=9, size=64, min_duration_s=6.0, max_duration_s=6.0, num_classes=2),
         tmp_path,
     )
-    stores = {}
-    for chunk_s in (60.0, 1.0):
-        out = tmp_path / f"s{chunk_s:g}"
+    stores, reports = {}, {}
+    for chunk_s, first_chunk_s in ((60.0, 60.0), (1.0, 1.0), (60.0, 2.0)):
+        out = tmp_path / f"s{chunk_s:g}-{first_chunk_s:g}"
         cfg = ExtractConfig(
             dataset="folder",
             videos=str(tmp_path / "videos"),
@@ -216,19 +217,28 @@ def test_chunked_extraction_equals_whole_video(tmp_path):
             device="cpu",
             batch_size=4,
             chunk_s=chunk_s,
+            first_chunk_s=first_chunk_s,
             decode_timeout_s=60,
             extractor_options={"vgg19": {"fps": 12.5, "window_frames": 12, "stride_frames": 4}},
         )
         report = run_extract(cfg)
         assert report["videos_ok"] == 1 and not report["failures"], report
-        stores[chunk_s] = FeatureStore(out)
-    (vid,) = stores[60.0].videos()
-    whole, parts = stores[60.0][vid], stores[1.0][vid]
-    assert stores[60.0].meta(vid).duration_s == pytest.approx(6.0, abs=0.05)
-    for s in ("i3d_rgb", "vgg19", "vggish"):
-        assert whole[s].shape == parts[s].shape
-        np.testing.assert_array_equal(whole[s], parts[s])
+        stores[chunk_s, first_chunk_s], reports[chunk_s, first_chunk_s] = FeatureStore(out), report
+    whole_store = stores[60.0, 60.0]
+    (vid,) = whole_store.videos()
+    assert whole_store.meta(vid).duration_s == pytest.approx(6.0, abs=0.05)
+    whole = whole_store[vid]
+    for key in ((1.0, 1.0), (60.0, 2.0)):
+        parts = stores[key][vid]
+        for s in ("i3d_rgb", "vgg19", "vggish"):
+            assert whole[s].shape == parts[s].shape
+            np.testing.assert_array_equal(whole[s], parts[s])
     assert whole["i3d_rgb"].shape[0] == (150 - 8) // 4 + 1  # tiny i3d: 8/4 frames at 25 fps
+    # 2-s first chunk: i3d rows 0-11 (frames 0-51) and vgg19 rows 0-5 (frames 0-31 at 12.5 fps),
+    # then the rest; the second chunk decodes again what the chunks' windows share (window - stride)
+    redecoded = {fps: f["redecoded"] for fps, f in reports[60.0, 2.0]["work"]["frames"].items()}
+    assert redecoded == {"25": 8 - 4, "12.5": 12 - 4}
+    assert all(f["redecoded"] == 0 for f in reports[60.0, 60.0]["work"]["frames"].values())
 
 
 def test_extractor_options_are_type_checked_naming_file_and_key(tmp_path):

@@ -373,3 +373,23 @@ def test_kill_9_driver_then_rerun_completes_bitwise(videos, local_store, tmp_pat
     st = FeatureStore(store)  # raises if a (video, stream) were committed twice
     assert sorted(st.videos()) == sorted(local_store.videos())
     _assert_same_store(st, local_store)
+
+
+@pytest.mark.parametrize("first_chunk_s", [None, 0.5, 2.0, 30.0])
+def test_chunks_tile_the_rows_with_a_short_first_chunk(first_chunk_s):
+    """Chunk 0 of ``first_chunk_s`` and the ``chunk_s`` chunks after it cover every row once, and
+    ``chunk_count`` is the number of chunks that hold rows (at least one)."""
+    from avel.datasets.sampling import SamplingPlan
+    from avel.pipeline.engine import chunk_count, chunk_rows
+
+    plan = SamplingPlan("video", fps=25.0, window_frames=24, stride_frames=8)  # I3D: 0.32-s steps
+    chunk_s = 3.0  # 9 rows
+    first = rows_per_chunk(plan, chunk_s if first_chunk_s is None else min(chunk_s, first_chunk_s))
+    assert chunk_rows(plan, 0, chunk_s, first_chunk_s) == (0, first)
+    for rows in (0, 1, first, first + 1, first + 9, first + 10, 100):
+        n = chunk_count(plan, rows, chunk_s, first_chunk_s)
+        spans = [chunk_rows(plan, k, chunk_s, first_chunk_s) for k in range(n)]
+        covered = [r for r0, r1 in spans for r in range(r0, min(r1, rows))]
+        assert covered == list(range(rows))
+        assert n == 1 or spans[-1][0] < rows  # no chunk without rows
+        assert all(r1 - r0 == 9 for r0, r1 in spans[1:])
