@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from avel.datasets.store import StoreWriter, StreamSpec, append_error
 from avel.pipeline.decode import DecodedVideo, DecodeError, start_decode
 from avel.pipeline.jobs import VideoJob
 from avel.pipeline.tuning import PRECISIONS
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -275,6 +278,23 @@ class StreamInfo:
         return self.plan.window_units + (self.context_frames if self.modality == "video" else self.context_samples)
 
 
+def _one_torch_thread(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` run with one torch thread (a decode worker or forked child), the caller's count
+    restored after (in-process calls)."""
+
+    @functools.wraps(fn)
+    def one_thread(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return one_thread
+
+
+@_one_torch_thread
 def decode_chunk(
     path: str,
     request: dict,
@@ -307,23 +327,6 @@ def decode_chunk(
     ``k - 1``), duplicates (the same native frame as the previous output frame) and unused
     (in no window of this chunk).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a decode worker or forked child: one thread (restored for in-process calls)
-    try:
-        return _decode_chunk(path, request, streams, k, chunk_s, totals, first_chunk_s)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _decode_chunk(
-    path: str,
-    request: dict,
-    streams: Sequence[StreamInfo],
-    k: int,
-    chunk_s: float,
-    totals: dict[str, int] | None,
-    first_chunk_s: float | None = None,
-) -> list:
     from avel.pipeline.decode import decode_video
 
     t0 = time.perf_counter()

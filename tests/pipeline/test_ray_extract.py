@@ -393,3 +393,26 @@ def test_chunks_tile_the_rows_with_a_short_first_chunk(first_chunk_s):
         assert covered == list(range(rows))
         assert n == 1 or spans[-1][0] < rows  # no chunk without rows
         assert all(r1 - r0 == 9 for r0, r1 in spans[1:])
+
+
+def test_decode_chunk_decodes_with_one_torch_thread_and_restores_the_callers(monkeypatch):
+    """A decode (Ray task, forked child or in-process call) must not take the cores of the
+    forward beside it; an in-process call gives the caller its thread count back, also on error."""
+    import avel.pipeline.decode as decode
+    from avel.pipeline.engine import decode_chunk
+
+    seen = []
+
+    def fake_decode_video(path, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise decode.DecodeError(f"{path}: stop here")
+
+    monkeypatch.setattr(decode, "decode_video", fake_decode_video)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(decode.DecodeError, match="stop here"):
+            decode_chunk("v.mp4", {"short_side": None, "sample_rate": None}, [], 0, 30.0, None)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
