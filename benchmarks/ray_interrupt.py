@@ -124,6 +124,14 @@ def make_videos(root: Path, n: int) -> Path:
     return root / "videos"
 
 
+def shard_commits(store: Path) -> int:
+    """Shard commits in the commit log of the store at ``store`` (0 while it has none)."""
+    try:
+        return (store / "log" / "commits.jsonl").read_text().count('"op":"commit"')
+    except OSError:
+        return 0
+
+
 def _sigint_as_in_a_terminal() -> None:
     """In the child, before exec: SIGINT back to its default action. A command started from a
     background job of a non-interactive shell (``make test &``) inherits SIGINT ignored, and
@@ -137,10 +145,16 @@ def interrupt_trial(
     *,
     sig: int,
     after_s: float = 3.0,
+    after_commits: int = 0,
     timeout_s: float = 180.0,
     extra_args: tuple[str, ...] = (),
 ) -> dict:
-    """One run of ``avel extract --runner ray --json`` interrupted by ``sig`` (see the module doc)."""
+    """One run of ``avel extract --runner ray --json`` interrupted by ``sig`` (see the module doc).
+
+    ``after_commits``: the signal waits, besides ``after_s`` seconds of running Ray, until the
+    store's commit log holds that many shard commits (:func:`shard_commits`): a point inside the
+    run on a fast machine and a slow one alike (pass ``--shard-max-videos 1`` in ``extra_args``
+    to commit every video)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [
         sys.executable,
@@ -191,7 +205,7 @@ def interrupt_trial(
                 names.setdefault(pid, process_name(pid))
         if ray_up is None and any(process_name(p) == "raylet" for p in tree):
             ray_up = time.monotonic()
-        if ray_up is not None and time.monotonic() - ray_up >= after_s:
+        if ray_up is not None and time.monotonic() - ray_up >= after_s and shard_commits(out) >= after_commits:
             sockets = listening_sockets(tree)
             break
         time.sleep(0.1)

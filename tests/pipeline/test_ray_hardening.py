@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from avel.datasets.store import FeatureStore
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import ray_interrupt  # noqa: E402
 
@@ -139,11 +141,20 @@ def test_ray_json_stdout_is_the_json_alone_and_bad_headers_are_not_retryable(vid
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_interrupted_ray_run_stops_every_process(videos, tmp_path, sig, code):
-    # both tiny extractors and 5 s after the raylet started: the run is still going (also on an idle machine)
+    # both tiny extractors, one video per shard, the signal after the third commit: inside the
+    # run on any machine (a fixed 5 s after the raylet started was its end on a fast one)
+    job = tmp_path / "job.yaml"
+    job.write_text("shard_max_videos: 1\n")
     trial = ray_interrupt.interrupt_trial(
-        videos, tmp_path / "s", sig=sig, after_s=5.0, extra_args=("--extractors", "vgg19,vggish")
+        videos,
+        tmp_path / "s",
+        sig=sig,
+        after_s=0.0,
+        after_commits=3,
+        extra_args=("--extractors", "vgg19,vggish", "--config", str(job)),
     )
     assert trial["exit_code"] == code, trial
+    assert 3 <= len(FeatureStore(tmp_path / "s").videos()) < 30, trial  # what was committed stays
     assert not trial["still_alive"], trial
     # every process is gone when the command has exited (none left to time out on its own)
     assert trial["linger_s"] - trial["exit_s"] < 2.0, trial
