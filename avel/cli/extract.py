@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -210,7 +211,10 @@ def extract(config_file: Path | None, as_json: bool, **flags) -> None:
         bar.refresh()
 
     try:  # errors escape to the group, which maps their types to exit codes (avel.cli.errors)
-        result = run_extract(cfg, progress=progress)
+        # stdout holds the report alone: what else is printed during the run goes to stderr
+        # (Ray's notes on a restarted actor's retried calls, a library's print)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_extract(cfg, progress=progress)
     finally:
         bar.close()
     click.echo(json.dumps(result, indent=None if as_json else 1, default=str))

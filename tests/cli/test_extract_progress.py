@@ -79,3 +79,23 @@ def test_progress_callback_values_during_a_run(tmp_path):
         assert rate == pytest.approx(report["windows"] / busy[stage], rel=1e-3 + 6e-4 / busy[stage])
     shards = list((tmp_path / "s" / "shards").glob("shard-*.h5"))
     assert report["bytes_written"] == sum(p.stat().st_size for p in shards) > 0
+
+
+def test_json_stdout_is_the_report_alone_whatever_the_run_prints(tmp_path, monkeypatch):
+    """What is printed during a run (Ray's notes on a restarted actor's retried calls, a
+    library's print) goes to stderr: ``avel extract --json | jq`` gets the report alone."""
+    from click.testing import CliRunner
+
+    import avel.pipeline.extract as extract_module
+    from avel.cli.main import cli
+
+    def noisy_run(cfg, progress=None):
+        print("(raylet) Task _ExtractorActor.extract failed. There are 2 retries remaining")
+        return {"videos_ok": 1, "videos_failed": 0, "out": cfg.out}
+
+    monkeypatch.setattr(extract_module, "run_extract", noisy_run)
+    args = ["extract", "--dataset", "folder", "--videos", str(tmp_path), "--extractors", "vgg19", "--random-weights"]
+    res = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "s"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"videos_ok": 1, "videos_failed": 0, "out": str(tmp_path / "s")}
+    assert "retries remaining" in res.stderr

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,52 @@ def test_ray_json_stdout_is_the_json_alone_and_bad_headers_are_not_retryable(vid
     records = [json.loads(line) for line in (tmp_path / "s" / "errors.jsonl").read_text().splitlines()]
     assert {r["video_id"] for r in records} == bad
     assert all(r["error_type"] == "DecodeError" and not r.get("retryable") for r in records), records
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_killed_actor_is_retried_and_json_stdout_stays_the_report_alone(videos, tmp_path):
+    """``avel extract --runner ray --json`` whose extractor actor is SIGKILLed mid-run (an OOM
+    kill, a crash): Ray restarts it and retries its calls, every video is extracted, and Ray's
+    notes on the retried calls go to stderr; stdout holds the JSON report alone."""
+    job = tmp_path / "job.yaml"
+    job.write_text("shard_max_videos: 1\n")
+    out = tmp_path / "s"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    args = ["--dataset", "folder", "--videos", str(videos), "--extractors", "vgg19,vggish", "--preset", "tiny"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "avel.cli.main", "extract", "--config", str(job), *args, "--random-weights"]
+        + ["--runner", "ray", "--json", "--decode-workers", "1", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    killed = None
+    try:
+        while proc.poll() is None and killed is None:
+            if ray_interrupt.shard_commits(out) >= 3:  # inside the run: its actors are extracting
+                for pid in ray_interrupt.process_tree(proc.pid):
+                    if b"_ExtractorActor" in _cmdline(pid):  # Ray's title of an actor's worker
+                        os.kill(pid, signal.SIGKILL)
+                        killed = pid
+                        break
+            time.sleep(0.05)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert killed is not None, "no actor was killed while the run went on: the test tested nothing"
+    assert proc.returncode == 0, stderr[-2000:]
+    report = json.loads(stdout)  # nothing else on stdout
+    assert report["videos_ok"] == 30 and report["videos_failed"] == 0, report
+    assert "retries remaining" in stderr or "worker died" in stderr, stderr[-2000:]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
