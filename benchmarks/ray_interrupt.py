@@ -65,13 +65,22 @@ def start_time(pid: int) -> int | None:
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
+def cmdline(pid: int) -> list[bytes]:
+    """The command line of ``pid`` as it shows it now (Ray retitles an actor's worker
+    ``ray::ClassName.method``); empty when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
 def process_name(pid: int) -> str:
     """``comm``, and for a Python process the script or module it runs."""
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
+    argv = cmdline(pid)
     if comm.startswith("python") and len(argv) > 1:
         script = next((a.decode(errors="replace") for a in argv[1:] if a and not a.startswith(b"-")), "")
         return f"{comm} {Path(script).name}" if script else comm
@@ -124,11 +133,14 @@ def make_videos(root: Path, n: int) -> Path:
     return root / "videos"
 
 
-def shard_commits(store: Path) -> int:
-    """Shard commits in the commit log of the store at ``store`` (0 while it has none)."""
+def committed_videos(store: Path) -> int:
+    """Videos committed to the feature store at ``store`` (0 before it exists)."""
+    from avel.datasets.store import FeatureStore
+    from avel.datasets.store_log import StoreError
+
     try:
-        return (store / "log" / "commits.jsonl").read_text().count('"op":"commit"')
-    except OSError:
+        return len(FeatureStore(store))
+    except StoreError:
         return 0
 
 
@@ -145,16 +157,16 @@ def interrupt_trial(
     *,
     sig: int,
     after_s: float = 3.0,
-    after_commits: int = 0,
+    after_videos: int = 0,
     timeout_s: float = 180.0,
     extra_args: tuple[str, ...] = (),
 ) -> dict:
     """One run of ``avel extract --runner ray --json`` interrupted by ``sig`` (see the module doc).
 
-    ``after_commits``: the signal waits, besides ``after_s`` seconds of running Ray, until the
-    store's commit log holds that many shard commits (:func:`shard_commits`): a point inside the
-    run on a fast machine and a slow one alike (pass ``--shard-max-videos 1`` in ``extra_args``
-    to commit every video)."""
+    ``after_videos``: the signal waits, besides ``after_s`` seconds of running Ray, until that
+    many videos are committed to the store (:func:`committed_videos`): a point inside the run on
+    a fast machine and a slow one alike (a job file with ``shard_max_videos: 1`` in
+    ``extra_args`` commits every video)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [
         sys.executable,
@@ -205,7 +217,7 @@ def interrupt_trial(
                 names.setdefault(pid, process_name(pid))
         if ray_up is None and any(process_name(p) == "raylet" for p in tree):
             ray_up = time.monotonic()
-        if ray_up is not None and time.monotonic() - ray_up >= after_s and shard_commits(out) >= after_commits:
+        if ray_up is not None and time.monotonic() - ray_up >= after_s and committed_videos(out) >= after_videos:
             sockets = listening_sockets(tree)
             break
         time.sleep(0.1)

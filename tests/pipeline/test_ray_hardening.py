@@ -140,13 +140,6 @@ def test_ray_json_stdout_is_the_json_alone_and_bad_headers_are_not_retryable(vid
     assert all(r["error_type"] == "DecodeError" and not r.get("retryable") for r in records), records
 
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def test_a_killed_actor_is_retried_and_json_stdout_stays_the_report_alone(videos, tmp_path):
     """``avel extract --runner ray --json`` whose extractor actor is SIGKILLed mid-run (an OOM
     kill, a crash): Ray restarts it and retries its calls, every video is extracted, and Ray's
@@ -168,9 +161,9 @@ def test_a_killed_actor_is_retried_and_json_stdout_stays_the_report_alone(videos
     killed = None
     try:
         while proc.poll() is None and killed is None:
-            if ray_interrupt.shard_commits(out) >= 3:  # inside the run: its actors are extracting
+            if ray_interrupt.committed_videos(out) >= 3:  # inside the run: its actors are extracting
                 for pid in ray_interrupt.process_tree(proc.pid):
-                    if b"_ExtractorActor" in _cmdline(pid):  # Ray's title of an actor's worker
+                    if any(b"_ExtractorActor" in a for a in ray_interrupt.cmdline(pid)):
                         os.kill(pid, signal.SIGKILL)
                         killed = pid
                         break
@@ -197,7 +190,7 @@ def test_interrupted_ray_run_stops_every_process(videos, tmp_path, sig, code):
         tmp_path / "s",
         sig=sig,
         after_s=0.0,
-        after_commits=3,
+        after_videos=3,
         extra_args=("--extractors", "vgg19,vggish", "--config", str(job)),
     )
     assert trial["exit_code"] == code, trial
